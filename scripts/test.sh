@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install everything the tests need (Python packages and Debian's chromium for
+# the browser tests) and run the whole suite: lint, then pytest on 2 workers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    if ! command -v chromium >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
+fi
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 -m ruff check src tests
+python3 -m pytest -n 2 "$@"

@@ -1,0 +1,5 @@
+import sys
+
+from privmeter.cli import main
+
+sys.exit(main())

@@ -1,0 +1,229 @@
+"""Every error privmeter raises, in one hierarchy.
+
+Errors are named for what went wrong (after h11, httpx and pyca/cryptography).
+Messages say what was expected and what came (``!r``).  Towards an untrusted
+peer a party answers with one uninformative error code; the details go to the
+log.  Crypto and protocol failures carry context (meter id, interval) where
+one is known.
+
+::
+
+    PrivmeterError
+    ├── ConfigError                     a plan, tariff or config file is invalid
+    │   ├── PlanError
+    │   └── TariffError
+    ├── CryptoError
+    │   ├── InvalidKey                  a key fails validation / is too small
+    │   ├── InvalidCiphertext           out of range, not a unit, malformed
+    │   ├── KeyMismatch                 ciphertext made under another key id
+    │   ├── PlaintextOverflow           value outside the encodable signed range
+    │   ├── InvalidProof                a decryption proof does not verify
+    │   └── InvalidSignature            a signature does not verify
+    ├── ProtocolError
+    │   ├── LocalProtocolError          we tried to break the protocol
+    │   └── RemoteProtocolError         the peer broke it
+    │       ├── MalformedMessage        does not decode / wrong types / bad field
+    │       ├── MessageTooLarge         over the size limit
+    │       ├── UnsupportedVersion      wire/file version we do not speak
+    │       ├── UnexpectedMessage       legal message in the wrong state
+    │       ├── ReplayedMessage         already seen (same id / nonce)
+    │       ├── DuplicateReading        a second record for the same interval
+    │       ├── StaleMessage            outside the freshness window
+    │       └── UnknownParty            meter / household not registered
+    ├── PolicyError                     a party refuses, by its plan
+    │   ├── BudgetExceeded              comparison budget used up
+    │   ├── GroupTooSmall               fewer than the plan's minimum
+    │   └── TariffRejected              tariff differs from the published one or
+    │                                   breaks the plan's price bounds
+    ├── BillingError
+    │   ├── BillMismatch                the statement's bill differs from ours
+    │   └── AuditFailure                an offline audit found an inconsistency
+    ├── AggregationError                a round cannot complete
+    ├── TransportError                  network / framing failure
+    └── StoreError                      persistent state is unusable
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AggregationError",
+    "AuditFailure",
+    "BillMismatch",
+    "BillingError",
+    "BudgetExceeded",
+    "ConfigError",
+    "CryptoError",
+    "DuplicateReading",
+    "GroupTooSmall",
+    "InvalidCiphertext",
+    "InvalidKey",
+    "InvalidProof",
+    "InvalidSignature",
+    "KeyMismatch",
+    "LocalProtocolError",
+    "MalformedMessage",
+    "MessageTooLarge",
+    "PlaintextOverflow",
+    "PlanError",
+    "PolicyError",
+    "PrivmeterError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "ReplayedMessage",
+    "StaleMessage",
+    "StoreError",
+    "TariffError",
+    "TariffRejected",
+    "TransportError",
+    "UnexpectedMessage",
+    "UnknownParty",
+    "UnsupportedVersion",
+]
+
+
+class PrivmeterError(Exception):
+    """Root of every privmeter error.
+
+    ``context`` holds machine-readable details (``meter_id``, ``interval``...)
+    for logs; ``code`` is the short, uninformative string a party may send to
+    an untrusted peer.
+    """
+
+    code = "error"
+
+    def __init__(self, message: str = "", **context: Any) -> None:
+        super().__init__(message)
+        self.context: dict[str, Any] = context
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        if self.context:
+            extra = ", ".join(f"{k}={v!r}" for k, v in sorted(self.context.items()))
+            return f"{base} [{extra}]"
+        return base
+
+
+class ConfigError(PrivmeterError):
+    code = "config"
+
+
+class PlanError(ConfigError):
+    code = "plan"
+
+
+class TariffError(ConfigError):
+    code = "tariff"
+
+
+class CryptoError(PrivmeterError):
+    code = "crypto"
+
+
+class InvalidKey(CryptoError):
+    code = "invalid-key"
+
+
+class InvalidCiphertext(CryptoError):
+    code = "invalid-ciphertext"
+
+
+class KeyMismatch(CryptoError):
+    code = "key-mismatch"
+
+
+class PlaintextOverflow(CryptoError):
+    code = "overflow"
+
+
+class InvalidProof(CryptoError):
+    code = "invalid-proof"
+
+
+class InvalidSignature(CryptoError):
+    code = "invalid-signature"
+
+
+class ProtocolError(PrivmeterError):
+    code = "protocol"
+
+
+class LocalProtocolError(ProtocolError):
+    code = "local-protocol"
+
+
+class RemoteProtocolError(ProtocolError):
+    code = "remote-protocol"
+
+
+class MalformedMessage(RemoteProtocolError):
+    code = "malformed"
+
+
+class MessageTooLarge(RemoteProtocolError):
+    code = "too-large"
+
+
+class UnsupportedVersion(RemoteProtocolError):
+    code = "version"
+
+
+class UnexpectedMessage(RemoteProtocolError):
+    code = "unexpected"
+
+
+class ReplayedMessage(RemoteProtocolError):
+    code = "replay"
+
+
+class DuplicateReading(RemoteProtocolError):
+    code = "duplicate"
+
+
+class StaleMessage(RemoteProtocolError):
+    code = "stale"
+
+
+class UnknownParty(RemoteProtocolError):
+    code = "unknown-party"
+
+
+class PolicyError(PrivmeterError):
+    code = "policy"
+
+
+class BudgetExceeded(PolicyError):
+    code = "budget"
+
+
+class GroupTooSmall(PolicyError):
+    code = "group-too-small"
+
+
+class TariffRejected(PolicyError):
+    code = "tariff-rejected"
+
+
+class BillingError(PrivmeterError):
+    code = "billing"
+
+
+class BillMismatch(BillingError):
+    code = "bill-mismatch"
+
+
+class AuditFailure(BillingError):
+    code = "audit"
+
+
+class AggregationError(PrivmeterError):
+    code = "aggregation"
+
+
+class TransportError(PrivmeterError):
+    code = "transport"
+
+
+class StoreError(PrivmeterError):
+    code = "store"

@@ -1,0 +1,59 @@
+"""Shared fixtures.
+
+Paillier keys for tests are fixed known-answer keys in ``tests/vectors`` so
+that the suite does not spend its time generating primes; tests that exercise
+key generation itself generate their own.  Small insecure keys (512 bits,
+``insecure_for_tests=True``) are for property tests that need many
+operations; anything that claims security uses 2048 or 3072 bits.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from privmeter.crypto.paillier import (
+    PaillierPrivateKey,
+    PaillierPublicKey,
+    generate_keypair,
+)
+
+VECTORS = Path(__file__).parent / "vectors"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED_DATA = SHARED / "data"
+
+
+def _load(bits: int) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
+    sk = PaillierPrivateKey.from_json((VECTORS / f"paillier_{bits}.json").read_text())
+    return sk.public_key, sk
+
+
+@pytest.fixture(scope="session")
+def paillier_2048() -> tuple[PaillierPublicKey, PaillierPrivateKey]:
+    return _load(2048)
+
+
+@pytest.fixture(scope="session")
+def paillier_3072() -> tuple[PaillierPublicKey, PaillierPrivateKey]:
+    return _load(3072)
+
+
+@pytest.fixture(scope="session")
+def paillier_small() -> tuple[PaillierPublicKey, PaillierPrivateKey]:
+    """A 512-bit key: fast, insecure, for property tests only."""
+    return generate_keypair(512, rng=random.Random(512), insecure_for_tests=True)
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    return random.Random(20121104)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (real LCL readings, DSMR telegrams); skip if absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("shared/data is not beside the checkout")
+    return SHARED_DATA
