@@ -1,0 +1,45 @@
+"""Where a meter's readings come from: the load-source interface.
+
+A load source yields one :class:`IntervalReading` per interval, in order.
+Simulated households, CSV files and real meters (DSMR P1, DLMS/COSEM) all
+implement :class:`LoadSource`, so the meter agent does not care which it has.
+
+Units: ``energy_wh`` is the net energy of the interval in watt-hours (import
+positive, export to the grid negative); ``power_w`` is the latest
+instantaneous net power in watts (used by demand-management comparisons), or
+None when the source has none.  A source never invents a reading: a missing
+interval is yielded with ``energy_wh=None`` and the protocols treat that
+meter as dropped for that interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = ["IntervalReading", "LoadSource"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntervalReading:
+    interval: int  # floor(unix_seconds / interval_seconds)
+    energy_wh: int | None  # None: missing (meter dropped for this interval)
+    power_w: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.interval, int) or self.interval < 0:
+            raise ValueError(f"interval must be a non-negative int, got {self.interval!r}")
+        for name in ("energy_wh", "power_w"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+                raise ValueError(f"{name} must be int or None, got {type(v).__name__}")
+
+
+@runtime_checkable
+class LoadSource(Protocol):
+    """Anything that yields a meter's interval readings in order."""
+
+    interval_seconds: int
+
+    def readings(self) -> Iterator[IntervalReading]: ...
