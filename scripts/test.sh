@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+# Debian chromium drives the browser tests (tests/web); installed only when they exist.
+if [ -d tests/web ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     if ! command -v chromium >/dev/null; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null

@@ -228,7 +228,6 @@ def _decode(data: bytes, max_bytes: int, depth: int) -> Any:
             raw=False,
             strict_map_key=True,
             ext_hook=_ext_hook,
-            max_buffer_size=max_bytes,
             use_list=True,
         )
     except MalformedMessage:
