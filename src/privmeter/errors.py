@@ -11,7 +11,8 @@ one is known.
     PrivmeterError
     ├── ConfigError                     a plan, tariff or config file is invalid
     │   ├── PlanError
-    │   └── TariffError
+    │   ├── TariffError
+    │   └── DataFormatError             a readings file (CSV, LCL) is malformed
     ├── CryptoError
     │   ├── InvalidKey                  a key fails validation / is too small
     │   ├── InvalidCiphertext           out of range, not a unit, malformed
@@ -29,6 +30,7 @@ one is known.
     │       ├── ReplayedMessage         already seen (same id / nonce)
     │       ├── DuplicateReading        a second record for the same interval
     │       ├── StaleMessage            outside the freshness window
+    │       ├── ThresholdEquivocation   group members were shown different broadcasts
     │       └── UnknownParty            meter / household not registered
     ├── PolicyError                     a party refuses, by its plan
     │   ├── BudgetExceeded              comparison budget used up
@@ -55,6 +57,7 @@ __all__ = [
     "BudgetExceeded",
     "ConfigError",
     "CryptoError",
+    "DataFormatError",
     "DuplicateReading",
     "GroupTooSmall",
     "InvalidCiphertext",
@@ -76,6 +79,7 @@ __all__ = [
     "StoreError",
     "TariffError",
     "TariffRejected",
+    "ThresholdEquivocation",
     "TransportError",
     "UnexpectedMessage",
     "UnknownParty",
@@ -115,6 +119,12 @@ class PlanError(ConfigError):
 
 class TariffError(ConfigError):
     code = "tariff"
+
+
+class DataFormatError(ConfigError):
+    """A readings file is malformed; the message names the file and line."""
+
+    code = "data-format"
 
 
 class CryptoError(PrivmeterError):
@@ -183,6 +193,12 @@ class DuplicateReading(RemoteProtocolError):
 
 class StaleMessage(RemoteProtocolError):
     code = "stale"
+
+
+class ThresholdEquivocation(RemoteProtocolError):
+    """The head-end showed members of one group different event broadcasts."""
+
+    code = "equivocation"
 
 
 class UnknownParty(RemoteProtocolError):
