@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("privmeter.sim.demo", "run a local deployment with the live dashboard"),
     "simulate": ("privmeter.sim.cli", "simulate a neighbourhood over loopback sockets; write a report"),
     "keygen": ("privmeter.parties.keys", "generate household / meter / utility keys"),
-    "audit": ("privmeter.billing.audit", "check a billing statement offline, with no secret key"),
+    "audit": ("privmeter.parties.auditor", "check a billing statement offline, with no secret key"),
     "headend": ("privmeter.parties.headend_service", "run the utility head-end service"),
     "meter": ("privmeter.parties.meter_service", "run one or a fleet of meters"),
     "household": ("privmeter.parties.household_service", "run a household agent"),
