@@ -24,6 +24,7 @@ from gmpy2 import mpz
 
 __all__ = [
     "SYSTEM_RNG",
+    "CombTable",
     "FixedBaseTable",
     "RandomSource",
     "bucket_multi_exp",
@@ -33,6 +34,7 @@ __all__ = [
     "is_prime",
     "mpz",
     "powmod",
+    "powmod_mpz",
     "random_below",
     "random_prime",
     "random_unit",
@@ -160,6 +162,98 @@ class FixedBaseTable:
             e >>= w
             i += 1
         return acc
+
+
+class CombTable:
+    """Fixed-base exponentiation by the Lim-Lee comb: ``base**e mod modulus``, ``e < 2**max_bits``.
+
+    The exponent's ``max_bits`` bits are laid out as ``rows`` rows of
+    ``a = ceil(max_bits / rows)`` columns; column ``c`` is a ``rows``-bit digit.
+    ``tables`` tables hold, for every digit ``x``, the product of the rows'
+    bases ``base**(2**(r*a))`` selected by ``x``, each table shifted by
+    ``2**(s*b)`` with ``b = ceil(a / tables)``.  An exponentiation costs ``b``
+    squarings and at most ``a`` multiplications; memory is
+    ``tables * 2**rows`` residues.  For a 1536-bit exponent the default
+    (12 rows, 4 tables) needs 32 squarings + 128 multiplications, against
+    220 multiplications for a 7-bit windowed table using 1.7x the memory.
+    """
+
+    __slots__ = ("_m", "_ncols", "_span", "base", "max_bits", "modulus", "rows", "tables")
+
+    def __init__(
+        self, base: int, modulus: int, max_bits: int, rows: int = 12, tables: int = 4
+    ) -> None:
+        if max_bits <= 0 or rows <= 0 or tables <= 0:
+            raise ValueError("max_bits, rows and tables must be positive")
+        if rows > 20:
+            raise ValueError(f"rows={rows!r} would need 2**{rows} residues per table")
+        self.base = int(base)
+        self.modulus = int(modulus)
+        self.max_bits = max_bits
+        self.rows = rows
+        m = mpz(modulus)
+        self._m = m
+        a = -(-max_bits // rows)
+        tables = min(tables, a)
+        b = -(-a // tables)
+        self._ncols = a
+        self._span = b
+        # row bases g_r = base ** (2 ** (r * a))
+        g = [mpz(base) % m]
+        for _ in range(rows - 1):
+            x = g[-1]
+            for _ in range(a):
+                x = x * x % m
+            g.append(x)
+        out: list[list[mpz]] = []
+        for s in range(tables):
+            t = [mpz(1)] * (1 << rows)
+            for r in range(rows):
+                bit = 1 << r
+                gr = g[r]
+                t[bit] = gr
+                for x in range(1, bit):
+                    t[bit | x] = t[x] * gr % m
+            out.append(t)
+            if s + 1 < tables:
+                nxt = []
+                for x in g:
+                    for _ in range(b):
+                        x = x * x % m
+                    nxt.append(x)
+                g = nxt
+        self.tables = out
+
+    def digits(self, exp: int) -> list[int]:
+        """The ``a`` column digits of ``exp`` (column 0 first)."""
+        a, h = self._ncols, self.rows
+        bits = format(exp, "b").zfill(a * h)[::-1]  # bits[k] = bit k of exp
+        rows = [bits[r * a : (r + 1) * a] for r in range(h - 1, -1, -1)]  # top row first
+        return [int("".join(col), 2) for col in zip(*rows, strict=True)]
+
+    def pow(self, exp: int) -> mpz:
+        """``base ** exp mod modulus`` for ``0 <= exp < 2**max_bits``."""
+        if exp < 0 or exp.bit_length() > self.max_bits:
+            raise ValueError(
+                f"exponent must be in [0, 2**{self.max_bits}), got {exp.bit_length()} bits"
+            )
+        digits = self.digits(int(exp))
+        m = self._m
+        b, a = self._span, self._ncols
+        tables = self.tables
+        acc: mpz | None = None
+        for j in range(b - 1, -1, -1):
+            if acc is not None:
+                acc = acc * acc % m
+            c = j
+            for t in tables:
+                if c >= a:
+                    break
+                d = digits[c]
+                if d:
+                    acc = t[d] if acc is None else acc * t[d] % m
+                c += b
+        return mpz(1) % m if acc is None else acc
 
 
 def bucket_multi_exp(
