@@ -13,7 +13,7 @@ so a signature made for one purpose can never be replayed as another.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -42,14 +42,16 @@ class VerifyKey:
     """An Ed25519 public key (32 raw bytes)."""
 
     raw: bytes
+    _key: Ed25519PublicKey = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.raw, bytes) or len(self.raw) != PUBLIC_KEY_BYTES:
             raise InvalidKey(f"Ed25519 public key must be {PUBLIC_KEY_BYTES} bytes")
         try:
-            Ed25519PublicKey.from_public_bytes(self.raw)
+            key = Ed25519PublicKey.from_public_bytes(self.raw)
         except ValueError as exc:
             raise InvalidKey(f"not an Ed25519 public key: {exc}") from None
+        object.__setattr__(self, "_key", key)  # parsed once; verify() is hot
 
     @property
     def key_id(self) -> bytes:
@@ -60,9 +62,7 @@ class VerifyKey:
         if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
             raise InvalidSignature("signature must be 64 bytes")
         try:
-            Ed25519PublicKey.from_public_bytes(self.raw).verify(
-                signature, domain_message(context, payload)
-            )
+            self._key.verify(signature, domain_message(context, payload))
         except _CryptoInvalidSignature:
             raise InvalidSignature(f"bad {context.decode(errors='replace')} signature") from None
 

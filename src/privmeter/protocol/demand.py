@@ -1,0 +1,831 @@
+"""Demand management with individual households: events, budget, directives, settlement (sans-IO).
+
+What it is for: when a group's total leaves the utility's private
+``[Cmin, Cmax]``, the utility (:class:`DemandManager`) picks a threshold
+``T``, compares every meter of the group with ``T`` by DGK
+(:mod:`privmeter.protocol.comparison`) and sends a directive (curtail,
+shift, take_more) to exactly the meters on the wrong side.  Each meter
+(:class:`MeterDemandAgent`) enforces its plan's privacy budget, answers,
+and turns a directive into a :class:`LoadInstruction` for the load model
+(:func:`privmeter.grid.curtailment.apply_directive`).
+
+Flow (rules of the state machine; every message signed, Ed25519)::
+
+    utility                                   meter (each of the group)
+    DemandEvent(E(T digits), action, window) ->  validate, accept (<= budget/interval)
+                                          <-  Echo(event digest)           [meter-signed]
+    EchoBundle(>= quorum echoes)          ->  certify: same digest from >= quorum members
+    ComparisonQuery(event, query id)      ->  budget check, DGK reply
+                                          <-  ComparisonAnswer              [meter-signed]
+    Directive (only to the wrong side)    ->  LoadInstruction(limit_w = plan cap)
+
+Meter rules (each violation a specific error, and no state change):
+unknown event or a query/directive outside an accepted event ->
+:class:`~privmeter.errors.UnexpectedMessage`; a second event with the same
+id, a repeated query or directive -> :class:`~privmeter.errors.ReplayedMessage`;
+an expired or future-dated message -> :class:`~privmeter.errors.StaleMessage`;
+a bad signature -> :class:`~privmeter.errors.InvalidSignature`; beyond the
+plan's comparisons per interval / per day ->
+:class:`~privmeter.errors.BudgetExceeded`; echoes from group members on a
+different digest -> :class:`~privmeter.errors.ThresholdEquivocation`.
+
+Leakage bound (the property this module guarantees): a meter answers at
+most ``comparisons_per_interval`` comparisons in an interval and
+``comparisons_per_day`` in a day, each revealing one bit ``[x >= T]`` to an
+honest-but-curious utility.  An adaptive utility (binary search) therefore
+learns at most ``comparisons_per_day`` bits a day: the set of readings
+consistent with its view keeps at least ``2**(bits - budget)`` values.
+With ``same_threshold_for_group``, a meter answers only once ``quorum``
+distinct group members (from the signed roster) have signed an echo of the
+*same* event digest, and it accepts at most ``comparisons_per_interval``
+events per interval; with ``quorum > len(roster) / 2`` two different
+thresholds can never both be certified in one interval (two majorities
+share an honest meter, which echoes one event).  What is *not* defended:
+a utility that broadcasts encryptions which are not one-hot digits (no
+zero-knowledge proof of well-formedness): see ``docs/demand-management.md``.
+
+Settlement: during the event's window the meter emits, per interval, two
+encrypted billing records (``dr_excess`` = Wh above the plan's cap,
+``dr_rebate`` = Wh of headroom below it) under the household's Paillier key
+(:func:`event_records`); the utility bills them at the penalty and minus the
+rebate price without learning either amount.  :func:`event_adjustments` is
+the household's plaintext counterpart for ``settlement.settle``.
+
+Units: readings compared are instantaneous power in W (signed, export
+negative); energy Wh per interval; intervals ``floor(unix / interval_seconds)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from privmeter.crypto import _numtheory as nt
+from privmeter.crypto.dgk import DGKPrivateKey, DGKPublicKey
+from privmeter.crypto.paillier import PaillierPublicKey
+from privmeter.crypto.signing import SigningKey, VerifyKey
+from privmeter.errors import (
+    BudgetExceeded,
+    LocalProtocolError,
+    MalformedMessage,
+    PolicyError,
+    ReplayedMessage,
+    StaleMessage,
+    ThresholdEquivocation,
+    UnexpectedMessage,
+    UnknownParty,
+)
+from privmeter.protocol.billing import DR_EXCESS, DR_REBATE, ReadingRecord, canonical, make_record
+from privmeter.protocol.codec import message
+from privmeter.protocol.comparison import (
+    DEFAULT_BITS,
+    DEFAULT_RADIX,
+    ComparisonReply,
+    EncryptedThreshold,
+    PreparedThreshold,
+    UtilityComparison,
+    clamp_value,
+    encrypt_threshold,
+    meter_reply,
+    prepare_threshold,
+)
+
+__all__ = [
+    "ACTIONS",
+    "ComparisonAnswer",
+    "ComparisonBudget",
+    "ComparisonQuery",
+    "DemandEvent",
+    "DemandManager",
+    "Directive",
+    "Echo",
+    "EchoBundle",
+    "LoadInstruction",
+    "MeterDemandAgent",
+    "choose_threshold",
+    "event_adjustments",
+    "event_amounts",
+    "event_records",
+    "plaintext_targets",
+]
+
+ACTIONS = ("curtail", "shift", "take_more")  # as in privmeter.grid.curtailment
+SIDES = ("above", "below")
+EVENT_CONTEXT = b"privmeter.dr.event/1"
+ECHO_CONTEXT = b"privmeter.dr.echo/1"
+QUERY_CONTEXT = b"privmeter.dr.query/1"
+ANSWER_CONTEXT = b"privmeter.dr.answer/1"
+DIRECTIVE_CONTEXT = b"privmeter.dr.directive/1"
+MAX_EVENT_LIFETIME_S = 3600  # an event's messages are accepted at most an hour
+CLOCK_SKEW_S = 30  # tolerated clock difference between head-end and meter
+MAX_ID_CHARS = 64
+DAY_S = 86400
+
+
+def _check_id(v: str, what: str) -> None:
+    if not v or len(v) > MAX_ID_CHARS or not v.isprintable():
+        raise ValueError(f"{what} must be 1-{MAX_ID_CHARS} printable characters")
+
+
+def _check_sig(sig: bytes) -> None:
+    if len(sig) != 64:
+        raise ValueError("signature must be 64 bytes")
+
+
+# -- messages ---------------------------------------------------------------------
+
+@message("dr.event")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemandEvent:
+    """A demand-management event opened by the head-end for one group (head-end-signed)."""
+
+    event_id: str
+    group_id: str
+    action: str
+    side: str  # "above": meters with x >= T are targeted; "below": x < T
+    start_interval: int
+    duration_minutes: int
+    issued_at: int
+    expires_at: int
+    threshold: EncryptedThreshold
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_id(self.event_id, "event_id")
+        _check_id(self.group_id, "group_id")
+        if self.action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}, got {self.action!r:.40}")
+        if self.side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, got {self.side!r:.40}")
+        if not 0 <= self.start_interval < 2**48 or not 1 <= self.duration_minutes <= 1440:
+            raise ValueError("start_interval or duration_minutes out of range")
+        if not 0 <= self.issued_at < self.expires_at <= self.issued_at + MAX_EVENT_LIFETIME_S:
+            raise ValueError(f"event lifetime must be in (0, {MAX_EVENT_LIFETIME_S}] s")
+        _check_sig(self.signature)
+
+    def signed_payload(self) -> bytes:
+        return canonical(
+            self.event_id, self.group_id, self.action, self.side, self.start_interval,
+            self.duration_minutes, self.issued_at, self.expires_at, self.threshold.digest(),
+        )
+
+    def digest(self) -> bytes:
+        """What group members echo: SHA-256 over the signed payload."""
+        return hashlib.sha256(EVENT_CONTEXT + self.signed_payload()).digest()
+
+
+@message("dr.echo")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Echo:
+    """A meter's signed statement "I was shown event ``event_id`` with this digest"."""
+
+    event_id: str
+    group_id: str
+    meter_id: str
+    digest: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_id(self.event_id, "event_id")
+        _check_id(self.group_id, "group_id")
+        _check_id(self.meter_id, "meter_id")
+        if len(self.digest) != 32:
+            raise ValueError("digest must be 32 bytes")
+        _check_sig(self.signature)
+
+    def signed_payload(self) -> bytes:
+        return canonical(self.event_id, self.group_id, self.meter_id, self.digest)
+
+
+@message("dr.echoes")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EchoBundle:
+    """Echoes relayed by the head-end (it cannot forge them: they are meter-signed)."""
+
+    event_id: str
+    echoes: tuple[Echo, ...]
+
+    def __post_init__(self) -> None:
+        _check_id(self.event_id, "event_id")
+        if len(self.echoes) > 100_000:
+            raise ValueError("too many echoes")
+
+
+@message("dr.query")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ComparisonQuery:
+    """The head-end asks one meter to compare its reading in an event (head-end-signed)."""
+
+    event_id: str
+    meter_id: str
+    query_id: int
+    issued_at: int
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_id(self.event_id, "event_id")
+        _check_id(self.meter_id, "meter_id")
+        if not 0 <= self.query_id < 2**63 or self.issued_at < 0:
+            raise ValueError("query_id or issued_at out of range")
+        _check_sig(self.signature)
+
+    def signed_payload(self) -> bytes:
+        return canonical(self.event_id, self.meter_id, self.query_id, self.issued_at)
+
+
+@message("dr.answer")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ComparisonAnswer:
+    """A meter's DGK reply to a query (meter-signed)."""
+
+    event_id: str
+    meter_id: str
+    query_id: int
+    reply: ComparisonReply
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_id(self.event_id, "event_id")
+        _check_id(self.meter_id, "meter_id")
+        if not 0 <= self.query_id < 2**63:
+            raise ValueError("query_id out of range")
+        _check_sig(self.signature)
+
+    def signed_payload(self) -> bytes:
+        r = self.reply
+        return canonical(
+            self.event_id, self.meter_id, self.query_id, r.key_id, r.threshold_digest,
+            *[int(v) for v in r.values],
+        )
+
+
+@message("dr.directive")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Directive:
+    """An individual directive to one meter on the wrong side of ``T`` (head-end-signed)."""
+
+    event_id: str
+    meter_id: str
+    action: str
+    start_interval: int
+    duration_minutes: int
+    issued_at: int
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_id(self.event_id, "event_id")
+        _check_id(self.meter_id, "meter_id")
+        if self.action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}")
+        if not 0 <= self.start_interval < 2**48 or not 1 <= self.duration_minutes <= 1440:
+            raise ValueError("start_interval or duration_minutes out of range")
+        if self.issued_at < 0:
+            raise ValueError("issued_at must be non-negative")
+        _check_sig(self.signature)
+
+    def signed_payload(self) -> bytes:
+        return canonical(
+            self.event_id, self.meter_id, self.action, self.start_interval,
+            self.duration_minutes, self.issued_at,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadInstruction:
+    """What the meter hands to the load model (``grid.curtailment.apply_directive``)."""
+
+    event_id: str
+    action: str
+    start_interval: int
+    duration_minutes: int
+    limit_w: int | None  # the plan's cap (public); never the private threshold
+
+
+# -- budget ---------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class ComparisonBudget:
+    """The plan's comparison budget, enforced by the meter (a ledger per interval and day)."""
+
+    comparisons_per_interval: int = 1
+    comparisons_per_day: int = 4
+    same_threshold_for_group: bool = True
+    min_group_size: int = 5
+    interval_seconds: int = 900
+    _per_interval: dict[int, int] = field(default_factory=dict, init=False, repr=False)
+    _per_day: dict[int, int] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.comparisons_per_interval < 0 or self.comparisons_per_day < 0:
+            raise ValueError("budgets must be non-negative")
+        if self.interval_seconds <= 0 or DAY_S % self.interval_seconds:
+            raise ValueError("interval_seconds must divide a day")
+
+    @classmethod
+    def from_plan(cls, plan: Any) -> ComparisonBudget:
+        """From a :class:`privmeter.grid.plans.Plan` (its ``privacy`` section)."""
+        pb = plan.privacy
+        return cls(
+            comparisons_per_interval=pb.comparisons_per_interval,
+            comparisons_per_day=pb.comparisons_per_day,
+            same_threshold_for_group=pb.same_threshold_for_group,
+            min_group_size=pb.min_group_size,
+            interval_seconds=plan.interval_seconds,
+        )
+
+    def _slots(self, now: int) -> tuple[int, int]:
+        return now // self.interval_seconds, now // DAY_S
+
+    def check(self, now: int) -> None:
+        """Raise :class:`~privmeter.errors.BudgetExceeded` if one more comparison is over budget."""
+        iv, day = self._slots(now)
+        if self._per_interval.get(iv, 0) >= self.comparisons_per_interval:
+            raise BudgetExceeded(
+                f"{self.comparisons_per_interval} comparisons per interval already used", interval=iv
+            )
+        if self._per_day.get(day, 0) >= self.comparisons_per_day:
+            raise BudgetExceeded(f"{self.comparisons_per_day} comparisons per day already used", day=day)
+
+    def charge(self, now: int) -> None:
+        """Check, then record one comparison."""
+        self.check(now)
+        iv, day = self._slots(now)
+        self._per_interval[iv] = self._per_interval.get(iv, 0) + 1
+        self._per_day[day] = self._per_day.get(day, 0) + 1
+        for d in [d for d in self._per_day if d < day - 1]:
+            del self._per_day[d]
+        for i in [i for i in self._per_interval if i < iv - 1]:
+            del self._per_interval[i]
+
+    def used_today(self, now: int) -> int:
+        return self._per_day.get(now // DAY_S, 0)
+
+
+# -- threshold policy -------------------------------------------------------------------
+
+def choose_threshold(
+    total_w: int, group_size: int, gap_w: int, level_w: int, side: str, *, bits: int = DEFAULT_BITS
+) -> int:
+    """The policy: a threshold expected to close ``gap_w``, from the total and group size only.
+
+    Model: readings i.i.d. exponential with mean ``mu = total_w / group_size``.
+    ``side="above"``: meters with ``x >= T`` go down to ``level_w`` (the plan's
+    cap); expected shed ``N * exp(-T/mu) * (T + mu - level)`` for ``T >= level``;
+    the largest ``T`` whose shed covers ``gap_w`` (the fewest households
+    disturbed).  ``side="below"``: meters with ``x < T`` go up to ``level_w``;
+    expected gain ``N * (level*(1-e) - mu + e*(T+mu))`` with ``e = exp(-T/mu)``
+    for ``T <= level``; the smallest ``T`` that covers the gap.  The result is
+    clamped into the comparison's range.
+    """
+    if group_size <= 0:
+        raise LocalProtocolError("group_size must be positive")
+    half = 1 << (bits - 1)
+    mu = max(total_w / group_size, 1.0)
+    n = group_size
+
+    def shed(t: int) -> float:
+        return n * math.exp(-t / mu) * (t + mu - level_w)
+
+    def gain(t: int) -> float:
+        e = math.exp(-t / mu)
+        return n * (level_w * (1 - e) - mu + e * (t + mu))
+
+    lo_t = max(level_w, 0)
+    if side == "above":
+        hi = max(lo_t, int(40 * mu) + lo_t)
+        if shed(lo_t) < gap_w:
+            t = lo_t
+        else:
+            lo, h = lo_t, hi  # shed(lo) >= gap, decreasing in T
+            while h - lo > 1:
+                mid = (lo + h) // 2
+                if shed(mid) >= gap_w:
+                    lo = mid
+                else:
+                    h = mid
+            t = lo
+    elif side == "below":
+        if gain(lo_t) < gap_w:
+            t = lo_t
+        else:
+            lo, h = 0, lo_t  # gain increasing in T on [0, level]
+            while h - lo > 1:
+                mid = (lo + h) // 2
+                if gain(mid) >= gap_w:
+                    h = mid
+                else:
+                    lo = mid
+            t = h
+    else:
+        raise LocalProtocolError(f"side must be one of {SIDES}")
+    return min(max(t, -half + 1), half - 1)
+
+
+def plaintext_targets(readings_w: Mapping[str, int], threshold: int, side: str, bits: int = DEFAULT_BITS) -> set[str]:
+    """Plaintext reference of who is targeted (readings clamped as the meters do)."""
+    return {
+        m for m, x in readings_w.items()
+        if (clamp_value(x, bits) >= threshold) == (side == "above")
+    }
+
+
+# -- utility side -------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class _Event:
+    msg: DemandEvent
+    sessions: dict[str, UtilityComparison]
+    queries: dict[str, int]
+    results: dict[str, bool]
+    echoes: dict[str, Echo]
+    threshold: int
+    directed: set[str]
+
+
+class DemandManager:
+    """The utility's side of demand management for one group (sans-IO).
+
+    ``roster`` maps each meter id of the group to its certified verify key.
+    Thresholds, limits and results stay inside this object; nothing here
+    does I/O or reads a clock (``now`` is passed in, unix seconds).
+    """
+
+    def __init__(
+        self,
+        dgk_key: DGKPrivateKey,
+        signing_key: SigningKey,
+        group_id: str,
+        roster: Mapping[str, VerifyKey],
+        *,
+        cmin_w: int,
+        cmax_w: int,
+        level_above_w: int,
+        level_below_w: int,
+        duration_minutes: int = 30,
+        bits: int = DEFAULT_BITS,
+        radix: int = DEFAULT_RADIX,
+        interval_seconds: int = 900,
+        lifetime_s: int = 300,
+        quorum: int | None = None,
+    ) -> None:
+        if cmin_w > cmax_w:
+            raise LocalProtocolError("Cmin must not exceed Cmax")
+        self.dgk_key = dgk_key
+        self.signing_key = signing_key
+        self.group_id = group_id
+        self.roster = dict(roster)
+        self.cmin_w, self.cmax_w = cmin_w, cmax_w
+        self.level_above_w, self.level_below_w = level_above_w, level_below_w
+        self.duration_minutes = duration_minutes
+        self.bits, self.radix = bits, radix
+        self.interval_seconds = interval_seconds
+        self.lifetime_s = lifetime_s
+        self.quorum = quorum if quorum is not None else len(self.roster) // 2 + 1
+        self.events: dict[str, _Event] = {}
+        self._next_query = 1
+        self._counter = 0
+
+    # -- opening an event ------------------------------------------------------------
+    def check_total(
+        self, total_w: int, *, interval: int, now: int, rng: nt.RandomSource = nt.SYSTEM_RNG
+    ) -> DemandEvent | None:
+        """Open an event if ``total_w`` is outside ``[Cmin, Cmax]``; else ``None``."""
+        if self.cmin_w <= total_w <= self.cmax_w:
+            return None
+        n = len(self.roster)
+        if total_w > self.cmax_w:
+            side, action, level = "above", "curtail", self.level_above_w
+            gap = total_w - self.cmax_w
+        else:
+            side, action, level = "below", "take_more", self.level_below_w
+            gap = self.cmin_w - total_w
+        t = choose_threshold(total_w, n, gap, level, side, bits=self.bits)
+        return self.open_event(t, side=side, action=action, start_interval=interval + 1, now=now, rng=rng)
+
+    def open_event(
+        self, threshold: int, *, side: str, action: str, start_interval: int, now: int,
+        rng: nt.RandomSource = nt.SYSTEM_RNG,
+    ) -> DemandEvent:
+        """Open an event with an explicit threshold (tests, operators)."""
+        self._counter += 1
+        eid = hashlib.sha256(
+            b"privmeter.dr.event-id" + self.group_id.encode() + self._counter.to_bytes(8, "big")
+            + rng.getrandbits(128).to_bytes(16, "big")
+        ).hexdigest()[:32]
+        enc = encrypt_threshold(self.dgk_key.public_key, threshold, bits=self.bits, radix=self.radix, rng=rng)
+        fields: dict[str, Any] = {
+            "event_id": eid, "group_id": self.group_id, "action": action, "side": side,
+            "start_interval": start_interval, "duration_minutes": self.duration_minutes,
+            "issued_at": now, "expires_at": now + self.lifetime_s, "threshold": enc,
+        }
+        unsigned = DemandEvent(**fields, signature=bytes(64))
+        ev = DemandEvent(**fields, signature=self.signing_key.sign(EVENT_CONTEXT, unsigned.signed_payload()))
+        self.events[eid] = _Event(ev, {}, {}, {}, {}, threshold, set())
+        return ev
+
+    def _event(self, event_id: str) -> _Event:
+        e = self.events.get(event_id)
+        if e is None:
+            raise UnexpectedMessage("no such event", event_id=event_id)
+        return e
+
+    # -- echoes ------------------------------------------------------------------------
+    def receive_echo(self, echo: Echo) -> None:
+        e = self._event(echo.event_id)
+        vk = self.roster.get(echo.meter_id)
+        if vk is None:
+            raise UnknownParty("echo from a meter outside the group", meter_id=echo.meter_id)
+        vk.verify(ECHO_CONTEXT, echo.signed_payload(), echo.signature)
+        if echo.digest != e.msg.digest() or echo.group_id != self.group_id:
+            raise UnexpectedMessage("echo of another event digest", meter_id=echo.meter_id)
+        e.echoes[echo.meter_id] = echo
+
+    def echo_bundle(self, event_id: str, *, limit: int | None = None) -> EchoBundle:
+        """The echoes collected so far, or the first ``limit`` (meters need ``quorum``)."""
+        e = self._event(event_id)
+        ids = sorted(e.echoes)[: limit if limit is not None else None]
+        return EchoBundle(event_id=event_id, echoes=tuple(e.echoes[m] for m in ids))
+
+    # -- comparisons ---------------------------------------------------------------------
+    def queries(self, event_id: str, *, now: int, meters: Sequence[str] | None = None) -> list[ComparisonQuery]:
+        """One signed query per meter of the group (or of ``meters``)."""
+        e = self._event(event_id)
+        out = []
+        for m in (meters if meters is not None else sorted(self.roster)):
+            if m not in self.roster:
+                raise LocalProtocolError(f"{m!r} is not in the group")
+            qid = self._next_query
+            self._next_query += 1
+            payload = canonical(event_id, m, qid, now)
+            out.append(ComparisonQuery(
+                event_id=event_id, meter_id=m, query_id=qid, issued_at=now,
+                signature=self.signing_key.sign(QUERY_CONTEXT, payload),
+            ))
+            e.queries[m] = qid
+            e.sessions[m] = UtilityComparison(self.dgk_key, e.msg.threshold)
+        return out
+
+    def receive_answer(self, ans: ComparisonAnswer, *, now: int) -> bool:
+        """Validate an answer and record ``[x >= T]`` for that meter; returns it."""
+        e = self._event(ans.event_id)
+        vk = self.roster.get(ans.meter_id)
+        if vk is None:
+            raise UnknownParty("answer from a meter outside the group", meter_id=ans.meter_id)
+        if now > e.msg.expires_at + CLOCK_SKEW_S:
+            raise StaleMessage("answer after the event expired", meter_id=ans.meter_id)
+        if e.queries.get(ans.meter_id) != ans.query_id:
+            raise UnexpectedMessage("answer to no outstanding query", meter_id=ans.meter_id)
+        if ans.meter_id in e.results:
+            raise ReplayedMessage("meter already answered", meter_id=ans.meter_id)
+        vk.verify(ANSWER_CONTEXT, ans.signed_payload(), ans.signature)
+        bit = e.sessions[ans.meter_id].receive(ans.reply)
+        e.results[ans.meter_id] = bit
+        return bit
+
+    def results(self, event_id: str) -> dict[str, bool]:
+        """meter id -> ``[x >= T]`` for the meters that answered."""
+        return dict(self._event(event_id).results)
+
+    def targets(self, event_id: str) -> set[str]:
+        e = self._event(event_id)
+        want = e.msg.side == "above"
+        return {m for m, b in e.results.items() if b == want}
+
+    def directives(self, event_id: str, *, now: int) -> list[Directive]:
+        """Signed directives to exactly the meters on the wrong side (each once)."""
+        e = self._event(event_id)
+        out = []
+        for m in sorted(self.targets(event_id) - e.directed):
+            payload = canonical(event_id, m, e.msg.action, e.msg.start_interval, e.msg.duration_minutes, now)
+            out.append(Directive(
+                event_id=event_id, meter_id=m, action=e.msg.action,
+                start_interval=e.msg.start_interval, duration_minutes=e.msg.duration_minutes,
+                issued_at=now, signature=self.signing_key.sign(DIRECTIVE_CONTEXT, payload),
+            ))
+            e.directed.add(m)
+        return out
+
+
+# -- meter side ---------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class _MeterEvent:
+    msg: DemandEvent
+    digest: bytes
+    prepared: PreparedThreshold
+    certified: bool = False
+    answered_query: int | None = None
+    directive_seen: bool = False
+
+
+class MeterDemandAgent:
+    """A meter's side of demand management (sans-IO): budget, validity, answers, directives."""
+
+    def __init__(
+        self,
+        meter_id: str,
+        group_id: str,
+        signing_key: SigningKey,
+        headend_key: VerifyKey,
+        dgk_key: DGKPublicKey,
+        budget: ComparisonBudget,
+        *,
+        roster: Mapping[str, VerifyKey] | None = None,
+        quorum: int | None = None,
+        cap_w: int | None = None,
+        max_event_minutes: int = 240,
+        max_bits: int = 32,
+    ) -> None:
+        self.meter_id = meter_id
+        self.group_id = group_id
+        self.signing_key = signing_key
+        self.headend_key = headend_key
+        self.dgk_key = dgk_key
+        self.budget = budget
+        self.roster = dict(roster or {})
+        if budget.same_threshold_for_group:
+            if quorum is None:  # a strict majority, and never below the plan's group size
+                quorum = max(len(self.roster) // 2 + 1, budget.min_group_size)
+            if quorum < max(budget.min_group_size, 1) or len(self.roster) < quorum:
+                raise LocalProtocolError(
+                    f"quorum {quorum} must be >= min_group_size {budget.min_group_size} "
+                    f"and <= roster size {len(self.roster)}"
+                )
+        self.quorum = quorum or 0
+        self.cap_w = cap_w
+        self.max_event_minutes = max_event_minutes
+        self.max_bits = max_bits
+        self.events: dict[str, _MeterEvent] = {}
+        self._accepted_per_interval: dict[int, int] = {}
+
+    @classmethod
+    def from_plan(cls, plan: Any, meter_id: str, group_id: str, signing_key: SigningKey,
+                  headend_key: VerifyKey, dgk_key: DGKPublicKey, **kw: Any) -> MeterDemandAgent:
+        """Budget, cap and maximum event length from a :class:`privmeter.grid.plans.Plan`."""
+        dr = plan.demand_response
+        kw.setdefault("cap_w", dr.cap_w if dr is not None else None)
+        kw.setdefault("max_event_minutes", dr.max_event_minutes if dr is not None else 240)
+        return cls(meter_id, group_id, signing_key, headend_key, dgk_key,
+                   ComparisonBudget.from_plan(plan), **kw)
+
+    def _fresh(self, ev: DemandEvent, now: int) -> None:
+        if now + CLOCK_SKEW_S < ev.issued_at:
+            raise StaleMessage("event issued in the future", event_id=ev.event_id)
+        if now > ev.expires_at:
+            raise StaleMessage("event expired", event_id=ev.event_id)
+
+    def _known(self, event_id: str) -> _MeterEvent:
+        me = self.events.get(event_id)
+        if me is None:
+            raise UnexpectedMessage("message outside any accepted event", event_id=event_id)
+        return me
+
+    def receive_event(self, ev: DemandEvent, *, now: int) -> Echo:
+        """Validate and accept an event; returns the signed echo of its digest."""
+        if not isinstance(ev, DemandEvent):
+            raise MalformedMessage(f"expected DemandEvent, got {type(ev).__name__}")
+        if ev.event_id in self.events:
+            raise ReplayedMessage("event id already seen", event_id=ev.event_id)
+        self.headend_key.verify(EVENT_CONTEXT, ev.signed_payload(), ev.signature)
+        if ev.group_id != self.group_id:
+            raise UnexpectedMessage("event for another group", event_id=ev.event_id)
+        self._fresh(ev, now)
+        if ev.duration_minutes > self.max_event_minutes:
+            raise PolicyError(f"event of {ev.duration_minutes} min exceeds the plan's {self.max_event_minutes}")
+        if ev.threshold.bits > self.max_bits:
+            raise MalformedMessage(f"{ev.threshold.bits}-bit comparison exceeds the meter's {self.max_bits}")
+        iv = now // self.budget.interval_seconds
+        if self._accepted_per_interval.get(iv, 0) >= max(self.budget.comparisons_per_interval, 0):
+            raise BudgetExceeded("no more events accepted in this interval", interval=iv)
+        prepared = prepare_threshold(self.dgk_key, ev.threshold)
+        digest = ev.digest()
+        self.events[ev.event_id] = _MeterEvent(ev, digest, prepared, certified=not self.budget.same_threshold_for_group)
+        self._accepted_per_interval = {k: v for k, v in self._accepted_per_interval.items() if k >= iv - 1}
+        self._accepted_per_interval[iv] = self._accepted_per_interval.get(iv, 0) + 1
+        payload = canonical(ev.event_id, self.group_id, self.meter_id, digest)
+        return Echo(event_id=ev.event_id, group_id=self.group_id, meter_id=self.meter_id, digest=digest,
+                    signature=self.signing_key.sign(ECHO_CONTEXT, payload))
+
+    def receive_echoes(self, bundle: EchoBundle, *, now: int) -> bool:
+        """Certify an event once ``quorum`` group members echoed the same digest."""
+        me = self._known(bundle.event_id)
+        self._fresh(me.msg, now)
+        if me.certified:
+            return True
+        good: set[str] = set()
+        for echo in bundle.echoes:
+            vk = self.roster.get(echo.meter_id)
+            if vk is None or echo.meter_id in good or echo.event_id != bundle.event_id:
+                continue
+            vk.verify(ECHO_CONTEXT, echo.signed_payload(), echo.signature)
+            if echo.group_id != self.group_id or echo.digest != me.digest:
+                raise ThresholdEquivocation(
+                    "a group member was shown another broadcast", event_id=bundle.event_id,
+                    meter_id=echo.meter_id,
+                )
+            good.add(echo.meter_id)
+            if len(good) >= self.quorum:
+                me.certified = True
+                return True
+        return False
+
+    def receive_query(
+        self, q: ComparisonQuery, *, reading_w: int, now: int, rng: nt.RandomSource = nt.SYSTEM_RNG
+    ) -> ComparisonAnswer:
+        """Answer one comparison of ``reading_w`` (W) with the event's threshold, within budget."""
+        if not isinstance(q, ComparisonQuery):
+            raise MalformedMessage(f"expected ComparisonQuery, got {type(q).__name__}")
+        self.headend_key.verify(QUERY_CONTEXT, q.signed_payload(), q.signature)
+        if q.meter_id != self.meter_id:
+            raise UnexpectedMessage("query for another meter", meter_id=q.meter_id)
+        me = self._known(q.event_id)
+        if me.answered_query is not None:
+            raise ReplayedMessage("this event was already answered", event_id=q.event_id)
+        self._fresh(me.msg, now)
+        if abs(q.issued_at - now) > CLOCK_SKEW_S + MAX_EVENT_LIFETIME_S or q.issued_at + CLOCK_SKEW_S < me.msg.issued_at:
+            raise StaleMessage("query outside the event's lifetime", event_id=q.event_id)
+        if not me.certified:
+            raise UnexpectedMessage("event not certified by the group's echoes", event_id=q.event_id)
+        self.budget.check(now)
+        reply = meter_reply(me.prepared, reading_w, rng=rng)
+        self.budget.charge(now)
+        me.answered_query = q.query_id
+        unsigned = ComparisonAnswer(event_id=q.event_id, meter_id=self.meter_id, query_id=q.query_id,
+                                    reply=reply, signature=bytes(64))
+        return ComparisonAnswer(
+            event_id=q.event_id, meter_id=self.meter_id, query_id=q.query_id, reply=reply,
+            signature=self.signing_key.sign(ANSWER_CONTEXT, unsigned.signed_payload()),
+        )
+
+    def receive_directive(self, d: Directive, *, now: int) -> LoadInstruction:
+        """Check a directive against its event and turn it into a load instruction."""
+        if not isinstance(d, Directive):
+            raise MalformedMessage(f"expected Directive, got {type(d).__name__}")
+        self.headend_key.verify(DIRECTIVE_CONTEXT, d.signed_payload(), d.signature)
+        if d.meter_id != self.meter_id:
+            raise UnexpectedMessage("directive for another meter", meter_id=d.meter_id)
+        me = self._known(d.event_id)
+        if me.answered_query is None:
+            raise UnexpectedMessage("directive for an event this meter did not answer", event_id=d.event_id)
+        if me.directive_seen:
+            raise ReplayedMessage("directive already applied", event_id=d.event_id)
+        ev = me.msg
+        if (d.action, d.start_interval, d.duration_minutes) != (ev.action, ev.start_interval, ev.duration_minutes):
+            raise UnexpectedMessage("directive differs from its event", event_id=d.event_id)
+        if now > ev.expires_at + CLOCK_SKEW_S or d.issued_at + CLOCK_SKEW_S < ev.issued_at:
+            raise StaleMessage("directive outside the event's lifetime", event_id=d.event_id)
+        me.directive_seen = True
+        return LoadInstruction(event_id=d.event_id, action=d.action, start_interval=d.start_interval,
+                               duration_minutes=d.duration_minutes, limit_w=self.cap_w)
+
+
+# -- settlement inside the encrypted bill ---------------------------------------------------
+
+def event_amounts(energy_wh: int, cap_wh: int) -> tuple[int, int]:
+    """``(excess_wh, rebate_wh)`` for one event interval.
+
+    ``excess = max(0, x - cap)``; ``rebate = max(0, cap - max(x, 0))`` (export
+    earns no more rebate than zero consumption) -- exactly the plan's
+    ``DemandResponse.event_charge`` split into its two priced parts.
+    """
+    return max(0, energy_wh - cap_wh), max(0, cap_wh - max(energy_wh, 0))
+
+
+def event_adjustments(
+    event_id: str, energy_wh: Mapping[int, int], cap_wh: int
+) -> dict[tuple[str, str, int], int]:
+    """The household's plaintext counterpart: ``(kind, event, interval) -> Wh`` for
+    :func:`privmeter.protocol.settlement.settle` and ``expected_bill``."""
+    out: dict[tuple[str, str, int], int] = {}
+    for t, x in energy_wh.items():
+        ex, rb = event_amounts(x, cap_wh)
+        out[(DR_EXCESS, event_id, t)] = ex
+        out[(DR_REBATE, event_id, t)] = rb
+    return out
+
+
+def event_records(
+    signing_key: SigningKey,
+    meter_id: str,
+    household_key: PaillierPublicKey,
+    event_id: str,
+    energy_wh: Mapping[int, int],
+    cap_wh: int,
+    *,
+    rng: nt.RandomSource = nt.SYSTEM_RNG,
+) -> list[ReadingRecord]:
+    """The meter side: per event interval, signed ``E(excess)`` and ``E(rebate)`` records.
+
+    Both records are always sent (a zero is encrypted like any value), so the
+    head-end learns neither amount nor which one is zero.
+    """
+    out = []
+    for t in sorted(energy_wh):
+        ex, rb = event_amounts(energy_wh[t], cap_wh)
+        for kind, wh in ((DR_EXCESS, ex), (DR_REBATE, rb)):
+            ct = household_key.encrypt(wh, rng=rng)
+            out.append(make_record(signing_key, meter_id, t, household_key, ct, kind=kind, event_id=event_id))
+    return out

@@ -1,0 +1,88 @@
+"""Event settlement inside the encrypted bill: E(excess) / E(rebate) records, household verification."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from privmeter.crypto.signing import SigningKey
+from privmeter.grid.plans import DemandResponse, Plan
+from privmeter.grid.tariffs import Tariff
+from privmeter.protocol import demand as dm
+from privmeter.protocol.billing import DR_EXCESS, DR_REBATE, BillingLedger, make_record
+from privmeter.protocol.settlement import BillProof, Dispute, settle
+
+DAY0 = 1699920000 // 900
+N = 16
+DR = DemandResponse(cap_w=2000, penalty_price=30_000, rebate_price=12_000, max_event_minutes=120)
+
+
+def plan() -> Plan:
+    return Plan(plan_id="t-dr", name="Flat+DR", currency="GBP", interval_seconds=900,
+                tariff=Tariff(kind="flat", price=14228), demand_response=DR)
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=st.integers(-5000, 5000), cap=st.integers(0, 3000))
+def test_amounts_reproduce_the_plans_event_charge(x: int, cap: int) -> None:
+    ex, rb = dm.event_amounts(x, cap)
+    assert ex >= 0 and rb >= 0 and (ex == 0 or rb == 0)
+    d = DemandResponse(cap_w=max(cap * 4, 1), penalty_price=7, rebate_price=3, max_event_minutes=60)
+    c = d.cap_wh(900)
+    ex, rb = dm.event_amounts(x, c)
+    assert 7 * ex - 3 * rb == d.event_charge(x, 900)
+
+
+def test_records_decrypt_to_amounts_and_bill_homomorphically(paillier_small) -> None:
+    pk, sk = paillier_small
+    meter = SigningKey.from_seed(b"M" * 32)
+    energy = {DAY0 + i: x for i, x in enumerate([100, 499, 500, 501, 2000, -300])}
+    cap = DR.cap_wh(900)
+    recs = dm.event_records(meter, "m1", pk, "ev-1", energy, cap, rng=random.Random(1))
+    assert len(recs) == 2 * len(energy)
+    assert {r.kind for r in recs} == {DR_EXCESS, DR_REBATE}
+    acc = pk.zero()
+    for r in recs:
+        ct = pk.ciphertext_from_bytes(r.ciphertext)
+        ex, rb = dm.event_amounts(energy[r.interval], cap)
+        assert sk.decrypt(ct) == (ex if r.kind == DR_EXCESS else rb)
+        acc = acc + ct * (DR.penalty_price if r.kind == DR_EXCESS else -DR.rebate_price)
+    assert sk.decrypt(acc) == sum(DR.event_charge(x, 900) for x in energy.values())
+    adj = dm.event_adjustments("ev-1", energy, cap)
+    assert len(adj) == len(recs)
+    assert all(adj[(r.kind, "ev-1", r.interval)] == sk.decrypt(pk.ciphertext_from_bytes(r.ciphertext))
+               for r in recs)
+
+
+@pytest.mark.parametrize("tampered", [False, True])
+def test_event_settles_inside_the_encrypted_bill(paillier_2048, tampered: bool) -> None:
+    """Ledger bills the event records blind; the household's verification covers them."""
+    pk, sk = paillier_2048
+    p = plan()
+    meter = SigningKey.from_seed(b"m" * 32)
+    headend = SigningKey.from_seed(b"h" * 32)
+    ledger = BillingLedger(headend, [p])
+    ledger.register("m1", meter.verify_key, pk, p, period_start=DAY0, period_intervals=N)
+    r = random.Random(4)
+    readings = {DAY0 + i: r.randint(-400, 1200) for i in range(N)}
+    for t, wh in readings.items():
+        ledger.receive(make_record(meter, "m1", t, pk, pk.encrypt(wh, rng=r)), current_interval=t)
+    event = {t: readings[t] for t in range(DAY0 + 4, DAY0 + 8)}  # a one-hour event
+    for rec in dm.event_records(meter, "m1", pk, "ev-9", event, DR.cap_wh(900), rng=r):
+        ledger.receive(rec, current_interval=rec.interval)
+    statement = ledger.statement("m1", 0, now=1_700_000_000)
+    adjustments = dm.event_adjustments("ev-9", event, DR.cap_wh(900))
+    if tampered:  # the household's own view of the event differs from the records
+        k = next(k for k, v in adjustments.items() if k[0] == DR_REBATE and v == 0)
+        adjustments[k] = 1
+    out = settle(statement, headend_key=headend.verify_key, secret_key=sk, meter_id="m1", plan=p,
+                 readings=readings, adjustments=adjustments)
+    if tampered:
+        assert isinstance(out, Dispute)
+        return
+    assert isinstance(out, BillProof)
+    extra = sum(DR.event_charge(x, 900) for x in event.values())
+    assert out.bill == p.total_charge(readings, range(DAY0, DAY0 + N)) + extra
