@@ -18,6 +18,9 @@ Three layers, each usable alone:
   above over a serial port, a TCP socket or recorded bytes; ``readings()``
   is a blocking iterator, ``areadings()`` the same as an async iterator.
 
+:mod:`privmeter.grid.p1_synth` writes telegrams (rewritten examples,
+synthetic streams) for tests and demos.
+
 Interval rule (how a telegram is assigned to an interval): a telegram's time
 ``t`` is its ``0-0:1.0.0`` timestamp (local time ``YYMMDDhhmmssX``, ``X`` = S
 summer / W winter, resolved with the configured time zone; the flag picks the
@@ -76,6 +79,8 @@ from privmeter.errors import ConfigError, TransportError
 from privmeter.grid.source import IntervalReading
 
 __all__ = [
+    "DEFAULT_BOUNDARY_LAG_S",
+    "DEFAULT_MAX_POWER_W",
     "DEFAULT_TZ",
     "P1_CRC_POLY",
     "P1_SPECS",
@@ -341,7 +346,15 @@ class P1Decoder:
             self._reject("no-crc", f"a {spec} telegram must carry a CRC")
             return None
         try:
-            parsed = self._parsers[spec].parse(telegram, throw_ex=True)
+            try:
+                parsed = self._parsers[spec].parse(telegram, throw_ex=True)
+            except _DsmrParseError:
+                if not crc_text:  # no CRC: an unparsable line means corruption
+                    raise
+                # CRC-valid: the meter really sends a line dsmr-parser cannot read;
+                # skip that line (dsmr-parser logs it) and keep the rest.
+                self.stats["lenient"] += 1
+                parsed = self._parsers[spec].parse(telegram, throw_ex=False)
             import_wh = _register(parsed, "ELECTRICITY_IMPORTED_TOTAL", _IMPORT_TARIFFS)
             export_wh = _register(parsed, "ELECTRICITY_EXPORTED_TOTAL", _EXPORT_TARIFFS)
             usage = getattr(parsed, "CURRENT_ELECTRICITY_USAGE", None)
@@ -446,7 +459,7 @@ class P1Reconciler:
                 what = ("meter replaced" if s.equipment_id != last.equipment_id
                         else "register went backwards (meter reset?)")
                 self._warn(
-                    "reset",
+                    "replaced" if s.equipment_id != last.equipment_id else "reset",
                     "%s: import %d -> %d Wh, export %d -> %d Wh; interval %s reported "
                     "missing, new baseline taken",
                     what, last.import_wh, s.import_wh, last.export_wh, s.export_wh, self._cur,
@@ -632,8 +645,7 @@ class P1Source:
             max_power_w=max_power_w, name=name,
         )
         self._closed = threading.Event()
-        self._reader: _Reader | None = None
-        self._lock = threading.Lock()
+        self.connected = threading.Event()  # set while the device/socket is open
 
     @classmethod
     def serial(cls, device: str, *, interval_seconds: int, baudrate: int = 115200,
@@ -679,16 +691,18 @@ class P1Source:
                 data = reader.read()
                 if data is None:
                     log.info("%s: end of stream", self._name)
+                    self.connected.clear()
                     reader.close()
                     reader = None
                     continue
-                if data:
-                    for sample in self.decoder.feed(data):
-                        rx_clock = self._clock()
-                        yield from self.reconciler.push(sample)
-                elif rx_clock is not None and (last := self.reconciler.last_sample) is not None:
+                for sample in self.decoder.feed(data) if data else ():
+                    rx_clock = self._clock()
+                    yield from self.reconciler.push(sample)
+                if rx_clock is not None and (last := self.reconciler.last_sample) is not None:
+                    # a silent (or garbage-only) meter: close intervals by meter-time estimate
                     yield from self.reconciler.tick(last.unix + self._clock() - rx_clock)
         finally:
+            self.connected.clear()
             if reader is not None:
                 reader.close()
 
@@ -700,8 +714,7 @@ class P1Source:
                 raise
             log.warning("%s: %s; retrying in %.0f s", self._name, exc, self._reconnect)
             return None
-        with self._lock:
-            self._reader = reader
+        self.connected.set()
         return reader
 
     async def areadings(self) -> AsyncIterator[IntervalReading]:
