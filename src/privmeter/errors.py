@@ -35,6 +35,7 @@ one is known.
     ├── PolicyError                     a party refuses, by its plan
     │   ├── BudgetExceeded              comparison budget used up
     │   ├── GroupTooSmall               fewer than the plan's minimum
+    │   ├── MembershipChangeRefused     group roster change beyond the plan (overlap, daily limit)
     │   └── TariffRejected              tariff differs from the published one or
     │                                   breaks the plan's price bounds
     ├── BillingError
@@ -67,6 +68,7 @@ __all__ = [
     "KeyMismatch",
     "LocalProtocolError",
     "MalformedMessage",
+    "MembershipChangeRefused",
     "MessageTooLarge",
     "PlaintextOverflow",
     "PlanError",
@@ -215,6 +217,12 @@ class BudgetExceeded(PolicyError):
 
 class GroupTooSmall(PolicyError):
     code = "group-too-small"
+
+
+class MembershipChangeRefused(PolicyError):
+    """A meter refuses a new group roster: overlapping groups or too many changes a day."""
+
+    code = "membership-change-refused"
 
 
 class TariffRejected(PolicyError):

@@ -1,0 +1,636 @@
+"""Robust masked aggregation (the default secure sum): sans-IO meter and head-end.
+
+Per interval the head-end learns the group total and which meters took part,
+nothing else, even when it lies about dropouts (Bonawitz et al. CCS 2017,
+with the sparse neighbour graph of Bell et al. CCS 2020), and the common
+interval costs ONE message per meter.  ``docs/aggregation.md`` has the
+message-sequence listing; in brief, with arithmetic mod 2**64:
+
+* Setup (per epoch): meters send :class:`KeyAdvert` (X25519 key signed by
+  the meter key); the head-end relays a :class:`KeyBundle`; each meter checks
+  every signature against the registered meter keys, derives the graph and
+  the pairwise secrets with its neighbours and a MAC key with the head-end.
+* Interval t: the head-end sends each meter an :class:`IntervalStart` (signed
+  announcement: enrolled set E_t, previous survivors U_{t-1} and dropped
+  D_{t-1}; plus the shares for t its neighbours sent it).  The meter answers
+  one :class:`MaskedInput`: y_t = x_t + PRG(b_t) + sum_v +-PRG(s_uv, t) over
+  enrolled neighbours; fresh b_{t+1}, z_{t+1} Shamir-shared to neighbours
+  (encrypted pairwise); per neighbour the pairwise mask for t+1 padded with
+  z_{t+1} (so a dropped meter's masks for that ONE interval can be
+  recovered); and its reveals for t-1: a b-share for each held peer in
+  U_{t-1}, a z-share for each in D_{t-1}.
+* The total of interval t is final when the head-end closes interval t+1.
+
+Rules that make the attacks fail:
+
+1. For one peer and one interval a meter reveals a b-share or a z-share,
+   never both, and answers each interval once (``ReplayedMessage``).
+   Revealing z recovers only that interval's pairwise masks, never the
+   epoch key, so a falsely dropped meter keeps its self mask and nothing
+   else of its past or future leaks.
+2. Threshold ``degree // 2 + 1``: to unmask a live victim the head-end would
+   need a majority of its neighbours to send b-shares AND a majority to
+   send z-shares; as each answers once with one kind, telling different
+   meters different survivor lists cannot give it both.
+3. A meter refuses to reveal if ``|U_{t-1}| < min_survivors``
+   (:class:`~privmeter.errors.GroupTooSmall`), or if the announcement is
+   not signed by the head-end or does not partition E_{t-1}.
+4. Every incoming message is checked (codec types and sizes, group, epoch,
+   interval, signature / MAC, roster) before any state changes; on error the
+   party raises and its state is as before.
+
+Security assumptions: the head-end and the network may be active
+adversaries against privacy; at most ``threshold - 1`` of any meter's
+neighbours collude with the head-end; X25519/HKDF, ChaCha20-Poly1305,
+HMAC-SHA256, Ed25519 and keyed BLAKE2b are secure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from privmeter.crypto import masks, shamir
+from privmeter.crypto._numtheory import SYSTEM_RNG, RandomSource
+from privmeter.crypto.keyagreement import AgreementKey, sign_advert, verify_advert
+from privmeter.crypto.signing import SigningKey, VerifyKey
+from privmeter.errors import (
+    GroupTooSmall,
+    InvalidCiphertext,
+    InvalidSignature,
+    MalformedMessage,
+    ReplayedMessage,
+    StaleMessage,
+    UnexpectedMessage,
+    UnknownParty,
+)
+from privmeter.protocol.aggregation_messages import (
+    HEADEND_ID,
+    MIN_DEGREE,
+    SHARE_RECORD_BYTES,
+    Announcement,
+    IntervalStart,
+    KeyAdvert,
+    KeyBundle,
+    MaskedInput,
+    bitmap_from,
+    bitmap_to_set,
+    default_degree,
+    graph_seed,
+    neighbours,
+    threshold_for,
+)
+from privmeter.protocol.codec import DEFAULT_MAX_BYTES, decode, encode
+
+__all__ = [
+    "ANNOUNCE_CONTEXT",
+    "AggregateResult",
+    "AggregationHeadEnd",
+    "AggregationMeter",
+    "MeterState",
+]
+
+ANNOUNCE_CONTEXT = b"privmeter/agg/announce/v1"
+VERIFY_SAMPLE = 32  # non-neighbour adverts each meter spot-checks at setup
+_S = shamir.SHARE_BYTES
+
+
+class MeterState(Enum):
+    ADVERTISED = "advertised"  # key sent, waiting for the bundle
+    RUNNING = "running"  # epoch set up, answering intervals
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateResult:
+    """The outcome of one interval: ``total`` is None if it could not be unmasked."""
+
+    interval: int
+    total: tuple[int, ...] | None
+    survivors: tuple[str, ...]
+    dropped: tuple[str, ...]
+    error: str = ""
+
+
+def _mac(key: bytes, msg: MaskedInput) -> bytes:
+    body = encode(dataclasses.replace(msg, tag=b""))
+    return hmac.new(key, body, hashlib.sha256).digest()[:16]
+
+
+def _share_nonce(interval: int, sender: int) -> bytes:
+    return struct.pack(">QI", interval, sender)
+
+
+def _share_ad(group: str, epoch: int, interval: int, sender: int, receiver: int) -> bytes:
+    return group.encode() + struct.pack(">QQII", epoch, interval, sender, receiver)
+
+
+class _Epoch:
+    """Roster, graph and parameters both sides derive identically from a bundle."""
+
+    def __init__(self, bundle: KeyBundle) -> None:
+        self.bundle = bundle
+        self.roster: tuple[str, ...] = tuple(a.party_id for a in bundle.adverts)
+        self.n = len(self.roster)
+        self.index = {m: i for i, m in enumerate(self.roster)}
+        self.degree = bundle.degree
+        self.threshold = threshold_for(bundle.degree)
+        self.nbrs = neighbours(self.n, self.degree, graph_seed(bundle.adverts))
+        self.pos = [{v: p for p, v in enumerate(lst)} for lst in self.nbrs]
+        # share holders of meter i: its neighbours and itself, in roster order
+        self.holders = [sorted([*lst, i]) for i, lst in enumerate(self.nbrs)]
+
+
+_EPOCH_CACHE: dict[KeyBundle, _Epoch] = {}
+
+
+def _epoch_for(bundle: KeyBundle) -> _Epoch:
+    """Epoch tables are pure functions of the bundle: share them between the
+    parties of an in-memory simulation (a deployed meter builds them once)."""
+    ep = _EPOCH_CACHE.get(bundle)
+    if ep is None:
+        if len(_EPOCH_CACHE) > 64:
+            _EPOCH_CACHE.clear()
+        ep = _EPOCH_CACHE[bundle] = _Epoch(bundle)
+    return ep
+
+
+# ============================================================================
+# meter
+# ============================================================================
+
+class AggregationMeter:
+    """One meter's side of masked aggregation for one (group, epoch)."""
+
+    def __init__(
+        self,
+        meter_id: str,
+        signing_key: SigningKey,
+        registry: Mapping[str, VerifyKey],
+        headend_key: VerifyKey,
+        *,
+        group: str,
+        epoch: int,
+        min_survivors: int,
+        dim: int = 1,
+        rng: RandomSource = SYSTEM_RNG,
+        verified: set[bytes] | None = None,
+    ) -> None:
+        """``verified``: optional set of advert digests already verified, shared
+        by the meters of an in-memory simulation (each advert is then checked
+        once per process instead of once per meter; keyed by exact bytes)."""
+        if min_survivors < 2:
+            raise ValueError("min_survivors must be at least 2")
+        self.meter_id = meter_id
+        self.group = group
+        self.epoch = epoch
+        self.min_survivors = min_survivors
+        self.dim = dim
+        self._sk = signing_key
+        self._registry = dict(registry)
+        self._headend_key = headend_key
+        self._rng = rng
+        self._verified = verified if verified is not None else set()
+        self._ak = AgreementKey.generate(rng)
+        nonce = rng.getrandbits(128).to_bytes(16, "big")
+        self._advert = KeyAdvert(
+            group=group, epoch=epoch, party_id=meter_id, public=self._ak.public, nonce=nonce,
+            signature=sign_advert(signing_key, group, epoch, meter_id, self._ak.public, nonce),
+        )
+        self.state = MeterState.ADVERTISED
+        self._ep: _Epoch | None = None
+        self._me = -1
+        self._seeds: dict[int, bytes] = {}
+        self._aead: dict[int, ChaCha20Poly1305] = {}
+        self._mac_key = b""
+        self._last = -1  # last interval answered
+        self._held: dict[int, tuple[frozenset[int], dict[int, tuple[int, int]]]] = {}
+        self._own: dict[int, tuple[bytes, bytes, int, int]] = {}  # t -> (b, z, own b/z shares)
+
+    # -- setup -------------------------------------------------------------------
+    def advertise(self) -> KeyAdvert:
+        return self._advert
+
+    def handle_bundle(self, bundle: KeyBundle | bytes) -> None:
+        """Verify every advert and derive the epoch's secrets (raises, state unchanged)."""
+        if self.state is not MeterState.ADVERTISED:
+            raise UnexpectedMessage(f"bundle in state {self.state.value!r}")
+        if isinstance(bundle, bytes):
+            bundle = decode(bundle, expect=KeyBundle)
+        if not isinstance(bundle, KeyBundle):
+            raise MalformedMessage(f"expected KeyBundle, got {type(bundle).__name__}")
+        if (bundle.group, bundle.epoch) != (self.group, self.epoch) or bundle.dim != self.dim:
+            raise MalformedMessage("bundle for another group, epoch or dimension")
+        h = bundle.headend
+        verify_advert(self._headend_key, h.group, h.epoch, HEADEND_ID, h.public, h.nonce,
+                      h.signature)
+        if (h.group, h.epoch) != (self.group, self.epoch):
+            raise MalformedMessage("head-end advert for another group or epoch")
+        ids = [a.party_id for a in bundle.adverts]
+        if ids != sorted(set(ids)):
+            raise MalformedMessage("bundle roster must be sorted and without duplicates")
+        for a in bundle.adverts:
+            if a.party_id not in self._registry:
+                raise UnknownParty(f"meter {a.party_id!r} is not registered")
+            if (a.group, a.epoch) != (self.group, self.epoch):
+                raise MalformedMessage("advert for another group or epoch", meter_id=a.party_id)
+        if self._advert not in bundle.adverts:
+            raise MalformedMessage("our own key advert is missing or was replaced")
+        n = len(ids)
+        if n < self.min_survivors:
+            raise GroupTooSmall(f"group of {n} below the minimum {self.min_survivors}")
+        if bundle.degree < min(n - 1, MIN_DEGREE) or (bundle.degree < n - 1 and bundle.degree % 2):
+            raise MalformedMessage(f"neighbour degree {bundle.degree} too small for {n} meters")
+        ep = _epoch_for(bundle)
+        me = ep.index[self.meter_id]
+        # Verify every neighbour's advert (no MITM on what we use) and a random
+        # sample of the others (the graph seed hashes all adverts: a head-end
+        # forging one to grind the graph is caught by each meter w.p. >= sample/n).
+        others = [i for i in range(n) if i != me and i not in ep.pos[me]]
+        sample = others if len(others) <= VERIFY_SAMPLE else [
+            others[self._rng.getrandbits(32) % len(others)] for _ in range(VERIFY_SAMPLE)]
+        for i in [*ep.nbrs[me], *sample]:
+            a = bundle.adverts[i]
+            key = self._registry[a.party_id]
+            digest = hashlib.sha256(key.raw + encode(a)).digest()
+            if digest not in self._verified:
+                verify_advert(key, a.group, a.epoch, a.party_id, a.public, a.nonce, a.signature)
+                self._verified.add(digest)
+        seeds, aeads = {}, {}
+        for v in ep.nbrs[me]:
+            ps = self._ak.agree(bundle.adverts[v].public, group=self.group, epoch=self.epoch,
+                                id_a=self.meter_id, id_b=ep.roster[v])
+            seeds[v] = ps.mask_seed
+            aeads[v] = ChaCha20Poly1305(ps.aead_key)
+        mac = self._ak.agree(h.public, group=self.group, epoch=self.epoch,
+                             id_a=self.meter_id, id_b=HEADEND_ID).mac_key
+        # commit
+        self._ep, self._me, self._seeds, self._aead, self._mac_key = ep, me, seeds, aeads, mac
+        self.state = MeterState.RUNNING
+
+    # -- per interval ------------------------------------------------------------------
+    def handle_start(self, start: IntervalStart | bytes,
+                     reading: Sequence[int] | int | None) -> MaskedInput:
+        """Answer one interval: masked ``reading`` (None: nothing to report) and shares."""
+        if self.state is not MeterState.RUNNING or self._ep is None:
+            raise UnexpectedMessage(f"interval start in state {self.state.value!r}")
+        if isinstance(start, bytes):
+            start = decode(start, expect=IntervalStart)
+        if not isinstance(start, IntervalStart):
+            raise MalformedMessage(f"expected IntervalStart, got {type(start).__name__}")
+        ep, me = self._ep, self._me
+        ann = start.announcement
+        if (ann.group, ann.epoch, ann.roster_size) != (self.group, self.epoch, ep.n):
+            raise MalformedMessage("announcement for another group, epoch or roster")
+        t = ann.interval
+        if t == self._last:
+            raise ReplayedMessage("interval already answered", interval=t)
+        if t < self._last or t < ep.bundle.first_interval:
+            raise StaleMessage(f"interval {t} is older than {self._last}", interval=t)
+        self._headend_key.verify(ANNOUNCE_CONTEXT, encode(ann), start.signature)
+        try:
+            enrolled = bitmap_to_set(ann.enrolled, ep.n)
+            survivors = bitmap_to_set(ann.survivors, ep.n)
+            dropped = bitmap_to_set(ann.dropped, ep.n)
+        except ValueError as exc:
+            raise MalformedMessage(str(exc)) from None
+
+        # 1. shares relayed to us for interval t
+        senders = [u for u in ep.nbrs[me] if u in enrolled]
+        if len(start.shares) != SHARE_RECORD_BYTES * len(senders):
+            raise MalformedMessage(
+                f"expected {len(senders)} relayed shares, got {len(start.shares) // SHARE_RECORD_BYTES}",
+                interval=t)
+        held: dict[int, tuple[int, int]] = {}
+        for k, u in enumerate(senders):
+            rec = start.shares[k * SHARE_RECORD_BYTES:(k + 1) * SHARE_RECORD_BYTES]
+            try:
+                pt = self._aead[u].decrypt(_share_nonce(t, u), rec,
+                                           _share_ad(self.group, self.epoch, t, u, me))
+                held[u] = (shamir.share_from_bytes(pt[:_S]), shamir.share_from_bytes(pt[_S:]))
+            except (InvalidTag, ValueError):
+                raise InvalidCiphertext("relayed share does not authenticate",
+                                        interval=t, meter_id=ep.roster[u]) from None
+
+        # 2. reveals for t-1 (each held peer: b-share if survived, z-share if dropped)
+        reveals = b""
+        reveal_interval = -1
+        prev = self._held.get(t - 1)
+        if prev is not None and prev[1]:
+            prev_enrolled, prev_held = prev
+            if survivors & dropped or (survivors | dropped) != prev_enrolled:
+                raise MalformedMessage("survivors and dropped must partition the enrolled set",
+                                       interval=t - 1)
+            if len(survivors) < self.min_survivors:
+                raise GroupTooSmall(
+                    f"{len(survivors)} survivors, below the minimum {self.min_survivors}",
+                    interval=t - 1)
+            out = []
+            for u in sorted(prev_held):
+                b_share, z_share = prev_held[u]
+                out.append(shamir.share_to_bytes(b_share if u in survivors else z_share))
+            reveals = b"".join(out)
+            reveal_interval = t - 1
+
+        # 3. masked value for t
+        masked: tuple[int, ...] = ()
+        if me in enrolled:
+            own = self._own.get(t)
+            if own is None:
+                raise MalformedMessage("enrolled for an interval we sent no shares for",
+                                       interval=t)
+            held[me] = (own[2], own[3])
+            if reading is not None:
+                masked = self._mask(t, reading, own[0], enrolled)
+        # 4. fresh secrets for t+1, shared to every neighbour
+        b_int = self._rng.getrandbits(shamir.SECRET_BITS)
+        z_int = self._rng.getrandbits(shamir.SECRET_BITS)
+        b_seed, z_seed = b_int.to_bytes(16, "big"), z_int.to_bytes(16, "big")
+        xs = [v + 1 for v in ep.nbrs[me]] + [me + 1]
+        bs = shamir.share(b_int, xs, ep.threshold, rng=self._rng)
+        zs = shamir.share(z_int, xs, ep.threshold, rng=self._rng)
+        own_b, own_z = bs.pop(), zs.pop()
+        nonce = _share_nonce(t + 1, me)
+        recs, pads = [], []
+        nbytes = 8 * self.dim
+        for v, b_sh, z_sh in zip(ep.nbrs[me], bs, zs, strict=True):
+            recs.append(self._aead[v].encrypt(
+                nonce, shamir.share_to_bytes(b_sh) + shamir.share_to_bytes(z_sh),
+                _share_ad(self.group, self.epoch, t + 1, me, v)))
+            m = masks.expand_bytes(self._seeds[v], nbytes, domain=masks.DOMAIN_PAIR, interval=t + 1)
+            pad = masks.expand_bytes(z_seed, nbytes, domain=masks.DOMAIN_RECOVERY,
+                                     interval=t + 1, index=v)
+            pads.append(masks.xor_bytes(m, pad))
+        msg = MaskedInput(
+            group=self.group, epoch=self.epoch, interval=t, meter_id=self.meter_id,
+            masked=masked, shares=b"".join(recs), recovery=b"".join(pads),
+            reveal_interval=reveal_interval, reveals=reveals, tag=b"",
+        )
+        msg = dataclasses.replace(msg, tag=_mac(self._mac_key, msg))
+        # commit (nothing above changed state)
+        self._last = t
+        self._held.pop(t - 1, None)
+        self._held[t] = (enrolled, held)
+        self._own.pop(t, None)
+        self._own = {k: v for k, v in self._own.items() if k > t}
+        self._own[t + 1] = (b_seed, z_seed, own_b, own_z)
+        return msg
+
+    def _mask(self, t: int, reading: Sequence[int] | int, b_seed: bytes,
+              enrolled: frozenset[int]) -> tuple[int, ...]:
+        values = [reading] if isinstance(reading, int) else list(reading)
+        if len(values) != self.dim:
+            raise ValueError(f"reading must have {self.dim} values")
+        y = masks.from_signed(values)
+        y += masks.expand(b_seed, self.dim, domain=masks.DOMAIN_SELF, interval=t)
+        me = self._me
+        assert self._ep is not None
+        for v in self._ep.nbrs[me]:
+            if v in enrolled:
+                m = masks.expand(self._seeds[v], self.dim, domain=masks.DOMAIN_PAIR, interval=t)
+                if me < v:
+                    y += m
+                else:
+                    y -= m
+        return tuple(int(x) for x in y)
+
+
+# ============================================================================
+# head-end
+# ============================================================================
+
+class AggregationHeadEnd:
+    """The head-end's side for one (group, epoch): relay, collect, unmask.
+
+    Drive it with :meth:`handle_advert` x n, :meth:`make_bundle`, then per
+    interval :meth:`open_interval` (messages to send), :meth:`handle_input`
+    for each answer, and :meth:`close_interval` when the runner's deadline
+    passes (returns the result of the *previous* interval, or None).
+    """
+
+    def __init__(
+        self,
+        signing_key: SigningKey,
+        registry: Mapping[str, VerifyKey],
+        *,
+        group: str,
+        epoch: int,
+        first_interval: int,
+        min_survivors: int,
+        dim: int = 1,
+        degree: int | None = None,
+        rng: RandomSource = SYSTEM_RNG,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.group, self.epoch, self.dim = group, epoch, dim
+        self.first_interval = first_interval
+        self.min_survivors = min_survivors
+        self._sk = signing_key
+        self._registry = dict(registry)
+        self._degree = degree
+        self._max_bytes = max_bytes
+        self._ak = AgreementKey.generate(rng)
+        nonce = rng.getrandbits(128).to_bytes(16, "big")
+        self._advert = KeyAdvert(
+            group=group, epoch=epoch, party_id=HEADEND_ID, public=self._ak.public, nonce=nonce,
+            signature=sign_advert(signing_key, group, epoch, HEADEND_ID, self._ak.public, nonce))
+        self._adverts: dict[str, KeyAdvert] = {}
+        self._ep: _Epoch | None = None
+        self._macs: list[bytes] = []
+        self.current = -1  # interval open for inputs
+        self._enrolled: dict[int, frozenset[int]] = {}
+        self._inputs: dict[int, dict[int, MaskedInput]] = {}
+        self._outcome: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
+
+    # -- setup -------------------------------------------------------------------
+    def handle_advert(self, advert: KeyAdvert | bytes) -> None:
+        if self._ep is not None:
+            raise UnexpectedMessage("key advert after the epoch was set up")
+        if isinstance(advert, bytes):
+            advert = decode(advert, max_bytes=self._max_bytes, expect=KeyAdvert)
+        if not isinstance(advert, KeyAdvert):
+            raise MalformedMessage(f"expected KeyAdvert, got {type(advert).__name__}")
+        key = self._registry.get(advert.party_id)
+        if key is None:
+            raise UnknownParty(f"meter {advert.party_id!r} is not registered")
+        if (advert.group, advert.epoch) != (self.group, self.epoch):
+            raise StaleMessage("advert for another group or epoch", meter_id=advert.party_id)
+        if advert.party_id in self._adverts:
+            raise ReplayedMessage("second advert", meter_id=advert.party_id)
+        verify_advert(key, advert.group, advert.epoch, advert.party_id, advert.public,
+                      advert.nonce, advert.signature)
+        self._adverts[advert.party_id] = advert
+
+    def make_bundle(self) -> KeyBundle:
+        n = len(self._adverts)
+        if n < max(2, self.min_survivors):
+            raise GroupTooSmall(f"{n} meters advertised, below the minimum {self.min_survivors}")
+        degree = self._degree if self._degree is not None else default_degree(n)
+        bundle = KeyBundle(
+            group=self.group, epoch=self.epoch, first_interval=self.first_interval, dim=self.dim,
+            degree=min(degree, n - 1), headend=self._advert,
+            adverts=tuple(self._adverts[m] for m in sorted(self._adverts)))
+        ep = _epoch_for(bundle)
+        self._macs = [
+            self._ak.agree(a.public, group=self.group, epoch=self.epoch, id_a=a.party_id,
+                           id_b=HEADEND_ID).mac_key for a in bundle.adverts]
+        self._ep = ep
+        return bundle
+
+    @property
+    def roster(self) -> tuple[str, ...]:
+        return self._ep.roster if self._ep is not None else ()
+
+    # -- per interval ------------------------------------------------------------------
+    def open_interval(self) -> dict[str, IntervalStart]:
+        """Start the next interval: one :class:`IntervalStart` per roster meter."""
+        ep = self._require_epoch()
+        t = self.first_interval if self.current < 0 else self.current + 1
+        prev_inputs = self._inputs.get(t - 1, {})
+        enrolled = frozenset(prev_inputs)
+        surv, drop = self._outcome.get(t - 1, (frozenset(), frozenset()))
+        ann = Announcement(
+            group=self.group, epoch=self.epoch, interval=t, roster_size=ep.n,
+            enrolled=bitmap_from(enrolled, ep.n), survivors=bitmap_from(surv, ep.n),
+            dropped=bitmap_from(drop, ep.n))
+        sig = self._sk.sign(ANNOUNCE_CONTEXT, encode(ann))
+        rb = SHARE_RECORD_BYTES
+        out = {}
+        for w, mid in enumerate(ep.roster):
+            parts = []
+            for u in ep.nbrs[w]:
+                if u in enrolled:
+                    p = ep.pos[u][w]
+                    parts.append(prev_inputs[u].shares[p * rb:(p + 1) * rb])
+            out[mid] = IntervalStart(announcement=ann, signature=sig, shares=b"".join(parts))
+        self.current = t
+        self._enrolled[t] = enrolled
+        self._inputs[t] = {}
+        return out
+
+    def handle_input(self, msg: MaskedInput | bytes) -> None:
+        """Validate and store one meter's answer (raises, state unchanged)."""
+        ep = self._require_epoch()
+        if isinstance(msg, bytes):
+            msg = decode(msg, max_bytes=self._max_bytes, expect=MaskedInput)
+        if not isinstance(msg, MaskedInput):
+            raise MalformedMessage(f"expected MaskedInput, got {type(msg).__name__}")
+        w = ep.index.get(msg.meter_id)
+        if w is None:
+            raise UnknownParty(f"meter {msg.meter_id!r} is not in this epoch", meter_id=msg.meter_id)
+        if (msg.group, msg.epoch) != (self.group, self.epoch):
+            raise StaleMessage("input for another group or epoch", meter_id=msg.meter_id)
+        t = msg.interval
+        if t < self.current:
+            raise StaleMessage(f"input for closed interval {t}", meter_id=msg.meter_id, interval=t)
+        if t != self.current:
+            raise UnexpectedMessage(f"input for interval {t}, open is {self.current}",
+                                    meter_id=msg.meter_id)
+        if not hmac.compare_digest(msg.tag, _mac(self._macs[w], msg)):
+            raise InvalidSignature("input MAC does not verify", meter_id=msg.meter_id, interval=t)
+        box = self._inputs[t]
+        if w in box:
+            raise ReplayedMessage("second input this interval", meter_id=msg.meter_id, interval=t)
+        k = len(ep.nbrs[w])
+        if len(msg.shares) != SHARE_RECORD_BYTES * k or len(msg.recovery) != 8 * self.dim * k:
+            raise MalformedMessage("shares / recovery pads must cover every neighbour",
+                                   meter_id=msg.meter_id, interval=t)
+        if msg.masked and (len(msg.masked) != self.dim or w not in self._enrolled[t]):
+            raise MalformedMessage("masked value of wrong size or from a meter not enrolled",
+                                   meter_id=msg.meter_id, interval=t)
+        if msg.reveal_interval >= 0:
+            prev = self._enrolled.get(t - 1, frozenset())
+            held = sum(1 for u in ep.holders[w] if u in prev)
+            if len(msg.reveals) != _S * held:
+                raise MalformedMessage(f"expected {held} revealed shares",
+                                       meter_id=msg.meter_id, interval=t)
+        box[w] = msg
+
+    def close_interval(self) -> AggregateResult | None:
+        """End the open interval; return the now-final result of the one before it."""
+        self._require_epoch()
+        t = self.current
+        if t < 0:
+            raise UnexpectedMessage("no interval is open")
+        inputs = self._inputs[t]
+        enrolled = self._enrolled[t]
+        surv = frozenset(u for u in enrolled if u in inputs and inputs[u].masked)
+        self._outcome[t] = (surv, enrolled - surv)
+        result = None
+        if self._enrolled.get(t - 1):
+            result = self._finalize(t - 1)
+        for old in [k for k in self._inputs if k < t - 1]:
+            del self._inputs[old]
+            self._enrolled.pop(old, None)
+            self._outcome.pop(old, None)
+        return result
+
+    # -- unmasking -------------------------------------------------------------------
+    def _finalize(self, t: int) -> AggregateResult:
+        ep = self._require_epoch()
+        surv, drop = self._outcome[t]
+        def res(total: tuple[int, ...] | None, err: str = "") -> AggregateResult:
+            return AggregateResult(t, total, tuple(ep.roster[i] for i in sorted(surv)),
+                                   tuple(ep.roster[i] for i in sorted(drop)), err)
+
+        if len(surv) < self.min_survivors:
+            return res(None, f"{len(surv)} survivors below the minimum {self.min_survivors}")
+        enrolled = surv | drop
+        y_in = self._inputs[t]
+        reveal_in = self._inputs[t + 1]
+        share_in = self._inputs[t - 1]
+        bpts: dict[int, list[tuple[int, int]]] = {u: [] for u in surv}
+        zpts: dict[int, list[tuple[int, int]]] = {u: [] for u in drop}
+        for w, msg in reveal_in.items():
+            if msg.reveal_interval != t:
+                continue
+            x = w + 1
+            data = msg.reveals
+            k = 0
+            for u in ep.holders[w]:
+                if u in enrolled:
+                    val = int.from_bytes(data[k * _S:(k + 1) * _S], "big")
+                    k += 1
+                    (bpts[u] if u in surv else zpts[u]).append((x, val))
+        thr = ep.threshold
+        try:
+            b_seeds = [shamir.reconstruct(bpts[u], thr).to_bytes(16, "big") for u in sorted(surv)]
+        except ValueError:
+            return res(None, "too few b-shares revealed to remove a survivor's self mask")
+        total = np.array([y_in[u].masked for u in sorted(surv)], dtype=np.uint64).sum(
+            axis=0, dtype=np.uint64)
+        total -= masks.expand_sum(b_seeds, self.dim, domain=masks.DOMAIN_SELF, interval=t)
+        nbytes = 8 * self.dim
+        for u in sorted(drop):
+            live = [v for v in ep.nbrs[u] if v in surv]
+            if not live:
+                continue
+            try:
+                z_seed = shamir.reconstruct(zpts[u], thr).to_bytes(16, "big")
+            except ValueError:
+                return res(None, "too few z-shares revealed to recover a dropped meter's masks")
+            rec = share_in[u].recovery
+            for v in live:
+                p = ep.pos[u][v]
+                pad = masks.expand_bytes(z_seed, nbytes, domain=masks.DOMAIN_RECOVERY,
+                                         interval=t, index=v)
+                m = np.frombuffer(masks.xor_bytes(rec[p * nbytes:(p + 1) * nbytes], pad),
+                                  dtype="<u8").astype(np.uint64)
+                if v < u:
+                    total -= m
+                else:
+                    total += m
+        return res(masks.to_signed(total))
+
+    def _require_epoch(self) -> _Epoch:
+        if self._ep is None:
+            raise UnexpectedMessage("epoch not set up: collect adverts and make_bundle() first")
+        return self._ep

@@ -1,0 +1,154 @@
+"""Masked aggregation, honest runs: exact totals against the plaintext sum.
+
+Groups of 5 to 1,000 meters with 0 %, 10 %, 30 % dropouts, meters that drop
+before sending, after sending their masked value (i.e. during recovery),
+meters leaving and rejoining, a new epoch with a new meter, vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from privmeter.protocol.aggregation_messages import (
+    IntervalStart,
+    KeyBundle,
+    MaskedInput,
+    default_degree,
+    neighbours,
+    threshold_for,
+)
+from privmeter.protocol.aggregation_sim import GroupSimulation, make_group
+from privmeter.protocol.codec import decode, encode
+
+
+def reading(meter: str, t: int) -> int:
+    """A deterministic signed reading in Wh (negative = export)."""
+    h = int.from_bytes(hashlib.sha256(f"{meter}/{t}".encode()).digest()[:4], "big")
+    return h % 23_000 - 3_000
+
+
+def expected(res_survivors: tuple[str, ...], t: int) -> int:
+    return sum(reading(m, t) for m in res_survivors)
+
+
+@pytest.mark.parametrize(
+    ("n", "dropout", "degree"),
+    [(5, 0.0, None), (5, 0.1, None), (5, 0.3, None), (40, 0.1, None), (40, 0.3, 39),
+     (100, 0.3, 99), pytest.param(1000, 0.1, 16, marks=pytest.mark.slow)],
+)
+def test_exact_totals_with_dropouts(n: int, dropout: float, degree: int | None) -> None:
+    g = make_group(n, degree=degree, seed=n)
+    g.setup()
+    ids = sorted(g.meters)
+    ndrop = max(int(n * dropout), 1 if dropout else 0)
+    early = set(ids[1: 1 + ndrop])  # offline from interval 1002 on: never send y_1002
+    late = {ids[-1]} if dropout else set()  # send y_1002, then vanish: drop during recovery
+    g.step(reading)  # 1000: priming, shares for 1001
+    r1001 = g.step(reading)  # 1001: everyone; nothing final yet
+    assert r1001 is None
+    r1001 = g.step(reading, offline=early)  # 1002 opens; 1001 final
+    assert r1001 is not None and r1001.error == ""
+    assert r1001.survivors == tuple(ids) and r1001.dropped == ()
+    assert r1001.total == (expected(r1001.survivors, 1001),)
+    r1002 = g.step(reading, offline=early | late)  # 1003: late meters gone during recovery
+    assert r1002 is not None and r1002.error == "", r1002
+    assert set(r1002.dropped) == early
+    assert set(r1002.survivors) == set(ids) - early
+    assert r1002.total == (expected(r1002.survivors, 1002),)
+    r1003 = g.step(reading, offline=early | late)
+    assert r1003 is not None and r1003.error == ""
+    assert set(r1003.dropped) == late
+    assert r1003.total == (expected(r1003.survivors, 1003),)
+
+
+def test_common_interval_is_one_message_per_meter() -> None:
+    g = make_group(12)
+    g.setup()
+    for _ in range(4):
+        g.step(reading)
+    assert g.messages_up == 4 * 12
+
+
+def test_no_reading_is_a_dropout_but_still_helps() -> None:
+    g = make_group(6)
+    g.setup()
+    g.step(reading)
+    g.step(reading, no_reading={"m00002"})
+    res = g.step(reading)
+    assert res is not None and res.dropped == ("m00002",)
+    assert res.total == (expected(res.survivors, 1001),)
+
+
+def test_leave_and_rejoin_within_epoch() -> None:
+    g = make_group(10)
+    g.setup()
+    ids = sorted(g.meters)
+    gone = {ids[3]}
+    results = [g.step(reading)]
+    results.append(g.step(reading))
+    for _ in range(2):
+        results.append(g.step(reading, offline=gone))
+    for _ in range(3):  # back: first answer carries no value, enrolled again next interval
+        results.append(g.step(reading))
+    final = [r for r in results if r is not None]
+    assert [r.interval for r in final] == list(range(1001, 1006))
+    for r in final:
+        assert r.error == ""
+        assert r.total == (expected(r.survivors, r.interval),)
+    by_t = {r.interval: r for r in final}
+    assert ids[3] in by_t[1001].survivors
+    assert ids[3] in by_t[1002].dropped  # offline at 1002
+    assert ids[3] not in by_t[1003].survivors + by_t[1003].dropped  # not enrolled
+    assert ids[3] not in by_t[1004].survivors  # rejoining: shares only
+    assert ids[3] in by_t[1005].survivors
+
+
+def test_new_epoch_with_a_new_meter() -> None:
+    g1 = make_group(6, epoch=1)
+    g1.setup()
+    for _ in range(3):
+        g1.step(reading)
+    g2 = make_group(7, epoch=2, first_interval=1003)  # a meter joined: fresh keys, new epoch
+    g2.setup()
+    for _ in range(3):
+        res = g2.step(reading)
+    assert res is not None and len(res.survivors) == 7
+    assert res.total == (expected(res.survivors, res.interval),)
+
+
+def test_vector_readings() -> None:
+    g = make_group(8, dim=3)
+    g.setup()
+
+    def vec(m: str, t: int) -> list[int]:
+        return [reading(m, t), -reading(m, t), 7]
+
+    g.step(vec)
+    g.step(vec)
+    res = g.step(vec, offline={"m00000"})
+    assert res is not None
+    want = tuple(sum(vec(m, res.interval)[i] for m in res.survivors) for i in range(3))
+    assert res.total == want
+
+
+def test_graph_is_symmetric_and_regular() -> None:
+    nb = neighbours(200, 32, b"s" * 32)
+    for i, lst in enumerate(nb):
+        assert len(lst) == 32 and i not in lst
+        assert all(i in nb[j] for j in lst)
+    assert default_degree(5) == 4 and default_degree(1000) % 2 == 0
+    assert threshold_for(32) == 17  # strict majority of 33 holders
+
+
+def test_messages_round_trip_codec() -> None:
+    g: GroupSimulation = make_group(5)
+    g.setup()
+    starts = g.headend.open_interval()
+    start = next(iter(starts.values()))
+    assert decode(encode(start), expect=IntervalStart) == start
+    msg = g.meters["m00000"].handle_start(starts["m00000"], 5)
+    assert decode(encode(msg), expect=MaskedInput) == msg
+    bundle = g.headend.make_bundle.__self__._ep.bundle  # type: ignore[attr-defined]
+    assert decode(encode(bundle), expect=KeyBundle) == bundle

@@ -1,0 +1,291 @@
+"""Masked aggregation under attack: each attack fails with a specific error or
+yields only masked noise, and the attacked party keeps working."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+
+import numpy as np
+import pytest
+
+from privmeter.crypto import masks, shamir
+from privmeter.crypto.signing import SigningKey
+from privmeter.errors import (
+    GroupTooSmall,
+    InvalidCiphertext,
+    InvalidSignature,
+    MalformedMessage,
+    MessageTooLarge,
+    ReplayedMessage,
+    StaleMessage,
+    UnexpectedMessage,
+    UnknownParty,
+)
+from privmeter.protocol.aggregation import ANNOUNCE_CONTEXT, _mac
+from privmeter.protocol.aggregation_messages import (
+    Announcement,
+    IntervalStart,
+    KeyAdvert,
+    KeyBundle,
+    bitmap_from,
+)
+from privmeter.protocol.aggregation_sim import GroupSimulation, make_group
+from privmeter.protocol.codec import decode, encode
+
+
+def reading(meter: str, t: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{meter}/{t}".encode()).digest()[:4], "big") % 9000 - 1000
+
+
+def _running(n: int = 8, **kw: object) -> GroupSimulation:
+    g = make_group(n, **kw)  # type: ignore[arg-type]
+    g.setup()
+    g.step(reading)  # priming
+    return g
+
+
+def _collect(g: GroupSimulation, offline: set[str] = frozenset()) -> dict[str, bytes]:  # type: ignore[assignment]
+    """Open an interval, gather encoded inputs, without closing it."""
+    out = {}
+    for mid, start in g.headend.open_interval().items():
+        if mid not in offline:
+            out[mid] = encode(g.meters[mid].handle_start(start, reading(mid, g.headend.current)))
+    return out
+
+
+def _signed_start(g: GroupSimulation, ann: Announcement, shares: bytes) -> IntervalStart:
+    return IntervalStart(announcement=ann, signature=g.headend._sk.sign(ANNOUNCE_CONTEXT, encode(ann)),
+                         shares=shares)
+
+
+# -- the head-end lies about a dropout ---------------------------------------------------
+
+def test_false_dropout_yields_only_masked_noise() -> None:
+    g = _running(8)
+    he, ep = g.headend, g.headend._ep
+    victim = "m00003"
+    v = ep.index[victim]
+    t = he.current + 1
+    inputs = _collect(g)
+    for mid, data in inputs.items():
+        if mid != victim:  # the head-end "loses" the victim's (received) input
+            he.handle_input(data)
+    stolen = decode(inputs[victim])
+    he.close_interval()
+    rec = he._inputs[t - 1][v].recovery  # the victim's recovery pads, kept by the attacker
+    # next interval: meters reveal for t, believing the victim dropped
+    nxt = _collect(g)
+    for data in nxt.values():
+        he.handle_input(data)
+    res = he.close_interval()
+    assert res is not None and res.interval == t and victim in res.dropped
+    assert res.total == (sum(reading(m, t) for m in res.survivors),)  # others still exact
+    # The attacker now holds every z-share of the victim and no b-share.
+    b_pts, z_pts = [], []
+    for mid, data in nxt.items():
+        msg = decode(data)
+        w = ep.index[mid]
+        held = [u for u in ep.holders[w] if u in he._enrolled[t]]
+        if v in held:
+            k = held.index(v)
+            z_pts.append((w + 1, int.from_bytes(msg.reveals[16 * k:16 * k + 16], "big")))
+    assert len(b_pts) == 0 and len(z_pts) >= ep.threshold
+    z_seed = shamir.reconstruct(z_pts, ep.threshold).to_bytes(16, "big")
+    y = np.array(stolen.masked, dtype=np.uint64)
+    for p, u in enumerate(ep.nbrs[v]):  # strip every pairwise mask of the victim
+        pad = masks.expand_bytes(z_seed, 8, domain=masks.DOMAIN_RECOVERY, interval=t, index=u)
+        m = np.frombuffer(masks.xor_bytes(rec[8 * p:8 * p + 8], pad), dtype="<u8").astype(np.uint64)
+        y = y - m if v < u else y + m
+    # What is left is x + PRG(b): uniform noise, not the reading.
+    assert masks.to_signed(y) != (reading(victim, t),)
+    assert abs(masks.to_signed(y)[0]) > 10**9
+
+
+# -- unmasking below the minimum -------------------------------------------------------
+
+def test_meters_refuse_to_unmask_below_minimum() -> None:
+    g = _running(8, min_survivors=6)
+    he = g.headend
+    inputs = _collect(g)
+    for mid in sorted(inputs)[:5]:  # only 5 "survive"
+        he.handle_input(inputs[mid])
+    he.close_interval()
+    starts = he.open_interval()
+    meter = g.meters["m00000"]
+    before = (meter._last, dict(meter._held))
+    with pytest.raises(GroupTooSmall):
+        meter.handle_start(starts["m00000"], 1)
+    assert (meter._last, meter._held) == before  # state unchanged
+
+
+def test_headend_refuses_to_publish_below_minimum() -> None:
+    g = _running(6, min_survivors=5)
+    g.step(reading)
+    g.step(reading, offline={"m00000", "m00001"})
+    res = g.step(reading, offline={"m00000", "m00001"})
+    assert g.refusals  # the meters refused to reveal ...
+    assert res is not None and res.total is None and "below the minimum" in res.error
+
+
+# -- different survivor lists to different meters ------------------------------------------
+
+def test_split_survivor_lists_never_give_both_kinds() -> None:
+    g = _running(9)
+    he, ep = g.headend, g.headend._ep
+    victim = 4
+    t = he.current + 1
+    for data in _collect(g).values():
+        he.handle_input(data)
+    he.close_interval()
+    enrolled = he._enrolled[t]
+    starts = he.open_interval()
+    holders = [w for w in range(ep.n) if victim in ep.holders[w]]
+    n_b = n_z = 0
+    for i, w in enumerate(holders):
+        told_alive = i % 2 == 0
+        surv = enrolled if told_alive else enrolled - {victim}
+        ann = dataclasses.replace(starts[ep.roster[w]].announcement,
+                                  survivors=bitmap_from(surv, ep.n),
+                                  dropped=bitmap_from(enrolled - surv, ep.n))
+        msg = g.meters[ep.roster[w]].handle_start(
+            _signed_start(g, ann, starts[ep.roster[w]].shares), 1)
+        assert msg.reveals  # each meter answers once, with one kind for the victim
+        n_b += told_alive
+        n_z += not told_alive
+    # majority threshold: at most one of the two secrets is ever reconstructable
+    assert n_b + n_z == len(holders) < 2 * ep.threshold
+    assert min(n_b, n_z) < ep.threshold
+    with pytest.raises(ValueError):
+        shamir.reconstruct([(1, 1)] * min(n_b, n_z), ep.threshold)
+
+
+# -- replays, forgeries, stale and unknown ----------------------------------------------
+
+def test_replayed_and_stale_messages() -> None:
+    g = _running(6)
+    he = g.headend
+    starts = he.open_interval()
+    m = g.meters["m00001"]
+    data = encode(m.handle_start(starts["m00001"], 5))
+    with pytest.raises(ReplayedMessage):
+        m.handle_start(starts["m00001"], 5)
+    he.handle_input(data)
+    with pytest.raises(ReplayedMessage):
+        he.handle_input(data)
+    for mid, s in starts.items():
+        if mid != "m00001":
+            he.handle_input(encode(g.meters[mid].handle_start(s, reading(mid, he.current))))
+    he.close_interval()
+    old = starts["m00002"]
+    he.open_interval()
+    with pytest.raises(StaleMessage):
+        he.handle_input(data)
+    with pytest.raises(ReplayedMessage):
+        g.meters["m00002"].handle_start(old, 1)
+
+
+def test_forged_inputs_are_rejected_and_headend_keeps_working() -> None:
+    g = _running(6)
+    he = g.headend
+    inputs = _collect(g)
+    msg = decode(inputs["m00002"])
+    tampered = dataclasses.replace(msg, masked=(msg.masked[0] ^ 1,))
+    with pytest.raises(InvalidSignature):
+        he.handle_input(encode(tampered))
+    impostor = dataclasses.replace(msg, meter_id="m00003")  # MAC key is per meter
+    with pytest.raises(InvalidSignature):
+        he.handle_input(encode(impostor))
+    with pytest.raises(UnknownParty):
+        he.handle_input(encode(dataclasses.replace(msg, meter_id="intruder")))
+    with pytest.raises(UnexpectedMessage):
+        he.handle_input(encode(dataclasses.replace(msg, interval=msg.interval + 1,
+                                                   reveal_interval=-1, reveals=b"")))
+    for data in inputs.values():
+        he.handle_input(data)
+    assert he.close_interval() is None or True
+    res = g.step(reading)
+    assert res is not None and res.error == ""
+    assert res.total == (sum(reading(m, res.interval) for m in res.survivors),)
+
+
+def test_forged_announcement_and_shares() -> None:
+    g = _running(6)
+    starts = g.headend.open_interval()
+    s = starts["m00000"]
+    rogue = SigningKey.from_seed(bytes(32))
+    forged = IntervalStart(announcement=s.announcement,
+                           signature=rogue.sign(ANNOUNCE_CONTEXT, encode(s.announcement)),
+                           shares=s.shares)
+    m = g.meters["m00000"]
+    with pytest.raises(InvalidSignature):
+        m.handle_start(forged, 1)
+    bad = bytearray(s.shares)
+    bad[5] ^= 1
+    with pytest.raises(InvalidCiphertext):
+        m.handle_start(dataclasses.replace(s, shares=bytes(bad)), 1)
+    with pytest.raises(MalformedMessage):
+        m.handle_start(dataclasses.replace(s, shares=s.shares[:-48]), 1)
+    assert m.handle_start(s, 1).interval == s.announcement.interval  # still works
+
+
+def test_headend_cannot_substitute_keys_in_the_bundle() -> None:
+    g = make_group(6, seed=3)
+    for m in g.meters.values():
+        g.headend.handle_advert(m.advertise())
+    bundle = g.headend.make_bundle()
+    mitm = random.Random(9).getrandbits(256).to_bytes(32, "big")
+    from privmeter.crypto.keyagreement import AgreementKey
+    evil_pub = AgreementKey.generate(random.Random(9)).public
+    swapped = tuple(dataclasses.replace(a, public=evil_pub) if a.party_id == "m00001" else a
+                    for a in bundle.adverts)
+    meter = g.meters["m00000"]
+    with pytest.raises(InvalidSignature):
+        meter.handle_bundle(dataclasses.replace(bundle, adverts=swapped))
+    without_me = tuple(a for a in bundle.adverts if a.party_id != "m00000")
+    with pytest.raises(MalformedMessage):
+        meter.handle_bundle(dataclasses.replace(bundle, adverts=without_me, degree=4))
+    stranger = KeyAdvert(group="feeder-1", epoch=1, party_id="zz-unregistered", public=evil_pub,
+                         nonce=mitm[:16], signature=bytes(64))
+    with pytest.raises(UnknownParty):
+        meter.handle_bundle(dataclasses.replace(bundle, adverts=(*bundle.adverts, stranger)))
+    meter.handle_bundle(bundle)  # the genuine one is still accepted
+    with pytest.raises(UnexpectedMessage):
+        meter.handle_bundle(bundle)
+
+
+def test_forged_advert_rejected_by_headend() -> None:
+    g = make_group(5)
+    a = g.meters["m00000"].advertise()
+    with pytest.raises(InvalidSignature):
+        g.headend.handle_advert(dataclasses.replace(a, nonce=bytes(16)))
+    g.headend.handle_advert(a)
+    with pytest.raises(ReplayedMessage):
+        g.headend.handle_advert(a)
+
+
+# -- oversized and malformed --------------------------------------------------------------
+
+def test_oversized_and_malformed_messages() -> None:
+    g = _running(5)
+    he = g.headend
+    inputs = _collect(g)
+    with pytest.raises(MessageTooLarge):
+        he.handle_input(b"\x93" + bytes(5 * 1024 * 1024))
+    with pytest.raises(MalformedMessage):
+        he.handle_input(b"\x00garbage")
+    msg = decode(inputs["m00001"])
+    with pytest.raises(InvalidSignature):  # tampering breaks the MAC first
+        he.handle_input(encode(dataclasses.replace(msg, shares=msg.shares[:48])))
+    short = dataclasses.replace(msg, shares=msg.shares[:48], tag=b"")
+    short = dataclasses.replace(short, tag=_mac(he._macs[1], short))  # a buggy meter
+    with pytest.raises(MalformedMessage):
+        he.handle_input(encode(short))
+    with pytest.raises(ValueError):  # masked values must be uint64 (decode -> MalformedMessage)
+        dataclasses.replace(msg, masked=(-1,))
+    with pytest.raises(MalformedMessage):
+        decode(encode(g.headend._ep.bundle)[:-3], expect=KeyBundle)
+    for data in inputs.values():
+        he.handle_input(data)
+    he.close_interval()
