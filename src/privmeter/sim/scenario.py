@@ -1,0 +1,372 @@
+"""Simulation scenarios: who takes part, with which keys, loads, plans and limits.
+
+What it is for: :class:`Scenario` is the full description of one run of
+``privmeter simulate`` (households, days, interval, topology, seed, plan,
+prosumers, key sizes, network emulation, dropouts, demand limits);
+:func:`build` turns it into a :class:`World`: key material, household load
+profiles (richardsonpy via :func:`privmeter.grid.profiles.generate_households`,
+cached), the plan, groups and, for real-time tariffs, the day-ahead price
+feed.  ``Scenario(lcl=True)`` is the real-data scenario: the LCL household
+MAC000060 billed on the trial's flat and dynamic time-of-use tariffs.
+
+Keys: simulation keys are generated from the scenario seed (deterministic)
+and cached under the cache directory (``keys-<bits>-<seed>/``), so a second
+run starts fast.  They are for simulation only: a deployment uses
+``privmeter keygen``.  Key sizes below 2048 bits need
+``insecure_small_keys=True`` (tests only).
+
+The ground truth (every household's true readings) lives in the
+:class:`World` for checking the results; no party object reads it except a
+meter reading its own household's load.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from privmeter.crypto import dgk
+from privmeter.crypto.paillier import MIN_KEY_BITS, PaillierPrivateKey, generate_keypair
+from privmeter.crypto.signing import SigningKey
+from privmeter.errors import ConfigError
+from privmeter.grid.plans import Plan, builtin_plan, builtin_plan_names, load_plan
+from privmeter.grid.pricefeed import PriceFeed, demo_feed_signing_key
+from privmeter.grid.profiles import default_cache_dir
+from privmeter.parties.meter import MeterLoad
+
+__all__ = [
+    "TOPOLOGIES",
+    "HouseholdSpec",
+    "Scenario",
+    "World",
+    "build",
+    "day_ahead_prices",
+    "dgk_key",
+    "household_key",
+    "parse_interval",
+    "scenario_from_json",
+    "scenario_json",
+]
+
+TOPOLOGIES = ("star", "ring", "tree")
+
+
+def parse_interval(text: str) -> int:
+    """``15m`` / ``30m`` / ``1m`` / ``900`` / ``1h`` -> seconds (must divide a day)."""
+    s = text.strip().lower()
+    try:
+        if s.endswith("m"):
+            v = int(s[:-1]) * 60
+        elif s.endswith("h"):
+            v = int(s[:-1]) * 3600
+        elif s.endswith("s"):
+            v = int(s[:-1])
+        else:
+            v = int(s)
+    except ValueError:
+        raise ConfigError(f"interval {text!r}: expected e.g. 15m, 30m, 900") from None
+    if v < 60 or v % 60 or 86400 % v:
+        raise ConfigError(f"interval {text!r}: must be whole minutes dividing a day")
+    return v
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scenario:
+    """One simulation run (see the module docstring); every field has a CLI option."""
+
+    households: int = 20
+    days: int = 1
+    interval_seconds: int = 900
+    topology: str = "star"
+    seed: int = 1
+    plan: str = "economy7"  # builtin name or a TOML path
+    prosumer_share: float = 0.0
+    key_bits: int = 3072
+    dgk_bits: int = 2048
+    insecure_small_keys: bool = False  # tests only: allow keys below 2048 bits
+    group_size: int = 50
+    min_survivors: int = 5
+    demand: bool = True
+    cmax_w_per_household: int = 1200
+    cmin_w_per_household: int = 50
+    dropout: float = 0.0  # probability a meter misses an interval (seeded outages)
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss: float = 0.0
+    bandwidth_bps: float | None = None
+    start: datetime.date = datetime.date(2013, 1, 7)
+    lcl: bool = False  # the real-data scenario (MAC000060)
+    max_intervals: int | None = None  # cut the run short (tests)
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.topology not in TOPOLOGIES:
+            raise ConfigError(f"topology must be one of {TOPOLOGIES}, got {self.topology!r}")
+        if self.households < 1 or self.days < 1:
+            raise ConfigError("need at least one household and one day")
+        if self.key_bits < MIN_KEY_BITS and not self.insecure_small_keys:
+            raise ConfigError(f"--key-bits {self.key_bits} is insecure (minimum {MIN_KEY_BITS})")
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.prosumer_share <= 1.0:
+            raise ConfigError("dropout must be in [0, 1) and prosumer share in [0, 1]")
+        if self.min_survivors < 2:
+            raise ConfigError("min_survivors must be at least 2")
+
+    @property
+    def intervals(self) -> int:
+        n = self.days * 86400 // self.interval_seconds
+        return min(n, self.max_intervals) if self.max_intervals else n
+
+
+@dataclass(slots=True)
+class HouseholdSpec:
+    """One household and its meter: ids, keys, plan, load, ground truth."""
+
+    meter_id: str
+    group: str
+    signing_key: SigningKey
+    secret_key: PaillierPrivateKey
+    plan: Plan
+    load: MeterLoad
+    truth_kwh_profile: str = ""  # "sim" or "lcl"
+
+
+@dataclass(slots=True)
+class World:
+    scenario: Scenario
+    headend_key: SigningKey
+    dgk_key: dgk.DGKPrivateKey | None
+    households: list[HouseholdSpec]
+    groups: dict[str, list[str]]
+    first_interval: int
+    plans: dict[str, Plan]
+    feeds: dict[str, PriceFeed] = field(default_factory=dict)  # plan id -> day-ahead feed
+    build_seconds: float = 0.0
+
+    @property
+    def last_interval(self) -> int:
+        return self.first_interval + self.scenario.intervals - 1
+
+
+# -- keys ------------------------------------------------------------------------------
+
+def _seeded(seed: int, *parts: object) -> random.Random:
+    h = hashlib.sha256(repr((seed, *parts)).encode()).digest()
+    return random.Random(int.from_bytes(h[:16], "big"))
+
+
+def _key_dir(sc: Scenario) -> Path:
+    base = sc.cache_dir if sc.cache_dir is not None else default_cache_dir()
+    d = Path(base) / f"keys-{sc.key_bits}-{sc.seed}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def household_key(sc: Scenario, index: int) -> PaillierPrivateKey:
+    """Household ``index``'s simulation key (deterministic from the seed; cached)."""
+    path = _key_dir(sc) / f"hh{index:05d}.json"
+    min_bits = sc.key_bits if sc.insecure_small_keys else MIN_KEY_BITS
+    if path.exists():
+        try:
+            return PaillierPrivateKey.from_json(path.read_text(), min_bits=min(min_bits, sc.key_bits))
+        except Exception:
+            path.unlink(missing_ok=True)
+    _, sk = generate_keypair(sc.key_bits, rng=_seeded(sc.seed, "paillier", index),
+                             insecure_for_tests=sc.insecure_small_keys)
+    _write_atomic(path, sk.to_json())
+    return sk
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def dgk_key(sc: Scenario) -> dgk.DGKPrivateKey:
+    base = sc.cache_dir if sc.cache_dir is not None else default_cache_dir()
+    path = Path(base) / f"dgk-{sc.dgk_bits}-{sc.seed}.json"
+    small = sc.dgk_bits < dgk.MIN_KEY_BITS
+    if path.exists():
+        try:
+            return dgk.DGKPrivateKey.from_json(path.read_text(), min_bits=min(sc.dgk_bits, dgk.MIN_KEY_BITS))
+        except Exception:
+            path.unlink(missing_ok=True)
+    _, sk = dgk.generate_keypair(sc.dgk_bits, rng=_seeded(sc.seed, "dgk"), insecure_for_tests=small)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, sk.to_json())
+    return sk
+
+
+# -- prices ------------------------------------------------------------------------------
+
+def day_ahead_prices(plan: Plan, first: int, count: int, seed: int) -> dict[int, int]:
+    """The utility's published real-time prices for ``count`` intervals (seeded, documented).
+
+    ``lcl-dtou``: the trial's three real prices (Low 3.99, Normal 11.76,
+    High 67.20 p/kWh); the trial's actual day-ahead signal calendar is not
+    shipped, so the schedule is synthetic: Normal by default, High on a
+    seeded share of evening-peak half hours (16:00-20:00 UTC), Low on a
+    seeded share of night half hours (00:00-06:00).  Other real-time plans:
+    a seeded daily curve within the plan's bounds (cheap nights, dear
+    evenings).
+    """
+    rng = _seeded(seed, "prices", plan.plan_id)
+    secs = plan.interval_seconds
+    allowed = sorted(plan.tariff.allowed_prices or ()) if getattr(plan.tariff, "allowed_prices", None) else []
+    out: dict[int, int] = {}
+    for t in range(first, first + count):
+        minute = (t * secs % 86400) // 60
+        hour = minute // 60
+        if len(allowed) >= 3:
+            low, normal, high = allowed[0], allowed[len(allowed) // 2], allowed[-1]
+            p = normal
+            if 16 <= hour < 20 and rng.random() < 0.35:
+                p = high
+            elif hour < 6 and rng.random() < 0.6:
+                p = low
+        else:
+            lo, hi = int(plan.min_price), int(plan.max_price)
+            base = 0.15 + 0.1 * (7 <= hour < 23) + 0.35 * (16 <= hour < 20)
+            p = int(lo + (hi - lo) * min(1.0, base + rng.uniform(-0.05, 0.05)))
+            p = min(max(p, lo), hi)
+        out[t] = p
+    return out
+
+
+def _load_plan(name: str) -> Plan:
+    if name in builtin_plan_names():
+        return builtin_plan(name)
+    return load_plan(name)
+
+
+# -- building -------------------------------------------------------------------------------
+
+def build(sc: Scenario, *, progress: Callable[[str, int, int], None] | None = None) -> World:
+    """Keys, loads, plans, groups and feeds for a scenario (profiles and keys cached)."""
+    import time
+
+    t0 = time.perf_counter()
+    rng = _seeded(sc.seed, "world")
+    headend = SigningKey.from_seed(rng.getrandbits(256).to_bytes(32, "big"))
+    dk = dgk_key(sc) if sc.demand else None
+    specs: list[HouseholdSpec] = []
+    plans: dict[str, Plan] = {}
+    if sc.lcl:
+        specs, first = _lcl_households(sc, plans)
+    else:
+        plan = _load_plan(sc.plan)
+        if plan.interval_seconds != sc.interval_seconds:
+            raise ConfigError(
+                f"plan {plan.plan_id!r} bills {plan.interval_seconds} s intervals; "
+                f"run with --interval {plan.interval_seconds // 60}m")
+        plans[plan.plan_id] = plan
+        from privmeter.grid.profiles import generate_households
+
+        homes = generate_households(
+            sc.households, days=sc.days, seed=sc.seed, start=sc.start, prosumer_share=sc.prosumer_share,
+            cache_dir=sc.cache_dir,
+            progress=(lambda k: progress("profiles", k, sc.households)) if progress else None)
+        first = homes[0].start_unix // sc.interval_seconds
+        for i, h in enumerate(homes):
+            if progress:
+                progress("keys", i + 1, sc.households)
+            specs.append(HouseholdSpec(
+                meter_id=f"m{i:05d}", group="", signing_key=_meter_key(sc, i),
+                secret_key=household_key(sc, i), plan=plan,
+                load=MeterLoad(sc.interval_seconds, h.start_unix, h.minute_w, h.deferrable_w),
+                truth_kwh_profile="sim"))
+    groups: dict[str, list[str]] = {}
+    size = max(sc.group_size, sc.min_survivors)
+    n_groups = max(1, len(specs) // size)
+    for i, s in enumerate(specs):
+        g = f"feeder-{(i % n_groups) + 1:03d}"
+        s.group = g
+        groups.setdefault(g, []).append(s.meter_id)
+    world = World(sc, headend, dk, specs, groups, first, plans)
+    for plan in plans.values():
+        if plan.tariff.kind == "realtime":
+            fid = plan.tariff.feed_id
+            assert fid is not None
+            prices = day_ahead_prices(plan, first, sc.intervals, sc.seed)
+            world.feeds[plan.plan_id] = PriceFeed.publish(demo_feed_signing_key(fid), fid,
+                                                           plan.interval_seconds, prices)
+    world.build_seconds = time.perf_counter() - t0
+    return world
+
+
+def _meter_key(sc: Scenario, i: int) -> SigningKey:
+    return SigningKey.from_seed(hashlib.sha256(f"privmeter-sim-meter/{sc.seed}/{i}".encode()).digest())
+
+
+def _lcl_households(sc: Scenario, plans: dict[str, Plan]) -> tuple[list[HouseholdSpec], int]:
+    """MAC000060 twice: once on the trial's flat tariff, once on its dynamic ToU tariff.
+
+    Each copy is a separate meter and household key; the readings are the
+    real half-hourly readings of ``days`` days from ``start`` (the LCL
+    dToU year 2013).  A group needs ``min_survivors`` members, so the two
+    real meters are joined by simulated neighbours (the same real series
+    shifted by whole days), which are aggregated but whose bills are also
+    checked.
+    """
+    from privmeter.grid.lcl import lcl_builtin
+
+    if sc.interval_seconds != 1800:
+        raise ConfigError("the LCL scenario runs at the trial's 30-minute interval (--interval 30m)")
+    series = lcl_builtin()
+    flat, dtou = builtin_plan("lcl-flat"), builtin_plan("lcl-dtou")
+    plans[flat.plan_id] = flat
+    plans[dtou.plan_id] = dtou
+    n = max(sc.households, sc.min_survivors + 1)
+    specs = []
+    first = None
+    for i in range(n):
+        win = series.window(sc.start + datetime.timedelta(days=7 * (i // 2)), sc.days)
+        src = win.to_source(1800)
+        readings = {r.interval: r.energy_wh for r in src.readings()}
+        base = min(readings)
+        if first is None:
+            first = base
+        # align every copy on the same simulated calendar (real readings, shifted)
+        fixed = {first + (t - base): v for t, v in readings.items()}
+        plan = flat if i % 2 == 0 else dtou
+        specs.append(HouseholdSpec(
+            meter_id=f"lcl{i:03d}", group="", signing_key=_meter_key(sc, 10_000 + i),
+            secret_key=household_key(sc, 10_000 + i), plan=plan,
+            load=MeterLoad(1800, first * 1800, fixed=fixed), truth_kwh_profile="lcl"))
+    assert first is not None
+    return specs, first
+
+
+def scenario_json(sc: Scenario) -> dict[str, object]:
+    d = {k: getattr(sc, k) for k in sc.__dataclass_fields__}
+    d["start"] = sc.start.isoformat()
+    d["cache_dir"] = None if sc.cache_dir is None else str(sc.cache_dir)
+    return json.loads(json.dumps(d))
+
+
+def scenario_from_json(d: dict[str, object]) -> Scenario:
+    """Inverse of :func:`scenario_json` (unknown keys are errors)."""
+    if not isinstance(d, dict):
+        raise ConfigError("scenario must be a JSON object")
+    known = set(Scenario.__dataclass_fields__)
+    extra = set(d) - known
+    if extra:
+        raise ConfigError(f"unknown scenario keys {sorted(extra)}")
+    kw = dict(d)
+    if isinstance(kw.get("start"), str):
+        kw["start"] = datetime.date.fromisoformat(str(kw["start"]))
+    if kw.get("cache_dir") is not None:
+        kw["cache_dir"] = Path(str(kw["cache_dir"]))
+    try:
+        return Scenario(**kw)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise ConfigError(f"bad scenario: {exc}") from None

@@ -1,0 +1,688 @@
+"""The live demo deployment behind the dashboard: real parties, accelerated time, operator controls.
+
+What it is for: :class:`DemoEngine` builds a complete local deployment from a
+:class:`~privmeter.sim.scenario.Scenario` -- the utility's
+:class:`~privmeter.parties.headend.HeadEndCore` on SQLite, one
+:class:`~privmeter.parties.meter.MeterAgent` and one
+:class:`~privmeter.parties.household.HouseholdAgent` per household, wired by
+:func:`privmeter.sim.runner.make_meters` -- and runs it interval by interval
+in a background thread, with the same steps as :func:`privmeter.sim.driver.drive`
+(aggregation + billing, demand-management events, then settlement) but
+paced by a wall clock the operator can pause and speed up.  Every message
+crosses the real wire codec.
+
+Controls (each maps to a real action of a real party, see :class:`Controls`):
+pause / resume / speed; force a demand-management event on a feeder (the
+operator tightens Cmax for one interval); take a meter offline (it stops
+answering; the masked aggregation recovers it or refuses below the minimum
+group size); make the utility cheat on a bill (a re-signed statement whose
+E(bill) is inflated homomorphically: the household disputes, the auditor
+fails); probe a meter beyond its budget (a binary search by repeated
+comparison events: the meter refuses with
+:class:`~privmeter.errors.BudgetExceeded`); make a household under-report
+(a :class:`~privmeter.protocol.settlement.BillProof` with a smaller bill:
+:class:`~privmeter.errors.InvalidProof`).
+
+Threading: the engine thread owns every party and the SQLite store; other
+threads (the web server) only read published, immutable snapshots or run a
+function on the engine thread with :meth:`DemoEngine.call` (so SQLite is
+used from one thread).
+
+Security: none of its own; every check is in the parties.  Guarantee: the
+utility-side views are built only from what the head-end core holds
+(ciphertexts, masked inputs, totals, comparison bits, statements); a
+household's true load is read only for the household and privacy views.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from privmeter.crypto.paillier import MIN_KEY_BITS
+from privmeter.errors import (
+    AuditFailure,
+    BudgetExceeded,
+    ConfigError,
+    InvalidProof,
+    PrivmeterError,
+)
+from privmeter.parties.headend import HeadEndCore
+from privmeter.parties.headend_store import HeadEndStore, MemoryHeadEndStore
+from privmeter.parties.household import HouseholdAgent
+from privmeter.parties.messages import FeedPublished, SettleRequest
+from privmeter.parties.meter import MeterAgent
+from privmeter.protocol.aggregation_messages import KeyAdvert, MaskedInput
+from privmeter.protocol.billing import ReadingRecord, record_from_bytes
+from privmeter.protocol.codec import decode, encode
+from privmeter.protocol.demand import ComparisonAnswer, Echo
+from privmeter.protocol.settlement import (
+    BillProof,
+    Dispute,
+    Statement,
+    audit,
+    sign_statement,
+    statement_digest,
+)
+from privmeter.sim.runner import group_configs, make_meters
+from privmeter.sim.scenario import Scenario, World, build
+
+__all__ = ["CHEAT_INFLATION", "UNDERREPORT_FRACTION", "DemoConfig", "DemoEngine"]
+
+CHEAT_INFLATION = 5_000_000  # micro-minor-units the cheating utility adds to E(bill) (5 p)
+UNDERREPORT_FRACTION = 0.5  # the dishonest household claims half its bill
+MAX_POINTS = 2000  # totals kept per feeder for the charts
+MAX_ALERTS = 300
+SEEN_PER_METER = 16  # ciphertexts / masked inputs kept per meter for the utility view
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoConfig:
+    """One demo deployment (every field is a ``privmeter demo`` option)."""
+
+    households: int = 24
+    days: int = 2
+    seed: int = 1
+    key_bits: int = 2048  # household Paillier keys: 2048 starts fast; 3072 is the library default
+    speed: float = 900.0  # simulated seconds per wall second (900: one 15-minute interval a second)
+    group_size: int = 8  # meters per feeder
+    min_survivors: int = 5
+    bill_intervals: int = 16  # a billing period: 16 x 15 min = 4 h, so bills appear within a minute
+    plan: str = "economy7"
+    prosumer_share: float = 0.25
+    topology: str = "star"
+    data_dir: Path | None = None  # SQLite + key/profile cache; None: in memory, default cache
+    cache_dir: Path | None = None  # keys and profiles; default ``data_dir / "cache"``
+    insecure_small_keys: bool = False  # tests only
+    dgk_bits: int = 2048
+    cmin_w_per_household: int = 20  # the utility's private limits, W of average power per home
+    cmax_w_per_household: int = 1200
+
+    def __post_init__(self) -> None:
+        if self.topology != "star":
+            raise ConfigError(f"the demo runs the robust star topology; got {self.topology!r}")
+        if self.speed <= 0:
+            raise ConfigError("speed must be positive")
+        if self.households < self.min_survivors:
+            raise ConfigError(f"need at least {self.min_survivors} households (a feeder's minimum)")
+        if self.bill_intervals < 1:
+            raise ConfigError("bill_intervals must be at least 1")
+
+    def scenario(self) -> Scenario:
+        cache = self.cache_dir
+        if cache is None and self.data_dir is not None:
+            cache = self.data_dir / "cache"
+        return Scenario(households=self.households, days=self.days, seed=self.seed, key_bits=self.key_bits,
+                        dgk_bits=self.dgk_bits, insecure_small_keys=self.insecure_small_keys,
+                        group_size=self.group_size, min_survivors=self.min_survivors, plan=self.plan,
+                        prosumer_share=self.prosumer_share, cache_dir=cache,
+                        cmin_w_per_household=self.cmin_w_per_household,
+                        cmax_w_per_household=self.cmax_w_per_household)
+
+
+@dataclass(slots=True)
+class _Pending:
+    force: set[str] = field(default_factory=set)  # groups
+    cheat: set[str] = field(default_factory=set)  # meters whose next statement is forged
+    underreport: set[str] = field(default_factory=set)  # households that will under-report
+
+
+class DemoEngine:
+    """A running deployment; see the module docstring."""
+
+    def __init__(self, config: DemoConfig, *, progress: Callable[[str, int, int], None] | None = None) -> None:
+        self.config = config
+        t0 = time.perf_counter()
+        self.world: World = build(config.scenario(), progress=progress)
+        sc = self.world.scenario
+        self.interval_seconds = sc.interval_seconds
+        self.first = self.world.first_interval
+        self.last = self.world.last_interval
+        self.store_path: Path | None = None
+        if config.data_dir is not None:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+            self.store_path = config.data_dir / "headend.sqlite"
+            for suffix in ("", "-wal", "-shm"):  # every demo is a fresh deployment
+                Path(str(self.store_path) + suffix).unlink(missing_ok=True)
+        self.specs = {h.meter_id: h for h in self.world.households}
+        self.meter_ids = sorted(self.specs)
+        self.groups = {g: sorted(ms) for g, ms in sorted(self.world.groups.items())}
+        self.group_of = {m: g for g, ms in self.groups.items() for m in ms}
+        self.build_seconds = time.perf_counter() - t0
+        # state owned by the engine thread
+        self.core: HeadEndCore | None = None
+        self.meters: dict[str, MeterAgent] = {}
+        self.homes: dict[str, HouseholdAgent] = {}
+        self.offline: set[str] = set()
+        self.paused = False
+        self.speed = config.speed
+        self.current = self.first - 1  # the last interval stepped
+        self.finished = False
+        self.totals: dict[str, deque[dict[str, Any]]] = {g: deque(maxlen=MAX_POINTS) for g in self.groups}
+        self.events: list[dict[str, Any]] = []
+        self.bills: dict[tuple[str, int], dict[str, Any]] = {}
+        self.alerts: deque[dict[str, Any]] = deque(maxlen=MAX_ALERTS)
+        self.seen_records: dict[str, deque[dict[str, Any]]] = {m: deque(maxlen=SEEN_PER_METER) for m in self.meter_ids}
+        self.seen_masked: dict[str, deque[dict[str, Any]]] = {m: deque(maxlen=SEEN_PER_METER) for m in self.meter_ids}
+        self.probes: list[dict[str, Any]] = []
+        self.next_period: dict[str, int] = {m: 0 for m in self.meter_ids}
+        self.statements: dict[tuple[str, int], Statement] = {}
+        self.step_seconds: deque[float] = deque(maxlen=50)
+        self._pending = _Pending()
+        self._occupancy: dict[str, Any] | None = None
+        self._seq = 0
+        self._commands: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self.version = 0
+        self.overview: dict[str, Any] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the engine thread; returns once the deployment is set up (epochs, feeds)."""
+        self._thread = threading.Thread(target=self._run, name="privmeter-demo", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was requested (live streams end)."""
+        return self._stop.is_set()
+
+    def request_stop(self) -> None:
+        """Ask the engine thread to stop (returns at once; :meth:`stop` also waits)."""
+        self._stop.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def call(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run ``fn`` on the engine thread (between intervals); its result in a future."""
+        fut: Future[Any] = Future()
+        self._commands.put((fn, fut))
+        return fut
+
+    def wait_version(self, seen: int, timeout: float) -> int:
+        """Block until the published snapshot is newer than ``seen`` (or timeout)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.version != seen, timeout=timeout)
+            return self.version
+
+    # -- the engine thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._setup()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        deadline = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                self._drain_commands()
+                now = time.monotonic()
+                if not self.paused and not self.finished and now >= deadline:
+                    t0 = time.perf_counter()
+                    try:
+                        self._step()
+                    except Exception as exc:  # a bug must not freeze the dashboard silently
+                        self.paused = True
+                        self._alert("caught", "engine-error", f"engine paused after {type(exc).__name__}: {exc}")
+                    self.step_seconds.append(time.perf_counter() - t0)
+                    self._publish()
+                    # keep the pace without bursts after a pause or a slow step
+                    deadline = max(deadline + self.interval_seconds / self.speed, time.monotonic())
+                    continue
+                wait = 0.25 if self.paused or self.finished else max(0.0, min(0.25, deadline - now))
+                try:
+                    fn, fut = self._commands.get(timeout=wait)
+                except queue.Empty:
+                    continue
+                self._exec(fn, fut)
+        finally:
+            with contextlib.suppress(Exception):
+                assert self.core is not None
+                self.core.store.close()
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                fn, fut = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            self._exec(fn, fut)
+
+    def _exec(self, fn: Callable[[], Any], fut: Future[Any]) -> None:
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            fut.set_result(fn())
+        except BaseException as exc:
+            fut.set_exception(exc)
+        self._publish()
+
+    def _setup(self) -> None:
+        w = self.world
+        sc = w.scenario
+        store = HeadEndStore(self.store_path) if self.store_path is not None else MemoryHeadEndStore()
+        core = HeadEndCore(w.headend_key, w.plans, store=store, dgk_key=w.dgk_key,
+                           interval_seconds=sc.interval_seconds, min_key_bits=min(sc.key_bits, MIN_KEY_BITS),
+                           rng=random.Random(sc.seed ^ 0x5EED))
+        for cfg in group_configs(w):
+            core.define_group(cfg)
+        b = self.config.bill_intervals
+        for h in w.households:
+            core.register(h.meter_id, h.signing_key.verify_key, h.secret_key.public_key, h.plan,
+                          period_start=self.first, period_intervals=b)
+        self.core = core
+        self.meters, homes = make_meters(w)
+        self.homes = {m: self._household(m) for m in homes}
+        now = (self.first - 1) * self.interval_seconds
+        for feed in w.feeds.values():
+            core.publish_feed(feed)
+            self._deliver({m: [FeedPublished(feed_json=feed.to_json())] for m in self.meter_ids},
+                          now=now, interval=self.first - 1)
+        for g in self.groups:
+            self._deliver(core.new_epoch(g, self.first - 1), now=now, interval=self.first - 1, expect=KeyAdvert)
+            self._deliver(core.make_bundle(g), now=now, interval=self.first - 1)
+        self._alert("info", "start", f"deployment up: {len(self.meter_ids)} meters on {len(self.groups)} "
+                    f"feeders, {sc.key_bits}-bit household keys (built in {self.build_seconds:.1f} s)")
+        self._publish()
+
+    # -- message delivery (in memory, through the codec) ----------------------------------------
+    def _deliver(self, outgoing: Mapping[str, Sequence[Any]], *, now: int, interval: int,
+                 expect: type | tuple[type, ...] | None = None, skip_offline: bool = True,
+                 refusals: dict[str, str] | None = None) -> set[str]:
+        """Head-end -> meters; answers -> head-end; receipts -> meters.  Errors are recorded, not raised.
+
+        A meter's refusal goes to ``refusals`` (meter -> error name) if given, else to the alerts.
+        """
+        core = self.core
+        assert core is not None
+        answered: set[str] = set()
+        with core.store.batch():
+            for mid, msgs in outgoing.items():
+                if skip_offline and mid in self.offline:
+                    continue
+                meter = self.meters[mid]
+                for msg in msgs:
+                    msg = decode(encode(msg))
+                    try:
+                        if isinstance(msg, FeedPublished):
+                            self.homes[mid].handle(msg)
+                        replies = meter.handle(msg, now=now)
+                    except PrivmeterError as exc:
+                        if refusals is not None:
+                            refusals[mid] = f"{type(exc).__name__}: {exc}"
+                        else:
+                            self._refused(mid, msg, exc, now)
+                        continue
+                    for r in replies:
+                        up = decode(encode(r))
+                        self._saw(mid, up)
+                        try:
+                            back = core.handle(mid, up, now=now, interval=interval)
+                        except PrivmeterError as exc:
+                            self._alert("warn", "rejected", f"head-end rejected {type(up).__name__} from "
+                                        f"{mid}: {type(exc).__name__}", meter=mid)
+                            continue
+                        if expect is not None and isinstance(up, expect):
+                            answered.add(mid)
+                        for b in back:
+                            with contextlib.suppress(PrivmeterError):
+                                meter.handle(decode(encode(b)), now=now)
+        return answered
+
+    def _saw(self, mid: str, msg: Any) -> None:
+        """Keep what the utility receives from a meter, for the utility view."""
+        if isinstance(msg, ReadingRecord):
+            self.seen_records[mid].append({"interval": msg.interval, "kind": msg.kind,
+                                           "ciphertext": msg.ciphertext.hex(), "bytes": len(msg.ciphertext)})
+        elif isinstance(msg, MaskedInput):
+            self.seen_masked[mid].append({"interval": msg.interval, "masked": [str(v) for v in msg.masked]})
+
+    def _refused(self, mid: str, msg: Any, exc: PrivmeterError, now: int) -> None:
+        self._alert("caught" if isinstance(exc, BudgetExceeded) else "warn", "meter-refused",
+                    f"meter {mid} refused {type(msg).__name__}: {type(exc).__name__}: {exc}", meter=mid,
+                    error=type(exc).__name__)
+
+    # -- one interval -----------------------------------------------------------------------------
+    def _step(self) -> None:
+        core = self.core
+        assert core is not None
+        t = self.current + 1
+        if t > self.last + 1:  # the drain interval finalises the last real one
+            self.finished = True
+            self._alert("info", "end", "end of the simulated period: the dashboard stays up")
+            return
+        now = (t + 1) * self.interval_seconds
+        outs: dict[str, list[Any]] = {}
+        for g in self.groups:
+            for m, ms in core.open_interval(g).items():
+                outs.setdefault(m, []).extend(ms)
+        self._deliver(outs, now=now, interval=t, expect=MaskedInput)
+        for g in self.groups:
+            self._close(g, now)
+        self.current = t
+        self._settle_due(now)
+
+    def _close(self, g: str, now: int) -> None:
+        core = self.core
+        assert core is not None
+        grp = core.groups[g]
+        dm = grp.dm
+        forced = g in self._pending.force and dm is not None
+        saved = (dm.cmin_w, dm.cmax_w) if dm is not None else (0, 0)
+        if forced and dm is not None:
+            dm.cmax_w = dm.cmin_w  # the operator tightens Cmax for this interval
+        try:
+            oc = core.close_interval(g, now=now)
+        finally:
+            if dm is not None:
+                dm.cmin_w, dm.cmax_w = saved
+        res = oc.result
+        if res is None:
+            return
+        total = res.total[0] if res.total is not None else None
+        total_w = None if total is None else total * 3600 // self.interval_seconds
+        self.totals[g].append({
+            "interval": res.interval, "time": res.interval * self.interval_seconds,
+            "total_w": total_w, "survivors": len(res.survivors), "dropped": sorted(res.dropped),
+            "error": res.error, "cmin_w": grp.cfg.cmin_w, "cmax_w": grp.cfg.cmax_w,
+        })
+        if res.dropped and total is not None:
+            self._alert("ok", "recovered", f"{g}: total of interval {res.interval} recovered without "
+                        f"{', '.join(res.dropped)} ({len(res.survivors)} meters answered)", group=g)
+        if total is None:
+            self._alert("caught", "refused-total", f"{g}: interval {res.interval} NOT unmasked "
+                        f"({len(res.survivors)} meters < the minimum group): {res.error}", group=g)
+        if forced:
+            if oc.event is None:
+                if total is None:
+                    return  # try again at the next interval
+                if grp.events_by_day[now // 86400] >= grp.cfg.max_events_per_day:
+                    why = "the feeder's daily event budget is used"
+                elif core.current_interval(g) <= grp.event_until:
+                    why = "an event is already running"
+                else:
+                    why = "the total is below Cmin"
+                self._alert("warn", "event-refused", f"{g}: no event opened ({why})", group=g)
+            self._pending.force.discard(g)
+        if oc.event is not None:
+            self._run_event(g, oc.event, now, total_w, forced=forced)
+
+    def _run_event(self, g: str, ev: Any, now: int, total_w: int | None, *, forced: bool) -> None:
+        core = self.core
+        assert core is not None
+        t = self.current + 1
+        self._deliver({m: [ev] for m in self.groups[g]}, now=now, interval=t, expect=Echo)
+        self._deliver(core.event_queries(ev.event_id, now=now), now=now, interval=t, expect=ComparisonAnswer)
+        self._deliver(core.event_directives(ev.event_id, now=now), now=now, interval=t)
+        dm = core.groups[g].dm
+        assert dm is not None
+        e = dm.events[ev.event_id]
+        per = max(1, ev.duration_minutes * 60 // self.interval_seconds)
+        row = {
+            "event_id": ev.event_id, "group": g, "interval": t, "time": now, "forced": forced,
+            "side": ev.side, "action": ev.action, "trigger_total_w": total_w,
+            "cmin_w": core.groups[g].cfg.cmin_w, "cmax_w": core.groups[g].cfg.cmax_w,
+            "threshold_w": e.threshold, "start_interval": ev.start_interval,
+            "end_interval": ev.start_interval + per - 1, "echoes": len(e.echoes),
+            "answered": sorted(e.results), "targets": sorted(e.directed),
+        }
+        self.events.append(row)
+        self._alert("event", "event", f"{g}: demand event ({ev.action}, {ev.side} T) — {len(e.results)} "
+                    f"compared, directives to {len(e.directed)}: {', '.join(sorted(e.directed)) or 'none'}",
+                    group=g, event_id=ev.event_id)
+
+    # -- settlement ---------------------------------------------------------------------------------
+    def _settle_due(self, now: int) -> None:
+        b = self.config.bill_intervals
+        for m in self.meter_ids:
+            if m in self.offline:
+                continue
+            p = self.next_period[m]
+            start = self.first + p * b
+            end = start + b
+            if end > self.current or end > self.last + 1:
+                continue
+            meter = self.meters[m]
+            if not meter.local_readings or max(meter.local_readings) < end - 1:
+                continue
+            if any(k[1] < end for k in meter.unacked):
+                continue
+            self._settle(m, p, now)
+            self.next_period[m] = p + 1
+
+    def _settle(self, m: str, p: int, now: int) -> None:
+        core = self.core
+        assert core is not None
+        try:
+            st = core.statement(m, p, now=now)
+        except PrivmeterError as exc:
+            self._alert("warn", "statement", f"no statement for {m} period {p}: {exc}", meter=m)
+            return
+        cheat = m in self._pending.cheat
+        honest = st
+        if cheat:
+            self._pending.cheat.discard(m)
+            st = self._forge(st)
+            core._statements[(m, p)] = st
+        self.statements[(m, p)] = st
+        row: dict[str, Any] = {
+            "meter_id": m, "period": p, "start": st.start, "end": st.end, "records": st.record_count,
+            "issued_at": now, "statement": statement_digest(st).hex(), "ciphertext": st.bill_ciphertext.hex(),
+            "fixed_charge": st.fixed_charge, "cheat": cheat, "underreport": False, "status": "issued",
+            "bill": None, "audit": None, "household_bill": None,
+        }
+        self.bills[(m, p)] = row
+        req = decode(encode(SettleRequest(period=p, statement=encode(st))))
+        ans = self.homes[m].handle(req)[0]
+        if isinstance(ans, BillProof):
+            row["household_bill"] = ans.bill
+            if m in self._pending.underreport:
+                self._pending.underreport.discard(m)
+                row["underreport"] = True
+                ans = BillProof(meter_id=ans.meter_id, statement_digest=ans.statement_digest,
+                                bill=int(ans.bill * UNDERREPORT_FRACTION), r=ans.r)
+        up = decode(encode(ans))
+        try:
+            core.handle(f"hh:{m}", up, now=now, interval=self.current)
+        except InvalidProof as exc:
+            row.update(status="invalid-proof", audit=f"InvalidProof: {exc}")
+            self._alert("caught", "underreport", f"household {m} under-reported period {p} "
+                        f"(claimed {up.bill}): proof rejected — InvalidProof", meter=m)
+            return
+        except PrivmeterError as exc:
+            row.update(status="rejected", audit=f"{type(exc).__name__}: {exc}")
+            return
+        if isinstance(up, Dispute):
+            row["status"] = "dispute:" + up.reason
+            row["audit"] = self._audit(m, st, None)
+            lvl = "caught" if cheat else "warn"
+            self._alert(lvl, "dispute", f"household {m} disputed the statement of period {p} "
+                        f"(reason: {up.reason}); auditor: {row['audit']}", meter=m)
+            return
+        row.update(status="paid", bill=up.bill, audit=self._audit(m, st, up))
+        _ = honest
+
+    def _household(self, m: str) -> HouseholdAgent:
+        """The household agent, reading its meter's local port (rebuilt here for the demo's billing period)."""
+        meter = self.meters[m]
+
+        def port() -> tuple[Mapping[int, int], Mapping[tuple[str, str, int], int]]:
+            return meter.local_readings, meter.local_adjustments
+
+        return HouseholdAgent(m, self.specs[m].secret_key, self.specs[m].plan, self.world.headend_key.verify_key,
+                              port, period_start=self.first, period_intervals=self.config.bill_intervals)
+
+    def _forge(self, st: Statement) -> Statement:
+        """The cheating utility: E(bill) + CHEAT_INFLATION, re-signed (a valid head-end signature)."""
+        core = self.core
+        assert core is not None
+        pk = core.household_keys[st.meter_id]
+        inflated = pk.ciphertext_from_bytes(st.bill_ciphertext) + CHEAT_INFLATION
+        fields = {f.name: getattr(st, f.name) for f in dataclasses.fields(st) if f.name != "signature"}
+        fields["bill_ciphertext"] = inflated.to_bytes()
+        return sign_statement(core.signing_key, **fields)
+
+    def _audit(self, m: str, st: Statement, proof: BillProof | None) -> str:
+        """A third-party audit from public data only (signed log, tariff, statement, proof)."""
+        core = self.core
+        assert core is not None
+        h = self.specs[m]
+        records = [record_from_bytes(b) for b in core.store.records(m, st.start, st.end)]
+        # a disputed statement has no proof: the audit fails (or passes) on the log before the proof
+        claim = proof or BillProof(meter_id=m, statement_digest=statement_digest(st), bill=0, r=1)
+        try:
+            rep = audit(st, records, h.plan, self.world.feeds.get(h.plan.plan_id), claim,
+                        headend_key=self.world.headend_key.verify_key, meter_key=h.signing_key.verify_key,
+                        household_pk=h.secret_key.public_key)
+        except AuditFailure as exc:
+            return f"FAILED: AuditFailure: {exc}"
+        except PrivmeterError as exc:
+            return f"FAILED: {type(exc).__name__}: {exc}"
+        return f"verified: bill {rep.bill} from {rep.record_count} signed records"
+
+    # -- controls (called through :meth:`call`) ----------------------------------------------------
+    def set_paused(self, paused: bool) -> dict[str, Any]:
+        self.paused = paused
+        self._alert("info", "control", "paused" if paused else "resumed")
+        return {"paused": self.paused}
+
+    def set_speed(self, speed: float) -> dict[str, Any]:
+        if not 1 <= speed <= 100_000:
+            raise ConfigError("speed must be within [1, 100000] simulated seconds per second")
+        self.speed = float(speed)
+        self._alert("info", "control", f"speed x{self.speed:g}")
+        return {"speed": self.speed}
+
+    def force_event(self, group: str) -> dict[str, Any]:
+        if group not in self.groups:
+            raise KeyError(group)
+        self._pending.force.add(group)
+        self._alert("info", "control", f"operator: demand event requested on {group} (Cmax tightened "
+                    "for the next interval)", group=group)
+        return {"group": group, "pending": True}
+
+    def set_offline(self, meter: str, offline: bool) -> dict[str, Any]:
+        self._meter(meter)
+        (self.offline.add if offline else self.offline.discard)(meter)
+        self._alert("info", "control", f"meter {meter} {'taken offline' if offline else 'back online'}",
+                    meter=meter)
+        return {"meter": meter, "offline": offline}
+
+    def cheat_bill(self, meter: str) -> dict[str, Any]:
+        self._meter(meter)
+        self._pending.cheat.add(meter)
+        self._alert("info", "control", f"utility will inflate {meter}'s next statement", meter=meter)
+        return {"meter": meter, "pending": True}
+
+    def underreport(self, meter: str) -> dict[str, Any]:
+        self._meter(meter)
+        self._pending.underreport.add(meter)
+        self._alert("info", "control", f"household {meter} will under-report its next bill", meter=meter)
+        return {"meter": meter, "pending": True}
+
+    def probe(self, meter: str, *, attempts: int = 4) -> dict[str, Any]:
+        """The curious utility binary-searches one meter's power with repeated comparison events."""
+        core = self.core
+        assert core is not None
+        self._meter(meter)
+        g = self.group_of[meter]
+        dm = core.groups[g].dm
+        if dm is None:
+            raise ConfigError("this deployment runs no demand management")
+        now = (self.current + 1) * self.interval_seconds
+        lo, hi = 0, 16_384
+        steps: list[dict[str, Any]] = []
+        for k in range(attempts):
+            thr = (lo + hi) // 2
+            ev = dm.open_event(thr, side="above", action="curtail", start_interval=self.current + 1, now=now,
+                               rng=core.rng)
+            refusals: dict[str, str] = {}
+            echoed = self._deliver({m: [ev] for m in self.groups[g]}, now=now, interval=self.current,
+                                   expect=Echo, refusals=refusals)
+            if meter not in echoed:
+                steps.append({"attempt": k + 1, "threshold_w": thr, "answered": False,
+                              "refused": refusals.get(meter, "no answer")})
+                break
+            q = dm.queries(ev.event_id, now=now, meters=[meter])
+            got = self._deliver({meter: [dm.echo_bundle(ev.event_id), *q]}, now=now, interval=self.current,
+                                expect=ComparisonAnswer, refusals=refusals)
+            if meter not in got:
+                steps.append({"attempt": k + 1, "threshold_w": thr, "answered": False,
+                              "refused": refusals.get(meter, "no answer")})
+                break
+            bit = dm.results(ev.event_id)[meter]
+            steps.append({"attempt": k + 1, "threshold_w": thr, "answered": True, "bit": bit})
+            lo, hi = (thr, hi) if bit else (lo, thr)
+        learned = sum(1 for s in steps if s["answered"])
+        refused: str | None = next((s["refused"] for s in steps if not s["answered"]), None)
+        row = {"meter": meter, "group": g, "time": now, "interval": self.current, "steps": steps,
+               "bits_learned": learned, "refused": refused}
+        self.probes.append(row)
+        self._alert("caught" if refused else "warn", "probe",
+                    f"utility probed {meter}: {learned} bit(s) learned, then "
+                    f"{'refused by the meter: ' + refused if refused else 'no refusal'}",
+                    meter=meter, error=refused)
+        return row
+
+    def step_once(self) -> dict[str, Any]:
+        """Advance one interval now (also while paused)."""
+        if not self.finished:
+            self._step()
+        return {"interval": self.current}
+
+    def occupancy(self, meter: str) -> Any:
+        """Ground-truth occupancy per minute (0 away, 1 asleep, 2 active) from the cached profiles."""
+        if self._occupancy is None:
+            sc = self.world.scenario
+            try:
+                from privmeter.grid.profiles import generate_households
+
+                homes = generate_households(sc.households, days=sc.days, seed=sc.seed, start=sc.start,
+                                            prosumer_share=sc.prosumer_share, cache_dir=sc.cache_dir)
+                self._occupancy = {f"m{i:05d}": h.occupancy for i, h in enumerate(homes)}
+            except Exception:
+                self._occupancy = {}
+        return self._occupancy.get(meter)
+
+    def _meter(self, meter: str) -> MeterAgent:
+        m = self.meters.get(meter)
+        if m is None:
+            raise KeyError(meter)
+        return m
+
+    # -- snapshots -----------------------------------------------------------------------------------
+    def _alert(self, level: str, kind: str, text: str, **extra: Any) -> None:
+        self._seq += 1
+        sim = (self.current + 1) * self.interval_seconds
+        self.alerts.append({"seq": self._seq, "level": level, "kind": kind, "text": text, "time": sim, **extra})
+
+    def _publish(self) -> None:
+        from privmeter.web.views import overview
+
+        snap = overview(self)
+        with self._cond:
+            self.overview = snap
+            self.version += 1
+            self._cond.notify_all()
