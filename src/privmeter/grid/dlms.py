@@ -43,7 +43,6 @@ the affected intervals missing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import threading
@@ -65,7 +64,7 @@ from dlms_cosem.protocol.wrappers import WrapperHeader, WrapperProtocolDataUnit
 
 from privmeter.errors import ConfigError, MalformedMessage, MessageTooLarge, TransportError
 from privmeter.grid.p1 import DEFAULT_BOUNDARY_LAG_S, DEFAULT_TZ, P1Reconciler, P1Sample
-from privmeter.grid.source import IntervalReading
+from privmeter.grid.source import IntervalReading, readings_in_executor
 
 __all__ = [
     "DLMS_DEFAULT_PORT",
@@ -537,20 +536,9 @@ class DlmsSource:
             if self._closed.wait(max(wait, 0.0)):
                 return
 
-    async def areadings(self) -> AsyncIterator[IntervalReading]:
+    def areadings(self) -> AsyncIterator[IntervalReading]:
         """``readings()`` for asyncio: the blocking loop runs in the default executor."""
-        loop = asyncio.get_running_loop()
-        it = self.readings()
-        done = object()
-        try:
-            while True:
-                item = await loop.run_in_executor(None, next, it, done)
-                if item is done:
-                    return
-                assert isinstance(item, IntervalReading)
-                yield item
-        finally:
-            self.close()
+        return readings_in_executor(self.readings(), self.close)
 
     def close(self) -> None:
         self._closed.set()

@@ -56,7 +56,6 @@ difference of telegrams that passed the checks above.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import re
@@ -76,7 +75,7 @@ from dsmr_parser.exceptions import ParseError as _DsmrParseError
 from dsmr_parser.parsers import TelegramParser
 
 from privmeter.errors import ConfigError, TransportError
-from privmeter.grid.source import IntervalReading
+from privmeter.grid.source import IntervalReading, readings_in_executor
 
 __all__ = [
     "DEFAULT_BOUNDARY_LAG_S",
@@ -717,20 +716,9 @@ class P1Source:
         self.connected.set()
         return reader
 
-    async def areadings(self) -> AsyncIterator[IntervalReading]:
+    def areadings(self) -> AsyncIterator[IntervalReading]:
         """``readings()`` for asyncio: the blocking loop runs in the default executor."""
-        loop = asyncio.get_running_loop()
-        it = self.readings()
-        done = object()
-        try:
-            while True:
-                item = await loop.run_in_executor(None, next, it, done)
-                if item is done:
-                    return
-                assert isinstance(item, IntervalReading)
-                yield item
-        finally:
-            self.close()
+        return readings_in_executor(self.readings(), self.close)
 
     def close(self) -> None:
         self._closed.set()

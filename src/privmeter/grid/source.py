@@ -14,11 +14,12 @@ meter as dropped for that interval.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["IntervalReading", "LoadSource"]
+__all__ = ["IntervalReading", "LoadSource", "readings_in_executor"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,3 +44,25 @@ class LoadSource(Protocol):
     interval_seconds: int
 
     def readings(self) -> Iterator[IntervalReading]: ...
+
+
+async def readings_in_executor(
+    readings: Iterator[IntervalReading], close: Callable[[], None]
+) -> AsyncIterator[IntervalReading]:
+    """Drive a blocking ``readings()`` iterator from asyncio.
+
+    Each ``next`` runs in the loop's default executor, so a source that
+    blocks on a device or socket does not stall the event loop; ``close`` is
+    called when the consumer stops (or the stream ends).
+    """
+    loop = asyncio.get_running_loop()
+    done = object()
+    try:
+        while True:
+            item = await loop.run_in_executor(None, next, readings, done)
+            if item is done:
+                return
+            assert isinstance(item, IntervalReading)
+            yield item
+    finally:
+        close()
