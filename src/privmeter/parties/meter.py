@@ -35,7 +35,9 @@ it arrives.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +53,7 @@ from privmeter.errors import UnexpectedMessage
 from privmeter.grid.curtailment import apply_directive
 from privmeter.grid.plans import Plan
 from privmeter.grid.resample import interval_energy_wh
+from privmeter.grid.source import LoadSource
 from privmeter.parties.messages import EpochRequest, FeedPublished, Tick
 from privmeter.protocol.aggregation import AggregationMeter
 from privmeter.protocol.aggregation_messages import HEADEND_ID, IntervalStart, KeyAdvert, KeyBundle
@@ -74,7 +77,9 @@ from privmeter.protocol.demand import (
 )
 from privmeter.protocol.ring import RingMeter, RingStart, RingToken
 
-__all__ = ["MeterAgent", "MeterEncryptor", "MeterLoad"]
+__all__ = ["MeterAgent", "MeterEncryptor", "MeterLoad", "SourceReadings"]
+
+log = logging.getLogger(__name__)
 
 COMB_ROWS = 8
 COMB_TABLES = 2
@@ -95,13 +100,91 @@ class MeterEncryptor:
         return EncryptedNumber(self.pk, self.pk.raw_encrypt(self.pk.encode(m), rn))
 
 
+class SourceReadings(Mapping[int, int | None]):
+    """A :class:`~privmeter.grid.source.LoadSource`'s interval energies, as ``MeterLoad.fixed``.
+
+    A daemon thread pumps ``source.readings()`` into a table.  Looking an
+    interval up waits (up to ``wait_s``) until the source has reported that
+    interval or has ended: a live meter closes an interval a few seconds
+    after its end.  An interval the source reported missing, never reached
+    before ending, or did not report within ``wait_s`` is ``None``: the
+    meter sends no reading for it (dropped by aggregation, nothing billed).
+    A source that fails is logged and counts as ended.
+    """
+
+    def __init__(self, source: LoadSource, *, wait_s: float = 120.0) -> None:
+        self.source = source
+        self.interval_seconds = int(source.interval_seconds)
+        self.wait_s = wait_s
+        self.error: Exception | None = None
+        self._values: dict[int, int | None] = {}
+        self._high = -1
+        self._ended = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._pump, name="privmeter-source", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        try:
+            for r in self.source.readings():
+                with self._cond:
+                    self._values[r.interval] = r.energy_wh
+                    self._high = max(self._high, r.interval)
+                    self._cond.notify_all()
+        except Exception as exc:  # a broken source ends the feed; later intervals are missing
+            log.warning("load source failed: %s: %s", type(exc).__name__, exc)
+            self.error = exc
+        finally:
+            with self._cond:
+                self._ended = True
+                self._cond.notify_all()
+
+    def wait_for(self, interval: int, timeout: float | None = None) -> bool:
+        """Wait until ``interval`` is reported or the source ended; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._ended or self._high >= interval,
+                                       self.wait_s if timeout is None else timeout)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def get(self, interval: int, default: int | None = None) -> int | None:  # type: ignore[override]
+        self.wait_for(interval)
+        with self._cond:
+            v = self._values.get(interval)
+        return default if v is None else v
+
+    def __getitem__(self, interval: int) -> int | None:
+        self.wait_for(interval)
+        with self._cond:
+            return self._values[interval]
+
+    def __iter__(self) -> Iterator[int]:
+        with self._cond:
+            return iter(sorted(self._values))
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._values)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the source (if it can be closed) and wait briefly for the pump to stop."""
+        closer = getattr(self.source, "close", None)
+        if callable(closer):
+            closer()
+        self._thread.join(timeout)
+
+
 @dataclass(slots=True)
 class MeterLoad:
     """The household's load as the meter sees it.
 
     Either minute-resolution net power (simulated households: directives
     reshape the future minutes) or fixed interval readings (real data such as
-    LCL: directives are recorded but cannot change the past recording).
+    LCL, or a live :class:`SourceReadings` from a real meter: directives are
+    recorded but cannot change what the meter measures).  A ``None`` reading
+    is a missing interval.
     """
 
     interval_seconds: int
@@ -126,7 +209,7 @@ class MeterLoad:
 
     @property
     def first_interval(self) -> int:
-        if self.fixed is not None:
+        if self.fixed is not None and not isinstance(self.fixed, SourceReadings):
             return min(self.fixed) if self.fixed else 0
         return self.start_unix // self.interval_seconds
 

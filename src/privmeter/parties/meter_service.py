@@ -15,6 +15,15 @@ interval's round (seeded: the same meters drop in every run).  On
 ``sys.bye`` the fleet writes ``--truth FILE`` (what the simulated households
 really consumed, bytes per meter, CPU) and exits.
 
+``--source SPEC`` (one meter) or ``--source METER_ID=SPEC`` (repeatable), or
+the scenario's ``sources`` field, makes a meter read a real meter instead of
+its simulated household (:func:`privmeter.grid.sources.open_source`: ``p1:``,
+``p1-tcp:``, ``dlms:``, ``csv:``, ``sim``).  Its readings are pumped in a
+thread (:class:`~privmeter.parties.meter.SourceReadings`); before answering a
+round the meter waits, off the event loop, until the source has closed that
+interval.  An interval the source reports missing gets no reading: the meter
+is dropped from that total and nothing is billed for it.
+
 Security assumption: each meter holds only its own keys; the head-end's key
 is pinned (``--headend-key``).  Guarantee: a message that fails a check is
 answered with an error code and changes nothing; a dropped connection is
@@ -34,12 +43,12 @@ from pathlib import Path
 from typing import Any
 
 from privmeter.crypto.signing import VerifyKey
-from privmeter.errors import PrivmeterError, TransportError
+from privmeter.errors import ConfigError, PrivmeterError, TransportError
 from privmeter.net.channel import ErrorMessage
 from privmeter.net.transport import Connection, Welcome, connect
 from privmeter.parties.household import HouseholdAgent
 from privmeter.parties.messages import Bye, FeedPublished, Hello, SettleRequest
-from privmeter.parties.meter import MeterAgent
+from privmeter.parties.meter import MeterAgent, SourceReadings
 from privmeter.protocol.codec import encode
 
 __all__ = ["MeterFleet", "add_arguments", "is_offline", "run"]
@@ -82,7 +91,7 @@ class MeterFleet:
     def _handler(self, mid: str) -> Any:
         meter, home = self.meters[mid], self.households[mid]
 
-        def handle(_peer: str, msg: Any) -> list[Any]:
+        async def handle(_peer: str, msg: Any) -> list[Any]:
             self.bytes_down[mid] += len(encode(msg))
             if isinstance(msg, ErrorMessage):
                 self.errors[msg.code] = self.errors.get(msg.code, 0) + 1
@@ -95,6 +104,9 @@ class MeterFleet:
             t = round_of(msg)
             if t is not None and is_offline(self.seed, mid, t, self.dropout):
                 return []  # the meter is down for this interval: it never saw the round
+            feed = meter.load.fixed
+            if t is not None and isinstance(feed, SourceReadings) and not feed.ended:
+                await asyncio.to_thread(feed.wait_for, t)  # a real meter closes t a few s after its end
             if isinstance(msg, SettleRequest):
                 out = home.handle(msg)
             else:
@@ -158,20 +170,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--truth", type=Path, default=None, help="write the households' true loads here on exit")
     p.add_argument("--via", action="append", default=[], metavar="GROUP=PORT",
                    help="tree topology: meters of GROUP connect to the concentrator on PORT")
+    p.add_argument("--source", action="append", default=[], metavar="[METER_ID=]SPEC",
+                   help="read a real meter (p1:/dev/ttyUSB0, p1-tcp:HOST:PORT, dlms:HOST[:PORT], csv:PATH, "
+                        "sim); METER_ID= when the fleet runs more than one meter; repeatable")
 
 
 def run(args: argparse.Namespace) -> int:
-    from privmeter.sim.runner import make_meters
-    from privmeter.sim.scenario import build, scenario_from_json
+    from privmeter.sim.runner import close_sources, make_meters
+    from privmeter.sim.scenario import attach_sources, build, parse_source_args, scenario_from_json
 
     logging.basicConfig(level=logging.WARNING)
     c0 = time.process_time()
     sc = scenario_from_json(json.loads(args.scenario.read_text()))
     k, _, kk = args.fleet.partition("/")
     k_i, k_n = int(k), int(kk or 1)
-    world = build(sc)
-    ids = [h.meter_id for i, h in enumerate(world.households) if i % k_n == k_i]
-    meters, homes = make_meters(world, ids)
+    try:
+        world = build(sc)
+        ids = [h.meter_id for i, h in enumerate(world.households) if i % k_n == k_i]
+        sources = parse_source_args(args.source, ids)
+        if set(sources) - set(ids):
+            raise ConfigError(f"--source for meter(s) not in this fleet: {sorted(set(sources) - set(ids))}")
+        attach_sources(world.households, sources)
+        meters, homes = make_meters(world, ids)
+    except PrivmeterError as exc:
+        print(f"privmeter meter: {exc}")
+        return 2
     via: dict[str, tuple[int, VerifyKey, str]] = {}
     if args.via:
         from privmeter.parties.concentrator_service import concentrator_key
@@ -194,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
     except (PrivmeterError, KeyboardInterrupt) as exc:
         print(f"privmeter meter: {exc}")
         return 1
+    finally:
+        close_sources(meters)
     if args.truth is not None:
         args.truth.write_text(json.dumps({"cpu_s": round(time.process_time() - c0, 3),
                                           "errors": fleet.errors, "meters": fleet.truth()}))

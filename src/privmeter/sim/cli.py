@@ -54,12 +54,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--round-timeout", type=float, default=30.0)
     p.add_argument("--max-intervals", type=int, default=None, help="stop after N intervals (quick runs)")
     p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--source", action="append", default=[], metavar="METER_ID=SPEC",
+                   help="put a real meter into the neighbourhood: METER_ID (e.g. m00003) reads SPEC "
+                        "(p1:/dev/ttyUSB0, p1-tcp:HOST:PORT, dlms:HOST[:PORT], csv:PATH); repeatable")
     p.add_argument("--insecure-small-keys", action="store_true", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
     from privmeter.sim.report import summary_lines, write_report
-    from privmeter.sim.scenario import Scenario, build, parse_interval
+    from privmeter.sim.scenario import Scenario, build, parse_interval, parse_source_args
 
     try:
         sc = Scenario(
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
             cmax_w_per_household=args.cmax_w, cmin_w_per_household=args.cmin_w, dropout=args.dropout,
             latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, loss=args.loss,
             bandwidth_bps=args.bandwidth, start=datetime.date.fromisoformat(args.start), lcl=args.lcl,
-            max_intervals=args.max_intervals, cache_dir=args.cache_dir)
+            max_intervals=args.max_intervals, cache_dir=args.cache_dir,
+            sources=parse_source_args(args.source))
         if True:
             from privmeter.bench._common import progress
 

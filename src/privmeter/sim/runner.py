@@ -35,7 +35,7 @@ from privmeter.parties.headend import GroupConfig, HeadEndCore
 from privmeter.parties.headend_store import HeadEndStore, MemoryHeadEndStore
 from privmeter.parties.household import HouseholdAgent
 from privmeter.parties.messages import FeedPublished, SettleRequest
-from privmeter.parties.meter import MeterAgent, MeterLoad
+from privmeter.parties.meter import MeterAgent, MeterLoad, SourceReadings
 from privmeter.protocol.aggregation_messages import IntervalStart
 from privmeter.protocol.billing import DR_EXCESS, record_from_bytes
 from privmeter.protocol.codec import decode, encode
@@ -45,7 +45,7 @@ from privmeter.sim.clock import SimClock
 from privmeter.sim.driver import DriveLog, drive
 from privmeter.sim.scenario import World
 
-__all__ = ["MemoryLink", "Parties", "check", "make_parties", "run_memory"]
+__all__ = ["MemoryLink", "Parties", "check", "close_sources", "make_parties", "run_memory"]
 
 
 @dataclass
@@ -103,8 +103,15 @@ def make_meters(world: World, ids: Sequence[str] | None = None) -> tuple[dict[st
         if want is not None and h.meter_id not in want:
             continue
         group_keys = {m: keys[m] for m in world.groups[h.group]}
-        load = MeterLoad(h.load.interval_seconds, h.load.start_unix, h.load.minute_w, h.load.deferrable_w,
-                         fixed=h.load.fixed)  # a copy: directives change the meter's load, not the world's
+        if h.source is not None:  # a real meter: its readings come from the source, live
+            from privmeter.grid.sources import open_source
+
+            src = open_source(h.source, interval_seconds=sc.interval_seconds)
+            load = MeterLoad(sc.interval_seconds, world.first_interval * sc.interval_seconds,
+                             fixed=SourceReadings(src))
+        else:
+            load = MeterLoad(h.load.interval_seconds, h.load.start_unix, h.load.minute_w, h.load.deferrable_w,
+                             fixed=h.load.fixed)  # a copy: directives change the meter's load, not the world's
         m = MeterAgent(h.meter_id, h.signing_key, h.secret_key.public_key, world.headend_key.verify_key,
                        h.plan, load, group=h.group, group_keys=group_keys, dgk_key=dgk_pk,
                        min_survivors=sc.min_survivors, rng=random.Random(hash((sc.seed, i)) & 0xFFFFFFFF),
@@ -115,6 +122,13 @@ def make_meters(world: World, ids: Sequence[str] | None = None) -> tuple[dict[st
             (lambda m=m: (m.local_readings, m.local_adjustments)),
             period_start=world.first_interval, period_intervals=sc.intervals)
     return meters, homes
+
+
+def close_sources(meters: Mapping[str, MeterAgent]) -> None:
+    """Close the load sources of meters that read a real meter (see :func:`make_meters`)."""
+    for m in meters.values():
+        if isinstance(m.load.fixed, SourceReadings):
+            m.load.fixed.close()
 
 
 def make_parties(world: World, store: HeadEndStore | MemoryHeadEndStore | None = None) -> Parties:
@@ -227,10 +241,13 @@ def run_memory(world: World, *, store_path: str | None = None,
     clock = SimClock(world.first_interval * sc.interval_seconds)
     t0 = time.perf_counter()
     c0 = time.process_time()
-    log = asyncio.run(drive(
-        p.core, link, world.groups, first_interval=world.first_interval, count=sc.intervals,
-        interval_seconds=sc.interval_seconds, clock=clock, feeds=list(world.feeds.values()),
-        progress=progress))
+    try:
+        log = asyncio.run(drive(
+            p.core, link, world.groups, first_interval=world.first_interval, count=sc.intervals,
+            interval_seconds=sc.interval_seconds, clock=clock, feeds=list(world.feeds.values()),
+            progress=progress))
+    finally:
+        close_sources(p.meters)
     wall = time.perf_counter() - t0
     total_cpu = time.process_time() - c0
     out = check(world, p.core, log, meters=p.meters)

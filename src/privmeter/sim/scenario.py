@@ -26,7 +26,7 @@ import datetime
 import hashlib
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,11 +44,13 @@ __all__ = [
     "HouseholdSpec",
     "Scenario",
     "World",
+    "attach_sources",
     "build",
     "day_ahead_prices",
     "dgk_key",
     "household_key",
     "parse_interval",
+    "parse_source_args",
     "scenario_from_json",
     "scenario_json",
 ]
@@ -103,6 +105,8 @@ class Scenario:
     lcl: bool = False  # the real-data scenario (MAC000060)
     max_intervals: int | None = None  # cut the run short (tests)
     cache_dir: Path | None = None
+    # meter id -> load source spec (privmeter.grid.sources): that meter reads a real meter
+    sources: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.topology not in TOPOLOGIES:
@@ -115,6 +119,13 @@ class Scenario:
             raise ConfigError("dropout must be in [0, 1) and prosumer share in [0, 1]")
         if self.min_survivors < 2:
             raise ConfigError("min_survivors must be at least 2")
+        if not isinstance(self.sources, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.sources.items()):
+            raise ConfigError("sources must map meter ids to source specs, e.g. {\"m00003\": \"csv:m3.csv\"}")
+        from privmeter.grid.sources import parse_source_spec
+
+        for spec in self.sources.values():
+            parse_source_spec(spec)  # an unknown scheme or malformed options fail here, before any work
 
     @property
     def intervals(self) -> int:
@@ -132,7 +143,8 @@ class HouseholdSpec:
     secret_key: PaillierPrivateKey
     plan: Plan
     load: MeterLoad
-    truth_kwh_profile: str = ""  # "sim" or "lcl"
+    truth_kwh_profile: str = ""  # "sim", "lcl" or "source"
+    source: str | None = None  # load source spec: the meter reads it (the load above is then unused)
 
 
 @dataclass(slots=True)
@@ -284,6 +296,7 @@ def build(sc: Scenario, *, progress: Callable[[str, int, int], None] | None = No
                 secret_key=household_key(sc, i), plan=plan,
                 load=MeterLoad(sc.interval_seconds, h.start_unix, h.minute_w, h.deferrable_w),
                 truth_kwh_profile="sim"))
+    attach_sources(specs, sc.sources)
     groups: dict[str, list[str]] = {}
     size = max(sc.group_size, sc.min_survivors)
     n_groups = max(1, len(specs) // size)
@@ -301,6 +314,49 @@ def build(sc: Scenario, *, progress: Callable[[str, int, int], None] | None = No
                                                            plan.interval_seconds, prices)
     world.build_seconds = time.perf_counter() - t0
     return world
+
+
+def attach_sources(specs: Iterable[HouseholdSpec], sources: Mapping[str, str]) -> None:
+    """Give the meters named in ``sources`` a load source (ConfigError on an unknown meter id).
+
+    The household's simulated load is replaced by an empty one: what the
+    meter measures is known only once the source reports it.
+    """
+    specs = list(specs)
+    by_id = {h.meter_id: h for h in specs}
+    unknown = sorted(set(sources) - set(by_id))
+    if unknown:
+        ids = [h.meter_id for h in specs]
+        raise ConfigError(f"--source for unknown meter(s) {', '.join(unknown)}; "
+                          f"this scenario has {ids[0]}..{ids[-1]}" if ids else "no meters")
+    for mid, spec in sources.items():
+        h = by_id[mid]
+        h.source = spec
+        h.truth_kwh_profile = "source"
+        h.load = MeterLoad(h.load.interval_seconds, h.load.first_interval * h.load.interval_seconds, fixed={})
+
+
+def parse_source_args(values: Iterable[str], meter_ids: Iterable[str] | None = None) -> dict[str, str]:
+    """``--source`` values -> {meter id: spec}.
+
+    ``METER_ID=SPEC`` names the meter; a bare ``SPEC`` (no ``=`` before the
+    scheme's ``:``) is allowed only when ``meter_ids`` holds exactly one meter.
+    """
+    ids = list(meter_ids) if meter_ids is not None else None
+    out: dict[str, str] = {}
+    for v in values:
+        head = v.split(":", 1)[0]
+        if "=" in head:
+            mid, _, spec = v.partition("=")
+        elif ids is not None and len(ids) == 1:
+            mid, spec = ids[0], v
+        else:
+            raise ConfigError(f"--source {v!r}: say which meter reads it (--source METER_ID=SPEC)")
+        mid = mid.strip()
+        if not mid or mid in out:
+            raise ConfigError(f"--source {v!r}: empty or repeated meter id")
+        out[mid] = spec.strip()
+    return out
 
 
 def _meter_key(sc: Scenario, i: int) -> SigningKey:
@@ -350,6 +406,7 @@ def scenario_json(sc: Scenario) -> dict[str, object]:
     d = {k: getattr(sc, k) for k in sc.__dataclass_fields__}
     d["start"] = sc.start.isoformat()
     d["cache_dir"] = None if sc.cache_dir is None else str(sc.cache_dir)
+    d["sources"] = dict(sc.sources)
     return json.loads(json.dumps(d))
 
 
