@@ -39,6 +39,7 @@ __all__ = [
     "SEED_BYTES",
     "expand",
     "expand_bytes",
+    "expand_many",
     "expand_sum",
     "from_signed",
     "to_signed",
@@ -73,6 +74,27 @@ def expand_bytes(seed: bytes, nbytes: int, *, domain: int, interval: int, index:
         for i in range(-(-nbytes // _BLOCK))
     )
     return out[:nbytes]
+
+
+def expand_many(seed: bytes, items: Sequence[tuple[int, int]], *, domain: int,
+                interval: int) -> bytes:
+    """``expand_bytes(seed, nbytes, index=i)`` for each ``(i, nbytes)``, concatenated.
+
+    One call for the head-end's recovery of a dropped meter (one pad per live
+    neighbour): the seed is checked once and short outputs take a single
+    BLAKE2b call each.
+    """
+    if len(seed) != SEED_BYTES:
+        raise ValueError(f"mask seed must be {SEED_BYTES} bytes, got {len(seed)}")
+    b2 = hashlib.blake2b
+    parts = []
+    for index, nbytes in items:
+        if nbytes <= _BLOCK:
+            parts.append(b2(_label(domain, interval, index, 0), key=seed, person=_PERSON,
+                            digest_size=nbytes).digest())
+        else:
+            parts.append(expand_bytes(seed, nbytes, domain=domain, interval=interval, index=index))
+    return b"".join(parts)
 
 
 def expand(seed: bytes, dim: int, *, domain: int, interval: int, index: int = 0) -> np.ndarray:

@@ -16,13 +16,18 @@ least ``threshold`` correct shares with distinct, non-zero x-coordinates.
 It does not detect wrong shares (a lying share-holder yields a wrong
 secret); the aggregation protocol authenticates every share end to end
 instead.  Lagrange coefficients are cached per x-set, because the same
-neighbour sets recur every interval.
+neighbour sets recur every interval; :func:`reconstruct_many` computes the
+new ones of a whole interval with a single modular inversion.
 """
 
 from __future__ import annotations
 
+import math
+import operator
 from collections.abc import Sequence
 from functools import lru_cache
+
+import numpy as np
 
 from privmeter.crypto._numtheory import SYSTEM_RNG, RandomSource
 
@@ -31,7 +36,10 @@ __all__ = [
     "SECRET_BITS",
     "SHARE_BYTES",
     "lagrange_at_zero",
+    "lagrange_many",
     "reconstruct",
+    "reconstruct_many",
+    "reconstruct_xy",
     "share",
     "share_from_bytes",
     "share_to_bytes",
@@ -99,6 +107,67 @@ def lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(out)
 
 
+_MANY_CACHE: dict[tuple[int, ...], tuple[int, ...]] = {}
+_MANY_CACHE_MAX = 65536
+_SMALL_X = 1 << 20  # x-coordinates below this take the vectorised path
+
+
+def lagrange_many(sets: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """:func:`lagrange_at_zero` for many x-sets at once (the head-end unmasks
+    one seed per meter per interval, each with its own holder set).
+
+    Sets seen before come from a cache.  For the others, the denominators
+    ``prod_{j != i} (x_j - x_i)`` are multiplied exactly in int64 chunks by
+    numpy (the x are small roster positions), and all of them are inverted
+    with ONE modular inversion (Montgomery's trick across every set).
+    """
+    out: list[tuple[int, ...] | None] = [_MANY_CACHE.get(xs) for xs in sets]
+    todo = [i for i, c in enumerate(out) if c is None]
+    groups: dict[int, list[int]] = {}
+    for i in todo:
+        xs = sets[i]
+        _check_xs(xs)
+        if not xs or max(xs) >= _SMALL_X:
+            out[i] = lagrange_at_zero(xs)
+        else:
+            groups.setdefault(len(xs), []).append(i)
+    nums: list[int] = []
+    dens: list[int] = []
+    order: list[tuple[int, int]] = []  # (set index, size) in the order of nums/dens
+    for m, idx in groups.items():
+        arr = np.array([sets[i] for i in idx], dtype=np.int64)  # (S, m)
+        diff = arr[:, None, :] - arr[:, :, None]  # diff[s, i, j] = x_j - x_i
+        diff[:, np.arange(m), np.arange(m)] = 1
+        g = max(1, 62 // max(1, int(arr.max()).bit_length()))  # |chunk product| < 2**62
+        pad = -m % g
+        if pad:
+            diff = np.concatenate([diff, np.ones((len(idx), m, pad), dtype=np.int64)], axis=2)
+        chunks = diff.reshape(len(idx), m, -1, g).prod(axis=3).tolist()
+        prod = math.prod
+        for s, i in enumerate(idx):
+            xs = sets[i]
+            total = prod(xs)
+            nums.extend([total // x for x in xs])  # exact, < 2**(20 m): reduced below
+            dens.extend(map(prod, chunks[s]))  # exact, nonzero mod PRIME (|x_j - x_i| < PRIME)
+            order.append((i, m))
+    if dens:
+        prefix = [1] * (len(dens) + 1)
+        for k, d in enumerate(dens):
+            prefix[k + 1] = prefix[k] * d % PRIME
+        inv = pow(prefix[-1], -1, PRIME)
+        lam = [0] * len(dens)
+        for k in range(len(dens) - 1, -1, -1):
+            lam[k] = nums[k] * inv * prefix[k] % PRIME
+            inv = inv * dens[k] % PRIME
+        if len(_MANY_CACHE) > _MANY_CACHE_MAX:
+            _MANY_CACHE.clear()
+        k = 0
+        for i, m in order:
+            out[i] = _MANY_CACHE[sets[i]] = tuple(lam[k:k + m])
+            k += m
+    return out  # type: ignore[return-value]
+
+
 def reconstruct(points: Sequence[tuple[int, int]], threshold: int) -> int:
     """The secret from ``(x, share)`` points; uses the first ``threshold`` of them.
 
@@ -114,6 +183,41 @@ def reconstruct(points: Sequence[tuple[int, int]], threshold: int) -> int:
             raise ValueError("share outside the field")
         acc += li * y
     return acc % PRIME
+
+
+def reconstruct_xy(xs: Sequence[int], ys: Sequence[int], threshold: int) -> int:
+    """:func:`reconstruct` for points given as two parallel sequences (the
+    head-end's batch path: one cached coefficient lookup and one C-level dot
+    product per secret).  Uses the first ``threshold`` points; raises
+    ``ValueError`` for too few points or a share outside the field."""
+    if len(xs) != len(ys):
+        raise ValueError("xs and ys differ in length")
+    if len(xs) < threshold:
+        raise ValueError(f"need {threshold} shares, got {len(xs)}")
+    ys = ys[:threshold]
+    if ys and (min(ys) < 0 or max(ys) >= PRIME):
+        raise ValueError("share outside the field")
+    lam = lagrange_at_zero(tuple(xs[:threshold]))
+    return sum(map(operator.mul, lam, ys)) % PRIME
+
+
+def reconstruct_many(points: Sequence[tuple[Sequence[int], Sequence[int]]],
+                     threshold: int) -> list[int]:
+    """:func:`reconstruct_xy` for many secrets, with :func:`lagrange_many`
+    (one modular inversion for all new x-sets).  Raises ``ValueError`` if any
+    secret has too few points or a share outside the field."""
+    sets = []
+    for xs, ys in points:
+        if len(xs) != len(ys):
+            raise ValueError("xs and ys differ in length")
+        if len(xs) < threshold:
+            raise ValueError(f"need {threshold} shares, got {len(xs)}")
+        if threshold and (min(ys[:threshold]) < 0 or max(ys[:threshold]) >= PRIME):
+            raise ValueError("share outside the field")
+        sets.append(tuple(xs[:threshold]))
+    lams = lagrange_many(sets)
+    return [sum(map(operator.mul, lam, ys[:threshold])) % PRIME
+            for lam, (_, ys) in zip(lams, points, strict=True)]
 
 
 def share_to_bytes(value: int) -> bytes:

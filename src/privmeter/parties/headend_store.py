@@ -36,7 +36,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,10 +151,11 @@ class MemoryHeadEndStore(MemoryBillingStore, _Common):
 class HeadEndStore(SqliteBillingStore, _Common):
     """The billing store's SQLite file, extended with the head-end tables (see module doc)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
-        super().__init__(path, readonly=readonly)
+    def __init__(
+        self, path: str | os.PathLike[str], *, readonly: bool = False, cache_accounts: int = 50_000
+    ) -> None:
+        super().__init__(path, readonly=readonly, cache_accounts=cache_accounts)
         self._batch_depth = 0
-        self._sp = 0
         if readonly:
             return
         try:
@@ -189,17 +190,22 @@ class HeadEndStore(SqliteBillingStore, _Common):
             ok = True
         finally:
             self._batch_depth = 0
+            if not ok:
+                self._drop_caches()
             try:
                 self._db.execute("COMMIT" if ok else "ROLLBACK")
             except sqlite3.Error as exc:
+                self._drop_caches()
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
                 raise StoreError(f"batch commit failed: {exc}") from None
 
     def _tx(self) -> Any:  # the parent's per-record transaction, nested as a savepoint in a batch
         if self._batch_depth:
-            self._sp += 1
-            return _Savepoint(self._db, f"r{self._sp}")
+            # one constant name: SQLite resolves it to the innermost savepoint, and the
+            # statement cache keeps the three statements compiled (a fresh name per record
+            # recompiled them every time)
+            return _Savepoint(self._db, self._drop_caches)
         return super()._tx()
 
     # -- head-end tables -----------------------------------------------------------------
@@ -260,22 +266,23 @@ class HeadEndStore(SqliteBillingStore, _Common):
 class _Savepoint:
     """``SAVEPOINT`` ... ``RELEASE`` (``ROLLBACK TO`` on any exception) inside a batch."""
 
-    __slots__ = ("_db", "_name")
+    __slots__ = ("_db", "_on_rollback")
 
-    def __init__(self, db: sqlite3.Connection, name: str) -> None:
-        self._db, self._name = db, name
+    def __init__(self, db: sqlite3.Connection, on_rollback: Callable[[], None]) -> None:
+        self._db, self._on_rollback = db, on_rollback
 
     def __enter__(self) -> None:
         try:
-            self._db.execute(f"SAVEPOINT {self._name}")
+            self._db.execute("SAVEPOINT rec")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open a savepoint: {exc}") from None
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             if exc_type is not None:
-                self._db.execute(f"ROLLBACK TO {self._name}")
-            self._db.execute(f"RELEASE {self._name}")
+                self._on_rollback()
+                self._db.execute("ROLLBACK TO rec")
+            self._db.execute("RELEASE rec")
         except sqlite3.Error as err:
             raise StoreError(f"savepoint failed: {err}") from None
         if isinstance(exc, sqlite3.Error):

@@ -42,7 +42,7 @@ Rules that make the attacks fail:
 Security assumptions: the head-end and the network may be active
 adversaries against privacy; at most ``threshold - 1`` of any meter's
 neighbours collude with the head-end; X25519/HKDF, ChaCha20-Poly1305,
-HMAC-SHA256, Ed25519 and keyed BLAKE2b are secure.
+Ed25519 and keyed BLAKE2b (PRG, and MAC of the meter inputs) are secure.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+import msgpack
 import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -84,6 +85,7 @@ from privmeter.protocol.aggregation_messages import (
     MaskedInput,
     bitmap_from,
     bitmap_to_set,
+    decode_input,
     default_degree,
     graph_seed,
     neighbours,
@@ -97,6 +99,7 @@ __all__ = [
     "AggregationHeadEnd",
     "AggregationMeter",
     "MeterState",
+    "input_mac",
 ]
 
 ANNOUNCE_CONTEXT = b"privmeter/agg/announce/v1"
@@ -120,9 +123,32 @@ class AggregateResult:
     error: str = ""
 
 
-def _mac(key: bytes, msg: MaskedInput) -> bytes:
-    body = encode(dataclasses.replace(msg, tag=b""))
-    return hmac.new(key, body, hashlib.sha256).digest()[:16]
+_MAC_PERSON = b"privmeter-aggmac"  # BLAKE2b personalisation: this MAC and nothing else
+# The wire form of an input ends with its tag field, ``"tag": bin8(16 bytes)``;
+# the MAC'd body is the same bytes with an empty tag, ``"tag": bin8(0)``.
+_TAG_SUFFIX = b"\xa3tag\xc4\x10"
+_EMPTY_TAG = b"\xc4\x00"
+
+
+def input_mac(key: bytes, body: bytes) -> bytes:
+    """The 16-byte tag of a meter input: keyed BLAKE2b (a PRF, hence a MAC) over
+    ``body``, the encoding of the input with an empty tag."""
+    return hashlib.blake2b(body, key=key, digest_size=16, person=_MAC_PERSON).digest()
+
+
+def _mac(key: bytes, msg: MaskedInput, wire: bytes | None = None) -> bytes:
+    """Tag of ``msg``; ``wire``, if given, is its received encoding (``msg ==
+    decode(wire)``), from which the body is cut without re-encoding.
+
+    Sound because the tag is the last field: if ``wire`` ends with a 16-byte
+    tag, replacing it by an empty one gives exactly the bytes the meter MAC'd
+    (the meter only tags canonical encodings, and decoding is deterministic).
+    """
+    if wire is not None and wire[-22:-16] == _TAG_SUFFIX:
+        body = wire[:-18] + _EMPTY_TAG
+    else:
+        body = encode(dataclasses.replace(msg, tag=b""))
+    return input_mac(key, body)
 
 
 def _share_nonce(interval: int, sender: int) -> bytes:
@@ -147,6 +173,8 @@ class _Epoch:
         self.pos = [{v: p for p, v in enumerate(lst)} for lst in self.nbrs]
         # share holders of meter i: its neighbours and itself, in roster order
         self.holders = [sorted([*lst, i]) for i, lst in enumerate(self.nbrs)]
+        self.holder_sets = [frozenset(h) for h in self.holders]
+        self.hpos = [{u: k for k, u in enumerate(h)} for h in self.holders]
 
 
 _EPOCH_CACHE: dict[KeyBundle, _Epoch] = {}
@@ -492,6 +520,22 @@ class AggregationHeadEnd:
     # -- per interval ------------------------------------------------------------------
     def open_interval(self) -> dict[str, IntervalStart]:
         """Start the next interval: one :class:`IntervalStart` per roster meter."""
+        ann, sig, shares = self._open()
+        return {mid: IntervalStart(announcement=ann, signature=sig, shares=sh)
+                for mid, sh in shares.items()}
+
+    def open_interval_wire(self) -> dict[str, bytes]:
+        """:meth:`open_interval`, already encoded: ``encode(open_interval()[m])``
+        byte for byte, but the common prefix (announcement and signature) is
+        encoded once, not once per meter."""
+        ann, sig, shares = self._open()
+        empty = encode(IntervalStart(announcement=ann, signature=sig, shares=b""))
+        assert empty.endswith(b"\xa6shares\xc4\x00")  # shares is the last field
+        prefix = empty[:-2]
+        pack = msgpack.Packer(use_bin_type=True).pack
+        return {mid: prefix + pack(sh) for mid, sh in shares.items()}
+
+    def _open(self) -> tuple[Announcement, bytes, dict[str, bytes]]:
         ep = self._require_epoch()
         t = self.first_interval if self.current < 0 else self.current + 1
         prev_inputs = self._inputs.get(t - 1, {})
@@ -503,24 +547,29 @@ class AggregationHeadEnd:
             dropped=bitmap_from(drop, ep.n))
         sig = self._sk.sign(ANNOUNCE_CONTEXT, encode(ann))
         rb = SHARE_RECORD_BYTES
+        # relay each share record untouched (opaque AEAD ciphertext)
+        blobs = {u: msg.shares for u, msg in prev_inputs.items()}
         out = {}
         for w, mid in enumerate(ep.roster):
             parts = []
             for u in ep.nbrs[w]:
-                if u in enrolled:
-                    p = ep.pos[u][w]
-                    parts.append(prev_inputs[u].shares[p * rb:(p + 1) * rb])
-            out[mid] = IntervalStart(announcement=ann, signature=sig, shares=b"".join(parts))
+                blob = blobs.get(u)
+                if blob is not None:
+                    p = ep.pos[u][w] * rb
+                    parts.append(blob[p:p + rb])
+            out[mid] = b"".join(parts)
         self.current = t
         self._enrolled[t] = enrolled
         self._inputs[t] = {}
-        return out
+        return ann, sig, out
 
     def handle_input(self, msg: MaskedInput | bytes) -> None:
         """Validate and store one meter's answer (raises, state unchanged)."""
         ep = self._require_epoch()
+        wire: bytes | None = None
         if isinstance(msg, bytes):
-            msg = decode(msg, max_bytes=self._max_bytes, expect=MaskedInput)
+            wire = msg
+            msg = decode_input(msg, max_bytes=self._max_bytes)
         if not isinstance(msg, MaskedInput):
             raise MalformedMessage(f"expected MaskedInput, got {type(msg).__name__}")
         w = ep.index.get(msg.meter_id)
@@ -534,7 +583,7 @@ class AggregationHeadEnd:
         if t != self.current:
             raise UnexpectedMessage(f"input for interval {t}, open is {self.current}",
                                     meter_id=msg.meter_id)
-        if not hmac.compare_digest(msg.tag, _mac(self._macs[w], msg)):
+        if not hmac.compare_digest(msg.tag, _mac(self._macs[w], msg, wire)):
             raise InvalidSignature("input MAC does not verify", meter_id=msg.meter_id, interval=t)
         box = self._inputs[t]
         if w in box:
@@ -548,7 +597,7 @@ class AggregationHeadEnd:
                                    meter_id=msg.meter_id, interval=t)
         if msg.reveal_interval >= 0:
             prev = self._enrolled.get(t - 1, frozenset())
-            held = sum(1 for u in ep.holders[w] if u in prev)
+            held = len(ep.holder_sets[w]) if len(prev) == ep.n else len(ep.holder_sets[w] & prev)
             if len(msg.reveals) != _S * held:
                 raise MalformedMessage(f"expected {held} revealed shares",
                                        meter_id=msg.meter_id, interval=t)
@@ -587,47 +636,70 @@ class AggregationHeadEnd:
         y_in = self._inputs[t]
         reveal_in = self._inputs[t + 1]
         share_in = self._inputs[t - 1]
-        bpts: dict[int, list[tuple[int, int]]] = {u: [] for u in surv}
-        zpts: dict[int, list[tuple[int, int]]] = {u: [] for u in drop}
-        for w, msg in reveal_in.items():
-            if msg.reveal_interval != t:
-                continue
-            x = w + 1
-            data = msg.reveals
-            k = 0
-            for u in ep.holders[w]:
-                if u in enrolled:
-                    val = int.from_bytes(data[k * _S:(k + 1) * _S], "big")
-                    k += 1
-                    (bpts[u] if u in surv else zpts[u]).append((x, val))
         thr = ep.threshold
-        try:
-            b_seeds = [shamir.reconstruct(bpts[u], thr).to_bytes(16, "big") for u in sorted(surv)]
-        except ValueError:
+        # Per enrolled meter u, the first ``thr`` revealed shares in holder
+        # order (only those are parsed): b-shares for survivors, z-shares for
+        # the dropped; each holder sent one kind per peer, as the signed
+        # announcement said.  A holder's reveals list its held peers in
+        # roster order, so u's share sits at u's rank among them.
+        revealed = {w: msg.reveals for w, msg in reveal_in.items() if msg.reveal_interval == t}
+        if len(enrolled) == ep.n:
+            rank = ep.hpos
+        else:
+            rank = [{} for _ in range(ep.n)]
+            for w in revealed:
+                rank[w] = {u: k for k, u in enumerate(u for u in ep.holders[w] if u in enrolled)}
+        pts: dict[int, tuple[list[int], list[int]]] = {}
+        from_bytes = int.from_bytes
+        for u in enrolled:
+            xs: list[int] = []
+            ys: list[int] = []
+            pts[u] = (xs, ys)
+            for w in ep.holders[u]:
+                data = revealed.get(w)
+                if data is not None:
+                    k = rank[w][u] * _S
+                    xs.append(w + 1)
+                    ys.append(from_bytes(data[k:k + _S], "big"))
+                    if len(xs) == thr:
+                        break
+        # one batch: survivors' self-mask seeds b, and the recovery keys z of
+        # the dropped meters that have a surviving neighbour
+        need_z = [u for u in sorted(drop) if any(v in surv for v in ep.nbrs[u])]
+
+        def short(u: int) -> bool:
+            xs, ys = pts[u]
+            return len(xs) < thr or max(ys) >= shamir.PRIME
+
+        if any(short(u) for u in surv):
             return res(None, "too few b-shares revealed to remove a survivor's self mask")
+        if any(short(u) for u in need_z):
+            return res(None, "too few z-shares revealed to recover a dropped meter's masks")
+        order = sorted(surv) + need_z
+        seeds = dict(zip(order, shamir.reconstruct_many([pts[u] for u in order], thr),
+                         strict=True))
+        b_seeds = [seeds[u].to_bytes(16, "big") for u in sorted(surv)]
         total = np.array([y_in[u].masked for u in sorted(surv)], dtype=np.uint64).sum(
             axis=0, dtype=np.uint64)
         total -= masks.expand_sum(b_seeds, self.dim, domain=masks.DOMAIN_SELF, interval=t)
-        nbytes = 8 * self.dim
+        dim = self.dim
         for u in sorted(drop):
             live = [v for v in ep.nbrs[u] if v in surv]
             if not live:
                 continue
-            try:
-                z_seed = shamir.reconstruct(zpts[u], thr).to_bytes(16, "big")
-            except ValueError:
-                return res(None, "too few z-shares revealed to recover a dropped meter's masks")
-            rec = share_in[u].recovery
-            for v in live:
-                p = ep.pos[u][v]
-                pad = masks.expand_bytes(z_seed, nbytes, domain=masks.DOMAIN_RECOVERY,
-                                         interval=t, index=v)
-                m = np.frombuffer(masks.xor_bytes(rec[p * nbytes:(p + 1) * nbytes], pad),
-                                  dtype="<u8").astype(np.uint64)
-                if v < u:
-                    total -= m
-                else:
-                    total += m
+            z_seed = seeds[u].to_bytes(16, "big")
+            # m_uv = pad_uv XOR PRG(z_u, v) for every live neighbour v, vectorised
+            rec = np.frombuffer(share_in[u].recovery, dtype="<u8").reshape(-1, dim)
+            pos = ep.pos[u]
+            rows = rec[[pos[v] for v in live]]
+            pads = np.frombuffer(
+                masks.expand_many(z_seed, [(v, 8 * dim) for v in live],
+                                  domain=masks.DOMAIN_RECOVERY, interval=t),
+                dtype="<u8").reshape(len(live), dim)
+            m = (rows ^ pads).astype(np.uint64)
+            lower = np.array([v < u for v in live])
+            total -= m[lower].sum(axis=0, dtype=np.uint64)
+            total += m[~lower].sum(axis=0, dtype=np.uint64)
         return res(masks.to_signed(total))
 
     def _require_epoch(self) -> _Epoch:

@@ -26,9 +26,13 @@ import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import msgpack
 
 from privmeter.crypto.keyagreement import PUBLIC_BYTES
-from privmeter.protocol.codec import encode, message
+from privmeter.errors import MessageTooLarge
+from privmeter.protocol.codec import DEFAULT_MAX_BYTES, WIRE_VERSION, decode, encode, message
 
 __all__ = [
     "AEAD_OVERHEAD",
@@ -44,6 +48,7 @@ __all__ = [
     "MaskedInput",
     "bitmap_from",
     "bitmap_to_set",
+    "decode_input",
     "default_degree",
     "graph_seed",
     "neighbours",
@@ -182,7 +187,7 @@ class MaskedInput:
     ``interval + 1`` padded with the recovery key z; ``reveals``: for
     ``reveal_interval`` (``interval - 1``, or -1 for none) one share per held
     peer, a b-share for survivors and a z-share for the dropped; ``tag``:
-    HMAC-SHA256/128 under the meter/head-end MAC key over the message with
+    keyed BLAKE2b-128 (``aggregation.input_mac``) under the meter/head-end MAC key over the message with
     an empty tag.
     """
 
@@ -216,6 +221,64 @@ class MaskedInput:
             raise ValueError("reveals without an interval")
         if len(self.tag) not in (0, TAG_BYTES):
             raise ValueError("tag must be 16 bytes")
+
+
+# -- fast decoding of the head-end's hot message ---------------------------------
+
+_INPUT_TAG = "agg.input"
+_INPUT_FIELDS: tuple[tuple[str, type[Any] | None], ...] = (
+    ("group", str), ("epoch", int), ("interval", int), ("meter_id", str), ("masked", None),
+    ("shares", bytes), ("recovery", bytes), ("reveal_interval", int), ("reveals", bytes),
+    ("tag", bytes),
+)
+
+
+class _NotPlain(Exception):
+    """Internal: the bytes are not the plain canonical form; let the codec judge."""
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise _NotPlain
+
+
+def decode_input(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> MaskedInput:
+    """``codec.decode(data, expect=MaskedInput)``, specialised for the head-end's hot path.
+
+    Accepts exactly the plain form :func:`~privmeter.protocol.codec.encode`
+    writes (native msgpack types, no ext values) and checks every field's exact
+    type before building the dataclass (whose ``__post_init__`` still checks
+    sizes and ranges).  Anything else is handed to the generic codec, so the
+    result, or the error raised, is the codec's: the two never disagree (a
+    property test checks it), this path just skips the generic type-hint walk.
+    """
+    if not isinstance(data, bytes):
+        return decode(data, max_bytes=max_bytes, expect=MaskedInput)  # type: ignore[no-any-return]
+    if len(data) > max_bytes:
+        raise MessageTooLarge(f"message of {len(data)} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext,
+                              use_list=True)
+        if type(obj) is not list or len(obj) != 3:
+            raise _NotPlain
+        version, tag, fields = obj
+        if type(version) is not int or version != WIRE_VERSION or tag != _INPUT_TAG:
+            raise _NotPlain
+        if type(fields) is not dict or len(fields) != len(_INPUT_FIELDS):
+            raise _NotPlain
+        kwargs: dict[str, Any] = {}
+        for name, typ in _INPUT_FIELDS:
+            v = fields[name]  # KeyError: a field is missing
+            if typ is None:  # masked: an array of plain ints
+                if type(v) is not list or any(type(x) is not int for x in v):
+                    raise _NotPlain
+                v = tuple(v)
+            elif type(v) is not typ:
+                raise _NotPlain
+            kwargs[name] = v
+        return MaskedInput(**kwargs)
+    except Exception:  # not plain, or invalid (msgpack raises odd types on garbage)
+        pass  # the codec decides, and raises its own error
+    return decode(data, max_bytes=max_bytes, expect=MaskedInput)  # type: ignore[no-any-return]
 
 
 # -- bitmaps -------------------------------------------------------------------

@@ -55,12 +55,11 @@ class GroupSimulation:
     def step(self, reading: Reading, *, offline: Collection[str] = (),
              no_reading: Collection[str] = ()) -> AggregateResult | None:
         """Run one interval; returns the result that became final (the previous one)."""
-        starts = self.headend.open_interval()
+        starts = self.headend.open_interval_wire()
         t = self.headend.current
-        for mid, start in starts.items():
+        for mid, data in starts.items():
             if mid in offline or mid not in self.meters:
                 continue
-            data = encode(start)
             self.bytes_down += len(data)
             value = None if mid in no_reading else reading(mid, t)
             try:

@@ -15,7 +15,13 @@ Durability choices:
   once the meter holds a signed receipt);
 * each accepted record is **one** ``BEGIN IMMEDIATE`` transaction covering the
   log append and the account cells it changed, so log and accumulators can
-  never disagree;
+  never disagree (a head-end groups many of them into one commit, see
+  :mod:`privmeter.parties.headend_store`);
+* write-through caches: the log head, the accounts (count + cells, at most
+  ``cache_accounts`` of them, least recently used evicted) and the set of
+  settled periods are kept in memory and updated only after their
+  transaction succeeded; any rollback drops the caches (the file is the
+  truth).  The store must be the file's only writer (readers are fine);
 * the log is append-only: triggers abort any ``UPDATE`` or ``DELETE`` on it;
   each row carries ``chain = SHA-256(previous chain || record bytes)``.
 
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from privmeter.errors import StoreError
 from privmeter.store.billing_store import GENESIS, Registration, chain_step
@@ -97,8 +103,15 @@ def _i(b: bytes) -> int:
 class SqliteBillingStore:
     """A :class:`~privmeter.store.billing_store.BillingStore` on one SQLite file (WAL)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, readonly: bool = False, cache_accounts: int = 50_000
+    ) -> None:
         self.path = os.fspath(path)
+        self._caching = not readonly  # a reader sees another process's writes: it caches nothing
+        self.cache_accounts = cache_accounts if self._caching else 0
+        self._accounts: dict[tuple[str, int], tuple[int, dict[str, int]]] = {}
+        self._head_cache: tuple[int, bytes] | None = None
+        self._settled: set[tuple[str, int]] | None = None  # None: not loaded (or dropped)
         try:
             if readonly:
                 self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
@@ -152,6 +165,10 @@ class SqliteBillingStore:
         return None if row is None else bytes(row[0])
 
     def get_account(self, meter_id: str, period: int) -> tuple[int, dict[str, int]] | None:
+        hit = self._accounts.pop((meter_id, period), None)
+        if hit is not None:
+            self._accounts[(meter_id, period)] = hit  # most recently used last
+            return hit[0], dict(hit[1])
         row = self._db.execute(
             "SELECT count FROM accounts WHERE meter_id = ? AND period = ?", (meter_id, period)
         ).fetchone()
@@ -163,23 +180,55 @@ class SqliteBillingStore:
                 "SELECT name, value FROM cells WHERE meter_id = ? AND period = ?", (meter_id, period)
             )
         }
-        return int(row[0]), cells
+        self._remember(meter_id, period, int(row[0]), cells)
+        return int(row[0]), dict(cells)
+
+    def _remember(self, meter_id: str, period: int, count: int, cells: dict[str, int]) -> None:
+        if self.cache_accounts <= 0:
+            return
+        self._accounts[(meter_id, period)] = (count, cells)
+        while len(self._accounts) > self.cache_accounts:
+            del self._accounts[next(iter(self._accounts))]
+
+    def _cached_apply(
+        self, meter_id: str, period: int, count: int, changed: Mapping[str, int], removed: Iterable[str]
+    ) -> None:
+        """Mirror a committed :meth:`_apply` in the account cache (if the account is cached)."""
+        hit = self._accounts.get((meter_id, period))
+        if hit is None:
+            return  # read (and cached) on next use
+        cells = dict(hit[1])
+        for name in removed:
+            cells.pop(name, None)
+        cells.update(changed)
+        self._remember(meter_id, period, count, cells)
+
+    def _drop_caches(self) -> None:
+        """After any rollback: forget everything cached (re-read from the file on demand)."""
+        self._accounts.clear()
+        self._head_cache = None
+        self._settled = None
 
     def _apply(
-        self, meter_id: str, period: int, count: int, changed: Mapping[str, int], removed: Iterable[str]
+        self, meter_id: str, period: int, count: int, changed: Mapping[str, int], removed: tuple[str, ...]
     ) -> None:
         self._db.execute(
             "INSERT INTO accounts VALUES (?, ?, ?) ON CONFLICT (meter_id, period) DO UPDATE SET count = ?",
             (meter_id, period, count, count),
         )
-        self._db.executemany(
-            "DELETE FROM cells WHERE meter_id = ? AND period = ? AND name = ?",
-            [(meter_id, period, name) for name in removed],
-        )
-        self._db.executemany(
-            "INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?)",
-            [(meter_id, period, name, _b(v)) for name, v in changed.items()],
-        )
+        if removed:
+            self._db.executemany(
+                "DELETE FROM cells WHERE meter_id = ? AND period = ? AND name = ?",
+                [(meter_id, period, name) for name in removed],
+            )
+        if len(changed) == 1:
+            ((name, v),) = changed.items()
+            self._db.execute("INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?)", (meter_id, period, name, _b(v)))
+        elif changed:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?)",
+                [(meter_id, period, name, _b(v)) for name, v in changed.items()],
+            )
 
     def commit_record(
         self,
@@ -194,6 +243,7 @@ class SqliteBillingStore:
         changed: Mapping[str, int],
         removed: Iterable[str],
     ) -> tuple[int, bytes]:
+        gone = tuple(removed)
         with self._tx():
             seq, head = self._head()
             chain = chain_step(head, record)
@@ -201,14 +251,19 @@ class SqliteBillingStore:
                 "INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (seq + 1, meter_id, interval, kind, event_id, record, chain),
             )
-            self._apply(meter_id, period, count, changed, removed)
+            self._apply(meter_id, period, count, changed, gone)
+        if self._caching:
+            self._head_cache = (seq + 1, chain)  # only after the record's transaction succeeded
+        self._cached_apply(meter_id, period, count, changed, gone)
         return seq + 1, chain
 
     def commit_account(
         self, meter_id: str, period: int, count: int, changed: Mapping[str, int], removed: Iterable[str]
     ) -> None:
+        gone = tuple(removed)
         with self._tx():
-            self._apply(meter_id, period, count, changed, removed)
+            self._apply(meter_id, period, count, changed, gone)
+        self._cached_apply(meter_id, period, count, changed, gone)
 
     def open_accounts(self) -> list[tuple[str, int]]:
         rows = self._db.execute(
@@ -231,8 +286,13 @@ class SqliteBillingStore:
             yield int(seq), bytes(rec), bytes(chain)
 
     def _head(self) -> tuple[int, bytes]:
+        if self._head_cache is not None:
+            return self._head_cache
         row = self._db.execute("SELECT seq, chain FROM log ORDER BY seq DESC LIMIT 1").fetchone()
-        return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+        head = (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+        if self._caching and not self._db.in_transaction:  # inside a transaction it may still roll back
+            self._head_cache = head
+        return head
 
     def log_head(self) -> tuple[int, bytes]:
         return self._head()
@@ -240,6 +300,10 @@ class SqliteBillingStore:
     # -- statements and feeds ----------------------------------------------------------
 
     def get_statement(self, meter_id: str, period: int) -> bytes | None:
+        if self._settled is None and self._caching:
+            self._settled = {(r[0], int(r[1])) for r in self._db.execute("SELECT meter_id, period FROM statements")}
+        if self._settled is not None and (meter_id, period) not in self._settled:  # a negative cache: a miss is certain, a hit is re-read
+            return None
         row = self._db.execute(
             "SELECT statement FROM statements WHERE meter_id = ? AND period = ?", (meter_id, period)
         ).fetchone()
@@ -248,6 +312,8 @@ class SqliteBillingStore:
     def put_statement(self, meter_id: str, period: int, statement: bytes) -> None:
         with self._tx():
             self._db.execute("INSERT INTO statements VALUES (?, ?, ?)", (meter_id, period, statement))
+            if self._settled is not None:
+                self._settled.add((meter_id, period))  # before COMMIT: a stale hit is only re-read
 
     def put_feed(self, digest: bytes, feed_json: str) -> None:
         with self._tx():
@@ -262,16 +328,17 @@ class SqliteBillingStore:
     # -- plumbing ---------------------------------------------------------------------
 
     def _tx(self) -> _Tx:
-        return _Tx(self._db)
+        return _Tx(self._db, self._drop_caches)
 
 
 class _Tx:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception)."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception; then ``on_rollback()``)."""
 
-    __slots__ = ("_db",)
+    __slots__ = ("_db", "_on_rollback")
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, on_rollback: Callable[[], None]) -> None:
         self._db = db
+        self._on_rollback = on_rollback
 
     def __enter__(self) -> None:
         try:
@@ -284,9 +351,11 @@ class _Tx:
             try:
                 self._db.execute("COMMIT")
             except sqlite3.Error as err:
+                self._on_rollback()
                 self._db.execute("ROLLBACK")
                 raise StoreError(f"commit failed: {err}") from None
         else:
+            self._on_rollback()
             self._db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"store transaction failed: {exc}") from exc

@@ -1,0 +1,184 @@
+"""The head-end's fast paths agree exactly with the generic ones they replace.
+
+``decode_input`` vs ``codec.decode`` (same object, or the same error class,
+on valid, mutated and non-canonical inputs), ``open_interval_wire`` vs
+encoding ``open_interval``, the MAC cut from the wire bytes vs the MAC of a
+re-encoding, ``reconstruct_xy`` vs ``reconstruct`` and ``expand_many`` vs
+``expand_bytes``; plus a fresh dropout pattern every interval (cold
+Lagrange coefficients) still gives exact totals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import msgpack
+import pytest
+
+from privmeter.crypto import masks, shamir
+from privmeter.errors import InvalidSignature, RemoteProtocolError
+from privmeter.protocol.aggregation import _mac
+from privmeter.protocol.aggregation_messages import MaskedInput, decode_input
+from privmeter.protocol.aggregation_sim import make_group
+from privmeter.protocol.codec import decode, encode
+
+
+def _reading(meter: str, t: int) -> int:
+    return (int(meter[1:]) * 7919 + t * 104_729) % 23_000 - 3_000
+
+
+def _inputs(n: int = 12) -> tuple[object, list[bytes]]:
+    """A set-up group after two intervals, and the raw inputs of the third."""
+    g = make_group(n, seed=5)
+    g.setup()
+    g.step(_reading)
+    g.step(_reading)
+    starts = g.headend.open_interval_wire()
+    t = g.headend.current
+    outs = [encode(g.meters[m].handle_start(d, _reading(m, t))) for m, d in starts.items()]
+    return g, outs
+
+
+def _outcome(data: bytes, fn: object) -> object:
+    try:
+        return fn(data)  # type: ignore[operator]
+    except RemoteProtocolError as exc:
+        return type(exc)
+
+
+def test_decode_input_equals_codec_on_valid_and_mutated_bytes() -> None:
+    _, outs = _inputs()
+    rng = random.Random(7)
+    cases = list(outs)
+    for data in outs[:4]:
+        for _ in range(150):
+            b = bytearray(data)
+            for _ in range(rng.randint(1, 3)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+            cases.append(bytes(b))
+        cases.append(data[:-1])
+        cases.append(data + b"\x00")
+    agree = 0
+    for data in cases:
+        fast = _outcome(data, decode_input)
+        slow = _outcome(data, lambda d: decode(d, expect=MaskedInput))
+        assert fast == slow
+        agree += isinstance(fast, MaskedInput)
+    assert agree >= len(outs)  # every valid input decoded by the fast path
+
+
+def test_decode_input_non_canonical_forms_go_through_the_codec() -> None:
+    _, outs = _inputs()
+    msg = decode(outs[0], expect=MaskedInput)
+    raw = msgpack.unpackb(outs[0], raw=False)
+    # a small int as a codec big-int ext: the codec accepts it, so must we
+    fields = dict(raw[2])
+    fields["epoch"] = msgpack.ExtType(1, msg.epoch.to_bytes(1, "big"))
+    data = msgpack.packb([1, "agg.input", fields], use_bin_type=True)
+    assert decode_input(data) == decode(data, expect=MaskedInput) == msg
+    # a bool where an int belongs, an extra field, another tag: all the codec's errors
+    for bad in ({**raw[2], "interval": True}, {**raw[2], "x": 1}):
+        data = msgpack.packb([1, "agg.input", bad], use_bin_type=True)
+        assert _outcome(data, decode_input) == _outcome(data, decode) != msg
+    data = msgpack.packb([1, "agg.bundle", raw[2]], use_bin_type=True)
+    assert _outcome(data, decode_input) == _outcome(data, lambda d: decode(d, expect=MaskedInput))
+
+
+def test_open_interval_wire_is_byte_identical_to_encoding() -> None:
+    a = make_group(9, seed=3)
+    b = make_group(9, seed=3)
+    a.setup()
+    b.setup()
+    for t in range(4):
+        off = {"m00002"} if t == 2 else set()
+        wire = a.headend.open_interval_wire()
+        objs = b.headend.open_interval()
+        assert wire == {m: encode(s) for m, s in objs.items()}
+        for m in sorted(wire):
+            if m in off:
+                continue
+            # the signed announcement is made fresh each time (Ed25519 is deterministic)
+            a.headend.handle_input(encode(a.meters[m].handle_start(wire[m], _reading(m, t))))
+            b.headend.handle_input(encode(b.meters[m].handle_start(objs[m], _reading(m, t))))
+        assert a.headend.close_interval() == b.headend.close_interval()
+
+
+def test_mac_from_wire_equals_mac_of_reencoding_and_still_rejects_tampering() -> None:
+    g, outs = _inputs()
+    he = g.headend  # type: ignore[attr-defined]
+    for data in outs:
+        msg = decode(data, expect=MaskedInput)
+        w = he.roster.index(msg.meter_id)
+        assert _mac(he._macs[w], msg, data) == _mac(he._macs[w], msg) == msg.tag
+    # a flipped bit in a bytes field keeps the message well-formed: MAC fails
+    msg = decode(outs[3], expect=MaskedInput)
+    bad = dataclasses.replace(msg, recovery=bytes([msg.recovery[0] ^ 1]) + msg.recovery[1:])
+    with pytest.raises(InvalidSignature):
+        he.handle_input(encode(bad))
+    with pytest.raises(InvalidSignature):
+        he.handle_input(bad)
+
+
+def test_reconstruct_xy_matches_reconstruct() -> None:
+    rng = random.Random(11)
+    for thr, n in ((1, 1), (2, 3), (17, 33)):
+        secret = rng.getrandbits(127)
+        xs = rng.sample(range(1, 400), n)
+        ys = shamir.share(secret, xs, thr, rng=rng)
+        pts = list(zip(xs, ys, strict=True))
+        assert shamir.reconstruct_xy(xs, ys, thr) == shamir.reconstruct(pts, thr) == secret
+    with pytest.raises(ValueError, match="need"):
+        shamir.reconstruct_xy([1], [5], 2)
+    with pytest.raises(ValueError, match="field"):
+        shamir.reconstruct_xy([1, 2], [5, shamir.PRIME], 2)
+
+
+def test_expand_many_is_the_concatenation() -> None:
+    seed = bytes(range(16))
+    items = [(3, 8), (7, 64), (9, 200), (0, 16)]
+    want = b"".join(masks.expand_bytes(seed, nb, domain=masks.DOMAIN_RECOVERY, interval=5, index=i)
+                    for i, nb in items)
+    assert masks.expand_many(seed, items, domain=masks.DOMAIN_RECOVERY, interval=5) == want
+    with pytest.raises(ValueError):
+        masks.expand_many(b"short", items, domain=1, interval=0)
+
+
+def test_fresh_dropout_pattern_every_interval_is_exact() -> None:
+    shamir.lagrange_at_zero.cache_clear()
+    shamir._MANY_CACHE.clear()
+    g = make_group(60, seed=9)
+    g.setup()
+    rng = random.Random(4)
+    ids = sorted(g.meters)
+    seen = 0
+    for _ in range(7):
+        res = g.step(_reading, offline=set(rng.sample(ids, 3)))
+        if res is not None:
+            assert res.total == (sum(_reading(m, res.interval) for m in res.survivors),)
+            seen += 1
+    assert seen == 5  # the first two intervals prime the pipeline
+
+
+def test_lagrange_many_and_reconstruct_many_match_the_single_versions() -> None:
+    rng = random.Random(13)
+    sets = [tuple(rng.sample(range(1, 201), 17)) for _ in range(40)]
+    sets += [(1,), (3, 5), (9, 2, 7), tuple(rng.sample(range(1, 20_001), 33)), (1 << 40, 3)]
+    shamir._MANY_CACHE.clear()
+    want = [shamir.lagrange_at_zero(xs) for xs in sets]
+    assert shamir.lagrange_many(sets) == want
+    assert shamir.lagrange_many(sets) == want  # from the cache
+    secrets = [rng.getrandbits(127) for _ in sets]
+    points = []
+    for secret, xs in zip(secrets, sets, strict=True):
+        ys = shamir.share(secret, list(xs), len(xs), rng=rng)
+        points.append((list(xs), ys))
+    assert shamir.reconstruct_many(points[:40], 17) == secrets[:40]
+    assert shamir.reconstruct_many([(xs, ys) for xs, ys in points], 1) == [
+        shamir.reconstruct(list(zip(xs, ys, strict=True))[:1], 1) for xs, ys in points]
+    with pytest.raises(ValueError, match="need"):
+        shamir.reconstruct_many([([1], [5])], 2)
+    with pytest.raises(ValueError, match="field"):
+        shamir.reconstruct_many([([1, 2], [5, shamir.PRIME])], 2)
+    with pytest.raises(ValueError, match="distinct"):
+        shamir.lagrange_many([(4, 4)])
