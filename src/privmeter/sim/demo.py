@@ -55,6 +55,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prosumers", type=float, default=0.25, help="share of homes with PV (default 0.25)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="SQLite store and key/profile cache (default ~/.cache/privmeter/demo)")
+    p.add_argument("--transport", choices=("tcp", "memory"), default="tcp",
+                   help="tcp (default): the parties talk over loopback sockets through the authenticated, "
+                        "encrypted transport with the network emulator; memory: in process, through the codec")
+    p.add_argument("--latency", type=float, default=20.0, metavar="MS", help="emulated one-way latency (default 20 ms)")
+    p.add_argument("--jitter", type=float, default=5.0, metavar="MS", help="emulated jitter (default 5 ms)")
+    p.add_argument("--loss", type=float, default=0.0, help="emulated record loss probability (default 0)")
     p.add_argument("--paused", action="store_true", help="start with the clock paused")
 
 
@@ -70,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = DemoConfig(households=args.households, days=args.days, seed=args.seed, key_bits=args.key_bits,
                          speed=args.speed, group_size=args.group_size, bill_intervals=args.bill_every,
-                         plan=args.plan, prosumer_share=args.prosumers, topology=args.topology, data_dir=data_dir)
+                         plan=args.plan, prosumer_share=args.prosumers, topology=args.topology, data_dir=data_dir,
+                         transport=args.transport, latency_ms=args.latency, jitter_ms=args.jitter, loss=args.loss)
         with console.status("building the neighbourhood (keys and profiles are cached after the first run)..."):
             engine = DemoEngine(cfg)
             engine.paused = bool(args.paused)
@@ -85,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
     console.print(f"[bold]privmeter demo[/bold]: {len(engine.meter_ids)} households on {len(engine.groups)} "
                   f"feeders, {cfg.key_bits}-bit keys, built in {engine.build_seconds:.1f} s")
+    console.print(f"transport: {engine.transport}")
     console.print(f"dashboard: [bold cyan]{url}[/bold cyan]   (Ctrl-C to stop)")
 
     class _Server(uvicorn.Server):

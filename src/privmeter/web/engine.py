@@ -8,8 +8,13 @@ What it is for: :class:`DemoEngine` builds a complete local deployment from a
 :func:`privmeter.sim.runner.make_meters` -- and runs it interval by interval
 in a background thread, with the same steps as :func:`privmeter.sim.driver.drive`
 (aggregation + billing, demand-management events, then settlement) but
-paced by a wall clock the operator can pause and speed up.  Every message
-crosses the real wire codec.
+paced by a wall clock the operator can pause and speed up.  Messages travel
+on a :mod:`~privmeter.web.wire`: by default (``transport="tcp"``) over
+loopback TCP through the real transport -- one authenticated, encrypted
+connection per meter and per household, the network emulator on every link --
+or, with ``transport="memory"``, in process through the wire codec.  Each
+delivery is phased (head-end -> parties, parties -> head-end, receipts), each
+phase sent concurrently on all connections.
 
 Controls (each maps to a real action of a real party, see :class:`Controls`):
 pause / resume / speed; force a demand-management event on a feeder (the
@@ -23,7 +28,8 @@ comparison events: the meter refuses with
 (a :class:`~privmeter.protocol.settlement.BillProof` with a smaller bill:
 :class:`~privmeter.errors.InvalidProof`).
 
-Threading: the engine thread owns every party and the SQLite store; other
+Threading: the engine thread owns every party and the SQLite store (the
+socket wire's asyncio loop runs in a thread of its own and only moves bytes); other
 threads (the web server) only read published, immutable snapshots or run a
 function on the engine thread with :meth:`DemoEngine.call` (so SQLite is
 used from one thread).
@@ -64,7 +70,7 @@ from privmeter.parties.messages import FeedPublished, SettleRequest
 from privmeter.parties.meter import MeterAgent
 from privmeter.protocol.aggregation_messages import KeyAdvert, MaskedInput
 from privmeter.protocol.billing import ReadingRecord, record_from_bytes
-from privmeter.protocol.codec import decode, encode
+from privmeter.protocol.codec import encode
 from privmeter.protocol.demand import ComparisonAnswer, Echo
 from privmeter.protocol.settlement import (
     BillProof,
@@ -76,6 +82,7 @@ from privmeter.protocol.settlement import (
 )
 from privmeter.sim.runner import group_configs, make_meters
 from privmeter.sim.scenario import Scenario, World, build
+from privmeter.web.wire import MemoryWire, SocketWire
 
 __all__ = ["CHEAT_INFLATION", "UNDERREPORT_FRACTION", "DemoConfig", "DemoEngine"]
 
@@ -107,8 +114,16 @@ class DemoConfig:
     dgk_bits: int = 2048
     cmin_w_per_household: int = 20  # the utility's private limits, W of average power per home
     cmax_w_per_household: int = 1200
+    transport: str = "tcp"  # "tcp": loopback sockets through the real transport; "memory": in process
+    latency_ms: float = 20.0  # the emulated network on every link (tcp only)
+    jitter_ms: float = 5.0
+    loss: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.transport not in ("tcp", "memory"):
+            raise ConfigError(f"transport must be 'tcp' or 'memory', got {self.transport!r}")
+        if not 0.0 <= self.loss < 1.0 or self.latency_ms < 0 or self.jitter_ms < 0:
+            raise ConfigError("latency and jitter must be >= 0 ms and loss within [0, 1)")
         if self.topology != "star":
             raise ConfigError(f"the demo runs the robust star topology; got {self.topology!r}")
         if self.speed <= 0:
@@ -161,6 +176,7 @@ class DemoEngine:
         self.build_seconds = time.perf_counter() - t0
         # state owned by the engine thread
         self.core: HeadEndCore | None = None
+        self._wire: MemoryWire | SocketWire = MemoryWire()
         self.meters: dict[str, MeterAgent] = {}
         self.homes: dict[str, HouseholdAgent] = {}
         self.offline: set[str] = set()
@@ -189,6 +205,14 @@ class DemoEngine:
         self._cond = threading.Condition()
         self.version = 0
         self.overview: dict[str, Any] = {}
+
+    @property
+    def transport(self) -> str:
+        """How the parties' messages travel (for the footer)."""
+        return self._wire.describe()
+
+    def wire_stats(self) -> dict[str, int]:
+        return self._wire.stats()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -259,6 +283,8 @@ class DemoEngine:
                 self._exec(fn, fut)
         finally:
             with contextlib.suppress(Exception):
+                self._wire.close()
+            with contextlib.suppress(Exception):
                 assert self.core is not None
                 self.core.store.close()
 
@@ -293,16 +319,20 @@ class DemoEngine:
             core.register(h.meter_id, h.signing_key.verify_key, h.secret_key.public_key, h.plan,
                           period_start=self.first, period_intervals=b)
         self.core = core
+        if self.config.transport == "tcp":
+            self._wire = SocketWire(w, latency_ms=self.config.latency_ms, jitter_ms=self.config.jitter_ms,
+                                    loss=self.config.loss)
         self.meters, homes = make_meters(w)
         self.homes = {m: self._household(m) for m in homes}
         now = (self.first - 1) * self.interval_seconds
         for feed in w.feeds.values():
             core.publish_feed(feed)
             self._deliver({m: [FeedPublished(feed_json=feed.to_json())] for m in self.meter_ids},
-                          now=now, interval=self.first - 1)
+                          now=now, interval=self.first - 1, retries=3)
         for g in self.groups:
-            self._deliver(core.new_epoch(g, self.first - 1), now=now, interval=self.first - 1, expect=KeyAdvert)
-            self._deliver(core.make_bundle(g), now=now, interval=self.first - 1)
+            self._deliver(core.new_epoch(g, self.first - 1), now=now, interval=self.first - 1, expect=KeyAdvert,
+                          retries=3)
+            self._deliver(core.make_bundle(g), now=now, interval=self.first - 1, retries=3)
         self._alert("info", "start", f"deployment up: {len(self.meter_ids)} meters on {len(self.groups)} "
                     f"feeders, {sc.key_bits}-bit household keys (built in {self.build_seconds:.1f} s)")
         self._publish()
@@ -310,45 +340,50 @@ class DemoEngine:
     # -- message delivery (in memory, through the codec) ----------------------------------------
     def _deliver(self, outgoing: Mapping[str, Sequence[Any]], *, now: int, interval: int,
                  expect: type | tuple[type, ...] | None = None, skip_offline: bool = True,
-                 refusals: dict[str, str] | None = None) -> set[str]:
+                 refusals: dict[str, str] | None = None, retries: int = 0) -> set[str]:
         """Head-end -> meters; answers -> head-end; receipts -> meters.  Errors are recorded, not raised.
 
         A meter's refusal goes to ``refusals`` (meter -> error name) if given, else to the alerts.
+        On a lossy link a message is lost for good unless ``retries`` resends it (set-up uses that;
+        an interval's lost masked input is what the aggregation's dropout recovery is for).
         """
         core = self.core
         assert core is not None
         answered: set[str] = set()
-        with core.store.batch():
-            for mid, msgs in outgoing.items():
-                if skip_offline and mid in self.offline:
+        sent = {m: list(ms) for m, ms in outgoing.items() if ms and not (skip_offline and m in self.offline)}
+        ups: dict[str, list[Any]] = {}
+        for mid, msgs in self._wire.down(sent, retries=retries).items():
+            meter = self.meters[mid]
+            for msg in msgs:
+                try:
+                    if isinstance(msg, FeedPublished):
+                        self.homes[mid].handle(msg)
+                    replies = meter.handle(msg, now=now)
+                except PrivmeterError as exc:
+                    if refusals is not None:
+                        refusals[mid] = f"{type(exc).__name__}: {exc}"
+                    else:
+                        self._refused(mid, msg, exc, now)
                     continue
-                meter = self.meters[mid]
-                for msg in msgs:
-                    msg = decode(encode(msg))
+                ups.setdefault(mid, []).extend(replies)
+        backs: dict[str, list[Any]] = {}
+        with core.store.batch():
+            for mid, msgs in self._wire.up(ups, retries=retries).items():
+                for up in msgs:
+                    self._saw(mid, up)
                     try:
-                        if isinstance(msg, FeedPublished):
-                            self.homes[mid].handle(msg)
-                        replies = meter.handle(msg, now=now)
+                        back = core.handle(mid, up, now=now, interval=interval)
                     except PrivmeterError as exc:
-                        if refusals is not None:
-                            refusals[mid] = f"{type(exc).__name__}: {exc}"
-                        else:
-                            self._refused(mid, msg, exc, now)
+                        self._alert("warn", "rejected", f"head-end rejected {type(up).__name__} from "
+                                    f"{mid}: {type(exc).__name__}", meter=mid)
                         continue
-                    for r in replies:
-                        up = decode(encode(r))
-                        self._saw(mid, up)
-                        try:
-                            back = core.handle(mid, up, now=now, interval=interval)
-                        except PrivmeterError as exc:
-                            self._alert("warn", "rejected", f"head-end rejected {type(up).__name__} from "
-                                        f"{mid}: {type(exc).__name__}", meter=mid)
-                            continue
-                        if expect is not None and isinstance(up, expect):
-                            answered.add(mid)
-                        for b in back:
-                            with contextlib.suppress(PrivmeterError):
-                                meter.handle(decode(encode(b)), now=now)
+                    if expect is not None and isinstance(up, expect):
+                        answered.add(mid)
+                    backs.setdefault(mid, []).extend(back)
+        for mid, msgs in self._wire.down(backs, retries=retries).items():
+            for b in msgs:
+                with contextlib.suppress(PrivmeterError):
+                    self.meters[mid].handle(b, now=now)
         return answered
 
     def _saw(self, mid: str, msg: Any) -> None:
@@ -456,6 +491,7 @@ class DemoEngine:
     # -- settlement ---------------------------------------------------------------------------------
     def _settle_due(self, now: int) -> None:
         b = self.config.bill_intervals
+        due: list[tuple[str, int]] = []
         for m in self.meter_ids:
             if m in self.offline:
                 continue
@@ -469,19 +505,49 @@ class DemoEngine:
                 continue
             if any(k[1] < end for k in meter.unacked):
                 continue
-            self._settle(m, p, now)
+            due.append((m, p))
             self.next_period[m] = p + 1
+        # every due statement goes out in one concurrent phase, every answer comes back in another
+        issued = [(m, p, st) for m, p in due if (st := self._issue(m, p, now)) is not None]
+        got = self._wire.down({f"hh:{m}": [SettleRequest(period=p, statement=encode(st))] for m, p, st in issued},
+                              retries=3)  # the household's own line, retransmitted if the link loses it
+        answers: dict[str, list[Any]] = {}
+        for m, p, _st in issued:
+            row = self.bills[(m, p)]
+            req = got.get(f"hh:{m}")
+            if not req:
+                row.update(status="undelivered", audit="the statement did not reach the household")
+                continue
+            ans = self.homes[m].handle(req[0])[0]
+            if isinstance(ans, BillProof):
+                row["household_bill"] = ans.bill
+                if m in self._pending.underreport:
+                    self._pending.underreport.discard(m)
+                    row["underreport"] = True
+                    ans = BillProof(meter_id=ans.meter_id, statement_digest=ans.statement_digest,
+                                    bill=int(ans.bill * UNDERREPORT_FRACTION), r=ans.r)
+            answers[f"hh:{m}"] = [ans]
+        arrived = self._wire.up(answers, retries=3)
+        for m, p, st in issued:
+            if f"hh:{m}" not in answers:
+                continue
+            up = arrived.get(f"hh:{m}")
+            if not up:
+                self.bills[(m, p)].update(status="undelivered",
+                                          audit="the household's answer did not reach the head-end")
+                continue
+            self._settled(m, p, st, up[0], now)
 
-    def _settle(self, m: str, p: int, now: int) -> None:
+    def _issue(self, m: str, p: int, now: int) -> Statement | None:
+        """The head-end's statement for (m, p) (forged if the operator asked the utility to cheat)."""
         core = self.core
         assert core is not None
         try:
             st = core.statement(m, p, now=now)
         except PrivmeterError as exc:
             self._alert("warn", "statement", f"no statement for {m} period {p}: {exc}", meter=m)
-            return
+            return None
         cheat = m in self._pending.cheat
-        honest = st
         if cheat:
             self._pending.cheat.discard(m)
             st = self._forge(st)
@@ -494,16 +560,14 @@ class DemoEngine:
             "bill": None, "audit": None, "household_bill": None,
         }
         self.bills[(m, p)] = row
-        req = decode(encode(SettleRequest(period=p, statement=encode(st))))
-        ans = self.homes[m].handle(req)[0]
-        if isinstance(ans, BillProof):
-            row["household_bill"] = ans.bill
-            if m in self._pending.underreport:
-                self._pending.underreport.discard(m)
-                row["underreport"] = True
-                ans = BillProof(meter_id=ans.meter_id, statement_digest=ans.statement_digest,
-                                bill=int(ans.bill * UNDERREPORT_FRACTION), r=ans.r)
-        up = decode(encode(ans))
+        return st
+
+    def _settled(self, m: str, p: int, st: Statement, up: Any, now: int) -> None:
+        """The head-end checks the household's answer; the auditor re-checks a paid or disputed bill."""
+        core = self.core
+        assert core is not None
+        row = self.bills[(m, p)]
+        cheat = bool(row["cheat"])
         try:
             core.handle(f"hh:{m}", up, now=now, interval=self.current)
         except InvalidProof as exc:
@@ -522,7 +586,6 @@ class DemoEngine:
                         f"(reason: {up.reason}); auditor: {row['audit']}", meter=m)
             return
         row.update(status="paid", bill=up.bill, audit=self._audit(m, st, up))
-        _ = honest
 
     def _household(self, m: str) -> HouseholdAgent:
         """The household agent, reading its meter's local port (rebuilt here for the demo's billing period)."""

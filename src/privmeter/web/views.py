@@ -72,6 +72,7 @@ def overview(e: DemoEngine) -> dict[str, Any]:
         "crypto": {"household_key_bits": sc.key_bits, "dgk_bits": sc.dgk_bits,
                    "default_key_bits": 3072, "aggregation": "masked sum mod 2^64, Shamir recovery"},
         "plan": sc.plan, "bill_intervals": e.config.bill_intervals,
+        "transport": e.transport, "network": e.wire_stats(),
         "step_ms": round(1000 * sum(e.step_seconds) / len(e.step_seconds), 1) if e.step_seconds else None,
     }
 

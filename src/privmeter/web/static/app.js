@@ -204,7 +204,7 @@ function renderOverview(ov) {
   const m = ov.meters.find((x) => x.id === S.meter);
   btn.textContent = m && m.offline ? "Bring meter back online" : "Take meter offline";
   const c = ov.crypto;
-  $("#footer").textContent = `${ov.households} households on ${ov.groups.length} feeders · household keys ${c.household_key_bits}-bit Paillier` +
+  $("#footer").textContent = `${ov.households} households on ${ov.groups.length} feeders · ${ov.transport} · household keys ${c.household_key_bits}-bit Paillier` +
     (c.household_key_bits < c.default_key_bits ? ` (the demo uses ${c.household_key_bits} to start fast; the library default is ${c.default_key_bits})` : "") +
     ` · DGK ${c.dgk_bits}-bit comparisons · ${c.aggregation} · plan ${ov.plan}, bills every ${ov.bill_intervals} intervals · step ${ov.step_ms ?? "—"} ms · all figures from the live protocol objects`;
 }
