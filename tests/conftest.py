@@ -10,6 +10,7 @@ operations; anything that claims security uses 2048 or 3072 bits.
 from __future__ import annotations
 
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from privmeter.crypto.paillier import (
     PaillierPublicKey,
     generate_keypair,
 )
+from privmeter.sim.scenario import Scenario, World, build
 
 VECTORS = Path(__file__).parent / "vectors"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -57,3 +59,25 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("shared/data is not beside the checkout")
     return SHARED_DATA
+
+
+# -- tiny simulation worlds (512-bit keys: fast, insecure, tests only) --------
+
+def tiny_scenario(tmp: Path, **kw: object) -> Scenario:
+    base: dict[str, object] = dict(households=6, days=1, key_bits=512, dgk_bits=1024, insecure_small_keys=True,
+                                   max_intervals=8, cache_dir=tmp, seed=7)
+    base.update(kw)
+    return Scenario(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def sim_cache() -> Path:
+    """A stable cache (profiles and test keys are content-addressed): later runs start fast."""
+    d = Path(tempfile.gettempdir()) / "privmeter-test-simcache"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_world(sim_cache: Path) -> World:
+    return build(tiny_scenario(sim_cache))

@@ -25,7 +25,7 @@ from privmeter.sim.driver import drive
 from privmeter.sim.runner import MemoryLink, check, make_parties, run_memory
 from privmeter.sim.scenario import World, build
 
-from .conftest import tiny_scenario
+from ..conftest import tiny_scenario
 
 
 def test_memory_run_exact_and_verified(tiny_world: World) -> None:

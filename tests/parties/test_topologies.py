@@ -13,7 +13,7 @@ from privmeter.protocol.codec import decode, encode
 from privmeter.sim.runner import run_memory
 from privmeter.sim.scenario import build
 
-from .conftest import tiny_scenario
+from ..conftest import tiny_scenario
 
 
 def test_ring_exact_and_a_dropout_stalls_the_round(sim_cache: Path) -> None:

@@ -32,7 +32,7 @@ from privmeter.parties.meter import MeterLoad, SourceReadings
 from privmeter.sim.runner import run_memory
 from privmeter.sim.scenario import Scenario, attach_sources, build, parse_source_args
 
-from .conftest import tiny_scenario
+from ..conftest import tiny_scenario
 
 IV = 900
 N = 4  # intervals simulated

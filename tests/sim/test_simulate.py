@@ -20,7 +20,7 @@ from privmeter.sim.scenario import (
     scenario_json,
 )
 
-from .conftest import tiny_scenario
+from ..conftest import tiny_scenario
 
 REQUIRED = [("aggregation", "max_abs_error"), ("aggregation", "intervals"), ("billing", "households"),
             ("billing", "verified"), ("billing", "max_abs_error"), ("demand_response", "events"),
