@@ -58,6 +58,7 @@ import math
 from typing import Any
 
 from privmeter.crypto import _numtheory as nt
+from privmeter.crypto._serial import hex_int, json_object, unhex_int
 from privmeter.errors import (
     InvalidCiphertext,
     InvalidKey,
@@ -79,6 +80,7 @@ __all__ = [
 
 DEFAULT_KEY_BITS = 3072  # same ~128-bit security as the Paillier default
 MIN_KEY_BITS = 2048  # ~112-bit security; smaller only with insecure_for_tests
+_HEX_MAX = 4096  # hex digits of the largest key value accepted from outside (16,384 bits)
 SUBGROUP_BITS = 256  # t = 2 x 128: rho in the order-v subgroups costs 2**128
 RANDOMIZER_BITS = 640  # 2.5 t: h**r within 2**-128 of uniform in <h>
 DEFAULT_MAX_BITS = 64  # comparisons of up to 64-bit values; fixes u = 67
@@ -102,17 +104,6 @@ def plaintext_prime(max_bits: int) -> int:
     return u
 
 
-def _hex(x: int) -> str:
-    return format(int(x), "x")
-
-
-def _unhex(s: Any, what: str) -> int:
-    if not isinstance(s, str) or not s or len(s) > 4096:
-        raise MalformedMessage(f"{what} must be a hex string")
-    try:
-        return int(s, 16)
-    except ValueError:
-        raise MalformedMessage(f"{what} is not hex: {s[:40]!r}") from None
 
 
 def _int_field(d: dict[str, Any], name: str, lo: int, hi: int) -> int:
@@ -235,9 +226,9 @@ class DGKPublicKey:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": PUBLIC_KEY_FORMAT,
-            "n": _hex(self.n),
-            "g": _hex(self.g),
-            "h": _hex(self.h),
+            "n": hex_int(self.n),
+            "g": hex_int(self.g),
+            "h": hex_int(self.h),
             "u": self.u,
             "rand_bits": self.rand_bits,
         }
@@ -249,9 +240,9 @@ class DGKPublicKey:
         if d.get("format") != PUBLIC_KEY_FORMAT:
             raise UnsupportedVersion(f"expected format {PUBLIC_KEY_FORMAT!r}, got {d.get('format')!r:.60}")
         pk = cls(
-            _unhex(d.get("n"), "n"),
-            _unhex(d.get("g"), "g"),
-            _unhex(d.get("h"), "h"),
+            unhex_int(d.get("n"), "n", max_chars=_HEX_MAX),
+            unhex_int(d.get("g"), "g", max_chars=_HEX_MAX),
+            unhex_int(d.get("h"), "h", max_chars=_HEX_MAX),
             _int_field(d, "u", 5, 1 << 16),
             _int_field(d, "rand_bits", 16, 8192),
         )
@@ -263,10 +254,7 @@ class DGKPublicKey:
 
     @classmethod
     def from_json(cls, s: str | bytes, *, min_bits: int = MIN_KEY_BITS) -> DGKPublicKey:
-        try:
-            d = json.loads(s)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedMessage(f"DGK public key is not JSON: {exc}") from None
+        d = json_object(s, "DGK public key")
         return cls.from_dict(d, min_bits=min_bits)
 
     def check(self, *, min_bits: int = MIN_KEY_BITS) -> None:
@@ -346,10 +334,10 @@ class DGKPrivateKey:
         return {
             "format": PRIVATE_KEY_FORMAT,
             "public_key": self.public_key.to_dict(),
-            "p": _hex(self.p),
-            "q": _hex(self.q),
-            "vp": _hex(self.vp),
-            "vq": _hex(self.vq),
+            "p": hex_int(self.p),
+            "q": hex_int(self.q),
+            "vp": hex_int(self.vp),
+            "vq": hex_int(self.vq),
         }
 
     @classmethod
@@ -360,8 +348,8 @@ class DGKPrivateKey:
             raise UnsupportedVersion(f"expected format {PRIVATE_KEY_FORMAT!r}, got {d.get('format')!r:.60}")
         pk = DGKPublicKey.from_dict(d.get("public_key"), min_bits=min_bits)
         return cls(
-            pk, _unhex(d.get("p"), "p"), _unhex(d.get("q"), "q"),
-            _unhex(d.get("vp"), "vp"), _unhex(d.get("vq"), "vq"),
+            pk, unhex_int(d.get("p"), "p", max_chars=_HEX_MAX), unhex_int(d.get("q"), "q", max_chars=_HEX_MAX),
+            unhex_int(d.get("vp"), "vp", max_chars=_HEX_MAX), unhex_int(d.get("vq"), "vq", max_chars=_HEX_MAX),
         )
 
     def to_json(self) -> str:
@@ -369,10 +357,7 @@ class DGKPrivateKey:
 
     @classmethod
     def from_json(cls, s: str | bytes, *, min_bits: int = MIN_KEY_BITS) -> DGKPrivateKey:
-        try:
-            d = json.loads(s)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedMessage(f"DGK private key is not JSON: {exc}") from None
+        d = json_object(s, "DGK private key")
         return cls.from_dict(d, min_bits=min_bits)
 
 

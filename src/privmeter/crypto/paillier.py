@@ -58,6 +58,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from privmeter.crypto import _numtheory as nt
+from privmeter.crypto._serial import hex_int, json_object, unhex_int
 from privmeter.errors import (
     InvalidCiphertext,
     InvalidKey,
@@ -85,6 +86,7 @@ DJN_WINDOW = 7  # legacy FixedBaseTable window (kept for callers); DJN now uses 
 DJN_COMB_ROWS = 12  # comb digit width: 2**12 residues per table
 DJN_COMB_TABLES = 4  # 1536-bit exponent -> 32 squarings + <= 128 multiplications
 MAX_KEY_BITS = 16384  # refuse absurd moduli from outside (DoS bound)
+_HEX_MAX = 2 * MAX_KEY_BITS // 4 + 2  # hex digits of the largest value (mod n^2) we accept
 WELLFORMED_ROUNDS = 8  # n-th-root challenges in the key proof: error <= 2**-128
 SMALL_PRIME_BOUND = 1 << 16  # trial division bound used by the key proof
 
@@ -107,17 +109,6 @@ def _small_primes() -> tuple[int, ...]:
     return _SMALL_PRIMES
 
 
-def _hex(x: int) -> str:
-    return format(int(x), "x")
-
-
-def _unhex(s: Any, what: str) -> int:
-    if not isinstance(s, str) or not s or len(s) > 2 * MAX_KEY_BITS // 4 + 2:
-        raise MalformedMessage(f"{what} must be a hex string, got {type(s).__name__}")
-    try:
-        return int(s, 16)
-    except ValueError:
-        raise MalformedMessage(f"{what} is not hex: {s[:40]!r}") from None
 
 
 class PaillierPublicKey:
@@ -320,7 +311,7 @@ class PaillierPublicKey:
             raise MalformedMessage("ciphertext key_id must be 32 hex digits")
         if kid != self.key_id.hex():
             raise KeyMismatch(f"ciphertext under key {kid[:32]}, expected {self.key_id.hex()}")
-        return self.ciphertext(_unhex(d.get("c"), "c"))
+        return self.ciphertext(unhex_int(d.get("c"), "c", max_chars=_HEX_MAX))
 
     # -- homomorphic helpers ---------------------------------------------------
     def sum(self, cts: Iterable[EncryptedNumber]) -> EncryptedNumber:
@@ -339,7 +330,7 @@ class PaillierPublicKey:
 
     # -- serialization -----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"format": PUBLIC_KEY_FORMAT, "n": _hex(self.n), "hs": _hex(self.hs)}
+        return {"format": PUBLIC_KEY_FORMAT, "n": hex_int(self.n), "hs": hex_int(self.hs)}
 
     @classmethod
     def from_dict(cls, d: Any, *, min_bits: int = MIN_KEY_BITS) -> PaillierPublicKey:
@@ -347,7 +338,7 @@ class PaillierPublicKey:
             raise MalformedMessage("public key must be a mapping")
         if d.get("format") != PUBLIC_KEY_FORMAT:
             raise UnsupportedVersion(f"expected format {PUBLIC_KEY_FORMAT!r}, got {d.get('format')!r}")
-        pk = cls(_unhex(d.get("n"), "n"), _unhex(d.get("hs"), "hs"))
+        pk = cls(unhex_int(d.get("n"), "n", max_chars=_HEX_MAX), unhex_int(d.get("hs"), "hs", max_chars=_HEX_MAX))
         pk.check(min_bits=min_bits)
         return pk
 
@@ -356,10 +347,7 @@ class PaillierPublicKey:
 
     @classmethod
     def from_json(cls, s: str | bytes, *, min_bits: int = MIN_KEY_BITS) -> PaillierPublicKey:
-        try:
-            d = json.loads(s)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedMessage(f"public key is not JSON: {exc}") from None
+        d = json_object(s, "public key")
         return cls.from_dict(d, min_bits=min_bits)
 
     def check(self, *, min_bits: int = MIN_KEY_BITS) -> None:
@@ -547,8 +535,8 @@ class PaillierPrivateKey:
         return {
             "format": PRIVATE_KEY_FORMAT,
             "public_key": self.public_key.to_dict(),
-            "p": _hex(self.p),
-            "q": _hex(self.q),
+            "p": hex_int(self.p),
+            "q": hex_int(self.q),
         }
 
     @classmethod
@@ -558,17 +546,14 @@ class PaillierPrivateKey:
         if d.get("format") != PRIVATE_KEY_FORMAT:
             raise UnsupportedVersion(f"expected format {PRIVATE_KEY_FORMAT!r}, got {d.get('format')!r}")
         pk = PaillierPublicKey.from_dict(d.get("public_key"), min_bits=min_bits)
-        return cls(pk, _unhex(d.get("p"), "p"), _unhex(d.get("q"), "q"))
+        return cls(pk, unhex_int(d.get("p"), "p", max_chars=_HEX_MAX), unhex_int(d.get("q"), "q", max_chars=_HEX_MAX))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, s: str | bytes, *, min_bits: int = MIN_KEY_BITS) -> PaillierPrivateKey:
-        try:
-            d = json.loads(s)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedMessage(f"private key is not JSON: {exc}") from None
+        d = json_object(s, "private key")
         return cls.from_dict(d, min_bits=min_bits)
 
 
@@ -653,7 +638,7 @@ class EncryptedNumber:
     def to_dict(self) -> dict[str, Any]:
         """Versioned JSON form: format, key id (hex) and value (hex)."""
         return {"format": CIPHERTEXT_FORMAT, "key_id": self.public_key.key_id.hex(),
-                "c": _hex(self.value)}
+                "c": hex_int(self.value)}
 
     def __repr__(self) -> str:
         return f"EncryptedNumber(key_id={self.public_key.key_id.hex()}, value=<{self.value.bit_length()} bits>)"
