@@ -19,16 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from privmeter.protocol.codec import message
+from privmeter.protocol.codec import check_id, message
 
 __all__ = ["Bye", "EpochRequest", "FeedPublished", "Hello", "SettleRequest", "Tick"]
 
 MAX_FEED_JSON = 2 * 1024 * 1024  # a year of 15-minute signed prices fits
 
-
-def _check_id(v: str, what: str) -> None:
-    if not v or len(v) > 64 or not v.isprintable():
-        raise ValueError(f"{what} must be 1-64 printable characters")
 
 
 @message("sys.hello")
@@ -41,8 +37,8 @@ class Hello:
     last_interval: int  # the last interval it has a reading for (-1: none)
 
     def __post_init__(self) -> None:
-        _check_id(self.meter_id, "meter_id")
-        _check_id(self.group, "group")
+        check_id(self.meter_id, "meter_id")
+        check_id(self.group, "group")
         if not -1 <= self.last_interval < 2**48:
             raise ValueError("last_interval out of range")
 
@@ -57,7 +53,7 @@ class EpochRequest:
     first_interval: int
 
     def __post_init__(self) -> None:
-        _check_id(self.group, "group")
+        check_id(self.group, "group")
         if not 0 <= self.epoch < 2**62 or not 0 <= self.first_interval < 2**48:
             raise ValueError("epoch or first_interval out of range")
 

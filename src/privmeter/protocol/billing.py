@@ -79,7 +79,7 @@ from privmeter.errors import (
 )
 from privmeter.grid.plans import Plan
 from privmeter.grid.pricefeed import PriceFeed
-from privmeter.protocol.codec import decode, encode, message
+from privmeter.protocol.codec import check_id, decode, encode, message
 from privmeter.store.billing_store import BillingStore, MemoryBillingStore, Registration
 
 if TYPE_CHECKING:
@@ -113,7 +113,6 @@ RECORD_CONTEXT = b"privmeter.bill.record/1"
 RECEIPT_CONTEXT = b"privmeter.bill.receipt/1"
 MAX_PENDING = 4 * 96  # real-time records awaiting their price: four days of 15-minute intervals
 MAX_CIPHERTEXT_BYTES = 1024  # n^2 of an 8192-bit modulus; bounds a hostile record
-MAX_ID_CHARS = 64
 DEFAULT_WINDOW_BACK = 96  # accept readings up to a day late (15-minute intervals)
 DEFAULT_WINDOW_AHEAD = 1  # and one interval early (clock skew)
 DEFAULT_PERIOD_INTERVALS = 31 * 96  # one 31-day month of 15-minute intervals
@@ -150,10 +149,6 @@ def canonical(*parts: bytes | str | int) -> bytes:
     return b"".join(out)
 
 
-def _check_id(value: str, what: str) -> None:
-    if not value or len(value) > MAX_ID_CHARS or not value.isprintable():
-        raise ValueError(f"{what} must be 1-{MAX_ID_CHARS} printable characters, got {value!r:.80}")
-
 
 @message("bill.record")
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,7 +164,7 @@ class ReadingRecord:
     signature: bytes
 
     def __post_init__(self) -> None:
-        _check_id(self.meter_id, "meter_id")
+        check_id(self.meter_id, "meter_id")
         if not 0 <= self.interval < 2**48:
             raise ValueError(f"interval must be in [0, 2**48), got {self.interval!r}")
         if self.kind not in KINDS:
@@ -178,7 +173,7 @@ class ReadingRecord:
             if self.event_id:
                 raise ValueError("an energy record carries no event_id")
         else:
-            _check_id(self.event_id, "event_id")
+            check_id(self.event_id, "event_id")
         if len(self.key_id) != 16:
             raise ValueError(f"key_id must be 16 bytes, got {len(self.key_id)}")
         if not 0 < len(self.ciphertext) <= MAX_CIPHERTEXT_BYTES:
@@ -410,7 +405,7 @@ class BillingLedger:
         period_intervals: int = DEFAULT_PERIOD_INTERVALS,
     ) -> None:
         """Register a meter, its household's key and plan, and the billing period layout."""
-        _check_id(meter_id, "meter_id")
+        check_id(meter_id, "meter_id")
         if period_intervals <= 0 or period_start < 0:
             raise ValueError("period_intervals must be positive and period_start non-negative")
         household_pk.check(min_bits=self.min_key_bits)

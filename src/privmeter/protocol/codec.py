@@ -32,7 +32,9 @@ from privmeter.errors import MalformedMessage, MessageTooLarge, UnsupportedVersi
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "MAX_ID_CHARS",
     "WIRE_VERSION",
+    "check_id",
     "decode",
     "encode",
     "message",
@@ -42,6 +44,7 @@ __all__ = [
 WIRE_VERSION = 1
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024  # 4 MiB: a 1,000-meter share bundle fits, a flood does not
 MAX_NESTING = 8
+MAX_ID_CHARS = 64  # meter, household, group and event ids on the wire
 _EXT_BIGINT = 1
 _EXT_MESSAGE = 2
 
@@ -65,6 +68,15 @@ def message(tag: str) -> Callable[[type[T]], type[T]]:
         return cls
 
     return deco
+
+
+def check_id(value: str, what: str) -> None:
+    """Validate a party/group/event id inside a message's ``__post_init__``.
+
+    Raises ``ValueError`` (which :func:`decode` turns into MalformedMessage).
+    """
+    if not value or len(value) > MAX_ID_CHARS or not value.isprintable():
+        raise ValueError(f"{what} must be 1-{MAX_ID_CHARS} printable characters, got {value!r:.80}")
 
 
 def registered() -> dict[str, type[Any]]:

@@ -79,7 +79,7 @@ from privmeter.errors import (
     UnknownParty,
 )
 from privmeter.protocol.billing import DR_EXCESS, DR_REBATE, ReadingRecord, canonical, make_record
-from privmeter.protocol.codec import message
+from privmeter.protocol.codec import check_id, message
 from privmeter.protocol.comparison import (
     DEFAULT_BITS,
     DEFAULT_RADIX,
@@ -121,13 +121,8 @@ ANSWER_CONTEXT = b"privmeter.dr.answer/1"
 DIRECTIVE_CONTEXT = b"privmeter.dr.directive/1"
 MAX_EVENT_LIFETIME_S = 3600  # an event's messages are accepted at most an hour
 CLOCK_SKEW_S = 30  # tolerated clock difference between head-end and meter
-MAX_ID_CHARS = 64
 DAY_S = 86400
 
-
-def _check_id(v: str, what: str) -> None:
-    if not v or len(v) > MAX_ID_CHARS or not v.isprintable():
-        raise ValueError(f"{what} must be 1-{MAX_ID_CHARS} printable characters")
 
 
 def _check_sig(sig: bytes) -> None:
@@ -154,8 +149,8 @@ class DemandEvent:
     signature: bytes
 
     def __post_init__(self) -> None:
-        _check_id(self.event_id, "event_id")
-        _check_id(self.group_id, "group_id")
+        check_id(self.event_id, "event_id")
+        check_id(self.group_id, "group_id")
         if self.action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, got {self.action!r:.40}")
         if self.side not in SIDES:
@@ -189,9 +184,9 @@ class Echo:
     signature: bytes
 
     def __post_init__(self) -> None:
-        _check_id(self.event_id, "event_id")
-        _check_id(self.group_id, "group_id")
-        _check_id(self.meter_id, "meter_id")
+        check_id(self.event_id, "event_id")
+        check_id(self.group_id, "group_id")
+        check_id(self.meter_id, "meter_id")
         if len(self.digest) != 32:
             raise ValueError("digest must be 32 bytes")
         _check_sig(self.signature)
@@ -209,7 +204,7 @@ class EchoBundle:
     echoes: tuple[Echo, ...]
 
     def __post_init__(self) -> None:
-        _check_id(self.event_id, "event_id")
+        check_id(self.event_id, "event_id")
         if len(self.echoes) > 100_000:
             raise ValueError("too many echoes")
 
@@ -226,8 +221,8 @@ class ComparisonQuery:
     signature: bytes
 
     def __post_init__(self) -> None:
-        _check_id(self.event_id, "event_id")
-        _check_id(self.meter_id, "meter_id")
+        check_id(self.event_id, "event_id")
+        check_id(self.meter_id, "meter_id")
         if not 0 <= self.query_id < 2**63 or self.issued_at < 0:
             raise ValueError("query_id or issued_at out of range")
         _check_sig(self.signature)
@@ -248,8 +243,8 @@ class ComparisonAnswer:
     signature: bytes
 
     def __post_init__(self) -> None:
-        _check_id(self.event_id, "event_id")
-        _check_id(self.meter_id, "meter_id")
+        check_id(self.event_id, "event_id")
+        check_id(self.meter_id, "meter_id")
         if not 0 <= self.query_id < 2**63:
             raise ValueError("query_id out of range")
         _check_sig(self.signature)
@@ -276,8 +271,8 @@ class Directive:
     signature: bytes
 
     def __post_init__(self) -> None:
-        _check_id(self.event_id, "event_id")
-        _check_id(self.meter_id, "meter_id")
+        check_id(self.event_id, "event_id")
+        check_id(self.meter_id, "meter_id")
         if self.action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}")
         if not 0 <= self.start_interval < 2**48 or not 1 <= self.duration_minutes <= 1440:
