@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from privmeter import __version__
 
@@ -38,14 +38,25 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 }
 
 
-def _available(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
+def _chosen(argv: Sequence[str]) -> tuple[str | None, str | None]:
+    """The command (and benchmark) named on the command line, before parsing."""
+    words = [a for a in argv if not a.startswith("-")]
+    command = words[0] if words else None
+    benchmark = words[1] if command == "bench" and len(words) > 1 else None
+    return command, benchmark
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add(sub: Any, name: str, module: str, help_: str, load: bool) -> None:
+    p = sub.add_parser(name, help=help_, description=help_)
+    if load:  # import only the module of the command being run: start-up stays fast
+        mod = importlib.import_module(module)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; only the command named in ``argv`` gets its module imported."""
+    command, benchmark = _chosen(argv)
     parser = argparse.ArgumentParser(
         prog="privmeter",
         description="Privacy-preserving smart metering: secure aggregation, private demand "
@@ -54,26 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"privmeter {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
-        if not _available(module):
-            continue
-        p = sub.add_parser(name, help=help_, description=help_)
-        mod = importlib.import_module(module)
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        _add(sub, name, module, help_, name == command)
     bench = sub.add_parser("bench", help="benchmarks against the named peers")
     bsub = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     for name, (module, help_) in BENCHMARKS.items():
-        if not _available(module):
-            continue
-        p = bsub.add_parser(name, help=help_, description=help_)
-        mod = importlib.import_module(module)
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        _add(bsub, name, module, help_, command == "bench" and name == benchmark)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     run = getattr(args, "_run", None)
     if run is None:
