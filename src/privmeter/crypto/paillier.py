@@ -118,7 +118,7 @@ class PaillierPublicKey:
     ciphertext carries it so a ciphertext under another key is rejected.
     """
 
-    __slots__ = ("_djn_table", "_mn", "_mn2", "hs", "key_id", "max_int", "n", "nbytes",
+    __slots__ = ("_djn_shape", "_djn_table", "_mn", "_mn2", "hs", "key_id", "max_int", "n", "nbytes",
                  "nsquare")
 
     def __init__(self, n: int, hs: int) -> None:
@@ -134,6 +134,7 @@ class PaillierPublicKey:
             + self.hs.to_bytes(self.nbytes, "big")
         ).digest()[:16]
         self._djn_table: nt.CombTable | None = None
+        self._djn_shape = (DJN_COMB_ROWS, DJN_COMB_TABLES)
 
     @classmethod
     def from_modulus(cls, n: int) -> PaillierPublicKey:
@@ -204,10 +205,21 @@ class PaillierPublicKey:
     def djn_table(self) -> nt.CombTable:
         """The fixed-base comb table for h_s (built once, on first use)."""
         if self._djn_table is None:
-            self._djn_table = nt.CombTable(
-                self.hs, self.nsquare, self.djn_exponent_bits, DJN_COMB_ROWS, DJN_COMB_TABLES
-            )
+            rows, tables = self._djn_shape
+            self._djn_table = nt.CombTable(self.hs, self.nsquare, self.djn_exponent_bits, rows, tables)
         return self._djn_table
+
+    def size_djn_table(self, rows: int, tables: int) -> None:
+        """Choose the comb table's shape: memory against speed.
+
+        The default (12 rows, 4 tables) is ~12.6 MB at 3072 bits and the
+        fastest; a meter process holding many households' keys picks a small
+        table (e.g. 8 x 2: ~0.4 MB, ~2x slower).  Ciphertexts are identical
+        for the same randomness whatever the shape.
+        """
+        if (rows, tables) != self._djn_shape:
+            self._djn_shape = (rows, tables)
+            self._djn_table = None
 
     def djn_rn(self, a: int) -> int:
         """The DJN randomiser ``h_s**a mod n**2`` for an explicit exponent ``a`` (vectors)."""

@@ -87,17 +87,17 @@ MAX_UNACKED = 4 * 96  # records kept for resending (a day of 15-minute readings,
 
 
 class MeterEncryptor:
-    """Paillier encryption under one household key with a small DJN comb table."""
+    """Paillier encryption under one household key with a small DJN comb table
+    (a fleet process holds many keys; see ``PaillierPublicKey.size_djn_table``)."""
 
-    __slots__ = ("_table", "pk")
+    __slots__ = ("pk",)
 
     def __init__(self, pk: PaillierPublicKey) -> None:
         self.pk = pk
-        self._table = nt.CombTable(pk.hs, pk.nsquare, pk.djn_exponent_bits, COMB_ROWS, COMB_TABLES)
+        pk.size_djn_table(COMB_ROWS, COMB_TABLES)
 
     def encrypt(self, m: int, rng: nt.RandomSource = nt.SYSTEM_RNG) -> EncryptedNumber:
-        rn = int(self._table.pow(rng.getrandbits(self.pk.djn_exponent_bits)))
-        return EncryptedNumber(self.pk, self.pk.raw_encrypt(self.pk.encode(m), rn))
+        return self.pk.encrypt(m, rng=rng)
 
 
 class SourceReadings(Mapping[int, int | None]):
