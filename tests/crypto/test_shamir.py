@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privmeter.crypto import shamir
+from privmeter.crypto._numtheory import mpz
 
 
 @settings(max_examples=60, deadline=None)
@@ -61,3 +62,58 @@ def test_matches_mpyc_lagrange() -> None:
     ours = shamir.reconstruct(list(zip(xs, shares, strict=True))[1:], 3)
     theirs = thresha.recombine(field, points)[0]
     assert int(theirs) == ours == secret
+
+
+def _horner_shares(secret: int, xs: list[int], threshold: int, rng: random.Random) -> list[int]:
+    """The straightforward sharing :func:`shamir.share` must equal, draw for draw."""
+    coeffs = [secret] + [rng.getrandbits(128) % shamir.PRIME for _ in range(threshold - 1)]
+    out = []
+    for x in xs:
+        acc = 0
+        for c in reversed(coeffs):
+            acc = (acc * x + c) % shamir.PRIME
+        out.append(acc)
+    return out
+
+
+def test_share_bytes_equals_horner_draw_for_draw() -> None:
+    """Packed evaluation gives the reference shares and consumes the rng exactly
+    as successive reference sharings would (so outputs stay byte-identical)."""
+    gen = random.Random(3)
+    p = shamir.PRIME
+    for case in range(150):
+        xs = list({gen.randrange(1, gen.choice([70, 10**6, p])) for _ in range(gen.randint(1, 70))})
+        threshold = gen.randint(1, len(xs))
+        secrets = [gen.choice([0, 1, p - 1, gen.randrange(p)]) for _ in range(gen.randint(1, 3))]
+        ours, ref = random.Random(case), random.Random(case)
+        got = shamir.share_bytes(secrets, xs, threshold, rng=ours)
+        want = [_horner_shares(s, xs, threshold, ref) for s in secrets]
+        assert got == [b"".join(shamir.share_to_bytes(w[j]) for w in want) for j in range(len(xs))]
+        assert ours.getrandbits(64) == ref.getrandbits(64)
+        assert shamir.share(secrets[0], xs, threshold, rng=random.Random(case)) == want[0]
+
+
+def test_packed_reduction_at_the_field_edges() -> None:
+    """Every slot is reduced into [0, PRIME), including values equal to PRIME,
+    2**127 and the largest unreduced sum a slot can hold."""
+    p = shamir.PRIME
+    xs, threshold = (1, 2, 3, 4, 5, 6, 7, 8), 5
+    slot = 33
+    table = shamir._power_table(xs, threshold, slot)
+    values = [0, p - 1, p, p + 1, 1 << 127, threshold * (p - 1) ** 2, 2 * p, (1 << 254) - 1]
+    packed = mpz(int.from_bytes(b"".join(v.to_bytes(slot, "big") for v in values), "big"))
+    data = int(table.reduce(packed)).to_bytes(slot * len(xs), "big")
+    assert [int.from_bytes(data[k:k + slot], "big") for k in range(0, len(data), slot)] == [
+        v % p for v in values]
+
+
+def test_share_bytes_checks_before_drawing() -> None:
+    rng = random.Random(1)
+    state = rng.getstate()
+    with pytest.raises(ValueError):
+        shamir.share_bytes([1, shamir.PRIME], [1, 2], 2, rng=rng)
+    with pytest.raises(ValueError):
+        shamir.share_bytes([1], [1, 2], 3, rng=rng)
+    with pytest.raises(ValueError):
+        shamir.share_bytes([1], [2, 2], 1, rng=rng)
+    assert rng.getstate() == state

@@ -81,6 +81,38 @@ def test_no_reading_is_a_dropout_but_still_helps() -> None:
     assert res.total == (expected(res.survivors, 1001),)
 
 
+def test_holder_back_after_missing_an_interval_still_reveals_for_it() -> None:
+    """Shares for t are relayed at t; a holder that missed t gets them again
+    at t+1 (``IntervalStart.late``) and reveals for t, so a share holder only
+    has to be online when the reveals are due.  Complete graph of 7: holders
+    7, threshold 4.  At 1002 three meters are away; at 1003 one more survivor
+    of 1002 goes.  Without the late records only 3 holders (those online at
+    both 1002 and 1003) could reveal for 1002 (< 4): the interval would fail."""
+    g = make_group(7, seed=3)
+    g.setup()
+    ids = sorted(g.meters)
+    away, later = set(ids[:3]), {ids[3]}
+    g.step(reading)
+    g.step(reading)
+    g.step(reading, offline=away)  # 1002: only 4 answer
+    starts = g.headend.open_interval()  # 1003, driven by hand to look inside
+    for mid in away:  # 1002's records from the 6 peers enrolled for 1002
+        assert len(starts[mid].late) == 48 * 6
+    for mid in set(ids) - away:
+        assert starts[mid].late == b""
+    for mid, start in starts.items():
+        if mid not in later:
+            g.headend.handle_input(encode(g.meters[mid].handle_start(encode(start), reading(mid, 1003))))
+    res = g.headend.close_interval()  # 1002 final
+    assert res is not None and res.error == "", res
+    assert set(res.survivors) == set(ids) - away and set(res.dropped) == away
+    assert res.total == (expected(res.survivors, 1002),)
+    res = g.step(reading)
+    assert res is not None and res.error == "", res
+    assert set(res.dropped) == later
+    assert res.total == (expected(res.survivors, 1003),)
+
+
 def test_leave_and_rejoin_within_epoch() -> None:
     g = make_group(10)
     g.setup()

@@ -230,6 +230,32 @@ def test_forged_announcement_and_shares() -> None:
     assert m.handle_start(s, 1).interval == s.announcement.interval  # still works
 
 
+def test_late_records_are_authenticated_and_bound_to_their_interval() -> None:
+    """A meter back after missing an interval gets that interval's records again
+    (``late``): tampered ones, or this interval's records passed off as the
+    previous interval's, fail AEAD; a meter that did answer ignores them."""
+    g = _running(6)
+    g.step(reading)
+    g.step(reading, offline={"m00000"})  # m00000 misses this interval
+    starts = g.headend.open_interval()
+    s = starts["m00000"]
+    assert len(s.late) == 48 * 5
+    m = g.meters["m00000"]
+    bad = bytearray(s.late)
+    bad[7] ^= 1
+    with pytest.raises(InvalidCiphertext):
+        m.handle_start(dataclasses.replace(s, late=bytes(bad)), 1)
+    with pytest.raises(InvalidCiphertext):  # records of t offered as those of t-1
+        m.handle_start(dataclasses.replace(s, late=s.shares), 1)
+    with pytest.raises(MalformedMessage):
+        m.handle_start(dataclasses.replace(s, late=s.late[:-48]), 1)
+    out = m.handle_start(s, 1)  # still works, and reveals for the interval it missed
+    assert out.reveal_interval == s.announcement.interval - 1 and len(out.reveals) == 16 * 6
+    other = starts["m00001"]
+    assert g.meters["m00001"].handle_start(
+        dataclasses.replace(other, late=bytes(bad)), 1).reveal_interval == other.announcement.interval - 1
+
+
 def test_headend_cannot_substitute_keys_in_the_bundle() -> None:
     g = make_group(6, seed=3)
     for m in g.meters.values():

@@ -3,7 +3,7 @@
 ``decode_input`` vs ``codec.decode`` (same object, or the same error class,
 on valid, mutated and non-canonical inputs), ``open_interval_wire`` vs
 encoding ``open_interval``, the MAC cut from the wire bytes vs the MAC of a
-re-encoding, ``reconstruct_xy`` vs ``reconstruct`` and ``expand_many`` vs
+re-encoding, ``SubsetInterpolator`` vs ``reconstruct`` and ``expand_many`` vs
 ``expand_bytes``; plus a fresh dropout pattern every interval (cold
 Lagrange coefficients) still gives exact totals.
 """
@@ -120,18 +120,29 @@ def test_mac_from_wire_equals_mac_of_reencoding_and_still_rejects_tampering() ->
         he.handle_input(bad)
 
 
-def test_reconstruct_xy_matches_reconstruct() -> None:
+def test_subset_interpolator_equals_reconstruct_from_any_large_enough_subset() -> None:
     rng = random.Random(11)
-    for thr, n in ((1, 1), (2, 3), (17, 33)):
-        secret = rng.getrandbits(127)
-        xs = rng.sample(range(1, 400), n)
-        ys = shamir.share(secret, xs, thr, rng=rng)
-        pts = list(zip(xs, ys, strict=True))
-        assert shamir.reconstruct_xy(xs, ys, thr) == shamir.reconstruct(pts, thr) == secret
+    for thr, n in ((1, 1), (2, 3), (17, 33), (33, 65)):
+        xs = tuple(rng.sample(range(1, 400), n))
+        (ip,) = shamir.subset_interpolators([xs])
+        for _ in range(20):
+            secret = rng.getrandbits(127)
+            ys = shamir.share(secret, list(xs), thr, rng=rng)
+            present = sorted(rng.sample(range(n), rng.randint(thr, n)))
+            sub = [ys[k] for k in present]
+            assert shamir.interpolate_subsets([(ip, present, sub)], thr) == [secret]
+            pts = [(xs[k], ys[k]) for k in present]
+            rng.shuffle(pts)
+            assert shamir.reconstruct(pts, thr) == secret
+    (ip,) = shamir.subset_interpolators([(1, 2, 3)])
     with pytest.raises(ValueError, match="need"):
-        shamir.reconstruct_xy([1], [5], 2)
+        shamir.interpolate_subsets([(ip, [0], [5])], 2)
     with pytest.raises(ValueError, match="field"):
-        shamir.reconstruct_xy([1, 2], [5, shamir.PRIME], 2)
+        shamir.interpolate_subsets([(ip, [0, 1], [5, shamir.PRIME])], 2)
+    with pytest.raises(ValueError, match="distinct positions"):
+        shamir.interpolate_subsets([(ip, [0, 0], [5, 6])], 2)
+    with pytest.raises(ValueError, match="distinct positions"):
+        shamir.interpolate_subsets([(ip, [0, 3], [5, 6])], 2)
 
 
 def test_expand_many_is_the_concatenation() -> None:
@@ -160,7 +171,7 @@ def test_fresh_dropout_pattern_every_interval_is_exact() -> None:
     assert seen == 5  # the first two intervals prime the pipeline
 
 
-def test_lagrange_many_and_reconstruct_many_match_the_single_versions() -> None:
+def test_lagrange_many_matches_the_single_version() -> None:
     rng = random.Random(13)
     sets = [tuple(rng.sample(range(1, 201), 17)) for _ in range(40)]
     sets += [(1,), (3, 5), (9, 2, 7), tuple(rng.sample(range(1, 20_001), 33)), (1 << 40, 3)]
@@ -169,16 +180,11 @@ def test_lagrange_many_and_reconstruct_many_match_the_single_versions() -> None:
     assert shamir.lagrange_many(sets) == want
     assert shamir.lagrange_many(sets) == want  # from the cache
     secrets = [rng.getrandbits(127) for _ in sets]
-    points = []
-    for secret, xs in zip(secrets, sets, strict=True):
+    ips = shamir.subset_interpolators(sets)
+    jobs = []
+    for secret, xs, ip in zip(secrets, sets, ips, strict=True):
         ys = shamir.share(secret, list(xs), len(xs), rng=rng)
-        points.append((list(xs), ys))
-    assert shamir.reconstruct_many(points[:40], 17) == secrets[:40]
-    assert shamir.reconstruct_many([(xs, ys) for xs, ys in points], 1) == [
-        shamir.reconstruct(list(zip(xs, ys, strict=True))[:1], 1) for xs, ys in points]
-    with pytest.raises(ValueError, match="need"):
-        shamir.reconstruct_many([([1], [5])], 2)
-    with pytest.raises(ValueError, match="field"):
-        shamir.reconstruct_many([([1, 2], [5, shamir.PRIME])], 2)
+        jobs.append((ip, list(range(len(xs))), ys))
+    assert shamir.interpolate_subsets(jobs, 1) == secrets
     with pytest.raises(ValueError, match="distinct"):
         shamir.lagrange_many([(4, 4)])

@@ -39,8 +39,10 @@ __all__ = [
     "SEED_BYTES",
     "expand",
     "expand_bytes",
+    "expand_each",
     "expand_many",
     "expand_sum",
+    "expand_sum_ints",
     "from_signed",
     "to_signed",
     "xor_bytes",
@@ -95,6 +97,28 @@ def expand_many(seed: bytes, items: Sequence[tuple[int, int]], *, domain: int,
         else:
             parts.append(expand_bytes(seed, nbytes, domain=domain, interval=interval, index=index))
     return b"".join(parts)
+
+
+def expand_each(seeds: Sequence[bytes], nbytes: int, *, domain: int, interval: int) -> bytes:
+    """``expand_bytes(s, nbytes, domain=domain, interval=interval)`` for each seed
+    in ``seeds``, concatenated: a meter's pairwise masks, one call per interval
+    (the label is packed once and short outputs take one BLAKE2b call each)."""
+    if seeds and set(map(len, seeds)) != {SEED_BYTES}:
+        raise ValueError(f"mask seeds must be {SEED_BYTES} bytes")
+    if nbytes <= _BLOCK:
+        label = _label(domain, interval, 0, 0)
+        b2 = hashlib.blake2b
+        return b"".join([b2(label, key=s, person=_PERSON, digest_size=nbytes).digest()
+                         for s in seeds])
+    return b"".join([expand_bytes(s, nbytes, domain=domain, interval=interval) for s in seeds])
+
+
+def expand_sum_ints(seeds: Sequence[bytes], dim: int, *, domain: int, interval: int) -> list[int]:
+    """:func:`expand_sum` as ``dim`` Python ints in ``[0, 2**64)``, without numpy:
+    cheaper for one meter's few short vectors, where numpy's per-call cost dominates."""
+    words = struct.unpack(f"<{len(seeds) * dim}Q",
+                          expand_each(seeds, 8 * dim, domain=domain, interval=interval))
+    return [sum(words[i::dim]) % MODULUS for i in range(dim)]
 
 
 def expand(seed: bytes, dim: int, *, domain: int, interval: int, index: int = 0) -> np.ndarray:

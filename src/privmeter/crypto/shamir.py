@@ -15,9 +15,10 @@ Guarantee: :func:`reconstruct` returns the secret whenever it is given at
 least ``threshold`` correct shares with distinct, non-zero x-coordinates.
 It does not detect wrong shares (a lying share-holder yields a wrong
 secret); the aggregation protocol authenticates every share end to end
-instead.  Lagrange coefficients are cached per x-set, because the same
-neighbour sets recur every interval; :func:`reconstruct_many` computes the
-new ones of a whole interval with a single modular inversion.
+instead.  :func:`lagrange_many` computes the coefficients of many x-sets
+with a single modular inversion, and a :class:`SubsetInterpolator` turns the
+coefficients of a holder set, computed once per epoch, into those of
+whichever of its holders answered (no inversion per interval).
 """
 
 from __future__ import annotations
@@ -29,20 +30,22 @@ from functools import lru_cache
 
 import numpy as np
 
-from privmeter.crypto._numtheory import SYSTEM_RNG, RandomSource
+from privmeter.crypto._numtheory import SYSTEM_RNG, RandomSource, mpz
 
 __all__ = [
     "PRIME",
     "SECRET_BITS",
     "SHARE_BYTES",
+    "SubsetInterpolator",
+    "interpolate_subsets",
     "lagrange_at_zero",
     "lagrange_many",
     "reconstruct",
-    "reconstruct_many",
-    "reconstruct_xy",
     "share",
+    "share_bytes",
     "share_from_bytes",
     "share_to_bytes",
+    "subset_interpolators",
 ]
 
 PRIME = (1 << 127) - 1  # Mersenne prime: fast reduction, holds a 127-bit seed
@@ -62,20 +65,93 @@ def share(secret: int, xs: Sequence[int], threshold: int, *,
           rng: RandomSource = SYSTEM_RNG) -> list[int]:
     """Shares ``f(x)`` for each ``x`` in ``xs`` of a random degree ``threshold-1``
     polynomial with ``f(0) = secret``."""
-    if not isinstance(secret, int) or not 0 <= secret < PRIME:
-        raise ValueError("secret must be an integer in [0, PRIME)")
+    return [share_from_bytes(b) for b in share_bytes([secret], xs, threshold, rng=rng)]
+
+
+def share_bytes(secrets: Sequence[int], xs: Sequence[int], threshold: int, *,
+                rng: RandomSource = SYSTEM_RNG) -> list[bytes]:
+    """:func:`share` of several secrets at the same points, as wire bytes: for
+    each ``x`` in ``xs``, the :func:`share_to_bytes` of every secret's share at
+    ``x``, concatenated in the order of ``secrets``.
+
+    Draws from ``rng`` exactly what successive :func:`share` calls would (each
+    polynomial's coefficients of degree 1, 2, ... in turn), so given the same
+    ``rng`` the shares are the same.  Every argument is checked before
+    anything is drawn.  Evaluation is one packed product per coefficient (see
+    :class:`_PowerTable`), not a Horner loop per point.
+    """
+    for secret in secrets:
+        if not isinstance(secret, int) or not 0 <= secret < PRIME:
+            raise ValueError("secret must be an integer in [0, PRIME)")
     if not 1 <= threshold <= len(xs):
         raise ValueError(f"threshold must be in [1, {len(xs)}], got {threshold!r}")
     _check_xs(xs)
-    coeffs = [secret] + [rng.getrandbits(128) % PRIME for _ in range(threshold - 1)]
-    coeffs.reverse()  # Horner: highest degree first
-    out = []
-    for x in xs:
-        acc = 0
-        for c in coeffs:
-            acc = acc * x + c  # x is small: reduce once at the end
-        out.append(acc % PRIME)
-    return out
+    # a slot holds an unreduced f(x) (< threshold * PRIME**2), then the
+    # reduced shares of every secret side by side
+    slot = max((2 * 127 + threshold.bit_length() + 7) // 8, SHARE_BYTES * len(secrets))
+    table = _power_table(tuple(xs), threshold, slot)
+    mul = operator.mul
+    packed = mpz(0)
+    for secret in secrets:
+        coeffs = [secret] + [rng.getrandbits(128) % PRIME for _ in range(threshold - 1)]
+        packed = (packed << (8 * SHARE_BYTES)) + table.reduce(sum(map(mul, coeffs, table.cols)))
+    data = packed.to_bytes(len(xs) * slot, "big")
+    width = SHARE_BYTES * len(secrets)
+    return [data[end - width:end] for end in range(slot, len(data) + 1, slot)]
+
+
+class _PowerTable:
+    """The powers of a fixed x-set, packed for evaluating many polynomials.
+
+    Point ``j`` of ``xs`` owns a ``slot``-byte field of a big integer (the
+    first point the most significant), and ``cols[i]`` holds ``x_j**i mod
+    PRIME`` in slot ``j``.  Then ``sum_i c_i * cols[i]`` has ``f(x_j)``,
+    unreduced, in slot ``j`` (the slot is wide enough for no carry to cross),
+    and :meth:`reduce` takes every slot mod PRIME at once, by the Mersenne
+    folding ``v = (v mod 2**127) + (v >> 127)  (mod PRIME)`` on whole integers.
+    """
+
+    __slots__ = ("cols", "hi", "lo", "ones")
+
+    def __init__(self, xs: Sequence[int], threshold: int, slot: int) -> None:
+        rows = []
+        for x in xs:
+            row = [1] * threshold
+            p = 1
+            for i in range(1, threshold):
+                p = p * x % PRIME
+                row[i] = p
+            rows.append(row)
+        n = len(xs)
+        self.cols = tuple(
+            mpz(int.from_bytes(b"".join(r[i].to_bytes(slot, "big") for r in rows), "big"))
+            for i in range(threshold))
+
+        def every_slot(v: int) -> mpz:
+            return mpz(int.from_bytes(v.to_bytes(slot, "big") * n, "big"))
+
+        self.lo = every_slot(PRIME)  # bits [0, 127) of each slot
+        self.hi = every_slot((1 << (8 * slot - 127)) - 1)  # what >> 127 leaves in a slot
+        self.ones = every_slot(1)
+
+    def reduce(self, acc: mpz) -> mpz:
+        """Every slot of ``acc`` reduced mod PRIME into ``[0, PRIME)``."""
+        lo, hi, ones = self.lo, self.hi, self.ones
+        while True:
+            carry = (acc >> 127) & hi
+            if not carry:
+                break
+            acc = (acc & lo) + carry
+        # every slot is now <= PRIME (< 2**127); a slot equal to PRIME becomes 0
+        return acc - (((acc + ones) >> 127) & ones) * PRIME
+
+
+# A meter's holder set is fixed for an epoch (one entry); 1024 holds a simulated group of
+# 1000 meters, whose sets recur every interval.  An entry is (threshold * len(xs) * slot)
+# bytes: 18 KB at degree 32, 70 KB at degree 64.
+@lru_cache(maxsize=1024)
+def _power_table(xs: tuple[int, ...], threshold: int, slot: int) -> _PowerTable:
+    return _PowerTable(xs, threshold, slot)
 
 
 @lru_cache(maxsize=65536)
@@ -185,39 +261,98 @@ def reconstruct(points: Sequence[tuple[int, int]], threshold: int) -> int:
     return acc % PRIME
 
 
-def reconstruct_xy(xs: Sequence[int], ys: Sequence[int], threshold: int) -> int:
-    """:func:`reconstruct` for points given as two parallel sequences (the
-    head-end's batch path: one cached coefficient lookup and one C-level dot
-    product per secret).  Uses the first ``threshold`` points; raises
-    ``ValueError`` for too few points or a share outside the field."""
-    if len(xs) != len(ys):
-        raise ValueError("xs and ys differ in length")
-    if len(xs) < threshold:
-        raise ValueError(f"need {threshold} shares, got {len(xs)}")
-    ys = ys[:threshold]
-    if ys and (min(ys) < 0 or max(ys) >= PRIME):
-        raise ValueError("share outside the field")
-    lam = lagrange_at_zero(tuple(xs[:threshold]))
-    return sum(map(operator.mul, lam, ys)) % PRIME
+class SubsetInterpolator:
+    """f(0) from the shares of ANY subset (of at least ``threshold`` points) of
+    one fixed x-set: the head-end's per-interval unmasking, vectorised by
+    algebra rather than by caching.
+
+    A meter's share holders are fixed for an epoch (its neighbours and
+    itself); which of them answer changes every interval.  With the full
+    set's coefficients ``L_j`` precomputed once, the coefficients for the
+    present set ``X`` (absent set ``R``) are
+
+        l_j = L_j * prod_{m in R} (x_m - x_j) / x_m
+
+    so an interval costs one small-integer product per share and one
+    multiplication by ``prod_{m in R} 1/x_m`` (inverses precomputed), never
+    a modular inversion and never a new coefficient set.  Interpolating
+    through every present share (more than ``threshold``) gives the same
+    f(0) because ``deg f < threshold``.
+    """
+
+    __slots__ = ("inv", "lam", "xs")
+
+    def __init__(self, xs: Sequence[int], lam: Sequence[int], inv: Sequence[int]) -> None:
+        self.xs = tuple(xs)
+        self.lam = tuple(lam)
+        self.inv = tuple(inv)
+
+    def at_zero(self, present: Sequence[int], ys: Sequence[int]) -> int:
+        """f(0) from ``ys[i] = f(xs[present[i]])``; ``present`` ascending positions.
+
+        The caller guarantees at least ``threshold`` points with values in
+        ``[0, PRIME)`` (see :func:`interpolate_subsets`)."""
+        lam = self.lam
+        if len(present) == len(lam):
+            return sum(map(operator.mul, lam, ys)) % PRIME
+        xs, inv = self.xs, self.inv
+        absent = sorted(set(range(len(xs))).difference(present))
+        xr = [xs[m] for m in absent]
+        if len(xr) == 1:
+            (x0,) = xr
+            acc = sum([lam[k] * (x0 - xs[k]) * y for k, y in zip(present, ys, strict=True)])
+        elif len(xr) == 2:
+            x0, x1 = xr
+            acc = sum([lam[k] * ((x0 - xs[k]) * (x1 - xs[k])) * y
+                       for k, y in zip(present, ys, strict=True)])
+        else:
+            acc = 0
+            for k, y in zip(present, ys, strict=True):
+                xj = xs[k]
+                c = lam[k]
+                for xm in xr:
+                    c *= xm - xj
+                acc += c * y
+        acc %= PRIME
+        for m in absent:
+            acc = acc * inv[m] % PRIME
+        return acc
 
 
-def reconstruct_many(points: Sequence[tuple[Sequence[int], Sequence[int]]],
-                     threshold: int) -> list[int]:
-    """:func:`reconstruct_xy` for many secrets, with :func:`lagrange_many`
-    (one modular inversion for all new x-sets).  Raises ``ValueError`` if any
-    secret has too few points or a share outside the field."""
-    sets = []
-    for xs, ys in points:
-        if len(xs) != len(ys):
-            raise ValueError("xs and ys differ in length")
-        if len(xs) < threshold:
-            raise ValueError(f"need {threshold} shares, got {len(xs)}")
-        if threshold and (min(ys[:threshold]) < 0 or max(ys[:threshold]) >= PRIME):
+def subset_interpolators(xsets: Sequence[tuple[int, ...]]) -> list[SubsetInterpolator]:
+    """One :class:`SubsetInterpolator` per x-set: coefficients by
+    :func:`lagrange_many` (one modular inversion for all sets) and the
+    inverses of every distinct x by one more batch inversion."""
+    lams = lagrange_many(xsets)
+    distinct = sorted({x for xs in xsets for x in xs})
+    prefix = [1] * (len(distinct) + 1)
+    for k, x in enumerate(distinct):
+        prefix[k + 1] = prefix[k] * x % PRIME
+    inv_all = pow(prefix[-1], -1, PRIME) if distinct else 1
+    inv: dict[int, int] = {}
+    for k in range(len(distinct) - 1, -1, -1):
+        inv[distinct[k]] = inv_all * prefix[k] % PRIME
+        inv_all = inv_all * distinct[k] % PRIME
+    return [SubsetInterpolator(xs, lam, [inv[x] for x in xs])
+            for xs, lam in zip(xsets, lams, strict=True)]
+
+
+def interpolate_subsets(jobs: Sequence[tuple[SubsetInterpolator, Sequence[int], Sequence[int]]],
+                        threshold: int) -> list[int]:
+    """``ip.at_zero(present, ys)`` for each job, after checking every job has
+    at least ``threshold`` points and every share is a field element (raises
+    ``ValueError`` otherwise, before computing anything)."""
+    for ip, present, ys in jobs:
+        if len(present) != len(ys):
+            raise ValueError("positions and shares differ in length")
+        if len(ys) < threshold:
+            raise ValueError(f"need {threshold} shares, got {len(ys)}")
+        if ys and (min(ys) < 0 or max(ys) >= PRIME):
             raise ValueError("share outside the field")
-        sets.append(tuple(xs[:threshold]))
-    lams = lagrange_many(sets)
-    return [sum(map(operator.mul, lam, ys[:threshold])) % PRIME
-            for lam, (_, ys) in zip(lams, points, strict=True)]
+        if len(set(present)) != len(present) or (present and (
+                min(present) < 0 or max(present) >= len(ip.xs))):
+            raise ValueError("share positions must be distinct positions of the x-set")
+    return [ip.at_zero(present, ys) for ip, present, ys in jobs]
 
 
 def share_to_bytes(value: int) -> bytes:

@@ -175,6 +175,14 @@ class _Epoch:
         self.holders = [sorted([*lst, i]) for i, lst in enumerate(self.nbrs)]
         self.holder_sets = [frozenset(h) for h in self.holders]
         self.hpos = [{u: k for k, u in enumerate(h)} for h in self.holders]
+        # for each holder w, its position in each of its peers' holder lists
+        self.rpos = [[self.hpos[u][w] for u in h] for w, h in enumerate(self.holders)]
+        # relay gather tables (the graph is regular): row w lists w's neighbours
+        # u and w's position among u's neighbours, i.e. where u's record for w is
+        self.k = len(self.nbrs[0]) if self.n else 0
+        self.relay_u = np.array(self.nbrs, dtype=np.intp).reshape(self.n, self.k)
+        self.relay_p = np.array([[self.pos[u][w] for u in lst] for w, lst in enumerate(self.nbrs)],
+                                dtype=np.intp).reshape(self.n, self.k)
 
 
 _EPOCH_CACHE: dict[KeyBundle, _Epoch] = {}
@@ -332,26 +340,21 @@ class AggregationMeter:
             raise MalformedMessage(str(exc)) from None
 
         # 1. shares relayed to us for interval t
-        senders = [u for u in ep.nbrs[me] if u in enrolled]
-        if len(start.shares) != SHARE_RECORD_BYTES * len(senders):
-            raise MalformedMessage(
-                f"expected {len(senders)} relayed shares, got {len(start.shares) // SHARE_RECORD_BYTES}",
-                interval=t)
-        held: dict[int, tuple[int, int]] = {}
-        for k, u in enumerate(senders):
-            rec = start.shares[k * SHARE_RECORD_BYTES:(k + 1) * SHARE_RECORD_BYTES]
-            try:
-                pt = self._aead[u].decrypt(_share_nonce(t, u), rec,
-                                           _share_ad(self.group, self.epoch, t, u, me))
-                held[u] = (shamir.share_from_bytes(pt[:_S]), shamir.share_from_bytes(pt[_S:]))
-            except (InvalidTag, ValueError):
-                raise InvalidCiphertext("relayed share does not authenticate",
-                                        interval=t, meter_id=ep.roster[u]) from None
+        held = self._open_records(start.shares, t, [u for u in ep.nbrs[me] if u in enrolled])
 
         # 2. reveals for t-1 (each held peer: b-share if survived, z-share if dropped)
         reveals = b""
         reveal_interval = -1
         prev = self._held.get(t - 1)
+        if prev is None and start.late and self._last < t - 1:
+            # we missed t-1: its records, relayed again, still let us reveal
+            prev_enrolled = survivors | dropped
+            late = self._open_records(start.late, t - 1,
+                                      [u for u in ep.nbrs[me] if u in prev_enrolled])
+            own_prev = self._own.get(t - 1)
+            if me in prev_enrolled and own_prev is not None:
+                late[me] = (own_prev[2], own_prev[3])
+            prev = (frozenset(prev_enrolled), late)
         if prev is not None and prev[1]:
             prev_enrolled, prev_held = prev
             if survivors & dropped or (survivors | dropped) != prev_enrolled:
@@ -382,24 +385,26 @@ class AggregationMeter:
         b_int = self._rng.getrandbits(shamir.SECRET_BITS)
         z_int = self._rng.getrandbits(shamir.SECRET_BITS)
         b_seed, z_seed = b_int.to_bytes(16, "big"), z_int.to_bytes(16, "big")
-        xs = [v + 1 for v in ep.nbrs[me]] + [me + 1]
-        bs = shamir.share(b_int, xs, ep.threshold, rng=self._rng)
-        zs = shamir.share(z_int, xs, ep.threshold, rng=self._rng)
-        own_b, own_z = bs.pop(), zs.pop()
+        nbrs = ep.nbrs[me]
+        # per holder (neighbours, then us): its b-share || z-share, the record plaintext
+        pts = shamir.share_bytes([b_int, z_int], [v + 1 for v in nbrs] + [me + 1],
+                                 ep.threshold, rng=self._rng)
+        own_pt = pts.pop()
+        own_b, own_z = shamir.share_from_bytes(own_pt[:_S]), shamir.share_from_bytes(own_pt[_S:])
         nonce = _share_nonce(t + 1, me)
-        recs, pads = [], []
+        aead = self._aead
+        recs = [aead[v].encrypt(nonce, pt, _share_ad(self.group, self.epoch, t + 1, me, v))
+                for v, pt in zip(nbrs, pts, strict=True)]
+        # per neighbour v: PRG(s_uv, t+1) XOR PRG(z_{t+1}, v), all neighbours in one XOR
         nbytes = 8 * self.dim
-        for v, b_sh, z_sh in zip(ep.nbrs[me], bs, zs, strict=True):
-            recs.append(self._aead[v].encrypt(
-                nonce, shamir.share_to_bytes(b_sh) + shamir.share_to_bytes(z_sh),
-                _share_ad(self.group, self.epoch, t + 1, me, v)))
-            m = masks.expand_bytes(self._seeds[v], nbytes, domain=masks.DOMAIN_PAIR, interval=t + 1)
-            pad = masks.expand_bytes(z_seed, nbytes, domain=masks.DOMAIN_RECOVERY,
-                                     interval=t + 1, index=v)
-            pads.append(masks.xor_bytes(m, pad))
+        pads = masks.xor_bytes(
+            masks.expand_each([self._seeds[v] for v in nbrs], nbytes,
+                              domain=masks.DOMAIN_PAIR, interval=t + 1),
+            masks.expand_many(z_seed, [(v, nbytes) for v in nbrs],
+                              domain=masks.DOMAIN_RECOVERY, interval=t + 1))
         msg = MaskedInput(
             group=self.group, epoch=self.epoch, interval=t, meter_id=self.meter_id,
-            masked=masked, shares=b"".join(recs), recovery=b"".join(pads),
+            masked=masked, shares=b"".join(recs), recovery=pads,
             reveal_interval=reveal_interval, reveals=reveals, tag=b"",
         )
         msg = dataclasses.replace(msg, tag=_mac(self._mac_key, msg))
@@ -412,23 +417,45 @@ class AggregationMeter:
         self._own[t + 1] = (b_seed, z_seed, own_b, own_z)
         return msg
 
+    def _open_records(self, blob: bytes, t: int, senders: Sequence[int]
+                      ) -> dict[int, tuple[int, int]]:
+        """Decrypt the (b-share, z-share) records for interval ``t`` that
+        ``senders`` (in neighbour order) addressed to us; raises on any
+        record that does not authenticate or whose count is wrong."""
+        ep, me = self._ep, self._me
+        assert ep is not None
+        rb = SHARE_RECORD_BYTES
+        if len(blob) != rb * len(senders):
+            raise MalformedMessage(
+                f"expected {len(senders)} relayed shares, got {len(blob) // rb}", interval=t)
+        held: dict[int, tuple[int, int]] = {}
+        for k, u in enumerate(senders):
+            try:
+                pt = self._aead[u].decrypt(_share_nonce(t, u), blob[k * rb:(k + 1) * rb],
+                                           _share_ad(self.group, self.epoch, t, u, me))
+                held[u] = (shamir.share_from_bytes(pt[:_S]), shamir.share_from_bytes(pt[_S:]))
+            except (InvalidTag, ValueError):
+                raise InvalidCiphertext("relayed share does not authenticate",
+                                        interval=t, meter_id=ep.roster[u]) from None
+        return held
+
     def _mask(self, t: int, reading: Sequence[int] | int, b_seed: bytes,
               enrolled: frozenset[int]) -> tuple[int, ...]:
         values = [reading] if isinstance(reading, int) else list(reading)
         if len(values) != self.dim:
             raise ValueError(f"reading must have {self.dim} values")
-        y = masks.from_signed(values)
-        y += masks.expand(b_seed, self.dim, domain=masks.DOMAIN_SELF, interval=t)
+        y = masks.from_signed(values).tolist()
         me = self._me
         assert self._ep is not None
-        for v in self._ep.nbrs[me]:
-            if v in enrolled:
-                m = masks.expand(self._seeds[v], self.dim, domain=masks.DOMAIN_PAIR, interval=t)
-                if me < v:
-                    y += m
-                else:
-                    y -= m
-        return tuple(int(x) for x in y)
+        live = [v for v in self._ep.nbrs[me] if v in enrolled]
+        seeds, dim = self._seeds, self.dim
+        own = masks.expand_sum_ints([b_seed], dim, domain=masks.DOMAIN_SELF, interval=t)
+        plus = masks.expand_sum_ints([seeds[v] for v in live if me < v], dim,
+                                     domain=masks.DOMAIN_PAIR, interval=t)
+        minus = masks.expand_sum_ints([seeds[v] for v in live if v < me], dim,
+                                      domain=masks.DOMAIN_PAIR, interval=t)
+        return tuple((a + b + c - d) % masks.MODULUS
+                     for a, b, c, d in zip(y, own, plus, minus, strict=True))
 
 
 # ============================================================================
@@ -477,6 +504,7 @@ class AggregationHeadEnd:
         self._enrolled: dict[int, frozenset[int]] = {}
         self._inputs: dict[int, dict[int, MaskedInput]] = {}
         self._outcome: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
+        self._interp: list[shamir.SubsetInterpolator] | None = None
 
     # -- setup -------------------------------------------------------------------
     def handle_advert(self, advert: KeyAdvert | bytes) -> None:
@@ -511,6 +539,8 @@ class AggregationHeadEnd:
             self._ak.agree(a.public, group=self.group, epoch=self.epoch, id_a=a.party_id,
                            id_b=HEADEND_ID).mac_key for a in bundle.adverts]
         self._ep = ep
+        self._interp = None
+        self._interpolators()  # per-meter Lagrange tables: epoch set-up, not per interval
         return bundle
 
     @property
@@ -520,22 +550,44 @@ class AggregationHeadEnd:
     # -- per interval ------------------------------------------------------------------
     def open_interval(self) -> dict[str, IntervalStart]:
         """Start the next interval: one :class:`IntervalStart` per roster meter."""
-        ann, sig, shares = self._open()
-        return {mid: IntervalStart(announcement=ann, signature=sig, shares=sh)
+        ann, sig, shares, late = self._open()
+        return {mid: IntervalStart(announcement=ann, signature=sig, shares=sh,
+                                   late=late.get(mid, b""))
                 for mid, sh in shares.items()}
 
     def open_interval_wire(self) -> dict[str, bytes]:
         """:meth:`open_interval`, already encoded: ``encode(open_interval()[m])``
         byte for byte, but the common prefix (announcement and signature) is
         encoded once, not once per meter."""
-        ann, sig, shares = self._open()
-        empty = encode(IntervalStart(announcement=ann, signature=sig, shares=b""))
-        assert empty.endswith(b"\xa6shares\xc4\x00")  # shares is the last field
-        prefix = empty[:-2]
+        ann, sig, shares, late = self._open()
+        empty = encode(IntervalStart(announcement=ann, signature=sig, shares=b"", late=b""))
+        tail = b"\xc4\x00\xa4late\xc4\x00"  # shares and late are the last two fields
+        assert empty.endswith(b"\xa6shares" + tail)
+        prefix = empty[:-len(tail)]
         pack = msgpack.Packer(use_bin_type=True).pack
-        return {mid: prefix + pack(sh) for mid, sh in shares.items()}
+        return {mid: prefix + pack(sh) + b"\xa4late" + pack(late.get(mid, b""))
+                for mid, sh in shares.items()}
 
-    def _open(self) -> tuple[Announcement, bytes, dict[str, bytes]]:
+    def _relay(self, inputs: Mapping[int, MaskedInput], receivers: Sequence[int]
+               ) -> dict[str, bytes]:
+        """For each receiver w, the share records addressed to it by the senders
+        in ``inputs``, in w's neighbour order, relayed untouched (opaque AEAD
+        ciphertexts): one numpy gather over the whole group."""
+        ep = self._require_epoch()
+        rb, k = SHARE_RECORD_BYTES, ep.k
+        buf = bytearray(ep.n * k * rb)
+        for u, msg in inputs.items():
+            buf[u * k * rb:(u + 1) * k * rb] = msg.shares
+        recs = np.frombuffer(bytes(buf), dtype=np.uint8).reshape(ep.n, k, rb)[
+            ep.relay_u, ep.relay_p]  # (receiver, its neighbour, record)
+        if len(inputs) == ep.n:
+            return {ep.roster[w]: recs[w].tobytes() for w in receivers}
+        sent = np.zeros(ep.n, dtype=bool)
+        sent[list(inputs)] = True
+        keep = sent[ep.relay_u]  # (receiver, its neighbour): did that neighbour send?
+        return {ep.roster[w]: recs[w][keep[w]].tobytes() for w in receivers}
+
+    def _open(self) -> tuple[Announcement, bytes, dict[str, bytes], dict[str, bytes]]:
         ep = self._require_epoch()
         t = self.first_interval if self.current < 0 else self.current + 1
         prev_inputs = self._inputs.get(t - 1, {})
@@ -546,22 +598,18 @@ class AggregationHeadEnd:
             enrolled=bitmap_from(enrolled, ep.n), survivors=bitmap_from(surv, ep.n),
             dropped=bitmap_from(drop, ep.n))
         sig = self._sk.sign(ANNOUNCE_CONTEXT, encode(ann))
-        rb = SHARE_RECORD_BYTES
-        # relay each share record untouched (opaque AEAD ciphertext)
-        blobs = {u: msg.shares for u, msg in prev_inputs.items()}
-        out = {}
-        for w, mid in enumerate(ep.roster):
-            parts = []
-            for u in ep.nbrs[w]:
-                blob = blobs.get(u)
-                if blob is not None:
-                    p = ep.pos[u][w] * rb
-                    parts.append(blob[p:p + rb])
-            out[mid] = b"".join(parts)
+        out = self._relay(prev_inputs, range(ep.n))
+        # meters that did not answer t-1 get the records for t-1 again, so
+        # that they can still reveal for t-1 now
+        late: dict[str, bytes] = {}
+        older = self._inputs.get(t - 2)
+        if older and (surv or drop):
+            absent = [w for w in range(ep.n) if w not in prev_inputs]
+            late = self._relay(older, absent)
         self.current = t
         self._enrolled[t] = enrolled
         self._inputs[t] = {}
-        return ann, sig, out
+        return ann, sig, out, late
 
     def handle_input(self, msg: MaskedInput | bytes) -> None:
         """Validate and store one meter's answer (raises, state unchanged)."""
@@ -637,47 +685,43 @@ class AggregationHeadEnd:
         reveal_in = self._inputs[t + 1]
         share_in = self._inputs[t - 1]
         thr = ep.threshold
-        # Per enrolled meter u, the first ``thr`` revealed shares in holder
-        # order (only those are parsed): b-shares for survivors, z-shares for
-        # the dropped; each holder sent one kind per peer, as the signed
-        # announcement said.  A holder's reveals list its held peers in
-        # roster order, so u's share sits at u's rank among them.
-        revealed = {w: msg.reveals for w, msg in reveal_in.items() if msg.reveal_interval == t}
-        if len(enrolled) == ep.n:
-            rank = ep.hpos
-        else:
-            rank = [{} for _ in range(ep.n)]
-            for w in revealed:
-                rank[w] = {u: k for k, u in enumerate(u for u in ep.holders[w] if u in enrolled)}
-        pts: dict[int, tuple[list[int], list[int]]] = {}
+        # Every revealed share, filed under the peer it belongs to (b-shares for
+        # survivors, z-shares for the dropped; each holder sent one kind per
+        # peer, as the signed announcement said) with the holder's position in
+        # that peer's holder list.  A holder's reveals list its held peers (its
+        # holders that were enrolled) in roster order.
+        full = len(enrolled) == ep.n
+        got_pos: list[list[int]] = [[] for _ in range(ep.n)]
+        got_ys: list[list[int]] = [[] for _ in range(ep.n)]
         from_bytes = int.from_bytes
-        for u in enrolled:
-            xs: list[int] = []
-            ys: list[int] = []
-            pts[u] = (xs, ys)
-            for w in ep.holders[u]:
-                data = revealed.get(w)
-                if data is not None:
-                    k = rank[w][u] * _S
-                    xs.append(w + 1)
-                    ys.append(from_bytes(data[k:k + _S], "big"))
-                    if len(xs) == thr:
-                        break
+        for w, msg in reveal_in.items():
+            if msg.reveal_interval != t:
+                continue
+            data = msg.reveals
+            ys_w = [from_bytes(data[i:i + _S], "big") for i in range(0, len(data), _S)]
+            if full:
+                peers, rpos = ep.holders[w], ep.rpos[w]
+            else:
+                keep = [k for k, u in enumerate(ep.holders[w]) if u in enrolled]
+                peers = [ep.holders[w][k] for k in keep]
+                rpos = [ep.rpos[w][k] for k in keep]
+            for u, p, y in zip(peers, rpos, ys_w, strict=True):
+                got_pos[u].append(p)
+                got_ys[u].append(y)
         # one batch: survivors' self-mask seeds b, and the recovery keys z of
         # the dropped meters that have a surviving neighbour
         need_z = [u for u in sorted(drop) if any(v in surv for v in ep.nbrs[u])]
-
-        def short(u: int) -> bool:
-            xs, ys = pts[u]
-            return len(xs) < thr or max(ys) >= shamir.PRIME
-
-        if any(short(u) for u in surv):
-            return res(None, "too few b-shares revealed to remove a survivor's self mask")
-        if any(short(u) for u in need_z):
-            return res(None, "too few z-shares revealed to recover a dropped meter's masks")
         order = sorted(surv) + need_z
-        seeds = dict(zip(order, shamir.reconstruct_many([pts[u] for u in order], thr),
-                         strict=True))
+        interp = self._interpolators()
+        jobs = []
+        for u in order:
+            present, ys = got_pos[u], got_ys[u]
+            if len(ys) < thr or max(ys) >= shamir.PRIME:
+                what = ("b-shares to remove a survivor's self mask" if u in surv
+                        else "z-shares to recover a dropped meter's masks")
+                return res(None, f"too few {what}")
+            jobs.append((interp[u], present, ys))
+        seeds = dict(zip(order, shamir.interpolate_subsets(jobs, thr), strict=True))
         b_seeds = [seeds[u].to_bytes(16, "big") for u in sorted(surv)]
         total = np.array([y_in[u].masked for u in sorted(surv)], dtype=np.uint64).sum(
             axis=0, dtype=np.uint64)
@@ -701,6 +745,14 @@ class AggregationHeadEnd:
             total -= m[lower].sum(axis=0, dtype=np.uint64)
             total += m[~lower].sum(axis=0, dtype=np.uint64)
         return res(masks.to_signed(total))
+
+    def _interpolators(self) -> list[shamir.SubsetInterpolator]:
+        """Per meter, the interpolator of its full holder set (built once per epoch)."""
+        if self._interp is None:
+            ep = self._require_epoch()
+            self._interp = shamir.subset_interpolators(
+                [tuple(w + 1 for w in h) for h in ep.holders])
+        return self._interp
 
     def _require_epoch(self) -> _Epoch:
         if self._ep is None:

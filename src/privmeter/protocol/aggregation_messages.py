@@ -163,17 +163,27 @@ class Announcement:
 @message("agg.start")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IntervalStart:
-    """Head-end -> one meter: the signed announcement and the shares relayed to it."""
+    """Head-end -> one meter: the signed announcement and the shares relayed to it.
+
+    ``shares``: the records for this interval t from the neighbours enrolled
+    for t.  ``late``: only for a meter that did not answer t-1, the records
+    for t-1 from the neighbours enrolled for t-1 (= survivors | dropped of
+    the announcement), so that it can still reveal for t-1: a share holder
+    then needs to be online when the reveals are due, not also one interval
+    before (availability (1 - dropout) instead of (1 - dropout)^2).
+    """
 
     announcement: Announcement
     signature: bytes
     shares: bytes
+    late: bytes = b""
 
     def __post_init__(self) -> None:
         if len(self.signature) != SIGNATURE_BYTES:
             raise ValueError("announcement signature must be 64 bytes")
-        if len(self.shares) % SHARE_RECORD_BYTES or len(self.shares) > SHARE_RECORD_BYTES * MAX_DEGREE:
-            raise ValueError("relayed shares must be whole records, at most one per neighbour")
+        for blob in (self.shares, self.late):
+            if len(blob) % SHARE_RECORD_BYTES or len(blob) > SHARE_RECORD_BYTES * MAX_DEGREE:
+                raise ValueError("relayed shares must be whole records, at most one per neighbour")
 
 
 @message("agg.input")
