@@ -131,6 +131,13 @@ def test_subset_interpolator_equals_reconstruct_from_any_large_enough_subset() -
             present = sorted(rng.sample(range(n), rng.randint(thr, n)))
             sub = [ys[k] for k in present]
             assert shamir.interpolate_subsets([(ip, present, sub)], thr) == [secret]
+            both = list(zip(present, sub, strict=True))
+            rng.shuffle(both)  # any order of the points
+            assert shamir.interpolate_subsets([(ip, [p for p, _ in both], [y for _, y in both])],
+                                              thr) == [secret]
+            every = list(range(n))  # all points, shuffled
+            rng.shuffle(every)
+            assert shamir.interpolate_subsets([(ip, every, [ys[k] for k in every])], thr) == [secret]
             pts = [(xs[k], ys[k]) for k in present]
             rng.shuffle(pts)
             assert shamir.reconstruct(pts, thr) == secret
@@ -188,3 +195,22 @@ def test_lagrange_many_matches_the_single_version() -> None:
     assert shamir.interpolate_subsets(jobs, 1) == secrets
     with pytest.raises(ValueError, match="distinct"):
         shamir.lagrange_many([(4, 4)])
+
+
+def test_inputs_in_any_arrival_order_give_exact_totals() -> None:
+    """Over a network the head-end gets the inputs in any order (a reveal's
+    position among a peer's holders must not depend on arrival order)."""
+    g = make_group(9, seed=5)
+    g.setup()
+    rng = random.Random(9)
+    for t in range(6):
+        starts = g.headend.open_interval_wire()
+        outs = [encode(g.meters[m].handle_start(d, _reading(m, g.headend.current)))
+                for m, d in starts.items() if not (t == 3 and m == "m00004")]
+        rng.shuffle(outs)
+        for o in outs:
+            g.headend.handle_input(o)
+        res = g.headend.close_interval()
+        if res is not None:
+            assert res.error == "", res
+            assert res.total == (sum(_reading(m, res.interval) for m in res.survivors),)

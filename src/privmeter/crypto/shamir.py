@@ -288,13 +288,14 @@ class SubsetInterpolator:
         self.inv = tuple(inv)
 
     def at_zero(self, present: Sequence[int], ys: Sequence[int]) -> int:
-        """f(0) from ``ys[i] = f(xs[present[i]])``; ``present`` ascending positions.
+        """f(0) from ``ys[i] = f(xs[present[i]])``, ``present`` distinct
+        positions in any order.
 
         The caller guarantees at least ``threshold`` points with values in
         ``[0, PRIME)`` (see :func:`interpolate_subsets`)."""
         lam = self.lam
         if len(present) == len(lam):
-            return sum(map(operator.mul, lam, ys)) % PRIME
+            return sum(map(operator.mul, map(lam.__getitem__, present), ys)) % PRIME
         xs, inv = self.xs, self.inv
         absent = sorted(set(range(len(xs))).difference(present))
         xr = [xs[m] for m in absent]

@@ -694,7 +694,8 @@ class AggregationHeadEnd:
         got_pos: list[list[int]] = [[] for _ in range(ep.n)]
         got_ys: list[list[int]] = [[] for _ in range(ep.n)]
         from_bytes = int.from_bytes
-        for w, msg in reveal_in.items():
+        for w in sorted(reveal_in):  # ascending holders: positions come in order
+            msg = reveal_in[w]
             if msg.reveal_interval != t:
                 continue
             data = msg.reveals
