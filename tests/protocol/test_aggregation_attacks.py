@@ -210,6 +210,29 @@ def test_forged_inputs_are_rejected_and_headend_keeps_working() -> None:
     assert res.total == (sum(reading(m, res.interval) for m in res.survivors),)
 
 
+def test_malicious_holder_revealing_a_non_field_share_fails_the_interval_only() -> None:
+    """A (MAC-holding, i.e. real but malicious) meter reveals 0xff..ff as a
+    share: the interval is not unmasked, with a reason naming the holder,
+    nothing is published, and the next interval is exact again."""
+    g = _running(6)
+    g.step(reading)
+    he = g.headend
+    inputs = _collect(g)
+    msg = decode(inputs["m00002"])
+    assert msg.reveals
+    evil = dataclasses.replace(msg, reveals=b"\xff" * 16 + msg.reveals[16:], tag=b"")
+    evil = dataclasses.replace(evil, tag=_mac(g.meters["m00002"]._mac_key, evil))
+    for mid, data in inputs.items():
+        he.handle_input(encode(evil) if mid == "m00002" else data)
+    res = he.close_interval()
+    assert res is not None and res.total is None
+    assert "m00002" in res.error and "outside the field" in res.error
+    g.step(reading)
+    res = g.step(reading)
+    assert res is not None and res.error == ""
+    assert res.total == (sum(reading(m, res.interval) for m in res.survivors),)
+
+
 def test_forged_announcement_and_shares() -> None:
     g = _running(6)
     starts = g.headend.open_interval()

@@ -700,6 +700,8 @@ class AggregationHeadEnd:
                 continue
             data = msg.reveals
             ys_w = [from_bytes(data[i:i + _S], "big") for i in range(0, len(data), _S)]
+            if ys_w and max(ys_w) >= shamir.PRIME:
+                return res(None, f"holder {ep.roster[w]} revealed a share outside the field")
             if full:
                 peers, rpos = ep.holders[w], ep.rpos[w]
             else:
@@ -713,16 +715,14 @@ class AggregationHeadEnd:
         # the dropped meters that have a surviving neighbour
         need_z = [u for u in sorted(drop) if any(v in surv for v in ep.nbrs[u])]
         order = sorted(surv) + need_z
-        interp = self._interpolators()
-        jobs = []
         for u in order:
-            present, ys = got_pos[u], got_ys[u]
-            if len(ys) < thr or max(ys) >= shamir.PRIME:
+            if len(got_ys[u]) < thr:
                 what = ("b-shares to remove a survivor's self mask" if u in surv
                         else "z-shares to recover a dropped meter's masks")
                 return res(None, f"too few {what}")
-            jobs.append((interp[u], present, ys))
-        seeds = dict(zip(order, shamir.interpolate_subsets(jobs, thr), strict=True))
+        # (positions distinct and in range by construction, shares checked above)
+        interp = self._interpolators()
+        seeds = {u: interp[u].at_zero(got_pos[u], got_ys[u]) for u in order}
         b_seeds = [seeds[u].to_bytes(16, "big") for u in sorted(surv)]
         total = np.array([y_in[u].masked for u in sorted(surv)], dtype=np.uint64).sum(
             axis=0, dtype=np.uint64)
