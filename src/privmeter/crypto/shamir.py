@@ -298,23 +298,12 @@ class SubsetInterpolator:
             return sum(map(operator.mul, map(lam.__getitem__, present), ys)) % PRIME
         xs, inv = self.xs, self.inv
         absent = sorted(set(range(len(xs))).difference(present))
-        xr = [xs[m] for m in absent]
-        if len(xr) == 1:
-            (x0,) = xr
-            acc = sum([lam[k] * (x0 - xs[k]) * y for k, y in zip(present, ys, strict=True)])
-        elif len(xr) == 2:
-            x0, x1 = xr
-            acc = sum([lam[k] * ((x0 - xs[k]) * (x1 - xs[k])) * y
-                       for k, y in zip(present, ys, strict=True)])
-        else:
-            acc = 0
-            for k, y in zip(present, ys, strict=True):
-                xj = xs[k]
-                c = lam[k]
-                for xm in xr:
-                    c *= xm - xj
-                acc += c * y
-        acc %= PRIME
+        xp = [xs[k] for k in present]
+        coef = [lam[k] for k in present]
+        for m in absent:  # coef_j *= (x_m - x_j), one C-level pass per absent holder
+            xm = xs[m]
+            coef = list(map(operator.mul, coef, [xm - x for x in xp]))
+        acc = sum(map(operator.mul, coef, ys)) % PRIME
         for m in absent:
             acc = acc * inv[m] % PRIME
         return acc

@@ -703,14 +703,15 @@ class AggregationHeadEnd:
             if ys_w and max(ys_w) >= shamir.PRIME:
                 return res(None, f"holder {ep.roster[w]} revealed a share outside the field")
             if full:
-                peers, rpos = ep.holders[w], ep.rpos[w]
-            else:
-                keep = [k for k, u in enumerate(ep.holders[w]) if u in enrolled]
-                peers = [ep.holders[w][k] for k in keep]
-                rpos = [ep.rpos[w][k] for k in keep]
-            for u, p, y in zip(peers, rpos, ys_w, strict=True):
-                got_pos[u].append(p)
-                got_ys[u].append(y)
+                for u, p, y in zip(ep.holders[w], ep.rpos[w], ys_w, strict=True):
+                    got_pos[u].append(p)
+                    got_ys[u].append(y)
+            else:  # w listed only its held peers: the enrolled ones
+                it = iter(ys_w)
+                for u, p in zip(ep.holders[w], ep.rpos[w], strict=True):
+                    if u in enrolled:
+                        got_pos[u].append(p)
+                        got_ys[u].append(next(it))
         # one batch: survivors' self-mask seeds b, and the recovery keys z of
         # the dropped meters that have a surviving neighbour
         need_z = [u for u in sorted(drop) if any(v in surv for v in ep.nbrs[u])]
