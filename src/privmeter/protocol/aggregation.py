@@ -578,14 +578,18 @@ class AggregationHeadEnd:
         buf = bytearray(ep.n * k * rb)
         for u, msg in inputs.items():
             buf[u * k * rb:(u + 1) * k * rb] = msg.shares
-        recs = np.frombuffer(bytes(buf), dtype=np.uint8).reshape(ep.n, k, rb)[
-            ep.relay_u, ep.relay_p]  # (receiver, its neighbour, record)
+        recv = np.asarray(receivers, dtype=np.intp)
+        recs = np.frombuffer(buf, dtype=np.uint8).reshape(ep.n, k, rb)[
+            ep.relay_u[recv], ep.relay_p[recv]]  # (receiver, its neighbour, record)
         if len(inputs) == ep.n:
-            return {ep.roster[w]: recs[w].tobytes() for w in receivers}
-        sent = np.zeros(ep.n, dtype=bool)
-        sent[list(inputs)] = True
-        keep = sent[ep.relay_u]  # (receiver, its neighbour): did that neighbour send?
-        return {ep.roster[w]: recs[w][keep[w]].tobytes() for w in receivers}
+            flat, ends = recs.tobytes(), np.arange(1, len(recv) + 1) * (k * rb)
+        else:
+            sent = np.zeros(ep.n, dtype=bool)
+            sent[list(inputs)] = True
+            keep = sent[ep.relay_u[recv]]  # (receiver, its neighbour): did that neighbour send?
+            flat, ends = recs[keep].tobytes(), np.cumsum(keep.sum(axis=1)) * rb
+        bounds = [0, *ends.tolist()]
+        return {ep.roster[w]: flat[bounds[i]:bounds[i + 1]] for i, w in enumerate(recv.tolist())}
 
     def _open(self) -> tuple[Announcement, bytes, dict[str, bytes], dict[str, bytes]]:
         ep = self._require_epoch()
