@@ -55,6 +55,7 @@ from privmeter.grid.plans import Plan
 from privmeter.grid.resample import interval_energy_wh
 from privmeter.grid.source import LoadSource
 from privmeter.parties.messages import EpochRequest, FeedPublished, Tick
+from privmeter.privacy.membership import MembershipPolicy
 from privmeter.protocol.aggregation import AggregationMeter
 from privmeter.protocol.aggregation_messages import HEADEND_ID, IntervalStart, KeyAdvert, KeyBundle
 from privmeter.protocol.billing import (
@@ -268,6 +269,10 @@ class MeterAgent:
         self.rng = rng
         self.enc = encryptor if encryptor is not None else MeterEncryptor(household_pk)
         self.agg: AggregationMeter | None = None
+        # the plan's roster rules (differencing defence), one record for all epochs; in
+        # memory: a restarted meter starts a fresh record (its plan's limits still apply)
+        self.membership = MembershipPolicy(meter_id, plan.privacy,
+                                           interval_seconds=load.interval_seconds)
         self.ring: RingMeter | None = None
         self._ring_key: tuple[AgreementKey, KeyAdvert] | None = None
         self.demand: MeterDemandAgent | None = None
@@ -365,7 +370,8 @@ class MeterAgent:
                 raise UnexpectedMessage("epoch for another group")
             self.agg = AggregationMeter(
                 self.meter_id, self.signing_key, self.group_keys, self.headend_key,
-                group=msg.group, epoch=msg.epoch, min_survivors=self.min_survivors, rng=self.rng)
+                group=msg.group, epoch=msg.epoch, min_survivors=self.min_survivors, rng=self.rng,
+                membership=self.membership)
             return [self.agg.advertise()]
         if isinstance(msg, KeyBundle):
             if self.agg is None:

@@ -22,10 +22,16 @@ by every meter, enforces the plan's rules (``PrivacyBudget``):
    in :mod:`privmeter.privacy.differencing`).
 
 Every check happens before any state change: a refused request leaves the
-policy as it was.  Status: this is the privacy evaluation's proposal and
-reference implementation; the aggregation protocol
-(:mod:`privmeter.protocol.aggregation`) enforces rule 1 through
-``min_survivors``, and rules 2-3 are to be wired into the meter party.
+policy as it was.  Where it is enforced: every meter party
+(:class:`privmeter.parties.meter.MeterAgent`) keeps one policy from its
+plan's ``PrivacyBudget`` and hands it to each
+:class:`~privmeter.protocol.aggregation.AggregationMeter` it runs, which
+calls :meth:`MembershipPolicy.admit` as the last check on every key bundle
+(the signed roster) and :meth:`MembershipPolicy.serve` as the last check
+before contributing a reading; ``min_survivors`` additionally bounds every
+interval's survivor set (tests: ``tests/protocol/test_aggregation_membership.py``).
+The policy lives in the meter's memory: a restarted meter starts a new
+record (the per-day limit then restarts with it).
 
 Security assumption: rosters are signed by the head-end (so a meter knows
 exactly what it is asked to serve) and a meter's clock is roughly right.

@@ -54,6 +54,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import msgpack
 import numpy as np
@@ -92,6 +93,9 @@ from privmeter.protocol.aggregation_messages import (
     threshold_for,
 )
 from privmeter.protocol.codec import DEFAULT_MAX_BYTES, decode, encode
+
+if TYPE_CHECKING:
+    from privmeter.privacy.membership import MembershipPolicy
 
 __all__ = [
     "ANNOUNCE_CONTEXT",
@@ -219,10 +223,19 @@ class AggregationMeter:
         dim: int = 1,
         rng: RandomSource = SYSTEM_RNG,
         verified: set[bytes] | None = None,
+        membership: MembershipPolicy | None = None,
     ) -> None:
         """``verified``: optional set of advert digests already verified, shared
         by the meters of an in-memory simulation (each advert is then checked
-        once per process instead of once per meter; keyed by exact bytes)."""
+        once per process instead of once per meter; keyed by exact bytes).
+
+        ``membership``: the meter's roster policy (one object per meter,
+        shared by all its groups and epochs), the defence against
+        differencing: a bundle whose roster the policy refuses (too small,
+        too many roster changes today, or starting at an interval already
+        served) raises ``GroupTooSmall`` / ``MembershipChangeRefused``, and
+        so does contributing a reading to a second group for the same
+        interval.  Revealing shares is not serving (it adds no reading)."""
         if min_survivors < 2:
             raise ValueError("min_survivors must be at least 2")
         self.meter_id = meter_id
@@ -235,6 +248,7 @@ class AggregationMeter:
         self._headend_key = headend_key
         self._rng = rng
         self._verified = verified if verified is not None else set()
+        self._membership = membership
         self._ak = AgreementKey.generate(rng)
         nonce = rng.getrandbits(128).to_bytes(16, "big")
         self._advert = KeyAdvert(
@@ -308,6 +322,8 @@ class AggregationMeter:
             aeads[v] = ChaCha20Poly1305(ps.aead_key)
         mac = self._ak.agree(h.public, group=self.group, epoch=self.epoch,
                              id_a=self.meter_id, id_b=HEADEND_ID).mac_key
+        if self._membership is not None:  # last check: it records the roster when it passes
+            self._membership.admit(self.group, frozenset(ids), from_interval=bundle.first_interval)
         # commit
         self._ep, self._me, self._seeds, self._aead, self._mac_key = ep, me, seeds, aeads, mac
         self.state = MeterState.RUNNING
@@ -408,6 +424,8 @@ class AggregationMeter:
             reveal_interval=reveal_interval, reveals=reveals, tag=b"",
         )
         msg = dataclasses.replace(msg, tag=_mac(self._mac_key, msg))
+        if masked and self._membership is not None:  # last check: it records the interval
+            self._membership.serve(self.group, t)
         # commit (nothing above changed state)
         self._last = t
         self._held.pop(t - 1, None)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import PolicyError
+from privmeter.privacy.membership import MembershipPolicy
 from privmeter.protocol.aggregation import AggregateResult, AggregationHeadEnd, AggregationMeter
 from privmeter.protocol.aggregation_messages import KeyBundle
 from privmeter.protocol.codec import decode, encode
@@ -88,8 +89,10 @@ def make_group(
     seed: int = 1,
     meter_keys: Mapping[str, SigningKey] | None = None,
     headend_key: SigningKey | None = None,
+    membership: Mapping[str, MembershipPolicy] | None = None,
 ) -> GroupSimulation:
-    """A fresh group of ``n`` meters with deterministic keys (``seed``)."""
+    """A fresh group of ``n`` meters with deterministic keys (``seed``);
+    ``membership``: each meter's roster policy (by meter id), if any."""
     rng = random.Random(seed)
     if meter_keys is None:
         meter_keys = {
@@ -106,7 +109,8 @@ def make_group(
     meters = {
         m: AggregationMeter(m, k, registry, headend_key.verify_key, group=group, epoch=epoch,
                             min_survivors=min_survivors, dim=dim, verified=verified,
-                            rng=random.Random(rng.getrandbits(64)))
+                            rng=random.Random(rng.getrandbits(64)),
+                            membership=(membership or {}).get(m))
         for m, k in meter_keys.items()
     }
     return GroupSimulation(headend=he, meters=meters)
