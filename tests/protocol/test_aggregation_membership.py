@@ -119,6 +119,25 @@ def test_after_joining_another_group_the_meter_stops_contributing_to_the_old_one
     assert m.handle_start(starts[m.meter_id], None).masked == ()  # no reading: helps, does not serve
 
 
+def test_a_new_epoch_cannot_get_a_second_total_of_an_interval_already_served() -> None:
+    """Same roster, new epoch starting back at served intervals (e.g. a head-end
+    that "restarts" a run): two totals of one interval with different
+    survivors would be exact differencing, so each reading is given once."""
+    pol = policies()
+    ids = sorted(KEYS)[:6]
+    g1 = group(ids, pol, epoch=1, first=1000)
+    assert setup_all(g1) == {}
+    run_exact(g1, 4)  # readings for 1001..1003
+    g2 = group(ids, pol, epoch=2, first=1002)  # same roster: admitted (no change) ...
+    assert setup_all(g2) == {}
+    g2.step(reading)  # 1002 priming
+    g2.step(reading)  # 1003: every meter refuses to give its 1003 reading again
+    assert {m for m, t in g2.refusals if t == 1003} == set(ids)
+    res = g2.step(reading)  # 1004 is new: served; 1003 had no survivors
+    assert res is not None and res.total is None
+    run_exact(g2, 3)
+
+
 def test_roster_below_the_minimum_is_refused() -> None:
     pol = {m: MembershipPolicy(m, PrivacyBudget(min_group_size=6, min_survivors=3)) for m in KEYS}
     g = group(sorted(KEYS)[:5], pol, epoch=1, first=1000)

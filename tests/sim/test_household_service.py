@@ -66,6 +66,8 @@ def test_household_on_its_own_line_proves_its_bill(sim_cache: Path, tmp_path: Pa
                                "--readings", str(csv), "--port", port, "--headend-key", key],
                               stdout=subprocess.PIPE, text=True)
         procs.append(hh)
+        assert hh.stdout is not None
+        assert "connected" in hh.stdout.readline()  # on its line before the meters start the run
         fleet = subprocess.Popen([*py, "meter", "--scenario", str(scen), "--port", port,
                                   "--headend-key", key], stdout=subprocess.DEVNULL)
         procs.append(fleet)

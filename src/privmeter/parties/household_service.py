@@ -61,6 +61,7 @@ async def serve(agent: HouseholdAgent, identity: SigningKey, *, host: str, port:
         return agent.handle(msg)
 
     conn = await connect(host, port, identity, headend_key, handler=handle)
+    print(f"household {agent.meter_id} connected to {host}:{port}", flush=True)
     try:
         await done.wait()
     finally:

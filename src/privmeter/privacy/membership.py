@@ -9,9 +9,10 @@ by every meter, enforces the plan's rules (``PrivacyBudget``):
 
 1. a roster smaller than ``min_group_size`` is refused
    (:class:`~privmeter.errors.GroupTooSmall`);
-2. a meter serves exactly one group per interval: contributing to a second
-   group for an interval it has already served, or admitting a roster that
-   starts at or before an interval already served, is refused
+2. a meter serves exactly one group per interval, once: contributing to a
+   second group, or a second time to the same group (a new epoch re-running
+   the interval), for an interval it has already served, or admitting a
+   roster that starts at or before an interval already served, is refused
    (:class:`~privmeter.errors.MembershipChangeRefused`): the two totals of
    the *same* interval that exact differencing needs never both exist;
 3. at most ``max_membership_changes_per_day`` roster changes take effect
@@ -113,6 +114,11 @@ class MembershipPolicy:
             if served and group_id not in served:
                 raise MembershipChangeRefused(
                     f"interval {interval} already served for another group",
+                    meter_id=self.meter_id, interval=interval,
+                )
+            if group_id in served:  # e.g. a new epoch re-running an interval: a second total
+                raise MembershipChangeRefused(
+                    f"interval {interval} already served for {group_id!r}: one reading, one total",
                     meter_id=self.meter_id, interval=interval,
                 )
         self._served.setdefault(interval, set()).add(group_id)

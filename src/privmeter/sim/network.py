@@ -41,7 +41,7 @@ from privmeter.sim.driver import drive
 from privmeter.sim.runner import check, make_core
 from privmeter.sim.scenario import Scenario, World, build, scenario_json
 
-__all__ = ["emulator_for", "headend_main", "run_network", "trust_for"]
+__all__ = ["emulator_for", "headend_main", "resume_point", "run_network", "trust_for"]
 
 
 def trust_for(world: World) -> TrustStore:
@@ -79,21 +79,45 @@ async def _wait_connected(link: NetLink, ids: list[str], timeout: float,
         await asyncio.sleep(0.05)
 
 
+def resume_point(store: HeadEndStore, groups: Any, first: int, count: int) -> int:
+    """Where a restarted head-end carries on in ``[first, first + count]``: just
+    after the last interval with a stored total in any group.  Never before
+    it: aggregating an interval twice would give two totals of one interval
+    (differencing), so an interval that was not unmasked before the restart
+    stays without a total."""
+    last = first - 1
+    for g in groups:
+        for t in store.totals(g):
+            if first <= t.interval < first + count:
+                last = max(last, t.interval)
+    return last + 1
+
+
 async def headend_main(sc: Scenario, *, host: str, port: int, db: Path, speed: float = 0.0,
                        round_timeout: float = 30.0, wait_meters: float = 60.0,
                        report: Path | None = None) -> int:
-    """``privmeter headend``: serve a scenario's meters and drive it (no truth, no check)."""
+    """``privmeter headend``: serve a scenario's meters and drive it (no truth, no check).
+
+    Restarted on the same ``db`` it resumes (:func:`resume_point`): intervals
+    up to the last stored total are not aggregated again, a new aggregation
+    epoch starts after it, and the settlement covers the whole billing period
+    from the stored records (meters resend what was never acknowledged)."""
     world = build(sc)
     core = make_core(world, HeadEndStore(db))
+    start = resume_point(core.store, world.groups, world.first_interval, sc.intervals)
     link = NetLink(core, round_timeout=round_timeout)
     server = await start_server(core, link, trust_for(world), host=host, port=port,
                                 emulation=emulator_for(sc))
     print(f"head-end listening on {host}:{server.port}, key {core.signing_key.verify_key.hex()}",
           flush=True)
+    if start > world.first_interval:
+        print(f"resuming at interval {start}: {start - world.first_interval} of {sc.intervals} "
+              "already aggregated", flush=True)
     ids = [h.meter_id for h in world.households]
     try:
         await _wait_connected(link, ids, wait_meters)
-        log = await drive(core, link, world.groups, first_interval=world.first_interval, count=sc.intervals,
+        log = await drive(core, link, world.groups, first_interval=start,
+                          count=world.first_interval + sc.intervals - start,
                           interval_seconds=sc.interval_seconds,
                           clock=SimClock(world.first_interval * sc.interval_seconds, speed=speed),
                           feeds=list(world.feeds.values()))
