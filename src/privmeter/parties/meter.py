@@ -55,6 +55,7 @@ from privmeter.grid.plans import Plan
 from privmeter.grid.resample import interval_energy_wh
 from privmeter.grid.source import LoadSource
 from privmeter.parties.messages import EpochRequest, FeedPublished, Tick
+from privmeter.parties.meter_state import MeterLedgerStore, attach
 from privmeter.privacy.membership import MembershipPolicy
 from privmeter.protocol.aggregation import AggregationMeter
 from privmeter.protocol.aggregation_messages import HEADEND_ID, IntervalStart, KeyAdvert, KeyBundle
@@ -253,7 +254,11 @@ class MeterAgent:
         encryptor: MeterEncryptor | None = None,
         rng: nt.RandomSource = nt.SYSTEM_RNG,
         mode: str = "star",
+        ledger: MeterLedgerStore | None = None,
     ) -> None:
+        """``ledger``: where the meter keeps its privacy ledgers (roster record,
+        comparison budget) across restarts (:mod:`privmeter.parties.meter_state`);
+        None keeps them in memory only."""
         if mode not in ("star", "ring"):
             raise ValueError(f"mode must be 'star' or 'ring', got {mode!r}")
         self.mode = mode
@@ -269,8 +274,7 @@ class MeterAgent:
         self.rng = rng
         self.enc = encryptor if encryptor is not None else MeterEncryptor(household_pk)
         self.agg: AggregationMeter | None = None
-        # the plan's roster rules (differencing defence), one record for all epochs; in
-        # memory: a restarted meter starts a fresh record (its plan's limits still apply)
+        # the plan's roster rules (differencing defence), one record for all epochs
         self.membership = MembershipPolicy(meter_id, plan.privacy,
                                            interval_seconds=load.interval_seconds)
         self.ring: RingMeter | None = None
@@ -279,6 +283,9 @@ class MeterAgent:
         if dgk_key is not None:
             self.demand = MeterDemandAgent.from_plan(
                 plan, meter_id, group, signing_key, headend_key, dgk_key, roster=self.group_keys)
+        if ledger is not None:
+            attach(ledger, meter_id, self.membership,
+                   self.demand.budget if self.demand is not None else None)
         self.interval_seconds = load.interval_seconds
         self.now = 0
         self.unacked: dict[tuple[str, int, str, str], ReadingRecord] = {}

@@ -38,6 +38,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from privmeter.net.transport import Connection, Welcome, connect
 from privmeter.parties.household import HouseholdAgent
 from privmeter.parties.messages import Bye, FeedPublished, Hello, SettleRequest
 from privmeter.parties.meter import MeterAgent, SourceReadings
+from privmeter.parties.meter_state import MeterLedgerStore
 from privmeter.protocol.codec import encode
 
 __all__ = ["MeterFleet", "add_arguments", "is_offline", "run"]
@@ -168,6 +170,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=7700)
     p.add_argument("--headend-key", required=True, help="the head-end's Ed25519 public key (hex)")
     p.add_argument("--truth", type=Path, default=None, help="write the households' true loads here on exit")
+    p.add_argument("--state", type=Path, default=None,
+                   help="SQLite file for the meters' privacy ledgers (kept across restarts)")
     p.add_argument("--via", action="append", default=[], metavar="GROUP=PORT",
                    help="tree topology: meters of GROUP connect to the concentrator on PORT")
     p.add_argument("--source", action="append", default=[], metavar="[METER_ID=]SPEC",
@@ -191,8 +195,9 @@ def run(args: argparse.Namespace) -> int:
         if set(sources) - set(ids):
             raise ConfigError(f"--source for meter(s) not in this fleet: {sorted(set(sources) - set(ids))}")
         attach_sources(world.households, sources)
-        meters, homes = make_meters(world, ids)
-    except PrivmeterError as exc:
+        ledger = MeterLedgerStore(args.state) if args.state is not None else None
+        meters, homes = make_meters(world, ids, ledger=ledger)
+    except (PrivmeterError, sqlite3.Error) as exc:
         print(f"privmeter meter: {exc}")
         return 2
     via: dict[str, tuple[int, VerifyKey, str]] = {}
@@ -219,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         close_sources(meters)
+        if ledger is not None:
+            ledger.close()
     if args.truth is not None:
         args.truth.write_text(json.dumps({"cpu_s": round(time.process_time() - c0, 3),
                                           "errors": fleet.errors, "meters": fleet.truth()}))

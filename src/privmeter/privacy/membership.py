@@ -40,7 +40,9 @@ exactly what it is asked to serve) and a meter's clock is roughly right.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from privmeter.errors import GroupTooSmall, MembershipChangeRefused
 from privmeter.grid.plans import PrivacyBudget
@@ -48,6 +50,8 @@ from privmeter.grid.plans import PrivacyBudget
 __all__ = ["MembershipPolicy"]
 
 DAY_S = 86400
+SERVED_MEMORY_DAYS = 7  # served intervals remembered; anything older than that is refused
+STATE_FORMAT = "privmeter.membership/1"
 
 
 @dataclass
@@ -64,6 +68,9 @@ class MembershipPolicy:
     last_served: int = -1
     _changes: dict[int, int] = field(default_factory=dict, repr=False)
     _served: dict[int, set[str]] = field(default_factory=dict, repr=False)
+    # called after every recorded change, before the caller acts on it (a meter
+    # persists its ledger there: see parties/meter_state.py)
+    on_change: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def _day(self, interval: int) -> int:
         return interval * self.interval_seconds // DAY_S
@@ -100,6 +107,8 @@ class MembershipPolicy:
             day = self._day(from_interval)
             self._changes[day] = self._changes.get(day, 0) + 1
         self.group_id, self.roster, self.since = group_id, roster, from_interval
+        if self.on_change is not None:
+            self.on_change()
 
     def serve(self, group_id: str, interval: int) -> None:
         """Check (then record) that this meter may contribute to ``group_id`` at ``interval``."""
@@ -121,8 +130,51 @@ class MembershipPolicy:
                     f"interval {interval} already served for {group_id!r}: one reading, one total",
                     meter_id=self.meter_id, interval=interval,
                 )
+            if interval <= self.last_served - self._memory():  # older than what we remember
+                raise MembershipChangeRefused(
+                    f"interval {interval} is more than {SERVED_MEMORY_DAYS} days before the last "
+                    f"one served ({self.last_served})", meter_id=self.meter_id, interval=interval,
+                )
         self._served.setdefault(interval, set()).add(group_id)
         self.last_served = max(self.last_served, interval)
+        horizon = self.last_served - self._memory()
+        for old in [t for t in self._served if t <= horizon]:
+            del self._served[old]
+        if self.on_change is not None:
+            self.on_change()
+
+    def _memory(self) -> int:
+        return SERVED_MEMORY_DAYS * DAY_S // self.interval_seconds
+
+    # -- persistence: a meter keeps its ledger across restarts ---------------------------
+    def state(self) -> dict[str, Any]:
+        """The ledger as JSON-ready data (versioned: ``STATE_FORMAT``)."""
+        return {"format": STATE_FORMAT, "group_id": self.group_id, "roster": sorted(self.roster),
+                "since": self.since, "last_served": self.last_served,
+                "changes": [[d, n] for d, n in sorted(self._changes.items())],
+                "served": [[t, sorted(gs)] for t, gs in sorted(self._served.items())]}
+
+    def restore(self, st: Any) -> None:
+        """Load a :meth:`state` (raises ``ValueError`` on anything malformed, unchanged)."""
+        def ints(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        try:
+            ok = (isinstance(st, dict) and st.get("format") == STATE_FORMAT
+                  and (st["group_id"] is None or isinstance(st["group_id"], str))
+                  and isinstance(st["roster"], list) and all(isinstance(m, str) for m in st["roster"])
+                  and ints(st["since"]) and ints(st["last_served"])
+                  and all(len(x) == 2 and ints(x[0]) and ints(x[1]) for x in st["changes"])
+                  and all(len(x) == 2 and ints(x[0]) and all(isinstance(g, str) for g in x[1])
+                          for x in st["served"]))
+        except (KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise ValueError(f"not a {STATE_FORMAT} ledger")
+        self.group_id, self.roster = st["group_id"], frozenset(st["roster"])
+        self.since, self.last_served = st["since"], st["last_served"]
+        self._changes = {d: n for d, n in st["changes"]}
+        self._served = {t: set(gs) for t, gs in st["served"]}
 
     def changes_on(self, day: int) -> int:
         return self._changes.get(day, 0)

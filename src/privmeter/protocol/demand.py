@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -312,6 +312,9 @@ class ComparisonBudget:
     interval_seconds: int = 900
     _per_interval: dict[int, int] = field(default_factory=dict, init=False, repr=False)
     _per_day: dict[int, int] = field(default_factory=dict, init=False, repr=False)
+    # called after every charge, before the answer leaves (a meter persists its
+    # ledger there: see parties/meter_state.py)
+    on_change: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.comparisons_per_interval < 0 or self.comparisons_per_day < 0:
@@ -354,6 +357,27 @@ class ComparisonBudget:
             del self._per_day[d]
         for i in [i for i in self._per_interval if i < iv - 1]:
             del self._per_interval[i]
+        if self.on_change is not None:
+            self.on_change()
+
+    def state(self) -> dict[str, Any]:
+        """The ledger as JSON-ready data (``privmeter.comparisons/1``)."""
+        return {"format": "privmeter.comparisons/1",
+                "per_interval": sorted(self._per_interval.items()),
+                "per_day": sorted(self._per_day.items())}
+
+    def restore(self, st: Any) -> None:
+        """Load a :meth:`state` (raises ``ValueError`` on anything malformed, unchanged)."""
+        try:
+            ok = isinstance(st, dict) and st.get("format") == "privmeter.comparisons/1" and all(
+                len(x) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in x)
+                for key in ("per_interval", "per_day") for x in st[key])
+        except (KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise ValueError("not a privmeter.comparisons/1 ledger")
+        self._per_interval = {k: v for k, v in st["per_interval"]}
+        self._per_day = {k: v for k, v in st["per_day"]}
 
     def used_today(self, now: int) -> int:
         return self._per_day.get(now // DAY_S, 0)

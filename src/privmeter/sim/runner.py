@@ -36,6 +36,7 @@ from privmeter.parties.headend_store import HeadEndStore, MemoryHeadEndStore
 from privmeter.parties.household import HouseholdAgent
 from privmeter.parties.messages import FeedPublished, SettleRequest
 from privmeter.parties.meter import MeterAgent, MeterLoad, SourceReadings
+from privmeter.parties.meter_state import MeterLedgerStore
 from privmeter.protocol.aggregation_messages import IntervalStart
 from privmeter.protocol.billing import DR_EXCESS, record_from_bytes
 from privmeter.protocol.codec import decode, encode
@@ -92,7 +93,8 @@ def make_core(world: World, store: HeadEndStore | MemoryHeadEndStore | None = No
     return core
 
 
-def make_meters(world: World, ids: Sequence[str] | None = None) -> tuple[dict[str, MeterAgent], dict[str, HouseholdAgent]]:
+def make_meters(world: World, ids: Sequence[str] | None = None, *, ledger: MeterLedgerStore | None = None
+                ) -> tuple[dict[str, MeterAgent], dict[str, HouseholdAgent]]:
     sc = world.scenario
     keys = {h.meter_id: h.signing_key.verify_key for h in world.households}
     meters: dict[str, MeterAgent] = {}
@@ -115,7 +117,7 @@ def make_meters(world: World, ids: Sequence[str] | None = None) -> tuple[dict[st
         m = MeterAgent(h.meter_id, h.signing_key, h.secret_key.public_key, world.headend_key.verify_key,
                        h.plan, load, group=h.group, group_keys=group_keys, dgk_key=dgk_pk,
                        min_survivors=sc.min_survivors, rng=random.Random(hash((sc.seed, i)) & 0xFFFFFFFF),
-                       mode="ring" if sc.topology == "ring" else "star")
+                       mode="ring" if sc.topology == "ring" else "star", ledger=ledger)
         meters[h.meter_id] = m
         homes[h.meter_id] = HouseholdAgent(
             h.meter_id, h.secret_key, h.plan, world.headend_key.verify_key,
