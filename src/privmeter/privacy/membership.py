@@ -31,8 +31,8 @@ calls :meth:`MembershipPolicy.admit` as the last check on every key bundle
 (the signed roster) and :meth:`MembershipPolicy.serve` as the last check
 before contributing a reading; ``min_survivors`` additionally bounds every
 interval's survivor set (tests: ``tests/protocol/test_aggregation_membership.py``).
-The policy lives in the meter's memory: a restarted meter starts a new
-record (the per-day limit then restarts with it).
+A meter keeps it across restarts in its ledger file
+(:mod:`privmeter.parties.meter_state`; in memory only without one).
 
 Security assumption: rosters are signed by the head-end (so a meter knows
 exactly what it is asked to serve) and a meter's clock is roughly right.
