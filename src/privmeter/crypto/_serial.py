@@ -8,11 +8,11 @@ format rejects bad input the same way.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar, Self
 
-from privmeter.errors import MalformedMessage
+from privmeter.errors import MalformedMessage, UnsupportedVersion
 
-__all__ = ["hex_int", "json_object", "unhex_int"]
+__all__ = ["JsonKey", "hex_int", "json_object", "key_mapping", "unhex_int"]
 
 
 def hex_int(x: int) -> str:
@@ -36,3 +36,38 @@ def json_object(s: str | bytes, what: str) -> Any:
         return json.loads(s)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedMessage(f"{what} is not JSON: {exc}") from None
+
+
+def key_mapping(d: Any, fmt: str, what: str) -> dict[str, Any]:
+    """``d`` if it is a mapping in format ``fmt``: the first check of every key's
+    ``from_dict`` (``MalformedMessage`` / ``UnsupportedVersion`` otherwise)."""
+    if not isinstance(d, dict):
+        raise MalformedMessage(f"{what} must be a mapping")
+    if d.get("format") != fmt:
+        raise UnsupportedVersion(f"expected format {fmt!r}, got {d.get('format')!r:.60}")
+    return d
+
+
+class JsonKey:
+    """Mixin for key classes: ``to_json`` / ``from_json`` over their own
+    ``to_dict`` / ``from_dict`` (canonical: sorted keys).  ``JSON_WHAT`` names
+    the key in errors."""
+
+    __slots__ = ()
+    JSON_WHAT: ClassVar[str] = "key"
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, d: Any, *, min_bits: int = 0) -> Self:
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, s: str | bytes, *, min_bits: int | None = None) -> Self:
+        """Parse the JSON form (``min_bits``: as ``from_dict``; its default if None)."""
+        d = json_object(s, cls.JSON_WHAT)
+        return cls.from_dict(d) if min_bits is None else cls.from_dict(d, min_bits=min_bits)

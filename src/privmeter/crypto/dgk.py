@@ -53,17 +53,15 @@ inputs were validated once).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from typing import Any
 
 from privmeter.crypto import _numtheory as nt
-from privmeter.crypto._serial import hex_int, json_object, unhex_int
+from privmeter.crypto._serial import JsonKey, hex_int, key_mapping, unhex_int
 from privmeter.errors import (
     InvalidCiphertext,
     InvalidKey,
     MalformedMessage,
-    UnsupportedVersion,
 )
 
 __all__ = [
@@ -113,8 +111,10 @@ def _int_field(d: dict[str, Any], name: str, lo: int, hi: int) -> int:
     return v
 
 
-class DGKPublicKey:
+class DGKPublicKey(JsonKey):
     """A DGK public key ``(n, g, h, u)`` plus the randomiser length ``t``-derived bits."""
+
+    JSON_WHAT = "DGK public key"
 
     __slots__ = ("_g_pows", "_h_table", "g", "h", "key_id", "n", "nbytes", "rand_bits", "u")
 
@@ -235,10 +235,7 @@ class DGKPublicKey:
 
     @classmethod
     def from_dict(cls, d: Any, *, min_bits: int = MIN_KEY_BITS) -> DGKPublicKey:
-        if not isinstance(d, dict):
-            raise MalformedMessage("DGK public key must be a mapping")
-        if d.get("format") != PUBLIC_KEY_FORMAT:
-            raise UnsupportedVersion(f"expected format {PUBLIC_KEY_FORMAT!r}, got {d.get('format')!r:.60}")
+        d = key_mapping(d, PUBLIC_KEY_FORMAT, cls.JSON_WHAT)
         pk = cls(
             unhex_int(d.get("n"), "n", max_chars=_HEX_MAX),
             unhex_int(d.get("g"), "g", max_chars=_HEX_MAX),
@@ -248,14 +245,6 @@ class DGKPublicKey:
         )
         pk.check(min_bits=min_bits)
         return pk
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, s: str | bytes, *, min_bits: int = MIN_KEY_BITS) -> DGKPublicKey:
-        d = json_object(s, "DGK public key")
-        return cls.from_dict(d, min_bits=min_bits)
 
     def check(self, *, min_bits: int = MIN_KEY_BITS) -> None:
         """Structural checks anyone can do: size, u prime, g and h units other than 1."""
@@ -273,8 +262,10 @@ class DGKPublicKey:
             raise InvalidKey("DGK h has order dividing u")
 
 
-class DGKPrivateKey:
+class DGKPrivateKey(JsonKey):
     """The factorisation of ``n`` and the subgroup orders ``v_p``, ``v_q``."""
+
+    JSON_WHAT = "DGK private key"
 
     __slots__ = ("_dec_table", "_gvp", "p", "public_key", "q", "vp", "vq")
 
@@ -342,23 +333,12 @@ class DGKPrivateKey:
 
     @classmethod
     def from_dict(cls, d: Any, *, min_bits: int = MIN_KEY_BITS) -> DGKPrivateKey:
-        if not isinstance(d, dict):
-            raise MalformedMessage("DGK private key must be a mapping")
-        if d.get("format") != PRIVATE_KEY_FORMAT:
-            raise UnsupportedVersion(f"expected format {PRIVATE_KEY_FORMAT!r}, got {d.get('format')!r:.60}")
+        d = key_mapping(d, PRIVATE_KEY_FORMAT, cls.JSON_WHAT)
         pk = DGKPublicKey.from_dict(d.get("public_key"), min_bits=min_bits)
         return cls(
             pk, unhex_int(d.get("p"), "p", max_chars=_HEX_MAX), unhex_int(d.get("q"), "q", max_chars=_HEX_MAX),
             unhex_int(d.get("vp"), "vp", max_chars=_HEX_MAX), unhex_int(d.get("vq"), "vq", max_chars=_HEX_MAX),
         )
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, s: str | bytes, *, min_bits: int = MIN_KEY_BITS) -> DGKPrivateKey:
-        d = json_object(s, "DGK private key")
-        return cls.from_dict(d, min_bits=min_bits)
 
 
 def _structured_prime(bits: int, factor: int, rng: nt.RandomSource) -> int:

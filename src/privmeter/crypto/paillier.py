@@ -51,14 +51,13 @@ Two safety levels (after pyca/cryptography and phe): ``encrypt``,
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from privmeter.crypto import _numtheory as nt
-from privmeter.crypto._serial import hex_int, json_object, unhex_int
+from privmeter.crypto._serial import JsonKey, hex_int, key_mapping, unhex_int
 from privmeter.errors import (
     InvalidCiphertext,
     InvalidKey,
@@ -111,12 +110,14 @@ def _small_primes() -> tuple[int, ...]:
 
 
 
-class PaillierPublicKey:
+class PaillierPublicKey(JsonKey):
     """A Paillier public key (n, h_s) with g = n + 1.
 
     ``key_id`` is 16 bytes of SHA-256 over the key's canonical encoding; every
     ciphertext carries it so a ciphertext under another key is rejected.
     """
+
+    JSON_WHAT = "public key"
 
     __slots__ = ("_djn_shape", "_djn_table", "_mn", "_mn2", "hs", "key_id", "max_int", "n", "nbytes",
                  "nsquare")
@@ -346,21 +347,10 @@ class PaillierPublicKey:
 
     @classmethod
     def from_dict(cls, d: Any, *, min_bits: int = MIN_KEY_BITS) -> PaillierPublicKey:
-        if not isinstance(d, dict):
-            raise MalformedMessage("public key must be a mapping")
-        if d.get("format") != PUBLIC_KEY_FORMAT:
-            raise UnsupportedVersion(f"expected format {PUBLIC_KEY_FORMAT!r}, got {d.get('format')!r}")
+        d = key_mapping(d, PUBLIC_KEY_FORMAT, cls.JSON_WHAT)
         pk = cls(unhex_int(d.get("n"), "n", max_chars=_HEX_MAX), unhex_int(d.get("hs"), "hs", max_chars=_HEX_MAX))
         pk.check(min_bits=min_bits)
         return pk
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, s: str | bytes, *, min_bits: int = MIN_KEY_BITS) -> PaillierPublicKey:
-        d = json_object(s, "public key")
-        return cls.from_dict(d, min_bits=min_bits)
 
     def check(self, *, min_bits: int = MIN_KEY_BITS) -> None:
         """Structural checks anyone can do: size, oddness, small factors, h_s a unit."""
@@ -419,8 +409,10 @@ class PaillierPublicKey:
                 raise InvalidKey("key proof root does not verify")
 
 
-class PaillierPrivateKey:
+class PaillierPrivateKey(JsonKey):
     """The factorisation of n with CRT precomputations."""
+
+    JSON_WHAT = "private key"
 
     __slots__ = ("_d_n_p", "_d_n_q", "_mp", "_mpm1", "_mps", "_mq", "_mqm1", "_mqs", "hp", "hq",
                  "p", "p_inv_q", "psquare", "public_key", "q", "q_inv_p", "qsquare")
@@ -553,20 +545,9 @@ class PaillierPrivateKey:
 
     @classmethod
     def from_dict(cls, d: Any, *, min_bits: int = MIN_KEY_BITS) -> PaillierPrivateKey:
-        if not isinstance(d, dict):
-            raise MalformedMessage("private key must be a mapping")
-        if d.get("format") != PRIVATE_KEY_FORMAT:
-            raise UnsupportedVersion(f"expected format {PRIVATE_KEY_FORMAT!r}, got {d.get('format')!r}")
+        d = key_mapping(d, PRIVATE_KEY_FORMAT, cls.JSON_WHAT)
         pk = PaillierPublicKey.from_dict(d.get("public_key"), min_bits=min_bits)
         return cls(pk, unhex_int(d.get("p"), "p", max_chars=_HEX_MAX), unhex_int(d.get("q"), "q", max_chars=_HEX_MAX))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, s: str | bytes, *, min_bits: int = MIN_KEY_BITS) -> PaillierPrivateKey:
-        d = json_object(s, "private key")
-        return cls.from_dict(d, min_bits=min_bits)
 
 
 @dataclass(frozen=True, slots=True)

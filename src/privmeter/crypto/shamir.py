@@ -295,7 +295,8 @@ class SubsetInterpolator:
         ``[0, PRIME)`` (see :func:`interpolate_subsets`)."""
         lam = self.lam
         if len(present) == len(lam):
-            return sum(map(operator.mul, map(lam.__getitem__, present), ys)) % PRIME
+            total: int = sum(map(operator.mul, map(lam.__getitem__, present), ys))
+            return total % PRIME
         xs, inv = self.xs, self.inv
         absent = sorted(set(range(len(xs))).difference(present))
         xp = [xs[k] for k in present]
@@ -303,7 +304,8 @@ class SubsetInterpolator:
         for m in absent:  # coef_j *= (x_m - x_j), one C-level pass per absent holder
             xm = xs[m]
             coef = list(map(operator.mul, coef, [xm - x for x in xp]))
-        acc = sum(map(operator.mul, coef, ys)) % PRIME
+        acc: int = sum(map(operator.mul, coef, ys))
+        acc %= PRIME
         for m in absent:
             acc = acc * inv[m] % PRIME
         return acc
