@@ -138,3 +138,24 @@ def test_check_detects_a_wrong_total(tiny_world: World) -> None:
              tiny_world.first_interval + 8)} for m, a in p.meters.items()}
     res2 = check(tiny_world, p.core, log, truth=truth)
     assert res2["aggregation"]["max_abs_error"] == 1
+
+
+def test_next_epoch_degree_is_sized_for_the_observed_dropout(sim_cache: Path) -> None:
+    """The head-end sizes each epoch's neighbour graph for the churn it saw in
+    the group's last intervals (``degree_for``): none -> the default degree;
+    heavy -> a denser graph, so that intervals keep unmasking."""
+    from privmeter.parties.headend_store import StoredTotal
+    from privmeter.protocol.aggregation_messages import default_degree, degree_for
+
+    world = build(tiny_scenario(sim_cache, households=40, min_survivors=3))
+    p = make_parties(world)
+    (g, members), = world.groups.items()
+    n = len(members)
+    assert p.core.observed_dropout(g, n) == 0.0
+    p.core.new_epoch(g, world.first_interval)
+    assert p.core.groups[g].agg._degree == default_degree(n)
+    for i in range(10):  # 30 % of the group missing in each recent interval
+        p.core.store.put_total(StoredTotal(g, world.first_interval + i, 1, n - 12, 12))
+    assert abs(p.core.observed_dropout(g, n) - 0.3) < 1e-9
+    p.core.new_epoch(g, world.first_interval + 20)
+    assert p.core.groups[g].agg._degree == degree_for(n, 0.3) > default_degree(n)

@@ -186,3 +186,19 @@ def test_messages_round_trip_codec() -> None:
     assert decode(encode(msg), expect=MaskedInput) == msg
     bundle = g.headend.make_bundle.__self__._ep.bundle  # type: ignore[attr-defined]
     assert decode(encode(bundle), expect=KeyBundle) == bundle
+
+
+def test_degree_for_meets_its_failure_target_and_grows_with_churn() -> None:
+    from privmeter.protocol.aggregation_messages import degree_for, failure_chance
+
+    for n in (40, 200, 1000, 10_000):
+        last = 0
+        for d in (0.0, 0.05, 0.1, 0.2, 0.3):
+            k = degree_for(n, d)
+            assert k >= last and k >= default_degree(n) and (k == n - 1 or k % 2 == 0)
+            assert k == n - 1 or failure_chance(n, k, d) <= 1e-6
+            last = k
+    assert degree_for(200, 0.05) == 32  # the default suffices at 5 %
+    assert failure_chance(200, 32, 0.2) > 1e-3 and degree_for(200, 0.2) > 32
+    with pytest.raises(ValueError):
+        degree_for(200, 1.0)

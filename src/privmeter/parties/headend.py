@@ -62,7 +62,13 @@ from privmeter.parties.concentrator import Relayed, unwrap
 from privmeter.parties.headend_store import HeadEndStore, MemoryHeadEndStore, StoredTotal
 from privmeter.parties.messages import EpochRequest, Hello
 from privmeter.protocol.aggregation import AggregateResult, AggregationHeadEnd
-from privmeter.protocol.aggregation_messages import HEADEND_ID, KeyAdvert, KeyBundle, MaskedInput
+from privmeter.protocol.aggregation_messages import (
+    HEADEND_ID,
+    KeyAdvert,
+    KeyBundle,
+    MaskedInput,
+    degree_for,
+)
 from privmeter.protocol.billing import BillingLedger, ReadingRecord
 from privmeter.protocol.codec import encode
 from privmeter.protocol.demand import (
@@ -214,7 +220,8 @@ class HeadEndCore:
         else:
             g.agg = AggregationHeadEnd(
                 self.signing_key, members, group=group_id, epoch=g.epoch, first_interval=first_interval,
-                min_survivors=g.cfg.min_survivors, rng=self.rng)
+                min_survivors=g.cfg.min_survivors, rng=self.rng,
+                degree=degree_for(len(members), self.observed_dropout(group_id, len(members))))
         if self.dgk_key is not None:
             g.dm = DemandManager(
                 self.dgk_key, self.signing_key, group_id, members, cmin_w=g.cfg.cmin_w,
@@ -223,6 +230,16 @@ class HeadEndCore:
                 interval_seconds=self.interval_seconds)
         req = EpochRequest(group=group_id, epoch=g.epoch, first_interval=first_interval)
         return {m: [req] for m in members}
+
+    def observed_dropout(self, group_id: str, members: int, *, window: int = 96) -> float:
+        """The share of the group's meters missing from its recent intervals (the
+        last ``window`` stored totals), capped at 0.5: what the next epoch's
+        neighbour degree is sized for (:func:`degree_for`)."""
+        recent = sorted((t for t in self.store.totals(group_id)), key=lambda t: t.interval)[-window:]
+        if not recent or members <= 0:
+            return 0.0
+        present = sum(t.survivors for t in recent) / len(recent)
+        return min(0.5, max(0.0, 1.0 - present / members))
 
     def make_bundle(self, group_id: str) -> dict[str, list[Any]]:
         """Close the epoch's setup: the signed key bundle for every meter that advertised."""

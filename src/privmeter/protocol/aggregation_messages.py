@@ -50,6 +50,8 @@ __all__ = [
     "bitmap_to_set",
     "decode_input",
     "default_degree",
+    "degree_for",
+    "failure_chance",
     "graph_seed",
     "neighbours",
     "threshold_for",
@@ -316,6 +318,32 @@ def default_degree(n: int) -> int:
         return n - 1
     k = max(32, min(64, 4 * math.ceil(math.log2(n))))
     return min(k + (k % 2), n - 1)
+
+
+def failure_chance(n: int, degree: int, dropout: float) -> float:
+    """Chance that an interval cannot be unmasked when each meter is away
+    independently with probability ``dropout``: some survivor has fewer than
+    ``threshold_for(degree)`` of its ``degree + 1`` share holders online when
+    the reveals are due (see docs/aggregation.md, "Availability")."""
+    holders, thr, up = degree + 1, threshold_for(degree), 1.0 - dropout
+    per_meter = sum(math.comb(holders, i) * up**i * dropout ** (holders - i) for i in range(thr))
+    return 1.0 - (1.0 - min(per_meter, 1.0)) ** max(1, round(n * up))
+
+
+def degree_for(n: int, dropout: float, *, target: float = 1e-6) -> int:
+    """The smallest (even) degree, from :func:`default_degree` up, whose
+    :func:`failure_chance` at ``dropout`` is at most ``target``; the complete
+    graph if none is (small groups, heavy churn).  The head-end picks the
+    degree of each epoch with it from the dropout it has observed."""
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError("dropout must be in [0, 1)")
+    k = default_degree(n)
+    top = min(n - 1, MAX_DEGREE)
+    while k < top and failure_chance(n, k, dropout) > target:
+        k = min(k + 8, top)
+        if k < n - 1:
+            k += k % 2
+    return k
 
 
 def threshold_for(degree: int) -> int:
