@@ -35,6 +35,15 @@ def _start(scen: Path, tmp: Path, tag: str, speed: str) -> tuple[subprocess.Pope
     return he, fleet, line
 
 
+def _stop(he: subprocess.Popen[str], fleet: subprocess.Popen[bytes]) -> None:
+    for p in (he, fleet):
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+    assert he.stdout is not None
+    he.stdout.close()
+
+
 def _stored(db: Path) -> list[int]:
     store = HeadEndStore(db)
     try:
@@ -60,12 +69,7 @@ def test_headend_killed_mid_run_resumes_after_the_last_stored_total(sim_cache: P
         os.kill(he.pid, signal.SIGKILL)
         he.wait()
     finally:
-        for p in (he, fleet):
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-        assert he.stdout is not None
-        he.stdout.close()
+        _stop(he, fleet)
     before = _stored(tmp_path / "he.db")
     assert 2 <= len(before) < N and before == list(range(first, first + len(before)))
 
@@ -76,12 +80,7 @@ def test_headend_killed_mid_run_resumes_after_the_last_stored_total(sim_cache: P
         assert he.wait(timeout=240) == 0
         assert fleet.wait(timeout=60) == 0
     finally:
-        for p in (he, fleet):
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        assert he.stdout is not None
-        he.stdout.close()
+        _stop(he, fleet)
     assert f"resuming at interval {before[-1] + 1}" in rest
     summary = json.loads((tmp_path / "he-2.json").read_text())
     got = [(t, total) for _g, t, total, _s, _d in summary["totals"]]
