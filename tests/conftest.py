@@ -23,8 +23,7 @@ from privmeter.crypto.paillier import (
 from privmeter.sim.scenario import Scenario, World, build
 
 VECTORS = Path(__file__).parent / "vectors"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SHARED_DATA = SHARED / "data"
+TEST_DATA = Path(__file__).parent / "data"
 
 
 def _load(bits: int) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
@@ -54,11 +53,9 @@ def rng() -> random.Random:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """``../shared/data`` (real LCL readings, DSMR telegrams); skip if absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip("shared/data is not beside the checkout")
-    return SHARED_DATA
+def test_data() -> Path:
+    """``tests/data`` (real DSMR P1 telegrams; sources and licence in its README)."""
+    return TEST_DATA
 
 
 # -- tiny simulation worlds (512-bit keys: fast, insecure, tests only) --------

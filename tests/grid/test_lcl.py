@@ -15,6 +15,8 @@ from privmeter.grid.lcl import (
 )
 from privmeter.grid.source import LoadSource
 
+PACKAGE_DATA = Path(__file__).resolve().parents[2] / "src" / "privmeter" / "data"
+
 
 def _utc(y: int, mo: int, d: int, h: int = 0, mi: int = 0) -> int:
     return int(datetime.datetime(y, mo, d, h, mi, tzinfo=datetime.UTC).timestamp())
@@ -48,8 +50,8 @@ def test_builtin_household(builtin) -> None:  # type: ignore[no-untyped-def]
     }
 
 
-def test_builtin_matches_shared_file_and_independent_parse(builtin, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
-    path = shared_data / "lcl" / "MAC000060.csv"
+def test_builtin_matches_repository_file_and_independent_parse(builtin) -> None:  # type: ignore[no-untyped-def]
+    path = PACKAGE_DATA / "lcl" / "MAC000060.csv"  # the file in the checkout, not the installed copy
     assert load_lcl(path).energy_wh == builtin.energy_wh
     # independent check: float parse + round agrees with the exact decimal parse here
     rows = path.read_text().splitlines()[1:]

@@ -56,12 +56,12 @@ EXAMPLES = {
 }
 
 
-def _raw(shared_data: Path, name: str) -> bytes:
-    return (shared_data / "dsmr" / f"{name}.txt").read_bytes()
+def _raw(test_data: Path, name: str) -> bytes:
+    return (test_data / "dsmr" / f"{name}.txt").read_bytes()
 
 
-def _text(shared_data: Path, name: str) -> str:
-    with open(shared_data / "dsmr" / f"{name}.txt", newline="", encoding="latin-1") as f:
+def _text(test_data: Path, name: str) -> str:
+    with open(test_data / "dsmr" / f"{name}.txt", newline="", encoding="latin-1") as f:
         return f.read()
 
 
@@ -69,29 +69,29 @@ def _text(shared_data: Path, name: str) -> str:
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
-def test_example_telegrams_decode_exactly(shared_data, name):
+def test_example_telegrams_decode_exactly(test_data, name):
     spec, imp, exp, power, unix = EXAMPLES[name]
     d = P1Decoder(clock=lambda: NOW)
-    [s] = d.feed(_raw(shared_data, name))
+    [s] = d.feed(_raw(test_data, name))
     assert (s.spec, s.import_wh, s.export_wh, s.power_w) == (spec, imp, exp, power)
     assert s.unix == (int(NOW) if unix is None else unix)
 
 
-def test_telegram_without_electricity_register_is_rejected(shared_data, caplog):
+def test_telegram_without_electricity_register_is_rejected(test_data, caplog):
     d = P1Decoder()
     with caplog.at_level(logging.WARNING):
-        assert d.feed(_raw(shared_data, "unpadded_crc")) == []  # a heat meter (GJ)
+        assert d.feed(_raw(test_data, "unpadded_crc")) == []  # a heat meter (GJ)
     assert d.stats["no-register"] == 1 and "no active-energy register" in caplog.text
 
 
-def test_irish_meter_in_its_own_time_zone(shared_data):
-    [s] = P1Decoder(tz="Europe/Dublin").feed(_raw(shared_data, "iskra_ie"))
+def test_irish_meter_in_its_own_time_zone(test_data):
+    [s] = P1Decoder(tz="Europe/Dublin").feed(_raw(test_data, "iskra_ie"))
     assert s.unix == 1675340867 + 3600  # 13:27:47 GMT, not CET
 
 
 @pytest.mark.parametrize("name", sorted(n for n in EXAMPLES if EXAMPLES[n][0] not in ("v3", "q3d")))
-def test_crc_matches_sent_and_dsmr_parser(shared_data, name):
-    text = _text(shared_data, name)
+def test_crc_matches_sent_and_dsmr_parser(test_data, name):
+    text = _text(test_data, name)
     body = text[text.index("/") : text.index("!") + 1]
     sent = int(text[text.index("!") + 1 : text.index("!") + 5], 16)
     assert p1_crc16(body.encode("latin-1")) == sent == TelegramParser.crc16(body)
@@ -106,8 +106,8 @@ def test_crc_agrees_with_dsmr_parser(data):
 # ------------------------------------------------------------------ bad input
 
 
-def test_bad_crc_truncated_garbage_and_missing_crc_are_rejected(shared_data, caplog):
-    good = _raw(shared_data, "v5")
+def test_bad_crc_truncated_garbage_and_missing_crc_are_rejected(test_data, caplog):
+    good = _raw(test_data, "v5")
     bad_crc = good.replace(b"000004.426", b"000004.427")
     truncated = good[:300]
     no_crc = good.replace(b"!6EEE", b"!")
@@ -121,19 +121,19 @@ def test_bad_crc_truncated_garbage_and_missing_crc_are_rejected(shared_data, cap
         assert word in caplog.text
 
 
-def test_oversized_and_malformed_trailer(shared_data):
+def test_oversized_and_malformed_trailer(test_data):
     d = P1Decoder()
     assert d.feed(b"/" + b"A" * 20_000) == []
     assert d.stats["oversized"] == 1
-    good = _raw(shared_data, "v5")
+    good = _raw(test_data, "v5")
     assert d.feed(good.replace(b"!6EEE\r\n", b"!6EXX\r\n") + good) != []
     assert d.stats["malformed"] == 1
 
 
 @settings(max_examples=25, deadline=None)
 @given(cuts=st.lists(st.integers(0, 2000), max_size=12))
-def test_any_chunking_gives_the_same_samples(shared_data, cuts):
-    stream = b"".join(_raw(shared_data, n) for n in ("v5", "fluvius_v171", "v4_2", "iskra_ie"))
+def test_any_chunking_gives_the_same_samples(test_data, cuts):
+    stream = b"".join(_raw(test_data, n) for n in ("v5", "fluvius_v171", "v4_2", "iskra_ie"))
     whole = P1Decoder(clock=lambda: NOW).feed(stream)
     d = P1Decoder(clock=lambda: NOW)
     pieces, prev = [], 0
@@ -175,8 +175,8 @@ def test_autumn_repeated_hour_is_resolved_by_the_flag():
 # ------------------------------------------------------------------ rewriting
 
 
-def test_rewrite_is_exact_and_crc_valid(shared_data):
-    tpl = _text(shared_data, "v5")
+def test_rewrite_is_exact_and_crc_valid(test_data):
+    tpl = _text(test_data, "v5")
     out = rewrite_telegram(tpl, timestamp=1_700_000_000, registers_wh={"1.8.1": 123_456_789},
                            power_w={"1.7.0": 1234, "2.7.0": 0})
     TelegramParser.validate_checksum(out)  # dsmr-parser agrees with our CRC
@@ -295,10 +295,10 @@ def test_reconciler_config_errors():
 # ------------------------------------------------------------------ live transports
 
 
-def _stream(shared_data: Path, name: str, n_intervals: int, seed: int = 7):
+def _stream(test_data: Path, name: str, n_intervals: int, seed: int = 7):
     rng = random.Random(seed)
     powers = [rng.randint(-2500, 6000) for _ in range(n_intervals * IV // 10)]
-    tel = list(synthesize_telegrams(_text(shared_data, name), start_unix=B, power_w=powers,
+    tel = list(synthesize_telegrams(_text(test_data, name), start_unix=B, power_w=powers,
                                     import_wh=1_234_567, export_wh=89_000))
     by_t = {t.unix: t for t in tel}
     expected = [
@@ -310,8 +310,8 @@ def _stream(shared_data: Path, name: str, n_intervals: int, seed: int = 7):
     return tel, expected
 
 
-def test_replay_through_a_pty_serial_port(shared_data):
-    tel, expected = _stream(shared_data, "v5", 4)
+def test_replay_through_a_pty_serial_port(test_data):
+    tel, expected = _stream(test_data, "v5", 4)
     master, slave = os.openpty()
     tty.setraw(slave)  # a real serial line: no CR/LF translation, no echo
     src = P1Source.serial(os.ttyname(slave), interval_seconds=IV, read_timeout_s=0.2)
@@ -358,8 +358,8 @@ def _serve_once(payload: bytes) -> tuple[socket.socket, threading.Thread]:
 
 
 @pytest.mark.parametrize("name", ["fluvius_v171", "sagemcom_t210_d_r", "v5_eon_hu"])
-def test_replay_through_a_loopback_socket(shared_data, name):
-    tel, expected = _stream(shared_data, name, 3)
+def test_replay_through_a_loopback_socket(test_data, name):
+    tel, expected = _stream(test_data, name, 3)
     srv, th = _serve_once(b"".join(t.text.encode("latin-1") for t in tel))
     try:
         src = P1Source.tcp("127.0.0.1", srv.getsockname()[1], interval_seconds=IV)
@@ -370,8 +370,8 @@ def test_replay_through_a_loopback_socket(shared_data, name):
     assert got == expected
 
 
-def test_async_readings_over_tcp(shared_data):
-    tel, expected = _stream(shared_data, "v4_2", 2)
+def test_async_readings_over_tcp(test_data):
+    tel, expected = _stream(test_data, "v4_2", 2)
     srv, th = _serve_once(b"".join(t.text.encode("latin-1") for t in tel))
     src = P1Source.tcp("127.0.0.1", srv.getsockname()[1], interval_seconds=IV)
 
@@ -385,8 +385,8 @@ def test_async_readings_over_tcp(shared_data):
         srv.close()
 
 
-def test_timestampless_meter_uses_receiver_clock(shared_data):
-    tel, expected = _stream(shared_data, "v2_2", 2)
+def test_timestampless_meter_uses_receiver_clock(test_data):
+    tel, expected = _stream(test_data, "v2_2", 2)
     clock = [0.0]
 
     def chunks():
@@ -409,22 +409,22 @@ def test_unreachable_bridge_is_a_transport_error():
         next(P1Source.tcp("127.0.0.1", port, interval_seconds=IV).readings())
 
 
-def test_crc_valid_telegram_with_an_unparsable_line_is_kept(shared_data):
-    tpl = _text(shared_data, "v5").replace("1-0:32.7.0(0230.0*V)", "1-0:32.7.0(0230.0*V)(1)")
+def test_crc_valid_telegram_with_an_unparsable_line_is_kept(test_data):
+    tpl = _text(test_data, "v5").replace("1-0:32.7.0(0230.0*V)", "1-0:32.7.0(0230.0*V)(1)")
     fixed = rewrite_telegram(tpl)  # recompute the CRC: the meter "really" sent this line
     d = P1Decoder()
     [s] = d.feed(fixed.encode("latin-1"))
     assert s.import_wh == 6825 and d.stats["lenient"] == 1
 
 
-def test_crc_less_telegram_with_a_corrupt_register_is_rejected(shared_data):
+def test_crc_less_telegram_with_a_corrupt_register_is_rejected(test_data):
     d = P1Decoder(clock=lambda: NOW)
-    bad = _raw(shared_data, "v3").replace(b"1-0:1.8.1(12345.678", b"1-0:1.8.1(12345.6#8")
+    bad = _raw(test_data, "v3").replace(b"1-0:1.8.1(12345.678", b"1-0:1.8.1(12345.6#8")
     assert d.feed(bad) == [] and d.stats["parse"] == 1
 
 
-def test_garbage_only_stream_closes_intervals_as_missing(shared_data):
-    tel, _ = _stream(shared_data, "v5", 1)
+def test_garbage_only_stream_closes_intervals_as_missing(test_data):
+    tel, _ = _stream(test_data, "v5", 1)
     clock = [NOW]
 
     def chunks():

@@ -105,8 +105,8 @@ def test_sim_spec(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ the neighbourhood
 
 
-def _telegrams(shared_data: Path, name: str, seed: int):
-    with open(shared_data / "dsmr" / f"{name}.txt", newline="", encoding="latin-1") as f:
+def _telegrams(test_data: Path, name: str, seed: int):
+    with open(test_data / "dsmr" / f"{name}.txt", newline="", encoding="latin-1") as f:
         template = f.read()
     rng = random.Random(seed)
     powers = [rng.randint(-3000, 7000) for _ in range(N * IV // 10)]
@@ -124,11 +124,11 @@ def _tou_price(interval: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def neighbourhood(shared_data, tmp_path_factory):
+def neighbourhood(test_data, tmp_path_factory):
     """Three meters read through ``open_source``: (readings per meter, truths per meter)."""
     tmp_path = tmp_path_factory.mktemp("nb")
     # meter A: DSMR v5 on a serial line (pty)
-    tel_a, truth_a = _telegrams(shared_data, "v5", 1)
+    tel_a, truth_a = _telegrams(test_data, "v5", 1)
     master, slave = os.openpty()
     tty.setraw(slave)
     src_a = open_source(f"p1:{os.ttyname(slave)}?reconnect_delay_s=none&read_timeout_s=0.2",
@@ -140,7 +140,7 @@ def neighbourhood(shared_data, tmp_path_factory):
 
     writer = threading.Thread(target=write_a, daemon=True)
     # meter B: Fluvius through a TCP bridge, silent for all of interval 2 (outage)
-    tel_b, truth_b = _telegrams(shared_data, "fluvius_v171", 2)
+    tel_b, truth_b = _telegrams(test_data, "fluvius_v171", 2)
     sent_b = [t for t in tel_b if not B + 2 * IV <= t.unix < B + 3 * IV]
     srv = socket.create_server(("127.0.0.1", 0))
 

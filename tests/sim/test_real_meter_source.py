@@ -39,9 +39,9 @@ N = 4  # intervals simulated
 P1_METER = "m00003"
 
 
-def _telegrams(shared_data: Path, first: int, gap: range | None = None) -> tuple[bytes, dict[int, int]]:
+def _telegrams(test_data: Path, first: int, gap: range | None = None) -> tuple[bytes, dict[int, int]]:
     """DSMR v5 stream covering intervals first..first+N-1; returns (bytes, truth per interval)."""
-    with open(shared_data / "dsmr" / "v5.txt", newline="", encoding="latin-1") as f:
+    with open(test_data / "dsmr" / "v5.txt", newline="", encoding="latin-1") as f:
         template = f.read()
     rng = random.Random(8)
     b0 = first * IV
@@ -97,10 +97,10 @@ def _bill(plan, readings: dict[int, int], lo: int, hi: int) -> int:
     return energy + int(plan.fixed_charge(range(lo, hi)))
 
 
-def test_p1_meter_in_memory_neighbourhood(shared_data, sim_cache, paillier_2048):
+def test_p1_meter_in_memory_neighbourhood(test_data, sim_cache, paillier_2048):
     sim = build(tiny_scenario(sim_cache, demand=False, max_intervals=N))
     first = sim.first_interval
-    data, truth = _telegrams(shared_data, first)
+    data, truth = _telegrams(test_data, first)
     assert all(v != 0 for v in truth.values())
     with _p1_bridge() as (port, payload):
         payload.append(data)
@@ -123,11 +123,11 @@ def test_p1_meter_in_memory_neighbourhood(shared_data, sim_cache, paillier_2048)
     assert rep["billing"]["verified"] == rep["billing"]["households"] == 6
 
 
-def test_p1_gap_drops_the_meter_over_loopback_sockets(shared_data, sim_cache, tmp_path):
+def test_p1_gap_drops_the_meter_over_loopback_sockets(test_data, sim_cache, tmp_path):
     """``privmeter simulate --source m00003=p1-tcp:...``: head-end, fleet process, TCP bridge."""
     first = build(tiny_scenario(sim_cache, demand=False, max_intervals=N)).first_interval
     b1 = (first + 1) * IV
-    data, truth = _telegrams(shared_data, first, gap=range(b1 - 20, b1 + 60))  # boundary 1 seen too late
+    data, truth = _telegrams(test_data, first, gap=range(b1 - 20, b1 + 60))  # boundary 1 seen too late
     out = tmp_path / "out"
     with _p1_bridge() as (port, payload):
         payload.append(data)

@@ -1,1 +1,9 @@
-"""privmeter.bench."""
+"""privmeter.bench: the ``privmeter bench ...`` commands, each against a named peer.
+
+Modules: ``paillier`` (vs python-paillier), ``aggregation`` (masked sum vs a
+Paillier baseline), ``comparison`` (DGK vs MPyC), ``headend`` (meters served
+per head-end core); ``_common`` holds CPU timing, progress and output.
+Performance targets live here, never in timed unit tests.
+"""
+
+__all__: list[str] = []
