@@ -3,17 +3,27 @@
 Each subcommand lives in the module that owns its logic; that module exposes
 ``add_arguments(parser)`` and ``run(args) -> int``.  This file only maps
 names to modules, so a command's code sits next to what it drives.
+
+Errors: :func:`main` is the one place where a user's mistake becomes a
+message.  Bad arguments (argparse, and the types in :mod:`privmeter.argtypes`),
+every :class:`~privmeter.errors.PrivmeterError`, and the ``OSError`` /
+``ValueError`` family (a missing file, a busy port, a number out of range) end
+as one line on stderr, ``privmeter CMD: error: ...``, with exit status 2; a
+missing optional dependency names the extra to install.  Nothing ends in a
+traceback unless ``PRIVMETER_DEBUG=1`` asks for one.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from privmeter import __version__
+from privmeter.errors import PrivmeterError
 
 __all__ = ["main"]
 
@@ -38,6 +48,21 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 }
 
 
+# import name of an optional dependency -> (what it is, the extra that installs it)
+OPTIONAL: dict[str, tuple[str, str]] = {
+    "dsmr_parser": ("dsmr-parser", "meters"),
+    "dlms_cosem": ("dlms-cosem", "meters"),
+    "serial": ("pyserial", "meters"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``privmeter CMD: error: MESSAGE``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def _chosen(argv: Sequence[str]) -> tuple[str | None, str | None]:
     """The command (and benchmark) named on the command line, before parsing."""
     words = [a for a in argv if not a.startswith("-")]
@@ -57,7 +82,7 @@ def _add(sub: Any, name: str, module: str, help_: str, load: bool) -> None:
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The parser; only the command named in ``argv`` gets its module imported."""
     command, benchmark = _chosen(argv)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="privmeter",
         description="Privacy-preserving smart metering: secure aggregation, private demand "
         "management and verifiable billing.",
@@ -73,15 +98,51 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
+def _describe(exc: BaseException) -> str:
+    """One line for the user: what went wrong, in their terms."""
+    if isinstance(exc, ModuleNotFoundError):
+        top = (exc.name or "").split(".")[0]
+        dist, extra = OPTIONAL.get(top, (top, ""))
+        if extra:
+            return f"this needs {dist}, an optional dependency: pip install -e '.[{extra}]' " \
+                   f"in the privmeter checkout"
+        return f"missing Python module {top!r}: reinstall privmeter (pip install -e .)"
+    if isinstance(exc, OSError):
+        what = exc.strerror or str(exc)
+        where = exc.filename if exc.filename is not None else None
+        if exc.errno in (98, 48, 10048):  # EADDRINUSE (Linux, macOS, Windows)
+            return f"{what}: another program is listening on that port; choose another with --port"
+        return f"{where}: {what}" if where is not None else what
+    if isinstance(exc, UnicodeDecodeError):
+        return f"an input file is not UTF-8 text ({exc.reason} at byte {exc.start})"
+    if isinstance(exc, PrivmeterError):
+        msg = str(exc.args[0]) if exc.args else type(exc).__name__
+        extra = {k: v for k, v in sorted(exc.context.items()) if v not in (None, "") and str(v) not in msg}
+        return msg + (f" ({', '.join(f'{k} {v}' for k, v in extra.items())})" if extra else "")
+    return str(exc) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
-    run = getattr(args, "_run", None)
-    if run is None:
-        parser.print_help()
+    command, benchmark = _chosen(argv)
+    prog = " ".join(w for w in ("privmeter", command, benchmark) if w)
+    debug = os.environ.get("PRIVMETER_DEBUG", "") not in ("", "0")
+    try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+        run = getattr(args, "_run", None)
+        if run is None:
+            parser.print_help()
+            return 2
+        return int(run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except (PrivmeterError, OSError, ValueError, ArithmeticError, ImportError) as exc:
+        if debug:
+            raise
+        print(f"{prog}: error: {_describe(exc)}", file=sys.stderr)
         return 2
-    return int(run(args) or 0)
 
 
 if __name__ == "__main__":

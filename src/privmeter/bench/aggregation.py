@@ -50,6 +50,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from privmeter.argtypes import at_least
 from privmeter.bench._common import add_json_flag, emit, progress
 from privmeter.crypto.paillier import generate_keypair
 from privmeter.protocol.aggregation import input_mac
@@ -287,8 +288,8 @@ def run_cases(sizes: list[tuple[int, int]], dropouts: list[float], *, key_bits: 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser)
     parser.add_argument("--full", action="store_true", help="run every group of the 10,000-meter case")
-    parser.add_argument("--groups", type=int, default=5, help="groups measured per case (default 5)")
-    parser.add_argument("--key-bits", type=int, default=3072, help="Paillier baseline key size")
+    parser.add_argument("--groups", type=at_least(1), default=5, help="groups measured per case (default 5)")
+    parser.add_argument("--key-bits", type=at_least(1), default=3072, help="Paillier baseline key size")
     parser.add_argument("--quick", action="store_true",
                         help="tiny smoke run (20 meters, 1,024-bit INSECURE baseline key)")
 

@@ -40,6 +40,7 @@ from typing import Any
 
 import msgpack
 
+from privmeter.argtypes import at_least
 from privmeter.bench._common import add_json_flag, emit, progress
 from privmeter.crypto import dgk
 from privmeter.crypto.signing import SigningKey, VerifyKey
@@ -78,16 +79,16 @@ mpc.run(main())
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser)
-    parser.add_argument("--samples", type=int, default=30, help="comparisons per configuration")
-    parser.add_argument("--meters", type=int, default=1000, help="meters in the end-to-end event")
+    parser.add_argument("--samples", type=at_least(1), default=30, help="comparisons per configuration")
+    parser.add_argument("--meters", type=at_least(1), default=1000, help="meters in the end-to-end event")
     parser.add_argument("--key-bits", type=int, default=dgk.DEFAULT_KEY_BITS, help="DGK modulus size")
-    parser.add_argument("--mpyc-batch", type=int, default=200, help="comparisons per MPyC batch")
-    parser.add_argument("--quorum", type=int, default=8,
+    parser.add_argument("--mpyc-batch", type=at_least(1), default=200, help="comparisons per MPyC batch")
+    parser.add_argument("--quorum", type=at_least(1), default=8,
                         help="echoes each meter checks before answering (same threshold for the group)")
     parser.add_argument("--no-mpyc", action="store_true", help="skip the MPyC peer")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1024-bit INSECURE key, few samples, 20 meters")
-    parser.add_argument("--bits", type=int, nargs="*", default=list(BITS), help="bit lengths")
+    parser.add_argument("--bits", type=at_least(1), nargs="*", default=list(BITS), help="bit lengths")
 
 
 # -- per-comparison costs -------------------------------------------------------------

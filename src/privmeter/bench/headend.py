@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from privmeter.argtypes import at_least
 from privmeter.bench._common import add_json_flag, cpu_per_call, emit
 from privmeter.crypto.paillier import PaillierPrivateKey, generate_keypair
 from privmeter.crypto.signing import SigningKey, VerifyKey
@@ -73,9 +74,9 @@ def _plan() -> Any:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_json_flag(p)
-    p.add_argument("--meters", type=int, default=300, help="meters streamed by the load generator")
-    p.add_argument("--intervals", type=int, default=3, help="1-minute intervals per meter")
-    p.add_argument("--group", type=int, default=200, help="meters in the aggregation group")
+    p.add_argument("--meters", type=at_least(1), default=300, help="meters streamed by the load generator")
+    p.add_argument("--intervals", type=at_least(1), default=3, help="1-minute intervals per meter")
+    p.add_argument("--group", type=at_least(2), default=200, help="meters in the aggregation group")
     p.add_argument("--key-bits", type=int, default=3072)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)

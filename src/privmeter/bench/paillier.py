@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from phe import paillier as phe
 
+from privmeter.argtypes import positive
 from privmeter.bench._common import add_json_flag, cpu_per_call, emit, progress
 from privmeter.crypto import _numtheory as nt
 from privmeter.crypto.multiexp import StreamingMultiExp
@@ -63,7 +64,7 @@ def _best_of(repeats: int, fn: Callable[[], T]) -> tuple[float, T]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bits", type=int, choices=(2048, 3072), default=3072,
                         help="Paillier modulus size (default 3072)")
-    parser.add_argument("--min-seconds", type=float, default=1.0,
+    parser.add_argument("--min-seconds", type=positive, default=1.0,
                         help="CPU seconds spent per timed operation (default 1.0)")
     parser.add_argument("--insecure-test-bits", type=int, default=None, help=argparse.SUPPRESS)
     add_json_flag(parser)

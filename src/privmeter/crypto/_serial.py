@@ -24,10 +24,9 @@ def unhex_int(s: Any, what: str, *, max_chars: int) -> int:
     """Parse the hex string of field ``what``; at most ``max_chars`` digits."""
     if not isinstance(s, str) or not s or len(s) > max_chars:
         raise MalformedMessage(f"{what} must be a hex string, got {type(s).__name__}")
-    try:
-        return int(s, 16)
-    except ValueError:
-        raise MalformedMessage(f"{what} is not hex: {s[:40]!r}") from None
+    if s.strip("0123456789abcdefABCDEF"):  # int(s, 16) would also take "-5", " 5", "0x5", "5_0"
+        raise MalformedMessage(f"{what} is not hex: {s[:40]!r}")
+    return int(s, 16)
 
 
 def json_object(s: str | bytes, what: str) -> Any:

@@ -125,6 +125,8 @@ class PaillierPublicKey(JsonKey):
     def __init__(self, n: int, hs: int) -> None:
         self.n = int(n)
         self.nsquare = self.n * self.n
+        if self.n < 3 or not 0 <= int(hs) < self.nsquare:  # the full checks are in check()
+            raise InvalidKey(f"not a Paillier public key: n of {self.n.bit_length()} bits, h_s out of range")
         self._mn = nt.mpz(self.n)
         self._mn2 = nt.mpz(self.nsquare)
         self.hs = int(hs)

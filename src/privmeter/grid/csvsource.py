@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import io
 import itertools
 import math
 import re
@@ -51,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from privmeter.errors import DataFormatError
+from privmeter.files import read_text_file
 from privmeter.grid.resample import resample_energy
 from privmeter.grid.source import IntervalReading
 
@@ -130,7 +132,7 @@ def read_csv_readings(
     meta: dict[str, str] = {}
     header: list[str] | None = None
     rows: list[tuple[int, int, int | None, int | None]] = []  # line, ts, energy, power
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with io.StringIO(read_text_file(path, "readings"), newline="") as f:
         for lineno, raw in enumerate(f, start=1):
             if len(raw) > MAX_LINE_CHARS:
                 raise _fail(p, lineno, f"line longer than {MAX_LINE_CHARS} characters")

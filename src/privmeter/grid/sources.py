@@ -131,7 +131,7 @@ def _typed(options: Mapping[str, Any], allowed: set[str], spec: str) -> dict[str
 
 def _missing_extra(scheme: str, exc: ImportError) -> ConfigError:
     return ConfigError(f"{scheme} sources need the meter libraries: "
-                       f"pip install 'privmeter[meters]' ({exc})")
+                       f"pip install -e '.[meters]' in the privmeter checkout ({exc})")
 
 
 _P1_OPTIONS = {"spec", "tz", "max_boundary_lag_s", "max_power_w", "reconnect_delay_s",

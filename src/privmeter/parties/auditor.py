@@ -23,7 +23,9 @@ hex; see ``docs/billing.md``):
   is verified: it is what makes the decryption proof binding).
 
 Exit status: 0 and ``VERIFIED ...`` when every check passes; 1 and
-``FAILED <ErrorName>: <what>`` otherwise.
+``FAILED <ErrorName>: <what>`` when a check fails; 2 and one line on stderr
+when an input file cannot be read or is malformed (with ``--json``, every
+failure is a JSON object on stdout and exit status 1).
 """
 
 from __future__ import annotations
@@ -41,10 +43,13 @@ from privmeter.crypto.signing import VerifyKey
 from privmeter.errors import (
     AuditFailure,
     ConfigError,
+    InvalidKey,
     MalformedMessage,
     PrivmeterError,
+    StoreError,
     UnsupportedVersion,
 )
+from privmeter.files import read_json_file, read_text_file
 from privmeter.grid.plans import Plan, builtin_plan, load_plan
 from privmeter.grid.pricefeed import PriceFeed
 from privmeter.parties.keys import public_household_key
@@ -175,20 +180,21 @@ def load_log(path: str | os.PathLike[str]) -> list[tuple[int, bytes, bytes]]:
 
         return read_log(p)
     out: list[tuple[int, bytes, bytes]] = []
-    with open(p) as f:
-        header = f.readline()
+    header, *lines = read_text_file(p, "log", max_bytes=MAX_FILE_BYTES).split("\n")
+    try:
+        _check_format(json.loads(header), LOG_FORMAT, "log header", ())
+    except ValueError:
+        raise MalformedMessage("log: the first line is not a JSON header") from None
+    for n, line in enumerate(lines, start=2):
+        if not line.strip():
+            continue
         try:
-            _check_format(json.loads(header), LOG_FORMAT, "log header", ())
-        except ValueError:
-            raise MalformedMessage("log: the first line is not a JSON header") from None
-        for n, line in enumerate(f, start=2):
-            try:
-                d = json.loads(line)
-                if not isinstance(d, dict) or set(d) != {"seq", "record", "chain"}:
-                    raise ValueError("expected {seq, record, chain}")
-                out.append((_int(d, "seq", "log"), _hex(d, "record", "log"), _hex(d, "chain", "log")))
-            except (ValueError, MalformedMessage) as exc:
-                raise MalformedMessage(f"log line {n}: {exc}") from None
+            d = json.loads(line)
+            if not isinstance(d, dict) or set(d) != {"seq", "record", "chain"}:
+                raise ValueError("expected {seq, record, chain}")
+            out.append((_int(d, "seq", "log"), _hex(d, "record", "log"), _hex(d, "chain", "log")))
+        except (ValueError, MalformedMessage) as exc:
+            raise MalformedMessage(f"log line {n}: {exc}") from None
     return out
 
 
@@ -213,14 +219,7 @@ def check_chain(entries: list[tuple[int, bytes, bytes]]) -> bool:
 
 
 def _read_json(path: str | os.PathLike[str], what: str) -> Any:
-    try:
-        if os.path.getsize(path) > MAX_FILE_BYTES:
-            raise ConfigError(f"{what} file {str(path)!r} is too large")
-        return json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} file {str(path)!r}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise MalformedMessage(f"{what} file {str(path)!r} is not JSON: {exc}") from None
+    return read_json_file(path, what, max_bytes=MAX_FILE_BYTES)
 
 
 def _load_plan(spec: str) -> Plan:
@@ -250,13 +249,18 @@ def audit_files(
     headend_key = VerifyKey.from_hex(str(kd.get("headend_verify_key")))
     meter_key = VerifyKey.from_hex(str(kd.get("meter_verify_key")))
     the_plan = _load_plan(plan)
-    the_feed = PriceFeed.from_json(Path(feed).read_text()) if feed is not None else None
+    the_feed = PriceFeed.from_json(read_text_file(feed, "price feed")) if feed is not None else None
     entries = load_log(log)
     full = check_chain(entries)
     records: list[ReadingRecord] = [record_from_bytes(rec) for _, rec, _ in entries]
     report = audit(st, records, the_plan, the_feed, pr, headend_key=headend_key, meter_key=meter_key,
                    household_pk=household_pk)
     return report, full
+
+
+# input files that cannot be read or are not what they claim: reported as errors (stderr, exit 2)
+# by the CLI; everything else is the audit's verdict, FAILED (stdout, exit 1)
+UNREADABLE = (ConfigError, MalformedMessage, UnsupportedVersion, InvalidKey, StoreError)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -277,6 +281,8 @@ def run(args: argparse.Namespace) -> int:
     except PrivmeterError as exc:
         if args.json:
             print(json.dumps({"verified": False, "error": type(exc).__name__, "message": str(exc)}))
+        elif isinstance(exc, UNREADABLE):  # the audit could not start: a user's error, not a verdict
+            raise
         else:
             print(f"FAILED {type(exc).__name__}: {exc}", file=sys.stdout)
         return 1

@@ -21,13 +21,14 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from privmeter.argtypes import listen_port, port, verify_key_hex
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import PrivmeterError, TransportError
+from privmeter.files import read_json_file
 from privmeter.net.channel import ErrorMessage
 from privmeter.net.handshake import TrustStore
 from privmeter.net.transport import Connection, Server, Welcome, connect
@@ -100,17 +101,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", type=Path, required=True, help="scenario.json (see `privmeter simulate`)")
     p.add_argument("--group", required=True, help="the feeder (group id) this concentrator serves")
     p.add_argument("--listen-host", default="127.0.0.1")
-    p.add_argument("--listen-port", type=int, default=0, help="port for meters (0: pick one, printed)")
+    p.add_argument("--listen-port", type=listen_port, default=0, help="port for meters (0: pick one, printed)")
     p.add_argument("--host", default="127.0.0.1", help="head-end host")
-    p.add_argument("--port", type=int, default=7700, help="head-end port")
-    p.add_argument("--headend-key", required=True, help="the head-end's Ed25519 public key (hex)")
+    p.add_argument("--port", type=port, default=7700, help="head-end port")
+    p.add_argument("--headend-key", type=verify_key_hex, required=True, help="the head-end's Ed25519 public key (hex)")
 
 
 def run(args: argparse.Namespace) -> int:
     from privmeter.sim.scenario import build, scenario_from_json
 
     logging.basicConfig(level=logging.WARNING)
-    sc = scenario_from_json(json.loads(args.scenario.read_text()))
+    sc = scenario_from_json(read_json_file(args.scenario, "scenario"))
     world = build(sc)
     members = world.groups.get(args.group)
     if not members:

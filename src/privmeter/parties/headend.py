@@ -539,3 +539,7 @@ class HeadEndCore:
     def settlements(self) -> list[tuple[str, int, str, bytes, int | None]]:
         return self.store.settlements()
 
+    def statements(self) -> dict[tuple[str, int], Statement]:
+        """Every statement issued, by ``(meter id, period)`` (for audit bundles and checks)."""
+        return dict(self._statements)
+

@@ -29,13 +29,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from privmeter.argtypes import listen_port, non_negative, positive
 from privmeter.errors import PrivmeterError
+from privmeter.files import read_json_file
 from privmeter.net.channel import ErrorMessage
 from privmeter.net.emulation import NetworkEmulator
 from privmeter.net.handshake import TrustStore
@@ -213,12 +214,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", type=Path, required=True,
                    help="scenario.json written by `privmeter simulate --out DIR` (or by hand)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7700)
+    p.add_argument("--port", type=listen_port, default=7700)
     p.add_argument("--db", type=Path, required=True, help="SQLite store (WAL); reopened on restart")
-    p.add_argument("--speed", type=float, default=0.0,
+    p.add_argument("--speed", type=non_negative, default=0.0,
                    help="0 = as fast as the meters answer; 1 = real time; N = N x real time")
-    p.add_argument("--round-timeout", type=float, default=30.0, help="seconds to wait for a round's answers")
-    p.add_argument("--wait-meters", type=float, default=60.0, help="seconds to wait for meters to connect")
+    p.add_argument("--round-timeout", type=positive, default=30.0, help="seconds to wait for a round's answers")
+    p.add_argument("--wait-meters", type=positive, default=60.0, help="seconds to wait for meters to connect")
     p.add_argument("--report", type=Path, default=None, help="write the checked results here (JSON)")
 
 
@@ -226,14 +227,11 @@ def run(args: argparse.Namespace) -> int:
     from privmeter.sim.network import headend_main
     from privmeter.sim.scenario import scenario_from_json
 
-    sc = scenario_from_json(json.loads(args.scenario.read_text()))
+    sc = scenario_from_json(read_json_file(args.scenario, "scenario"))
     try:
         return asyncio.run(headend_main(sc, host=args.host, port=args.port, db=args.db, speed=args.speed,
                                         round_timeout=args.round_timeout, wait_meters=args.wait_meters,
                                         report=args.report))
     except KeyboardInterrupt:
         return 130
-    except PrivmeterError as exc:
-        print(f"privmeter headend: {exc}")
-        return 1
 

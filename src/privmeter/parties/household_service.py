@@ -25,13 +25,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from privmeter.argtypes import port, verify_key_hex
 from privmeter.crypto.signing import SigningKey, VerifyKey
-from privmeter.errors import PrivmeterError
+from privmeter.errors import ConfigError
+from privmeter.files import read_json_file
 from privmeter.net.channel import ErrorMessage
 from privmeter.net.transport import Welcome, connect
 from privmeter.parties.household import HouseholdAgent
@@ -75,8 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--readings", type=Path, required=True, help="the meter's local-port export (CSV v1)")
     p.add_argument("--adjustments", type=Path, default=None, help="demand-response amounts (JSON)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7700)
-    p.add_argument("--headend-key", required=True, help="the head-end's Ed25519 public key (hex)")
+    p.add_argument("--port", type=port, default=7700)
+    p.add_argument("--headend-key", type=verify_key_hex, required=True, help="the head-end's Ed25519 public key (hex)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,27 +85,27 @@ def run(args: argparse.Namespace) -> int:
     from privmeter.sim.scenario import build, scenario_from_json
 
     logging.basicConfig(level=logging.WARNING)
-    try:
-        sc = scenario_from_json(json.loads(args.scenario.read_text()))
-        world = build(sc)
-        spec = next((h for h in world.households if h.meter_id == args.meter), None)
-        if spec is None:
-            print(f"privmeter household: no meter {args.meter!r} in the scenario")
-            return 2
-        readings = {r.interval: r.energy_wh for r in open_csv_source(args.readings, sc.interval_seconds).readings()
-                    if r.energy_wh is not None}
-        adjustments: dict[tuple[str, str, int], int] = {}
-        if args.adjustments is not None:
-            for kind, eid, t, wh in json.loads(args.adjustments.read_text()):
+    sc = scenario_from_json(read_json_file(args.scenario, "scenario"))
+    # the user's files first (quick to check), then the world (keys take a while)
+    readings = {r.interval: r.energy_wh for r in open_csv_source(args.readings, sc.interval_seconds).readings()
+                if r.energy_wh is not None}
+    adjustments: dict[tuple[str, str, int], int] = {}
+    if args.adjustments is not None:
+        try:
+            for kind, eid, t, wh in read_json_file(args.adjustments, "adjustments"):
                 adjustments[(str(kind), str(eid), int(t))] = int(wh)
-        agent = HouseholdAgent(args.meter, spec.secret_key, spec.plan, world.headend_key.verify_key,
-                               lambda: (readings, adjustments), period_start=world.first_interval,
-                               period_intervals=sc.intervals)
-        answers = asyncio.run(serve(agent, household_identity(sc.seed, args.meter), host=args.host,
-                                    port=args.port, headend_key=VerifyKey.from_hex(args.headend_key)))
-    except (PrivmeterError, OSError, KeyboardInterrupt) as exc:
-        print(f"privmeter household: {exc}")
-        return 1
+        except (TypeError, ValueError):
+            raise ConfigError(f"adjustments file {str(args.adjustments)!r}: expected a JSON list of "
+                              f"[kind, event id, interval, Wh]") from None
+    world = build(sc)
+    spec = next((h for h in world.households if h.meter_id == args.meter), None)
+    if spec is None:
+        raise ConfigError(f"no meter {args.meter!r} in the scenario")
+    agent = HouseholdAgent(args.meter, spec.secret_key, spec.plan, world.headend_key.verify_key,
+                           lambda: (readings, adjustments), period_start=world.first_interval,
+                           period_intervals=sc.intervals)
+    answers = asyncio.run(serve(agent, household_identity(sc.seed, args.meter), host=args.host,
+                                port=args.port, headend_key=VerifyKey.from_hex(args.headend_key)))
     for a in answers:
         print(type(a).__name__, getattr(a, "bill", getattr(a, "reason", "")))
     return 0

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from privmeter.argtypes import at_least, out_dir
 from privmeter.crypto.paillier import (
     DEFAULT_KEY_BITS,
     MIN_KEY_BITS,
@@ -136,14 +137,24 @@ def verify_key_from(d: dict[str, Any], field: str = "verify_key") -> VerifyKey:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("role", choices=ROLES, help="whose keys to generate")
-    p.add_argument("--out", type=Path, required=True, help="directory for NAME.json and NAME.pub.json")
+    p.add_argument("--out", type=out_dir, required=True, help="directory for NAME.json and NAME.pub.json")
     p.add_argument("--name", default=None, help="file stem (default: the role)")
-    p.add_argument("--bits", type=int, default=DEFAULT_KEY_BITS, help="Paillier modulus size (household)")
+    p.add_argument("--bits", type=at_least(MIN_KEY_BITS), default=DEFAULT_KEY_BITS,
+                   help=f"Paillier modulus size, household only (default {DEFAULT_KEY_BITS}, "
+                        f"at least {MIN_KEY_BITS})")
+    p.add_argument("--force", action="store_true", help="overwrite existing key files (the old secret key is lost)")
 
 
 def run(args: argparse.Namespace) -> int:
     name = args.name or args.role
+    if not name or "/" in name or os.sep in name or name in (".", ".."):
+        raise ConfigError(f"--name must be a plain file stem, got {name!r}")
     out: Path = args.out
+    existing = [str(f) for f in (out / f"{name}.json", out / f"{name}.pub.json") if f.exists()]
+    if existing and not args.force:
+        raise ConfigError(f"{existing[0]} already exists (a secret key would be lost); "
+                          f"choose another --out or --name, or pass --force to overwrite it")
+    out.mkdir(parents=True, exist_ok=True)
     if args.role == "household":
         keys = HouseholdKeys.generate(args.bits)
         write_json_atomic(out / f"{name}.json", keys.private_dict(), private=True)

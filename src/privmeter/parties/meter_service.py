@@ -43,8 +43,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from privmeter.argtypes import port, verify_key_hex
 from privmeter.crypto.signing import VerifyKey
 from privmeter.errors import ConfigError, PrivmeterError, TransportError
+from privmeter.files import read_json_file
 from privmeter.net.channel import ErrorMessage
 from privmeter.net.transport import Connection, Welcome, connect
 from privmeter.parties.household import HouseholdAgent
@@ -167,8 +169,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", type=Path, required=True, help="scenario.json (see `privmeter simulate`)")
     p.add_argument("--fleet", default="0/1", help="k/K: this process runs every K-th meter from k")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7700)
-    p.add_argument("--headend-key", required=True, help="the head-end's Ed25519 public key (hex)")
+    p.add_argument("--port", type=port, default=7700)
+    p.add_argument("--headend-key", type=verify_key_hex, required=True, help="the head-end's Ed25519 public key (hex)")
     p.add_argument("--truth", type=Path, default=None, help="write the households' true loads here on exit")
     p.add_argument("--state", type=Path, default=None,
                    help="SQLite file for the meters' privacy ledgers (kept across restarts)")
@@ -185,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     c0 = time.process_time()
-    sc = scenario_from_json(json.loads(args.scenario.read_text()))
+    sc = scenario_from_json(read_json_file(args.scenario, "scenario"))
     k, _, kk = args.fleet.partition("/")
     k_i, k_n = int(k), int(kk or 1)
     try:

@@ -17,35 +17,40 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from privmeter.argtypes import at_least, out_dir
 from privmeter.privacy.report import EvalConfig, run_evaluation, summary_rows, write_html
 
 __all__ = ["add_arguments", "run"]
 
 
+def _group_sizes(text: str) -> tuple[int, ...]:
+    """``--group-sizes``: comma-separated whole numbers >= 1."""
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated group sizes >= 1 (e.g. 5,10,50), got {text!r}")
+    return sizes
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = EvalConfig()
-    parser.add_argument("--households", type=int, default=d.households,
+    parser.add_argument("--households", type=at_least(4), default=d.households,
                         help=f"simulated households (default {d.households})")
-    parser.add_argument("--days", type=int, default=d.days, help=f"days (default {d.days})")
+    parser.add_argument("--days", type=at_least(1), default=d.days, help=f"days (default {d.days})")
     parser.add_argument("--seed", type=int, default=d.seed, help="simulation and attack seed")
     parser.add_argument("--plan", default=d.plan, help=f"builtin plan (default {d.plan})")
-    parser.add_argument("--group-sizes", default=",".join(map(str, d.group_sizes)),
-                        help="comma-separated group sizes")
-    parser.add_argument("--out", type=Path, default=Path("privacy-report"),
+    parser.add_argument("--group-sizes", type=_group_sizes, default=d.group_sizes,
+                        help="comma-separated group sizes (default " + ",".join(map(str, d.group_sizes)) + ")")
+    parser.add_argument("--out", type=out_dir, default=Path("privacy-report"),
                         help="output directory for privacy.json and privacy.html")
     parser.add_argument("--cache-dir", default=None, help="profile cache directory")
     parser.add_argument("--json", action="store_true", help="print the JSON object and nothing else")
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        sizes = tuple(int(s) for s in str(args.group_sizes).split(",") if s.strip())
-    except ValueError:
-        print(f"--group-sizes: expected integers, got {args.group_sizes!r}", file=sys.stderr)
-        return 2
-    if args.households < 4 or args.days < 1 or not sizes or min(sizes) < 1:
-        print("need --households >= 4, --days >= 1 and group sizes >= 1", file=sys.stderr)
-        return 2
+    sizes = tuple(args.group_sizes)
     cfg = EvalConfig(households=args.households, days=args.days, seed=args.seed,
                      plan=args.plan, group_sizes=sizes, cache_dir=args.cache_dir)
     err = Console(stderr=True)

@@ -137,7 +137,7 @@ async def headend_main(sc: Scenario, *, host: str, port: int, db: Path, speed: f
 
 
 async def _run(world: World, out: Path, fleets: int, speed: float, round_timeout: float,
-               progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+               progress: Callable[[int, int], None] | None, audit_dir: Path | None) -> dict[str, Any]:
     sc = world.scenario
     db = out / "headend.db"
     for suffix in ("", "-wal", "-shm"):
@@ -218,12 +218,20 @@ async def _run(world: World, out: Path, fleets: int, speed: float, round_timeout
         "emulation": {"latency_ms": sc.latency_ms, "jitter_ms": sc.jitter_ms, "loss": sc.loss,
                       "bandwidth_bps": sc.bandwidth_bps, "dropout": sc.dropout},
     })
+    if audit_dir is not None:
+        from privmeter.sim.bundle import write_audit_bundles
+
+        write_audit_bundles(world, core, audit_dir)
     store.close()
     return res
 
 
 def run_network(world: World, out: Path, *, fleets: int = 2, speed: float = 0.0, round_timeout: float = 30.0,
-                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Run ``world`` over loopback sockets (see the module docstring); returns the checked results."""
+                progress: Callable[[int, int], None] | None = None,
+                audit_dir: Path | None = None) -> dict[str, Any]:
+    """Run ``world`` over loopback sockets (see the module docstring); returns the checked results.
+
+    ``audit_dir``: also write every household's audit bundle there (:mod:`privmeter.sim.bundle`).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_run(world, out, fleets, speed, round_timeout, progress))
+    return asyncio.run(_run(world, out, fleets, speed, round_timeout, progress, audit_dir))

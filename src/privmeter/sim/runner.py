@@ -24,6 +24,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from privmeter.crypto.paillier import MIN_KEY_BITS
@@ -234,8 +235,12 @@ def round_of(msg: Any) -> int | None:
 
 
 def run_memory(world: World, *, store_path: str | None = None,
-               progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Run the scenario in one process; returns the checked results (``report.json``)."""
+               progress: Callable[[int, int], None] | None = None,
+               audit_dir: Path | None = None) -> dict[str, Any]:
+    """Run the scenario in one process; returns the checked results (``report.json``).
+
+    ``audit_dir``: also write every household's audit bundle there (:mod:`privmeter.sim.bundle`).
+    """
     sc = world.scenario
     store = HeadEndStore(store_path) if store_path else MemoryHeadEndStore()
     p = make_parties(world, store)
@@ -260,6 +265,10 @@ def run_memory(world: World, *, store_path: str | None = None,
     out["bytes_per_meter"] = {m: {"up": p.bytes_up[m], "down": p.bytes_down[m]} for m in sorted(p.meters)}
     out["network"]["rejected"] = dict(link.rejected)
     out["network"]["refused_by_meters"] = dict(link.refused)
+    if audit_dir is not None:
+        from privmeter.sim.bundle import write_audit_bundles
+
+        write_audit_bundles(world, p.core, audit_dir)
     store.close()
     return out
 
@@ -327,7 +336,7 @@ def check(world: World, core: HeadEndCore, log: DriveLog, *,
                          "survivors": st.survivors, "dropped": st.dropped, "error": err})
     # billing: proven bill == truth, and an independent audit from the signed log
     statements = {}
-    for (m, _period), s in core._statements.items():
+    for (m, _period), s in core.statements().items():
         statements[m] = s
     settled = {m: (kind, ans, bill) for m, _p, kind, ans, bill in core.settlements()}
     log_records: dict[str, list[Any]] = {}

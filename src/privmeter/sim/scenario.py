@@ -119,6 +119,21 @@ class Scenario:
             raise ConfigError("dropout must be in [0, 1) and prosumer share in [0, 1]")
         if self.min_survivors < 2:
             raise ConfigError("min_survivors must be at least 2")
+        m = self.min_survivors
+        if self.households < m and not self.lcl:  # the LCL scenario adds simulated neighbours itself
+            raise ConfigError(f"at least {m} households are needed: a feeder group has at least "
+                              f"min_survivors = {m} meters (got {self.households})")
+        if self.group_size < m:
+            raise ConfigError(f"a feeder group has at least min_survivors = {m} meters; "
+                              f"group size {self.group_size} is too small")
+        if not 0.0 <= self.loss < 1.0:
+            raise ConfigError(f"loss is a probability below 1 (e.g. 0.01), got {self.loss!r}")
+        if self.latency_ms < 0 or self.jitter_ms < 0:
+            raise ConfigError("latency and jitter must be 0 ms or more")
+        if self.bandwidth_bps is not None and self.bandwidth_bps <= 0:
+            raise ConfigError(f"bandwidth must be positive (bit/s), got {self.bandwidth_bps!r}")
+        if self.max_intervals is not None and self.max_intervals < 1:
+            raise ConfigError(f"max_intervals must be at least 1, got {self.max_intervals!r}")
         if not isinstance(self.sources, Mapping) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in self.sources.items()):
             raise ConfigError("sources must map meter ids to source specs, e.g. {\"m00003\": \"csv:m3.csv\"}")
@@ -420,7 +435,10 @@ def scenario_from_json(d: dict[str, object]) -> Scenario:
         raise ConfigError(f"unknown scenario keys {sorted(extra)}")
     kw = dict(d)
     if isinstance(kw.get("start"), str):
-        kw["start"] = datetime.date.fromisoformat(str(kw["start"]))
+        try:
+            kw["start"] = datetime.date.fromisoformat(str(kw["start"]))
+        except ValueError:
+            raise ConfigError(f"scenario start: expected a date YYYY-MM-DD, got {kw['start']!r}") from None
     if kw.get("cache_dir") is not None:
         kw["cache_dir"] = Path(str(kw["cache_dir"]))
     try:

@@ -128,10 +128,9 @@ class DemoConfig:
             raise ConfigError(f"the demo runs the robust star topology; got {self.topology!r}")
         if self.speed <= 0:
             raise ConfigError("speed must be positive")
-        if self.households < self.min_survivors:
-            raise ConfigError(f"need at least {self.min_survivors} households (a feeder's minimum)")
         if self.bill_intervals < 1:
             raise ConfigError("bill_intervals must be at least 1")
+        self.scenario()  # the scenario's checks (households and group size against min_survivors) up front
 
     def scenario(self) -> Scenario:
         cache = self.cache_dir
