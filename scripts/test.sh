@@ -13,4 +13,5 @@ if [ -d tests/web ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 -m ruff check src tests
+lint-imports  # [tool.importlinter] in pyproject.toml: a lower layer never imports a higher one
 python3 -m pytest -n 2 "$@"

@@ -31,12 +31,13 @@ __all__ = ["main"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("privmeter.sim.demo", "run a local deployment with the live dashboard"),
     "simulate": ("privmeter.sim.cli", "simulate a neighbourhood over loopback sockets; write a report"),
+    "init": ("privmeter.app.init", "create a party's state directory: starter config and fresh keys"),
+    "headend": ("privmeter.app.headend", "run the utility's head-end (or invite / revoke meters)"),
+    "enrol": ("privmeter.app.enrol", "enrol a household with the utility, using its one-time ticket"),
+    "household": ("privmeter.app.household", "run a household's meter agent and household agent"),
+    "meter": ("privmeter.app.household", "the household service with another --source"),
     "keygen": ("privmeter.parties.keys", "generate household / meter / utility keys"),
     "audit": ("privmeter.parties.auditor", "check a billing statement offline, with no secret key"),
-    "headend": ("privmeter.parties.headend_service", "run the utility head-end service"),
-    "meter": ("privmeter.parties.meter_service", "run one or a fleet of meters"),
-    "household": ("privmeter.parties.household_service", "run a household agent"),
-    "concentrator": ("privmeter.parties.concentrator_service", "run a data concentrator"),
     "privacy": ("privmeter.privacy.cli", "measure what the utility can and cannot learn"),
 }
 

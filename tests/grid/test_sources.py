@@ -30,8 +30,8 @@ from privmeter.grid.p1 import P1Source
 from privmeter.grid.p1_synth import synthesize_telegrams
 from privmeter.grid.source import IntervalReading, LoadSource
 from privmeter.grid.sources import SCHEMES, open_source, parse_source_spec
-from privmeter.protocol.aggregation_sim import make_group
 from privmeter.protocol.billing import BillAccumulator
+from privmeter.sim.aggregation_group import make_group
 
 IV = 900
 B = 1_357_000_200 // IV * IV  # 2013-01-01, the LCL dynamic time-of-use year

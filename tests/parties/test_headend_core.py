@@ -16,12 +16,12 @@ from privmeter.errors import (
     UnexpectedMessage,
     UnknownParty,
 )
+from privmeter.parties.engine import drive
 from privmeter.parties.headend_store import HeadEndStore
 from privmeter.parties.messages import Tick
 from privmeter.protocol.aggregation_messages import MaskedInput
 from privmeter.protocol.billing import ReadingRecord, make_record
 from privmeter.sim.clock import SimClock
-from privmeter.sim.driver import drive
 from privmeter.sim.runner import MemoryLink, check, make_parties, run_memory
 from privmeter.sim.scenario import World, build
 

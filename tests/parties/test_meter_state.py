@@ -17,11 +17,11 @@ from privmeter.crypto.signing import SigningKey
 from privmeter.errors import BudgetExceeded, ConfigError, MembershipChangeRefused
 from privmeter.grid.plans import PrivacyBudget
 from privmeter.parties.meter_state import FORMAT, MeterLedgerStore, attach
-from privmeter.privacy.membership import MembershipPolicy
 from privmeter.protocol.aggregation_messages import KeyBundle
-from privmeter.protocol.aggregation_sim import make_group
 from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.demand import ComparisonBudget
+from privmeter.protocol.membership import MembershipPolicy
+from privmeter.sim.aggregation_group import make_group
 
 BUDGET = PrivacyBudget(min_group_size=5, min_survivors=3, max_membership_changes_per_day=1)
 KEYS = {f"m{i:05d}": SigningKey.from_seed(hashlib.sha256(b"st%d" % i).digest()) for i in range(6)}

@@ -8,9 +8,9 @@ import pytest
 from privmeter.errors import GroupTooSmall, MembershipChangeRefused
 from privmeter.grid.plans import PrivacyBudget
 from privmeter.privacy.differencing import PROBE_BITS, differencing_attack, probing_attack
-from privmeter.privacy.membership import MembershipPolicy
 from privmeter.privacy.noise import NoiseConfig
 from privmeter.privacy.views import AGG_INTERVAL_S, Population
+from privmeter.protocol.membership import MembershipPolicy
 
 BUDGET = PrivacyBudget()  # 1/interval, 4/day, min group 5, 2 changes a day
 

@@ -19,8 +19,8 @@ from privmeter.protocol.aggregation_messages import (
     neighbours,
     threshold_for,
 )
-from privmeter.protocol.aggregation_sim import GroupSimulation, make_group
 from privmeter.protocol.codec import decode, encode
+from privmeter.sim.aggregation_group import GroupSimulation, make_group
 
 
 def reading(meter: str, t: int) -> int:

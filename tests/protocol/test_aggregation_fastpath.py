@@ -20,8 +20,8 @@ from privmeter.crypto import masks, shamir
 from privmeter.errors import InvalidSignature, RemoteProtocolError
 from privmeter.protocol.aggregation import _mac
 from privmeter.protocol.aggregation_messages import MaskedInput, decode_input
-from privmeter.protocol.aggregation_sim import make_group
 from privmeter.protocol.codec import decode, encode
+from privmeter.sim.aggregation_group import make_group
 
 
 def _reading(meter: str, t: int) -> int:

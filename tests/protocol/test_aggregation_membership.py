@@ -1,6 +1,6 @@
 """Meters enforce the plan's roster rules in masked aggregation: the defence
 against differencing (a head-end that aggregates G and G - {victim} learns
-the victim's reading as the difference).  ``privacy/membership.py`` holds the
+the victim's reading as the difference).  ``protocol/membership.py`` holds the
 rules; ``AggregationMeter(membership=...)`` applies them at every bundle and
 every contributed reading, before any state change."""
 
@@ -13,10 +13,10 @@ import pytest
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import GroupTooSmall, MembershipChangeRefused
 from privmeter.grid.plans import PrivacyBudget
-from privmeter.privacy.membership import MembershipPolicy
 from privmeter.protocol.aggregation_messages import KeyBundle
-from privmeter.protocol.aggregation_sim import GroupSimulation, make_group
 from privmeter.protocol.codec import decode, encode
+from privmeter.protocol.membership import MembershipPolicy
+from privmeter.sim.aggregation_group import GroupSimulation, make_group
 
 BUDGET = PrivacyBudget(min_group_size=5, min_survivors=3, max_membership_changes_per_day=1)
 KEYS = {f"m{i:05d}": SigningKey.from_seed(hashlib.sha256(b"mk%d" % i).digest()) for i in range(12)}

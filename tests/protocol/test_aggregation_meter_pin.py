@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from privmeter.crypto import masks
-from privmeter.protocol.aggregation_sim import make_group
 from privmeter.protocol.codec import encode
+from privmeter.sim.aggregation_group import make_group
 
 Totals = list[tuple[int, ...] | None]
 

@@ -23,7 +23,7 @@ N = 8
 
 
 def _start(scen: Path, tmp: Path, tag: str, speed: str) -> tuple[subprocess.Popen[str], subprocess.Popen[bytes], str]:
-    py = [sys.executable, "-m", "privmeter"]
+    py = [sys.executable, "-m", "privmeter.sim.parties"]
     he = subprocess.Popen([*py, "headend", "--scenario", str(scen), "--port", "0", "--db", str(tmp / "he.db"),
                            "--report", str(tmp / f"he-{tag}.json"), "--speed", speed, "--round-timeout", "20"],
                           stdout=subprocess.PIPE, text=True)

@@ -51,7 +51,7 @@ def test_household_on_its_own_line_proves_its_bill(sim_cache: Path, tmp_path: Pa
     write_csv_readings(csv, [IntervalReading(interval=t, energy_wh=wh) for t, wh in mine.items()],
                        sc.interval_seconds)
 
-    py = [sys.executable, "-m", "privmeter"]
+    py = [sys.executable, "-m", "privmeter.sim.parties"]
     he = subprocess.Popen([*py, "headend", "--scenario", str(scen), "--port", "0", "--db",
                            str(tmp_path / "he.db"), "--report", str(tmp_path / "he.json"),
                            "--round-timeout", "20", "--wait-meters", "60"],

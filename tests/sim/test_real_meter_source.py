@@ -29,6 +29,7 @@ from privmeter.errors import ConfigError
 from privmeter.grid.p1_synth import synthesize_telegrams
 from privmeter.grid.source import IntervalReading
 from privmeter.parties.meter import MeterLoad, SourceReadings
+from privmeter.sim.parties import main as parties_main
 from privmeter.sim.runner import run_memory
 from privmeter.sim.scenario import Scenario, attach_sources, build, parse_source_args
 
@@ -196,9 +197,9 @@ def test_unknown_meter_and_meter_cli_errors(tiny_world, sim_cache, tmp_path, cap
 
     scen = tmp_path / "scenario.json"
     scen.write_text(json.dumps(scenario_json(tiny_scenario(sim_cache))))
-    code = main(["meter", "--scenario", str(scen), "--fleet", "0/2", "--headend-key", "00" * 32,
-                 "--source", "p1-tcp:127.0.0.1:1"])
-    assert code == 2 and "METER_ID=SPEC" in capsys.readouterr().out
-    code = main(["meter", "--scenario", str(scen), "--fleet", "0/2", "--headend-key", "00" * 32,
-                 "--source", "m00001=p1-tcp:127.0.0.1:1"])
-    assert code == 2 and "not in this fleet" in capsys.readouterr().out
+    code = parties_main(["meter", "--scenario", str(scen), "--fleet", "0/2", "--headend-key", "00" * 32,
+                         "--source", "p1-tcp:127.0.0.1:1"])
+    assert code == 1 and "METER_ID=SPEC" in capsys.readouterr().err
+    code = parties_main(["meter", "--scenario", str(scen), "--fleet", "0/2", "--headend-key", "00" * 32,
+                         "--source", "m00001=p1-tcp:127.0.0.1:1"])
+    assert code == 1 and "not in this fleet" in capsys.readouterr().err

@@ -55,8 +55,8 @@ from privmeter.bench._common import add_json_flag, emit, progress
 from privmeter.crypto.paillier import generate_keypair
 from privmeter.protocol.aggregation import input_mac
 from privmeter.protocol.aggregation_messages import SHARE_RECORD_BYTES, MaskedInput
-from privmeter.protocol.aggregation_sim import GroupSimulation, make_group
 from privmeter.protocol.codec import decode, encode, message
+from privmeter.sim.aggregation_group import GroupSimulation, make_group
 
 __all__ = ["MEASURED_INTERVALS", "TARGETS", "WARMUP_INTERVALS", "PaillierReading", "add_arguments",
            "run", "run_cases"]

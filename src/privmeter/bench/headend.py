@@ -247,8 +247,8 @@ def _micro(sk: PaillierPrivateKey, db: Path, seed: int) -> dict[str, float]:
 
 def _aggregation_us(n: int, intervals: int = 4) -> float:
     """Head-end CPU per meter per interval of masked aggregation (meters' work excluded)."""
-    from privmeter.protocol.aggregation_sim import make_group
     from privmeter.protocol.codec import encode
+    from privmeter.sim.aggregation_group import make_group
 
     g = make_group(n, min_survivors=min(5, n))
     g.setup()

@@ -14,7 +14,6 @@ whose top two bits are set, so ``p*q`` has exactly ``2*bits`` bits.
 
 from __future__ import annotations
 
-import random
 import secrets
 from collections.abc import Iterable, Sequence
 from typing import Protocol
@@ -326,7 +325,3 @@ def product_mod(values: Iterable[int], modulus: int) -> int:
         acc = acc * v % m
     return int(acc)
 
-
-def deterministic_rng(seed: int) -> random.Random:
-    """A seeded, **non-cryptographic** generator for tests and simulations."""
-    return random.Random(seed)

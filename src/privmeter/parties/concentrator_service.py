@@ -17,32 +17,22 @@ its feeder, and a failure on one meter's connection never affects another.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import hashlib
 import logging
-from pathlib import Path
 from typing import Any
 
-from privmeter.argtypes import listen_port, port, verify_key_hex
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import PrivmeterError, TransportError
-from privmeter.files import read_json_file
 from privmeter.net.channel import ErrorMessage
 from privmeter.net.handshake import TrustStore
 from privmeter.net.transport import Connection, Server, Welcome, connect
 from privmeter.parties.concentrator import Concentrator, Relayed
 from privmeter.parties.messages import Bye
 
-__all__ = ["ConcentratorService", "add_arguments", "concentrator_key", "run"]
+__all__ = ["ConcentratorService"]
 
 log = logging.getLogger(__name__)
-
-
-def concentrator_key(seed: int, concentrator_id: str) -> SigningKey:
-    """The simulation's key of a concentrator (deterministic from the scenario seed)."""
-    return SigningKey.from_seed(hashlib.sha256(f"privmeter-sim-dc/{seed}/{concentrator_id}".encode()).digest())
 
 
 class ConcentratorService:
@@ -95,44 +85,3 @@ class ConcentratorService:
             await self.server.close()
         if self.upstream is not None:
             await self.upstream.close()
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scenario", type=Path, required=True, help="scenario.json (see `privmeter simulate`)")
-    p.add_argument("--group", required=True, help="the feeder (group id) this concentrator serves")
-    p.add_argument("--listen-host", default="127.0.0.1")
-    p.add_argument("--listen-port", type=listen_port, default=0, help="port for meters (0: pick one, printed)")
-    p.add_argument("--host", default="127.0.0.1", help="head-end host")
-    p.add_argument("--port", type=port, default=7700, help="head-end port")
-    p.add_argument("--headend-key", type=verify_key_hex, required=True, help="the head-end's Ed25519 public key (hex)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from privmeter.sim.scenario import build, scenario_from_json
-
-    logging.basicConfig(level=logging.WARNING)
-    sc = scenario_from_json(read_json_file(args.scenario, "scenario"))
-    world = build(sc)
-    members = world.groups.get(args.group)
-    if not members:
-        print(f"privmeter concentrator: no group {args.group!r} in the scenario")
-        return 2
-    cid = f"dc-{args.group}"
-    keys = {h.meter_id: h.signing_key.verify_key for h in world.households}
-    svc = ConcentratorService(Concentrator(cid, members), concentrator_key(sc.seed, cid), keys,
-                              headend=(args.host, args.port), headend_key=VerifyKey.from_hex(args.headend_key),
-                              listen=(args.listen_host, args.listen_port))
-
-    async def main() -> None:
-        port = await svc.start()
-        print(f"LISTEN {port}", flush=True)
-        await svc.done.wait()
-        await asyncio.sleep(0.2)  # let the bye reach the meters
-        await svc.close()
-
-    try:
-        asyncio.run(main())
-    except (PrivmeterError, KeyboardInterrupt) as exc:
-        print(f"privmeter concentrator: {exc}")
-        return 1
-    return 0

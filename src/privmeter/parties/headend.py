@@ -192,6 +192,13 @@ class HeadEndCore:
         self.registry[meter_id] = verify_key
         self.household_keys[meter_id] = household_pk
 
+    def unregister(self, meter_id: str) -> None:
+        """A meter left or was revoked: its messages are refused from now on (its records,
+        statements and settlements stay in the store); its group is redefined by the caller."""
+        self.registry.pop(meter_id, None)
+        self.household_keys.pop(meter_id, None)
+        self.meter_group.pop(meter_id, None)
+
     def register_concentrator(self, concentrator_id: str, meters: Iterable[str]) -> None:
         """A data concentrator and the meters it relays for (tree topology)."""
         self.concentrators[concentrator_id] = frozenset(meters)

@@ -3,18 +3,16 @@
 What it is for: :class:`NetLink` puts a :class:`~privmeter.parties.headend.HeadEndCore`
 behind a :class:`privmeter.net.transport.Server` (mutually authenticated,
 encrypted channels; length-framed, size-limited msgpack messages) and
-implements the interval loop's :class:`~privmeter.sim.driver.Link`: it
+implements the interval loop's :class:`~privmeter.parties.engine.Link`: it
 pushes the head-end's messages to the connected meters and waits until each
 has answered or the round's deadline passes (a meter that is down simply
 misses the round; the protocols' dropout handling takes over).
 
-``privmeter headend --scenario FILE`` runs the head-end of a simulation
-scenario (``scenario.json`` as written by ``privmeter simulate``) on
-``--host/--port`` with its SQLite store at ``--db``, waits for the meter
-fleets (``privmeter meter``) and drives the scenario's intervals in
-accelerated or real time (``--speed``).  Killing it (even with SIGKILL) and
-restarting it on the same ``--db`` loses no acknowledged record, total,
-accumulator or statement: they are committed before any receipt leaves.
+The deployed head-end (``privmeter headend --config``, :mod:`privmeter.app.headend`)
+and the simulated one (:mod:`privmeter.sim.network`) both run it.  Killing
+the process (even with SIGKILL) and restarting it on the same store loses
+no acknowledged record, total, accumulator or statement: they are committed
+before any receipt leaves.
 
 Security assumption: the transport's (Ed25519 identities from the
 deployment's trust store, X25519 + ChaCha20-Poly1305 channels).  Guarantee:
@@ -26,17 +24,13 @@ happens before any state change).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from privmeter.argtypes import listen_port, non_negative, positive
 from privmeter.errors import PrivmeterError
-from privmeter.files import read_json_file
 from privmeter.net.channel import ErrorMessage
 from privmeter.net.emulation import NetworkEmulator
 from privmeter.net.handshake import TrustStore
@@ -47,7 +41,7 @@ from privmeter.parties.messages import Hello, SettleRequest
 from privmeter.protocol.billing import ReadingRecord
 from privmeter.protocol.codec import encode
 
-__all__ = ["NetLink", "add_arguments", "run", "start_server"]
+__all__ = ["NetLink", "start_server"]
 
 MAX_BATCH = 512  # records per group commit
 
@@ -206,32 +200,4 @@ async def start_server(core: HeadEndCore, link: NetLink, trust: TrustStore, *, h
     await server.start()
     link.server = server
     return server
-
-
-# -- the command --------------------------------------------------------------------------
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scenario", type=Path, required=True,
-                   help="scenario.json written by `privmeter simulate --out DIR` (or by hand)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=listen_port, default=7700)
-    p.add_argument("--db", type=Path, required=True, help="SQLite store (WAL); reopened on restart")
-    p.add_argument("--speed", type=non_negative, default=0.0,
-                   help="0 = as fast as the meters answer; 1 = real time; N = N x real time")
-    p.add_argument("--round-timeout", type=positive, default=30.0, help="seconds to wait for a round's answers")
-    p.add_argument("--wait-meters", type=positive, default=60.0, help="seconds to wait for meters to connect")
-    p.add_argument("--report", type=Path, default=None, help="write the checked results here (JSON)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from privmeter.sim.network import headend_main
-    from privmeter.sim.scenario import scenario_from_json
-
-    sc = scenario_from_json(read_json_file(args.scenario, "scenario"))
-    try:
-        return asyncio.run(headend_main(sc, host=args.host, port=args.port, db=args.db, speed=args.speed,
-                                        round_timeout=args.round_timeout, wait_meters=args.wait_meters,
-                                        report=args.report))
-    except KeyboardInterrupt:
-        return 130
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +56,6 @@ from privmeter.grid.resample import interval_energy_wh
 from privmeter.grid.source import LoadSource
 from privmeter.parties.messages import EpochRequest, FeedPublished, Tick
 from privmeter.parties.meter_state import MeterLedgerStore, attach
-from privmeter.privacy.membership import MembershipPolicy
 from privmeter.protocol.aggregation import AggregationMeter
 from privmeter.protocol.aggregation_messages import HEADEND_ID, IntervalStart, KeyAdvert, KeyBundle
 from privmeter.protocol.billing import (
@@ -77,6 +76,7 @@ from privmeter.protocol.demand import (
     MeterDemandAgent,
     event_amounts,
 )
+from privmeter.protocol.membership import MembershipPolicy
 from privmeter.protocol.ring import RingMeter, RingStart, RingToken
 
 __all__ = ["MeterAgent", "MeterEncryptor", "MeterLoad", "SourceReadings"]
@@ -296,6 +296,17 @@ class MeterAgent:
         self.bytes_out = 0
         self._dr_windows: list[tuple[str, int, int]] = []  # (event id, first, last interval)
         self._next: int | None = load.first_interval  # first interval not yet reported
+
+    def restore(self, readings: Mapping[int, int], adjustments: Mapping[tuple[str, str, int], int],
+                unacked: Iterable[ReadingRecord]) -> None:
+        """After a restart: what this meter reported before (its journal, see
+        :mod:`privmeter.parties.meter_state`); it carries on after the last reading."""
+        self.local_readings.update(readings)
+        self.local_adjustments.update(adjustments)
+        for rec in unacked:
+            self.unacked[rec.slot] = rec
+        if readings:
+            self._next = max(self._next or 0, max(readings) + 1)
 
     # -- billing ---------------------------------------------------------------------------
     def _record(self, interval: int, wh: int, kind: str = ENERGY, event_id: str = "") -> ReadingRecord:

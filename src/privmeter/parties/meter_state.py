@@ -1,7 +1,7 @@
 """A meter's privacy ledgers on disk, so that what it has revealed survives a restart.
 
 What it is for: the plan's privacy rules are enforced by the meter from two
-small ledgers, the roster record (:class:`~privmeter.privacy.membership.
+small ledgers, the roster record (:class:`~privmeter.protocol.membership.
 MembershipPolicy`: which rosters it served, which intervals it already gave a
 reading for, roster changes per day) and the comparison budget
 (:class:`~privmeter.protocol.demand.ComparisonBudget`: comparisons answered
@@ -19,6 +19,14 @@ autocommitted statement: a kill at any moment leaves the previous or the
 new ledger, never a mix; the order "save, then send" means a crash can only
 lose an answer, never forget one that left.
 
+The same file keeps the meter's journal (:func:`sync_journal`,
+:func:`restore_journal`): the readings and demand-response amounts it
+reported (its household settles from them), and the billing records not yet
+acknowledged by a head-end receipt (resent after a restart).  Tables
+``readings(meter_id, interval, wh)``, ``adjustments(meter_id, kind,
+event_id, interval, wh)``, ``unacked(meter_id, slot, record)`` (``record``:
+the canonical signed record bytes).
+
 Security assumption: the file is the meter's own storage (not readable or
 writable by the utility).
 """
@@ -28,13 +36,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from privmeter.errors import ConfigError
-from privmeter.privacy.membership import MembershipPolicy
+from privmeter.protocol.billing import record_bytes, record_from_bytes
 from privmeter.protocol.demand import ComparisonBudget
+from privmeter.protocol.membership import MembershipPolicy
 
-__all__ = ["FORMAT", "MeterLedgerStore", "attach"]
+if TYPE_CHECKING:
+    from privmeter.parties.meter import MeterAgent
+
+__all__ = ["FORMAT", "MeterLedgerStore", "attach", "restore_journal", "sync_journal"]
 
 FORMAT = "privmeter.meter-ledger/1"
 
@@ -47,6 +59,8 @@ class MeterLedgerStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("CREATE TABLE IF NOT EXISTS ledger (meter_id TEXT PRIMARY KEY, doc TEXT NOT NULL)")
+        self._db.executescript(_JOURNAL)
+        self._saved: dict[str, tuple[set[int], set[tuple[str, str, int]], set[str]]] = {}
 
     def load(self, meter_id: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT doc FROM ledger WHERE meter_id = ?", (meter_id,)).fetchone()
@@ -66,6 +80,62 @@ class MeterLedgerStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+_JOURNAL = """
+CREATE TABLE IF NOT EXISTS readings (meter_id TEXT NOT NULL, interval INTEGER NOT NULL, wh INTEGER NOT NULL,
+    PRIMARY KEY (meter_id, interval));
+CREATE TABLE IF NOT EXISTS adjustments (meter_id TEXT NOT NULL, kind TEXT NOT NULL, event_id TEXT NOT NULL,
+    interval INTEGER NOT NULL, wh INTEGER NOT NULL, PRIMARY KEY (meter_id, kind, event_id, interval));
+CREATE TABLE IF NOT EXISTS unacked (meter_id TEXT NOT NULL, slot TEXT NOT NULL, record BLOB NOT NULL,
+    PRIMARY KEY (meter_id, slot));
+"""
+
+
+def sync_journal(store: MeterLedgerStore, meter: MeterAgent) -> None:
+    """Save what ``meter`` reported since the last call (readings, DR amounts) and its
+    unacknowledged records, in one transaction: call it before sending the meter's answers."""
+    mid = meter.meter_id
+    seen_r, seen_a, seen_u = store._saved.setdefault(mid, (set(), set(), set()))
+    new_r = [(mid, t, wh) for t, wh in meter.local_readings.items() if t not in seen_r]
+    new_a = [(mid, k[0], k[1], k[2], wh) for k, wh in meter.local_adjustments.items() if k not in seen_a]
+    unacked = {json.dumps(list(slot)): rec for slot, rec in meter.unacked.items()}
+    gone = seen_u - set(unacked)
+    fresh = [(mid, k, record_bytes(r)) for k, r in unacked.items() if k not in seen_u]
+    if not (new_r or new_a or gone or fresh):
+        return
+    db = store._db
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.executemany("INSERT OR REPLACE INTO readings VALUES (?, ?, ?)", new_r)
+        db.executemany("INSERT OR REPLACE INTO adjustments VALUES (?, ?, ?, ?, ?)", new_a)
+        db.executemany("DELETE FROM unacked WHERE meter_id = ? AND slot = ?", [(mid, k) for k in gone])
+        db.executemany("INSERT OR REPLACE INTO unacked VALUES (?, ?, ?)", fresh)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    seen_r.update(t for _, t, _ in new_r)
+    seen_a.update((k, e, t) for _, k, e, t, _ in new_a)
+    seen_u.difference_update(gone)
+    seen_u.update(k for _, k, _ in fresh)
+
+
+def restore_journal(store: MeterLedgerStore, meter: MeterAgent) -> int:
+    """Give a restarted ``meter`` back its readings, DR amounts and unacknowledged records;
+    returns the number of readings restored."""
+    mid = meter.meter_id
+    db = store._db
+    readings = {int(t): int(wh) for t, wh in db.execute(
+        "SELECT interval, wh FROM readings WHERE meter_id = ?", (mid,))}
+    adjustments = {(str(k), str(e), int(t)): int(wh) for k, e, t, wh in db.execute(
+        "SELECT kind, event_id, interval, wh FROM adjustments WHERE meter_id = ?", (mid,))}
+    unacked = [record_from_bytes(bytes(b)) for (b,) in db.execute(
+        "SELECT record FROM unacked WHERE meter_id = ?", (mid,))]
+    meter.restore(readings, adjustments, unacked)
+    store._saved[mid] = (set(readings), set(adjustments),
+                         {json.dumps(list(r.slot)) for r in unacked})
+    return len(readings)
 
 
 def attach(store: MeterLedgerStore, meter_id: str, membership: MembershipPolicy,

@@ -6,7 +6,7 @@ What it is for: measuring, on real simulated readings, what a utility that
 Differencing (:func:`differencing_attack`): the utility forms ``G`` and
 ``G - {victim}``.  Protections off: it aggregates both in every interval
 and subtracts: the victim's reading, exactly, every interval.  Protections
-on (:class:`~privmeter.privacy.membership.MembershipPolicy` in every
+on (:class:`~privmeter.protocol.membership.MembershipPolicy` in every
 member): the second roster for an already-served interval is refused, so
 the utility falls back to *alternating* the roster, which the change limit
 allows ``max_membership_changes_per_day`` times a day; at each boundary it
@@ -43,9 +43,9 @@ import numpy.typing as npt
 
 from privmeter.errors import BudgetExceeded, GroupTooSmall, MembershipChangeRefused
 from privmeter.grid.plans import PrivacyBudget
-from privmeter.privacy.membership import MembershipPolicy
 from privmeter.privacy.noise import NoiseConfig, skellam_shares
 from privmeter.protocol.demand import ComparisonBudget
+from privmeter.protocol.membership import MembershipPolicy
 
 __all__ = [
     "PROBE_BITS",

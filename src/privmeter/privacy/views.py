@@ -342,7 +342,7 @@ def cross_check_aggregation(
     Returns ``[(protocol total, plaintext total), ...]`` for the intervals
     that became final; they must be equal (the evaluation relies on it).
     """
-    from privmeter.protocol.aggregation_sim import make_group
+    from privmeter.sim.aggregation_group import make_group
 
     if len(members) < 3:
         raise ValueError("the masked aggregation needs at least 3 members")

@@ -95,7 +95,7 @@ from privmeter.protocol.aggregation_messages import (
 from privmeter.protocol.codec import DEFAULT_MAX_BYTES, decode, encode
 
 if TYPE_CHECKING:
-    from privmeter.privacy.membership import MembershipPolicy
+    from privmeter.protocol.membership import MembershipPolicy
 
 __all__ = [
     "ANNOUNCE_CONTEXT",

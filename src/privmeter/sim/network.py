@@ -33,11 +33,11 @@ from typing import Any
 from privmeter.errors import TransportError
 from privmeter.net.emulation import LinkProfile, NetworkEmulator
 from privmeter.net.handshake import TrustStore
+from privmeter.parties.engine import drive
 from privmeter.parties.headend_service import NetLink, start_server
 from privmeter.parties.headend_store import HeadEndStore, MemoryHeadEndStore
 from privmeter.parties.messages import Bye
 from privmeter.sim.clock import SimClock
-from privmeter.sim.driver import drive
 from privmeter.sim.runner import check, make_core
 from privmeter.sim.scenario import Scenario, World, build, scenario_json
 
@@ -45,13 +45,13 @@ __all__ = ["emulator_for", "headend_main", "resume_point", "run_network", "trust
 
 
 def trust_for(world: World) -> TrustStore:
-    from privmeter.parties.household_service import household_identity
+    from privmeter.sim.parties import household_identity
 
     trust = TrustStore((h.signing_key.verify_key, h.meter_id) for h in world.households)
     for h in world.households:  # households on their own line (``privmeter household``)
         trust.add(household_identity(world.scenario.seed, h.meter_id).verify_key, f"hh:{h.meter_id}")
     if world.scenario.topology == "tree":
-        from privmeter.parties.concentrator_service import concentrator_key
+        from privmeter.sim.parties import concentrator_key
 
         for g in world.groups:
             trust.add(concentrator_key(world.scenario.seed, f"dc-{g}").verify_key, f"dc-{g}")
@@ -96,7 +96,7 @@ def resume_point(store: HeadEndStore | MemoryHeadEndStore, groups: Any, first: i
 async def headend_main(sc: Scenario, *, host: str, port: int, db: Path, speed: float = 0.0,
                        round_timeout: float = 30.0, wait_meters: float = 60.0,
                        report: Path | None = None) -> int:
-    """``privmeter headend``: serve a scenario's meters and drive it (no truth, no check).
+    """``python -m privmeter.sim.parties headend``: serve a scenario's meters and drive it (no truth, no check).
 
     Restarted on the same ``db`` it resumes (:func:`resume_point`): intervals
     up to the last stored total are not aggregated again, a new aggregation
@@ -156,7 +156,7 @@ async def _run(world: World, out: Path, fleets: int, speed: float, round_timeout
     if sc.topology == "tree":  # one concentrator process per feeder, then the meters behind them
         for g in sorted(world.groups):
             cp = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "privmeter", "concentrator", "--scenario", str(scen_path), "--group", g,
+                sys.executable, "-m", "privmeter.sim.parties", "concentrator", "--scenario", str(scen_path), "--group", g,
                 "--host", "127.0.0.1", "--port", str(server.port), "--headend-key", hexkey,
                 stdout=asyncio.subprocess.PIPE, env=env)
             procs.append(cp)
@@ -168,7 +168,7 @@ async def _run(world: World, out: Path, fleets: int, speed: float, round_timeout
     n_aux = len(procs)
     for k in range(fleets):
         procs.append(await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "privmeter", "meter", "--scenario", str(scen_path),
+            sys.executable, "-m", "privmeter.sim.parties", "meter", "--scenario", str(scen_path),
             "--fleet", f"{k}/{fleets}", "--host", "127.0.0.1", "--port", str(server.port),
             "--headend-key", hexkey, "--truth", str(out / f"fleet-{k}.json"), *via, env=env))
     t0 = time.perf_counter()

@@ -32,19 +32,18 @@ from privmeter.errors import PrivmeterError
 from privmeter.grid.plans import Plan
 from privmeter.grid.pricefeed import PriceFeed
 from privmeter.parties.concentrator import Concentrator, Relayed, hierarchical_totals
+from privmeter.parties.engine import DriveLog, drive
 from privmeter.parties.headend import GroupConfig, HeadEndCore
 from privmeter.parties.headend_store import HeadEndStore, MemoryHeadEndStore
 from privmeter.parties.household import HouseholdAgent
 from privmeter.parties.messages import FeedPublished, SettleRequest
 from privmeter.parties.meter import MeterAgent, MeterLoad, SourceReadings
+from privmeter.parties.meter_service import round_of
 from privmeter.parties.meter_state import MeterLedgerStore
-from privmeter.protocol.aggregation_messages import IntervalStart
 from privmeter.protocol.billing import DR_EXCESS, record_from_bytes
 from privmeter.protocol.codec import decode, encode
-from privmeter.protocol.ring import RingStart, RingToken
 from privmeter.protocol.settlement import BillProof, audit
 from privmeter.sim.clock import SimClock
-from privmeter.sim.driver import DriveLog, drive
 from privmeter.sim.scenario import World
 
 __all__ = ["MemoryLink", "Parties", "check", "close_sources", "make_parties", "run_memory"]
@@ -168,7 +167,7 @@ class MemoryLink:
     def offline(self, meter_id: str, interval: int) -> bool:
         if self._offline is not None:
             return self._offline(meter_id, interval)
-        from privmeter.parties.meter_service import is_offline
+        from privmeter.sim.parties import is_offline
 
         return is_offline(self.seed, meter_id, interval, self.dropout)
 
@@ -223,15 +222,6 @@ class MemoryLink:
                     queue.extend(p.core.outbox)  # relayed meter-to-meter payloads
                     p.core.outbox.clear()
         return answered
-
-
-def round_of(msg: Any) -> int | None:
-    """The interval a round message belongs to (outages are per meter and interval)."""
-    if isinstance(msg, IntervalStart):
-        return int(msg.announcement.interval)
-    if isinstance(msg, RingStart | RingToken):
-        return int(msg.round)
-    return None
 
 
 def run_memory(world: World, *, store_path: str | None = None,

@@ -6,7 +6,7 @@ What it is for: :class:`DemoEngine` builds a complete local deployment from a
 :class:`~privmeter.parties.meter.MeterAgent` and one
 :class:`~privmeter.parties.household.HouseholdAgent` per household, wired by
 :func:`privmeter.sim.runner.make_meters` -- and runs it interval by interval
-in a background thread, with the same steps as :func:`privmeter.sim.driver.drive`
+in a background thread, with the same steps as :func:`privmeter.parties.engine.drive`
 (aggregation + billing, demand-management events, then settlement) but
 paced by a wall clock the operator can pause and speed up.  Messages travel
 on a :mod:`~privmeter.web.wire`: by default (``transport="tcp"``) over

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import PolicyError
-from privmeter.privacy.membership import MembershipPolicy
 from privmeter.protocol.aggregation import AggregateResult, AggregationHeadEnd, AggregationMeter
 from privmeter.protocol.aggregation_messages import KeyBundle
 from privmeter.protocol.codec import decode, encode
+from privmeter.protocol.membership import MembershipPolicy
 
 __all__ = ["GroupSimulation", "make_group"]
 

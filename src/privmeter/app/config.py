@@ -1,0 +1,334 @@
+"""Per-party configuration files (TOML, ``format = "privmeter.config/1"``).
+
+What it is for: each deployed party -- the utility's head-end, a household
+(its Raspberry Pi runs the meter agent and the household agent), a data
+concentrator -- reads one TOML file.  ``privmeter init ROLE --dir DIR`` writes
+a commented starter file (:func:`starter`); docs/deploy.md documents every
+key.  Relative paths in a file are relative to the file's directory.
+
+Rules: ``format`` must be present and equal :data:`CONFIG_FORMAT`; ``role``
+must match the command reading the file; an unknown table or key is an error
+(a misspelt key never silently falls back to a default); every value is
+type- and range-checked here, so a service never starts on a bad file.
+Errors are :class:`~privmeter.errors.ConfigError` naming the file and the key.
+
+Security: a config file holds no secret (keys live in the state directory,
+mode 0600); it may be world-readable.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from privmeter.errors import ConfigError
+
+__all__ = [
+    "CONFIG_FORMAT",
+    "ROLES",
+    "ConcentratorConfig",
+    "HeadendConfig",
+    "HouseholdConfig",
+    "load_config",
+    "starter",
+]
+
+CONFIG_FORMAT = "privmeter.config/1"
+ROLES = ("headend", "household", "concentrator")
+
+
+@dataclass(frozen=True, slots=True)
+class Ops:
+    """``[operations]``: the HTTP endpoint for ``/healthz`` and ``/metrics`` (port 0: none)."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    log_format: str = "json"  # "json" (one object per line) or "text"
+
+
+@dataclass(frozen=True, slots=True)
+class HeadendConfig:
+    path: Path
+    state_dir: Path
+    host: str = "0.0.0.0"
+    port: int = 7700
+    plans: tuple[str, ...] = ("economy7",)
+    billing_start: str = "2026-01-01"  # first billing period starts at this UTC midnight
+    period_days: int = 30
+    period_intervals: int | None = None  # overrides period_days (short periods for tests)
+    settle_after_intervals: int = 2
+    group_size: int = 50
+    min_survivors: int = 5
+    round_timeout_s: float = 30.0
+    min_household_key_bits: int = 2048
+    demand: bool = False
+    cmin_w_per_household: int = 50
+    cmax_w_per_household: int = 1200
+    ops: Ops = field(default_factory=Ops)
+
+
+@dataclass(frozen=True, slots=True)
+class HouseholdConfig:
+    path: Path
+    state_dir: Path
+    meter_id: str
+    source: str
+    plan: str
+    headend_host: str = "127.0.0.1"
+    headend_port: int = 7700
+    clock_skew_s: int = 30
+    ops: Ops = field(default_factory=Ops)
+
+
+@dataclass(frozen=True, slots=True)
+class ConcentratorConfig:
+    path: Path
+    state_dir: Path
+    group: str
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 7800
+    headend_host: str = "127.0.0.1"
+    headend_port: int = 7700
+    ops: Ops = field(default_factory=Ops)
+
+
+_SCHEMA: dict[str, dict[str, dict[str, type | tuple[type, ...]]]] = {
+    "headend": {
+        "": {"format": str, "role": str, "state_dir": str},
+        "listen": {"host": str, "port": int},
+        "billing": {"plans": list, "start": str, "period_days": int, "period_intervals": int,
+                    "settle_after_intervals": int},
+        "aggregation": {"group_size": int, "min_survivors": int, "round_timeout_s": (int, float)},
+        "keys": {"min_household_key_bits": int},
+        "demand": {"enabled": bool, "cmin_w_per_household": int, "cmax_w_per_household": int},
+        "operations": {"http_host": str, "http_port": int, "log_format": str},
+    },
+    "household": {
+        "": {"format": str, "role": str, "state_dir": str, "meter_id": str, "source": str, "plan": str,
+             "clock_skew_s": int},
+        "headend": {"host": str, "port": int},
+        "operations": {"http_host": str, "http_port": int, "log_format": str},
+    },
+    "concentrator": {
+        "": {"format": str, "role": str, "state_dir": str, "group": str},
+        "listen": {"host": str, "port": int},
+        "headend": {"host": str, "port": int},
+        "operations": {"http_host": str, "http_port": int, "log_format": str},
+    },
+}
+
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "headend": (),
+    "household": ("meter_id", "source", "plan"),
+    "concentrator": ("group",),
+}
+
+
+def _flatten(doc: dict[str, Any], role: str, src: str) -> dict[str, Any]:
+    schema = _SCHEMA[role]
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            if key not in schema or key == "":
+                raise ConfigError(f"{src}: unknown table [{key}]; expected one of "
+                                  f"{', '.join(sorted(k for k in schema if k))}")
+            table = schema[key]
+            for k, v in value.items():
+                if k not in table:
+                    raise ConfigError(f"{src}: unknown key {key}.{k}; expected one of {', '.join(sorted(table))}")
+                out[f"{key}.{k}"] = _check(v, table[k], f"{src}: {key}.{k}")
+        else:
+            if key not in schema[""]:
+                raise ConfigError(f"{src}: unknown key {key!r}; expected one of {', '.join(sorted(schema['']))}")
+            out[key] = _check(value, schema[""][key], f"{src}: {key}")
+    return out
+
+
+def _check(v: Any, want: type | tuple[type, ...], where: str) -> Any:
+    if isinstance(v, bool) and want is not bool:
+        raise ConfigError(f"{where}: expected {getattr(want, '__name__', want)}, got {v!r}")
+    if not isinstance(v, want):
+        raise ConfigError(f"{where}: expected {getattr(want, '__name__', want)}, got {v!r}")
+    return v
+
+
+def _port(v: int, where: str, zero_ok: bool = False) -> int:
+    if not (0 if zero_ok else 1) <= v < 65536:
+        raise ConfigError(f"{where}: port must be within {'0' if zero_ok else '1'}..65535, got {v}")
+    return v
+
+
+def _positive(v: int, where: str, lo: int = 1) -> int:
+    if v < lo:
+        raise ConfigError(f"{where}: expected an integer >= {lo}, got {v}")
+    return v
+
+
+def _ops(f: dict[str, Any], src: str) -> Ops:
+    fmt = f.get("operations.log_format", "json")
+    if fmt not in ("json", "text"):
+        raise ConfigError(f"{src}: operations.log_format: expected 'json' or 'text', got {fmt!r}")
+    return Ops(http_host=f.get("operations.http_host", "127.0.0.1"),
+               http_port=_port(f.get("operations.http_port", 0), f"{src}: operations.http_port", True),
+               log_format=fmt)
+
+
+def load_config(path: str | Path, role: str) -> HeadendConfig | HouseholdConfig | ConcentratorConfig:
+    """Read, check and return the ``role``'s config file (see the module docstring)."""
+    p = Path(path)
+    src = str(p)
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {src}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{src}: not valid TOML: {exc}") from None
+    if doc.get("format") != CONFIG_FORMAT:
+        raise ConfigError(f"{src}: format must be {CONFIG_FORMAT!r}, got {doc.get('format')!r}")
+    if doc.get("role") != role:
+        raise ConfigError(f"{src}: this is a {doc.get('role')!r} config; expected role = {role!r}")
+    f = _flatten(doc, role, src)
+    for k in _REQUIRED[role]:
+        if k not in f:
+            raise ConfigError(f"{src}: required key {k!r} is missing")
+    base = p.resolve().parent
+    state = (base / f.get("state_dir", ".")).resolve()
+    ops = _ops(f, src)
+    if role == "headend":
+        plans = f.get("billing.plans", ["economy7"])
+        if not plans or not all(isinstance(x, str) and x for x in plans):
+            raise ConfigError(f"{src}: billing.plans: expected a non-empty list of plan names or files")
+        plans = [x if "/" not in x and not x.endswith(".toml") else str(base / x) for x in plans]
+        import datetime
+
+        start = f.get("billing.start", "2026-01-01")
+        try:
+            datetime.date.fromisoformat(start)
+        except ValueError:
+            raise ConfigError(f"{src}: billing.start: expected a date YYYY-MM-DD, got {start!r}") from None
+        pi = f.get("billing.period_intervals")
+        bits = f.get("keys.min_household_key_bits", 2048)
+        if bits not in (2048, 3072, 4096):
+            raise ConfigError(f"{src}: keys.min_household_key_bits: expected 2048, 3072 or 4096, got {bits}")
+        return HeadendConfig(
+            path=p, state_dir=state, host=f.get("listen.host", "0.0.0.0"),
+            port=_port(f.get("listen.port", 7700), f"{src}: listen.port", True), plans=tuple(plans),
+            billing_start=start, period_days=_positive(f.get("billing.period_days", 30), f"{src}: billing.period_days"),
+            period_intervals=None if pi is None else _positive(pi, f"{src}: billing.period_intervals"),
+            settle_after_intervals=_positive(f.get("billing.settle_after_intervals", 2),
+                                             f"{src}: billing.settle_after_intervals"),
+            group_size=_positive(f.get("aggregation.group_size", 50), f"{src}: aggregation.group_size", 3),
+            min_survivors=_positive(f.get("aggregation.min_survivors", 5), f"{src}: aggregation.min_survivors", 2),
+            round_timeout_s=float(f.get("aggregation.round_timeout_s", 30.0)),
+            min_household_key_bits=bits, demand=f.get("demand.enabled", False),
+            cmin_w_per_household=f.get("demand.cmin_w_per_household", 50),
+            cmax_w_per_household=f.get("demand.cmax_w_per_household", 1200), ops=ops)
+    if role == "household":
+        from privmeter.protocol.codec import check_id
+
+        try:
+            check_id(f["meter_id"], "meter_id")
+        except ValueError as exc:
+            raise ConfigError(f"{src}: meter_id: {exc}") from None
+        plan = f["plan"]
+        if "/" in plan or plan.endswith(".toml"):
+            plan = str(base / plan)
+        return HouseholdConfig(
+            path=p, state_dir=state, meter_id=f["meter_id"], source=f["source"], plan=plan,
+            headend_host=f.get("headend.host", "127.0.0.1"),
+            headend_port=_port(f.get("headend.port", 7700), f"{src}: headend.port"),
+            clock_skew_s=_positive(f.get("clock_skew_s", 30), f"{src}: clock_skew_s", 0), ops=ops)
+    return ConcentratorConfig(
+        path=p, state_dir=state, group=f["group"], listen_host=f.get("listen.host", "0.0.0.0"),
+        listen_port=_port(f.get("listen.port", 7800), f"{src}: listen.port", True),
+        headend_host=f.get("headend.host", "127.0.0.1"),
+        headend_port=_port(f.get("headend.port", 7700), f"{src}: headend.port"), ops=ops)
+
+
+_STARTERS = {
+    "headend": '''# privmeter head-end (the utility).  Documented in docs/deploy.md.
+format = "privmeter.config/1"
+role = "headend"
+state_dir = "."                  # keys (0600), headend.db, registry.db; relative to this file
+
+[listen]
+host = "0.0.0.0"                 # households and concentrators connect here (authenticated, encrypted)
+port = 7700
+
+[billing]
+plans = ["economy7"]             # the plans households may choose: built-in names or TOML files
+start = "{today}"               # first billing period starts at this UTC midnight
+period_days = 30                 # length of a billing period (days)
+# period_intervals = 20          # or: a period of N intervals (short periods for tests)
+settle_after_intervals = 2       # statements go out this many intervals after a period closed
+
+[aggregation]
+group_size = 50                  # meters per feeder group when households enrol
+min_survivors = 5                # below this, no total is unmasked
+round_timeout_s = 30
+
+[keys]
+min_household_key_bits = 3072    # refuse household Paillier keys below this (2048 or 3072)
+
+[demand]
+enabled = false                  # demand management (DGK comparisons); the key is generated anyway
+cmin_w_per_household = 50
+cmax_w_per_household = 1200
+
+[operations]
+http_host = "127.0.0.1"          # /healthz and /metrics (Prometheus)
+http_port = 9100                 # 0: no HTTP endpoint
+log_format = "json"              # "json" lines or "text"
+''',
+    "household": '''# privmeter household (the Raspberry Pi beside the meter).  Documented in docs/deploy.md.
+format = "privmeter.config/1"
+role = "household"
+state_dir = "."                  # keys (0600), state.db, enrolment.json; relative to this file
+meter_id = "{meter_id}"            # as on the enrolment ticket from the utility
+source = "p1:/dev/ttyUSB0"       # p1:DEVICE, p1-tcp:HOST:PORT, dlms:HOST[:PORT], csv:PATH
+plan = "economy7"                # the plan you chose (name or TOML file); the utility must offer it
+clock_skew_s = 30                # tolerated difference between this clock (NTP) and the utility's
+
+[headend]
+host = "utility.example.org"
+port = 7700
+
+[operations]
+http_host = "127.0.0.1"
+http_port = 9101                 # 0: no HTTP endpoint
+log_format = "json"
+''',
+    "concentrator": '''# privmeter data concentrator (an untrusted relay for one feeder).  Documented in docs/deploy.md.
+format = "privmeter.config/1"
+role = "concentrator"
+state_dir = "."
+group = "feeder-1"
+
+[listen]
+host = "0.0.0.0"
+port = 7800
+
+[headend]
+host = "utility.example.org"
+port = 7700
+
+[operations]
+http_host = "127.0.0.1"
+http_port = 0
+log_format = "json"
+''',
+}
+
+
+def starter(role: str, **values: str) -> str:
+    """A commented starter config for ``role`` (``meter_id``, ``today`` filled in)."""
+    import datetime
+
+    values.setdefault("meter_id", "m-0001")
+    values.setdefault("today", datetime.date.today().replace(day=1).isoformat())
+    text = _STARTERS[role]
+    for k, v in values.items():
+        text = text.replace("{" + k + "}", v)
+    return text

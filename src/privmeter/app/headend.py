@@ -1,0 +1,346 @@
+"""``privmeter headend``: the utility's head-end, deployed from its config.
+
+What it is for: ``privmeter headend --config headend.toml`` runs the head-end
+forever on the wall clock (:func:`privmeter.parties.engine.run_realtime`): it
+accepts the enrolled meters (and enrolment requests, see
+:mod:`privmeter.parties.enrolment`), aggregates every interval of every
+feeder group, bills every record, settles every billing period with every
+household, and serves ``/healthz`` and ``/metrics`` (:mod:`privmeter.app.ops`).
+The operator's actions are subcommands on the same config:
+
+* ``privmeter headend invite --config C --meter ID [--group G] [--replace]``
+  prints a one-time enrolment ticket for the household (``--replace``: a new
+  meter or new keys for an enrolled meter id);
+* ``privmeter headend revoke --config C --meter ID``: the meter leaves (or
+  was stolen); it is refused from its next connection on;
+* ``privmeter headend members --config C``: who is enrolled, where.
+
+State (``state_dir``): ``headend.key.json`` and ``dgk.key.json`` (its own
+keys), ``headend.db`` (records log, encrypted accounts, statements, totals,
+events, settlements; SQLite WAL), ``registry.db`` (public keys of enrolled
+households; :mod:`privmeter.parties.registry`).  It holds no household or
+meter secret: households generate theirs and send only public keys.
+
+Security assumption: the transport's (Ed25519 identities, X25519 +
+ChaCha20-Poly1305 channels).  Guarantee: a restart loses no acknowledged
+record, total, accumulator, statement or enrolment; an interval aggregated
+before a restart is never aggregated again (a new epoch starts after it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import logging
+import sqlite3
+import sys
+from collections.abc import Awaitable, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, cast
+
+from privmeter.app.config import HeadendConfig, load_config
+from privmeter.app.ops import HeadendMetrics, Heartbeat, serve_http, setup_logging, stop_on_signals
+from privmeter.app.state import load_headend
+from privmeter.errors import ConfigError, PrivmeterError, UnexpectedMessage
+from privmeter.grid.plans import Plan, parse_plan
+from privmeter.net.transport import Server
+from privmeter.parties.engine import IntervalEngine, RealtimePlan, WallClock, run_realtime
+from privmeter.parties.enrolment import (
+    ENROL_PREFIX,
+    Enrolled,
+    EnrolRequest,
+    RosterUpdate,
+    enrol_peer,
+    peer_key,
+    sign_doc,
+)
+from privmeter.parties.headend import GroupConfig, HeadEndCore
+from privmeter.parties.headend_service import NetLink
+from privmeter.parties.headend_store import HeadEndStore
+from privmeter.parties.messages import Hello
+from privmeter.parties.registry import Member, Registry
+from privmeter.protocol.billing import ReadingRecord
+from privmeter.protocol.settlement import BillProof, Dispute
+
+__all__ = ["Deployment", "add_arguments", "load_plans", "run", "serve"]
+
+log = logging.getLogger("privmeter.headend")
+
+
+def load_plans(specs: Sequence[str]) -> dict[str, tuple[Plan, str]]:
+    """Plan id -> (plan, its TOML text) for built-in names and plan files; one interval for all."""
+    out: dict[str, tuple[Plan, str]] = {}
+    for spec in specs:
+        if spec.endswith(".toml") or "/" in spec:
+            try:
+                text = Path(spec).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"cannot read plan {spec}: {exc.strerror or exc}") from None
+        else:
+            res = resources.files("privmeter") / "data" / "plans" / f"{spec}.toml"
+            if not res.is_file():
+                raise ConfigError(f"no built-in plan {spec!r}")
+            text = res.read_text(encoding="utf-8")
+        plan = parse_plan(text, source=spec)
+        out[plan.plan_id] = (plan, text)
+    intervals = {p.interval_seconds for p, _ in out.values()}
+    if len(intervals) != 1:
+        raise ConfigError(f"the offered plans must share one interval length, got {sorted(intervals)}")
+    return out
+
+
+class Deployment:
+    """The head-end's view of who is enrolled, kept in step with the core and the registry."""
+
+    def __init__(self, cfg: HeadendConfig, core: HeadEndCore, registry: Registry,
+                 plans: Mapping[str, tuple[Plan, str]], metrics: HeadendMetrics) -> None:
+        self.cfg, self.core, self.registry, self.plans, self.metrics = cfg, core, registry, plans, metrics
+        self.interval_seconds = next(iter(plans.values()))[0].interval_seconds
+        start = datetime.datetime.fromisoformat(cfg.billing_start).replace(tzinfo=datetime.UTC)
+        self.period_start = int(start.timestamp()) // self.interval_seconds
+        self.period_intervals = cfg.period_intervals or cfg.period_days * 86400 // self.interval_seconds
+        self.version = -1
+        self.members: dict[str, Member] = {}
+        self.since: dict[str, int] = {}
+        self.group_members: dict[str, tuple[str, ...]] = {}
+        self.back: set[str] = set()  # meters that said hello since the last interval
+        self.server: Server | None = None
+        self._settled: set[tuple[str, int]] = set()
+
+    # -- registry -> core ------------------------------------------------------------------
+    def sync(self) -> None:
+        """Register new members, forget revoked ones, redefine groups whose roster changed."""
+        v = self.registry.version()
+        self._settled = {(m, p) for m, p, *_ in self.core.settlements()}
+        if v == self.version:
+            return
+        self.version = v
+        active = {m.meter_id: m for m in self.registry.active()}
+        for mid in set(self.members) - set(active):
+            self.core.unregister(mid)
+            log.info("meter %s left or was revoked", mid)
+            if self.server is not None and self.server.is_connected(mid):
+                with contextlib.suppress(Exception):
+                    self.server.connection(mid)._shutdown("revoked")
+        for mid, m in active.items():
+            old = self.members.get(mid)
+            if old is None or old.meter_key != m.meter_key or old.household_json != m.household_json \
+                    or old.plan_id != m.plan_id:
+                self.core.register(mid, m.meter_key, m.household_pk(self.cfg.min_household_key_bits),
+                                   self.plans[m.plan_id][0], period_start=self.period_start,
+                                   period_intervals=self.period_intervals)
+                self.since[mid] = self.registry.since(mid)
+        self.members = active
+        groups: dict[str, list[str]] = {}
+        for m in active.values():
+            groups.setdefault(m.group, []).append(m.meter_id)
+        for g, ms in groups.items():
+            roster = tuple(sorted(ms))
+            if self.group_members.get(g) != roster:
+                plan = self.plans[active[roster[0]].plan_id][0]
+                self.core.define_group(GroupConfig(
+                    group_id=g, members=roster, min_survivors=self.cfg.min_survivors,
+                    cmin_w=self.cfg.cmin_w_per_household * len(roster),
+                    cmax_w=self.cfg.cmax_w_per_household * len(roster),
+                    max_events_per_day=plan.privacy.comparisons_per_day))
+                self.group_members[g] = roster
+        for g in set(self.group_members) - set(groups):
+            del self.group_members[g]
+
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        self.sync()
+        return dict(self.group_members)
+
+    def min_connected(self, group: str) -> int:
+        sizes = [self.plans[self.members[m].plan_id][0].privacy.min_group_size
+                 for m in self.group_members.get(group, ())]
+        return max([self.cfg.min_survivors, *sizes])
+
+    def connected(self, meter_id: str) -> bool:
+        return self.server is not None and self.server.is_connected(meter_id)
+
+    def restarted(self) -> set[str]:
+        back, self.back = self.back, set()
+        return back
+
+    def period_of(self, interval: int) -> int:
+        return (interval - self.period_start) // self.period_intervals
+
+    def period_end(self, period: int) -> int:
+        return self.period_start + (period + 1) * self.period_intervals
+
+    def settled(self, meter_id: str, period: int) -> bool:
+        """Answered -- or nothing to settle: the period ended before the meter enrolled."""
+        if self.period_end(period) * self.interval_seconds <= self.since.get(meter_id, 0):
+            return True
+        return (meter_id, period) in self._settled
+
+    # -- signed documents ---------------------------------------------------------------------
+    def roster(self, group: str) -> RosterUpdate:
+        doc = {"kind": "roster", "group": group, "version": self.version,
+               "members": {m: self.members[m].meter_key.hex() for m in self.group_members.get(group, ())}}
+        text, sig = sign_doc(self.core.signing_key, doc)
+        return RosterUpdate(doc=text, signature=sig)
+
+    def preamble(self, group: str) -> dict[str, list[Any]]:
+        msg = self.roster(group)
+        return {m: [msg] for m in self.group_members.get(group, ())}
+
+    def enrolled(self, m: Member) -> Enrolled:
+        plan, text = self.plans[m.plan_id]
+        dgk = self.core.dgk_key.public_key.to_json() if self.core.dgk_key is not None else None
+        doc = {"kind": "enrolled", "meter_id": m.meter_id, "group": m.group, "plan_id": m.plan_id,
+               "plan_toml": text, "plan_digest": plan.digest().hex(),
+               "interval_seconds": self.interval_seconds, "period_start": self.period_start,
+               "period_intervals": self.period_intervals, "min_survivors": self.cfg.min_survivors,
+               "headend_key": self.core.signing_key.verify_key.hex(), "dgk_public_key": dgk}
+        text_, sig = sign_doc(self.core.signing_key, doc)
+        return Enrolled(doc=text_, signature=sig)
+
+    # -- the transport's handler --------------------------------------------------------------
+    def trust(self, key: Any) -> str | None:
+        mid = self.registry.meter_of(key)
+        return mid if mid is not None else enrol_peer(key)
+
+    def enrol(self, peer: str, msg: Any) -> list[Any]:
+        if not isinstance(msg, EnrolRequest):
+            raise UnexpectedMessage("an unenrolled key may only send an enrolment request")
+        try:
+            m = self.registry.enrol(msg, peer_key(peer), self.core.signing_key.verify_key,
+                                    plans=set(self.plans), min_bits=self.cfg.min_household_key_bits,
+                                    group_size=self.cfg.group_size)
+        except PrivmeterError as exc:
+            self.metrics.enrolments.labels("refused").inc()
+            log.warning("enrolment of %s refused: %s", msg.meter_id, exc)
+            raise
+        self.metrics.enrolments.labels("accepted").inc()
+        log.info("meter %s enrolled in %s on plan %s", m.meter_id, m.group, m.plan_id)
+        self.sync()
+        return [self.enrolled(m)]
+
+    def handler(self, link: NetLink) -> Any:
+        async def handle(peer: str, msg: Any) -> list[Any]:
+            if peer.startswith(ENROL_PREFIX):
+                return self.enrol(peer, msg)
+            try:
+                out = link.handle(peer, msg)
+                if isinstance(out, Awaitable):
+                    out = await out
+            except PrivmeterError as exc:
+                if isinstance(msg, ReadingRecord):
+                    self.metrics.records.labels("refused", exc.code).inc()
+                raise
+            if isinstance(msg, ReadingRecord):
+                self.metrics.records.labels("accepted", "").inc()
+            elif isinstance(msg, BillProof):
+                self.metrics.settlements.labels("paid").inc()
+            elif isinstance(msg, Dispute):
+                self.metrics.settlements.labels("dispute").inc()
+            elif isinstance(msg, Hello) and msg.meter_id in self.members:
+                self.back.add(msg.meter_id)
+                return [*out, self.roster(self.members[msg.meter_id].group)]
+            return list(out)
+
+        return handle
+
+
+async def serve(cfg: HeadendConfig, *, stop: asyncio.Event | None = None) -> int:
+    """Run the head-end until SIGTERM/SIGINT (or ``stop``)."""
+    keys = load_headend(cfg.state_dir)
+    plans = load_plans(cfg.plans)
+    metrics = HeadendMetrics()
+    store = HeadEndStore(cfg.state_dir / "headend.db")
+    registry = Registry(cfg.state_dir / "registry.db")
+    interval_seconds = next(iter(plans.values()))[0].interval_seconds
+    core = HeadEndCore(keys.signing_key, [p for p, _ in plans.values()], store=store,
+                       dgk_key=keys.dgk_key if cfg.demand else None, interval_seconds=interval_seconds,
+                       min_key_bits=cfg.min_household_key_bits)
+    dep = Deployment(cfg, core, registry, plans, metrics)
+    dep.sync()
+    link = NetLink(core, round_timeout=cfg.round_timeout_s, round_idle=min(2.0, cfg.round_timeout_s))
+    server = Server(cfg.host, cfg.port, keys.signing_key, dep.trust, dep.handler(link),
+                    idle_timeout=max(600.0, 3.0 * interval_seconds),
+                    on_connect=lambda _p: metrics.connected.set(len(server.peers)),
+                    on_disconnect=lambda _p: metrics.connected.set(len(server.peers)))
+    await server.start()
+    link.server = dep.server = server
+    stop = stop or asyncio.Event()
+    stop_on_signals(stop)
+    beat = Heartbeat(max_age_s=3 * interval_seconds + 60)
+    http = None
+    if cfg.ops.http_port:
+        http = await serve_http(cfg.ops.http_host, cfg.ops.http_port, metrics.registry, lambda: {
+            "ok": beat.ok(), "role": "headend", "members": len(dep.members),
+            "connected": len(server.peers)})
+    print(f"head-end listening on {cfg.host}:{server.port}, key {keys.signing_key.verify_key.hex()}",
+          flush=True)
+    log.info("head-end up: %d members, interval %d s, billing periods of %d intervals from interval %d",
+             len(dep.members), interval_seconds, dep.period_intervals, dep.period_start)
+    eng = IntervalEngine(core, link)
+    seen = [0, 0]  # results, events already counted
+
+    def on_interval(t: int) -> None:
+        beat.beat()
+        for _g, res in eng.log.results[seen[0]:]:
+            metrics.intervals.labels("unmasked" if res.total is not None else "failed").inc()
+        metrics.events.inc(len(eng.log.events) - seen[1])
+        seen[:] = [len(eng.log.results), len(eng.log.events)]
+
+    plan = RealtimePlan(groups=dep.groups, connected=dep.connected, min_connected=dep.min_connected,
+                        period_of=dep.period_of, period_end=dep.period_end, settled=dep.settled,
+                        preamble=dep.preamble)
+    try:
+        await run_realtime(eng, plan, interval_seconds=interval_seconds, clock=WallClock(), stop=stop,
+                           restarted=dep.restarted, settle_after=cfg.settle_after_intervals,
+                           on_interval=on_interval,
+                           first_interval=max((x.interval for x in store.totals()), default=-1) + 1)
+    finally:
+        log.info("head-end stopping")
+        if http is not None:
+            http.close()
+        await server.close()
+        store.close()
+        registry.close()
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", default="run", choices=("run", "invite", "revoke", "members"),
+                   help="run the service (default), or: invite / revoke a meter, list members")
+    p.add_argument("--config", type=Path, required=True, help="headend.toml (see `privmeter init headend`)")
+    p.add_argument("--meter", default=None, help="invite / revoke: the meter id")
+    p.add_argument("--group", default=None, help="invite: put the meter in this feeder group")
+    p.add_argument("--replace", action="store_true", help="invite: new meter or new keys for an enrolled id")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = cast(HeadendConfig, load_config(args.config, "headend"))
+        if args.action == "run":
+            setup_logging(cfg.ops.log_format)
+            return asyncio.run(serve(cfg))
+        reg = Registry(cfg.state_dir / "registry.db")
+        try:
+            if args.action == "members":
+                for m in reg.summary()["members"]:
+                    print(f"{m['meter_id']}\t{m['group']}\t{m['plan']}\t{m['status']}")
+                return 0
+            if not args.meter:
+                raise ConfigError(f"headend {args.action}: --meter is required")
+            if args.action == "invite":
+                keys = load_headend(cfg.state_dir)
+                print(reg.invite(args.meter, keys.signing_key.verify_key, group=args.group, replace=args.replace))
+            else:
+                reg.revoke(args.meter)
+                print(f"revoked {args.meter}")
+            return 0
+        finally:
+            reg.close()
+    except (PrivmeterError, OSError, sqlite3.Error) as exc:
+        print(f"privmeter headend: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,175 @@
+"""The deployment's pieces without sockets: production code free of seeded randomness and of the
+simulator, config files strict, state directories private, enrolment checks before any change."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import json
+import secrets
+import stat
+from pathlib import Path
+
+import pytest
+
+import privmeter
+from privmeter.app.config import load_config, starter
+from privmeter.app.state import generate, load_household
+from privmeter.cli import COMMANDS, main
+from privmeter.crypto.signing import SigningKey
+from privmeter.errors import ConfigError, InvalidKey, InvalidSignature, UnknownParty
+from privmeter.parties.enrolment import EnrolRequest, Ticket, enrol_mac, enrol_peer, peer_key
+from privmeter.parties.registry import Registry
+
+SRC = Path(privmeter.__file__).resolve().parent
+PRODUCT = ("crypto", "protocol", "parties", "store", "app", "net", "grid")
+PRODUCTION_COMMANDS = ("init", "headend", "enrol", "household", "meter")
+
+
+def _py_files(*dirs: str) -> list[Path]:
+    return sorted(p for d in dirs for p in (SRC / d).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _py_files(*PRODUCT), ids=lambda p: str(p.relative_to(SRC)))
+def test_product_never_imports_the_simulator(path: Path) -> None:
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        for n in names:
+            assert not n.startswith(("privmeter.sim", "privmeter.web", "privmeter.bench")), (path, n)
+
+
+@pytest.mark.parametrize("path", _py_files("crypto", "protocol", "parties", "store", "app"),
+                         ids=lambda p: str(p.relative_to(SRC)))
+def test_product_has_no_seeded_generator(path: Path) -> None:
+    assert "random.Random(" not in path.read_text()
+
+
+@pytest.mark.parametrize("command", PRODUCTION_COMMANDS)
+def test_no_option_of_a_production_command_selects_seeded_randomness(command: str) -> None:
+    mod = importlib.import_module(COMMANDS[command][0])
+    p = argparse.ArgumentParser()
+    mod.add_arguments(p)
+    opts = [s for a in p._actions for s in a.option_strings]
+    for bad in ("seed", "scenario", "insecure", "rng", "deterministic", "cache"):
+        assert not any(bad in o for o in opts), (command, opts)
+    for a in p._actions:
+        if a.dest == "key_bits":
+            assert min(a.choices) >= 2048
+
+
+def test_keys_come_from_the_os_and_files_are_private(tmp_path: Path, capsys) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        assert main(["init", "household", "--dir", str(d), "--meter-id", "m-1", "--key-bits", "2048"]) == 0
+    ka, kb = load_household(a), load_household(b)
+    assert ka.meter_key.seed() != kb.meter_key.seed()
+    assert ka.secret_key.p not in (kb.secret_key.p, kb.secret_key.q)
+    assert stat.S_IMODE(a.stat().st_mode) == 0o700
+    for f in ("meter.key.json", "household.key.json"):
+        assert stat.S_IMODE((a / f).stat().st_mode) == 0o600
+    # never overwritten without --force; one line on stderr
+    capsys.readouterr()
+    assert main(["init", "household", "--dir", str(a)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("privmeter init:") and err.count("\n") == 1
+    with pytest.raises(ConfigError, match="refusing to overwrite"):
+        generate("household", a, key_bits=2048)
+    assert load_household(a).meter_key.seed() == ka.meter_key.seed()
+
+
+def test_config_is_strict(tmp_path: Path) -> None:
+    p = tmp_path / "household.toml"
+    p.write_text(starter("household", meter_id="m-7"))
+    cfg = load_config(p, "household")
+    assert cfg.meter_id == "m-7" and cfg.state_dir == tmp_path
+    bad = {
+        "unknown key": starter("household").replace("clock_skew_s = 30", "clock_skew = 30"),
+        "unknown table": starter("household") + "\n[extra]\nx = 1\n",
+        "format must be": starter("household").replace("privmeter.config/1", "privmeter.config/2"),
+        "expected role": starter("household").replace('role = "household"', 'role = "headend"'),
+        "expected int": starter("household").replace("port = 7700", 'port = "7700"'),
+        "port must be": starter("household").replace("port = 7700", "port = 70000"),
+    }
+    for what, text in bad.items():
+        p.write_text(text)
+        with pytest.raises(ConfigError, match=what):
+            load_config(p, "household")
+    p.write_text(starter("headend").replace("min_household_key_bits = 3072", "min_household_key_bits = 1024"))
+    with pytest.raises(ConfigError, match="min_household_key_bits"):
+        load_config(p, "headend")
+
+
+def test_ticket_round_trip_and_damage() -> None:
+    he = SigningKey.generate().verify_key
+    t = Ticket.new("m-1", he)
+    assert Ticket.parse(str(t)) == t
+    for bad in ("x", str(t).replace("privmeter-enrol/1", "privmeter-enrol/2"), str(t)[:-3]):
+        with pytest.raises(ConfigError):
+            Ticket.parse(bad)
+    key = SigningKey.generate().verify_key
+    assert peer_key(enrol_peer(key)) == key
+
+
+def _request(tmp_path: Path, ticket: Ticket, meter: SigningKey, *, plan: str = "economy7",
+             mac_key: bytes | None = None) -> tuple[EnrolRequest, str]:
+    d = tmp_path / f"hh-{secrets.token_hex(4)}"
+    generate("household", d, key_bits=2048)
+    pub = (d / "household.pub.json").read_text()
+    mac = enrol_mac(mac_key or ticket.mac_key(), meter_id=ticket.meter_id, meter_key=meter.verify_key,
+                    headend_key=ticket.headend_key, household_key_json=pub, plan_id=plan)
+    return EnrolRequest(meter_id=ticket.meter_id, household_key_json=pub, plan_id=plan, mac=mac), pub
+
+
+def test_enrolment_checks_everything_before_any_change(tmp_path: Path) -> None:
+    he = SigningKey.generate()
+    reg = Registry(tmp_path / "registry.db")
+    kw = {"plans": {"economy7"}, "min_bits": 2048, "group_size": 3}
+    meter = SigningKey.generate()
+    ticket = reg.invite("m-1", he.verify_key)
+    req, pub = _request(tmp_path, ticket, meter)
+    v0 = reg.version()
+    # wrong code, wrong meter key (the transport identity), wrong head-end key, unknown plan, damaged proof
+    bad, _ = _request(tmp_path, ticket, meter, mac_key=b"\0" * 32)
+    with pytest.raises(InvalidSignature):
+        reg.enrol(bad, meter.verify_key, he.verify_key, **kw)
+    with pytest.raises(InvalidSignature):
+        reg.enrol(req, SigningKey.generate().verify_key, he.verify_key, **kw)
+    with pytest.raises(InvalidSignature):
+        reg.enrol(req, meter.verify_key, SigningKey.generate().verify_key, **kw)
+    with pytest.raises(ConfigError, match="not offered"):
+        reg.enrol(req, meter.verify_key, he.verify_key, **{**kw, "plans": {"lcl-flat"}})
+    doc = json.loads(pub)
+    doc["wellformed_proof"] = [*doc["wellformed_proof"][:-1], "2"]
+    forged = EnrolRequest(meter_id="m-1", household_key_json=json.dumps(doc), plan_id="economy7", mac=req.mac)
+    with pytest.raises(InvalidKey):
+        reg.enrol(forged, meter.verify_key, he.verify_key, **kw)
+    assert reg.version() == v0 and reg.member("m-1") is None and reg.meter_of(meter.verify_key) is None
+    # the honest request works, once
+    m = reg.enrol(req, meter.verify_key, he.verify_key, **kw)
+    assert (m.meter_id, m.group, m.status) == ("m-1", "feeder-1", "active")
+    assert reg.meter_of(meter.verify_key) == "m-1"
+    with pytest.raises(UnknownParty, match="no open enrolment ticket"):
+        reg.enrol(req, meter.verify_key, he.verify_key, **kw)
+    # replacement: a new ticket only with --replace; the old key is refused afterwards
+    with pytest.raises(ConfigError, match="replace"):
+        reg.invite("m-1", he.verify_key)
+    t2 = reg.invite("m-1", he.verify_key, replace=True)
+    new_meter = SigningKey.generate()
+    req2, _ = _request(tmp_path, t2, new_meter)
+    reg.enrol(req2, new_meter.verify_key, he.verify_key, **kw)
+    assert reg.meter_of(meter.verify_key) is None and reg.meter_of(new_meter.verify_key) == "m-1"
+    # leaving / revocation: refused from then on
+    reg.revoke("m-1")
+    assert reg.meter_of(new_meter.verify_key) is None and reg.active() == []
+    with pytest.raises(ConfigError):
+        reg.revoke("m-1")
+    # group assignment fills feeders of group_size
+    for i in range(4):
+        t = reg.invite(f"n-{i}", he.verify_key)
+        k = SigningKey.generate()
+        r, _ = _request(tmp_path, t, k)
+        reg.enrol(r, k.verify_key, he.verify_key, **kw)
+    assert [m.group for m in reg.active()] == ["feeder-1"] * 3 + ["feeder-2"]
+    reg.close()
