@@ -73,7 +73,7 @@ def test_keys_come_from_the_os_and_files_are_private(tmp_path: Path, capsys) -> 
     capsys.readouterr()
     assert main(["init", "household", "--dir", str(a)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("privmeter init:") and err.count("\n") == 1
+    assert err.startswith("privmeter init: error:") and err.count("\n") == 1
     with pytest.raises(ConfigError, match="refusing to overwrite"):
         generate("household", a, key_bits=2048)
     assert load_household(a).meter_key.seed() == ka.meter_key.seed()

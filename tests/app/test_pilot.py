@@ -5,7 +5,7 @@ Each party has its own state directory and generates its own keys
 with its one-time ticket over the transport; then the head-end and six
 household services run on the wall clock with 3-second intervals.  One
 household reads DSMR v5 P1 telegrams from a TCP bridge (synthesised for the
-current time from the shared example telegram), five read CSV exports.
+current time from the example telegram in tests/data), five read CSV exports.
 Mid-run one household and then the head-end are stopped and restarted.  The
 run ends when a billing period has closed and every household has paid it.
 
@@ -85,8 +85,8 @@ def _p1_bridge(data: bytes) -> Iterator[int]:
         srv.close()
 
 
-def _telegrams(shared_data: Path, start: int, seconds: int) -> tuple[bytes, dict[int, int]]:
-    with open(shared_data / "dsmr" / "v5.txt", newline="", encoding="latin-1") as f:
+def _telegrams(test_data: Path, start: int, seconds: int) -> tuple[bytes, dict[int, int]]:
+    with open(test_data / "dsmr" / "v5.txt", newline="", encoding="latin-1") as f:
         template = f.read()
     rng = random.Random(13)
     powers = [rng.randint(0, 4000) for _ in range(seconds)]
@@ -161,7 +161,7 @@ def _all_bytes(d: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file())
 
 
-def test_pilot_six_households_real_time(tmp_path, capsys, shared_data):
+def test_pilot_six_households_real_time(tmp_path, capsys, test_data):
     plan = load_plan(PLAN)
     he_dir = tmp_path / "headend"
     port = _free_port()
@@ -182,7 +182,7 @@ def test_pilot_six_households_real_time(tmp_path, capsys, shared_data):
     he = _spawn(["headend", "--config", str(he_dir / "headend.toml")], he_log)
     procs: dict[str, subprocess.Popen[bytes]] = {"he": he}
     now = int(time.time())
-    p1_data, p1_truth = _telegrams(shared_data, now, 150)
+    p1_data, p1_truth = _telegrams(test_data, now, 150)
     truth: dict[str, dict[int, int]] = {}
     homes: list[Path] = []
     try:
@@ -216,7 +216,7 @@ def test_pilot_six_households_real_time(tmp_path, capsys, shared_data):
                 assert "group feeder-1" in out
                 # a ticket works once
                 assert main(["enrol", "--config", str(d / "household.toml"), "--ticket", ticket, "--force"]) == 2
-                assert "privmeter enrol:" in capsys.readouterr().err
+                assert "privmeter enrol: error:" in capsys.readouterr().err
                 homes.append(d)
             for i, d in enumerate(homes):
                 procs[f"home-{i}"] = _spawn(["household", "--config", str(d / "household.toml")],

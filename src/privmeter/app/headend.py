@@ -35,7 +35,6 @@ import contextlib
 import datetime
 import logging
 import sqlite3
-import sys
 from collections.abc import Awaitable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -317,8 +316,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Errors propagate to :func:`privmeter.cli.main` (one line on stderr)."""
+    cfg = cast(HeadendConfig, load_config(args.config, "headend"))
     try:
-        cfg = cast(HeadendConfig, load_config(args.config, "headend"))
         if args.action == "run":
             setup_logging(cfg.ops.log_format)
             return asyncio.run(serve(cfg))
@@ -339,8 +339,5 @@ def run(args: argparse.Namespace) -> int:
             return 0
         finally:
             reg.close()
-    except (PrivmeterError, OSError, sqlite3.Error) as exc:
-        print(f"privmeter headend: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    except sqlite3.Error as exc:
+        raise ConfigError(f"database in {cfg.state_dir}: {exc}") from None

@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-import sys
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -269,15 +268,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Errors propagate to :func:`privmeter.cli.main` (one line on stderr)."""
+    cfg, st = _load(args.config)
+    setup_logging(cfg.ops.log_format)
     try:
-        cfg, st = _load(args.config)
-        setup_logging(cfg.ops.log_format)
         return asyncio.run(serve(cfg, st, source=args.source))
-    except (PrivmeterError, OSError, sqlite3.Error, ValueError, KeyError) as exc:
-        print(f"privmeter household: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    except sqlite3.Error as exc:
+        raise ConfigError(f"database in {cfg.state_dir}: {exc}") from None
+    except KeyError as exc:
+        raise ConfigError(f"{st.enrolment_path} lacks {exc}: enrol again") from None
 
 
 def add_enrol_arguments(p: argparse.ArgumentParser) -> None:
@@ -287,13 +286,11 @@ def add_enrol_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_enrol(args: argparse.Namespace) -> int:
+    cfg, st = _load(args.config)
     try:
-        cfg, st = _load(args.config)
         doc = asyncio.run(enrol(cfg, st, Ticket.parse(args.ticket), force=args.force))
-    except (PrivmeterError, OSError, ValueError, KeyError) as exc:
-        print(f"privmeter enrol: {exc}", file=sys.stderr)
-        return 2
+    except KeyError as exc:
+        raise ConfigError(f"the head-end's enrolment answer lacks {exc}") from None
     print(f"enrolled {doc['meter_id']} in group {doc['group']} on plan {doc['plan_id']}; "
           f"head-end key {doc['headend_key']} pinned in {st.enrolment_path}")
     return 0
-

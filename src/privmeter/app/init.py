@@ -9,14 +9,13 @@ households: they pin it from their enrolment ticket), or the household's key
 fingerprints (for the utility's records).
 
 Guarantee: an existing config or secret key is never overwritten without
-``--force``; errors are one line on stderr and exit status 2.
+``--force``; errors propagate to :func:`privmeter.cli.main` (one line on stderr, status 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import sys
 from pathlib import Path
 
 from privmeter.app.config import ROLES, starter
@@ -39,15 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     d: Path = args.dir
     cfg = d / f"{args.role}.toml"
-    try:
-        if cfg.exists() and not args.force:
-            raise ConfigError(f"{cfg} exists: refusing to overwrite it (use --force)")
-        ensure_dir(d)
-        files = generate(args.role, d, force=args.force, key_bits=args.key_bits)
-        cfg.write_text(starter(args.role, meter_id=args.meter_id))
-    except (ConfigError, OSError) as exc:
-        print(f"privmeter init: {exc}", file=sys.stderr)
-        return 2
+    if cfg.exists() and not args.force:
+        raise ConfigError(f"{cfg} exists: refusing to overwrite it (use --force)")
+    ensure_dir(d)
+    files = generate(args.role, d, force=args.force, key_bits=args.key_bits)
+    cfg.write_text(starter(args.role, meter_id=args.meter_id))
     print(f"wrote {cfg}")
     for f in files:
         print(f"wrote {f}{' (secret, 0600)' if '.key.' in f.name else ''}")
