@@ -166,3 +166,40 @@ def test_stream_sends_overview(client: tuple[TestClient, DemoEngine]) -> None:
         assert r.headers["content-type"].startswith("text/event-stream")
         body = b"".join(r.iter_bytes()).decode()
     assert "event: overview" in body and '"format":"privmeter.demo.overview/1"' in body
+
+
+def test_end_of_the_period_is_said_and_controls_refused(make_engine: Callable[..., DemoEngine]) -> None:
+    """After the last interval: the overview says so, and a control is refused (409), not left pending."""
+    e = make_engine(max_intervals=3)
+    e.paused = True
+    e.start()
+    with TestClient(create_app(e)) as c:
+        _steps(c, 5)  # three intervals, the drain step that closes the last one, then the end
+        ov = c.get("/api/overview").json()
+        assert ov["status"] == "finished" and ov["end_time"] == (e.first + 3) * e.interval_seconds
+        assert any(a["kind"] == "end" for a in ov["alerts"])
+        for path, body in (("event", {"group": "feeder-001"}), ("cheat", {"meter": "m00001"}), ("step", None),
+                           ("offline", {"meter": "m00001", "offline": True}), ("probe", {"meter": "m00001"}),
+                           ("resume", None)):
+            r = c.post(f"/api/control/{path}", json=body)
+            assert r.status_code == 409 and "simulated period has ended" in r.json()["detail"], path
+        assert c.get("/api/events").status_code == 200  # the final state stays readable
+
+
+def test_privacy_score_is_the_one_measured(client: tuple[TestClient, DemoEngine]) -> None:
+    """The Privacy view's number is recomputed here from the flags it shows and the simulator's truth."""
+    from privmeter.web.inference import score_occupancy
+
+    c, e = client
+    _steps(c, 40)  # 10 hours: a morning with people up and about
+    p = c.get("/api/privacy/m00002").json()["conventional"]
+    occ = e.occupancy("m00002")
+    assert occ is not None
+    i0 = (p["start_time"] - e.meters["m00002"].load.start_unix) // 60
+    again = score_occupancy(p["active"], occ[i0:i0 + len(p["active"])])
+    assert again is not None and p["occupancy"] == again.to_json()
+    o = p["occupancy"]
+    assert o["minutes"] == len(p["minute_w"]) == 40 * 15 and o["guess_accuracy"] == 0.5
+    if o["balanced_accuracy"] is not None:
+        assert o["balanced_accuracy"] == (o["active_found"] / o["active_minutes"]
+                                          + o["quiet_right"] / o["quiet_minutes"]) / 2

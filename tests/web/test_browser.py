@@ -48,10 +48,16 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server(make_engine: Callable[..., DemoEngine]) -> Iterator[tuple[str, DemoEngine]]:
+def engine_kw() -> dict[str, Any]:
+    """Options of the deployment under test (a test overrides this by parametrizing it)."""
+    return {}
+
+
+@pytest.fixture
+def server(make_engine: Callable[..., DemoEngine], engine_kw: dict[str, Any]) -> Iterator[tuple[str, DemoEngine]]:
     import uvicorn
 
-    engine = make_engine()
+    engine = make_engine(**engine_kw)
     engine.start()
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning",
@@ -145,3 +151,42 @@ def test_dashboard_live_in_chromium(page: tuple[Any, list[str], str, DemoEngine]
     if os.environ.get("PRIVMETER_UPDATE_SCREENSHOT"):
         (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, ROOT / "docs" / "img" / "dashboard.png")
+
+
+@pytest.mark.parametrize("engine_kw", [{"max_intervals": 48, "speed": 200_000.0}])
+def test_end_of_period_and_privacy_tab(page: tuple[Any, list[str], str, DemoEngine]) -> None:
+    """A run that ends (12 simulated hours): the page says so and switches its controls off; the
+    Privacy tab shows exactly the occupancy score the API measured, with the 50 % of a guess."""
+    pg, errors, url, engine = page
+    pg.goto(url + "/")
+    pg.wait_for_selector("body[data-ready='1']")
+    pg.wait_for_selector("body.finished #ended", timeout=120_000)
+    ended = pg.locator("#ended").inner_text()
+    assert "The simulated period has ended" in ended and "restart privmeter demo" in ended
+    assert "finished" in pg.locator("#status").inner_text().lower()
+    for button in ("#btn-event", "#btn-cheat", "#btn-probe", "#btn-underreport", "#btn-offline", "#btn-step",
+                   "#btn-pause"):
+        assert pg.locator(button).is_disabled(), button
+    assert not pg.locator("#sel-meter").is_disabled()  # the final state can still be browsed
+    pg.wait_for_selector("#alerts li[data-kind='end']")
+    for tr in pg.locator("#bills-table tbody tr[data-meter] td.audit").all()[:5]:  # whole audit results
+        text = tr.inner_text()
+        assert text.startswith("verified: bill ") and text.endswith("signed records"), text
+
+    # m00002 is away or asleep all morning: one kind of minute only, so no score is claimed
+    pg.select_option("#sel-meter", "m00002")
+    pg.click("#tab-privacy")
+    pg.wait_for_selector("#pv-raw .main-svg")
+    pg.wait_for_selector("#pv-score:has-text('not scored yet')")
+    pg.select_option("#sel-meter", "m00003")
+    pg.wait_for_selector("#pv-score:has-text('balanced accuracy')")
+    measured = pg.evaluate("() => fetch('/api/privacy/m00003').then((r) => r.json())")["conventional"]["occupancy"]
+    assert engine.finished and measured is not None and measured["balanced_accuracy"] is not None
+    shown = pg.locator("#pv-score")
+    assert float(shown.get_attribute("data-score")) == measured["balanced_accuracy"]
+    text = shown.inner_text()
+    assert f"a balanced accuracy of {round(100 * measured['balanced_accuracy'])}%" in text
+    assert "any guess made without the curve scores 50%" in text
+    assert f"of the {measured['active_minutes']} minutes someone was up and about" in text
+    _shot(pg, "5-ended-privacy")
+    assert not errors, errors

@@ -42,6 +42,8 @@ from privmeter.web.engine import DemoEngine
 __all__ = ["DemoState", "create_app"]
 
 DemoState = DemoEngine  # the state the app serves (the engine owns it)
+PERIOD_ENDED = ("the simulated period has ended: the dashboard keeps its final state; restart privmeter demo "
+                "(--days N for a longer run)")
 CALL_TIMEOUT_S = 30.0
 HEARTBEAT_S = 15.0
 
@@ -141,41 +143,46 @@ def create_app(engine: DemoState, *, allowed_hosts: list[str] | None = None) -> 
         return result
 
     # -- controls --------------------------------------------------------------------------
+    async def on_control(fn: Callable[[], Any]) -> Any:
+        if engine.finished:  # no interval runs any more: a control would wait forever, pending
+            raise HTTPException(409, PERIOD_ENDED)
+        return await on_engine(fn)
+
     @app.post("/api/control/pause")
     async def pause() -> Any:
-        return await on_engine(lambda: engine.set_paused(True))
+        return await on_control(lambda: engine.set_paused(True))
 
     @app.post("/api/control/resume")
     async def resume() -> Any:
-        return await on_engine(lambda: engine.set_paused(False))
+        return await on_control(lambda: engine.set_paused(False))
 
     @app.post("/api/control/step")
     async def step() -> Any:
-        return await on_engine(engine.step_once)
+        return await on_control(engine.step_once)
 
     @app.post("/api/control/speed")
     async def speed(body: SpeedBody) -> Any:
-        return await on_engine(lambda: engine.set_speed(body.speed))
+        return await on_control(lambda: engine.set_speed(body.speed))
 
     @app.post("/api/control/event")
     async def event(body: GroupBody) -> Any:
-        return await on_engine(lambda: engine.force_event(body.group))
+        return await on_control(lambda: engine.force_event(body.group))
 
     @app.post("/api/control/offline")
     async def offline(body: OfflineBody) -> Any:
-        return await on_engine(lambda: engine.set_offline(body.meter, body.offline))
+        return await on_control(lambda: engine.set_offline(body.meter, body.offline))
 
     @app.post("/api/control/cheat")
     async def cheat(body: MeterBody) -> Any:
-        return await on_engine(lambda: engine.cheat_bill(body.meter))
+        return await on_control(lambda: engine.cheat_bill(body.meter))
 
     @app.post("/api/control/underreport")
     async def underreport(body: MeterBody) -> Any:
-        return await on_engine(lambda: engine.underreport(body.meter))
+        return await on_control(lambda: engine.underreport(body.meter))
 
     @app.post("/api/control/probe")
     async def probe(body: MeterBody) -> Any:
-        return await on_engine(lambda: engine.probe(body.meter))
+        return await on_control(lambda: engine.probe(body.meter))
 
     # -- live updates ------------------------------------------------------------------------
     @app.get("/api/stream")

@@ -118,6 +118,7 @@ class DemoConfig:
     latency_ms: float = 20.0  # the emulated network on every link (tcp only)
     jitter_ms: float = 5.0
     loss: float = 0.0
+    max_intervals: int | None = None  # end the simulated period early (tests)
 
     def __post_init__(self) -> None:
         if self.transport not in ("tcp", "memory"):
@@ -141,7 +142,7 @@ class DemoConfig:
                         group_size=self.group_size, min_survivors=self.min_survivors, plan=self.plan,
                         prosumer_share=self.prosumer_share, cache_dir=cache,
                         cmin_w_per_household=self.cmin_w_per_household,
-                        cmax_w_per_household=self.cmax_w_per_household)
+                        cmax_w_per_household=self.cmax_w_per_household, max_intervals=self.max_intervals)
 
 
 @dataclass(slots=True)
@@ -405,7 +406,7 @@ class DemoEngine:
         t = self.current + 1
         if t > self.last + 1:  # the drain interval finalises the last real one
             self.finished = True
-            self._alert("info", "end", "end of the simulated period: the dashboard stays up")
+            self._alert("info", "end", "end of the simulated period: the dashboard keeps its final state; the controls are off")
             return
         now = (t + 1) * self.interval_seconds
         outs: dict[str, list[Any]] = {}

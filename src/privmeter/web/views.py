@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from privmeter.web.inference import infer_activities, occupancy_accuracy
+from privmeter.web.inference import infer_activities, score_occupancy
 
 if TYPE_CHECKING:
     from privmeter.web.engine import DemoEngine
@@ -62,6 +62,7 @@ def overview(e: DemoEngine) -> dict[str, Any]:
         "status": "finished" if e.finished else "paused" if e.paused else "running",
         "paused": e.paused, "speed": e.speed, "interval": e.current, "sim_time": _now(e),
         "first_interval": e.first, "last_interval": e.last, "interval_seconds": e.interval_seconds,
+        "end_time": (e.last + 1) * e.interval_seconds, "days": sc.days,
         "households": len(e.meter_ids), "meters": [{"id": m, "group": e.group_of[m], "offline": m in e.offline}
                                                     for m in e.meter_ids],
         "groups": groups,
@@ -209,13 +210,11 @@ def privacy(e: DemoEngine, meter: str) -> dict[str, Any]:
     t0, minute_w = _minutes(e, meter)
     active, acts = infer_activities(minute_w)
     occ = e.occupancy(meter)
-    accuracy = guessing = None
+    scored = None
     if occ is not None and minute_w:
         load = e.meters[meter].load
         i0 = (t0 - load.start_unix) // 60
-        scored = occupancy_accuracy(active, occ[i0:i0 + len(minute_w)])
-        if scored is not None:
-            accuracy, guessing = scored
+        scored = score_occupancy(active, occ[i0:i0 + len(minute_w)])
     g = e.group_of[meter]
     n = len(e.groups[g])
     rows = [r for r in e.totals[g] if r["time"] >= t0]
@@ -224,7 +223,7 @@ def privacy(e: DemoEngine, meter: str) -> dict[str, Any]:
     return {
         "meter": meter,
         "conventional": {"start_time": t0, "minute_w": minute_w, "active": active,
-                         "activities": [a.to_json() for a in acts], "occupancy_accuracy": accuracy, "guessing_accuracy": guessing,
+                         "activities": [a.to_json() for a in acts], "occupancy": None if scored is None else scored.to_json(),
                          "summary": f"{len(acts)} appliance uses and {sum(active)} active minutes read off "
                                     "the raw curve"},
         "privmeter": {"feeder": g, "feeder_members": n,

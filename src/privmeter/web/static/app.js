@@ -86,6 +86,14 @@ function drawFeeder(g, rows) {
 }
 
 // ---- operator: events, bills, utility view --------------------------------------------------
+// An event in which no home is on the wrong side of T: the utility chose T from the feeder's total
+// alone (it never sees a reading), and the excess was spread over the homes.
+function nobody(e) {
+  const where = e.side === "above" ? "at or above" : "below";
+  return `<span class="none" title="The utility picks T from the feeder total alone, aiming to disturb as few homes as possible; ` +
+    `when the excess is spread over many homes, none is ${where} T and nobody is asked to act. The utility learns ${e.answered.length} zero bit(s).">` +
+    `nobody: no home ${where} T</span>`;
+}
 async function refreshEvents() {
   const res = await api("/api/events");
   S.events = res.events;
@@ -93,7 +101,7 @@ async function refreshEvents() {
     const f = e.followed ? `${watts(e.followed.mean_total_w)} avg over ${e.followed.intervals} int. (${e.followed.change_w >= 0 ? "+" : ""}${watts(e.followed.change_w)})` : "in progress";
     return `<tr data-event="${esc(e.event_id)}"><td>${fmtTime(e.time)}</td><td>${esc(e.group)}${e.forced ? " (operator)" : ""}</td>` +
       `<td>${watts(e.trigger_total_w)} ${e.side === "above" ? "&gt;&nbsp;Cmax" : "&lt;&nbsp;Cmin"}</td><td>${esc(e.action)}<br><small>${e.side} T=${watts(e.threshold_w)}</small></td>` +
-      `<td>${e.answered.length}</td><td>${e.targets.length ? esc(e.targets.join(", ")) : "nobody"}</td><td>${f}</td></tr>`;
+      `<td>${e.answered.length}</td><td>${e.targets.length ? esc(e.targets.join(", ")) : nobody(e)}</td><td>${f}</td></tr>`;
   });
   const probes = res.probes.map((p) => `<tr class="${p.refused ? "flagged" : ""}"><td>${fmtTime(p.time)}</td><td>${esc(p.group)}</td>` +
     `<td colspan="3">utility probe of ${esc(p.meter)}: ${p.steps.map((s) => s.answered ? `T=${s.threshold_w} W → ${s.bit ? "≥" : "<"}` : "refused").join(", ")}</td>` +
@@ -109,7 +117,7 @@ async function refreshBills() {
     if (b.status.startsWith("dispute")) status = "✗ DISPUTED (" + esc(b.status.slice(8)) + ")" + (b.cheat ? " — utility cheat caught" : "");
     if (b.status === "invalid-proof") status = "✗ INVALID PROOF — under-report caught";
     return `<tr class="${flagged ? "flagged" : "ok"}" data-meter="${esc(b.meter_id)}"><td>${fmtTime(b.start_time)}–${fmtTime(b.end_time)}</td>` +
-      `<td>${esc(b.meter_id)}</td><td class="status">${status}</td><td>${money(b.bill)}</td><td title="${esc(b.audit || "")}">${esc((b.audit || "").split(" [")[0].slice(0, 70))}</td></tr>`;
+      `<td>${esc(b.meter_id)}</td><td class="status">${status}</td><td>${money(b.bill)}</td><td class="audit">${esc(b.audit || "")}</td></tr>`;
   }).join("") || `<tr><td colspan="5">first bills after ${S.ov ? S.ov.bill_intervals : "?"} intervals</td></tr>`;
 }
 async function refreshUtilityView() {
@@ -173,14 +181,29 @@ async function refreshPrivacy() {
     {x: acts.map((a) => x[a.minute]), y: acts.map((a) => c.minute_w[a.minute]), mode: "markers+text", text: acts.map((a) => a.label.split(" ")[0]), textposition: "top center", textfont: {size: 9}, marker: {color: "#17324d", size: 6}, name: "inferred"},
   ];
   Plotly.react("pv-raw", traces, {...LAYOUT, shapes}, CONFIG);
-  $("#pv-raw-text").innerHTML = `Anyone holding this curve reads off <b>${acts.length}</b> appliance uses (kettle, shower, cooking…) and when someone is up and about (shaded)` +
-    (c.occupancy_accuracy !== null ? `, matching the true occupancy in <b>${(100 * c.occupancy_accuracy).toFixed(0)}%</b> of minutes (guessing: ${(100 * c.guessing_accuracy).toFixed(0)}%).` : ".");
+  $("#pv-raw-text").innerHTML = `Anyone holding this curve reads off <b>${acts.length}</b> appliance uses (kettle, shower, cooking…) and when someone is up and about (shaded).` +
+    " " + occupancyText(c.occupancy);
   const q = p.privmeter;
   Plotly.react("pv-priv", [{x: dates(q.feeder_total.map((r) => r.time)), y: q.feeder_total.map((r) => r.total_w), mode: "lines", line: {color: "#2b6cb0", width: 2, shape: "hv"}, name: "feeder total"}], LAYOUT, CONFIG);
   $("#pv-priv-text").innerHTML = `The utility sees only <b>${esc(q.feeder)}</b>'s total of <b>${q.feeder_members}</b> homes per interval, <b>${q.comparison_bits}</b> comparison bit(s) about this home, and <b>${q.bills}</b> proven bill total(s). No curve, no activities.`;
 }
 
+function pct(x) { return (100 * x).toFixed(0) + "%"; }
+function occupancyText(o) {
+  if (!o) return "";
+  const hours = (o.minutes / 60).toFixed(o.minutes % 60 ? 1 : 0);
+  if (o.balanced_accuracy === null) {
+    return `<span id="pv-score" data-score="">Against the simulator's true occupancy: not scored yet — the last ${hours} h hold ${o.active_minutes ? "no quiet" : "no active"} minute.</span>`;
+  }
+  return `<span id="pv-score" data-score="${o.balanced_accuracy}">Against the simulator's true occupancy over the last ${hours} h it finds ` +
+    `<b>${pct(o.active_found / o.active_minutes)}</b> of the ${o.active_minutes} minutes someone was up and about and is right about ` +
+    `<b>${pct(o.quiet_right / o.quiet_minutes)}</b> of the ${o.quiet_minutes} quiet ones: a balanced accuracy of <b>${pct(o.balanced_accuracy)}</b>, ` +
+    `where any guess made without the curve scores ${pct(o.guess_accuracy)}.</span>`;
+}
+
 // ---- header, alerts, selectors -------------------------------------------------------------------
+// the controls that act on the running simulation: off once its period has ended
+const CONTROLS = ["#btn-pause", "#btn-step", "#sel-speed", "#btn-event", "#btn-offline", "#btn-cheat", "#btn-probe", "#btn-underreport"];
 function renderOverview(ov) {
   S.ov = ov;
   const st = $("#status");
@@ -200,6 +223,14 @@ function renderOverview(ov) {
     S.seenAlert = Math.max(S.seenAlert, a.seq);
   });
   while (list.children.length > 150) list.removeChild(list.lastChild);
+  const ended = ov.status === "finished";
+  document.body.classList.toggle("finished", ended);
+  CONTROLS.forEach((id) => { $(id).disabled = ended; });
+  if (ended) {
+    $("#ended").innerHTML = `<b>The simulated period has ended</b> (${fmtTime(ov.first_interval * ov.interval_seconds, true)} – ` +
+      `${fmtTime(ov.end_time, true)}). The dashboard keeps the final state; ` +
+      `the controls are off because no more intervals run. To go on, restart <code>privmeter demo</code> (add <code>--days N</code> for a longer run).`;
+  }
   const btn = $("#btn-offline");
   const m = ov.meters.find((x) => x.id === S.meter);
   btn.textContent = m && m.offline ? "Bring meter back online" : "Take meter offline";
