@@ -61,7 +61,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, sim_cache: Path) -> dict[str
     for k in ("statement", "proof", "keys"):
         f[k] = b / f"{k}.json"
     f["log"] = run / "audit" / "log.jsonl"
-    for name, n in (("keys_zero_n", "0"), ("keys_negative_n", "-5"), ("keys_huge_n", "f" * 3000),
+    for name, n in (("keys_zero_n", "0"), ("keys_negative_n", "-5"), ("keys_even_n", "f" * 767 + "e"),
                     ("keys_not_hex", "zz")):
         k = json.loads(f["keys"].read_text())
         k["household"]["paillier_public_key"]["n"] = n
@@ -151,7 +151,7 @@ MATRIX: list[tuple[str, str]] = [
     (_audit(keys="{keys_truncated}"), "is it truncated?"),
     (_audit(keys="{keys_zero_n}"), "not a Paillier public key"),
     (_audit(keys="{keys_negative_n}"), "is not hex"),
-    (_audit(keys="{keys_huge_n}"), "h_s must be a unit"),
+    (_audit(keys="{keys_even_n}"), "Paillier modulus must be an odd composite"),
     (_audit(keys="{keys_not_hex}"), "is not hex"),
     (_audit(log="{missing}.jsonl"), "log file"),
     (_audit(log="{log_binary}"), "is not UTF-8 text"),

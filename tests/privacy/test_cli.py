@@ -37,3 +37,17 @@ def test_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rep = json.loads(capsys.readouterr().out)
     assert (tmp_path / "o" / "privacy.json").exists() and (tmp_path / "o" / "privacy.html").exists()
     assert rep["verdict"]["privmeter_rows"] >= 1
+
+
+def test_console_tables_fit_80_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The terminal report: every table within 80 columns, nothing cut off ("…"), no raw dict."""
+    from privmeter.cli import main
+
+    monkeypatch.setenv("COLUMNS", "80")
+    rc = main(["privacy", "--households", "5", "--days", "1", "--group-sizes", "5",
+               "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "Occupancy home/away" in out and "Leakage ledger" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "…" not in out and "{'" not in out and "conventional meter, 15 min readings" in out

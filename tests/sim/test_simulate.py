@@ -68,6 +68,13 @@ def test_report_files(tmp_path: Path, tiny_world) -> None:  # type: ignore[no-un
     back = json.loads(jp.read_text())
     assert back["format"] == "privmeter.sim.report/1"
     assert hp.stat().st_size > 1_000_000  # plotly.js inlined
+    # time axes show times: the first interval's start, not its number (1508352 -> "1.50836M")
+    sc = tiny_world.scenario
+    first = datetime.datetime.fromtimestamp(tiny_world.first_interval * sc.interval_seconds, datetime.UTC)
+    html = hp.read_text()
+    assert f'"x":["{first.isoformat()}"' in html.replace(", ", ",")
+    assert f'"x":[{tiny_world.first_interval},' not in html.replace(", ", ",")
+    assert "time (UTC, start of the interval)" in html
 
 
 def test_parse_interval() -> None:

@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -21,6 +22,22 @@ from privmeter.argtypes import at_least, out_dir
 from privmeter.privacy.report import EvalConfig, run_evaluation, summary_rows, write_html
 
 __all__ = ["add_arguments", "run"]
+
+
+def _table(console: Console, title: str, header: list[str], rows: list[list[str]]) -> None:
+    """A table that fits a terminal: no vertical rules, cells wrap at spaces and no column is
+    narrower than its longest word, so nothing is cut off ("...") at 80 columns."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    for i, name in enumerate(header):
+        longest = max(len(w) for text in [name, *(r[i] for r in rows)] for w in text.split() or [""])
+        table.add_column(name, min_width=longest, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+
+
+def _resolution(seconds: int) -> str:
+    return f"{seconds // 3600} h" if seconds % 3600 == 0 else f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
 
 
 def _group_sizes(text: str) -> tuple[int, ...]:
@@ -67,43 +84,34 @@ def run(args: argparse.Namespace) -> int:
         return 0
     console = Console()
     cols, rows = summary_rows(report)
-    table = Table(title="Occupancy attacks (gain over the time-of-day baseline)")
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("view", "task") else "right")
-    for r in rows:
-        table.add_row(*r)
-    console.print(table)
-    app = Table(title="Appliance switch-on detection (F1 gain, mean over appliances)")
-    for c in ("view", "mean F1 gain", "appliances above baseline"):
-        app.add_column(c)
-    for s in report["appliance_summary"]:
-        app.add_row(s["view"], f"{s['mean_f1_gain']:+.3f}", ", ".join(s["leaking"]) or "-")
-    console.print(app)
-    att = Table(title="Differencing and probing, protections off / on")
-    for c in ("attack", "protections", "estimates", "exact", "refused", "error", "no-info error"):
-        att.add_column(c)
-    for d in report["differencing"]:
-        att.add_row(f"differencing g={d['group_size']}", str(d["protections"]), str(d["estimates"]),
-                    str(d["exact"]), str(d["refused"]), f"{d['rmse_wh']} Wh",
-                    f"{d['victim_std_wh']} Wh")
-    for p in report["probing"]:
-        att.add_row("probing", str(p["protections"]), f"{p['bits_per_day']} bits/day", "-",
-                    str(p["refused"]), f"{p['mae_w']} W", f"{p['baseline_mae_w']} W")
-    console.print(att)
-    nz = Table(title="Distributed Skellam noise: differencing error vs cost on totals")
-    for c in ("eps/interval", "eps/day", "group", "noise std", "diff. RMSE", "total rel. error"):
-        nz.add_column(c)
-    for r in report["noise"]:
-        nz.add_row(str(r["epsilon_per_interval"]), str(r["epsilon_per_day"]), str(r["group_size"]),
-                   f"{r['noise_std_total_wh']} Wh", f"{r['rmse_wh']} Wh",
-                   f"{r['total_relative_error']:.3f}")
-    console.print(nz)
+    keep = [cols.index(c) for c in ("view", "acc", "baseline acc", "acc gain [95% CI]", "F1 gain [95% CI]")]
+    task_col = cols.index("task")
+    for task in dict.fromkeys(r[task_col] for r in rows):
+        _table(console, f"Occupancy {task}: the attack vs the time-of-day baseline (F1 and more in privacy.html)",
+               ["view", "accuracy", "baseline", "gain [95% CI]", "F1 gain [95% CI]"],
+               [[r[i] for i in keep] for r in rows if r[task_col] == task])
+    _table(console, "Appliance switch-on detection (F1 gain, mean over appliances)",
+           ["view", "mean F1 gain", "appliances above baseline"],
+           [[s["view"], f"{s['mean_f1_gain']:+.3f}", ", ".join(s["leaking"]) or "-"]
+            for s in report["appliance_summary"]])
+    att = [[f"differencing g={d['group_size']}", "on" if d["protections"] else "off", str(d["estimates"]),
+            str(d["exact"]), str(d["refused"]), f"{d['rmse_wh']} Wh", f"{d['victim_std_wh']} Wh"]
+           for d in report["differencing"]]
+    att += [["probing", "on" if p["protections"] else "off", f"{p['bits_per_day']} bits/day", "-",
+             str(p["refused"]), f"{p['mae_w']} W", f"{p['baseline_mae_w']} W"] for p in report["probing"]]
+    _table(console, "Differencing and probing, protections off / on",
+           ["attack", "protections", "estimates", "exact", "refused", "error", "no-info error"], att)
+    _table(console, "Distributed Skellam noise: differencing error vs cost on totals",
+           ["eps/interval", "eps/day", "group", "noise std", "diff. RMSE", "total rel. error"],
+           [[str(r["epsilon_per_interval"]), str(r["epsilon_per_day"]), str(r["group_size"]),
+             f"{r['noise_std_total_wh']} Wh", f"{r['rmse_wh']} Wh", f"{r['total_relative_error']:.3f}"]
+            for r in report["noise"]])
     led = report["ledger"]
-    console.print(
-        f"Ledger: privmeter {led['privmeter_mean_bits_per_day']} bits/day per household "
-        f"(group {led['group_size']}, protections on); without protections "
-        f"{led['unprotected_mean_bits_per_day']}; conventional meter "
-        f"{led['conventional_bits_per_day']} bits/day by resolution (s)."
-    )
+    ledger = [[f"privmeter, group of {led['group_size']}, protections on", f"{led['privmeter_mean_bits_per_day']}"],
+              ["privmeter, protections off", f"{led['unprotected_mean_bits_per_day']}"]]
+    ledger += [[f"conventional meter, {_resolution(int(r))} readings", f"{bits}"]
+               for r, bits in sorted(led["conventional_bits_per_day"].items(), key=lambda kv: int(kv[0]))]
+    _table(console, "Leakage ledger: bits learned per household per day", ["what the utility holds", "bits/day"],
+           ledger)
     console.print(f"Wrote {out / 'privacy.json'} and {out / 'privacy.html'}")
     return 0

@@ -18,6 +18,7 @@ only to check the protocols.
 
 from __future__ import annotations
 
+import datetime
 import html
 import json
 from pathlib import Path
@@ -30,46 +31,54 @@ def _fig_html(fig: Any) -> str:
     return str(fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False}))
 
 
+def _times(res: dict[str, Any], intervals: list[int]) -> list[datetime.datetime]:
+    """Interval numbers -> the UTC time each interval starts (what the report's x axes show)."""
+    step = int(res.get("scenario", {}).get("interval_seconds", 900))
+    return [datetime.datetime.fromtimestamp(t * step, datetime.UTC) for t in intervals]
+
+
 def _figures(res: dict[str, Any]) -> list[tuple[str, Any]]:
     import plotly.graph_objects as go
 
     figs: list[tuple[str, Any]] = []
+    when = {"xaxis_title": "time (UTC, start of the interval)"}
     series = res["aggregation"]["series"]
     groups = sorted({r["group"] for r in series})
     fig = go.Figure()
     for g in groups:
         rows = [r for r in series if r["group"] == g]
-        xs = [r["interval"] for r in rows]
+        xs = _times(res, [r["interval"] for r in rows])
         fig.add_scatter(x=xs, y=[r["total_wh"] for r in rows], name=f"{g} private total", mode="lines")
         fig.add_scatter(x=xs, y=[r["truth_survivors_wh"] for r in rows], name=f"{g} true total",
                         mode="markers", marker={"size": 4})
     for e in res["demand_response"]["list"]:
-        fig.add_vline(x=e["interval"], line_dash="dot", line_color="red")
+        fig.add_vline(x=_times(res, [e["interval"]])[0], line_dash="dot", line_color="red")
     fig.update_layout(title="Private totals (masked aggregation) vs true totals; red: DR events",
-                      xaxis_title="interval", yaxis_title="Wh per interval", height=420)
+                      yaxis_title="Wh per interval", height=420, **when)
     figs.append(("Totals", fig))
     tree = res["aggregation"].get("tree")
     if tree:
         fig = go.Figure()
         rs = tree["root_series"]
-        fig.add_scatter(x=[r["interval"] for r in rs], y=[r["total_wh"] for r in rs], name="substation (sum of feeders)")
-        fig.add_scatter(x=[r["interval"] for r in rs], y=[r["truth_wh"] for r in rs], name="true", mode="markers",
-                        marker={"size": 4})
+        xs = _times(res, [r["interval"] for r in rs])
+        fig.add_scatter(x=xs, y=[r["total_wh"] for r in rs], name="substation (sum of feeders)")
+        fig.add_scatter(x=xs, y=[r["truth_wh"] for r in rs], name="true", mode="markers", marker={"size": 4})
         fig.update_layout(title="Tree: hierarchical substation total from the concentrators' feeder totals",
-                          height=360)
+                          yaxis_title="Wh per interval", height=360, **when)
         figs.append(("Substation total", fig))
     fig = go.Figure()
-    fig.add_bar(x=[r["interval"] for r in series], y=[r["error"] if r["error"] is not None else 0 for r in series],
-                name="error (Wh)")
-    fig.update_layout(title="Aggregation error per interval (0 = exact)", height=260)
+    fig.add_bar(x=_times(res, [r["interval"] for r in series]),
+                y=[r["error"] if r["error"] is not None else 0 for r in series], name="error (Wh)")
+    fig.update_layout(title="Aggregation error per interval (0 = exact)", yaxis_title="Wh", height=260, **when)
     figs.append(("Aggregation error", fig))
     ev = res["demand_response"]["list"]
     if ev:
         fig = go.Figure()
-        fig.add_bar(x=[e["interval"] for e in ev], y=[e.get("answers", 0) for e in ev], name="comparisons")
-        fig.add_bar(x=[e["interval"] for e in ev], y=[e.get("targets", 0) for e in ev], name="directives")
+        xs = _times(res, [e["interval"] for e in ev])
+        fig.add_bar(x=xs, y=[e.get("answers", 0) for e in ev], name="comparisons")
+        fig.add_bar(x=xs, y=[e.get("targets", 0) for e in ev], name="directives")
         fig.update_layout(title="Demand-management events: comparisons answered and directives sent",
-                          barmode="group", height=320)
+                          barmode="group", yaxis_title="households", height=320, **when)
         figs.append(("Demand response", fig))
     bills = res["billing"]["bills"]
     fig = go.Figure()
@@ -87,7 +96,8 @@ def _figures(res: dict[str, Any]) -> list[tuple[str, Any]]:
     if perf.get("interval_wall_s"):
         fig = go.Figure()
         fig.add_scatter(y=perf["interval_wall_s"], mode="lines", name="wall s per interval")
-        fig.update_layout(title="Wall time per interval round (s)", height=260)
+        fig.update_layout(title="Wall time per interval round (s)", xaxis_title="interval round (1, 2, ...)",
+                          yaxis_title="s", height=260)
         figs.append(("Rounds", fig))
     bpm = res.get("bytes_per_meter", {})
     if bpm:
