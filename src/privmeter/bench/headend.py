@@ -49,7 +49,7 @@ from privmeter.bench._common import add_json_flag, cpu_per_call, emit
 from privmeter.crypto.paillier import PaillierPrivateKey, generate_keypair
 from privmeter.crypto.signing import SigningKey, VerifyKey
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["PLAN_TOML", "T0", "add_arguments", "run"]
 
 T0 = 28_000_000  # a 1-minute interval index in 2023
 _MICRO_BATCH = 64  # records per group commit in the persistence micro-measurement
@@ -63,13 +63,16 @@ def _headend_key(seed: int) -> SigningKey:
     return SigningKey.from_seed(hashlib.sha256(f"bench-headend/{seed}".encode()).digest())
 
 
+PLAN_TOML = (  # the benchmarks' plan: flat price, 1-minute intervals
+    'version = 1\n[plan]\nid = "bench-1min"\nname = "bench flat, 1-minute"\ncurrency = "GBP"\n'
+    'interval_seconds = 60\nmin_price = 0\nmax_price = 100000\nstanding_charge_per_day = 0\n'
+    '[tariff]\nkind = "flat"\nprice = 14228\n')
+
+
 def _plan() -> Any:
     from privmeter.grid.plans import parse_plan
 
-    return parse_plan(
-        'version = 1\n[plan]\nid = "bench-1min"\nname = "bench flat, 1-minute"\ncurrency = "GBP"\n'
-        'interval_seconds = 60\nmin_price = 0\nmax_price = 100000\nstanding_charge_per_day = 0\n'
-        '[tariff]\nkind = "flat"\nprice = 14228\n', source="<bench>")
+    return parse_plan(PLAN_TOML, source="<bench>")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -75,7 +75,16 @@ class LocalPostgres:
 
     @property
     def dsn(self) -> str:
-        return f"host={self.dir} port={self.port} user={self.user} dbname={self.dbname}"
+        return self.dsn_for(self.dbname)
+
+    def dsn_for(self, dbname: str) -> str:
+        return f"host={self.dir} port={self.port} user={self.user} dbname={dbname}"
+
+    def create_database(self, dbname: str) -> str:
+        """A fresh database on this server (one per run keeps runs apart); returns its DSN."""
+        self._pg(str(self.bindir / "createdb"), "-h", str(self.dir), "-p", str(self.port), "-U", self.user,
+                 dbname)
+        return self.dsn_for(dbname)
 
     def _pg(self, *args: str) -> None:
         res = subprocess.run([*self._run_as, *args], capture_output=True, text=True, check=False)
@@ -90,8 +99,7 @@ class LocalPostgres:
         self._pg(str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "server.log"), "-w",
                  "-o", opts, "start")
         self.started = True
-        self._pg(str(self.bindir / "createdb"), "-h", str(self.dir), "-p", str(self.port), "-U", self.user,
-                 self.dbname)
+        self.create_database(self.dbname)
         return self
 
     def stop(self) -> None:

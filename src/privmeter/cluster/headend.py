@@ -1,0 +1,211 @@
+"""The sharded head-end as one object: routes by group, batches per shard, reports shard faults.
+
+What it is for: :class:`ClusterHeadEnd` is what the interval loop and the
+front doors talk to.  It owns the :class:`~privmeter.cluster.routing.ShardMap`
+and a :class:`~privmeter.cluster.routing.Shards` backend (Ray actors, or
+in-process), and offers the head-end's operations:
+
+* :meth:`ClusterHeadEnd.forward`: many meters' messages at once -- split by
+  owning shard, one call per shard, all shards concurrently; each message
+  gets its replies or its error.  A shard that died during the call
+  acknowledges none of its messages (a
+  :class:`~privmeter.errors.StoreError` each): the meters resend them;
+* per group: :meth:`new_epoch`, :meth:`make_bundle`, :meth:`open_interval`,
+  :meth:`close_intervals` (routed to the group's shard; a group whose shard
+  restarted since its epoch began reports its open intervals failed, and
+  :meth:`needing_epoch` lists it);
+* per meter: :meth:`statement`, :meth:`records`; cluster-wide:
+  :meth:`totals`, :meth:`settlements` (gathered from every shard).
+
+:func:`start_cluster` builds it: writes nothing but the shard specs, starts
+the shards (Ray: ``address`` ``"auto"``/``host:port``, or a private local
+Ray; ``backend="local"``: in this process), registers the meters.
+
+Guarantee: a message is acknowledged (its replies returned) only after its
+shard's group commit; a total is either the exact unmasked sum or ``None``
+with an error (:data:`~privmeter.cluster.shard.SHARD_RESTARTED` after a
+shard restart) -- never a partial sum presented as a total.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from privmeter.cluster.routing import Call, LocalShards, ShardMap, Shards
+from privmeter.cluster.shard import ShardCore, ShardSpec, error_from
+from privmeter.errors import PrivmeterError, StoreError
+from privmeter.parties.headend import GroupConfig
+from privmeter.parties.headend_store import StoredTotal
+from privmeter.protocol.codec import decode
+from privmeter.protocol.settlement import Statement
+
+__all__ = ["MAX_SHARD_BATCH", "ClusterHeadEnd", "start_cluster"]
+
+MAX_SHARD_BATCH = 4096  # messages per shard call (a few MB of ciphertexts at 3072 bits)
+
+
+def _raise(res: Any) -> Any:
+    if isinstance(res, BaseException):
+        raise res
+    return res
+
+
+class ClusterHeadEnd:
+    """The head-end split over shards (see the module docstring)."""
+
+    def __init__(self, shards: Shards, smap: ShardMap) -> None:
+        self.shards = shards
+        self.map = smap
+        self.relay: list[tuple[str, Any]] = []  # meter-to-meter payloads to pass on (ring mode)
+
+    # -- one call to one shard -----------------------------------------------------------------
+    def _call(self, shard: int, name: str, *args: Any) -> Any:
+        return _raise(self.shards.call_many([(shard, name, args)])[0])
+
+    def _group_call(self, group: str, name: str, *args: Any) -> Any:
+        return self._call(self.map.shard_of_group(group), name, group, *args)
+
+    @staticmethod
+    def _decoded(out: Mapping[str, list[bytes]]) -> dict[str, list[Any]]:
+        return {m: [decode(b) for b in msgs] for m, msgs in out.items()}
+
+    # -- setup -----------------------------------------------------------------------------------
+    def register(self, rows: Iterable[tuple[str, str, str, str, int, int]]) -> None:
+        """(meter id, verify key hex, household key JSON, plan id, period start, intervals per period)."""
+        per: dict[int, list[tuple[str, str, str, str, int, int]]] = {}
+        for r in rows:
+            per.setdefault(self.map.shard_of_meter(r[0]), []).append(r)
+        for res in self.shards.call_many([(i, "register", (rs,)) for i, rs in sorted(per.items())]):
+            _raise(res)
+
+    def info(self) -> list[dict[str, Any]]:
+        return [_raise(r) for r in self.shards.call_many([(i, "info", ()) for i in range(self.map.shards)])]
+
+    # -- messages ---------------------------------------------------------------------------------
+    def forward(self, items: Sequence[tuple[str, bytes]], *, now: int, interval: int
+                ) -> list[list[Any] | PrivmeterError]:
+        """Handle ``(authenticated peer, message bytes)`` items on their shards; per item its
+        replies or its error.  Routing needs only the peer (its meter's group): the message
+        bytes go to the shard as they came, and the shard decodes them."""
+        out: list[list[Any] | PrivmeterError | None] = [None] * len(items)
+        per: dict[int, list[int]] = {}
+        for k, (peer, _msg) in enumerate(items):
+            try:
+                per.setdefault(self.map.shard_of_meter(peer), []).append(k)
+            except PrivmeterError as exc:
+                out[k] = exc
+        calls: list[Call] = []
+        owners: list[list[int]] = []
+        for shard, ks in sorted(per.items()):
+            for j in range(0, len(ks), MAX_SHARD_BATCH):
+                part = ks[j:j + MAX_SHARD_BATCH]
+                owners.append(part)
+                calls.append((shard, "handle_batch", (now, interval, [items[k] for k in part])))
+        for part, res in zip(owners, self.shards.call_many(calls), strict=True):
+            if isinstance(res, BaseException):  # the shard died mid-call: nothing acknowledged
+                err = res if isinstance(res, PrivmeterError) else StoreError(f"shard failed: {res}")
+                for k in part:
+                    out[k] = err
+                continue
+            outcomes, relay = res
+            for k, (status, body) in zip(part, outcomes, strict=True):
+                out[k] = [decode(b) for b in body] if status == "ok" else error_from(status, body)
+            self.relay.extend((to, decode(data)) for to, data in relay)
+        return [o if o is not None else StoreError("not handled") for o in out]
+
+    # -- aggregation, per group ----------------------------------------------------------------
+    def new_epoch(self, group: str, first_interval: int) -> dict[str, list[Any]]:
+        return self._decoded(self._group_call(group, "new_epoch", first_interval))
+
+    def make_bundle(self, group: str) -> dict[str, list[Any]]:
+        return self._decoded(self._group_call(group, "make_bundle"))
+
+    def open_intervals(self, groups: Sequence[str]) -> dict[str, list[Any]]:
+        """Open the next interval of several groups (their shards concurrently)."""
+        out: dict[str, list[Any]] = {}
+        for res in self.shards.call_many([(self.map.shard_of_group(g), "open_interval", (g,)) for g in groups]):
+            out.update(self._decoded(_raise(res)))
+        return out
+
+    def open_interval(self, group: str) -> dict[str, list[Any]]:
+        return self.open_intervals([group])
+
+    def close_intervals(self, groups: Sequence[str], *, now: int, interval: int
+                        ) -> dict[str, list[StoredTotal]]:
+        """Close ``interval`` of several groups; per group the totals that became final."""
+        res = self.shards.call_many([(self.map.shard_of_group(g), "close_interval", (g, now, interval))
+                                     for g in groups])
+        return {g: [StoredTotal(g, int(r[0]), r[1], int(r[2]), int(r[3]), str(r[4])) for r in _raise(rs)]
+                for g, rs in zip(groups, res, strict=True)}
+
+    def needing_epoch(self, groups: Sequence[str]) -> list[str]:
+        """The groups without a running epoch (new, or their shard restarted)."""
+        res = self.shards.call_many([(self.map.shard_of_group(g), "needs_epoch", (g,)) for g in groups])
+        return [g for g, r in zip(groups, res, strict=True) if _raise(r)]
+
+    # -- settlement and queries ------------------------------------------------------------------
+    def statement(self, meter_id: str, period: int, *, now: int) -> Statement:
+        st: Statement = decode(self._call(self.map.shard_of_meter(meter_id), "statement", meter_id, period, now),
+                               expect=Statement)
+        return st
+
+    def statements(self, meters: Sequence[str], period: int, *, now: int) -> dict[str, Statement]:
+        res = self.shards.call_many([(self.map.shard_of_meter(m), "statement", (m, period, now)) for m in meters])
+        return {m: decode(_raise(r), expect=Statement) for m, r in zip(meters, res, strict=True)}
+
+    def records(self, meter_id: str, start: int, end: int) -> list[bytes]:
+        return list(self._call(self.map.shard_of_meter(meter_id), "records", meter_id, start, end))
+
+    def _everywhere(self, name: str) -> list[Any]:
+        return [row for r in self.shards.call_many([(i, name, ()) for i in range(self.map.shards)])
+                for row in _raise(r)]
+
+    def totals(self) -> list[StoredTotal]:
+        return sorted((StoredTotal(*r) for r in self._everywhere("totals")), key=lambda t: (t.group, t.interval))
+
+    def settlements(self) -> list[tuple[str, int, str, bytes, int | None]]:
+        return sorted(self._everywhere("settlements"))
+
+    def close(self) -> None:
+        self.shards.close()
+
+
+def start_cluster(
+    *,
+    dsn: str,
+    headend_key: str,
+    plans: Sequence[str],
+    groups: Sequence[GroupConfig],
+    shards: int,
+    backend: str = "ray",
+    address: str | None = None,
+    interval_seconds: int = 900,
+    min_key_bits: int = 2048,
+    window_back: int | None = None,
+    num_cpus: float = 1.0,
+    placement: Sequence[str | None] | None = None,
+) -> ClusterHeadEnd:
+    """Start ``shards`` shards over ``groups`` (see the module docstring)."""
+    smap = ShardMap({g.group_id: g.members for g in groups}, shards)
+    by_id = {g.group_id: g for g in groups}
+    specs = [ShardSpec(index=i, dsn=dsn, headend_key=headend_key, plans=tuple(plans),
+                       groups=tuple(_group_dict(by_id[g]) for g in smap.groups_of(i)),
+                       interval_seconds=interval_seconds, min_key_bits=min_key_bits, window_back=window_back)
+             for i in range(shards)]
+    backend_: Shards
+    if backend == "local":
+        backend_ = LocalShards([ShardCore(s.to_json()) for s in specs])
+    elif backend == "ray":
+        from privmeter.cluster.ray_backend import RayShards, connect_ray
+
+        connect_ray(address)
+        backend_ = RayShards(specs, num_cpus=num_cpus, placement=placement)
+    else:
+        raise ValueError(f"backend must be 'ray' or 'local', got {backend!r}")
+    return ClusterHeadEnd(backend_, smap)
+
+
+def _group_dict(g: GroupConfig) -> dict[str, Any]:
+    return dataclasses.asdict(g)

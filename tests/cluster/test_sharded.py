@@ -1,0 +1,41 @@
+"""Sharded head-end (shards in this process, PostgreSQL): same totals and bills as one process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from privmeter.bench.fleet import Fleet, make_world, run_world
+from privmeter.cluster.headend import start_cluster
+from privmeter.cluster.localpg import LocalPostgres
+from privmeter.cluster.routing import ShardMap
+
+from .helpers import check_bills, check_exact, write_headend_key
+
+
+def test_shard_map_balances_and_is_stable() -> None:
+    groups = {"a": ["a1", "a2", "a3"], "b": ["b1"], "c": ["c1", "c2"], "d": ["d1", "d2"]}
+    m = ShardMap(groups, 2)
+    assert m.group_shard == ShardMap(dict(reversed(groups.items())), 2).group_shard
+    assert sorted(len(sum((groups[g] for g in m.groups_of(i)), [])) for i in range(2)) == [4, 4]
+    assert m.shard_of_meter("hh:c2") == m.shard_of_group("c")
+
+
+def test_two_shards_equal_single_process(pg: LocalPostgres, tmp_path: Path, paillier_small) -> None:
+    world = make_world(groups=3, per_group=5, intervals=3, household=paillier_small[1], min_survivors=3)
+    key = write_headend_key(world, tmp_path)
+    common = dict(headend_key=key, plans=[world.plan_toml], groups=world.group_configs(), backend="local",
+                  interval_seconds=60, min_key_bits=512)
+    single = start_cluster(dsn=f"sqlite:{tmp_path / 'single.db'}", shards=1, **common)
+    one = run_world(single, world, Fleet(world))
+    pg.create_database("two")
+    sharded = start_cluster(dsn=pg.dsn_for("two"), shards=2, **common)
+    two = run_world(sharded, world, Fleet(world))
+    assert check_exact(world, one) == 0
+    assert len(one.totals) == 3 * 3  # every interval of every group, exact
+    assert two.totals == one.totals
+    assert sharded.totals() == sorted(one.totals, key=lambda t: (t.group, t.interval))
+    assert two.statements == one.statements
+    check_bills(world, sharded, two)
+    assert {i["index"]: i["records"] for i in sharded.info()} == {0: 10 * 3, 1: 5 * 3}
+    single.close()
+    sharded.close()
