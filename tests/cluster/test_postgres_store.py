@@ -46,7 +46,7 @@ def _records(pk, n: int, seed: int = 3):
 
 def test_postgres_matches_memory_in_batches_and_after_reopen(pg: LocalPostgres, schema: str,
                                                              paillier_small) -> None:
-    pk, sk = paillier_small
+    pk, _ = paillier_small
     recs = _records(pk, 96)
     mem = _ledger(MemoryBillingStore(), pk)
     db = _ledger(PostgresBillingStore(pg.dsn, schema=schema), pk)

@@ -223,10 +223,10 @@ def _setup_epochs(head: ClusterHeadEnd, fleet: Fleet, groups: Sequence[str], fir
 
 
 def run_world(head: ClusterHeadEnd, world: World, fleet: Fleet, *, watch: Stopwatch | None = None,
-              mid_interval: Callable[[int], None] | None = None, settle: bool = True) -> RunLog:
-    """Run every interval of ``world`` (plus a drain interval) on ``head``; see the module docstring.
-
-    ``mid_interval(t)`` runs after interval ``t``'s messages and before its close (fault tests)."""
+              hook: Callable[[int, str], None] | None = None, settle: bool = True) -> RunLog:
+    """Run every interval of ``world`` (plus a warm-up and a drain interval) on ``head``; see the
+    module docstring.  ``hook(t, "forward")`` runs just before interval ``t``'s messages are
+    forwarded, ``hook(t, "close")`` just before it is closed (fault tests)."""
     watch = watch if watch is not None else Stopwatch()
     groups = sorted(world.groups)
     log = RunLog()
@@ -241,11 +241,13 @@ def run_world(head: ClusterHeadEnd, world: World, fleet: Fleet, *, watch: Stopwa
         with watch.timed():
             starts = head.open_intervals(groups)
         items = fleet.due(t if world.first <= t < end else None) + fleet.answers(starts)
+        if hook is not None:
+            hook(t, "forward")
         with watch.timed():
             results = head.forward(items, now=now, interval=t)
         fleet.settle(items, results)
-        if mid_interval is not None:
-            mid_interval(t)
+        if hook is not None:
+            hook(t, "close")
         with watch.timed():
             finals = head.close_intervals(groups, now=now, interval=t)
         log.totals.extend(x for g in groups for x in finals[g])

@@ -30,10 +30,11 @@ shard restart) -- never a partial sum presented as a total.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from privmeter.cluster.routing import Call, LocalShards, ShardMap, Shards
+from privmeter.cluster.routing import Call, LocalShards, ShardMap, Shards, ShardUnavailable
 from privmeter.cluster.shard import ShardCore, ShardSpec, error_from
 from privmeter.errors import PrivmeterError, StoreError
 from privmeter.parties.headend import GroupConfig
@@ -55,14 +56,30 @@ def _raise(res: Any) -> Any:
 class ClusterHeadEnd:
     """The head-end split over shards (see the module docstring)."""
 
-    def __init__(self, shards: Shards, smap: ShardMap) -> None:
+    def __init__(self, shards: Shards, smap: ShardMap, *, control_timeout: float = 120.0) -> None:
         self.shards = shards
         self.map = smap
+        self.control_timeout = control_timeout
         self.relay: list[tuple[str, Any]] = []  # meter-to-meter payloads to pass on (ring mode)
 
     # -- one call to one shard -----------------------------------------------------------------
+    def _control(self, calls: Sequence[Call]) -> list[Any]:
+        """Control calls (epochs, intervals, queries): a call that met a dead or restarting shard
+        is retried until the shard is back (Ray restarts it; it reloads from PostgreSQL), for at
+        most ``control_timeout`` seconds.  Safe: a restarted shard has only its durable state, and
+        every control call on it either reads or reports the lost interval."""
+        out = self.shards.call_many(calls)
+        deadline = time.monotonic() + self.control_timeout
+        while True:
+            again = [k for k, r in enumerate(out) if isinstance(r, ShardUnavailable)]
+            if not again or time.monotonic() > deadline:
+                return out
+            time.sleep(0.2)
+            for k, r in zip(again, self.shards.call_many([calls[k] for k in again]), strict=True):
+                out[k] = r
+
     def _call(self, shard: int, name: str, *args: Any) -> Any:
-        return _raise(self.shards.call_many([(shard, name, args)])[0])
+        return _raise(self._control([(shard, name, args)])[0])
 
     def _group_call(self, group: str, name: str, *args: Any) -> Any:
         return self._call(self.map.shard_of_group(group), name, group, *args)
@@ -77,11 +94,11 @@ class ClusterHeadEnd:
         per: dict[int, list[tuple[str, str, str, str, int, int]]] = {}
         for r in rows:
             per.setdefault(self.map.shard_of_meter(r[0]), []).append(r)
-        for res in self.shards.call_many([(i, "register", (rs,)) for i, rs in sorted(per.items())]):
+        for res in self._control([(i, "register", (rs,)) for i, rs in sorted(per.items())]):
             _raise(res)
 
     def info(self) -> list[dict[str, Any]]:
-        return [_raise(r) for r in self.shards.call_many([(i, "info", ()) for i in range(self.map.shards)])]
+        return [_raise(r) for r in self._control([(i, "info", ()) for i in range(self.map.shards)])]
 
     # -- messages ---------------------------------------------------------------------------------
     def forward(self, items: Sequence[tuple[str, bytes]], *, now: int, interval: int
@@ -125,7 +142,7 @@ class ClusterHeadEnd:
     def open_intervals(self, groups: Sequence[str]) -> dict[str, list[Any]]:
         """Open the next interval of several groups (their shards concurrently)."""
         out: dict[str, list[Any]] = {}
-        for res in self.shards.call_many([(self.map.shard_of_group(g), "open_interval", (g,)) for g in groups]):
+        for res in self._control([(self.map.shard_of_group(g), "open_interval", (g,)) for g in groups]):
             out.update(self._decoded(_raise(res)))
         return out
 
@@ -135,14 +152,14 @@ class ClusterHeadEnd:
     def close_intervals(self, groups: Sequence[str], *, now: int, interval: int
                         ) -> dict[str, list[StoredTotal]]:
         """Close ``interval`` of several groups; per group the totals that became final."""
-        res = self.shards.call_many([(self.map.shard_of_group(g), "close_interval", (g, now, interval))
+        res = self._control([(self.map.shard_of_group(g), "close_interval", (g, now, interval))
                                      for g in groups])
         return {g: [StoredTotal(g, int(r[0]), r[1], int(r[2]), int(r[3]), str(r[4])) for r in _raise(rs)]
                 for g, rs in zip(groups, res, strict=True)}
 
     def needing_epoch(self, groups: Sequence[str]) -> list[str]:
         """The groups without a running epoch (new, or their shard restarted)."""
-        res = self.shards.call_many([(self.map.shard_of_group(g), "needs_epoch", (g,)) for g in groups])
+        res = self._control([(self.map.shard_of_group(g), "needs_epoch", (g,)) for g in groups])
         return [g for g, r in zip(groups, res, strict=True) if _raise(r)]
 
     # -- settlement and queries ------------------------------------------------------------------
@@ -152,14 +169,14 @@ class ClusterHeadEnd:
         return st
 
     def statements(self, meters: Sequence[str], period: int, *, now: int) -> dict[str, Statement]:
-        res = self.shards.call_many([(self.map.shard_of_meter(m), "statement", (m, period, now)) for m in meters])
+        res = self._control([(self.map.shard_of_meter(m), "statement", (m, period, now)) for m in meters])
         return {m: decode(_raise(r), expect=Statement) for m, r in zip(meters, res, strict=True)}
 
     def records(self, meter_id: str, start: int, end: int) -> list[bytes]:
         return list(self._call(self.map.shard_of_meter(meter_id), "records", meter_id, start, end))
 
     def _everywhere(self, name: str) -> list[Any]:
-        return [row for r in self.shards.call_many([(i, name, ()) for i in range(self.map.shards)])
+        return [row for r in self._control([(i, name, ()) for i in range(self.map.shards)])
                 for row in _raise(r)]
 
     def totals(self) -> list[StoredTotal]:

@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from privmeter.cluster.routing import Call
+from privmeter.cluster.routing import Call, ShardUnavailable
 from privmeter.cluster.shard import ShardCore, ShardSpec
-from privmeter.errors import ConfigError, StoreError
+from privmeter.errors import ConfigError
 
 __all__ = ["RayShards", "connect_ray"]
 
@@ -78,7 +78,7 @@ class RayShards:
             except self._ray.exceptions.RayTaskError as exc:  # the shard raised: its own error
                 out.append(exc.cause if isinstance(exc.cause, Exception) else exc)
             except self._ray.exceptions.RayError as exc:  # the shard died (or its node): not applied
-                out.append(StoreError(f"shard {i} unavailable during {name}: {type(exc).__name__}"))
+                out.append(ShardUnavailable(f"shard {i} unavailable during {name}: {type(exc).__name__}"))
         return out
 
     def kill(self, shard: int) -> None:

@@ -20,9 +20,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from privmeter.errors import ConfigError, UnknownParty
+from privmeter.errors import ConfigError, StoreError, UnknownParty
 
-__all__ = ["Call", "LocalShards", "ShardMap", "Shards"]
+__all__ = ["Call", "LocalShards", "ShardMap", "ShardUnavailable", "Shards"]
+
+
+class ShardUnavailable(StoreError):
+    """A shard died (or its node) during a call, or is restarting: the call was not applied
+    by a live shard.  Message batches are reported unacknowledged; control calls are retried."""
+
+    code = "unavailable"
 
 Call = tuple[int, str, tuple[Any, ...]]  # (shard index, method name, arguments)
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -102,6 +103,14 @@ def error_from(name: str, message: str) -> PrivmeterError:
     return cast(PrivmeterError, cls(message))
 
 
+def _ray_node() -> str:
+    """The Ray node this shard runs on ("" outside Ray; Ray is never imported here)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return ""
+    return str(ray.get_runtime_context().get_node_id())
+
+
 class ShardCore:
     """A head-end core over some groups, on PostgreSQL (see the module docstring)."""
 
@@ -144,7 +153,7 @@ class ShardCore:
 
     def info(self) -> dict[str, Any]:
         """Where and since when this shard runs, and the CPU it used (benchmarks, fault tests)."""
-        return {"index": self.spec.index, "pid": os.getpid(), "host": socket.gethostname(),
+        return {"index": self.spec.index, "pid": os.getpid(), "host": socket.gethostname(), "node": _ray_node(),
                 "resumed": self.resumed, "started": self.started,
                 "cpu_s": time.process_time() - self._cpu0, "records": self.core.calls["records"]}
 
@@ -202,6 +211,10 @@ class ShardCore:
         return self._wire(self.core.make_bundle(group))
 
     def open_interval(self, group: str) -> dict[str, list[bytes]]:
+        """Open the group's next interval; nothing if it has no epoch (this shard restarted since:
+        the interval will be reported failed at close)."""
+        if self.needs_epoch(group):
+            return {}
         return self._wire(self.core.open_interval(group))
 
     def close_interval(self, group: str, now: int, interval: int) -> list[tuple[Any, ...]]:
