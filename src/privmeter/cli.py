@@ -46,6 +46,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "aggregation": ("privmeter.bench.aggregation", "masked aggregation vs Paillier aggregation"),
     "comparison": ("privmeter.bench.comparison", "DGK comparison vs MPyC"),
     "headend": ("privmeter.bench.headend", "meters served per head-end core"),
+    "scale": ("privmeter.bench.scale", "sharded head-end (Ray, PostgreSQL) at 1 and 2 shards vs one process"),
 }
 
 

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from privmeter.bench.fleet import RunLog, World
 from privmeter.cluster.headend import ClusterHeadEnd
 from privmeter.grid.plans import parse_plan
-from privmeter.parties.keys import KEYFILE_FORMAT, write_json_atomic
 from privmeter.protocol.billing import record_from_bytes
 from privmeter.protocol.settlement import BillProof, audit, settle
-
-
-def write_headend_key(world: World, directory: Path) -> str:
-    """The utility key file the shards load (as ``privmeter keygen utility`` writes it)."""
-    path = directory / "utility.json"
-    sk = world.headend_key
-    write_json_atomic(path, {"format": KEYFILE_FORMAT, "role": "utility", "verify_key": sk.verify_key.hex(),
-                             "signing_seed": sk.seed().hex()}, private=True)
-    return str(path)
 
 
 def check_exact(world: World, log: RunLog, *, allow_failed: bool = False) -> int:

@@ -19,7 +19,7 @@ from privmeter.cluster.headend import ClusterHeadEnd, start_cluster
 from privmeter.cluster.localpg import LocalPostgres
 from privmeter.cluster.shard import SHARD_RESTARTED
 
-from .helpers import check_bills, check_exact, write_headend_key
+from .helpers import check_bills, check_exact
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ def world(paillier_small) -> World:
 
 
 def _start(world: World, pg: LocalPostgres, tmp_path: Path, db: str, **kw) -> ClusterHeadEnd:
-    return start_cluster(dsn=pg.create_database(db), headend_key=write_headend_key(world, tmp_path),
+    return start_cluster(dsn=pg.create_database(db), headend_key=world.write_headend_key(tmp_path),
                          plans=[world.plan_toml], groups=world.group_configs(), shards=2, interval_seconds=60,
                          min_key_bits=512, num_cpus=0.5, **kw)
 
@@ -55,7 +55,7 @@ def _check_run(world: World, head: ClusterHeadEnd, log, fleet: Fleet, killed: in
 
 @pytest.fixture
 def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         yield
     finally:

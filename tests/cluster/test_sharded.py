@@ -9,7 +9,7 @@ from privmeter.cluster.headend import start_cluster
 from privmeter.cluster.localpg import LocalPostgres
 from privmeter.cluster.routing import ShardMap
 
-from .helpers import check_bills, check_exact, write_headend_key
+from .helpers import check_bills, check_exact
 
 
 def test_shard_map_balances_and_is_stable() -> None:
@@ -22,7 +22,7 @@ def test_shard_map_balances_and_is_stable() -> None:
 
 def test_two_shards_equal_single_process(pg: LocalPostgres, tmp_path: Path, paillier_small) -> None:
     world = make_world(groups=3, per_group=5, intervals=3, household=paillier_small[1], min_survivors=3)
-    key = write_headend_key(world, tmp_path)
+    key = world.write_headend_key(tmp_path)
     common = dict(headend_key=key, plans=[world.plan_toml], groups=world.group_configs(), backend="local",
                   interval_seconds=60, min_key_bits=512)
     single = start_cluster(dsn=f"sqlite:{tmp_path / 'single.db'}", shards=1, **common)

@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from privmeter.bench.headend import PLAN_TOML, T0
@@ -37,12 +38,13 @@ from privmeter.errors import PrivmeterError
 from privmeter.grid.plans import parse_plan
 from privmeter.parties.headend import GroupConfig
 from privmeter.parties.headend_store import StoredTotal
+from privmeter.parties.keys import KEYFILE_FORMAT, write_json_atomic
 from privmeter.parties.messages import EpochRequest
 from privmeter.parties.meter import MeterEncryptor
 from privmeter.protocol.aggregation import AggregationMeter
 from privmeter.protocol.aggregation_messages import IntervalStart, KeyBundle
 from privmeter.protocol.billing import ReadingRecord, Receipt, make_record, record_bytes
-from privmeter.protocol.codec import encode
+from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.settlement import Statement
 
 __all__ = ["Fleet", "RunLog", "Stopwatch", "World", "make_world", "run_world"]
@@ -77,6 +79,14 @@ class World:
         pk = self.household.public_key.to_json()
         return [(m, self.meter_keys[m].verify_key.hex(), pk, plan_id, self.first, self.intervals)
                 for m in self.meters]
+
+    def write_headend_key(self, directory: Path) -> str:
+        """The utility key file the shards load (as ``privmeter keygen utility`` writes it)."""
+        path = directory / "utility.json"
+        sk = self.headend_key
+        write_json_atomic(path, {"format": KEYFILE_FORMAT, "role": "utility", "verify_key": sk.verify_key.hex(),
+                                 "signing_seed": sk.seed().hex()}, private=True)
+        return str(path)
 
     def true_total(self, group: str, interval: int) -> int:
         return sum(self.readings[(m, interval)] for m in self.groups[group])
@@ -142,11 +152,12 @@ class Fleet:
                 if isinstance(msg, KeyBundle):
                     self.agg[m].handle_bundle(msg)
 
-    def answers(self, starts: dict[str, list[Any]]) -> list[tuple[str, bytes]]:
+    def answers(self, starts: dict[str, list[bytes]]) -> list[tuple[str, bytes]]:
         """Each started meter's masked reading for the interval."""
         out = []
         for m, msgs in sorted(starts.items()):
-            for s in msgs:
+            for data in msgs:
+                s = decode(data)
                 if isinstance(s, IntervalStart):
                     t = s.announcement.interval
                     try:
@@ -172,7 +183,8 @@ class Fleet:
             if isinstance(res, PrivmeterError):
                 self.rejected[res.code] += 1
                 continue
-            for r in res:
+            for data in res:
+                r = decode(data)
                 if isinstance(r, Receipt):
                     r.verify(self.headend_vk)
                     if self.digests.get((m, r.interval)) == r.record_digest:
@@ -183,28 +195,32 @@ class Fleet:
 
 
 def _record(data: bytes) -> ReadingRecord:
-    from privmeter.protocol.codec import decode
-
     rec: ReadingRecord = decode(data, expect=ReadingRecord)
     return rec
 
 
 @dataclass
 class Stopwatch:
-    """Wall and CPU (this process) time of the timed sections."""
+    """Wall and CPU time of the timed sections: this process's, and other processes' (shards,
+    database backends...) through ``external``: name -> function returning CPU seconds so far."""
 
     wall: float = 0.0
     cpu: float = 0.0
     sections: int = 0
+    external: dict[str, Callable[[], float]] = field(default_factory=dict)
+    external_cpu: Counter[str] = field(default_factory=Counter)
 
     @contextmanager
     def timed(self) -> Iterator[None]:
+        e = {k: f() for k, f in self.external.items()}
         w, c = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.wall += time.perf_counter() - w
             self.cpu += time.process_time() - c
+            for k, f in self.external.items():
+                self.external_cpu[k] += f() - e[k]
             self.sections += 1
 
 

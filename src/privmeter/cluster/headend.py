@@ -102,11 +102,12 @@ class ClusterHeadEnd:
 
     # -- messages ---------------------------------------------------------------------------------
     def forward(self, items: Sequence[tuple[str, bytes]], *, now: int, interval: int
-                ) -> list[list[Any] | PrivmeterError]:
+                ) -> list[list[bytes] | PrivmeterError]:
         """Handle ``(authenticated peer, message bytes)`` items on their shards; per item its
-        replies or its error.  Routing needs only the peer (its meter's group): the message
-        bytes go to the shard as they came, and the shard decodes them."""
-        out: list[list[Any] | PrivmeterError | None] = [None] * len(items)
+        replies (codec bytes, ready for the meter's channel) or its error.  Routing needs only
+        the peer (its meter's group): the message bytes go to the shard as they came, and the
+        shard decodes them; the replies come back encoded and are not decoded here."""
+        out: list[list[bytes] | PrivmeterError | None] = [None] * len(items)
         per: dict[int, list[int]] = {}
         for k, (peer, _msg) in enumerate(items):
             try:
@@ -128,7 +129,7 @@ class ClusterHeadEnd:
                 continue
             outcomes, relay = res
             for k, (status, body) in zip(part, outcomes, strict=True):
-                out[k] = [decode(b) for b in body] if status == "ok" else error_from(status, body)
+                out[k] = list(body) if status == "ok" else error_from(status, str(body))
             self.relay.extend((to, decode(data)) for to, data in relay)
         return [o if o is not None else StoreError("not handled") for o in out]
 
@@ -139,15 +140,13 @@ class ClusterHeadEnd:
     def make_bundle(self, group: str) -> dict[str, list[Any]]:
         return self._decoded(self._group_call(group, "make_bundle"))
 
-    def open_intervals(self, groups: Sequence[str]) -> dict[str, list[Any]]:
-        """Open the next interval of several groups (their shards concurrently)."""
-        out: dict[str, list[Any]] = {}
+    def open_intervals(self, groups: Sequence[str]) -> dict[str, list[bytes]]:
+        """Open the next interval of several groups (their shards concurrently); per meter its
+        interval start, encoded (it goes to the meter as is)."""
+        out: dict[str, list[bytes]] = {}
         for res in self._control([(self.map.shard_of_group(g), "open_interval", (g,)) for g in groups]):
-            out.update(self._decoded(_raise(res)))
+            out.update(_raise(res))
         return out
-
-    def open_interval(self, group: str) -> dict[str, list[Any]]:
-        return self.open_intervals([group])
 
     def close_intervals(self, groups: Sequence[str], *, now: int, interval: int
                         ) -> dict[str, list[StoredTotal]]:

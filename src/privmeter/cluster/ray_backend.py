@@ -40,10 +40,10 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> N
         return
     kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                           "configure_logging": False}
-    if address is None:
+    if address is None:  # a private cluster, even if another one runs on this machine
         kw["num_cpus"] = num_cpus
     try:
-        ray.init(address=address, **kw)
+        ray.init(address=address or "local", **kw)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"cannot join the Ray cluster at {address!r}: {exc}") from None
 

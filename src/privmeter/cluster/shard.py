@@ -155,6 +155,7 @@ class ShardCore:
         """Where and since when this shard runs, and the CPU it used (benchmarks, fault tests)."""
         return {"index": self.spec.index, "pid": os.getpid(), "host": socket.gethostname(), "node": _ray_node(),
                 "resumed": self.resumed, "started": self.started,
+                "store_pid": getattr(self.store, "backend_pid", 0),
                 "cpu_s": time.process_time() - self._cpu0, "records": self.core.calls["records"]}
 
     # -- messages ----------------------------------------------------------------------------

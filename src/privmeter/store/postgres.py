@@ -139,6 +139,7 @@ class PostgresBillingStore:
         self._pre_acc: dict[tuple[str, int], tuple[int, dict[str, int]]] = {}  # ... into here
         self._conn = connect(dsn)
         try:
+            self.backend_pid = int(self._conn.execute("SELECT pg_backend_pid()").fetchone()[0])
             self._lock(schema, lock_wait)
             ident = sql.Identifier(schema)
             with self._conn.transaction():

@@ -1,0 +1,238 @@
+"""``privmeter bench scale``: the sharded head-end at 1 and 2 shards against the single-process one.
+
+What it measures: the whole head-end path of every reading -- codec decode,
+meter signature check, billing checks and encrypted accumulation, the masked
+aggregation share (interval open, masked input, unmasking at close), the
+durable group commit, the receipt -- on the same seeded world
+(:mod:`privmeter.bench.fleet`: meters' signed, encrypted records generated
+*beforehand*; masked inputs computed between the timed sections, so the
+meters never compete with the head-end for the CPU; handshakes excluded):
+
+* ``single_process``: one :class:`~privmeter.cluster.shard.ShardCore` in this
+  process on SQLite (WAL, ``synchronous=FULL``): the embedded head-end;
+* ``1`` and ``2`` shards: Ray actors (a private local Ray with 2 CPUs) on a
+  private PostgreSQL (``fsync`` on), one message batch per shard per interval.
+
+``readings_per_s`` = readings / wall time of the timed sections;
+per-reading CPU of a shard = CPU of the shard processes (read from
+``/proc``) during the timed sections / readings, also with their PostgreSQL
+backends' CPU; ``shard_cost_ratio`` = shard's / single process's (whose CPU
+includes its SQLite); ``efficiency`` = readings_per_s(2) / (2 x
+readings_per_s(1)); ``identical``: every sharded run's totals and statements
+(bills) equal the single-process run's.  ``two_nodes``: the 2-shard run again
+on a Ray cluster of two nodes started on this machine (``ray start --head``
+and ``ray start --address``), one shard placed on each.  ``ray_call_us``: the
+round trip of one empty call to a shard (why messages travel in batches).
+
+The machine is shared and has 2 cores; the coordinator, Ray's own processes
+and PostgreSQL share them with the shards.  Read the ratios; the load average
+before and after is reported.  Ray's token authentication is switched off
+for these private, local clusters (``RAY_AUTH_MODE=disabled``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from privmeter.bench._common import add_json_flag, emit
+from privmeter.bench.fleet import Fleet, RunLog, Stopwatch, World, make_world, run_world
+from privmeter.cluster.headend import ClusterHeadEnd, start_cluster
+from privmeter.cluster.localpg import LocalPostgres
+from privmeter.errors import ConfigError
+
+__all__ = ["add_arguments", "run"]
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_json_flag(p)
+    p.add_argument("--groups", type=int, default=8, help="feeder groups")
+    p.add_argument("--per-group", type=int, default=50, help="meters per group")
+    p.add_argument("--intervals", type=int, default=5, help="1-minute intervals")
+    p.add_argument("--key-bits", type=int, default=3072)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-two-nodes", action="store_true", help="skip the run on two Ray nodes")
+
+
+def _proc_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by processes of this machine (0 for a gone one)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
+def _measure(head: ClusterHeadEnd, world: World, *, external: bool) -> tuple[Stopwatch, RunLog]:
+    watch = Stopwatch()
+    if external:
+        info = head.info()
+        shards, stores = [i["pid"] for i in info], [i["store_pid"] for i in info]
+        watch.external = {"shard": lambda: _proc_cpu(shards), "postgres": lambda: _proc_cpu(stores)}
+    return watch, run_world(head, world, Fleet(world), watch=watch)
+
+
+def _figures(watch: Stopwatch, readings: int) -> dict[str, float]:
+    out = {"readings_per_s": readings / watch.wall, "coordinator_cpu_us": watch.cpu / readings * 1e6}
+    for k, v in watch.external_cpu.items():
+        out[f"{k}_cpu_us"] = v / readings * 1e6
+    return out
+
+
+def _same(a: RunLog, b: RunLog) -> bool:
+    return a.totals == b.totals and a.statements == b.statements and bool(a.statements)
+
+
+def _ray_call_us(head: ClusterHeadEnd, calls: int = 200) -> float:
+    g = sorted(head.map.group_shard)[0]
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        head.needing_epoch([g])
+    return (time.perf_counter() - t0) / calls * 1e6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _TwoNodes:
+    """``ray start --head`` and ``ray start --address`` on this machine (killed by process group)."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.address = ""
+
+    def _start(self, *args: str) -> None:
+        ray_cli = str(Path(sys.executable).with_name("ray"))
+        self.procs.append(subprocess.Popen(
+            [ray_cli, "start", *args, "--num-cpus=1", "--disable-usage-stats", "--block"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+
+    def __enter__(self) -> _TwoNodes:
+        import ray
+
+        port = _free_port()
+        self.address = f"{ray.util.get_node_ip_address()}:{port}"
+        self._start("--head", f"--port={port}", "--include-dashboard=false")
+        for _ in range(120):
+            if subprocess.run([str(Path(sys.executable).with_name("ray")), "health-check", "--address",
+                               self.address], capture_output=True, check=False).returncode == 0:
+                break
+            time.sleep(0.5)
+        else:
+            raise ConfigError("the Ray head node did not start")
+        self._start(f"--address={self.address}")
+        ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+        for _ in range(120):
+            if sum(1 for n in ray.nodes() if n["Alive"]) >= 2:
+                return self
+            time.sleep(0.5)
+        raise ConfigError("the second Ray node did not join")
+
+    def node_ids(self) -> list[str]:
+        import ray
+
+        return sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+
+    def __exit__(self, *exc: object) -> None:
+        import ray
+
+        ray.shutdown()
+        for p in self.procs:  # our own `ray start` processes and everything they started
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # private local clusters only (see docstring)
+    try:
+        import psycopg  # noqa: F401
+        import ray
+    except ImportError:
+        print('privmeter bench scale: needs the cluster extra: pip install "privmeter[cluster]"', file=sys.stderr)
+        return 2
+    from privmeter.cluster.ray_backend import connect_ray
+
+    load_before = os.getloadavg()
+    world = make_world(groups=args.groups, per_group=args.per_group, intervals=args.intervals,
+                       key_bits=args.key_bits, seed=args.seed)
+    readings = len(world.records)
+    fig: dict[str, dict[str, float]] = {}
+    same: dict[str, bool] = {}
+    with tempfile.TemporaryDirectory(prefix="privmeter-scale-") as tmp, LocalPostgres() as pg:
+        common: dict[str, Any] = {
+            "headend_key": world.write_headend_key(Path(tmp)), "plans": [world.plan_toml],
+            "groups": world.group_configs(), "interval_seconds": 60, "min_key_bits": min(args.key_bits, 2048)}
+        head = start_cluster(dsn=f"sqlite:{Path(tmp) / 'single.db'}", shards=1, backend="local", **common)
+        watch, base = _measure(head, world, external=False)
+        head.close()
+        fig["single_process"] = _figures(watch, readings)
+        fig["single_process"]["cpu_us"] = watch.cpu / readings * 1e6
+        connect_ray(None, num_cpus=2)
+        call_us = 0.0
+        for n in (1, 2):
+            head = start_cluster(dsn=pg.create_database(f"shards{n}"), shards=n, num_cpus=1, **common)
+            watch, log = _measure(head, world, external=True)
+            if n == 1:
+                call_us = _ray_call_us(head)
+            head.close()
+            fig[str(n)] = _figures(watch, readings)
+            same[str(n)] = _same(base, log)
+        ray.shutdown()
+        two: dict[str, Any] = {}
+        if not args.no_two_nodes:
+            with _TwoNodes() as nodes:
+                ids = nodes.node_ids()
+                head = start_cluster(dsn=pg.create_database("two_nodes"), shards=2, num_cpus=1,
+                                     placement=ids[:2], **common)
+                placed = sorted({i["node"] for i in head.info()})
+                watch, log = _measure(head, world, external=True)
+                head.close()
+                two = {"nodes": len(ids), "shards_on_distinct_nodes": len(placed) == 2,
+                       "identical": _same(base, log),
+                       "readings_per_s": round(readings / watch.wall, 1)}
+    single_us = fig["single_process"]["cpu_us"]
+    one = fig["1"]
+    result: dict[str, Any] = {
+        "readings_per_s": {k: round(v["readings_per_s"], 1) for k, v in fig.items()},
+        "shard_cost_ratio": round(one["shard_cpu_us"] / single_us, 3),
+        "shard_cost_ratio_with_postgres": round((one["shard_cpu_us"] + one["postgres_cpu_us"]) / single_us, 3),
+        "efficiency": round(fig["2"]["readings_per_s"] / (2 * one["readings_per_s"]), 3),
+        "identical": all(same.values()) and two.get("identical", True),
+        "two_nodes": two,
+        "per_reading_cpu_us": {
+            "single_process": round(single_us, 1),
+            **{f"shards_{n}": {"shard": round(fig[n]["shard_cpu_us"], 1),
+                               "postgres_backend": round(fig[n]["postgres_cpu_us"], 1),
+                               "coordinator": round(fig[n]["coordinator_cpu_us"], 1)} for n in ("1", "2")}},
+        "ray_call_us": round(call_us, 1),
+        "readings": readings, "meters": len(world.meters), "groups": len(world.groups),
+        "intervals": world.intervals, "key_bits": args.key_bits,
+        "machine": {"cpus": os.cpu_count(), "load_before": [round(x, 2) for x in load_before],
+                    "load_after": [round(x, 2) for x in os.getloadavg()]},
+        "targets": {"efficiency": 0.85, "shard_cost_ratio": 1.25},
+    }
+    rows = [[f"readings/s, {k}", str(v)] for k, v in result["readings_per_s"].items()]
+    rows += [[k, str(result[k])] for k in ("shard_cost_ratio", "shard_cost_ratio_with_postgres", "efficiency",
+                                           "identical", "ray_call_us")]
+    emit(result, as_json=args.json, title="sharded head-end: 1 and 2 shards vs one process", rows=rows,
+         columns=["what", "value"])
+    return 0
