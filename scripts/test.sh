@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install everything the tests need (Python packages and Debian's chromium for
-# the browser tests) and run the whole suite: lint, then pytest on 2 workers.
+# Install everything the tests need (Python packages, Debian's chromium for the browser
+# tests and Debian's PostgreSQL for the cluster tests) and run the whole suite: lint, then
+# pytest on 2 workers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,14 @@ if [ -d tests/web ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     if ! command -v chromium >/dev/null; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
+fi
+# Debian's PostgreSQL server binaries for the cluster tests (tests/cluster start their own
+# server in a temporary directory; nothing is configured system-wide).
+if [ -d tests/cluster ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
     fi
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'

@@ -103,6 +103,23 @@ def error_from(name: str, message: str) -> PrivmeterError:
     return cast(PrivmeterError, cls(message))
 
 
+class _StoredKeys(dict[str, PaillierPublicKey]):
+    """Household keys read from the store on first use: a restarted shard serving many meters
+    does not parse (and re-check) every key before it can serve again."""
+
+    def __init__(self, store: Any, min_bits: int) -> None:
+        super().__init__()
+        self._store, self._min_bits = store, min_bits
+
+    def __missing__(self, meter_id: str) -> PaillierPublicKey:
+        reg = self._store.get_meter(meter_id)
+        if reg is None:
+            raise KeyError(meter_id)
+        pk = PaillierPublicKey.from_json(reg.paillier_public_key, min_bits=self._min_bits)
+        self[meter_id] = pk
+        return pk
+
+
 def _ray_node() -> str:
     """The Ray node this shard runs on ("" outside Ray; Ray is never imported here)."""
     ray = sys.modules.get("ray")
@@ -134,8 +151,8 @@ class ShardCore:
             self.core.define_group(group_config(g))
         for reg in regs:  # resume: registrations are durable
             self.core.registry[reg.meter_id] = VerifyKey(reg.verify_key)
-            self.core.household_keys[reg.meter_id] = PaillierPublicKey.from_json(
-                reg.paillier_public_key, min_bits=spec.min_key_bits)
+        if regs:  # household keys (checked at registration) are parsed when first needed
+            self.core.household_keys = _StoredKeys(self.store, spec.min_key_bits)
         self.resumed = bool(self.core.registry)
         self.started = time.time()
         self._cpu0 = time.process_time()
