@@ -130,6 +130,8 @@ class Fleet:
         self.group_of = {m: g for g, ms in world.groups.items() for m in ms}
         self.rejected: Counter[str] = Counter()
         self.resent = 0
+        self.bytes: Counter[str] = Counter()  # message kind -> bytes (codec, before the channel)
+        self.messages: Counter[str] = Counter()  # message kind -> count
 
     def on_epoch(self, out: dict[str, list[Any]]) -> list[tuple[str, bytes]]:
         """Answer the epoch requests with fresh key adverts."""
@@ -160,8 +162,10 @@ class Fleet:
                 s = decode(data)
                 if isinstance(s, IntervalStart):
                     t = s.announcement.interval
+                    self._count("down:interval_start", data)
                     try:
                         out.append((m, encode(self.agg[m].handle_start(s, self.world.readings.get((m, t), 0)))))
+                        self._count("up:masked_input", out[-1][1])
                     except PrivmeterError as exc:  # the meter refuses (e.g. too few survivors)
                         self.rejected["meter:" + exc.code] += 1
         return out
@@ -174,6 +178,8 @@ class Fleet:
                 if rec is not None:
                     self.unacked[m][interval] = rec
         out = [(m, data) for m in self.world.meters for t, data in sorted(self.unacked[m].items())]
+        for _, d in out:
+            self._count("up:record", d)
         self.resent += len(out) - (len(self.world.meters) if interval is not None else 0)
         return out
 
@@ -185,10 +191,19 @@ class Fleet:
                 continue
             for data in res:
                 r = decode(data)
+                self._count("down:" + type(r).__name__.lower(), data)
                 if isinstance(r, Receipt):
                     r.verify(self.headend_vk)
                     if self.digests.get((m, r.interval)) == r.record_digest:
                         self.unacked[m].pop(r.interval, None)
+
+    def _count(self, kind: str, data: bytes) -> None:
+        self.bytes[kind] += len(data)
+        self.messages[kind] += 1
+
+    def message_sizes(self) -> dict[str, float]:
+        """Mean codec bytes per message, by kind (direction:kind)."""
+        return {k: self.bytes[k] / self.messages[k] for k in sorted(self.messages)}
 
     def pending(self) -> int:
         return sum(len(v) for v in self.unacked.values())
@@ -229,6 +244,8 @@ class RunLog:
     totals: list[StoredTotal] = field(default_factory=list)
     statements: dict[str, Statement] = field(default_factory=dict)
     epochs: int = 0
+    sizes: dict[str, float] = field(default_factory=dict)  # mean bytes per message, by kind
+    written: dict[str, int] = field(default_factory=dict)  # bytes the store wrote, by kind
 
 
 def _setup_epochs(head: ClusterHeadEnd, fleet: Fleet, groups: Sequence[str], first: int) -> None:
@@ -274,4 +291,5 @@ def run_world(head: ClusterHeadEnd, world: World, fleet: Fleet, *, watch: Stopwa
         fleet.settle(items, head.forward(items, now=(end + 1) * 60, interval=end))
     if settle:
         log.statements = head.statements(world.meters, 0, now=(end + 1) * 60)
+    log.sizes = fleet.message_sizes()
     return log

@@ -76,13 +76,26 @@ def _proc_cpu(pids: list[int]) -> float:
     return total / _TICK
 
 
-def _measure(head: ClusterHeadEnd, world: World, *, external: bool) -> tuple[Stopwatch, RunLog]:
+def _measure(head: ClusterHeadEnd, world: World, *, dsn: str | None = None) -> tuple[Stopwatch, RunLog]:
+    """Run the world on ``head``; with ``dsn`` (PostgreSQL) also the shards' and their database
+    backends' CPU, and the WAL and database bytes the run wrote (in ``log.bytes``)."""
     watch = Stopwatch()
-    if external:
-        info = head.info()
-        shards, stores = [i["pid"] for i in info], [i["store_pid"] for i in info]
-        watch.external = {"shard": lambda: _proc_cpu(shards), "postgres": lambda: _proc_cpu(stores)}
-    return watch, run_world(head, world, Fleet(world), watch=watch)
+    if dsn is None:
+        return watch, run_world(head, world, Fleet(world), watch=watch)
+    import psycopg
+
+    info = head.info()
+    shards, stores = [i["pid"] for i in info], [i["store_pid"] for i in info]
+    watch.external = {"shard": lambda: _proc_cpu(shards), "postgres": lambda: _proc_cpu(stores)}
+    with psycopg.connect(dsn, autocommit=True) as con:
+        lsn0 = con.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        size0 = con.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        log = run_world(head, world, Fleet(world), watch=watch)
+        log.written["wal"] = int(con.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)",
+                                                    (lsn0,)).fetchone()[0])
+        log.written["database"] = int(con.execute("SELECT pg_database_size(current_database())")
+                                             .fetchone()[0]) - int(size0)
+    return watch, log
 
 
 def _figures(watch: Stopwatch, readings: int) -> dict[str, float]:
@@ -182,15 +195,18 @@ def run(args: argparse.Namespace) -> int:
             "headend_key": world.write_headend_key(Path(tmp)), "plans": [world.plan_toml],
             "groups": world.group_configs(), "interval_seconds": 60, "min_key_bits": min(args.key_bits, 2048)}
         head = start_cluster(dsn=f"sqlite:{Path(tmp) / 'single.db'}", shards=1, backend="local", **common)
-        watch, base = _measure(head, world, external=False)
+        watch, base = _measure(head, world)
         head.close()
         fig["single_process"] = _figures(watch, readings)
         fig["single_process"]["cpu_us"] = watch.cpu / readings * 1e6
         connect_ray(None, num_cpus=2)
         call_us = 0.0
+        last = base
         for n in (1, 2):
-            head = start_cluster(dsn=pg.create_database(f"shards{n}"), shards=n, num_cpus=1, **common)
-            watch, log = _measure(head, world, external=True)
+            dsn = pg.create_database(f"shards{n}")
+            head = start_cluster(dsn=dsn, shards=n, num_cpus=1, **common)
+            watch, log = _measure(head, world, dsn=dsn)
+            last = log
             if n == 1:
                 call_us = _ray_call_us(head)
             head.close()
@@ -201,10 +217,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_two_nodes:
             with _TwoNodes() as nodes:
                 ids = nodes.node_ids()
-                head = start_cluster(dsn=pg.create_database("two_nodes"), shards=2, num_cpus=1,
-                                     placement=ids[:2], **common)
+                dsn = pg.create_database("two_nodes")
+                head = start_cluster(dsn=dsn, shards=2, num_cpus=1, placement=ids[:2], **common)
                 placed = sorted({i["node"] for i in head.info()})
-                watch, log = _measure(head, world, external=True)
+                watch, log = _measure(head, world, dsn=dsn)
                 head.close()
                 two = {"nodes": len(ids), "shards_on_distinct_nodes": len(placed) == 2,
                        "identical": _same(base, log),
@@ -224,6 +240,8 @@ def run(args: argparse.Namespace) -> int:
                                "postgres_backend": round(fig[n]["postgres_cpu_us"], 1),
                                "coordinator": round(fig[n]["coordinator_cpu_us"], 1)} for n in ("1", "2")}},
         "ray_call_us": round(call_us, 1),
+        "message_bytes": {k: round(v, 1) for k, v in last.sizes.items()},
+        "postgres_bytes_per_reading": {k: round(v / readings, 1) for k, v in last.written.items()},
         "readings": readings, "meters": len(world.meters), "groups": len(world.groups),
         "intervals": world.intervals, "key_bits": args.key_bits,
         "machine": {"cpus": os.cpu_count(), "load_before": [round(x, 2) for x in load_before],
