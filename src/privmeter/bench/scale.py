@@ -175,7 +175,10 @@ class _TwoNodes:
 
 
 def run(args: argparse.Namespace) -> int:
+    from privmeter.cluster.ray_backend import WORKER_NICENESS
+
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # private local clusters only (see docstring)
+    os.environ.setdefault(WORKER_NICENESS, "0")  # shards at the priority of the single process
     try:
         import psycopg  # noqa: F401
         import ray

@@ -12,7 +12,9 @@ the meters resend.
 :func:`connect_ray` joins a running cluster (``address``: ``"auto"`` for the
 one this machine belongs to, or ``host:port``) or, with ``address=None``,
 starts a private one on this machine.  This is the only module that imports
-``ray``, and only when called.
+``ray``, and only when called.  Ray runs workers at niceness 15 by default;
+the private clusters started here run the shards at normal priority
+(:data:`WORKER_NICENESS`).
 
 Arguments and results crossing Ray are JSON text, codec bytes, strings and
 integers (see :mod:`privmeter.cluster.shard`).
@@ -20,6 +22,7 @@ integers (see :mod:`privmeter.cluster.shard`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +30,12 @@ from privmeter.cluster.routing import Call, ShardUnavailable
 from privmeter.cluster.shard import ShardCore, ShardSpec
 from privmeter.errors import ConfigError
 
-__all__ = ["RayShards", "connect_ray"]
+__all__ = ["WORKER_NICENESS", "RayShards", "connect_ray"]
+
+# Ray starts worker processes (our shards) at niceness 15, below everything else on the node; a
+# head-end shard is the node's main work, so the clusters started here run them at 0 (a cluster
+# started with `ray start` takes the same environment variable).
+WORKER_NICENESS = "RAY_worker_niceness"
 
 
 def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
@@ -42,6 +50,7 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> N
                           "configure_logging": False}
     if address is None:  # a private cluster, even if another one runs on this machine
         kw["num_cpus"] = num_cpus
+        os.environ.setdefault(WORKER_NICENESS, "0")  # shards at normal priority (Ray's default: 15)
     try:
         ray.init(address=address or "local", **kw)
     except (ConnectionError, RuntimeError, ValueError) as exc:
