@@ -9,7 +9,9 @@ durable group commit, the receipt -- on the same seeded world
 meters never compete with the head-end for the CPU; handshakes excluded):
 
 * ``single_process``: one :class:`~privmeter.cluster.shard.ShardCore` in this
-  process on SQLite (WAL, ``synchronous=FULL``): the embedded head-end;
+  process on SQLite (WAL, ``synchronous=FULL``): the embedded head-end (and
+  ``single_process_on_postgres``: the same process on PostgreSQL, client side
+  only -- the store's share of the difference);
 * ``1`` and ``2`` shards: Ray actors (a private local Ray with 2 CPUs) on a
   private PostgreSQL (``fsync`` on), one message batch per shard per interval.
 
@@ -202,6 +204,12 @@ def run(args: argparse.Namespace) -> int:
         head.close()
         fig["single_process"] = _figures(watch, readings)
         fig["single_process"]["cpu_us"] = watch.cpu / readings * 1e6
+        dsn = pg.create_database("in_process")  # the same, on PostgreSQL: the store's share
+        head = start_cluster(dsn=dsn, shards=1, backend="local", **common)
+        watch, log = _measure(head, world)
+        head.close()
+        in_process_pg_us = watch.cpu / readings * 1e6
+        same["in_process_postgres"] = _same(base, log)
         connect_ray(None, num_cpus=2)
         call_us = 0.0
         last = base
@@ -239,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
         "two_nodes": two,
         "per_reading_cpu_us": {
             "single_process": round(single_us, 1),
+            "single_process_on_postgres": round(in_process_pg_us, 1),
             **{f"shards_{n}": {"shard": round(fig[n]["shard_cpu_us"], 1),
                                "postgres_backend": round(fig[n]["postgres_cpu_us"], 1),
                                "coordinator": round(fig[n]["coordinator_cpu_us"], 1)} for n in ("1", "2")}},
