@@ -153,7 +153,7 @@ class ClusterHeadEnd:
         """Close ``interval`` of several groups; per group the totals that became final."""
         res = self._control([(self.map.shard_of_group(g), "close_interval", (g, now, interval))
                                      for g in groups])
-        return {g: [StoredTotal(g, int(r[0]), r[1], int(r[2]), int(r[3]), str(r[4])) for r in _raise(rs)]
+        return {g: [StoredTotal.from_row((g, *r)) for r in _raise(rs)]
                 for g, rs in zip(groups, res, strict=True)}
 
     def needing_epoch(self, groups: Sequence[str]) -> list[str]:
@@ -179,7 +179,8 @@ class ClusterHeadEnd:
                 for row in _raise(r)]
 
     def totals(self) -> list[StoredTotal]:
-        return sorted((StoredTotal(*r) for r in self._everywhere("totals")), key=lambda t: (t.group, t.interval))
+        return sorted((StoredTotal.from_row(r) for r in self._everywhere("totals")),
+                      key=lambda t: (t.group, t.interval))
 
     def settlements(self) -> list[tuple[str, int, str, bytes, int | None]]:
         return sorted(self._everywhere("settlements"))

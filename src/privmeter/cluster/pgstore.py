@@ -61,12 +61,10 @@ CREATE TABLE IF NOT EXISTS he_settlements (
 
     def put_total(self, t: StoredTotal) -> None:
         with self._tx():
-            rows = self._q("SELECT total, survivors, dropped, error FROM he_totals WHERE grp = %s AND "
-                           "interval = %s", (t.group, t.interval))
+            rows = self._q("SELECT grp, interval, total, survivors, dropped, error FROM he_totals WHERE "
+                           "grp = %s AND interval = %s", (t.group, t.interval))
             if rows:
-                r = rows[0]
-                if (None if r[0] is None else int(r[0]), int(r[1]), int(r[2]), r[3]) != \
-                        (t.total, t.survivors, t.dropped, t.error):
+                if StoredTotal.from_row(rows[0]) != t:
                     raise StoreError(f"total of {t.group}/{t.interval} already stored with another value")
                 return
             self._conn.execute("INSERT INTO he_totals VALUES (%s, %s, %s, %s, %s, %s)",
@@ -78,8 +76,7 @@ CREATE TABLE IF NOT EXISTS he_settlements (
         if group is not None:
             q += " WHERE grp = %s"
             args = (group,)
-        return [StoredTotal(r[0], int(r[1]), None if r[2] is None else int(r[2]), int(r[3]), int(r[4]), r[5])
-                for r in self._q(q + " ORDER BY grp, interval", args)]
+        return [StoredTotal.from_row(r) for r in self._q(q + " ORDER BY grp, interval", args)]
 
     def put_event(self, event_id: str, group: str, interval: int, info: dict[str, Any]) -> None:
         with self._tx():

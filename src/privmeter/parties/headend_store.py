@@ -78,6 +78,11 @@ class StoredTotal:
     dropped: int
     error: str = ""
 
+    @classmethod
+    def from_row(cls, r: tuple[Any, ...]) -> StoredTotal:
+        """From a ``he_totals`` row ``(grp, interval, total, survivors, dropped, error)``."""
+        return cls(r[0], int(r[1]), None if r[2] is None else int(r[2]), int(r[3]), int(r[4]), r[5])
+
 
 class _Common:
     """The head-end tables' interface (both implementations)."""
@@ -220,10 +225,10 @@ class HeadEndStore(SqliteBillingStore, _Common):
     def put_total(self, t: StoredTotal) -> None:
         with self._tx():
             row = self._db.execute(
-                "SELECT total, survivors, dropped, error FROM he_totals WHERE grp = ? AND interval = ?",
-                (t.group, t.interval)).fetchone()
+                "SELECT grp, interval, total, survivors, dropped, error FROM he_totals WHERE grp = ? AND "
+                "interval = ?", (t.group, t.interval)).fetchone()
             if row is not None:
-                if (row[0], row[1], row[2], row[3]) != (t.total, t.survivors, t.dropped, t.error):
+                if StoredTotal.from_row(row) != t:
                     raise StoreError(f"total of {t.group}/{t.interval} already stored with another value")
                 return
             self._db.execute("INSERT INTO he_totals VALUES (?, ?, ?, ?, ?, ?)",
@@ -235,8 +240,7 @@ class HeadEndStore(SqliteBillingStore, _Common):
         if group is not None:
             q += " WHERE grp = ?"
             args = (group,)
-        return [StoredTotal(r[0], int(r[1]), None if r[2] is None else int(r[2]), int(r[3]), int(r[4]), r[5])
-                for r in self._db.execute(q + " ORDER BY grp, interval", args)]
+        return [StoredTotal.from_row(r) for r in self._db.execute(q + " ORDER BY grp, interval", args)]
 
     def put_event(self, event_id: str, group: str, interval: int, info: dict[str, Any]) -> None:
         with self._tx():
