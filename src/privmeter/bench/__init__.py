@@ -2,7 +2,9 @@
 
 Modules: ``paillier`` (vs python-paillier), ``aggregation`` (masked sum vs a
 Paillier baseline), ``comparison`` (DGK vs MPyC), ``headend`` (meters served
-per head-end core); ``_common`` holds CPU timing, progress and output.
+per head-end core), ``scale`` (the sharded head-end at 1 and 2 shards vs one
+process) with its seeded load ``fleet``; ``_common`` holds CPU timing,
+progress and output.
 Performance targets live here, never in timed unit tests.
 """
 
