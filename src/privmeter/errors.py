@@ -35,6 +35,7 @@ one is known.
     ├── PolicyError                     a party refuses, by its plan
     │   ├── BudgetExceeded              comparison budget used up
     │   ├── GroupTooSmall               fewer than the plan's minimum
+    │   │   └── IsolationRefused        revealing would unmask fewer survivors than the minimum
     │   ├── MembershipChangeRefused     group roster change beyond the plan (overlap, daily limit)
     │   └── TariffRejected              tariff differs from the published one or
     │                                   breaks the plan's price bounds
@@ -65,6 +66,7 @@ __all__ = [
     "InvalidKey",
     "InvalidProof",
     "InvalidSignature",
+    "IsolationRefused",
     "KeyMismatch",
     "LocalProtocolError",
     "MalformedMessage",
@@ -217,6 +219,14 @@ class BudgetExceeded(PolicyError):
 
 class GroupTooSmall(PolicyError):
     code = "group-too-small"
+
+
+class IsolationRefused(GroupTooSmall):
+    """A meter refuses to reveal shares for an interval because, by the head-end's
+    own announcement, some survivor it holds would be unmasked in a connected set
+    of survivors smaller than the plan's minimum (aggregation isolation)."""
+
+    code = "isolation-refused"
 
 
 class MembershipChangeRefused(PolicyError):
