@@ -51,7 +51,7 @@ import dataclasses
 import hashlib
 import hmac
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -69,6 +69,7 @@ from privmeter.errors import (
     GroupTooSmall,
     InvalidCiphertext,
     InvalidSignature,
+    IsolationRefused,
     MalformedMessage,
     ReplayedMessage,
     StaleMessage,
@@ -77,7 +78,6 @@ from privmeter.errors import (
 )
 from privmeter.protocol.aggregation_messages import (
     HEADEND_ID,
-    MIN_DEGREE,
     SHARE_RECORD_BYTES,
     Announcement,
     IntervalStart,
@@ -188,6 +188,39 @@ class _Epoch:
         self.relay_p = np.array([[self.pos[u][w] for u in lst] for w, lst in enumerate(self.nbrs)],
                                 dtype=np.intp).reshape(self.n, self.k)
 
+    def isolated(self, survivors: frozenset[int], held: Iterable[int], m: int) -> int | None:
+        """A survivor whose connected set of survivors has fewer than ``m`` meters,
+        among those a holder of ``held`` would help unmask; None if there is none.
+
+        Checked: each held survivor, and each surviving neighbour of each held
+        dropped meter (revealing the dropped meter's recovery key strips its
+        masks with those neighbours).  "Connected set" is the component in the
+        neighbour graph restricted to ``survivors``; a breadth-first search from
+        each checked meter stops as soon as it has found ``m`` meters, and every
+        meter it reached is then known to be in a large enough set.
+        """
+        nbrs = self.nbrs
+        ok: set[int] = set()
+        todo = [u for u in held if u in survivors]
+        todo += [v for u in held if u not in survivors for v in nbrs[u] if v in survivors]
+        for start in todo:
+            if start in ok:
+                continue
+            seen = {start}
+            frontier = [start]
+            while frontier and len(seen) < m:
+                nxt = []
+                for u in frontier:
+                    for v in nbrs[u]:
+                        if v in survivors and v not in seen:
+                            seen.add(v)
+                            nxt.append(v)
+                frontier = nxt
+            if len(seen) < m:
+                return start
+            ok |= seen
+        return None
+
 
 _EPOCH_CACHE: dict[KeyBundle, _Epoch] = {}
 
@@ -297,8 +330,10 @@ class AggregationMeter:
         n = len(ids)
         if n < self.min_survivors:
             raise GroupTooSmall(f"group of {n} below the minimum {self.min_survivors}")
-        if bundle.degree < min(n - 1, MIN_DEGREE) or (bundle.degree < n - 1 and bundle.degree % 2):
-            raise MalformedMessage(f"neighbour degree {bundle.degree} too small for {n} meters")
+        # the meter's own floor, from the roster alone: the head-end may only ask for more
+        if bundle.degree < default_degree(n) or (bundle.degree < n - 1 and bundle.degree % 2):
+            raise MalformedMessage(f"neighbour degree {bundle.degree} below {default_degree(n)}, "
+                                   f"the floor for {n} meters")
         ep = _epoch_for(bundle)
         me = ep.index[self.meter_id]
         # Verify every neighbour's advert (no MITM on what we use) and a random
@@ -380,6 +415,11 @@ class AggregationMeter:
                 raise GroupTooSmall(
                     f"{len(survivors)} survivors, below the minimum {self.min_survivors}",
                     interval=t - 1)
+            small = ep.isolated(survivors, prev_held, self.min_survivors)
+            if small is not None:
+                raise IsolationRefused(
+                    f"survivor {ep.roster[small]!r} would be unmasked in a connected set of "
+                    f"fewer than {self.min_survivors} survivors", interval=t - 1)
             out = []
             for u in sorted(prev_held):
                 b_share, z_share = prev_held[u]
