@@ -40,7 +40,6 @@ from privmeter.errors import PrivmeterError
 from privmeter.protocol.aggregation import ANNOUNCE_CONTEXT, AggregationMeter
 from privmeter.protocol.aggregation_messages import (
     HEADEND_ID,
-    SHARE_RECORD_BYTES,
     Announcement,
     IntervalStart,
     KeyAdvert,
@@ -50,6 +49,7 @@ from privmeter.protocol.aggregation_messages import (
     default_degree,
     graph_seed,
     neighbours,
+    record_bytes,
     threshold_for,
 )
 from privmeter.protocol.codec import decode, encode
@@ -74,8 +74,8 @@ class Knowledge:
     pads: dict[int, bytes]  # per meter: its recovery pads for this interval, in neighbour order
     masked_with: dict[int, frozenset[int]]  # per meter: the enrolled set it was told (masked with)
     dim: int = 1
-    shares_b: dict[int, int] = field(default_factory=dict)  # b-shares revealed, per peer
-    shares_z: dict[int, int] = field(default_factory=dict)  # z-shares revealed, per peer
+    shares_b: dict[int, int] = field(default_factory=dict)  # most b-shares that combine, per peer
+    shares_z: dict[int, int] = field(default_factory=dict)  # most z-shares that combine, per peer
 
     def pair_mask(self, u: int, v: int) -> np.ndarray | None:
         """m_uv for this interval if the head-end can compute it (z_u or z_v known)."""
@@ -213,7 +213,7 @@ class LyingHeadEnd:
 
     def _records_for(self, w: int, senders: Sequence[int], t: int) -> bytes:
         """The records for interval ``t`` that ``senders`` addressed to ``w`` (sent at t-1)."""
-        rb = SHARE_RECORD_BYTES
+        rb = record_bytes(self.n, self.degree)
         src = self.inputs.get(t - 1, {})
         out = []
         for u in senders:
@@ -259,8 +259,12 @@ class LyingHeadEnd:
               for u, msg in self.inputs.get(t, {}).items() if msg.masked}
         pads = {u: msg.recovery for u, msg in self.inputs.get(t - 1, {}).items()}
         masked_with = {u: v[0] for u, v in self.told.get(t, {}).items()}
-        pts_b: dict[int, list[tuple[int, int]]] = {}
-        pts_z: dict[int, list[tuple[int, int]]] = {}
+        # shares by (peer, announcement the holder saw): in a complete graph a
+        # reveal is padded under its announcement and only combines with reveals
+        # made under the same one; in a sparse graph every share combines
+        dense = self.degree >= self.n - 1
+        pts_b: dict[tuple[int, View | None], list[tuple[int, int]]] = {}
+        pts_z: dict[tuple[int, View | None], list[tuple[int, int]]] = {}
         for w, msg in self.inputs.get(t + 1, {}).items():
             if msg.reveal_interval != t:
                 continue
@@ -268,16 +272,20 @@ class LyingHeadEnd:
             sent_before = self.inputs.get(t - 1, {})
             held = sorted({u for u in self.nbrs[w] if u in enrolled_w and u in sent_before}
                           | ({w} if w in enrolled_w else set()))
-            surv_w = self.told[t + 1][w][1]
+            seen = self.told[t + 1][w]
+            surv_w = seen[1]
             for k, u in enumerate(held):
                 y = int.from_bytes(msg.reveals[k * _S:(k + 1) * _S], "big")
-                (pts_b if u in surv_w else pts_z).setdefault(u, []).append((w + 1, y))
+                (pts_b if u in surv_w else pts_z).setdefault(
+                    (u, seen if dense else None), []).append((w + 1, y))
         thr = self.threshold
         b = {u: shamir.reconstruct(p, thr).to_bytes(16, "big")
-             for u, p in pts_b.items() if len(p) >= thr}
+             for (u, _), p in pts_b.items() if len(p) >= thr}
         z = {u: shamir.reconstruct(p, thr).to_bytes(16, "big")
-             for u, p in pts_z.items() if len(p) >= thr}
+             for (u, _), p in pts_z.items() if len(p) >= thr}
         return Knowledge(interval=t, n=self.n, nbrs=self.nbrs, y=ys, b=b, z=z, pads=pads,
                          masked_with=masked_with, dim=self.dim,
-                         shares_b={u: len(p) for u, p in pts_b.items()},
-                         shares_z={u: len(p) for u, p in pts_z.items()})
+                         shares_b={u: max(len(p) for (v, _), p in pts_b.items() if v == u)
+                                   for u, _ in pts_b},
+                         shares_z={u: max(len(p) for (v, _), p in pts_z.items() if v == u)
+                                   for u, _ in pts_z})

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from privmeter.errors import GroupTooSmall, IsolationRefused
-from privmeter.protocol.aggregation_messages import default_degree
+from privmeter.errors import GroupTooSmall, IsolationRefused, PrivmeterError
+from privmeter.protocol.aggregation_messages import default_degree, graph_seed, ring
 
 from .aggregation_harness import Knowledge, LyingHeadEnd, Reading
 
@@ -168,18 +168,23 @@ def test_two_worlds_differing_in_the_victim_look_the_same(lie: dict[str, Any]) -
     assert [kn2.unmask(u) for u in range(h.n)] == [kn.unmask(u) for u in range(h.n)]
 
 
-# -- the residual: a head-end that shows different meters different announcements ------
+# -- equivocation: different signed announcements to different meters --------------
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="open: equivocation (different signed announcements to different "
-                          "meters) still isolates a meter; see docs/threat-model.md")
+def _correct_reads(h: LyingHeadEnd, kn: Knowledge) -> list[frozenset[int]]:
+    """The sets whose sum the head-end computed right (a wrong value is noise)."""
+    t = kn.interval
+    return [m for m, value in kn.learnable_sums()
+            if value == (sum(reading(h.roster[u], t) for u in m),)]
+
+
 def test_equivocating_announcements_cannot_isolate_a_meter() -> None:
     """Complete graph of 12, ``min_survivors`` 3.  Every meter is told that the
     victim and two others survived, a different pair per meter, so each
-    announcement on its own passes every check (3 connected survivors), yet
+    announcement on its own passes every check (3 connected survivors), and
     each other meter is announced dropped to at least 7 of the 12 holders
-    (the threshold): the head-end rebuilds the victim's self mask and every
-    recovery key around it."""
+    (the threshold).  Without view pads this rebuilt the victim's self mask
+    and every recovery key around it; now shares revealed under different
+    announcements do not combine."""
     h = _primed(12, min_survivors=3)
     victim = 0
     t = h.interval(reading)
@@ -191,4 +196,84 @@ def test_equivocating_announcements_cannot_isolate_a_meter() -> None:
     h.interval(reading, per_meter=views)
     kn = h.knowledge(t)
     assert h.refused[t + 1] == {}  # each announcement alone is acceptable
+    assert kn.b == {} and kn.z == {}  # no two holders saw the same one
+    assert kn.unmask(victim) is None and _correct_reads(h, kn) == []
+
+
+def test_enrolled_set_equivocation_cannot_isolate_a_meter() -> None:
+    """Complete graph of 12.  The victim alone is told that only two
+    neighbours are enrolled (it masks with those two masks only); everyone
+    else is told the truth, then that those two dropped.  Their recovery keys
+    give both masks; the holders' b-shares carry a pad bound to the enrolled
+    set they were told, so the rebuilt self-mask seed is not the victim's."""
+    h = _primed(12, min_survivors=3)
+    victim, a, b = 0, 1, 2
+    everyone = frozenset(range(h.n))
+    t = h.interval(reading, per_meter={victim: (frozenset({victim, a, b}), frozenset(),
+                                                 frozenset())})
+    h.interval(reading, view=(everyone, everyone - {a, b}, frozenset({a, b})))
+    kn = h.knowledge(t)
+    assert set(h.refused[t + 1]) == {victim}  # its own view does not partition: it refuses
+    assert victim in kn.b and {a, b} <= set(kn.z)  # the head-end rebuilt "something"
+    assert kn.unmask(victim) != (reading(h.roster[victim], t),)
+    assert all(len(m) >= 3 for m in _correct_reads(h, kn))
+
+
+@st.composite
+def _equivocations(draw: st.DrawFn) -> dict[str, Any]:
+    """A complete graph and, per meter, one of a few lies (so that some are
+    shared by a majority): each lie an enrolled set for interval t and a
+    survivor/dropout split of it, drawn as in :func:`_lies`."""
+    n = draw(st.sampled_from([9, 14]))
+    pool = draw(st.lists(_lies().map(lambda lie: {**lie, "n": n, "degree": n - 1,
+                                                  "victim": lie["victim"] % n}),
+                         min_size=1, max_size=3))
+    return {"n": n, "m": draw(st.integers(2, 5)), "pool": pool,
+            "pick": draw(st.lists(st.integers(0, len(pool) - 1), min_size=n, max_size=n)),
+            "pick_e": draw(st.lists(st.integers(0, len(pool) - 1), min_size=n, max_size=n))}
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_equivocations())
+def test_any_equivocation_in_a_complete_graph_yields_only_sums_over_min_survivors(
+        eq: dict[str, Any]) -> None:
+    h = LyingHeadEnd(eq["n"], min_survivors=eq["m"])
+    assert h.setup() == {}
+    h.interval(reading)
+    lies = [_sets({**lie, "m": eq["m"]}, h) for lie in eq["pool"]]
+    nothing: frozenset[int] = frozenset()
+    t = h.interval(reading, per_meter={w: (lies[i][0], nothing, nothing)
+                                       for w, i in enumerate(eq["pick_e"])})
+    everyone = frozenset(range(h.n))
+    h.interval(reading, per_meter={w: (everyone, lies[i][1], lies[i][0] - lies[i][1])
+                                   for w, i in enumerate(eq["pick"])})
+    kn = h.knowledge(t)
+    assert all(isinstance(e, PrivmeterError) for e in h.refused[t + 1].values())
+    assert all(len(m) >= eq["m"] for m in _correct_reads(h, kn))
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="open: in a sparse graph, equivocation along a cut of the ring still "
+                          "isolates a meter; see docs/threat-model.md")
+def test_equivocation_in_a_sparse_graph_cannot_isolate_a_meter() -> None:
+    """40 meters, degree 32.  Cut the ring at the victim: meters on the half
+    ending at it are told the victim's left neighbours dropped, meters on the
+    other half that its right neighbours dropped.  Each announcement passes
+    every check; each left neighbour's holders are mostly on the left, each
+    right neighbour's on the right, and the victim's majority on the left."""
+    h = _primed(40, min_survivors=3)
+    victim = 7
+    order = ring(h.n, graph_seed(h.bundle().adverts))
+    p = order.index(victim)
+    at = {order[(p + d) % h.n]: d for d in range(-19, 21)}  # -19..0 left half, 1..20 right
+    half = h.degree // 2
+    left = frozenset(u for u, d in at.items() if -half <= d < 0)
+    right = frozenset(u for u, d in at.items() if 0 < d <= half)
+    t = h.interval(reading)
+    everyone = frozenset(range(h.n))
+    views = {w: (everyone, everyone - (left if d <= 0 else right), left if d <= 0 else right)
+             for w, d in at.items()}
+    h.interval(reading, per_meter=views)
+    kn = h.knowledge(t)
+    assert h.refused[t + 1] == {}
     assert kn.unmask(victim) is None, f"read {kn.unmask(victim)} of {reading(h.roster[victim], t)}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from privmeter.cli import main
+from privmeter.protocol.aggregation_messages import record_bytes
 
 
 def test_bench_aggregation_quick_json(capsys) -> None:  # type: ignore[no-untyped-def]
@@ -22,7 +23,9 @@ def test_bench_aggregation_quick_json(capsys) -> None:  # type: ignore[no-untype
             parts = c["bytes_breakdown"]
             assert set(parts) == {"masked_value", "shares", "recovery_pads", "reveals", "other"}
             assert abs(sum(parts.values()) - c["bytes_per_meter"]) < 1
-            assert parts["shares"] == 48 * c["degree"]  # one AEAD (b, z) record per neighbour
+            # one AEAD (b, z) record per neighbour; complete graphs add the view key
+            rb = record_bytes(c["group_size"], c["degree"])
+            assert parts["shares"] == rb * c["degree"]
         else:
             assert c["degree"] is None
     # the degree-64 meter row: masked only, labelled by its forced degree

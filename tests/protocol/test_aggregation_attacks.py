@@ -25,6 +25,7 @@ from privmeter.errors import (
 )
 from privmeter.protocol.aggregation import ANNOUNCE_CONTEXT, _mac
 from privmeter.protocol.aggregation_messages import (
+    DENSE_RECORD_BYTES,
     Announcement,
     IntervalStart,
     KeyAdvert,
@@ -262,7 +263,7 @@ def test_late_records_are_authenticated_and_bound_to_their_interval() -> None:
     g.step(reading, offline={"m00000"})  # m00000 misses this interval
     starts = g.headend.open_interval()
     s = starts["m00000"]
-    assert len(s.late) == 48 * 5
+    assert len(s.late) == DENSE_RECORD_BYTES * 5
     m = g.meters["m00000"]
     bad = bytearray(s.late)
     bad[7] ^= 1

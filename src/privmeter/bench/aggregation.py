@@ -54,7 +54,7 @@ from privmeter.argtypes import at_least
 from privmeter.bench._common import add_json_flag, emit, progress
 from privmeter.crypto.paillier import generate_keypair
 from privmeter.protocol.aggregation import input_mac
-from privmeter.protocol.aggregation_messages import SHARE_RECORD_BYTES, MaskedInput
+from privmeter.protocol.aggregation_messages import MaskedInput
 from privmeter.protocol.codec import decode, encode, message
 from privmeter.sim.aggregation_group import GroupSimulation, make_group
 
@@ -144,7 +144,7 @@ def _masked_case(group_size: int, dropout: float, seed: int, degree: int | None 
                 sent_value[t].add(mid)
             if measured:
                 nmsg += 1
-                degrees.add(len(msg.shares) // SHARE_RECORD_BYTES)
+                degrees.add(len(msg.recovery) // 8)  # one 8-byte pad per neighbour (dim 1)
                 for k, v in _input_breakdown(msg, out).items():
                     sizes[k] = sizes.get(k, 0) + v
         c0 = time.process_time()

@@ -78,7 +78,7 @@ from privmeter.errors import (
 )
 from privmeter.protocol.aggregation_messages import (
     HEADEND_ID,
-    SHARE_RECORD_BYTES,
+    VIEW_KEY_BYTES,
     Announcement,
     IntervalStart,
     KeyAdvert,
@@ -90,6 +90,7 @@ from privmeter.protocol.aggregation_messages import (
     default_degree,
     graph_seed,
     neighbours,
+    record_bytes,
     threshold_for,
 )
 from privmeter.protocol.codec import DEFAULT_MAX_BYTES, decode, encode
@@ -155,6 +156,45 @@ def _mac(key: bytes, msg: MaskedInput, wire: bytes | None = None) -> bytes:
     return input_mac(key, body)
 
 
+_Held = tuple[int, int, bytes]  # a held peer's (b-share, z-share, view key or b"")
+
+
+def _view_digest(interval: int, survivors: bytes, dropped: bytes) -> bytes:
+    """The announcement's decision about ``interval``, as the view pads bind it."""
+    return hashlib.sha256(b"privmeter/agg/view/v1" + struct.pack(">Q", interval)
+                          + survivors + b"|" + dropped).digest()
+
+
+def _enrol_digest(interval: int, enrolled: bytes) -> bytes:
+    return hashlib.sha256(b"privmeter/agg/enrol/v1" + struct.pack(">Q", interval)
+                          + enrolled).digest()
+
+
+def _field(data: bytes) -> list[int]:
+    return [int.from_bytes(data[i:i + 16], "big") % shamir.PRIME for i in range(0, len(data), 16)]
+
+
+def _view_pad(key: bytes, view: bytes, alive: bool, x: int, threshold: int) -> int:
+    """g(x) for the pseudorandom polynomial g of degree < ``threshold`` with
+    g(0) = 0 that ``key`` (the peer's view key) and ``view`` determine, one per
+    kind of share.  Holders that saw the same announcement add the same g: it
+    vanishes when the head-end interpolates at 0; shares padded under
+    different announcements do not combine."""
+    coeffs = _field(hashlib.shake_256(key + (b"b" if alive else b"z") + view)
+                    .digest(16 * (threshold - 1)))
+    acc = 0
+    for c in reversed(coeffs):  # Horner: x * (c1 + x * (c2 + ...))
+        acc = (acc + c) * x % shamir.PRIME
+    return acc
+
+
+def _enrol_pad(key: bytes, enrol: bytes) -> int:
+    """A constant added to every b-share and to the peer's own self-mask seed:
+    the rebuilt seed is right only if the holders' enrolled set is the one
+    the peer masked with."""
+    return _field(hashlib.shake_256(key + b"e" + enrol).digest(16))[0]
+
+
 def _share_nonce(interval: int, sender: int) -> bytes:
     return struct.pack(">QI", interval, sender)
 
@@ -173,6 +213,8 @@ class _Epoch:
         self.index = {m: i for i, m in enumerate(self.roster)}
         self.degree = bundle.degree
         self.threshold = threshold_for(bundle.degree)
+        self.dense = bundle.degree >= self.n - 1  # complete graph: reveals bound to the view
+        self.rb = record_bytes(self.n, bundle.degree)
         self.nbrs = neighbours(self.n, self.degree, graph_seed(bundle.adverts))
         self.pos = [{v: p for p, v in enumerate(lst)} for lst in self.nbrs]
         # share holders of meter i: its neighbours and itself, in roster order
@@ -295,8 +337,8 @@ class AggregationMeter:
         self._aead: dict[int, ChaCha20Poly1305] = {}
         self._mac_key = b""
         self._last = -1  # last interval answered
-        self._held: dict[int, tuple[frozenset[int], dict[int, tuple[int, int]]]] = {}
-        self._own: dict[int, tuple[bytes, bytes, int, int]] = {}  # t -> (b, z, own b/z shares)
+        self._held: dict[int, tuple[frozenset[int], dict[int, _Held]]] = {}
+        self._own: dict[int, tuple[bytes, bytes, _Held]] = {}  # t -> (b, z, what we hold of ours)
 
     # -- setup -------------------------------------------------------------------
     def advertise(self) -> KeyAdvert:
@@ -404,7 +446,7 @@ class AggregationMeter:
                                       [u for u in ep.nbrs[me] if u in prev_enrolled])
             own_prev = self._own.get(t - 1)
             if me in prev_enrolled and own_prev is not None:
-                late[me] = (own_prev[2], own_prev[3])
+                late[me] = own_prev[2]
             prev = (frozenset(prev_enrolled), late)
         if prev is not None and prev[1]:
             prev_enrolled, prev_held = prev
@@ -420,10 +462,17 @@ class AggregationMeter:
                 raise IsolationRefused(
                     f"survivor {ep.roster[small]!r} would be unmasked in a connected set of "
                     f"fewer than {self.min_survivors} survivors", interval=t - 1)
+            view = _view_digest(t - 1, ann.survivors, ann.dropped) if ep.dense else b""
+            enrol = _enrol_digest(t - 1, bitmap_from(prev_enrolled, ep.n)) if ep.dense else b""
             out = []
             for u in sorted(prev_held):
-                b_share, z_share = prev_held[u]
-                out.append(shamir.share_to_bytes(b_share if u in survivors else z_share))
+                b_share, z_share, key = prev_held[u]
+                alive = u in survivors
+                y = b_share if alive else z_share
+                if ep.dense:  # bind the reveal to this announcement (see the module doc)
+                    y = (y + _view_pad(key, view, alive, me + 1, ep.threshold)
+                         + (_enrol_pad(key, enrol) if alive else 0)) % shamir.PRIME
+                out.append(shamir.share_to_bytes(y))
             reveals = b"".join(out)
             reveal_interval = t - 1
 
@@ -434,9 +483,13 @@ class AggregationMeter:
             if own is None:
                 raise MalformedMessage("enrolled for an interval we sent no shares for",
                                        interval=t)
-            held[me] = (own[2], own[3])
+            held[me] = own[2]
             if reading is not None:
-                masked = self._mask(t, reading, own[0], enrolled)
+                b_self = own[0]
+                if ep.dense:  # the self-mask seed the head-end rebuilds only with our enrolled set
+                    b_self = ((int.from_bytes(b_self, "big") + _enrol_pad(
+                        own[2][2], _enrol_digest(t, ann.enrolled))) % shamir.PRIME).to_bytes(16, "big")
+                masked = self._mask(t, reading, b_self, enrolled)
         # 4. fresh secrets for t+1, shared to every neighbour
         b_int = self._rng.getrandbits(shamir.SECRET_BITS)
         z_int = self._rng.getrandbits(shamir.SECRET_BITS)
@@ -447,6 +500,10 @@ class AggregationMeter:
                                  ep.threshold, rng=self._rng)
         own_pt = pts.pop()
         own_b, own_z = shamir.share_from_bytes(own_pt[:_S]), shamir.share_from_bytes(own_pt[_S:])
+        view_key = b""
+        if ep.dense:  # one fresh view key for t+1, sent to every holder with its shares
+            view_key = self._rng.getrandbits(8 * VIEW_KEY_BYTES).to_bytes(VIEW_KEY_BYTES, "big")
+            pts = [pt + view_key for pt in pts]
         nonce = _share_nonce(t + 1, me)
         aead = self._aead
         recs = [aead[v].encrypt(nonce, pt, _share_ad(self.group, self.epoch, t + 1, me, v))
@@ -472,26 +529,26 @@ class AggregationMeter:
         self._held[t] = (enrolled, held)
         self._own.pop(t, None)
         self._own = {k: v for k, v in self._own.items() if k > t}
-        self._own[t + 1] = (b_seed, z_seed, own_b, own_z)
+        self._own[t + 1] = (b_seed, z_seed, (own_b, own_z, view_key))
         return msg
 
-    def _open_records(self, blob: bytes, t: int, senders: Sequence[int]
-                      ) -> dict[int, tuple[int, int]]:
-        """Decrypt the (b-share, z-share) records for interval ``t`` that
-        ``senders`` (in neighbour order) addressed to us; raises on any
+    def _open_records(self, blob: bytes, t: int, senders: Sequence[int]) -> dict[int, _Held]:
+        """Decrypt the (b-share, z-share[, view key]) records for interval ``t``
+        that ``senders`` (in neighbour order) addressed to us; raises on any
         record that does not authenticate or whose count is wrong."""
         ep, me = self._ep, self._me
         assert ep is not None
-        rb = SHARE_RECORD_BYTES
+        rb = ep.rb
         if len(blob) != rb * len(senders):
             raise MalformedMessage(
                 f"expected {len(senders)} relayed shares, got {len(blob) // rb}", interval=t)
-        held: dict[int, tuple[int, int]] = {}
+        held: dict[int, _Held] = {}
         for k, u in enumerate(senders):
             try:
                 pt = self._aead[u].decrypt(_share_nonce(t, u), blob[k * rb:(k + 1) * rb],
                                            _share_ad(self.group, self.epoch, t, u, me))
-                held[u] = (shamir.share_from_bytes(pt[:_S]), shamir.share_from_bytes(pt[_S:]))
+                held[u] = (shamir.share_from_bytes(pt[:_S]),
+                           shamir.share_from_bytes(pt[_S:2 * _S]), pt[2 * _S:])
             except (InvalidTag, ValueError):
                 raise InvalidCiphertext("relayed share does not authenticate",
                                         interval=t, meter_id=ep.roster[u]) from None
@@ -632,7 +689,7 @@ class AggregationHeadEnd:
         in ``inputs``, in w's neighbour order, relayed untouched (opaque AEAD
         ciphertexts): one numpy gather over the whole group."""
         ep = self._require_epoch()
-        rb, k = SHARE_RECORD_BYTES, ep.k
+        rb, k = ep.rb, ep.k
         buf = bytearray(ep.n * k * rb)
         for u, msg in inputs.items():
             buf[u * k * rb:(u + 1) * k * rb] = msg.shares
@@ -699,7 +756,7 @@ class AggregationHeadEnd:
         if w in box:
             raise ReplayedMessage("second input this interval", meter_id=msg.meter_id, interval=t)
         k = len(ep.nbrs[w])
-        if len(msg.shares) != SHARE_RECORD_BYTES * k or len(msg.recovery) != 8 * self.dim * k:
+        if len(msg.shares) != ep.rb * k or len(msg.recovery) != 8 * self.dim * k:
             raise MalformedMessage("shares / recovery pads must cover every neighbour",
                                    meter_id=msg.meter_id, interval=t)
         if msg.masked and (len(msg.masked) != self.dim or w not in self._enrolled[t]):

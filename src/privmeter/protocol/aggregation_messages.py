@@ -36,6 +36,7 @@ from privmeter.protocol.codec import DEFAULT_MAX_BYTES, WIRE_VERSION, decode, en
 
 __all__ = [
     "AEAD_OVERHEAD",
+    "DENSE_RECORD_BYTES",
     "HEADEND_ID",
     "MAX_DEGREE",
     "MAX_DIM",
@@ -54,6 +55,8 @@ __all__ = [
     "failure_chance",
     "graph_seed",
     "neighbours",
+    "record_bytes",
+    "ring",
     "threshold_for",
 ]
 
@@ -63,7 +66,9 @@ MAX_DEGREE = 1_024
 MAX_DIM = 64  # values per reading vector (e.g. energy, power, per-phase ...)
 MIN_DEGREE = 16  # below this a sparse graph gives too little privacy per meter
 AEAD_OVERHEAD = 16  # Poly1305 tag
-SHARE_RECORD_BYTES = 32 + AEAD_OVERHEAD  # (b-share, z-share) encrypted
+SHARE_RECORD_BYTES = 32 + AEAD_OVERHEAD  # (b-share, z-share) encrypted: sparse graphs
+VIEW_KEY_BYTES = 16  # the sender's per-interval view key, complete graphs only (see aggregation.py)
+DENSE_RECORD_BYTES = SHARE_RECORD_BYTES + VIEW_KEY_BYTES
 TAG_BYTES = 16
 SIGNATURE_BYTES = 64
 
@@ -184,7 +189,7 @@ class IntervalStart:
         if len(self.signature) != SIGNATURE_BYTES:
             raise ValueError("announcement signature must be 64 bytes")
         for blob in (self.shares, self.late):
-            if len(blob) % SHARE_RECORD_BYTES or len(blob) > SHARE_RECORD_BYTES * MAX_DEGREE:
+            if len(blob) % 16 or len(blob) > DENSE_RECORD_BYTES * MAX_DEGREE:
                 raise ValueError("relayed shares must be whole records, at most one per neighbour")
 
 
@@ -223,7 +228,7 @@ class MaskedInput:
             raise ValueError("reveals must be for the previous interval")
         if len(self.masked) > MAX_DIM or any(not 0 <= v < 1 << 64 for v in self.masked):
             raise ValueError("masked values must be uint64")
-        if len(self.shares) % SHARE_RECORD_BYTES or len(self.shares) > SHARE_RECORD_BYTES * MAX_DEGREE:
+        if len(self.shares) % 16 or len(self.shares) > DENSE_RECORD_BYTES * MAX_DEGREE:
             raise ValueError("shares must be whole records")
         if len(self.recovery) > 8 * MAX_DIM * MAX_DEGREE or len(self.recovery) % 8:
             raise ValueError("recovery pads too long")
@@ -346,6 +351,11 @@ def degree_for(n: int, dropout: float, *, target: float = 1e-6) -> int:
     return k
 
 
+def record_bytes(n: int, degree: int) -> int:
+    """Bytes of one encrypted share record: complete graphs add the view key."""
+    return DENSE_RECORD_BYTES if degree >= n - 1 else SHARE_RECORD_BYTES
+
+
 def threshold_for(degree: int) -> int:
     """Shamir threshold: a strict majority of a meter's share holders.
 
@@ -363,17 +373,24 @@ def graph_seed(adverts: Sequence[KeyAdvert]) -> bytes:
     return h.digest()
 
 
-def neighbours(n: int, degree: int, seed: bytes) -> list[list[int]]:
-    """Symmetric neighbour lists (sorted roster indices) of a permuted Harary graph."""
-    if degree >= n - 1:
-        return [[j for j in range(n) if j != i] for i in range(n)]
-    if degree % 2:
-        raise ValueError("a sparse graph needs an even degree")
+def ring(n: int, seed: bytes) -> list[int]:
+    """The pseudorandom cycle order of the roster indices the sparse graph is built on."""
     draws = hashlib.shake_256(seed).digest(8 * n)
     perm = list(range(n))
     for i in range(n - 1, 0, -1):  # Fisher-Yates with 64-bit draws (bias < 2**-40)
         j = int.from_bytes(draws[8 * i: 8 * i + 8], "little") % (i + 1)
         perm[i], perm[j] = perm[j], perm[i]
+    return perm
+
+
+def neighbours(n: int, degree: int, seed: bytes) -> list[list[int]]:
+    """Symmetric neighbour lists (sorted roster indices) of a permuted Harary graph:
+    each meter joined to the ``degree/2`` meters either side of it on :func:`ring`."""
+    if degree >= n - 1:
+        return [[j for j in range(n) if j != i] for i in range(n)]
+    if degree % 2:
+        raise ValueError("a sparse graph needs an even degree")
+    perm = ring(n, seed)
     half = degree // 2
     out: list[list[int]] = [[] for _ in range(n)]
     for pos, node in enumerate(perm):
