@@ -1,9 +1,10 @@
 """Robust masked aggregation (the default secure sum): sans-IO meter and head-end.
 
-Per interval the head-end learns the group total and which meters took part,
-nothing else, even when it lies about dropouts (Bonawitz et al. CCS 2017,
-with the sparse neighbour graph of Bell et al. CCS 2020), and the common
-interval costs ONE message per meter.  ``docs/aggregation.md`` has the
+Per interval an honest head-end learns the group total and which meters took
+part; a lying one learns nothing beyond sums over sets of at least
+``min_survivors`` meters (the bound below).  Bonawitz et al. CCS 2017, with
+the sparse neighbour graph of Bell et al. CCS 2020; the common interval
+costs ONE message per meter.  ``docs/aggregation.md`` has the
 message-sequence listing; in brief, with arithmetic mod 2**64:
 
 * Setup (per epoch): meters send :class:`KeyAdvert` (X25519 key signed by
@@ -15,10 +16,11 @@ message-sequence listing; in brief, with arithmetic mod 2**64:
   D_{t-1}; plus the shares for t its neighbours sent it).  The meter answers
   one :class:`MaskedInput`: y_t = x_t + PRG(b_t) + sum_v +-PRG(s_uv, t) over
   enrolled neighbours; fresh b_{t+1}, z_{t+1} Shamir-shared to neighbours
-  (encrypted pairwise); per neighbour the pairwise mask for t+1 padded with
-  z_{t+1} (so a dropped meter's masks for that ONE interval can be
-  recovered); and its reveals for t-1: a b-share for each held peer in
-  U_{t-1}, a z-share for each in D_{t-1}.
+  (encrypted pairwise; in a complete graph with a fresh view key k_{t+1});
+  per neighbour the pairwise mask for t+1 padded with z_{t+1} (so a dropped
+  meter's masks for that ONE interval can be recovered); and its reveals
+  for t-1: a b-share for each held peer in U_{t-1}, a z-share for each in
+  D_{t-1}.
 * The total of interval t is final when the head-end closes interval t+1.
 
 Rules that make the attacks fail:
@@ -28,21 +30,40 @@ Rules that make the attacks fail:
    Revealing z recovers only that interval's pairwise masks, never the
    epoch key, so a falsely dropped meter keeps its self mask and nothing
    else of its past or future leaks.
-2. Threshold ``degree // 2 + 1``: to unmask a live victim the head-end would
-   need a majority of its neighbours to send b-shares AND a majority to
-   send z-shares; as each answers once with one kind, telling different
-   meters different survivor lists cannot give it both.
-3. A meter refuses to reveal if ``|U_{t-1}| < min_survivors``
-   (:class:`~privmeter.errors.GroupTooSmall`), or if the announcement is
-   not signed by the head-end or does not partition E_{t-1}.
-4. Every incoming message is checked (codec types and sizes, group, epoch,
+2. Threshold ``(degree + 1) // 2 + 1``, a majority of a peer's holders: the
+   head-end never gets both the b and the z of one peer.
+3. A meter's degree floor is :func:`default_degree` of the roster size,
+   computed by the meter (the head-end may only ask for more).
+4. Before revealing anything for t-1 a meter checks the announcement: signed
+   by the head-end, survivors and dropped partition its E_{t-1},
+   ``|U_{t-1}| >= min_survivors`` (:class:`~privmeter.errors.GroupTooSmall`),
+   and the isolation rule (:meth:`_Epoch.isolated`,
+   :class:`~privmeter.errors.IsolationRefused`): every survivor it holds, and
+   every surviving neighbour of every dropped meter it holds, lies in a set
+   of at least ``min_survivors`` survivors connected in the neighbour graph.
+5. Complete graphs (the default up to 33 meters): each reveal for peer u is
+   padded by g(x), a pseudorandom polynomial of degree < threshold with
+   g(0) = 0 keyed by u's view key and the announcement's survivor/dropped
+   sets, and each b-share and u's own self-mask seed by a constant keyed by
+   the enrolled set.  Shares revealed under different announcements do not
+   combine, and a meter told a different enrolled set from its holders is
+   never unmasked, so an equivocating head-end gains nothing.
+6. Every incoming message is checked (codec types and sizes, group, epoch,
    interval, signature / MAC, roster) before any state changes; on error the
    party raises and its state is as before.
 
+The bound (docs/threat-model.md, proof sketch in docs/aggregation.md):
+whatever bundle degree and announcements the head-end sends, from what the
+meters reveal it can compute readings only as sums over connected sets of
+at least ``min_survivors`` survivors; in a sparse graph this holds when
+every meter is shown the same announcement (equivocation along a cut of
+the ring remains open there; tests/adversary/test_aggregation.py).
+
 Security assumptions: the head-end and the network may be active
 adversaries against privacy; at most ``threshold - 1`` of any meter's
-neighbours collude with the head-end; X25519/HKDF, ChaCha20-Poly1305,
-Ed25519 and keyed BLAKE2b (PRG, and MAC of the meter inputs) are secure.
+neighbours collude with the head-end (and, for rule 5, none: a colluding
+holder knows the view keys); X25519/HKDF, ChaCha20-Poly1305, Ed25519,
+SHAKE-256 and keyed BLAKE2b (PRG, and MAC of the meter inputs) are secure.
 """
 
 from __future__ import annotations
@@ -50,6 +71,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import operator
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -170,29 +192,26 @@ def _enrol_digest(interval: int, enrolled: bytes) -> bytes:
                           + enrolled).digest()
 
 
-def _field(data: bytes) -> list[int]:
-    return [int.from_bytes(data[i:i + 16], "big") % shamir.PRIME for i in range(0, len(data), 16)]
-
-
-def _view_pad(key: bytes, view: bytes, alive: bool, x: int, threshold: int) -> int:
-    """g(x) for the pseudorandom polynomial g of degree < ``threshold`` with
+def _view_pad(key: bytes, view: bytes, alive: bool, xpow: Sequence[int]) -> int:
+    """g(x) for the pseudorandom polynomial g of degree < threshold with
     g(0) = 0 that ``key`` (the peer's view key) and ``view`` determine, one per
-    kind of share.  Holders that saw the same announcement add the same g: it
+    kind of share; ``xpow`` is (x, x**2, ..., x**(threshold-1)) for the
+    holder's x.  Holders that saw the same announcement add the same g: it
     vanishes when the head-end interpolates at 0; shares padded under
     different announcements do not combine."""
-    coeffs = _field(hashlib.shake_256(key + (b"b" if alive else b"z") + view)
-                    .digest(16 * (threshold - 1)))
-    acc = 0
-    for c in reversed(coeffs):  # Horner: x * (c1 + x * (c2 + ...))
-        acc = (acc + c) * x % shamir.PRIME
-    return acc
+    data = hashlib.shake_256(key + (b"b" if alive else b"z") + view).digest(16 * len(xpow))
+    # coefficient j is the 128-bit big-endian word j: (hi << 64) + lo, parsed in one call
+    words = np.frombuffer(data, dtype=">u8")
+    mul = operator.mul
+    hi = sum(map(mul, words[0::2].tolist(), xpow))
+    return ((hi << 64) + sum(map(mul, words[1::2].tolist(), xpow))) % shamir.PRIME
 
 
 def _enrol_pad(key: bytes, enrol: bytes) -> int:
     """A constant added to every b-share and to the peer's own self-mask seed:
     the rebuilt seed is right only if the holders' enrolled set is the one
     the peer masked with."""
-    return _field(hashlib.shake_256(key + b"e" + enrol).digest(16))[0]
+    return int.from_bytes(hashlib.shake_256(key + b"e" + enrol).digest(16), "big") % shamir.PRIME
 
 
 def _share_nonce(interval: int, sender: int) -> bytes:
@@ -464,13 +483,14 @@ class AggregationMeter:
                     f"fewer than {self.min_survivors} survivors", interval=t - 1)
             view = _view_digest(t - 1, ann.survivors, ann.dropped) if ep.dense else b""
             enrol = _enrol_digest(t - 1, bitmap_from(prev_enrolled, ep.n)) if ep.dense else b""
+            xpow = [pow(me + 1, j, shamir.PRIME) for j in range(1, ep.threshold)]
             out = []
             for u in sorted(prev_held):
                 b_share, z_share, key = prev_held[u]
                 alive = u in survivors
                 y = b_share if alive else z_share
                 if ep.dense:  # bind the reveal to this announcement (see the module doc)
-                    y = (y + _view_pad(key, view, alive, me + 1, ep.threshold)
+                    y = (y + _view_pad(key, view, alive, xpow)
                          + (_enrol_pad(key, enrol) if alive else 0)) % shamir.PRIME
                 out.append(shamir.share_to_bytes(y))
             reveals = b"".join(out)
