@@ -44,3 +44,34 @@ def test_bench_aggregation_table_shows_targets(capsys) -> None:  # type: ignore[
     assert main(["bench", "aggregation", "--quick"]) == 0
     out = capsys.readouterr().out
     assert "issue 3 targets" in out and "degree 64" in out
+
+
+def test_progress_on_a_terminal_even_with_json() -> None:
+    """A long benchmark says how far it is on stderr when that is a terminal; stdout stays JSON."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run([sys.executable, "-m", "privmeter", "bench", "aggregation", "--quick", "--json"],
+                           stdout=subprocess.PIPE, stderr=slave, timeout=300, env={**os.environ, "COLUMNS": "120"})
+        os.close(slave)
+        slave = -1
+        err = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the pty's writer is gone
+                break
+            if not chunk:
+                break
+            err += chunk
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert r.returncode == 0 and json.loads(r.stdout)["cases"]
+    text = err.decode(errors="replace")
+    assert "masked sum: 20 meters, groups of 20" in text and "Paillier baseline" in text

@@ -52,8 +52,15 @@ def stopwatch() -> Iterator[dict[str, float]]:
         out["wall_s"] = time.perf_counter() - w0
 
 
-def progress(enabled: bool = True) -> Progress:
-    """A rich progress bar on stderr (disabled, e.g. for --json, when not enabled)."""
+def progress(enabled: bool | None = None) -> Progress:
+    """A rich progress bar on stderr.
+
+    ``None`` (the commands' choice): shown when stderr is a terminal, also with ``--json``
+    (the JSON goes to stdout, so a long benchmark still says how far it is); hidden when
+    stderr is a file or a pipe, or when ``enabled`` is False.
+    """
+    if enabled is None:
+        enabled = sys.stderr.isatty()
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -259,7 +259,7 @@ def _summary(cases: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_cases(sizes: list[tuple[int, int]], dropouts: list[float], *, key_bits: int,
-              groups_measured: int, show_progress: bool,
+              groups_measured: int, show_progress: bool | None = None,
               degree_cases: Sequence[tuple[int, int, float]] = ()) -> dict[str, Any]:
     """``sizes``: (meters, group size), both protocols at each dropout; ``degree_cases``:
     (meters, degree, dropout), masked only, one group of ``meters`` with that degree."""
@@ -271,14 +271,19 @@ def run_cases(sizes: list[tuple[int, int]], dropouts: list[float], *, key_bits: 
             groups = max(1, meters // group_size)
             measured = min(groups, groups_measured)
             for dropout in dropouts:
+                where = f"{meters:,} meters, groups of {group_size:,}, {dropout:.0%} dropout"
+                bar.update(task, description=f"masked sum: {where}", refresh=True)
                 runs = [_masked_case(group_size, dropout, seed=1 + gi) for gi in range(measured)]
                 cases.append(_row("masked", meters, group_size, dropout, runs, groups))
                 bar.advance(task)
+                bar.update(task, description=f"Paillier baseline: {where}", refresh=True)
                 runs = [_paillier_case(group_size, dropout, 1 + gi, pk, sk) for gi in range(measured)]
                 cases.append(_row("paillier", meters, group_size, dropout, runs, groups,
                                   key_bits=key_bits))
                 bar.advance(task)
         for meters, degree, dropout in degree_cases:
+            bar.update(task, description=f"masked sum: {meters:,} meters, {degree} neighbours, {dropout:.0%} dropout",
+                       refresh=True)
             runs = [_masked_case(meters, dropout, seed=1, degree=degree)]
             cases.append(_row("masked", meters, meters, dropout, runs, 1, degree_forced=True))
             bar.advance(task)
@@ -326,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
         groups = 10**9 if args.full else args.groups
         degree_cases = [(1000, 64, 0.0), (1000, 64, 0.05)]
     result = run_cases(sizes, dropouts, key_bits=bits, groups_measured=groups,
-                       show_progress=not args.json, degree_cases=degree_cases)
+                       degree_cases=degree_cases)
 
     def exact(c: dict[str, Any]) -> str:
         n = c["intervals_measured"] * c["groups_measured"]

@@ -316,7 +316,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     batch = 16 if quick else args.mpyc_batch
     rng = random.Random(2012)
     result: dict[str, Any] = {}
-    with progress(not args.json) as bar:
+    with progress() as bar:
         task = bar.add_task("DGK key", total=None)
         c0 = time.process_time()
         pk, sk = dgk.generate_keypair(key_bits, subgroup_bits=dgk.SUBGROUP_BITS if not quick else 160,

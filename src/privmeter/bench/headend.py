@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from privmeter.argtypes import at_least
-from privmeter.bench._common import add_json_flag, cpu_per_call, emit
+from privmeter.bench._common import add_json_flag, cpu_per_call, emit, progress
 from privmeter.crypto.paillier import PaillierPrivateKey, generate_keypair
 from privmeter.crypto.signing import SigningKey, VerifyKey
 
@@ -275,15 +275,20 @@ def _aggregation_us(n: int, intervals: int = 4) -> float:
 def run(args: argparse.Namespace) -> int:
     if args.loadgen:
         return _loadgen(args)
-    with tempfile.TemporaryDirectory(prefix="privmeter-bench-") as tmp:
+    with progress() as bar, tempfile.TemporaryDirectory(prefix="privmeter-bench-") as tmp:
+        task = bar.add_task("household key", total=3)
         _, sk = generate_keypair(args.key_bits, rng=random.Random(args.seed),
                                  insecure_for_tests=args.key_bits < 2048)
         key_file = Path(tmp) / "household.json"
         key_file.write_text(sk.to_json())
         os.chmod(key_file, 0o600)
+        bar.update(task, description=f"{args.meters:,} meters streaming to the head-end over TCP")
         served = asyncio.run(_serve(args, sk, key_file, Path(tmp) / "headend.db"))
+        bar.update(task, advance=1, description="per-reading micro-benchmarks")
         micro = _micro(sk, Path(tmp) / "micro.db", args.seed)
-    agg = _aggregation_us(min(args.group, 1000))
+        bar.update(task, advance=1, description="aggregation share")
+        agg = _aggregation_us(min(args.group, 1000))
+        bar.advance(task)
     billing_us = served["cpu_s"] / served["records"] * 1e6
     core_us = served["billing_core_cpu_s"] / served["records"] * 1e6
     total_us = billing_us + agg

@@ -90,7 +90,7 @@ def measure(
     insecure: bool = False,
     min_seconds: float = 1.0,
     readings: int = MONTH_READINGS,
-    show_progress: bool = False,
+    show_progress: bool | None = False,
     seed: int | None = None,
 ) -> dict[str, Any]:
     """Run every measurement and return the result object (see module docstring)."""
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     insecure_bits = getattr(args, "insecure_test_bits", None)
     bits = insecure_bits if insecure_bits is not None else args.bits
     result = measure(bits, insecure=insecure_bits is not None,
-                     min_seconds=args.min_seconds, show_progress=not args.json)
+                     min_seconds=args.min_seconds, show_progress=None)
     rows = [
         [name, f"{v['privmeter_s'] * 1e3:.3f}", f"{v['phe_s'] * 1e3:.3f}", f"{v['speedup']:.1f}x"]
         for name, v in result["operations"].items()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import sys
 from pathlib import Path
 
 from privmeter.argtypes import at_least, fraction, iso_date, non_negative, out_dir, positive
@@ -82,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     from privmeter.bench._common import progress
 
-    with progress(sys.stderr.isatty()) as bar:
+    with progress() as bar:
         task = bar.add_task("building (profiles, keys)", total=None)
 
         def build_progress(stage: str, k: int, n: int) -> None:
