@@ -53,20 +53,23 @@ def write_audit_bundles(world: World, core: HeadEndCore, out: Path) -> Path:
     for plan_id, feed in world.feeds.items():
         feeds[plan_id] = out / f"feed-{plan_id}.json"
         feeds[plan_id].write_text(feed.to_json(), encoding="utf-8")
-    proofs = {m: ans for m, _p, kind, ans, _bill in core.settlements() if kind == "paid"}
-    statements = {m: st for (m, _p), st in sorted(core.statements().items())}  # last period wins
+    issued = core.statements()
+    paid = {(m, p): ans for m, p, kind, ans, _bill in core.settlements() if kind == "paid"}
     for h in world.households:
-        st = statements.get(h.meter_id)
-        if st is None:
+        periods = sorted(p for m, p in issued if m == h.meter_id)
+        if not periods:
             continue
+        # the last settled period (statement and its proof), else the last statement issued
+        period = max((p for p in periods if (h.meter_id, p) in paid), default=periods[-1])
+        st = issued[(h.meter_id, period)]
         d = out / h.meter_id
         d.mkdir(exist_ok=True)
         (d / "statement.json").write_text(json.dumps(statement_to_dict(st), indent=1), encoding="utf-8")
         keys = keys_to_dict(world.headend_key.verify_key, h.signing_key.verify_key,
                             HouseholdKeys(h.secret_key).public_dict())
         (d / "keys.json").write_text(json.dumps(keys, indent=1), encoding="utf-8")
-        if h.meter_id in proofs:
-            proof = decode(proofs[h.meter_id], expect=BillProof)
+        if (h.meter_id, period) in paid:
+            proof = decode(paid[(h.meter_id, period)], expect=BillProof)
             (d / "proof.json").write_text(json.dumps(proof_to_dict(proof), indent=1), encoding="utf-8")
         plan = h.plan.plan_id
         sc = world.scenario
