@@ -17,7 +17,10 @@ class's code).
 Durability and restart: :meth:`ShardCore.handle_batch` runs a batch of
 messages inside one group commit and returns only after ``COMMIT`` -- the
 front door releases receipts only then, so a receipt always names a durable
-record.  A shard that starts (first time or after Ray restarted it,
+record; and a meter that resends a record already logged (its receipt was
+lost with a shard that died after ``COMMIT``) gets the same receipt again
+(:func:`~privmeter.protocol.billing.sign_receipt` is deterministic), the
+record counted once.  A shard that starts (first time or after Ray restarted it,
 anywhere) reloads its registrations from its schema and resumes: the log,
 accumulators, statements and totals are all in PostgreSQL.  Aggregation
 secrets are never persisted, so the interval that was in flight when a shard
@@ -44,12 +47,12 @@ from privmeter import errors
 from privmeter.cluster.pgstore import PostgresHeadEndStore
 from privmeter.crypto.paillier import PaillierPublicKey
 from privmeter.crypto.signing import VerifyKey
-from privmeter.errors import PrivmeterError, UnexpectedMessage
+from privmeter.errors import PrivmeterError, ReplayedMessage, UnexpectedMessage
 from privmeter.grid.plans import parse_plan
 from privmeter.parties.headend import GroupConfig, HeadEndCore
 from privmeter.parties.headend_store import HeadEndStore, StoredTotal
 from privmeter.parties.keys import load_keyfile, signing_key_from
-from privmeter.protocol.billing import ReadingRecord
+from privmeter.protocol.billing import ReadingRecord, sign_receipt
 from privmeter.protocol.codec import decode, encode
 
 __all__ = ["MAX_LOST", "SHARD_RESTARTED", "Outcome", "ShardCore", "ShardSpec", "error_from", "group_config"]
@@ -198,6 +201,10 @@ class ShardCore:
                     continue
                 try:
                     replies = self.core.handle(peer, msg, now=now, interval=interval)
+                except ReplayedMessage as exc:
+                    again = self._receipt_again(msg)
+                    out.append(("ok", again) if again else (type(exc).__name__, str(exc)))
+                    continue
                 except PrivmeterError as exc:
                     out.append((type(exc).__name__, str(exc)))
                     continue
@@ -205,6 +212,15 @@ class ShardCore:
         relay = [(to, encode(m)) for to, m in self.core.outbox]
         self.core.outbox.clear()
         return out, relay
+
+    def _receipt_again(self, msg: Any) -> list[bytes]:
+        """A resent record that is already logged (its receipt was lost with a shard that died
+        after COMMIT): the same receipt again, from the log.  Nothing is counted twice."""
+        pos = getattr(self.store, "log_position", None)
+        if not isinstance(msg, ReadingRecord) or pos is None:
+            return []
+        at = pos(*msg.slot)
+        return [encode(sign_receipt(self.core.signing_key, msg, *at))] if at else []
 
     # -- aggregation, per group ---------------------------------------------------------------
     @staticmethod

@@ -102,6 +102,7 @@ __all__ = [
     "record_bytes",
     "record_from_bytes",
     "record_price",
+    "sign_receipt",
     "verify_record",
 ]
 
@@ -345,6 +346,17 @@ class Receipt:
         headend_key.verify(RECEIPT_CONTEXT, self.signed_payload(), self.signature)
 
 
+def sign_receipt(signing_key: SigningKey, record: ReadingRecord, seq: int, chain: bytes) -> Receipt:
+    """The head-end's receipt for ``record``, logged at ``seq`` with ``chain``.  Deterministic
+    (Ed25519): the same logged record always gets the same receipt, so a head-end may send it
+    again when a meter resends a record whose receipt was lost."""
+    rd = hashlib.sha256(record_bytes(record)).digest()
+    payload = canonical(record.meter_id, record.interval, record.kind, record.event_id, rd, seq, chain)
+    return Receipt(meter_id=record.meter_id, interval=record.interval, kind=record.kind,
+                   event_id=record.event_id, record_digest=rd, seq=seq, chain=chain,
+                   signature=signing_key.sign(RECEIPT_CONTEXT, payload))
+
+
 @dataclass(slots=True)
 class _Meter:
     reg: Registration
@@ -493,18 +505,7 @@ class BillingLedger:
             changed=changed,
             removed=(),
         )
-        rd = hashlib.sha256(data).digest()
-        payload = canonical(record.meter_id, record.interval, record.kind, record.event_id, rd, seq, chain)
-        return Receipt(
-            meter_id=record.meter_id,
-            interval=record.interval,
-            kind=record.kind,
-            event_id=record.event_id,
-            record_digest=rd,
-            seq=seq,
-            chain=chain,
-            signature=self.signing_key.sign(RECEIPT_CONTEXT, payload),
-        )
+        return sign_receipt(self.signing_key, record, seq, chain)
 
     # -- real-time prices -------------------------------------------------------------
 

@@ -318,6 +318,12 @@ class PostgresBillingStore:
                        "AND event_id = %s", slot)
         return bytes(rows[0][0]) if rows else None
 
+    def log_position(self, meter_id: str, interval: int, kind: str, event_id: str) -> tuple[int, bytes] | None:
+        """``(seq, chain)`` of a committed record (to send its receipt again), or None."""
+        rows = self._q("SELECT seq, chain FROM log WHERE meter_id = %s AND interval = %s AND kind = %s "
+                       "AND event_id = %s", (meter_id, interval, kind, event_id))
+        return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
+
     def get_account(self, meter_id: str, period: int) -> tuple[int, dict[str, int]] | None:
         pend = self._pend_acc.get((meter_id, period))
         if pend is not None:
