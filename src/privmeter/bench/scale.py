@@ -20,7 +20,10 @@ per-reading CPU of a shard = CPU of the shard processes (read from
 ``/proc``) during the timed sections / readings, also with their PostgreSQL
 backends' CPU; ``shard_cost_ratio`` = shard's / single process's (whose CPU
 includes its SQLite); ``efficiency`` = readings_per_s(2) / (2 x
-readings_per_s(1)); ``identical``: every sharded run's totals and statements
+readings_per_s(1)); ``cpu_efficiency`` = shard CPU per reading at 1 shard /
+at 2 shards (does splitting add work per reading? 1.0: none; unlike the
+wall-clock efficiency it does not depend on how many cores are free);
+``identical``: every sharded run's totals and statements
 (bills) equal the single-process run's.  ``two_nodes``: the 2-shard run again
 on a Ray cluster of two nodes started on this machine (``ray start --head``
 and ``ray start --address``), one shard placed on each.  ``ray_call_us``: the
@@ -243,6 +246,8 @@ def run(args: argparse.Namespace) -> int:
         "shard_cost_ratio": round(one["shard_cpu_us"] / single_us, 3),
         "shard_cost_ratio_with_postgres": round((one["shard_cpu_us"] + one["postgres_cpu_us"]) / single_us, 3),
         "efficiency": round(fig["2"]["readings_per_s"] / (2 * one["readings_per_s"]), 3),
+        # the work per reading does not grow when the groups are split (1.0 = none added)
+        "cpu_efficiency": round(one["shard_cpu_us"] / fig["2"]["shard_cpu_us"], 3),
         "identical": all(same.values()) and two.get("identical", True),
         "two_nodes": two,
         "per_reading_cpu_us": {

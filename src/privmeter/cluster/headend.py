@@ -140,21 +140,31 @@ class ClusterHeadEnd:
     def make_bundle(self, group: str) -> dict[str, list[Any]]:
         return self._decoded(self._group_call(group, "make_bundle"))
 
+    def _by_shard(self, groups: Sequence[str]) -> dict[int, list[str]]:
+        per: dict[int, list[str]] = {}
+        for g in groups:
+            per.setdefault(self.map.shard_of_group(g), []).append(g)
+        return per
+
     def open_intervals(self, groups: Sequence[str]) -> dict[str, list[bytes]]:
-        """Open the next interval of several groups (their shards concurrently); per meter its
-        interval start, encoded (it goes to the meter as is)."""
+        """Open the next interval of several groups (one call per shard, all concurrently); per
+        meter its interval start, encoded (it goes to the meter as is)."""
         out: dict[str, list[bytes]] = {}
-        for res in self._control([(self.map.shard_of_group(g), "open_interval", (g,)) for g in groups]):
+        for res in self._control([(i, "open_many", (gs,)) for i, gs in sorted(self._by_shard(groups).items())]):
             out.update(_raise(res))
         return out
 
     def close_intervals(self, groups: Sequence[str], *, now: int, interval: int
                         ) -> dict[str, list[StoredTotal]]:
-        """Close ``interval`` of several groups; per group the totals that became final."""
-        res = self._control([(self.map.shard_of_group(g), "close_interval", (g, now, interval))
-                                     for g in groups])
-        return {g: [StoredTotal.from_row((g, *r)) for r in _raise(rs)]
-                for g, rs in zip(groups, res, strict=True)}
+        """Close ``interval`` of several groups (one call and one commit per shard); per group
+        the totals that became final."""
+        per = sorted(self._by_shard(groups).items())
+        out: dict[str, list[StoredTotal]] = {}
+        for (_, gs), res in zip(per, self._control([(i, "close_many", (gs, now, interval)) for i, gs in per]),
+                                strict=True):
+            for g, rows in zip(gs, _raise(res), strict=True):
+                out[g] = [StoredTotal.from_row((g, *r)) for r in rows]
+        return {g: out[g] for g in groups}
 
     def needing_epoch(self, groups: Sequence[str]) -> list[str]:
         """The groups without a running epoch (new, or their shard restarted)."""

@@ -264,6 +264,19 @@ class ShardCore:
         return [(res.interval, None if res.total is None else res.total[0], len(res.survivors),
                  len(res.dropped), res.error)]
 
+    def open_many(self, groups: Sequence[str]) -> dict[str, list[bytes]]:
+        """:meth:`open_interval` of several groups in one call."""
+        out: dict[str, list[bytes]] = {}
+        for g in groups:
+            out.update(self.open_interval(g))
+        return out
+
+    def close_many(self, groups: Sequence[str], now: int, interval: int) -> list[list[tuple[Any, ...]]]:
+        """:meth:`close_interval` of several groups in one call and one commit (one fsync per
+        shard and interval, not one per group)."""
+        with self.store.batch():
+            return [self.close_interval(g, now, interval) for g in groups]
+
     def _report_lost(self, group: str, upto: int) -> list[StoredTotal]:
         """Store as failed the intervals after the group's last stored total, up to ``upto``
         (at most :data:`MAX_LOST`): they were open in a shard process that died."""
