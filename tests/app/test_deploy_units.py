@@ -99,6 +99,15 @@ def test_config_is_strict(tmp_path: Path) -> None:
     p.write_text(starter("headend").replace("min_household_key_bits = 3072", "min_household_key_bits = 1024"))
     with pytest.raises(ConfigError, match="min_household_key_bits"):
         load_config(p, "headend")
+    # billing periods: calendar months by default, starting on the 1st
+    p.write_text(starter("headend", today="2026-03-01"))
+    he = load_config(p, "headend")
+    assert he.period_days is None and he.period_intervals is None
+    p.write_text(starter("headend", today="2026-03-02"))
+    with pytest.raises(ConfigError, match="start on the 1st"):
+        load_config(p, "headend")
+    p.write_text(starter("headend", today="2026-03-02").replace("# period_days = 7", "period_days = 7"))
+    assert load_config(p, "headend").period_days == 7
 
 
 def test_ticket_round_trip_and_damage() -> None:

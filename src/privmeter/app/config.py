@@ -56,7 +56,7 @@ class HeadendConfig:
     port: int = 7700
     plans: tuple[str, ...] = ("economy7",)
     billing_start: str = "2026-01-01"  # first billing period starts at this UTC midnight
-    period_days: int = 30
+    period_days: int | None = None  # None (and no period_intervals): calendar months (UTC)
     period_intervals: int | None = None  # overrides period_days (short periods for tests)
     settle_after_intervals: int = 2
     group_size: int = 50
@@ -209,13 +209,16 @@ def load_config(path: str | Path, role: str) -> HeadendConfig | HouseholdConfig 
         except ValueError:
             raise ConfigError(f"{src}: billing.start: expected a date YYYY-MM-DD, got {start!r}") from None
         pi = f.get("billing.period_intervals")
+        pd = f.get("billing.period_days")
+        if pi is None and pd is None and not start.endswith("-01"):
+            raise ConfigError(f"{src}: billing.start: monthly billing periods start on the 1st, got {start!r}")
         bits = f.get("keys.min_household_key_bits", 2048)
         if bits not in (2048, 3072, 4096):
             raise ConfigError(f"{src}: keys.min_household_key_bits: expected 2048, 3072 or 4096, got {bits}")
         return HeadendConfig(
             path=p, state_dir=state, host=f.get("listen.host", "0.0.0.0"),
             port=_port(f.get("listen.port", 7700), f"{src}: listen.port", True), plans=tuple(plans),
-            billing_start=start, period_days=_positive(f.get("billing.period_days", 30), f"{src}: billing.period_days"),
+            billing_start=start, period_days=None if pd is None else _positive(pd, f"{src}: billing.period_days"),
             period_intervals=None if pi is None else _positive(pi, f"{src}: billing.period_intervals"),
             settle_after_intervals=_positive(f.get("billing.settle_after_intervals", 2),
                                              f"{src}: billing.settle_after_intervals"),
@@ -259,9 +262,10 @@ port = 7700
 
 [billing]
 plans = ["economy7"]             # the plans households may choose: built-in names or TOML files
-start = "{today}"               # first billing period starts at this UTC midnight
-period_days = 30                 # length of a billing period (days)
-# period_intervals = 20          # or: a period of N intervals (short periods for tests)
+start = "{today}"               # the first billing period starts at this UTC midnight
+                                 # billing periods are calendar months (UTC) unless one of:
+# period_days = 7                # ... a fixed length in days
+# period_intervals = 20          # ... a fixed number of intervals (short periods for tests)
 settle_after_intervals = 2       # statements go out this many intervals after a period closed
 
 [aggregation]

@@ -62,6 +62,7 @@ from privmeter.parties.headend_store import HeadEndStore
 from privmeter.parties.messages import Hello
 from privmeter.parties.registry import Member, Registry
 from privmeter.protocol.billing import ReadingRecord
+from privmeter.protocol.periods import MONTHLY, period_bounds, period_of
 from privmeter.protocol.settlement import BillProof, Dispute
 
 __all__ = ["Deployment", "add_arguments", "load_plans", "run", "serve"]
@@ -100,7 +101,12 @@ class Deployment:
         self.interval_seconds = next(iter(plans.values()))[0].interval_seconds
         start = datetime.datetime.fromisoformat(cfg.billing_start).replace(tzinfo=datetime.UTC)
         self.period_start = int(start.timestamp()) // self.interval_seconds
-        self.period_intervals = cfg.period_intervals or cfg.period_days * 86400 // self.interval_seconds
+        if cfg.period_intervals is not None:
+            self.period_intervals = cfg.period_intervals
+        elif cfg.period_days is not None:
+            self.period_intervals = cfg.period_days * 86400 // self.interval_seconds
+        else:
+            self.period_intervals = MONTHLY
         self.version = -1
         self.members: dict[str, Member] = {}
         self.since: dict[str, int] = {}
@@ -166,10 +172,10 @@ class Deployment:
         return back
 
     def period_of(self, interval: int) -> int:
-        return (interval - self.period_start) // self.period_intervals
+        return period_of(interval, self.period_start, self.period_intervals, self.interval_seconds)
 
     def period_end(self, period: int) -> int:
-        return self.period_start + (period + 1) * self.period_intervals
+        return period_bounds(period, self.period_start, self.period_intervals, self.interval_seconds)[1]
 
     def settled(self, meter_id: str, period: int) -> bool:
         """Answered -- or nothing to settle: the period ended before the meter enrolled."""
@@ -276,8 +282,10 @@ async def serve(cfg: HeadendConfig, *, stop: asyncio.Event | None = None) -> int
             "connected": len(server.peers)})
     print(f"head-end listening on {cfg.host}:{server.port}, key {keys.signing_key.verify_key.hex()}",
           flush=True)
-    log.info("head-end up: %d members, interval %d s, billing periods of %d intervals from interval %d",
-             len(dep.members), interval_seconds, dep.period_intervals, dep.period_start)
+    log.info("head-end up: %d members, interval %d s, billing periods of %s from interval %d",
+             len(dep.members), interval_seconds,
+             f"{dep.period_intervals} intervals" if dep.period_intervals else "a calendar month (UTC)",
+             dep.period_start)
     eng = IntervalEngine(core, link)
     seen = [0, 0]  # results, events already counted
 

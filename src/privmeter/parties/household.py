@@ -24,6 +24,7 @@ from privmeter.grid.plans import Plan
 from privmeter.grid.pricefeed import PriceFeed
 from privmeter.parties.messages import FeedPublished, SettleRequest
 from privmeter.protocol.codec import decode
+from privmeter.protocol.periods import period_bounds, period_of
 from privmeter.protocol.settlement import BillProof, Dispute, Statement, settle
 
 __all__ = ["HouseholdAgent"]
@@ -67,9 +68,8 @@ class HouseholdAgent:
         readings, adjustments = self.local_port()
         period = None
         if self.period_intervals is not None and self.period_start is not None:
-            k = (statement.start - self.period_start) // self.period_intervals
-            s = self.period_start + k * self.period_intervals
-            period = range(s, s + self.period_intervals)
+            layout = (self.period_start, self.period_intervals, self.plan.interval_seconds)
+            period = range(*period_bounds(period_of(statement.start, *layout), *layout))
         lo, hi = statement.start, statement.end
         mine = {t: v for t, v in readings.items() if lo <= t < hi}
         adj = {k: v for k, v in adjustments.items() if lo <= k[2] < hi}

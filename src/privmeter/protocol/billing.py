@@ -80,6 +80,7 @@ from privmeter.errors import (
 from privmeter.grid.plans import Plan
 from privmeter.grid.pricefeed import PriceFeed
 from privmeter.protocol.codec import check_id, decode, encode, message
+from privmeter.protocol.periods import check_layout, period_bounds, period_of
 from privmeter.store.billing_store import BillingStore, MemoryBillingStore, Registration
 
 if TYPE_CHECKING:
@@ -365,11 +366,10 @@ class _Meter:
     plan: Plan
 
     def period_of(self, interval: int) -> int:
-        return (interval - self.reg.period_start) // self.reg.period_intervals
+        return period_of(interval, self.reg.period_start, self.reg.period_intervals, self.plan.interval_seconds)
 
     def bounds(self, period: int) -> tuple[int, int]:
-        start = self.reg.period_start + period * self.reg.period_intervals
-        return start, start + self.reg.period_intervals
+        return period_bounds(period, self.reg.period_start, self.reg.period_intervals, self.plan.interval_seconds)
 
 
 class BillingLedger:
@@ -416,10 +416,10 @@ class BillingLedger:
         period_start: int = 0,
         period_intervals: int = DEFAULT_PERIOD_INTERVALS,
     ) -> None:
-        """Register a meter, its household's key and plan, and the billing period layout."""
+        """Register a meter, its household's key and plan, and the billing period layout
+        (``period_intervals``: a fixed length, or :data:`~privmeter.protocol.periods.MONTHLY`)."""
         check_id(meter_id, "meter_id")
-        if period_intervals <= 0 or period_start < 0:
-            raise ValueError("period_intervals must be positive and period_start non-negative")
+        check_layout(period_start, period_intervals, plan.interval_seconds)
         household_pk.check(min_bits=self.min_key_bits)
         if plan.plan_id not in self.plans:
             self.plans[plan.plan_id] = plan
