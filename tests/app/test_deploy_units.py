@@ -169,9 +169,14 @@ def test_enrolment_checks_everything_before_any_change(tmp_path: Path) -> None:
     req2, _ = _request(tmp_path, t2, new_meter)
     reg.enrol(req2, new_meter.verify_key, he.verify_key, **kw)
     assert reg.meter_of(meter.verify_key) is None and reg.meter_of(new_meter.verify_key) == "m-1"
+    assert reg.trust(meter.verify_key) is None  # the replaced key: refused at the handshake
+    assert reg.trust(new_meter.verify_key) == "m-1"
+    stranger = SigningKey.generate().verify_key
+    assert reg.trust(stranger) == enrol_peer(stranger)  # may only enrol
     # leaving / revocation: refused from then on
     reg.revoke("m-1")
     assert reg.meter_of(new_meter.verify_key) is None and reg.active() == []
+    assert reg.trust(new_meter.verify_key) is None
     with pytest.raises(ConfigError):
         reg.revoke("m-1")
     # group assignment fills feeders of group_size

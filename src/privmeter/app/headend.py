@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime
 import logging
 import sqlite3
@@ -52,7 +51,6 @@ from privmeter.parties.enrolment import (
     Enrolled,
     EnrolRequest,
     RosterUpdate,
-    enrol_peer,
     peer_key,
     sign_doc,
 )
@@ -114,6 +112,7 @@ class Deployment:
         self.back: set[str] = set()  # meters that said hello since the last interval
         self.server: Server | None = None
         self._settled: set[tuple[str, int]] = set()
+        self._closing: set[asyncio.Task[None]] = set()  # connections of revoked meters being closed
 
     # -- registry -> core ------------------------------------------------------------------
     def sync(self) -> None:
@@ -128,8 +127,9 @@ class Deployment:
             self.core.unregister(mid)
             log.info("meter %s left or was revoked", mid)
             if self.server is not None and self.server.is_connected(mid):
-                with contextlib.suppress(Exception):
-                    self.server.connection(mid)._shutdown("revoked")
+                task = asyncio.get_running_loop().create_task(self.server.connection(mid).close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
         for mid, m in active.items():
             old = self.members.get(mid)
             if old is None or old.meter_key != m.meter_key or old.household_json != m.household_json \
@@ -207,8 +207,7 @@ class Deployment:
 
     # -- the transport's handler --------------------------------------------------------------
     def trust(self, key: Any) -> str | None:
-        mid = self.registry.meter_of(key)
-        return mid if mid is not None else enrol_peer(key)
+        return self.registry.trust(key)
 
     def enrol(self, peer: str, msg: Any) -> list[Any]:
         if not isinstance(msg, EnrolRequest):

@@ -8,9 +8,10 @@ revoked meter is refused at its next connection.
 
 Lifecycle of a meter id: ``invite`` (a one-time ticket; only a MAC key
 derived from its secret is stored) -> ``enrol`` (keys bound, ticket used up; status ``active``)
--> ``revoke`` (status ``revoked``: refused from then on) or a new ``invite``
-for the same id with ``replace`` (meter replacement or key rotation: the
-next enrolment replaces the keys; the old meter key is refused from then on).
+-> ``revoke`` (status ``revoked``) or a new ``invite`` for the same id with
+``replace`` (meter replacement or key rotation: the next enrolment replaces
+the keys).  A revoked or replaced meter key is *retired*: :meth:`Registry.trust`
+refuses it at the transport handshake from then on.
 Every change bumps the registry ``version``, which the roster of each group
 carries (meters take only newer rosters).
 
@@ -38,7 +39,7 @@ from typing import Any
 from privmeter.crypto.paillier import PaillierPublicKey
 from privmeter.crypto.signing import VerifyKey
 from privmeter.errors import ConfigError, InvalidSignature, UnknownParty
-from privmeter.parties.enrolment import EnrolRequest, Ticket, enrol_mac
+from privmeter.parties.enrolment import EnrolRequest, Ticket, enrol_mac, enrol_peer
 from privmeter.parties.keys import public_household_key
 
 __all__ = ["FORMAT", "Member", "Registry"]
@@ -50,6 +51,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS invites (meter_id TEXT PRIMARY KEY, mac_key TEXT NOT NULL, grp TEXT,
     expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS retired (meter_key TEXT PRIMARY KEY, meter_id TEXT NOT NULL, since INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS members (meter_id TEXT PRIMARY KEY, grp TEXT NOT NULL, plan_id TEXT NOT NULL,
     meter_key TEXT NOT NULL, household_json TEXT NOT NULL, status TEXT NOT NULL, since INTEGER NOT NULL);
 """
@@ -106,10 +108,11 @@ class Registry:
 
     def revoke(self, meter_id: str) -> None:
         """The meter leaves (or is stolen): refused from its next connection on."""
-        cur = self._db.execute("UPDATE members SET status='revoked' WHERE meter_id=? AND status='active'",
-                               (meter_id,))
-        if cur.rowcount == 0:
+        m = self.member(meter_id)
+        if m is None or m.status != "active":
             raise ConfigError(f"no active meter {meter_id!r}")
+        self._db.execute("UPDATE members SET status='revoked' WHERE meter_id=?", (meter_id,))
+        self._retire(m)
         self._db.execute("DELETE FROM invites WHERE meter_id=?", (meter_id,))
         self._bump()
 
@@ -140,8 +143,11 @@ class Registry:
         if not hmac.compare_digest(want, req.mac):
             raise InvalidSignature("enrolment code does not match this meter's ticket", meter_id=req.meter_id)
         group = grp or self._assign_group(group_size)
+        old = self.member(req.meter_id)
         with self._db:
             self._db.execute("BEGIN")
+            if old is not None and old.meter_key != meter_key:
+                self._retire(old)
             self._db.execute("INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?, ?, 'active', ?)",
                              (req.meter_id, group, req.plan_id, meter_key.hex(), req.household_key_json, now))
             self._db.execute("UPDATE invites SET used=1 WHERE meter_id=?", (req.meter_id,))
@@ -149,6 +155,11 @@ class Registry:
         m = self.member(req.meter_id)
         assert m is not None
         return m
+
+    def _retire(self, m: Member) -> None:
+        """An old key of a replaced or revoked meter: refused at the handshake from now on."""
+        self._db.execute("INSERT OR IGNORE INTO retired VALUES (?, ?, ?)",
+                         (m.meter_key.hex(), m.meter_id, int(time.time())))
 
     def _assign_group(self, group_size: int) -> str:
         counts: dict[str, int] = {}
@@ -169,6 +180,17 @@ class Registry:
         return [_member(r) for r in self._db.execute(
             "SELECT meter_id, grp, plan_id, meter_key, household_json, status FROM members "
             "WHERE status='active' ORDER BY meter_id")]
+
+    def trust(self, key: VerifyKey) -> str | None:
+        """The transport's trust function: an active meter's id; ``None`` (refused at the
+        handshake) for a retired key; otherwise the provisional id of an enrolment
+        (:func:`~privmeter.parties.enrolment.enrol_peer`), which may only enrol."""
+        mid = self.meter_of(key)
+        if mid is not None:
+            return mid
+        if self._db.execute("SELECT 1 FROM retired WHERE meter_key=?", (key.hex(),)).fetchone():
+            return None
+        return enrol_peer(key)
 
     def since(self, meter_id: str) -> int:
         """When ``meter_id`` enrolled (unix seconds; 0 if never)."""
