@@ -23,7 +23,7 @@ from privmeter.parties.enrolment import EnrolRequest, Ticket, enrol_mac, enrol_p
 from privmeter.parties.registry import Registry
 
 SRC = Path(privmeter.__file__).resolve().parent
-PRODUCT = ("crypto", "protocol", "parties", "store", "app", "net", "grid")
+PRODUCT = ("crypto", "protocol", "parties", "store", "app", "net", "grid", "cluster")
 PRODUCTION_COMMANDS = ("init", "headend", "enrol", "household", "meter")
 
 
