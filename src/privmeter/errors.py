@@ -34,6 +34,7 @@ one is known.
     │       └── UnknownParty            meter / household not registered
     ├── PolicyError                     a party refuses, by its plan
     │   ├── BudgetExceeded              comparison budget used up
+    │   ├── NoFreshReading              no reading of the meter's own last intervals to compare
     │   ├── GroupTooSmall               fewer than the plan's minimum
     │   │   └── IsolationRefused        revealing would unmask fewer survivors than the minimum
     │   ├── MembershipChangeRefused     group roster change beyond the plan (overlap, daily limit)
@@ -72,6 +73,7 @@ __all__ = [
     "MalformedMessage",
     "MembershipChangeRefused",
     "MessageTooLarge",
+    "NoFreshReading",
     "PlaintextOverflow",
     "PlanError",
     "PolicyError",
@@ -215,6 +217,12 @@ class PolicyError(PrivmeterError):
 
 class BudgetExceeded(PolicyError):
     code = "budget"
+
+
+class NoFreshReading(PolicyError):
+    """A meter compares only a reading of its own clock's last intervals (never one a peer picks)."""
+
+    code = "no-fresh-reading"
 
 
 class GroupTooSmall(PolicyError):

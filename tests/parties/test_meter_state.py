@@ -74,15 +74,15 @@ def test_comparison_budget_survives_a_restart(tmp_path: Path) -> None:
     store = MeterLedgerStore(db)
     b = ComparisonBudget(comparisons_per_interval=1, comparisons_per_day=2)
     attach(store, "m1", MembershipPolicy("m1", BUDGET), b)
-    now = 1_700_000_000
-    b.charge(now)
-    b.charge(now + 900)
+    iv = 1_700_000_000 // 900  # the ledger is keyed on the compared readings' intervals
+    b.charge(iv)
+    b.charge(iv + 1)
     store.close()
     store = MeterLedgerStore(db)
     b2 = ComparisonBudget(comparisons_per_interval=1, comparisons_per_day=2)
     attach(store, "m1", MembershipPolicy("m1", BUDGET), b2)
     with pytest.raises(BudgetExceeded):
-        b2.charge(now + 1800)  # the day's two were used before the restart
+        b2.charge(iv + 2)  # the day's two were used before the restart
     store.close()
 
 

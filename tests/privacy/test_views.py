@@ -65,9 +65,9 @@ def test_comparisons_limited_by_the_real_budget(population: Population) -> None:
     # the budget class itself refuses the fifth comparison of a day
     b = ComparisonBudget.from_plan(plan)
     for k in range(4):
-        b.charge(k * 1800)
+        b.charge(2 * k)  # readings of intervals 0, 2, 4, 6 (one day)
     with pytest.raises(BudgetExceeded):
-        b.charge(5 * 1800)
+        b.charge(10)
 
 
 def test_bill_is_price_times_energy(population: Population) -> None:

@@ -8,11 +8,11 @@ import random
 import numpy as np
 import pytest
 
-from privmeter.crypto import dgk
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import (
     BudgetExceeded,
     InvalidSignature,
+    NoFreshReading,
     PolicyError,
     ReplayedMessage,
     StaleMessage,
@@ -27,55 +27,70 @@ from privmeter.protocol.codec import decode, encode
 
 NOW = 1_700_000_100  # inside interval 1_888_889 (900 s)
 GROUP = "feeder-7"
+TEST_GROUP = "test512"  # the meters' comparison keys: a small, INSECURE group for speed
 
 
 def wire(msg):  # every message crosses the codec
     return decode(encode(msg), expect=type(msg))
 
 
-@pytest.fixture(scope="module")
-def dkey() -> dgk.DGKPrivateKey:
-    _, sk = dgk.generate_keypair(512, subgroup_bits=48, rng=random.Random(11), insecure_for_tests=True)
-    return sk
+def last_interval(now: int) -> int:
+    """The reading a meter compares at ``now``: that of the interval that just ended."""
+    return now // 900 - 1
+
+
+def manager(he: SigningKey, roster, **kw) -> dm.DemandManager:
+    kw.setdefault("bits", 16)
+    return dm.DemandManager(he, GROUP, roster, min_group_bits=512, **kw)
 
 
 class Group:
     """A head-end and ``n`` meters in memory."""
 
-    def __init__(self, dkey: dgk.DGKPrivateKey, n: int = 12, *, same: bool = True, per_interval: int = 1,
+    def __init__(self, n: int = 12, *, same: bool = True, per_interval: int = 1,
                  per_day: int = 4, quorum: int | None = None, cmin: int = 5_000, cmax: int = 15_000,
                  seed: int = 1) -> None:
         self.rng = random.Random(seed)
         self.he = SigningKey.from_seed(b"H" * 32)
         self.keys = {f"m{i:02d}": SigningKey.from_seed(bytes([i + 1]) * 32) for i in range(n)}
         self.roster = {m: k.verify_key for m, k in self.keys.items()}
-        self.mgr = dm.DemandManager(dkey, self.he, GROUP, self.roster, cmin_w=cmin, cmax_w=cmax,
-                                    level_above_w=1000, level_below_w=2000, bits=16, quorum=quorum)
+        self.mgr = manager(self.he, self.roster, cmin_w=cmin, cmax_w=cmax, level_above_w=1000,
+                           level_below_w=2000, quorum=quorum)
         self.agents = {
             m: dm.MeterDemandAgent(
-                m, GROUP, k, self.he.verify_key, dkey.public_key,
+                m, GROUP, k, self.he.verify_key,
                 dm.ComparisonBudget(comparisons_per_interval=per_interval, comparisons_per_day=per_day,
                                     same_threshold_for_group=same, min_group_size=3),
-                roster=self.roster, quorum=quorum, cap_w=1000,
+                roster=self.roster, quorum=quorum, cap_w=1000, key_group=TEST_GROUP, allow_insecure_group=True,
             )
             for m, k in self.keys.items()
         }
 
-    def announce(self, ev: dm.DemandEvent, now: int = NOW, meters=None) -> None:
-        for m in meters or self.agents:
-            self.mgr.receive_echo(wire(self.agents[m].receive_event(wire(ev), now=now)))
+    def accept(self, m: str, ev: dm.DemandEvent, x: int, now: int = NOW) -> dm.Echo:
+        """Meter ``m`` takes the event with reading ``x``; its offer goes to the head-end."""
+        offer, echo = self.agents[m].receive_event(wire(ev), reading_interval=last_interval(now), reading_w=x,
+                                                   now=now, rng=self.rng)
+        self.mgr.receive_offer(wire(offer))
+        return wire(echo)
+
+    def announce(self, ev: dm.DemandEvent, readings: dict[str, int], now: int = NOW) -> None:
+        for m in readings:
+            self.mgr.receive_echo(self.accept(m, ev, readings[m], now))
         bundle = wire(self.mgr.echo_bundle(ev.event_id))
-        for m in meters or self.agents:
+        for m in readings:
             self.agents[m].receive_echoes(bundle, now=now)
 
+    def query(self, ev: dm.DemandEvent, m: str, now: int = NOW) -> dm.ComparisonQuery:
+        return wire(self.mgr.queries(ev.event_id, now=now, meters=[m], rng=self.rng)[0])
+
     def compare(self, ev: dm.DemandEvent, readings: dict[str, int], now: int = NOW) -> None:
-        for q in self.mgr.queries(ev.event_id, now=now, meters=sorted(readings)):
-            ans = self.agents[q.meter_id].receive_query(wire(q), reading_w=readings[q.meter_id], now=now, rng=self.rng)
+        for q in self.mgr.queries(ev.event_id, now=now, meters=sorted(readings), rng=self.rng):
+            ans = self.agents[q.meter_id].receive_query(wire(q), now=now)
             self.mgr.receive_answer(wire(ans), now=now)
 
 
-def test_whole_flow_matches_plaintext_and_curtailment_lowers_the_next_total(dkey) -> None:
-    g = Group(dkey, cmax=11_000)
+def test_whole_flow_matches_plaintext_and_curtailment_lowers_the_next_total() -> None:
+    g = Group(cmax=11_000)
     rng = random.Random(5)
     # one hour of 1-minute load per household: base + deferrable part
     base = {m: rng.randint(100, 900) for m in g.agents}
@@ -86,7 +101,7 @@ def test_whole_flow_matches_plaintext_and_curtailment_lowers_the_next_total(dkey
     assert total > 11_000
     ev = g.mgr.check_total(total, interval=NOW // 900, now=NOW, rng=g.rng)
     assert ev is not None and ev.side == "above" and ev.action == "curtail"
-    g.announce(ev)
+    g.announce(ev, readings)
     g.compare(ev, readings)
     t = g.mgr.events[ev.event_id].threshold
     expected = dm.plaintext_targets(readings, t, "above", bits=16)
@@ -109,12 +124,12 @@ def test_whole_flow_matches_plaintext_and_curtailment_lowers_the_next_total(dkey
     assert total - new_total == shed
 
 
-def test_below_cmin_targets_meters_below_threshold(dkey) -> None:
-    g = Group(dkey, cmin=30_000, cmax=60_000)
+def test_below_cmin_targets_meters_below_threshold() -> None:
+    g = Group(cmin=30_000, cmax=60_000)
     readings = {m: 200 * i for i, m in enumerate(sorted(g.agents))}
     ev = g.mgr.check_total(sum(readings.values()), interval=NOW // 900, now=NOW, rng=g.rng)
     assert ev is not None and ev.side == "below" and ev.action == "take_more"
-    g.announce(ev)
+    g.announce(ev, readings)
     g.compare(ev, readings)
     t = g.mgr.events[ev.event_id].threshold
     assert g.mgr.targets(ev.event_id) == {m for m, x in readings.items() if x < t}
@@ -134,58 +149,75 @@ def test_threshold_policy() -> None:
     assert dm.choose_threshold(10**9, 1, 10**9, 10**9, "above", bits=16) == 2**15 - 1
 
 
-def test_budget_per_interval_and_day(dkey) -> None:
-    g = Group(dkey, same=False, per_interval=1, per_day=2)
+def test_budget_per_reading_interval_and_day() -> None:
+    g = Group(same=False, per_interval=1, per_day=2)
     a = g.agents["m00"]
     day_start = NOW - NOW % 86400
-    times = [day_start + 10, day_start + 10 + 900, day_start + 10 + 1800]
+    times = [day_start + 910, day_start + 910 + 900, day_start + 910 + 1800]
     for i, now in enumerate(times):
         ev = g.mgr.open_event(100, side="above", action="curtail", start_interval=now // 900 + 1, now=now)
-        if i == 2:
-            # accepted (one per interval) but the day's comparisons are used up
-            a.receive_event(wire(ev), now=now)
-            q = g.mgr.queries(ev.event_id, now=now, meters=["m00"])[0]
-            before = a.budget.used_today(now)
+        if i == 2:  # the day's comparisons are used up: refused before any offer
+            before = a.budget.state()
             with pytest.raises(BudgetExceeded):
-                a.receive_query(wire(q), reading_w=50, now=now)
-            assert a.budget.used_today(now) == before
-            assert a.events[ev.event_id].answered_query is None
+                g.accept("m00", ev, 50, now)
+            assert a.budget.state() == before and ev.event_id not in a.events
             continue
-        a.receive_event(wire(ev), now=now)
-        q = g.mgr.queries(ev.event_id, now=now, meters=["m00"])[0]
-        g.mgr.receive_answer(wire(a.receive_query(wire(q), reading_w=50, now=now)), now=now)
-        # a second event in the same interval is refused
+        g.accept("m00", ev, 50, now)
+        g.mgr.receive_answer(wire(a.receive_query(g.query(ev, "m00", now), now=now)), now=now)
+        # a second event on the same reading is refused
         ev2 = g.mgr.open_event(100, side="above", action="curtail", start_interval=1, now=now)
         with pytest.raises(BudgetExceeded):
-            a.receive_event(wire(ev2), now=now)
-    # the next day the budget is fresh
-    later = day_start + 86400 + 5
+            g.accept("m00", ev2, 50, now)
+    # the readings of the next day have a fresh budget
+    later = day_start + 86400 + 905
     ev = g.mgr.open_event(100, side="above", action="curtail", start_interval=later // 900, now=later)
-    a.receive_event(wire(ev), now=later)
-    q = g.mgr.queries(ev.event_id, now=later, meters=["m00"])[0]
-    g.mgr.receive_answer(wire(a.receive_query(wire(q), reading_w=500, now=later)), now=later)
+    g.accept("m00", ev, 500, later)
+    g.mgr.receive_answer(wire(a.receive_query(g.query(ev, "m00", later), now=later)), now=later)
+
+
+def test_budget_is_charged_when_answering_and_checked_again() -> None:
+    """Two events accepted on one reading (per_interval=2, per_day=1): the second answer is refused."""
+    g = Group(same=False, per_interval=2, per_day=1)
+    a = g.agents["m01"]
+    evs = [g.mgr.open_event(100, side="above", action="curtail", start_interval=1, now=NOW) for _ in range(2)]
+    for ev in evs:
+        g.accept("m01", ev, 50)
+    g.mgr.receive_answer(wire(a.receive_query(g.query(evs[0], "m01"), now=NOW)), now=NOW)
+    q = g.query(evs[1], "m01")
+    before = a.budget.state()
+    with pytest.raises(BudgetExceeded):
+        a.receive_query(q, now=NOW)
+    assert a.budget.state() == before and a.events[evs[1].event_id].answered_query is None
+
+
+def test_meter_compares_only_a_fresh_reading_of_its_own_clock() -> None:
+    g = Group(same=False)
+    a = g.agents["m02"]
+    ev = g.mgr.open_event(100, side="above", action="curtail", start_interval=1, now=NOW)
+    for riv in (None, last_interval(NOW) - 3, last_interval(NOW) + 2):
+        with pytest.raises(NoFreshReading):
+            a.receive_event(wire(ev), reading_interval=riv, reading_w=5, now=NOW)
+    assert a.events == {}
 
 
 @pytest.mark.parametrize("budget", [1, 3, 5])
-def test_binary_search_learns_at_most_budget_bits(dkey, budget: int) -> None:
-    """An adaptive utility bisects one meter's reading; it is stopped after ``budget`` bits."""
+def test_binary_search_learns_at_most_budget_bits(budget: int) -> None:
+    """An adaptive utility bisects one meter's (constant) load; it is stopped after ``budget`` bits."""
     bits = 16
-    g = Group(dkey, same=False, per_interval=1, per_day=budget)
-    meter = g.agents["m03"]
+    g = Group(same=False, per_interval=1, per_day=budget)
     secret = 12_345
     lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1)  # reading in [lo, hi)
     day_start = NOW - NOW % 86400
     learned = 0
     for k in range(bits):
-        now = day_start + 900 * k + 1
+        now = day_start + 900 * (k + 1) + 1
         t = (lo + hi) // 2
         ev = g.mgr.open_event(t, side="above", action="curtail", start_interval=now // 900 + 1, now=now)
-        meter.receive_event(wire(ev), now=now)
-        q = g.mgr.queries(ev.event_id, now=now, meters=["m03"])[0]
         try:
-            ans = meter.receive_query(wire(q), reading_w=secret, now=now, rng=g.rng)
+            g.accept("m03", ev, secret, now)
         except BudgetExceeded:
             break
+        ans = g.agents["m03"].receive_query(g.query(ev, "m03", now), now=now)
         if g.mgr.receive_answer(wire(ans), now=now):
             lo = t
         else:
@@ -196,40 +228,38 @@ def test_binary_search_learns_at_most_budget_bits(dkey, budget: int) -> None:
     assert hi - lo >= 2 ** (bits - budget)
 
 
-def test_same_threshold_needs_a_quorum_of_echoes(dkey) -> None:
-    g = Group(dkey, n=6, quorum=4)
+def test_same_event_needs_a_quorum_of_echoes() -> None:
+    g = Group(n=6, quorum=4)
     ev = g.mgr.open_event(500, side="above", action="curtail", start_interval=1, now=NOW)
-    echoes = [g.agents[m].receive_event(wire(ev), now=NOW) for m in sorted(g.agents)[:3]]
-    for e in echoes:
-        g.mgr.receive_echo(e)
+    for m in sorted(g.agents)[:3]:
+        g.mgr.receive_echo(g.accept(m, ev, 10))
     a = g.agents["m00"]
     assert a.receive_echoes(wire(g.mgr.echo_bundle(ev.event_id)), now=NOW) is False
-    q = g.mgr.queries(ev.event_id, now=NOW, meters=["m00"])[0]
+    q = g.query(ev, "m00")
     with pytest.raises(UnexpectedMessage):
-        a.receive_query(wire(q), reading_w=10, now=NOW)
-    g.mgr.receive_echo(g.agents["m03"].receive_event(wire(ev), now=NOW))
+        a.receive_query(q, now=NOW)
+    g.mgr.receive_echo(g.accept("m03", ev, 10))
     assert a.receive_echoes(wire(g.mgr.echo_bundle(ev.event_id)), now=NOW) is True
-    a.receive_query(wire(q), reading_w=10, now=NOW)
+    a.receive_query(q, now=NOW)
 
 
-def test_different_threshold_for_one_meter_is_detected(dkey) -> None:
-    """The head-end shows m00 a different T: m00 sees others' echoes on another digest."""
-    g = Group(dkey, n=6, quorum=4)
+def test_different_event_for_one_meter_is_detected() -> None:
+    """The head-end shows m00 another event (same id, other side): m00 sees others' echoes on another digest."""
+    g = Group(n=6, quorum=4)
     ev_all = g.mgr.open_event(500, side="above", action="curtail", start_interval=1, now=NOW)
     fields = {f.name: getattr(ev_all, f.name) for f in dataclasses.fields(ev_all)}
-    fields["threshold"] = g.mgr.open_event(90, side="above", action="curtail", start_interval=1,
-                                           now=NOW).threshold
+    fields["side"] = "below"
     fields.pop("signature")
     unsigned = dm.DemandEvent(**fields, signature=bytes(64))
     ev_target = dm.DemandEvent(**fields, signature=g.he.sign(dm.EVENT_CONTEXT, unsigned.signed_payload()))
-    others = [g.agents[m].receive_event(wire(ev_all), now=NOW) for m in sorted(g.agents)[1:]]
-    g.agents["m00"].receive_event(wire(ev_target), now=NOW)
+    others = [g.accept(m, ev_all, 100) for m in sorted(g.agents)[1:]]
+    g.accept("m00", ev_target, 100)
     bundle = dm.EchoBundle(event_id=ev_all.event_id, echoes=tuple(others))
     with pytest.raises(ThresholdEquivocation):
         g.agents["m00"].receive_echoes(wire(bundle), now=NOW)
-    q = g.mgr.queries(ev_all.event_id, now=NOW, meters=["m00"])[0]
+    q = g.query(ev_all, "m00")
     with pytest.raises(UnexpectedMessage):
-        g.agents["m00"].receive_query(wire(q), reading_w=100, now=NOW)
+        g.agents["m00"].receive_query(q, now=NOW)
     # echoes from outside the roster and duplicates do not count
     forged = dm.Echo(event_id=ev_all.event_id, group_id=GROUP, meter_id="intruder", digest=ev_target.digest(),
                      signature=bytes(64))
@@ -237,47 +267,49 @@ def test_different_threshold_for_one_meter_is_detected(dkey) -> None:
     assert g.agents["m00"].receive_echoes(wire(dup), now=NOW) is False
 
 
-def test_meter_rejects_bad_events(dkey) -> None:
-    g = Group(dkey, same=False)
+def test_meter_rejects_bad_events() -> None:
+    g = Group(same=False)
     a = g.agents["m01"]
     ev = g.mgr.open_event(10, side="above", action="curtail", start_interval=1, now=NOW)
+    riv = last_interval(NOW)
+
+    def take(e: dm.DemandEvent, now: int = NOW) -> object:
+        return a.receive_event(e, reading_interval=last_interval(now), reading_w=5, now=now)
+
     forged = dataclasses.replace(ev, duration_minutes=ev.duration_minutes + 1)
     with pytest.raises(InvalidSignature):
-        a.receive_event(forged, now=NOW)
+        take(forged)
     with pytest.raises(StaleMessage):
-        a.receive_event(ev, now=ev.expires_at + 1)
+        take(ev, ev.expires_at + 1)
     with pytest.raises(StaleMessage):
-        a.receive_event(ev, now=NOW - 3600)
-    other = Group(dkey, same=False)
+        take(ev, NOW - 3600)
+    other = Group(same=False)
     other.mgr.group_id = "feeder-8"
     with pytest.raises(UnexpectedMessage):
-        a.receive_event(other.mgr.open_event(10, side="above", action="curtail", start_interval=1, now=NOW),
-                        now=NOW)
-    long = dm.DemandManager(dkey, g.he, GROUP, g.roster, cmin_w=0, cmax_w=1, level_above_w=1,
-                            level_below_w=1, duration_minutes=600, bits=16)
+        take(other.mgr.open_event(10, side="above", action="curtail", start_interval=1, now=NOW))
+    long = manager(g.he, g.roster, cmin_w=0, cmax_w=1, level_above_w=1, level_below_w=1, duration_minutes=600)
     with pytest.raises(PolicyError):
-        a.receive_event(long.open_event(10, side="above", action="curtail", start_interval=1, now=NOW), now=NOW)
+        take(long.open_event(10, side="above", action="curtail", start_interval=1, now=NOW))
     assert a.events == {}
-    a.receive_event(wire(ev), now=NOW)
+    a.receive_event(wire(ev), reading_interval=riv, reading_w=5, now=NOW)
     with pytest.raises(ReplayedMessage):
-        a.receive_event(wire(ev), now=NOW + 1)
+        take(wire(ev), NOW + 1)
 
 
-def test_meter_rejects_bad_queries_and_directives(dkey) -> None:
-    g = Group(dkey, same=False, per_interval=2)
+def test_meter_rejects_bad_queries_and_directives() -> None:
+    g = Group(same=False, per_interval=2)
     a = g.agents["m02"]
     ev = g.mgr.open_event(10, side="above", action="curtail", start_interval=1, now=NOW)
-    q = g.mgr.queries(ev.event_id, now=NOW, meters=["m02"])[0]
-    with pytest.raises(UnexpectedMessage):  # out of event: not yet accepted
-        a.receive_query(wire(q), reading_w=50, now=NOW)
-    a.receive_event(wire(ev), now=NOW)
+    g.accept("m02", ev, 50)
+    g.accept("m03", ev, 50)
+    q = g.query(ev, "m02")
     with pytest.raises(InvalidSignature):
-        a.receive_query(dataclasses.replace(q, query_id=q.query_id + 1), reading_w=50, now=NOW)
-    q_other = g.mgr.queries(ev.event_id, now=NOW, meters=["m03"])[0]
+        a.receive_query(dataclasses.replace(q, query_id=q.query_id + 1), now=NOW)
+    q_other = g.query(ev, "m03")
     with pytest.raises(UnexpectedMessage):
-        a.receive_query(wire(q_other), reading_w=50, now=NOW)
+        a.receive_query(q_other, now=NOW)
     with pytest.raises(StaleMessage):
-        a.receive_query(wire(q), reading_w=50, now=ev.expires_at + 1)
+        a.receive_query(q, now=ev.expires_at + 1)
     # no directive before an answer
     g.mgr.events[ev.event_id].results["m02"] = True  # the head-end pretends
     d = g.mgr.directives(ev.event_id, now=NOW)[0]
@@ -285,9 +317,9 @@ def test_meter_rejects_bad_queries_and_directives(dkey) -> None:
         a.receive_directive(wire(d), now=NOW)
     del g.mgr.events[ev.event_id].results["m02"]
     g.mgr.events[ev.event_id].directed.clear()
-    ans = a.receive_query(wire(q), reading_w=50, now=NOW)
+    ans = a.receive_query(q, now=NOW)
     with pytest.raises(ReplayedMessage):
-        a.receive_query(wire(q), reading_w=50, now=NOW)
+        a.receive_query(q, now=NOW)
     assert g.mgr.receive_answer(wire(ans), now=NOW) is True
     d = g.mgr.directives(ev.event_id, now=NOW)[0]
     with pytest.raises(InvalidSignature):
@@ -307,22 +339,32 @@ def test_meter_rejects_bad_queries_and_directives(dkey) -> None:
         a.receive_directive(wire(d), now=NOW)
 
 
-def test_utility_rejects_bad_answers(dkey) -> None:
-    g = Group(dkey, same=False)
+def test_utility_rejects_bad_offers_and_answers() -> None:
+    g = Group(same=False)
     ev = g.mgr.open_event(10, side="above", action="curtail", start_interval=1, now=NOW)
-    for m in ("m04", "m05"):
-        g.agents[m].receive_event(wire(ev), now=NOW)
-    q4, q5 = g.mgr.queries(ev.event_id, now=NOW, meters=["m04", "m05"])
-    a4 = g.agents["m04"].receive_query(wire(q4), reading_w=5, now=NOW)
-    a5 = g.agents["m05"].receive_query(wire(q5), reading_w=50, now=NOW)
+    off4, _ = g.agents["m04"].receive_event(wire(ev), reading_interval=last_interval(NOW), reading_w=5, now=NOW)
+    with pytest.raises(InvalidSignature):  # m04's offer presented as m06's
+        g.mgr.receive_offer(dataclasses.replace(off4, meter_id="m06"))
+    with pytest.raises(UnknownParty):
+        g.mgr.receive_offer(dataclasses.replace(off4, meter_id="stranger"))
+    g.mgr.receive_offer(wire(off4))
+    with pytest.raises(ReplayedMessage):
+        g.mgr.receive_offer(wire(off4))
+    g.accept("m05", ev, 50)
+    q4, q5 = g.mgr.queries(ev.event_id, now=NOW, meters=["m04", "m05"], rng=g.rng)
+    assert g.mgr.queries(ev.event_id, now=NOW, meters=["m04", "m06"]) == []  # one query per offer
+    a4 = g.agents["m04"].receive_query(wire(q4), now=NOW)
+    a5 = g.agents["m05"].receive_query(wire(q5), now=NOW)
     with pytest.raises(UnknownParty):
         g.mgr.receive_answer(dataclasses.replace(a4, meter_id="stranger"), now=NOW)
     with pytest.raises(UnexpectedMessage):
         g.mgr.receive_answer(dataclasses.replace(a4, event_id="nope"), now=NOW)
     with pytest.raises(UnexpectedMessage):  # answer to a query it was not sent
         g.mgr.receive_answer(dataclasses.replace(a4, query_id=q5.query_id), now=NOW)
-    with pytest.raises(InvalidSignature):  # m05's reply presented as m04's
+    with pytest.raises(UnexpectedMessage):  # m05's answer presented as m04's
         g.mgr.receive_answer(dataclasses.replace(a5, meter_id="m04", query_id=q4.query_id), now=NOW)
+    with pytest.raises(InvalidSignature):  # the bit flipped
+        g.mgr.receive_answer(dataclasses.replace(a4, zero_found=not a4.zero_found), now=NOW)
     with pytest.raises(StaleMessage):
         g.mgr.receive_answer(a4, now=ev.expires_at + 3600)
     assert g.mgr.results(ev.event_id) == {}
@@ -336,8 +378,8 @@ def test_from_plan() -> None:
     plan = builtin_plan("economy7")
     b = dm.ComparisonBudget.from_plan(plan)
     assert (b.comparisons_per_interval, b.comparisons_per_day, b.same_threshold_for_group) == (1, 4, True)
-    _, sk = dgk.generate_keypair(512, subgroup_bits=48, rng=random.Random(2), insecure_for_tests=True)
     keys = [SigningKey.from_seed(bytes([i]) * 32) for i in range(5)]
     roster = {f"m{i}": k.verify_key for i, k in enumerate(keys)}
-    a = dm.MeterDemandAgent.from_plan(plan, "m0", "g", keys[0], keys[1].verify_key, sk.public_key, roster=roster)
+    a = dm.MeterDemandAgent.from_plan(plan, "m0", "g", keys[0], keys[1].verify_key, roster=roster)
     assert a.cap_w == 4000 and a.max_event_minutes == 180 and a.quorum == 5
+    assert a.key_group.name == "ffdhe3072"

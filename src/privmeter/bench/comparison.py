@@ -1,19 +1,20 @@
-"""``privmeter bench comparison``: DGK secure comparison vs MPyC, and a 1,000-meter event.
+"""``privmeter bench comparison``: the meter-keyed secure comparison vs MPyC, and a 1,000-meter event.
 
 What it measures, side by side in one run:
 
-* per comparison, for 16, 24 and 32 bits, with a DGK key at the Paillier
-  default size (3072 bits, t = 256): the utility's CPU (validate the reply,
-  zero tests with early exit), the meter's CPU (validate the broadcast once,
-  compute, blind, re-randomise and shuffle its reply) and the bytes on the
-  wire (the broadcast plus the reply, per meter), for the default radix (4)
-  and for textbook binary DGK (radix 2);
+* per comparison, for 16, 24 and 32 bits, in the meters' default group
+  (ffdhe3072, ~128-bit security, like the Paillier default): the meter's
+  CPU (a fresh one-use key, the encrypted one-hot digits of its reading;
+  then checking the challenge and zero-testing every value), the utility's
+  CPU (check the offer, build, blind, re-randomise and shuffle the
+  challenge, read the bit) and the bytes on the wire per meter (offer,
+  challenge, answer bit), for the default radix (4) and for radix 2;
 * MPyC's secure comparison ``x >= t`` over ``secint(bits)`` (secure numpy
   arrays, one batch): **three local MPyC processes on loopback** started
   with ``-M3 -I i``; we report party 0's CPU per comparison.  MPyC needs
-  three non-colluding parties with an honest majority; DGK needs none
-  (two parties, the utility holds the key): the comparison is of cost, not of
-  trust model;
+  three non-colluding parties with an honest majority; ours needs none
+  (two parties, the meter holds a one-use key): the comparison is of cost,
+  not of trust model;
 * one demand-management event over 1,000 meters end to end: the utility in
   this process, the meters in two forked worker processes (both cores),
   every message encoded with the wire codec, signed and verified.  Wall
@@ -42,7 +43,7 @@ import msgpack
 
 from privmeter.argtypes import at_least
 from privmeter.bench._common import add_json_flag, emit, progress
-from privmeter.crypto import dgk
+from privmeter.crypto import elgamal
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.protocol import comparison as cmp
 from privmeter.protocol import demand as dm
@@ -81,56 +82,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser)
     parser.add_argument("--samples", type=at_least(1), default=30, help="comparisons per configuration")
     parser.add_argument("--meters", type=at_least(1), default=1000, help="meters in the end-to-end event")
-    parser.add_argument("--key-bits", type=int, default=dgk.DEFAULT_KEY_BITS, help="DGK modulus size")
+    parser.add_argument("--key-bits", type=int, default=3072, help="comparison group size: 2048 or 3072")
     parser.add_argument("--mpyc-batch", type=at_least(1), default=200, help="comparisons per MPyC batch")
     parser.add_argument("--quorum", type=at_least(1), default=8,
                         help="echoes each meter checks before answering (same threshold for the group)")
     parser.add_argument("--no-mpyc", action="store_true", help="skip the MPyC peer")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 1024-bit INSECURE key, few samples, 20 meters")
+                        help="smoke run: 512-bit INSECURE group, few samples, 20 meters")
     parser.add_argument("--bits", type=at_least(1), nargs="*", default=list(BITS), help="bit lengths")
 
 
 # -- per-comparison costs -------------------------------------------------------------
 
-def _comparison_row(sk: dgk.DGKPrivateKey, bits: int, radix: int, samples: int, rng: random.Random) -> dict[str, Any]:
-    pk = sk.public_key
+def _comparison_row(group: elgamal.Group, bits: int, radix: int, samples: int,
+                    rng: random.Random) -> dict[str, Any]:
     half = 1 << (bits - 1)
-    util = meter = prep_cpu = bcast_cpu = 0.0
-    reply_bytes = bcast_bytes = 0
+    util = meter = offer_cpu = 0.0
+    offer_bytes = challenge_bytes = answer_bytes = 0
     for _ in range(samples):
         t = rng.randrange(-half + 1, half)
         x = rng.randrange(-half, half)
         c0 = time.process_time()
-        th = cmp.encrypt_threshold(pk, t, bits=bits, radix=radix)
+        mc = cmp.MeterComparison(group, x, bits=bits, radix=radix)
+        wire_offer = encode(mc.offer)
         c1 = time.process_time()
-        wire_th = encode(th)
+        uc = cmp.UtilityComparison(decode(wire_offer, expect=cmp.ComparisonOffer), t, bits=bits, radix=radix,
+                                   allow_insecure=group.insecure)
+        wire_ch = encode(uc.challenge)
         c2 = time.process_time()
-        prep = cmp.prepare_threshold(pk, decode(wire_th, expect=cmp.EncryptedThreshold))
+        zero = mc.answer(decode(wire_ch, expect=cmp.ComparisonChallenge))
         c3 = time.process_time()
-        rep = cmp.meter_reply(prep, x)
-        wire_rep = encode(rep)
+        ok = uc.receive(zero)
         c4 = time.process_time()
-        ok = cmp.evaluate_reply(sk, decode(wire_rep, expect=cmp.ComparisonReply), prep.digest, prep.ndig)
-        c5 = time.process_time()
         if ok != (x >= t):
             raise AssertionError(f"comparison wrong for x={x}, T={t}")
-        bcast_cpu += c1 - c0
-        prep_cpu += c3 - c2
-        meter += c4 - c2
-        util += c5 - c4
-        reply_bytes, bcast_bytes = len(wire_rep), len(wire_th)
+        offer_cpu += c1 - c0
+        meter += (c1 - c0) + (c3 - c2)
+        util += (c2 - c1) + (c4 - c3)
+        offer_bytes, challenge_bytes = len(wire_offer), len(wire_ch)
+        answer_bytes = 1
     return {
         "bits": bits,
         "radix": radix,
         "digits": cmp.num_digits(bits, radix),
         "utility_s": util / samples,
         "meter_s": meter / samples,
-        "meter_prepare_s": prep_cpu / samples,
-        "utility_broadcast_s": bcast_cpu / samples,
-        "bytes": reply_bytes + bcast_bytes,
-        "reply_bytes": reply_bytes,
-        "broadcast_bytes": bcast_bytes,
+        "meter_offer_s": offer_cpu / samples,
+        "bytes": offer_bytes + challenge_bytes + answer_bytes,
+        "offer_bytes": offer_bytes,
+        "challenge_bytes": challenge_bytes,
     }
 
 
@@ -181,24 +181,28 @@ def _meter_seed(i: int) -> bytes:
     return (b"bench-meter-%08d" % i).ljust(32, b"\0")
 
 
-def _meter_worker(conn: Any, sk_json: str, he_vk: bytes, ids: list[str], readings: dict[str, int],
+def _meter_worker(conn: Any, group_name: str, he_vk: bytes, ids: list[str], readings: dict[str, int],
                   roster_hex: dict[str, str], quorum: int, now: int) -> None:
     """A forked process running a share of the meters; talks codec bytes over ``conn``."""
     c0 = time.process_time()
-    pk = dgk.DGKPublicKey.from_dict(json.loads(sk_json)["public_key"], min_bits=512)
-    pk.precompute()
+    group = elgamal.GROUPS[group_name]
     roster = {m: VerifyKey.from_hex(h) for m, h in roster_hex.items()}
     agents = {
         m: dm.MeterDemandAgent(
-            m, "feeder-1", SigningKey.from_seed(_meter_seed(int(m[1:]))), VerifyKey(he_vk), pk,
+            m, "feeder-1", SigningKey.from_seed(_meter_seed(int(m[1:]))), VerifyKey(he_vk),
             dm.ComparisonBudget(comparisons_per_interval=1, comparisons_per_day=4,
                                 same_threshold_for_group=True, min_group_size=min(5, quorum)),
-            roster=roster, quorum=quorum, cap_w=1500,
+            roster=roster, quorum=quorum, cap_w=1500, key_group=group.name, allow_insecure_group=group.insecure,
         )
         for m in ids
     }
     ev = decode(conn.recv_bytes(), expect=dm.DemandEvent)
-    conn.send_bytes(msgpack.packb([encode(a.receive_event(ev, now=now)) for a in agents.values()]))
+    riv = now // 900 - 1
+    out: list[bytes] = []
+    for m, a in agents.items():
+        offer, echo = a.receive_event(ev, reading_interval=riv, reading_w=readings[m], now=now)
+        out += [encode(offer), encode(echo)]
+    conn.send_bytes(msgpack.packb(out))
     bundle = decode(conn.recv_bytes(), expect=dm.EchoBundle)
     queries = [decode(b, expect=dm.ComparisonQuery) for b in msgpack.unpackb(conn.recv_bytes())]
     chunk: list[bytes] = []
@@ -206,7 +210,7 @@ def _meter_worker(conn: Any, sk_json: str, he_vk: bytes, ids: list[str], reading
         a = agents[q.meter_id]
         if not a.receive_echoes(bundle, now=now):
             raise RuntimeError("event not certified")
-        chunk.append(encode(a.receive_query(q, reading_w=readings[q.meter_id], now=now)))
+        chunk.append(encode(a.receive_query(q, now=now)))
         if len(chunk) >= 25:
             conn.send_bytes(msgpack.packb(chunk))
             chunk = []
@@ -221,7 +225,7 @@ def _meter_worker(conn: Any, sk_json: str, he_vk: bytes, ids: list[str], reading
     conn.close()
 
 
-def event_benchmark(sk: dgk.DGKPrivateKey, n_meters: int, *, quorum: int = 8, seed: int = 7) -> dict[str, Any]:
+def event_benchmark(group: elgamal.Group, n_meters: int, *, quorum: int = 8, seed: int = 7) -> dict[str, Any]:
     """One event over ``n_meters`` meters: utility here, meters in 2 forked workers."""
     rng = random.Random(seed)
     ids = [f"m{i:05d}" for i in range(n_meters)]
@@ -231,10 +235,11 @@ def event_benchmark(sk: dgk.DGKPrivateKey, n_meters: int, *, quorum: int = 8, se
     quorum = min(quorum, n_meters)
     he = SigningKey.from_seed(b"bench-headend".ljust(32, b"\0"))
     total = sum(readings.values())
-    mgr = dm.DemandManager(sk, he, "feeder-1", roster, cmin_w=total // 3, cmax_w=total * 3 // 4,
-                           level_above_w=1500, level_below_w=1500, quorum=quorum)
+    mgr = dm.DemandManager(he, "feeder-1", roster, cmin_w=total // 3, cmax_w=total * 3 // 4,
+                           level_above_w=1500, level_below_w=1500, quorum=quorum,
+                           min_group_bits=group.bits)
     now = 1_750_000_000
-    sk.public_key.precompute()
+    group.g_pow(1)  # the fixed-base table, built before the clock starts (as on a running meter)
     ctx = multiprocessing.get_context("fork")
     shares = [ids[0::2], ids[1::2]]
     conns, procs = [], []
@@ -243,7 +248,7 @@ def event_benchmark(sk: dgk.DGKPrivateKey, n_meters: int, *, quorum: int = 8, se
     for share in shares:
         parent, child = ctx.Pipe()
         p = ctx.Process(target=_meter_worker, args=(
-            child, sk.to_json(), he.verify_key.raw, share, {m: readings[m] for m in share},
+            child, group.name, he.verify_key.raw, share, {m: readings[m] for m in share},
             {m: vk.hex() for m, vk in roster.items()}, quorum, now))
         p.start()
         child.close()
@@ -258,7 +263,11 @@ def event_benchmark(sk: dgk.DGKPrivateKey, n_meters: int, *, quorum: int = 8, se
             c.send_bytes(wire_ev)
         for c in conns:
             for b in msgpack.unpackb(c.recv_bytes()):
-                mgr.receive_echo(decode(b, expect=dm.Echo))
+                msg = decode(b)
+                if isinstance(msg, dm.Offer):
+                    mgr.receive_offer(msg)
+                else:
+                    mgr.receive_echo(decode(b, expect=dm.Echo))
         bundle = encode(mgr.echo_bundle(ev.event_id, limit=quorum))
         qs = mgr.queries(ev.event_id, now=now)
         by_meter = {q.meter_id: encode(q) for q in qs}
@@ -292,7 +301,7 @@ def event_benchmark(sk: dgk.DGKPrivateKey, n_meters: int, *, quorum: int = 8, se
     utility_cpu = time.process_time() - u0
     wall = time.perf_counter() - w0
     threshold = mgr.events[ev.event_id].threshold
-    expected = dm.plaintext_targets(readings, threshold, ev.side, ev.threshold.bits)
+    expected = dm.plaintext_targets(readings, threshold, ev.side, ev.bits)
     if mgr.targets(ev.event_id) != expected or applied != len(expected):
         raise AssertionError("event targets differ from the plaintext reference")
     return {
@@ -310,28 +319,26 @@ def event_benchmark(sk: dgk.DGKPrivateKey, n_meters: int, *, quorum: int = 8, se
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     quick = bool(args.quick)
-    key_bits = 1024 if quick else args.key_bits
+    key_bits = 512 if quick else args.key_bits
     samples = 2 if quick else args.samples
     meters = min(args.meters, 20) if quick else args.meters
     batch = 16 if quick else args.mpyc_batch
     rng = random.Random(2012)
     result: dict[str, Any] = {}
     with progress() as bar:
-        task = bar.add_task("DGK key", total=None)
+        task = bar.add_task("comparison group", total=None)
         c0 = time.process_time()
-        pk, sk = dgk.generate_keypair(key_bits, subgroup_bits=dgk.SUBGROUP_BITS if not quick else 160,
-                                      insecure_for_tests=quick)
-        pk.precompute()
-        result["dgk"] = {"key_bits": key_bits, "subgroup_bits": sk.vp.bit_length(), "u": pk.u,
-                         "rand_bits": pk.rand_bits, "keygen_cpu_s": time.process_time() - c0,
-                         "insecure_quick_run": quick}
+        group = elgamal.group_for_bits(key_bits, insecure_for_tests=quick)
+        group.g_pow(1)
+        result["group"] = {"name": group.name, "bits": group.bits, "exp_bits": group.exp_bits,
+                           "table_cpu_s": time.process_time() - c0, "insecure_quick_run": quick}
         rows: list[dict[str, Any]] = []
         textbook: list[dict[str, Any]] = []
         bar.update(task, description="comparisons", total=len(args.bits) * 2, completed=0)
         for bits in args.bits:
-            row = _comparison_row(sk, bits, cmp.DEFAULT_RADIX, samples, rng)
+            row = _comparison_row(group, bits, cmp.DEFAULT_RADIX, samples, rng)
             bar.advance(task)
-            tb = _comparison_row(sk, bits, 2, samples, rng)
+            tb = _comparison_row(group, bits, 2, samples, rng)
             bar.advance(task)
             if not args.no_mpyc:
                 mp = mpyc_comparison(bits, batch)
@@ -349,7 +356,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "mpyc_s = party 0 CPU per comparison" if not args.no_mpyc else "skipped"
         )
         bar.update(task, description=f"event over {meters} meters", total=None)
-        result["event_1000"] = event_benchmark(sk, meters, quorum=args.quorum)
+        result["event_1000"] = event_benchmark(group, meters, quorum=args.quorum)
     return result
 
 
@@ -366,7 +373,7 @@ def run(args: argparse.Namespace) -> int:
     ev = result["event_1000"]
     rows.append([f"event, {ev['meters']} meters", f"{ev['utility_cpu_s']:.2f} s cpu",
                  f"{ev['meter_cpu_s']:.2f} s cpu", f"{ev['wall_s']:.2f} s wall", "-"])
-    emit(result, as_json=args.json, title=f"DGK comparison ({result['dgk']['key_bits']}-bit key) vs MPyC",
+    emit(result, as_json=args.json, title=f"Meter-keyed comparison ({result['group']['name']}) vs MPyC",
          rows=rows, columns=["case", "utility ms", "meter ms", "bytes", "MPyC ms/party"])
     return 0
 

@@ -31,6 +31,7 @@ __all__ = [
     "gcd",
     "invert",
     "is_prime",
+    "legendre",
     "mpz",
     "powmod",
     "powmod_mpz",
@@ -72,6 +73,11 @@ def gcd(a: int, b: int) -> int:
 
 def is_prime(n: int) -> bool:
     return bool(gmpy2.is_prime(n, MILLER_RABIN_ROUNDS))
+
+
+def legendre(a: int, p: int) -> int:
+    """The Legendre symbol ``(a / p)`` for an odd prime ``p``: 1, -1 or 0."""
+    return int(gmpy2.legendre(a, p))
 
 
 def random_below(bound: int, rng: RandomSource = SYSTEM_RNG) -> int:

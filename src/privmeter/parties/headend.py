@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from privmeter.crypto._numtheory import SYSTEM_RNG, RandomSource
-from privmeter.crypto.dgk import DGKPrivateKey
 from privmeter.crypto.keyagreement import AgreementKey, sign_advert, verify_advert
 from privmeter.crypto.paillier import MIN_KEY_BITS, PaillierPublicKey
 from privmeter.crypto.signing import SigningKey, VerifyKey
@@ -76,6 +75,7 @@ from privmeter.protocol.demand import (
     DemandEvent,
     DemandManager,
     Echo,
+    Offer,
 )
 from privmeter.protocol.ring import RingCoordinator, RingToken, RingTotal
 from privmeter.protocol.settlement import (
@@ -136,7 +136,7 @@ class HeadEndCore:
         plans: Mapping[str, Plan] | Iterable[Plan],
         *,
         store: HeadEndStore | MemoryHeadEndStore | None = None,
-        dgk_key: DGKPrivateKey | None = None,
+        demand: bool = False,
         interval_seconds: int = 900,
         min_key_bits: int = MIN_KEY_BITS,
         window_back: int | None = None,
@@ -148,7 +148,8 @@ class HeadEndCore:
         if window_back is not None:
             kw["window_back"] = window_back
         self.ledger = BillingLedger(signing_key, plans, store=self.store, **kw)
-        self.dgk_key = dgk_key
+        self.demand = demand  # run demand management (meters bring their own comparison keys)
+        self.min_key_bits = min_key_bits
         self.interval_seconds = interval_seconds
         self.rng = rng
         self.registry: dict[str, VerifyKey] = {}
@@ -229,9 +230,10 @@ class HeadEndCore:
                 self.signing_key, members, group=group_id, epoch=g.epoch, first_interval=first_interval,
                 min_survivors=g.cfg.min_survivors, rng=self.rng,
                 degree=degree_for(len(members), self.observed_dropout(group_id, len(members))))
-        if self.dgk_key is not None:
+        if self.demand:
             g.dm = DemandManager(
-                self.dgk_key, self.signing_key, group_id, members, cmin_w=g.cfg.cmin_w,
+                self.signing_key, group_id, members, min_group_bits=min(self.min_key_bits, MIN_KEY_BITS),
+                cmin_w=g.cfg.cmin_w,
                 cmax_w=g.cfg.cmax_w, level_above_w=g.cfg.level_above_w,
                 level_below_w=g.cfg.level_below_w, duration_minutes=g.cfg.event_minutes,
                 interval_seconds=self.interval_seconds)
@@ -361,7 +363,8 @@ class HeadEndCore:
         out: dict[str, list[Any]] = {}
         if len(echoed) >= dm.quorum:
             bundle = dm.echo_bundle(event_id)
-            for q in dm.queries(event_id, now=now, meters=echoed):
+            offered = dm.offered(event_id)
+            for q in dm.queries(event_id, now=now, meters=[m for m in echoed if m in offered], rng=self.rng):
                 out[q.meter_id] = [bundle, q]
         else:
             self.errors["dr-quorum"] += 1
@@ -494,6 +497,13 @@ class HeadEndCore:
             _, dm = self._event_group(msg.event_id)
             t0 = time.process_time()
             dm.receive_echo(msg)
+            self.cpu["demand"] += time.process_time() - t0
+            return []
+        if isinstance(msg, Offer):
+            self._same(peer, msg.meter_id)
+            _, dm = self._event_group(msg.event_id)
+            t0 = time.process_time()
+            dm.receive_offer(msg)
             self.cpu["demand"] += time.process_time() - t0
             return []
         if isinstance(msg, ComparisonAnswer):

@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from privmeter.crypto import _numtheory as nt
-from privmeter.crypto.dgk import DGKPublicKey
+from privmeter.crypto.elgamal import Group
 from privmeter.crypto.keyagreement import AgreementKey, sign_advert, verify_advert
 from privmeter.crypto.paillier import EncryptedNumber, PaillierPublicKey
 from privmeter.crypto.signing import SigningKey, VerifyKey
@@ -249,7 +249,7 @@ class MeterAgent:
         *,
         group: str,
         group_keys: Mapping[str, VerifyKey],
-        dgk_key: DGKPublicKey | None = None,
+        comparison_group: Group | None = None,
         min_survivors: int = 5,
         encryptor: MeterEncryptor | None = None,
         rng: nt.RandomSource = nt.SYSTEM_RNG,
@@ -258,7 +258,8 @@ class MeterAgent:
     ) -> None:
         """``ledger``: where the meter keeps its privacy ledgers (roster record,
         comparison budget) across restarts (:mod:`privmeter.parties.meter_state`);
-        None keeps them in memory only."""
+        None keeps them in memory only.  ``comparison_group``: the group of the
+        meter's own one-use comparison keys; None runs no demand management."""
         if mode not in ("star", "ring"):
             raise ValueError(f"mode must be 'star' or 'ring', got {mode!r}")
         self.mode = mode
@@ -280,9 +281,10 @@ class MeterAgent:
         self.ring: RingMeter | None = None
         self._ring_key: tuple[AgreementKey, KeyAdvert] | None = None
         self.demand: MeterDemandAgent | None = None
-        if dgk_key is not None:
+        if comparison_group is not None:
             self.demand = MeterDemandAgent.from_plan(
-                plan, meter_id, group, signing_key, headend_key, dgk_key, roster=self.group_keys)
+                plan, meter_id, group, signing_key, headend_key, roster=self.group_keys,
+                key_group=comparison_group.name, allow_insecure_group=comparison_group.insecure)
         if ledger is not None:
             attach(ledger, meter_id, self.membership,
                    self.demand.budget if self.demand is not None else None)
@@ -346,13 +348,16 @@ class MeterAgent:
 
     # -- dispatch ------------------------------------------------------------------------
     def handle(self, msg: Any, *, now: int | None = None) -> list[Any]:
-        """Handle one head-end message; returns the messages to send back."""
+        """Handle one head-end message; returns the messages to send back.
+
+        ``now`` is the meter's own clock (unix seconds), passed in by its
+        caller; it is never taken from a message (a ``sys.tick``'s time is
+        ignored), so a head-end cannot move the meter's time.
+        """
         if now is not None:
             self.now = now
         if isinstance(msg, IntervalStart):
             t = msg.announcement.interval
-            if now is None:
-                self.now = max(self.now, (t + 1) * self.interval_seconds)
             if self.agg is None:
                 raise UnexpectedMessage("interval start before any epoch")
             fresh = self.records_upto(t)
@@ -396,8 +401,7 @@ class MeterAgent:
                 raise UnexpectedMessage("bundle before any epoch")
             self.agg.handle_bundle(msg)
             return []
-        if isinstance(msg, Tick):  # also the head-end's "anything unacknowledged?" poll
-            self.now = max(self.now, msg.now)
+        if isinstance(msg, Tick):  # the head-end's "anything unacknowledged?" poll; its time is not ours
             return self.resend()
         if isinstance(msg, FeedPublished):
             self.feeds.append(msg.feed_json)
@@ -436,7 +440,6 @@ class MeterAgent:
         if self.ring is None:
             raise UnexpectedMessage("ring message before the ring was set up")
         t = msg.round
-        self.now = max(self.now, (t + 1) * self.interval_seconds)
         fresh = self.records_upto(t)
         old = self.resend(exclude={r.slot for r in fresh})
         wh = self.load.energy_wh(t) or 0
@@ -447,16 +450,17 @@ class MeterAgent:
         if self.demand is None:
             raise UnexpectedMessage("this meter runs no demand management")
         now = self.now
-        if isinstance(msg, DemandEvent):
-            return [self.demand.receive_event(msg, now=now)]
+        if isinstance(msg, DemandEvent):  # the reading compared: the meter's last, of its own interval
+            last = max(self.local_readings) if self.local_readings else None
+            reading_w = None if last is None else self.local_readings[last] * 3600 // self.interval_seconds
+            offer, echo = self.demand.receive_event(msg, reading_interval=last, reading_w=reading_w, now=now,
+                                                    rng=self.rng)
+            return [offer, echo]
         if isinstance(msg, EchoBundle):
             self.demand.receive_echoes(msg, now=now)
             return []
         if isinstance(msg, ComparisonQuery):
-            last = max(self.local_readings) if self.local_readings else None
-            wh = self.local_readings.get(last, 0) if last is not None else 0
-            reading_w = wh * 3600 // self.interval_seconds
-            return [self.demand.receive_query(msg, reading_w=reading_w, now=now, rng=self.rng)]
+            return [self.demand.receive_query(msg, now=now)]
         ins = self.demand.receive_directive(msg, now=now)
         self.directives.append(ins)
         per = max(1, ins.duration_minutes * 60 // self.interval_seconds)

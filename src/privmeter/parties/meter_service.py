@@ -40,7 +40,7 @@ from privmeter.errors import TransportError
 from privmeter.net.channel import ErrorMessage
 from privmeter.net.transport import Connection, Welcome, connect
 from privmeter.parties.household import HouseholdAgent
-from privmeter.parties.messages import Bye, FeedPublished, Hello, SettleRequest
+from privmeter.parties.messages import Bye, FeedPublished, Hello, SettleRequest, Tick
 from privmeter.parties.meter import MeterAgent, SourceReadings
 from privmeter.protocol.aggregation_messages import IntervalStart
 from privmeter.protocol.codec import encode
@@ -78,6 +78,21 @@ class MeterFleet:
         self.done = asyncio.Event()
         self.errors: dict[str, int] = {}
         self.via = via or {}  # tree: meter -> (concentrator port, its key, its id)
+        self.now = 0  # simulated time (see _sim_now)
+
+    def _sim_now(self, msg: Any, t: int | None) -> int:
+        """The simulated world's clock, as this fleet process sees the schedule advance.
+
+        Simulation only: ``privmeter simulate`` runs the world faster than real
+        time, so the fleet has no wall clock of its own to follow.  Privacy does
+        not rest on it: a meter's comparison budget is keyed on its readings'
+        own intervals (protocol/demand.py), never on this time.
+        """
+        if t is not None:
+            self.now = max(self.now, (t + 1) * next(iter(self.meters.values())).interval_seconds)
+        elif isinstance(msg, Tick):
+            self.now = max(self.now, msg.now)
+        return self.now
 
     def _handler(self, mid: str) -> Any:
         meter, home = self.meters[mid], self.households[mid]
@@ -103,7 +118,7 @@ class MeterFleet:
             else:
                 if isinstance(msg, FeedPublished):
                     home.handle(msg)
-                out = meter.handle(msg)
+                out = meter.handle(msg, now=self._sim_now(msg, t))
             for m in out:
                 self.bytes_up[mid] += len(encode(m))
             return list(out)

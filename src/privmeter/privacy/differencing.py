@@ -239,12 +239,12 @@ def probing_attack(
     answered = refused = 0
     estimates = np.empty(len(power_w), dtype=np.float64)
     for t, x in enumerate(power_w.tolist()):
-        now = start_unix + t * interval_seconds
+        reading = start_unix // interval_seconds + t  # the budget is keyed on the reading's interval
         x = min(max(int(x), 0), top - 1)
         while hi - lo > 1:
             mid = (lo + hi) // 2
             try:
-                cb.charge(now)
+                cb.charge(reading)
             except BudgetExceeded:
                 refused += 1
                 break

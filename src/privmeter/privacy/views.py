@@ -266,9 +266,8 @@ def answer_comparisons(
         for d in range(pop.days):
             for s in probe.slots:
                 t = d * per_day + s
-                now = pop.start_unix + t * AGG_INTERVAL_S
-                try:
-                    budget.charge(now)
+                try:  # the budget is keyed on the compared reading's interval
+                    budget.charge(pop.start_unix // AGG_INTERVAL_S + t)
                 except BudgetExceeded:
                     refused[i, d] += 1
                     continue

@@ -1,79 +1,76 @@
-"""DGK secure comparison (with Veugen's corrections), utility and meter sides, sans-IO.
+"""Secure comparison ``[x >= T]`` with the key on the meter's side (sans-IO).
 
-What it is for: the utility holds a DGK key and a private threshold ``T``;
-a meter holds its reading ``x``.  The utility learns the single bit
-``[x >= T]``; the meter learns nothing about ``T`` (it sees only DGK
-ciphertexts under the utility's key).
+What it is for: the utility learns whether a meter's reading ``x`` is at
+least its private threshold ``T``, and **nothing the utility sends can make
+the meter reveal more than that one bit** (issue 12, attack 2: a utility
+that owned the comparison key could read whole readings with a malformed
+key or broadcast).  So the roles of DGK/Veugen are swapped (the Erkin et al.
+/ Veugen setting where the party with the private input holds the key), and
+the key is used once:
 
-Protocol (one broadcast per event, one reply per meter)
--------------------------------------------------------
-Values are signed ints of ``bits`` bits, mapped to ``[0, 2**bits)`` by the
-offset ``2**(bits-1)`` (so negative readings -- export -- compare
-correctly).  They are written in ``D = ceil(bits / log2(radix))`` digits
-base ``radix`` (2, 4, 8 or 16), least significant first.
+1. Meter, per comparison (:class:`MeterComparison`): draws a fresh
+   :class:`~privmeter.crypto.elgamal.OneUseKey` from its own randomness and
+   sends (:class:`ComparisonOffer`) the one-hot encryptions
+   ``E([a_i = d])`` of every digit ``a_i`` of its (offset, clamped) reading
+   for every ``d = 0 .. radix-1``.
+2. Utility (:class:`UtilityComparison`), knowing ``T``, picks a secret
+   uniform sign ``s`` and computes for every digit ``i``, with ``t`` the
+   digits of ``T`` (``s = 0``) or of ``T - 1`` (``s = 1``)::
 
-1. Utility -> all meters, once per event (:class:`EncryptedThreshold`):
-   for each digit ``i`` of ``T`` and each ``d = 1 .. radix-1``,
-   ``E([t_i = d])`` (one-hot; ``[t_i = 0]`` is implied).  With
-   ``radix = 2`` this is exactly DGK's ``E(t_i)`` for the bits of ``T``.
-2. Meter, knowing its digits ``a_i``, computes homomorphically for every
-   digit ``i``::
+       s = 0:  c_i = sum_{d >= t_i} [a_i = d] + sum_{j > i} [a_j != t_j]
+       s = 1:  c_i = sum_{d <= t_i} [a_i = d] + sum_{j > i} [a_j != t_j]
 
-       c_i = 1 - [t_i > a_i] + sum_{j > i} [t_j != a_j]
+   (linear in the one-hot encryptions: products of ciphertexts, no
+   inversion).  ``c_i = 0`` iff digits above ``i`` agree and ``a_i < t_i``
+   (``s = 0``) or ``a_i > t_i`` (``s = 1``): a zero exists iff ``x < T``
+   (``s = 0``) or ``x > T - 1``, i.e. ``x >= T`` (``s = 1``).  It blinds
+   each ``c_i`` as ``c_i**r_i * E(0)`` (``r_i`` non-zero, fresh randomness
+   under the meter's key), shuffles, and sends the ``D`` values
+   (:class:`ComparisonChallenge`).
+3. Meter: checks the challenge names its offer and has exactly ``D`` subgroup
+   elements, zero-tests **all** of them, erases the key, and releases one
+   bit ``z`` = "some value is zero".  Utility: ``[x >= T] = z`` if ``s = 1``
+   else ``not z``.
 
-   (``[t_i > a_i] = sum_{d > a_i} [t_i = d]`` and ``[t_j != a_j]`` are
-   linear in the one-hot encryptions because the meter knows ``a``).  For
-   ``radix = 2`` this is DGK's ``c_i = x_i - t_i + 1 + sum_{j>i} x_j XOR
-   t_j`` up to a non-zero value at positions where ``x_i = 1``.  It blinds
-   each ``c_i`` as ``c_i**r_i * h**rho_i`` with ``r_i`` uniform in
-   ``[1, u-1]`` and fresh ``rho_i`` of the key's ``rand_bits``, shuffles
-   the ``D`` values and returns them (:class:`ComparisonReply`).
-3. Utility zero-tests the values; a zero exists iff ``x < T``.
+Correctness: every term is non-negative and at most ``D + 1`` (far below
+the group order ``q``), so nothing wraps; exactly one zero when the
+condition holds (at the first differing digit), none otherwise, including
+``x = T`` (tested on every edge and by hypothesis for all radices).
 
-Correctness: every term is non-negative except ``-[t_i > a_i]``, so
-``c_i = 0`` iff all more significant digits are equal and ``t_i > a_i``,
-i.e. iff ``i`` is the first digit where ``x`` and ``T`` differ and
-``x < T``.  Hence exactly one zero when ``x < T`` and none when ``x >= T``
-(including ``x = T``, the case Veugen (2012) showed the original protocol
-gets wrong when the output bit is secret-shared with a random sign ``s``;
-here the key holder learns the result, ``s = +1`` is fixed and there is no
-spurious zero: the largest value is ``D <= bits < u``, so nothing wraps
-modulo ``u``).
+The bound (whatever the utility sends): per :class:`MeterComparison` the
+meter outputs exactly one bit, once; before that the utility holds only
+semantically secure encryptions under a key it never sees (DDH), and after
+it the key is erased, so old ciphertexts cannot be zero-tested again and
+ciphertexts under one key say nothing under another.  Malformed challenges
+(wrong count, wrong offer digest, values outside the subgroup) are refused
+with a specific error *before* any secret is used, so a refusal depends
+only on public data.  The meter tests every value (no early exit), so the
+position of a zero is not in its timing either (bignum arithmetic itself is
+not constant-time: a residual we accept for a network peer).
 
-What the utility learns: the multiset of ``D`` blinded values.  Non-zero
-``c_i`` become uniform on ``Z*_u`` (``r_i`` uniform, ``u`` prime) and the
-``h**rho`` factor makes each ciphertext a fresh encryption of that value,
-so the ciphertexts carry nothing but the plaintext.  The only zero sits at
-the first differing digit; shuffling makes its position uniform, so
-stopping the zero tests at the first zero (early exit) reveals nothing more
-than the bit itself.
+What the meter learns: ``z = [x < T] xor s`` with ``s`` uniform and secret:
+nothing about ``T``; non-zero values are ``g**(m r)`` with a fresh ``r``, and
+the extra ``E(0)`` hides which ciphertexts were combined (DDH).  This is the
+utility's side of the bargain and assumes the meter's group is a named safe
+prime group (the utility refuses others).
 
-What the meter learns: nothing (semantic security of DGK).  It does *not*
-learn the result either; it later learns whether it received a directive.
-
-Not defended here (see ``docs/demand-management.md``): a malicious utility
-may broadcast encryptions that are not one-hot digits.  Then several
-``c_i`` may vanish and the count of zeros can leak up to ``log2(D+1)`` bits
-per comparison instead of one; the meter's budget
-(:mod:`privmeter.protocol.demand`) still bounds the number of comparisons.
-
-Cost: utility ``<= D`` zero tests (``c mod p`` to the 256-bit ``v_p``);
-meter ``D`` short re-randomisations plus one batched inversion.
+Cost (measured by ``privmeter bench comparison``): meter ``radix * D``
+encryptions (fixed-base, no per-key table) plus ``D`` exponentiations;
+utility ``D`` blindings (three exponentiations each); bytes
+``2 radix D + 2 D`` group elements.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from privmeter.crypto import _numtheory as nt
-from privmeter.crypto.dgk import DGKPrivateKey, DGKPublicKey
+from privmeter.crypto.elgamal import Group, OneUseKey, get_group
 from privmeter.errors import (
     InvalidCiphertext,
-    KeyMismatch,
-    LocalProtocolError,
+    InvalidKey,
     MalformedMessage,
     PlaintextOverflow,
     UnexpectedMessage,
@@ -84,24 +81,22 @@ __all__ = [
     "DEFAULT_BITS",
     "DEFAULT_RADIX",
     "RADICES",
-    "ComparisonReply",
-    "EncryptedThreshold",
-    "PreparedThreshold",
+    "ComparisonChallenge",
+    "ComparisonOffer",
+    "MeterComparison",
     "SessionState",
     "UtilityComparison",
     "clamp_value",
     "digits_of",
-    "encrypt_threshold",
-    "meter_reply",
     "num_digits",
     "offset_value",
-    "prepare_threshold",
 ]
 
 DEFAULT_BITS = 24  # readings in W up to +-8.3 MW: any household or feeder
-DEFAULT_RADIX = 4  # halves the utility's zero tests against radix 2 (see docs)
+DEFAULT_RADIX = 4  # same offer size as radix 2 (radix * D = 48 at 24 bits), half the blindings and tests
 RADICES = (2, 4, 8, 16)
 MIN_BITS, MAX_BITS = 2, 64
+MIN_GROUP_BITS = 2048  # the utility refuses smaller groups unless told otherwise (tests)
 _LOG2 = {2: 1, 4: 2, 8: 3, 16: 4}
 
 
@@ -126,9 +121,8 @@ def clamp_value(x: int, bits: int) -> int:
     """Clamp a reading into the signed ``bits``-bit range.
 
     Clamping preserves ``[x >= T]`` for every threshold the utility may use
-    (``-2**(bits-1) < T < 2**(bits-1)``, see :func:`encrypt_threshold`), so
-    a meter can always answer: a reading beyond the range compares like the
-    range's end.
+    (``-2**(bits-1) < T < 2**(bits-1)``), so a meter can always answer: a
+    reading beyond the range compares like the range's end.
     """
     half = 1 << (bits - 1)
     return min(max(x, -half), half - 1)
@@ -145,249 +139,206 @@ def digits_of(v: int, radix: int, count: int) -> list[int]:
     return out
 
 
+def _check_shape(bits: int, radix: int) -> int:
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"bits must be in [{MIN_BITS}, {MAX_BITS}], got {bits!r}")
+    if radix not in RADICES:
+        raise ValueError(f"radix must be one of {RADICES}, got {radix!r}")
+    return num_digits(bits, radix)
+
+
+def _ints(values: tuple[int, ...], what: str) -> None:
+    for v in values:
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ValueError(f"{what} must be positive ints")
+
+
 # -- messages --------------------------------------------------------------------
 
-@message("cmp.threshold")
+@message("cmp.offer")
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EncryptedThreshold:
-    """The utility's encrypted threshold digits, broadcast once per event.
+class ComparisonOffer:
+    """The meter's one-use public key and the one-hot encryptions of its digits.
 
-    ``digits[i][d-1] = E([t_i = d])`` for ``d = 1 .. radix-1``, digit ``i``
-    least significant first, under the DGK key named by ``key_id``.
+    ``values`` is flat: for digit ``i`` (least significant first) and
+    ``d = 0 .. radix-1``, the pair ``(a, b)`` of ``E([a_i = d])`` at
+    ``values[2 (i radix + d)]``, ``values[2 (i radix + d) + 1]``.
     """
 
-    key_id: bytes
+    group: str
+    public: int
     bits: int
     radix: int
-    digits: tuple[tuple[int, ...], ...]
-
-    def __post_init__(self) -> None:
-        if len(self.key_id) != 16:
-            raise ValueError("key_id must be 16 bytes")
-        if not MIN_BITS <= self.bits <= MAX_BITS:
-            raise ValueError(f"bits must be in [{MIN_BITS}, {MAX_BITS}], got {self.bits!r}")
-        if self.radix not in RADICES:
-            raise ValueError(f"radix must be one of {RADICES}, got {self.radix!r}")
-        if len(self.digits) != num_digits(self.bits, self.radix):
-            raise ValueError(f"expected {num_digits(self.bits, self.radix)} digits, got {len(self.digits)}")
-        for row in self.digits:
-            if len(row) != self.radix - 1:
-                raise ValueError(f"each digit needs {self.radix - 1} ciphertexts, got {len(row)}")
-            for c in row:
-                if c <= 0:
-                    raise ValueError("ciphertexts must be positive")
-
-    def digest(self) -> bytes:
-        """SHA-256 of the canonical encoding: what meters compare across a group."""
-        return hashlib.sha256(b"privmeter.cmp.threshold/1" + encode(self)).digest()
-
-
-@message("cmp.reply")
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ComparisonReply:
-    """The meter's shuffled, blinded ``c_i`` values for one broadcast."""
-
-    key_id: bytes
-    threshold_digest: bytes
     values: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if len(self.key_id) != 16:
-            raise ValueError("key_id must be 16 bytes")
-        if len(self.threshold_digest) != 32:
-            raise ValueError("threshold_digest must be 32 bytes")
-        if not 1 <= len(self.values) <= MAX_BITS:
-            raise ValueError(f"1-{MAX_BITS} values expected, got {len(self.values)}")
+        d = _check_shape(self.bits, self.radix)
+        if not self.group or len(self.group) > 32:
+            raise ValueError("group must be a short name")
+        if len(self.values) != 2 * self.radix * d:
+            raise ValueError(f"expected {2 * self.radix * d} values, got {len(self.values)}")
+        _ints((self.public, *self.values), "offer values")
+
+    def digest(self) -> bytes:
+        return hashlib.sha256(b"privmeter.cmp.offer/1" + encode(self)).digest()
 
 
-# -- utility side ------------------------------------------------------------------
+@message("cmp.challenge")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ComparisonChallenge:
+    """The utility's blinded, shuffled ``c_i`` for one offer: ``D`` pairs, flat."""
 
-def encrypt_threshold(
-    pk: DGKPublicKey,
-    threshold: int,
-    *,
-    bits: int = DEFAULT_BITS,
-    radix: int = DEFAULT_RADIX,
-    rng: nt.RandomSource = nt.SYSTEM_RNG,
-) -> EncryptedThreshold:
-    """Encrypt the one-hot digits of the signed ``threshold`` (utility, once per event).
+    offer_digest: bytes
+    values: tuple[int, ...]
 
-    ``threshold`` must satisfy ``-2**(bits-1) < T < 2**(bits-1)`` (the lowest
-    value is excluded so that clamped meter readings compare correctly).
-    """
-    if threshold == -(1 << (bits - 1)):
-        raise PlaintextOverflow("the threshold must be above the lowest representable value")
-    if bits > pk.max_bits:
-        raise LocalProtocolError(f"key supports at most {pk.max_bits}-bit comparisons, asked {bits}")
-    d = num_digits(bits, radix)
-    tdig = digits_of(offset_value(threshold, bits), radix, d)
-    rows = tuple(
-        tuple(pk.encrypt(1 if t == dv else 0, rng=rng) for dv in range(1, radix))
-        for t in tdig
-    )
-    return EncryptedThreshold(key_id=pk.key_id, bits=bits, radix=radix, digits=rows)
+    def __post_init__(self) -> None:
+        if len(self.offer_digest) != 32:
+            raise ValueError("offer_digest must be 32 bytes")
+        if not 2 <= len(self.values) <= 2 * MAX_BITS or len(self.values) % 2:
+            raise ValueError(f"2-{2 * MAX_BITS} values (pairs) expected, got {len(self.values)}")
+        _ints(self.values, "challenge values")
+
+    def digest(self) -> bytes:
+        return hashlib.sha256(b"privmeter.cmp.challenge/1" + encode(self)).digest()
 
 
 class SessionState(enum.Enum):
-    AWAITING_REPLY = "awaiting-reply"
+    OFFERED = "offered"
     DONE = "done"
-
-
-class UtilityComparison:
-    """One comparison with one meter, utility side.
-
-    ``receive(reply)`` validates (key id, broadcast digest, count, every
-    ciphertext) before any zero test; a bad reply raises and leaves the
-    session waiting.  A second reply after the result is
-    :class:`~privmeter.errors.UnexpectedMessage`.
-    """
-
-    __slots__ = ("digest", "n_values", "result", "sk", "state")
-
-    def __init__(self, sk: DGKPrivateKey, threshold: EncryptedThreshold) -> None:
-        if threshold.key_id != sk.public_key.key_id:
-            raise LocalProtocolError("broadcast made under another DGK key")
-        self.sk = sk
-        self.digest = threshold.digest()
-        self.n_values = len(threshold.digits)
-        self.state = SessionState.AWAITING_REPLY
-        self.result: bool | None = None
-
-    def receive(self, reply: ComparisonReply) -> bool:
-        """Return ``[x >= T]`` for this meter."""
-        if self.state is not SessionState.AWAITING_REPLY:
-            raise UnexpectedMessage("comparison already answered")
-        self.result = evaluate_reply(self.sk, reply, self.digest, self.n_values)
-        self.state = SessionState.DONE
-        return self.result
-
-
-def evaluate_reply(sk: DGKPrivateKey, reply: ComparisonReply, digest: bytes, n_values: int) -> bool:
-    """Validate a reply and return ``[x >= T]`` (no zero among the values)."""
-    if not isinstance(reply, ComparisonReply):
-        raise MalformedMessage(f"expected ComparisonReply, got {type(reply).__name__}")
-    if reply.key_id != sk.public_key.key_id:
-        raise KeyMismatch("reply made under another DGK key")
-    if reply.threshold_digest != digest:
-        raise UnexpectedMessage("reply answers another threshold broadcast")
-    if len(reply.values) != n_values:
-        raise MalformedMessage(f"expected {n_values} values, got {len(reply.values)}")
-    vals = [sk.validate_value(c) for c in reply.values]
-    if len(set(vals)) != len(vals):
-        raise InvalidCiphertext("repeated ciphertext in a comparison reply")
-    for c in vals:  # early exit: the zero's position is uniform (shuffled)
-        if sk.raw_is_zero(c):
-            return False
-    return True
 
 
 # -- meter side ----------------------------------------------------------------------
 
-class PreparedThreshold:
-    """A validated broadcast on the meter: ciphertexts checked once, reused per reply."""
+class MeterComparison:
+    """One comparison, meter side: a fresh key, the offer, then one bit.
 
-    __slots__ = ("bits", "digest", "ndig", "pk", "radix", "rows")
+    ``answer(challenge)`` validates (offer digest, count, every element in the
+    subgroup) before touching the key; a bad challenge raises and leaves the
+    session waiting.  After one answer the key is erased and a second
+    challenge is :class:`~privmeter.errors.UnexpectedMessage`.
+    """
 
-    def __init__(self, pk: DGKPublicKey, msg: EncryptedThreshold) -> None:
-        if msg.key_id != pk.key_id:
-            raise KeyMismatch("threshold broadcast under another DGK key")
-        if msg.bits > pk.max_bits:
-            raise MalformedMessage(f"{msg.bits}-bit comparison exceeds the key's {pk.max_bits}")
-        seen: set[int] = set()
-        n = nt.mpz(pk.n)
-        prod = nt.mpz(1)
-        for row in msg.digits:
-            for c in row:
-                if not isinstance(c, int) or isinstance(c, bool) or not 0 < c < pk.n:
-                    raise InvalidCiphertext("DGK ciphertext outside (0, n)")
-                if c in seen:
-                    raise InvalidCiphertext("repeated ciphertext in a threshold broadcast")
-                seen.add(c)
-                prod = prod * c % n
-        # all are units iff their product is: one gcd instead of one per ciphertext
-        if nt.gcd(int(prod), pk.n) != 1:
-            raise InvalidCiphertext("a DGK ciphertext in the broadcast is not a unit of Z*_n")
-        self.pk = pk
-        self.bits = msg.bits
-        self.radix = msg.radix
-        self.ndig = len(msg.digits)
-        self.rows = [[nt.mpz(c) for c in row] for row in msg.digits]
-        self.digest = msg.digest()
+    __slots__ = ("_key", "digest", "ndig", "offer", "state")
 
+    def __init__(self, group: Group, x: int, *, bits: int = DEFAULT_BITS, radix: int = DEFAULT_RADIX,
+                 rng: nt.RandomSource = nt.SYSTEM_RNG) -> None:
+        self.ndig = _check_shape(bits, radix)
+        a = digits_of(offset_value(clamp_value(x, bits), bits), radix, self.ndig)
+        key = OneUseKey(group, rng=rng)
+        vals: list[int] = []
+        for ai in a:
+            for d in range(radix):
+                vals.extend(key.encrypt(1 if d == ai else 0, rng=rng))
+        self._key = key
+        self.offer = ComparisonOffer(group=group.name, public=key.y, bits=bits, radix=radix, values=tuple(vals))
+        self.digest = self.offer.digest()
+        self.state = SessionState.OFFERED
 
-def prepare_threshold(pk: DGKPublicKey, msg: EncryptedThreshold) -> PreparedThreshold:
-    """Validate a broadcast (key id, shape, every ciphertext a unit of Z_n)."""
-    return PreparedThreshold(pk, msg)
+    def check(self, ch: ComparisonChallenge) -> list[tuple[int, int]]:
+        """Public checks only (no secret involved): raises, or returns the pairs."""
+        if self.state is not SessionState.OFFERED:
+            raise UnexpectedMessage("comparison already answered")
+        if not isinstance(ch, ComparisonChallenge):
+            raise MalformedMessage(f"expected ComparisonChallenge, got {type(ch).__name__}")
+        if ch.offer_digest != self.digest:
+            raise UnexpectedMessage("challenge answers another offer")
+        if len(ch.values) != 2 * self.ndig:
+            raise MalformedMessage(f"expected {self.ndig} pairs, got {len(ch.values) // 2}")
+        grp = self._key.group
+        for v in ch.values:
+            grp.check_element(v)
+        return [(ch.values[k], ch.values[k + 1]) for k in range(0, len(ch.values), 2)]
 
-
-def _batch_invert(vals: Sequence[nt.mpz], n: int) -> list[nt.mpz]:
-    """Montgomery's trick: all inverses for one modular inversion."""
-    m = nt.mpz(n)
-    prefix = []
-    acc = nt.mpz(1)
-    for v in vals:
-        acc = acc * v % m
-        prefix.append(acc)
-    inv = nt.mpz(nt.invert(int(acc), n))
-    out = [nt.mpz(0)] * len(vals)
-    for i in range(len(vals) - 1, 0, -1):
-        out[i] = inv * prefix[i - 1] % m
-        inv = inv * vals[i] % m
-    if vals:
-        out[0] = inv
-    return out
+    def answer(self, ch: ComparisonChallenge) -> bool:
+        """The one bit: whether any value of the challenge encrypts zero (then the key is erased)."""
+        pairs = self.check(ch)
+        self.state = SessionState.DONE
+        return any(self._key.zero_tests(pairs))
 
 
-def meter_reply(
-    prepared: PreparedThreshold, x: int, *, rng: nt.RandomSource = nt.SYSTEM_RNG
-) -> ComparisonReply:
-    """The meter's answer for its reading ``x`` (clamped into the signed range)."""
-    pk = prepared.pk
-    n = nt.mpz(pk.n)
-    radix, ndig, rows = prepared.radix, prepared.ndig, prepared.rows
-    a = digits_of(offset_value(clamp_value(x, prepared.bits), prepared.bits), radix, ndig)
-    g = pk.g_pows()[1]
-    one = nt.mpz(1)
-    # gt_i = E([t_i > a_i]); eq_i = E([t_i = a_i]) for a_i >= 1 (for a_i = 0 use the sum)
-    gts: list[nt.mpz] = []
-    to_invert: list[nt.mpz] = []
-    for i in range(ndig):
-        row, ai = rows[i], a[i]
-        acc = one
-        for d in range(ai + 1, radix):
-            acc = acc * row[d - 1] % n
-        gts.append(acc)
-        to_invert.append(acc)
-        if ai:
-            to_invert.append(row[ai - 1])
-    invs = _batch_invert(to_invert, pk.n)
-    # neq_i = E([t_i != a_i]) = E(1) / E([t_i = a_i]), or the sum of the row when a_i = 0
-    inv_gt: list[nt.mpz] = []
-    neq: list[nt.mpz] = []
-    k = 0
-    for i in range(ndig):
-        inv_gt.append(invs[k])
-        k += 1
-        if a[i]:
-            neq.append(g * invs[k] % n)
-            k += 1
-        else:
-            acc = one
-            for c in rows[i]:
-                acc = acc * c % n
-            neq.append(acc)
-    # c_i = E(1) * E(-gt_i) * prod_{j > i} neq_j, then blind and re-randomise
-    table = pk.h_table()
-    u = pk.u
-    out: list[int] = []
-    suffix = one
+# -- utility side ----------------------------------------------------------------------
+
+def check_offer(offer: ComparisonOffer, *, bits: int, radix: int, min_group_bits: int = MIN_GROUP_BITS,
+                allow_insecure: bool = False) -> Group:
+    """Validate a meter's offer (group, shape, every element); returns its group."""
+    if not isinstance(offer, ComparisonOffer):
+        raise MalformedMessage(f"expected ComparisonOffer, got {type(offer).__name__}")
+    grp = get_group(offer.group, allow_insecure=allow_insecure)
+    if grp.bits < min_group_bits and not allow_insecure:
+        raise InvalidKey(f"comparison group of {grp.bits} bits; at least {min_group_bits} required")
+    if (offer.bits, offer.radix) != (bits, radix):
+        raise MalformedMessage(f"offer for {offer.bits} bits radix {offer.radix}, event asks {bits}/{radix}")
+    grp.check_element(offer.public)
+    if offer.public == 1:
+        raise InvalidCiphertext("trivial public key")
+    for v in offer.values:
+        grp.check_element(v)
+    return grp
+
+
+class UtilityComparison:
+    """One comparison with one meter, utility side: builds the challenge, reads the bit."""
+
+    __slots__ = ("challenge", "result", "sign", "state")
+
+    def __init__(self, offer: ComparisonOffer, threshold: int, *, bits: int = DEFAULT_BITS,
+                 radix: int = DEFAULT_RADIX, min_group_bits: int = MIN_GROUP_BITS, allow_insecure: bool = False,
+                 rng: nt.RandomSource = nt.SYSTEM_RNG) -> None:
+        half = 1 << (bits - 1)
+        if not -half < threshold < half:
+            raise PlaintextOverflow(f"threshold {threshold!r} outside (-2**{bits - 1}, 2**{bits - 1})")
+        grp = check_offer(offer, bits=bits, radix=radix, min_group_bits=min_group_bits,
+                          allow_insecure=allow_insecure)
+        self.sign = rng.getrandbits(1)
+        ndig = num_digits(bits, radix)
+        t = digits_of(offset_value(threshold, bits) - self.sign, radix, ndig)
+        self.challenge = ComparisonChallenge(
+            offer_digest=offer.digest(), values=_blinded_values(grp, offer, t, self.sign, rng))
+        self.state = SessionState.OFFERED
+        self.result: bool | None = None
+
+    def receive(self, zero_found: bool) -> bool:
+        """The meter's bit -> ``[x >= T]``."""
+        if self.state is not SessionState.OFFERED:
+            raise UnexpectedMessage("comparison already answered")
+        if not isinstance(zero_found, bool):
+            raise MalformedMessage("the meter's answer must be a bool")
+        self.result = zero_found if self.sign else not zero_found
+        self.state = SessionState.DONE
+        return self.result
+
+
+def _blinded_values(grp: Group, offer: ComparisonOffer, t: list[int], sign: int,
+                    rng: nt.RandomSource) -> tuple[int, ...]:
+    p = nt.mpz(grp.p)
+    radix, vals = offer.radix, offer.values
+    ndig = len(t)
+
+    def enc(i: int, d: int) -> tuple[nt.mpz, nt.mpz]:
+        k = 2 * (i * radix + d)
+        return nt.mpz(vals[k]), nt.mpz(vals[k + 1])
+
+    def total(pairs: list[tuple[nt.mpz, nt.mpz]]) -> tuple[nt.mpz, nt.mpz]:
+        a, b = nt.mpz(1), nt.mpz(1)
+        for x, y in pairs:
+            a, b = a * x % p, b * y % p
+        return a, b
+
+    out: list[tuple[int, int]] = []
+    sa, sb = nt.mpz(1), nt.mpz(1)  # sum_{j > i} [a_j != t_j]
+    y = grp.check_element(offer.public)
     for i in range(ndig - 1, -1, -1):
-        ci = g * inv_gt[i] % n * suffix % n
-        suffix = suffix * neq[i] % n
-        r = 1 + nt.random_below(u - 1, rng)
-        blinded = nt.powmod_mpz(ci, r, pk.n) * table.pow(rng.getrandbits(pk.rand_bits)) % n
-        out.append(int(blinded))
+        ds = range(t[i], radix) if sign == 0 else range(t[i] + 1)
+        la, lb = total([enc(i, d) for d in ds])
+        ca, cb = la * sa % p, lb * sb % p
+        na, nb = total([enc(i, d) for d in range(radix) if d != t[i]])
+        sa, sb = sa * na % p, sb * nb % p
+        r = grp.random_exponent(rng)
+        rho = grp.random_exponent(rng)
+        a = nt.powmod_mpz(ca, r, grp.p) * grp.g_pow(rho) % p
+        b = nt.powmod_mpz(cb, r, grp.p) * nt.powmod_mpz(y, rho, grp.p) % p
+        out.append((int(a), int(b)))
     for i in range(len(out) - 1, 0, -1):  # Fisher-Yates with the caller's rng
         j = nt.random_below(i + 1, rng)
         out[i], out[j] = out[j], out[i]
-    return ComparisonReply(key_id=pk.key_id, threshold_digest=prepared.digest, values=tuple(out))
+    return tuple(v for pair in out for v in pair)

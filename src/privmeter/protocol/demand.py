@@ -64,14 +64,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from privmeter.crypto import _numtheory as nt
-from privmeter.crypto.dgk import DGKPrivateKey, DGKPublicKey
+from privmeter.crypto.elgamal import DEFAULT_GROUP, get_group
 from privmeter.crypto.paillier import PaillierPublicKey
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import (
     BudgetExceeded,
     LocalProtocolError,
     MalformedMessage,
+    NoFreshReading,
     PolicyError,
+    PrivmeterError,
     ReplayedMessage,
     StaleMessage,
     ThresholdEquivocation,
@@ -83,14 +85,15 @@ from privmeter.protocol.codec import check_id, message
 from privmeter.protocol.comparison import (
     DEFAULT_BITS,
     DEFAULT_RADIX,
-    ComparisonReply,
-    EncryptedThreshold,
-    PreparedThreshold,
+    MAX_BITS,
+    MIN_BITS,
+    MIN_GROUP_BITS,
+    RADICES,
+    ComparisonChallenge,
+    ComparisonOffer,
+    MeterComparison,
     UtilityComparison,
     clamp_value,
-    encrypt_threshold,
-    meter_reply,
-    prepare_threshold,
 )
 
 __all__ = [
@@ -105,6 +108,7 @@ __all__ = [
     "EchoBundle",
     "LoadInstruction",
     "MeterDemandAgent",
+    "Offer",
     "choose_threshold",
     "event_adjustments",
     "event_amounts",
@@ -114,14 +118,16 @@ __all__ = [
 
 ACTIONS = ("curtail", "shift", "take_more")  # as in privmeter.grid.curtailment
 SIDES = ("above", "below")
-EVENT_CONTEXT = b"privmeter.dr.event/1"
+EVENT_CONTEXT = b"privmeter.dr.event/2"
 ECHO_CONTEXT = b"privmeter.dr.echo/1"
-QUERY_CONTEXT = b"privmeter.dr.query/1"
-ANSWER_CONTEXT = b"privmeter.dr.answer/1"
+QUERY_CONTEXT = b"privmeter.dr.query/2"
+ANSWER_CONTEXT = b"privmeter.dr.answer/2"
+OFFER_CONTEXT = b"privmeter.dr.offer/1"
 DIRECTIVE_CONTEXT = b"privmeter.dr.directive/1"
 MAX_EVENT_LIFETIME_S = 3600  # an event's messages are accepted at most an hour
 CLOCK_SKEW_S = 30  # tolerated clock difference between head-end and meter
 DAY_S = 86400
+MAX_READING_AGE = 2  # intervals: a meter compares only a reading of its own clock's last two intervals
 
 
 
@@ -145,12 +151,15 @@ class DemandEvent:
     duration_minutes: int
     issued_at: int
     expires_at: int
-    threshold: EncryptedThreshold
+    bits: int
+    radix: int
     signature: bytes
 
     def __post_init__(self) -> None:
         check_id(self.event_id, "event_id")
         check_id(self.group_id, "group_id")
+        if not MIN_BITS <= self.bits <= MAX_BITS or self.radix not in RADICES:
+            raise ValueError(f"bits must be in [{MIN_BITS}, {MAX_BITS}] and radix one of {RADICES}")
         if self.action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, got {self.action!r:.40}")
         if self.side not in SIDES:
@@ -164,7 +173,7 @@ class DemandEvent:
     def signed_payload(self) -> bytes:
         return canonical(
             self.event_id, self.group_id, self.action, self.side, self.start_interval,
-            self.duration_minutes, self.issued_at, self.expires_at, self.threshold.digest(),
+            self.duration_minutes, self.issued_at, self.expires_at, self.bits, self.radix,
         )
 
     def digest(self) -> bytes:
@@ -209,15 +218,42 @@ class EchoBundle:
             raise ValueError("too many echoes")
 
 
+@message("dr.offer")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Offer:
+    """A meter's comparison offer for an event: its one-use key and encrypted digits (meter-signed).
+
+    ``reading_interval`` names the interval whose reading is encrypted: the
+    meter's budget is charged on that interval and its day.
+    """
+
+    event_id: str
+    meter_id: str
+    reading_interval: int
+    offer: ComparisonOffer
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        check_id(self.event_id, "event_id")
+        check_id(self.meter_id, "meter_id")
+        if not 0 <= self.reading_interval < 2**48:
+            raise ValueError("reading_interval out of range")
+        _check_sig(self.signature)
+
+    def signed_payload(self) -> bytes:
+        return canonical(self.event_id, self.meter_id, self.reading_interval, self.offer.digest())
+
+
 @message("dr.query")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ComparisonQuery:
-    """The head-end asks one meter to compare its reading in an event (head-end-signed)."""
+    """The head-end's challenge on one meter's offer (head-end-signed)."""
 
     event_id: str
     meter_id: str
     query_id: int
     issued_at: int
+    challenge: ComparisonChallenge
     signature: bytes
 
     def __post_init__(self) -> None:
@@ -228,18 +264,19 @@ class ComparisonQuery:
         _check_sig(self.signature)
 
     def signed_payload(self) -> bytes:
-        return canonical(self.event_id, self.meter_id, self.query_id, self.issued_at)
+        return canonical(self.event_id, self.meter_id, self.query_id, self.issued_at, self.challenge.digest())
 
 
 @message("dr.answer")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ComparisonAnswer:
-    """A meter's DGK reply to a query (meter-signed)."""
+    """A meter's one bit for a query: whether a value of the challenge was zero (meter-signed)."""
 
     event_id: str
     meter_id: str
     query_id: int
-    reply: ComparisonReply
+    challenge_digest: bytes
+    zero_found: bool
     signature: bytes
 
     def __post_init__(self) -> None:
@@ -247,14 +284,13 @@ class ComparisonAnswer:
         check_id(self.meter_id, "meter_id")
         if not 0 <= self.query_id < 2**63:
             raise ValueError("query_id out of range")
+        if len(self.challenge_digest) != 32 or not isinstance(self.zero_found, bool):
+            raise ValueError("challenge_digest must be 32 bytes and zero_found a bool")
         _check_sig(self.signature)
 
     def signed_payload(self) -> bytes:
-        r = self.reply
-        return canonical(
-            self.event_id, self.meter_id, self.query_id, r.key_id, r.threshold_digest,
-            *[int(v) for v in r.values],
-        )
+        return canonical(self.event_id, self.meter_id, self.query_id, self.challenge_digest,
+                         int(self.zero_found))
 
 
 @message("dr.directive")
@@ -334,28 +370,37 @@ class ComparisonBudget:
             interval_seconds=plan.interval_seconds,
         )
 
-    def _slots(self, now: int) -> tuple[int, int]:
-        return now // self.interval_seconds, now // DAY_S
+    def _slots(self, reading_interval: int) -> tuple[int, int]:
+        return reading_interval, reading_interval * self.interval_seconds // DAY_S
 
-    def check(self, now: int) -> None:
-        """Raise :class:`~privmeter.errors.BudgetExceeded` if one more comparison is over budget."""
-        iv, day = self._slots(now)
+    def check(self, reading_interval: int) -> None:
+        """Raise :class:`~privmeter.errors.BudgetExceeded` if one more comparison of the
+        reading of ``reading_interval`` (or of its day's readings) is over budget."""
+        iv, day = self._slots(reading_interval)
         if self._per_interval.get(iv, 0) >= self.comparisons_per_interval:
             raise BudgetExceeded(
-                f"{self.comparisons_per_interval} comparisons per interval already used", interval=iv
+                f"{self.comparisons_per_interval} comparisons of this reading already used", interval=iv
             )
         if self._per_day.get(day, 0) >= self.comparisons_per_day:
-            raise BudgetExceeded(f"{self.comparisons_per_day} comparisons per day already used", day=day)
+            raise BudgetExceeded(f"{self.comparisons_per_day} comparisons of this day's readings already used",
+                                 day=day)
 
-    def charge(self, now: int) -> None:
-        """Check, then record one comparison."""
-        self.check(now)
-        iv, day = self._slots(now)
+    def charge(self, reading_interval: int) -> None:
+        """Check, then record one comparison of the reading of ``reading_interval``.
+
+        The ledger is keyed on the reading's own interval and day, never on a
+        time a peer sends: no clock, however wrong, gives a reading a second budget.
+        Entries older than the day before are dropped (a reading that old is
+        never compared again: :data:`MAX_READING_AGE`).
+        """
+        self.check(reading_interval)
+        iv, day = self._slots(reading_interval)
         self._per_interval[iv] = self._per_interval.get(iv, 0) + 1
         self._per_day[day] = self._per_day.get(day, 0) + 1
         for d in [d for d in self._per_day if d < day - 1]:
             del self._per_day[d]
-        for i in [i for i in self._per_interval if i < iv - 1]:
+        keep = DAY_S // self.interval_seconds
+        for i in [i for i in self._per_interval if i < iv - keep]:
             del self._per_interval[i]
         if self.on_change is not None:
             self.on_change()
@@ -380,6 +425,7 @@ class ComparisonBudget:
         self._per_day = {k: v for k, v in st["per_day"]}
 
     def used_today(self, now: int) -> int:
+        """Comparisons charged on readings of the (unix) day of ``now``."""
         return self._per_day.get(now // DAY_S, 0)
 
 
@@ -462,19 +508,23 @@ class _Event:
     echoes: dict[str, Echo]
     threshold: int
     directed: set[str]
+    offers: dict[str, Offer] = field(default_factory=dict)
 
 
 class DemandManager:
     """The utility's side of demand management for one group (sans-IO).
 
     ``roster`` maps each meter id of the group to its certified verify key.
-    Thresholds, limits and results stay inside this object; nothing here
-    does I/O or reads a clock (``now`` is passed in, unix seconds).
+    Thresholds, signs, limits and results stay inside this object; nothing
+    here does I/O or reads a clock (``now`` is passed in, unix seconds).  The
+    utility holds no comparison key: each meter brings a one-use key in its
+    :class:`Offer` (see :mod:`privmeter.protocol.comparison`).
+    ``min_group_bits``: the smallest comparison group accepted from a meter
+    (below 2048 only for tests, which also allows the insecure test group).
     """
 
     def __init__(
         self,
-        dgk_key: DGKPrivateKey,
         signing_key: SigningKey,
         group_id: str,
         roster: Mapping[str, VerifyKey],
@@ -489,10 +539,10 @@ class DemandManager:
         interval_seconds: int = 900,
         lifetime_s: int = 300,
         quorum: int | None = None,
+        min_group_bits: int = MIN_GROUP_BITS,
     ) -> None:
         if cmin_w > cmax_w:
             raise LocalProtocolError("Cmin must not exceed Cmax")
-        self.dgk_key = dgk_key
         self.signing_key = signing_key
         self.group_id = group_id
         self.roster = dict(roster)
@@ -503,7 +553,9 @@ class DemandManager:
         self.interval_seconds = interval_seconds
         self.lifetime_s = lifetime_s
         self.quorum = quorum if quorum is not None else len(self.roster) // 2 + 1
+        self.min_group_bits = min_group_bits
         self.events: dict[str, _Event] = {}
+        self.bad_offers = 0
         self._next_query = 1
         self._counter = 0
 
@@ -534,11 +586,13 @@ class DemandManager:
             b"privmeter.dr.event-id" + self.group_id.encode() + self._counter.to_bytes(8, "big")
             + rng.getrandbits(128).to_bytes(16, "big")
         ).hexdigest()[:32]
-        enc = encrypt_threshold(self.dgk_key.public_key, threshold, bits=self.bits, radix=self.radix, rng=rng)
+        half = 1 << (self.bits - 1)
+        if not -half < threshold < half:
+            raise LocalProtocolError(f"threshold {threshold!r} outside (-2**{self.bits - 1}, 2**{self.bits - 1})")
         fields: dict[str, Any] = {
             "event_id": eid, "group_id": self.group_id, "action": action, "side": side,
             "start_interval": start_interval, "duration_minutes": self.duration_minutes,
-            "issued_at": now, "expires_at": now + self.lifetime_s, "threshold": enc,
+            "issued_at": now, "expires_at": now + self.lifetime_s, "bits": self.bits, "radix": self.radix,
         }
         unsigned = DemandEvent(**fields, signature=bytes(64))
         ev = DemandEvent(**fields, signature=self.signing_key.sign(EVENT_CONTEXT, unsigned.signed_payload()))
@@ -569,22 +623,51 @@ class DemandManager:
         return EchoBundle(event_id=event_id, echoes=tuple(e.echoes[m] for m in ids))
 
     # -- comparisons ---------------------------------------------------------------------
-    def queries(self, event_id: str, *, now: int, meters: Sequence[str] | None = None) -> list[ComparisonQuery]:
-        """One signed query per meter of the group (or of ``meters``)."""
+    def receive_offer(self, off: Offer) -> None:
+        """Keep a meter's signed offer (validated when its challenge is built)."""
+        e = self._event(off.event_id)
+        vk = self.roster.get(off.meter_id)
+        if vk is None:
+            raise UnknownParty("offer from a meter outside the group", meter_id=off.meter_id)
+        if off.meter_id in e.offers:
+            raise ReplayedMessage("meter already made an offer", meter_id=off.meter_id)
+        vk.verify(OFFER_CONTEXT, off.signed_payload(), off.signature)
+        e.offers[off.meter_id] = off
+
+    def offered(self, event_id: str) -> set[str]:
+        return set(self._event(event_id).offers)
+
+    def queries(self, event_id: str, *, now: int, meters: Sequence[str] | None = None,
+                rng: nt.RandomSource = nt.SYSTEM_RNG) -> list[ComparisonQuery]:
+        """One signed challenge per meter of the group (or of ``meters``) that made an offer.
+
+        A meter whose offer is malformed is skipped (counted in ``bad_offers``).
+        """
         e = self._event(event_id)
         out = []
         for m in (meters if meters is not None else sorted(self.roster)):
             if m not in self.roster:
                 raise LocalProtocolError(f"{m!r} is not in the group")
+            off = e.offers.get(m)
+            if off is None or m in e.sessions:
+                continue
+            try:
+                sess = UtilityComparison(
+                    off.offer, e.threshold, bits=self.bits, radix=self.radix,
+                    min_group_bits=self.min_group_bits, allow_insecure=self.min_group_bits < MIN_GROUP_BITS,
+                    rng=rng)
+            except PrivmeterError:
+                self.bad_offers += 1
+                continue
             qid = self._next_query
             self._next_query += 1
-            payload = canonical(event_id, m, qid, now)
+            payload = canonical(event_id, m, qid, now, sess.challenge.digest())
             out.append(ComparisonQuery(
-                event_id=event_id, meter_id=m, query_id=qid, issued_at=now,
+                event_id=event_id, meter_id=m, query_id=qid, issued_at=now, challenge=sess.challenge,
                 signature=self.signing_key.sign(QUERY_CONTEXT, payload),
             ))
             e.queries[m] = qid
-            e.sessions[m] = UtilityComparison(self.dgk_key, e.msg.threshold)
+            e.sessions[m] = sess
         return out
 
     def receive_answer(self, ans: ComparisonAnswer, *, now: int) -> bool:
@@ -599,8 +682,11 @@ class DemandManager:
             raise UnexpectedMessage("answer to no outstanding query", meter_id=ans.meter_id)
         if ans.meter_id in e.results:
             raise ReplayedMessage("meter already answered", meter_id=ans.meter_id)
+        sess = e.sessions[ans.meter_id]
+        if ans.challenge_digest != sess.challenge.digest():
+            raise UnexpectedMessage("answer to another challenge", meter_id=ans.meter_id)
         vk.verify(ANSWER_CONTEXT, ans.signed_payload(), ans.signature)
-        bit = e.sessions[ans.meter_id].receive(ans.reply)
+        bit = sess.receive(ans.zero_found)
         e.results[ans.meter_id] = bit
         return bit
 
@@ -634,14 +720,21 @@ class DemandManager:
 class _MeterEvent:
     msg: DemandEvent
     digest: bytes
-    prepared: PreparedThreshold
+    session: MeterComparison
+    reading_interval: int
     certified: bool = False
     answered_query: int | None = None
     directive_seen: bool = False
 
 
 class MeterDemandAgent:
-    """A meter's side of demand management (sans-IO): budget, validity, answers, directives."""
+    """A meter's side of demand management (sans-IO): budget, validity, answers, directives.
+
+    ``now`` is always the meter's own clock, passed in by its caller (the
+    service reads the OS clock); the agent never takes a time from a peer.
+    ``key_group``: the named group of the meter's one-use comparison keys
+    (:mod:`privmeter.crypto.elgamal`); the meter generates them itself.
+    """
 
     def __init__(
         self,
@@ -649,7 +742,6 @@ class MeterDemandAgent:
         group_id: str,
         signing_key: SigningKey,
         headend_key: VerifyKey,
-        dgk_key: DGKPublicKey,
         budget: ComparisonBudget,
         *,
         roster: Mapping[str, VerifyKey] | None = None,
@@ -657,13 +749,15 @@ class MeterDemandAgent:
         cap_w: int | None = None,
         max_event_minutes: int = 240,
         max_bits: int = 32,
+        key_group: str = DEFAULT_GROUP,
+        allow_insecure_group: bool = False,
     ) -> None:
         self.meter_id = meter_id
         self.group_id = group_id
         self.signing_key = signing_key
         self.headend_key = headend_key
-        self.dgk_key = dgk_key
         self.budget = budget
+        self.key_group = get_group(key_group, allow_insecure=allow_insecure_group)
         self.roster = dict(roster or {})
         if budget.same_threshold_for_group:
             if quorum is None:  # a strict majority, and never below the plan's group size
@@ -682,13 +776,12 @@ class MeterDemandAgent:
 
     @classmethod
     def from_plan(cls, plan: Any, meter_id: str, group_id: str, signing_key: SigningKey,
-                  headend_key: VerifyKey, dgk_key: DGKPublicKey, **kw: Any) -> MeterDemandAgent:
+                  headend_key: VerifyKey, **kw: Any) -> MeterDemandAgent:
         """Budget, cap and maximum event length from a :class:`privmeter.grid.plans.Plan`."""
         dr = plan.demand_response
         kw.setdefault("cap_w", dr.cap_w if dr is not None else None)
         kw.setdefault("max_event_minutes", dr.max_event_minutes if dr is not None else 240)
-        return cls(meter_id, group_id, signing_key, headend_key, dgk_key,
-                   ComparisonBudget.from_plan(plan), **kw)
+        return cls(meter_id, group_id, signing_key, headend_key, ComparisonBudget.from_plan(plan), **kw)
 
     def _fresh(self, ev: DemandEvent, now: int) -> None:
         if now + CLOCK_SKEW_S < ev.issued_at:
@@ -702,8 +795,18 @@ class MeterDemandAgent:
             raise UnexpectedMessage("message outside any accepted event", event_id=event_id)
         return me
 
-    def receive_event(self, ev: DemandEvent, *, now: int) -> Echo:
-        """Validate and accept an event; returns the signed echo of its digest."""
+    def receive_event(
+        self, ev: DemandEvent, *, reading_interval: int | None, reading_w: int | None, now: int,
+        rng: nt.RandomSource = nt.SYSTEM_RNG,
+    ) -> tuple[Offer, Echo]:
+        """Validate and accept an event for the reading of ``reading_interval`` (W).
+
+        Returns the signed offer (a fresh one-use key and the encrypted
+        digits of that reading) and the signed echo of the event's digest.
+        The reading must be the meter's own, of one of its clock's last
+        :data:`MAX_READING_AGE` intervals (else :class:`~privmeter.errors.NoFreshReading`),
+        and have budget left (checked here, charged when answering).
+        """
         if not isinstance(ev, DemandEvent):
             raise MalformedMessage(f"expected DemandEvent, got {type(ev).__name__}")
         if ev.event_id in self.events:
@@ -714,19 +817,31 @@ class MeterDemandAgent:
         self._fresh(ev, now)
         if ev.duration_minutes > self.max_event_minutes:
             raise PolicyError(f"event of {ev.duration_minutes} min exceeds the plan's {self.max_event_minutes}")
-        if ev.threshold.bits > self.max_bits:
-            raise MalformedMessage(f"{ev.threshold.bits}-bit comparison exceeds the meter's {self.max_bits}")
-        iv = now // self.budget.interval_seconds
-        if self._accepted_per_interval.get(iv, 0) >= max(self.budget.comparisons_per_interval, 0):
-            raise BudgetExceeded("no more events accepted in this interval", interval=iv)
-        prepared = prepare_threshold(self.dgk_key, ev.threshold)
+        if ev.bits > self.max_bits:
+            raise MalformedMessage(f"{ev.bits}-bit comparison exceeds the meter's {self.max_bits}")
+        current = now // self.budget.interval_seconds
+        if reading_interval is None or reading_w is None \
+                or not current - MAX_READING_AGE <= reading_interval <= current:
+            raise NoFreshReading(f"no reading of the last {MAX_READING_AGE} intervals to compare",
+                                 event_id=ev.event_id, interval=reading_interval)
+        if self._accepted_per_interval.get(reading_interval, 0) >= max(self.budget.comparisons_per_interval, 0):
+            raise BudgetExceeded("no more events accepted for this reading", interval=reading_interval)
+        self.budget.check(reading_interval)
+        session = MeterComparison(self.key_group, reading_w, bits=ev.bits, radix=ev.radix, rng=rng)
         digest = ev.digest()
-        self.events[ev.event_id] = _MeterEvent(ev, digest, prepared, certified=not self.budget.same_threshold_for_group)
-        self._accepted_per_interval = {k: v for k, v in self._accepted_per_interval.items() if k >= iv - 1}
-        self._accepted_per_interval[iv] = self._accepted_per_interval.get(iv, 0) + 1
+        self.events[ev.event_id] = _MeterEvent(ev, digest, session, reading_interval,
+                                               certified=not self.budget.same_threshold_for_group)
+        self._accepted_per_interval = {k: v for k, v in self._accepted_per_interval.items()
+                                       if k >= reading_interval - MAX_READING_AGE}
+        self._accepted_per_interval[reading_interval] = self._accepted_per_interval.get(reading_interval, 0) + 1
         payload = canonical(ev.event_id, self.group_id, self.meter_id, digest)
-        return Echo(event_id=ev.event_id, group_id=self.group_id, meter_id=self.meter_id, digest=digest,
+        echo = Echo(event_id=ev.event_id, group_id=self.group_id, meter_id=self.meter_id, digest=digest,
                     signature=self.signing_key.sign(ECHO_CONTEXT, payload))
+        unsigned = Offer(event_id=ev.event_id, meter_id=self.meter_id, reading_interval=reading_interval,
+                         offer=session.offer, signature=bytes(64))
+        offer = Offer(event_id=ev.event_id, meter_id=self.meter_id, reading_interval=reading_interval,
+                      offer=session.offer, signature=self.signing_key.sign(OFFER_CONTEXT, unsigned.signed_payload()))
+        return offer, echo
 
     def receive_echoes(self, bundle: EchoBundle, *, now: int) -> bool:
         """Certify an event once ``quorum`` group members echoed the same digest."""
@@ -751,10 +866,14 @@ class MeterDemandAgent:
                 return True
         return False
 
-    def receive_query(
-        self, q: ComparisonQuery, *, reading_w: int, now: int, rng: nt.RandomSource = nt.SYSTEM_RNG
-    ) -> ComparisonAnswer:
-        """Answer one comparison of ``reading_w`` (W) with the event's threshold, within budget."""
+    def receive_query(self, q: ComparisonQuery, *, now: int) -> ComparisonAnswer:
+        """Answer one challenge on this event's offer with one signed bit, within budget.
+
+        Every check that can refuse (signature, event, certification,
+        freshness, budget, the challenge's shape and elements) runs on public
+        data before the key is used; then the budget is charged (and saved),
+        every value is zero-tested and the key erased.
+        """
         if not isinstance(q, ComparisonQuery):
             raise MalformedMessage(f"expected ComparisonQuery, got {type(q).__name__}")
         self.headend_key.verify(QUERY_CONTEXT, q.signed_payload(), q.signature)
@@ -768,16 +887,15 @@ class MeterDemandAgent:
             raise StaleMessage("query outside the event's lifetime", event_id=q.event_id)
         if not me.certified:
             raise UnexpectedMessage("event not certified by the group's echoes", event_id=q.event_id)
-        self.budget.check(now)
-        reply = meter_reply(me.prepared, reading_w, rng=rng)
-        self.budget.charge(now)
+        me.session.check(q.challenge)
+        self.budget.charge(me.reading_interval)
         me.answered_query = q.query_id
-        unsigned = ComparisonAnswer(event_id=q.event_id, meter_id=self.meter_id, query_id=q.query_id,
-                                    reply=reply, signature=bytes(64))
-        return ComparisonAnswer(
-            event_id=q.event_id, meter_id=self.meter_id, query_id=q.query_id, reply=reply,
-            signature=self.signing_key.sign(ANSWER_CONTEXT, unsigned.signed_payload()),
-        )
+        zero = me.session.answer(q.challenge)
+        digest = q.challenge.digest()
+        payload = canonical(q.event_id, self.meter_id, q.query_id, digest, int(zero))
+        return ComparisonAnswer(event_id=q.event_id, meter_id=self.meter_id, query_id=q.query_id,
+                                challenge_digest=digest, zero_found=zero,
+                                signature=self.signing_key.sign(ANSWER_CONTEXT, payload))
 
     def receive_directive(self, d: Directive, *, now: int) -> LoadInstruction:
         """Check a directive against its event and turn it into a load instruction."""

@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan", default="economy7", help="builtin plan name or TOML file")
     p.add_argument("--prosumers", type=fraction, default=0.0, help="share of households with PV (0..1)")
     p.add_argument("--key-bits", type=at_least(1), default=3072, help="household Paillier key size (>= 2048)")
-    p.add_argument("--dgk-bits", type=at_least(1), default=2048, help="utility DGK key size (>= 2048)")
+    p.add_argument("--dgk-bits", type=at_least(1), default=2048, help="the meters' comparison group: 2048 or 3072 bits")
     p.add_argument("--group-size", type=at_least(1), default=50,
                    help="meters per feeder group (at least --min-survivors)")
     p.add_argument("--min-survivors", type=at_least(2), default=5,

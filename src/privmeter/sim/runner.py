@@ -78,7 +78,7 @@ def group_configs(world: World) -> list[GroupConfig]:
 def make_core(world: World, store: HeadEndStore | MemoryHeadEndStore | None = None,
               *, rng: random.Random | None = None) -> HeadEndCore:
     sc = world.scenario
-    core = HeadEndCore(world.headend_key, world.plans, store=store, dgk_key=world.dgk_key,
+    core = HeadEndCore(world.headend_key, world.plans, store=store, demand=world.comparison_group is not None,
                        interval_seconds=sc.interval_seconds,
                        min_key_bits=min(sc.key_bits, MIN_KEY_BITS),
                        rng=rng or random.Random(sc.seed ^ 0x5EED))
@@ -99,7 +99,6 @@ def make_meters(world: World, ids: Sequence[str] | None = None, *, ledger: Meter
     keys = {h.meter_id: h.signing_key.verify_key for h in world.households}
     meters: dict[str, MeterAgent] = {}
     homes: dict[str, HouseholdAgent] = {}
-    dgk_pk = world.dgk_key.public_key if world.dgk_key is not None else None
     want = set(ids) if ids is not None else None
     for i, h in enumerate(world.households):
         if want is not None and h.meter_id not in want:
@@ -115,7 +114,7 @@ def make_meters(world: World, ids: Sequence[str] | None = None, *, ledger: Meter
             load = MeterLoad(h.load.interval_seconds, h.load.start_unix, h.load.minute_w, h.load.deferrable_w,
                              fixed=h.load.fixed)  # a copy: directives change the meter's load, not the world's
         m = MeterAgent(h.meter_id, h.signing_key, h.secret_key.public_key, world.headend_key.verify_key,
-                       h.plan, load, group=h.group, group_keys=group_keys, dgk_key=dgk_pk,
+                       h.plan, load, group=h.group, group_keys=group_keys, comparison_group=world.comparison_group,
                        min_survivors=sc.min_survivors, rng=random.Random(hash((sc.seed, i)) & 0xFFFFFFFF),
                        mode="ring" if sc.topology == "ring" else "star", ledger=ledger)
         meters[h.meter_id] = m

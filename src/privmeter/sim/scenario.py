@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from privmeter.crypto import dgk
+from privmeter.crypto import elgamal
 from privmeter.crypto.paillier import MIN_KEY_BITS, PaillierPrivateKey, generate_keypair
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import ConfigError
@@ -46,8 +46,8 @@ __all__ = [
     "World",
     "attach_sources",
     "build",
+    "comparison_group",
     "day_ahead_prices",
-    "dgk_key",
     "household_key",
     "parse_interval",
     "parse_source_args",
@@ -166,7 +166,7 @@ class HouseholdSpec:
 class World:
     scenario: Scenario
     headend_key: SigningKey
-    dgk_key: dgk.DGKPrivateKey | None
+    comparison_group: elgamal.Group | None  # the meters' one-use comparison keys (None: no demand management)
     households: list[HouseholdSpec]
     groups: dict[str, list[str]]
     first_interval: int
@@ -218,19 +218,9 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def dgk_key(sc: Scenario) -> dgk.DGKPrivateKey:
-    base = sc.cache_dir if sc.cache_dir is not None else default_cache_dir()
-    path = Path(base) / f"dgk-{sc.dgk_bits}-{sc.seed}.json"
-    small = sc.dgk_bits < dgk.MIN_KEY_BITS
-    if path.exists():
-        try:
-            return dgk.DGKPrivateKey.from_json(path.read_text(), min_bits=min(sc.dgk_bits, dgk.MIN_KEY_BITS))
-        except Exception:
-            path.unlink(missing_ok=True)
-    _, sk = dgk.generate_keypair(sc.dgk_bits, rng=_seeded(sc.seed, "dgk"), insecure_for_tests=small)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, sk.to_json())
-    return sk
+def comparison_group(sc: Scenario) -> elgamal.Group:
+    """The group of the meters' own comparison keys for ``dgk_bits`` (test group below 2048, tests only)."""
+    return elgamal.group_for_bits(sc.dgk_bits, insecure_for_tests=sc.dgk_bits < 2048)
 
 
 # -- prices ------------------------------------------------------------------------------
@@ -284,7 +274,7 @@ def build(sc: Scenario, *, progress: Callable[[str, int, int], None] | None = No
     t0 = time.perf_counter()
     rng = _seeded(sc.seed, "world")
     headend = SigningKey.from_seed(rng.getrandbits(256).to_bytes(32, "big"))
-    dk = dgk_key(sc) if sc.demand else None
+    dk = comparison_group(sc) if sc.demand else None
     specs: list[HouseholdSpec] = []
     plans: dict[str, Plan] = {}
     if sc.lcl:

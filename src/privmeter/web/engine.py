@@ -309,7 +309,7 @@ class DemoEngine:
         w = self.world
         sc = w.scenario
         store = HeadEndStore(self.store_path) if self.store_path is not None else MemoryHeadEndStore()
-        core = HeadEndCore(w.headend_key, w.plans, store=store, dgk_key=w.dgk_key,
+        core = HeadEndCore(w.headend_key, w.plans, store=store, demand=w.comparison_group is not None,
                            interval_seconds=sc.interval_seconds, min_key_bits=min(sc.key_bits, MIN_KEY_BITS),
                            rng=random.Random(sc.seed ^ 0x5EED))
         for cfg in group_configs(w):
@@ -688,7 +688,7 @@ class DemoEngine:
                 steps.append({"attempt": k + 1, "threshold_w": thr, "answered": False,
                               "refused": refusals.get(meter, "no answer")})
                 break
-            q = dm.queries(ev.event_id, now=now, meters=[meter])
+            q = dm.queries(ev.event_id, now=now, meters=[meter], rng=core.rng)
             got = self._deliver({meter: [dm.echo_bundle(ev.event_id), *q]}, now=now, interval=self.current,
                                 expect=ComparisonAnswer, refusals=refusals)
             if meter not in got:
