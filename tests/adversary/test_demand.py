@@ -15,6 +15,13 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.adversary.demand_harness import (
+    GROUP,
+    LyingHeadEnd,
+    combination_values,
+    honest_values,
+    pairs,
+)
 
 from privmeter.crypto.elgamal import get_group
 from privmeter.errors import (
@@ -29,7 +36,6 @@ from privmeter.errors import (
 from privmeter.parties.messages import Tick
 from privmeter.protocol import demand as dm
 from privmeter.protocol.comparison import num_digits
-from tests.adversary.demand_harness import GROUP, LyingHeadEnd, combination_values, honest_values, pairs
 
 SMALL = get_group("test512", allow_insecure=True)
 NOW = 1_700_000_100
