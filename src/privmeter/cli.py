@@ -44,7 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "paillier": ("privmeter.bench.paillier", "Paillier vs python-paillier (phe)"),
     "aggregation": ("privmeter.bench.aggregation", "masked aggregation vs Paillier aggregation"),
-    "comparison": ("privmeter.bench.comparison", "DGK comparison vs MPyC"),
+    "comparison": ("privmeter.bench.comparison", "secure comparison (meter-keyed) vs MPyC"),
     "headend": ("privmeter.bench.headend", "meters served per head-end core"),
     "scale": ("privmeter.bench.scale", "sharded head-end (Ray, PostgreSQL) at 1 and 2 shards vs one process"),
 }

@@ -1,4 +1,4 @@
-"""Shared helpers for the versioned JSON forms of keys (Paillier, DGK).
+"""Shared helpers for the versioned JSON forms of keys (Paillier).
 
 Big integers travel as lower-case hex strings; a malformed field raises
 :class:`~privmeter.errors.MalformedMessage` naming the field, so every key

@@ -17,7 +17,7 @@ check exactness against plaintext, including dropouts); so the group total
 here is the plaintext sum of the members' 15-minute readings, and
 :func:`cross_check_aggregation` runs a few intervals of one group through
 the real protocol objects to show the two agree.  Comparison bits are what
-the DGK comparison reveals (``[x >= T]``, its correctness is tested in
+the secure comparison reveals (``[x >= T]``, its correctness is tested in
 ``tests/protocol/test_comparison.py``); the budget is the real meter-side
 :class:`privmeter.protocol.demand.ComparisonBudget`, which raises
 :class:`~privmeter.errors.BudgetExceeded` beyond the plan, and refused

@@ -6,7 +6,7 @@ A message is a frozen, slotted, keyword-only dataclass registered with
     [WIRE_VERSION, tag, {field_name: value, ...}]
 
 Values are msgpack natives; integers outside the 64-bit range (ciphertexts,
-Paillier/DGK values) travel as ext type 1 holding the signed big-endian
+Paillier/ElGamal values) travel as ext type 1 holding the signed big-endian
 two's-complement bytes; a nested registered message travels as ext type 2
 holding its own encoding; tuples travel as arrays.  ``docs/wire-format.md``
 documents the layout and every tag.

@@ -2,21 +2,25 @@
 
 What it is for: when a group's total leaves the utility's private
 ``[Cmin, Cmax]``, the utility (:class:`DemandManager`) picks a threshold
-``T``, compares every meter of the group with ``T`` by DGK
-(:mod:`privmeter.protocol.comparison`) and sends a directive (curtail,
-shift, take_more) to exactly the meters on the wrong side.  Each meter
-(:class:`MeterDemandAgent`) enforces its plan's privacy budget, answers,
-and turns a directive into a :class:`LoadInstruction` for the load model
+``T``, compares every meter of the group with ``T``
+(:mod:`privmeter.protocol.comparison`: the meter holds a one-use key) and
+sends a directive (curtail, shift, take_more) to exactly the meters on the
+wrong side.  Each meter (:class:`MeterDemandAgent`) enforces its plan's
+privacy budget, answers with one signed bit, and turns a directive into a
+:class:`LoadInstruction` for the load model
 (:func:`privmeter.grid.curtailment.apply_directive`).
 
 Flow (rules of the state machine; every message signed, Ed25519)::
 
     utility                                   meter (each of the group)
-    DemandEvent(E(T digits), action, window) ->  validate, accept (<= budget/interval)
+    DemandEvent(action, side, window, bits) ->  validate, budget check on its last reading
+                                          <-  Offer(reading interval, one-use key,
+                                                    E(one-hot digits))       [meter-signed]
                                           <-  Echo(event digest)           [meter-signed]
     EchoBundle(>= quorum echoes)          ->  certify: same digest from >= quorum members
-    ComparisonQuery(event, query id)      ->  budget check, DGK reply
-                                          <-  ComparisonAnswer              [meter-signed]
+    ComparisonQuery(challenge on the offer) ->  checks, charge the reading's budget,
+                                                zero-test every value, erase the key
+                                          <-  ComparisonAnswer(one bit)     [meter-signed]
     Directive (only to the wrong side)    ->  LoadInstruction(limit_w = plan cap)
 
 Meter rules (each violation a specific error, and no state change):
@@ -24,25 +28,33 @@ unknown event or a query/directive outside an accepted event ->
 :class:`~privmeter.errors.UnexpectedMessage`; a second event with the same
 id, a repeated query or directive -> :class:`~privmeter.errors.ReplayedMessage`;
 an expired or future-dated message -> :class:`~privmeter.errors.StaleMessage`;
-a bad signature -> :class:`~privmeter.errors.InvalidSignature`; beyond the
-plan's comparisons per interval / per day ->
-:class:`~privmeter.errors.BudgetExceeded`; echoes from group members on a
-different digest -> :class:`~privmeter.errors.ThresholdEquivocation`.
+a bad signature -> :class:`~privmeter.errors.InvalidSignature`; no reading of
+the meter's own last :data:`MAX_READING_AGE` intervals ->
+:class:`~privmeter.errors.NoFreshReading`; beyond the plan's comparisons per
+reading / per day of readings -> :class:`~privmeter.errors.BudgetExceeded`;
+a challenge of the wrong size or with values outside the group ->
+:class:`~privmeter.errors.MalformedMessage` /
+:class:`~privmeter.errors.InvalidCiphertext`; echoes from group members on
+a different digest -> :class:`~privmeter.errors.ThresholdEquivocation`.
 
-Leakage bound (the property this module guarantees): a meter answers at
-most ``comparisons_per_interval`` comparisons in an interval and
-``comparisons_per_day`` in a day, each revealing one bit ``[x >= T]`` to an
-honest-but-curious utility.  An adaptive utility (binary search) therefore
-learns at most ``comparisons_per_day`` bits a day: the set of readings
-consistent with its view keeps at least ``2**(bits - budget)`` values.
-With ``same_threshold_for_group``, a meter answers only once ``quorum``
-distinct group members (from the signed roster) have signed an echo of the
-*same* event digest, and it accepts at most ``comparisons_per_interval``
-events per interval; with ``quorum > len(roster) / 2`` two different
-thresholds can never both be certified in one interval (two majorities
-share an honest meter, which echoes one event).  What is *not* defended:
-a utility that broadcasts encryptions which are not one-hot digits (no
-zero-knowledge proof of well-formedness): see ``docs/demand-management.md``.
+Leakage bound (the property this module guarantees, whatever the head-end
+sends): each answered comparison releases exactly one bit, computed with a
+key the meter drew for it and erased after it; the meter answers at most
+``comparisons_per_interval`` comparisons of one reading and
+``comparisons_per_day`` of one day's readings, keyed on the compared
+reading's own interval (never on a time a peer sends: issue 12, attack 4).
+So a head-end learns at most ``comparisons_per_day`` bits a day about a
+household; a binary search leaves at least ``2**(bits - budget)`` readings
+consistent with its view.  ``now`` is the meter's own clock, passed in by
+its caller; it only decides freshness (which reading is "last", event
+lifetimes).  With ``same_threshold_for_group``, a meter answers only once
+``quorum`` distinct group members (from the signed roster) have signed an
+echo of the *same* event digest; with ``quorum > len(roster) / 2`` two
+different events can never both be certified for one reading.  The event
+digest covers the action, side, window and lifetime but not ``T``: the
+threshold is applied by the utility on each meter's offer, so a meter
+cannot check that every member got the same ``T`` (that would take a
+zero-knowledge proof of the challenge); the one-bit bound holds regardless.
 
 Settlement: during the event's window the meter emits, per interval, two
 encrypted billing records (``dr_excess`` = Wh above the plan's cap,
