@@ -24,8 +24,9 @@ the key is used once:
    inversion).  ``c_i = 0`` iff digits above ``i`` agree and ``a_i < t_i``
    (``s = 0``) or ``a_i > t_i`` (``s = 1``): a zero exists iff ``x < T``
    (``s = 0``) or ``x > T - 1``, i.e. ``x >= T`` (``s = 1``).  It blinds
-   each ``c_i`` as ``c_i**r_i * E(0)`` (``r_i`` non-zero, fresh randomness
-   under the meter's key), shuffles, and sends the ``D`` values
+   each ``c_i`` as ``c_i**r_i * E(0)`` (``r_i`` non-zero of
+   :data:`BLIND_MIN_BITS` or more bits, fresh randomness under the meter's
+   key), shuffles, and sends the ``D`` values
    (:class:`ComparisonChallenge`).
 3. Meter: checks the challenge names its offer and has exactly ``D`` subgroup
    elements, zero-tests **all** of them, erases the key, and releases one
@@ -97,6 +98,11 @@ DEFAULT_RADIX = 4  # same offer size as radix 2 (radix * D = 48 at 24 bits), hal
 RADICES = (2, 4, 8, 16)
 MIN_BITS, MAX_BITS = 2, 64
 MIN_GROUP_BITS = 2048  # the utility refuses smaller groups unless told otherwise (tests)
+# The utility's blinding exponent r_i: a non-zero c_i becomes g**(c_i r_i); to learn c_i (and so
+# something of T) the meter would need a discrete log in an interval of 2**(bits + 4): kangaroo
+# costs 2**(bits/2 + 2), at least 2**66.  It protects the utility's threshold, not the reading.
+BLIND_MIN_BITS = 128
+Y_WINDOW = 5  # per-offer fixed-base table for the meter's y: built once, used D times
 _LOG2 = {2: 1, 4: 2, 8: 3, 16: 4}
 
 
@@ -326,17 +332,18 @@ def _blinded_values(grp: Group, offer: ComparisonOffer, t: list[int], sign: int,
 
     out: list[tuple[int, int]] = []
     sa, sb = nt.mpz(1), nt.mpz(1)  # sum_{j > i} [a_j != t_j]
-    y = grp.check_element(offer.public)
+    y_table = nt.FixedBaseTable(grp.check_element(offer.public), grp.p, grp.exp_bits, Y_WINDOW)
+    blind_bits = max(BLIND_MIN_BITS, grp.exp_bits // 2)
     for i in range(ndig - 1, -1, -1):
         ds = range(t[i], radix) if sign == 0 else range(t[i] + 1)
         la, lb = total([enc(i, d) for d in ds])
         ca, cb = la * sa % p, lb * sb % p
         na, nb = total([enc(i, d) for d in range(radix) if d != t[i]])
         sa, sb = sa * na % p, sb * nb % p
-        r = grp.random_exponent(rng)
+        r = 1 + rng.getrandbits(blind_bits)
         rho = grp.random_exponent(rng)
         a = nt.powmod_mpz(ca, r, grp.p) * grp.g_pow(rho) % p
-        b = nt.powmod_mpz(cb, r, grp.p) * nt.powmod_mpz(y, rho, grp.p) % p
+        b = nt.powmod_mpz(cb, r, grp.p) * y_table.pow(rho) % p
         out.append((int(a), int(b)))
     for i in range(len(out) - 1, 0, -1):  # Fisher-Yates with the caller's rng
         j = nt.random_below(i + 1, rng)
