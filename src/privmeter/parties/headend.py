@@ -492,25 +492,16 @@ class HeadEndCore:
             agg.handle_advert(msg)
             self.cpu["aggregation"] += time.process_time() - t0
             return []
-        if isinstance(msg, Echo):
+        if isinstance(msg, Echo | Offer | ComparisonAnswer):
             self._same(peer, msg.meter_id)
             _, dm = self._event_group(msg.event_id)
             t0 = time.process_time()
-            dm.receive_echo(msg)
-            self.cpu["demand"] += time.process_time() - t0
-            return []
-        if isinstance(msg, Offer):
-            self._same(peer, msg.meter_id)
-            _, dm = self._event_group(msg.event_id)
-            t0 = time.process_time()
-            dm.receive_offer(msg)
-            self.cpu["demand"] += time.process_time() - t0
-            return []
-        if isinstance(msg, ComparisonAnswer):
-            self._same(peer, msg.meter_id)
-            _, dm = self._event_group(msg.event_id)
-            t0 = time.process_time()
-            dm.receive_answer(msg, now=now)
+            if isinstance(msg, Echo):
+                dm.receive_echo(msg)
+            elif isinstance(msg, Offer):
+                dm.receive_offer(msg)
+            else:
+                dm.receive_answer(msg, now=now)
             self.cpu["demand"] += time.process_time() - t0
             return []
         if isinstance(msg, BillProof | Dispute):
