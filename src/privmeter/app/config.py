@@ -277,7 +277,7 @@ round_timeout_s = 30
 min_household_key_bits = 3072    # refuse household Paillier keys below this (2048 or 3072)
 
 [demand]
-enabled = false                  # demand management (DGK comparisons); the key is generated anyway
+enabled = false                  # demand management (each meter brings one-use comparison keys)
 cmin_w_per_household = 50
 cmax_w_per_household = 1200
 

@@ -15,8 +15,8 @@ The operator's actions are subcommands on the same config:
   was stolen); it is refused from its next connection on;
 * ``privmeter headend members --config C``: who is enrolled, where.
 
-State (``state_dir``): ``headend.key.json`` and ``dgk.key.json`` (its own
-keys), ``headend.db`` (records log, encrypted accounts, statements, totals,
+State (``state_dir``): ``headend.key.json`` (its own keys; no comparison
+key: meters draw their own), ``headend.db`` (records log, encrypted accounts, statements, totals,
 events, settlements; SQLite WAL), ``registry.db`` (public keys of enrolled
 households; :mod:`privmeter.parties.registry`).  It holds no household or
 meter secret: households generate theirs and send only public keys.
@@ -196,12 +196,11 @@ class Deployment:
 
     def enrolled(self, m: Member) -> Enrolled:
         plan, text = self.plans[m.plan_id]
-        dgk = self.core.dgk_key.public_key.to_json() if self.core.dgk_key is not None else None
         doc = {"kind": "enrolled", "meter_id": m.meter_id, "group": m.group, "plan_id": m.plan_id,
                "plan_toml": text, "plan_digest": plan.digest().hex(),
                "interval_seconds": self.interval_seconds, "period_start": self.period_start,
                "period_intervals": self.period_intervals, "min_survivors": self.cfg.min_survivors,
-               "headend_key": self.core.signing_key.verify_key.hex(), "dgk_public_key": dgk}
+               "headend_key": self.core.signing_key.verify_key.hex(), "demand": self.core.demand}
         text_, sig = sign_doc(self.core.signing_key, doc)
         return Enrolled(doc=text_, signature=sig)
 
@@ -260,7 +259,7 @@ async def serve(cfg: HeadendConfig, *, stop: asyncio.Event | None = None) -> int
     registry = Registry(cfg.state_dir / "registry.db")
     interval_seconds = next(iter(plans.values()))[0].interval_seconds
     core = HeadEndCore(keys.signing_key, [p for p, _ in plans.values()], store=store,
-                       dgk_key=keys.dgk_key if cfg.demand else None, interval_seconds=interval_seconds,
+                       demand=bool(cfg.demand), interval_seconds=interval_seconds,
                        min_key_bits=cfg.min_household_key_bits)
     dep = Deployment(cfg, core, registry, plans, metrics)
     dep.sync()

@@ -51,7 +51,7 @@ from privmeter.app.ops import (
     stop_on_signals,
 )
 from privmeter.app.state import HouseholdState, load_household, write_secret
-from privmeter.crypto.dgk import DGKPublicKey
+from privmeter.crypto.elgamal import DEFAULT_GROUP, GROUPS
 from privmeter.crypto.signing import VerifyKey
 from privmeter.errors import ConfigError, PrivmeterError, TransportError
 from privmeter.grid.plans import parse_plan
@@ -130,9 +130,9 @@ class HouseholdService:
         src = open_source(source or cfg.source, interval_seconds=self.interval_seconds)
         start = int(time.time()) // self.interval_seconds * self.interval_seconds
         load = MeterLoad(self.interval_seconds, start, fixed=SourceReadings(src))
-        dgk = DGKPublicKey.from_json(doc["dgk_public_key"]) if doc.get("dgk_public_key") else None
+        cmp_group = GROUPS[DEFAULT_GROUP] if doc.get("demand") else None  # the meter's own one-use keys
         self.meter = MeterAgent(cfg.meter_id, st.meter_key, st.secret_key.public_key, self.headend_key, self.plan,
-                                load, group=doc["group"], group_keys=group_keys, dgk_key=dgk,
+                                load, group=doc["group"], group_keys=group_keys, comparison_group=cmp_group,
                                 min_survivors=int(doc["min_survivors"]), ledger=self.ledger)
         restored = restore_journal(self.ledger, self.meter)
         if restored:

@@ -8,7 +8,7 @@ What it is for: ``privmeter init ROLE --dir DIR`` creates the directory
 role           files (``*.pub.json``: public halves, safe to hand out)
 =============  ====================================================================
 headend        ``headend.key.json`` (Ed25519 signing seed, price-feed seed),
-               ``dgk.key.json`` (DGK comparison key), ``headend.db``,
+               ``headend.db`` (no comparison key: meters draw one-use keys),
                ``registry.db``, ``headend.log``
 household      ``meter.key.json`` (the meter's Ed25519 signing seed),
                ``household.key.json`` (Paillier secret key + well-formedness
@@ -33,8 +33,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from privmeter.crypto.dgk import DGKPrivateKey
-from privmeter.crypto.dgk import generate_keypair as dgk_keypair
 from privmeter.crypto.paillier import DEFAULT_KEY_BITS, MIN_KEY_BITS, PaillierPrivateKey
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import ConfigError
@@ -58,7 +56,7 @@ __all__ = [
 ]
 
 SECRET_FILES: dict[str, tuple[str, ...]] = {
-    "headend": ("headend.key.json", "dgk.key.json"),
+    "headend": ("headend.key.json",),
     "household": ("meter.key.json", "household.key.json"),
     "concentrator": ("concentrator.key.json",),
 }
@@ -85,8 +83,7 @@ def _signing_files(d: Path, stem: str, role: str, force: bool, **extra: str) -> 
     return sk
 
 
-def generate(role: str, d: Path, *, force: bool = False, key_bits: int = DEFAULT_KEY_BITS,
-             dgk_bits: int = 2048) -> list[Path]:
+def generate(role: str, d: Path, *, force: bool = False, key_bits: int = DEFAULT_KEY_BITS) -> list[Path]:
     """Fresh keys for ``role`` in ``d`` (see the module docstring); returns the files written."""
     ensure_dir(d)
     if not force:
@@ -99,9 +96,6 @@ def generate(role: str, d: Path, *, force: bool = False, key_bits: int = DEFAULT
         doc = json.loads((d / "headend.key.json").read_text())
         doc["feed_signing_seed"] = feed.seed().hex()
         write_secret(d / "headend.key.json", doc, force=True)
-        _, dsk = dgk_keypair(dgk_bits)
-        write_secret(d / "dgk.key.json", {"format": KEYFILE_FORMAT, "role": "utility",
-                                          "dgk_private_key": json.loads(dsk.to_json())}, force=force)
     elif role == "household":
         if key_bits < MIN_KEY_BITS:
             raise ConfigError(f"household keys below {MIN_KEY_BITS} bits are refused, got {key_bits}")
@@ -123,10 +117,6 @@ class HeadendKeys:
         doc = load_keyfile(d / "headend.key.json")
         self.signing_key = signing_key_from(doc)
         self.feed_key = signing_key_from(doc, "feed_signing_seed")
-        self.dgk_key: DGKPrivateKey | None = None
-        if (d / "dgk.key.json").exists():
-            dd = load_keyfile(d / "dgk.key.json")
-            self.dgk_key = DGKPrivateKey.from_json(json.dumps(dd["dgk_private_key"]))
 
 
 def load_headend(d: Path) -> HeadendKeys:
