@@ -117,6 +117,8 @@ def test_dashboard_live_in_chromium(page: tuple[Any, list[str], str, DemoEngine]
     pg.wait_for_selector("#events-table tbody tr[data-event]:has-text('(operator)')")
     row = pg.locator("#events-table tbody tr[data-event]:has-text('(operator)')").first
     assert "curtail" in row.inner_text()
+    directed = row.locator("td").nth(5).inner_text()  # some meters, or why there are none
+    assert directed.startswith("m0") or directed == "nobody: no home at or above T", directed
     pg.wait_for_selector("#alerts li.event")
 
     # the utility cheats on m00001's bill: disputed by the household, failed by the auditor, shown in red

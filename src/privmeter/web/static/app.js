@@ -86,12 +86,15 @@ function drawFeeder(g, rows) {
 }
 
 // ---- operator: events, bills, utility view --------------------------------------------------
-// An event in which no home is on the wrong side of T: the utility chose T from the feeder's total
-// alone (it never sees a reading), and the excess was spread over the homes.
+// An event in which no home is on the wrong side of T. The utility picks T from the feeder's total
+// alone (it never sees a reading), and for a curtailment never below the cap the households' plan sets
+// for demand response: a home drawing less than its plan's cap is never asked to cut down.
 function nobody(e) {
   const where = e.side === "above" ? "at or above" : "below";
-  return `<span class="none" title="The utility picks T from the feeder total alone, aiming to disturb as few homes as possible; ` +
-    `when the excess is spread over many homes, none is ${where} T and nobody is asked to act. The utility learns ${e.answered.length} zero bit(s).">` +
+  const why = e.side === "above"
+    ? "T is never below the demand-response cap of the households' plan (a home under its cap is never asked to cut down); when the excess is spread over many homes, none is at or above it."
+    : "no home was below T.";
+  return `<span class="none" title="The utility picks T from the feeder total alone. ${why} The utility learns ${e.answered.length} zero bit(s), nothing else.">` +
     `nobody: no home ${where} T</span>`;
 }
 async function refreshEvents() {
