@@ -141,8 +141,8 @@ def _free_base_port(m: int = 3) -> int:
         try:
             for i in range(m):
                 s = socket.socket()
+                socks.append(s)  # closed below even when the port is taken
                 s.bind(("127.0.0.1", base + i))
-                socks.append(s)
             return base
         except OSError:
             continue
