@@ -110,6 +110,11 @@ def _figures(watch: Stopwatch, readings: int) -> dict[str, float]:
     return out
 
 
+def _ratio(a: float, b: float) -> float | None:
+    """``a / b`` to 3 places; None when ``b`` is 0 (a run too short for the clock's ticks)."""
+    return round(a / b, 3) if b > 0 else None
+
+
 def _same(a: RunLog, b: RunLog) -> bool:
     return a.totals == b.totals and a.statements == b.statements and bool(a.statements)
 
@@ -240,14 +245,14 @@ def run(args: argparse.Namespace) -> int:
                        "identical": _same(base, log),
                        "readings_per_s": round(readings / watch.wall, 1)}
     single_us = fig["single_process"]["cpu_us"]
-    one = fig["1"]
+    one, two_ = fig["1"], fig["2"]
     result: dict[str, Any] = {
         "readings_per_s": {k: round(v["readings_per_s"], 1) for k, v in fig.items()},
-        "shard_cost_ratio": round(one["shard_cpu_us"] / single_us, 3),
-        "shard_cost_ratio_with_postgres": round((one["shard_cpu_us"] + one["postgres_cpu_us"]) / single_us, 3),
-        "efficiency": round(fig["2"]["readings_per_s"] / (2 * one["readings_per_s"]), 3),
+        "shard_cost_ratio": _ratio(one["shard_cpu_us"], single_us),
+        "shard_cost_ratio_with_postgres": _ratio(one["shard_cpu_us"] + one["postgres_cpu_us"], single_us),
+        "efficiency": _ratio(two_["readings_per_s"], 2 * one["readings_per_s"]),
         # the work per reading does not grow when the groups are split (1.0 = none added)
-        "cpu_efficiency": round(one["shard_cpu_us"] / fig["2"]["shard_cpu_us"], 3),
+        "cpu_efficiency": _ratio(one["shard_cpu_us"], two_["shard_cpu_us"]),
         "identical": all(same.values()) and two.get("identical", True),
         "two_nodes": two,
         "per_reading_cpu_us": {
