@@ -99,6 +99,9 @@ def test_config_is_strict(tmp_path: Path) -> None:
     p.write_text(starter("headend").replace("min_household_key_bits = 3072", "min_household_key_bits = 1024"))
     with pytest.raises(ConfigError, match="min_household_key_bits"):
         load_config(p, "headend")
+    p.write_text(starter("headend").replace("enabled = false", "enabled = true"))
+    with pytest.raises(ConfigError, match="demand management does not run in a deployment yet"):
+        load_config(p, "headend")
     # billing periods: calendar months by default, starting on the 1st
     p.write_text(starter("headend", today="2026-03-01"))
     he = load_config(p, "headend")

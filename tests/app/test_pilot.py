@@ -235,6 +235,7 @@ def test_pilot_six_households_real_time(tmp_path, capsys, test_data):
             _wait(lambda: full_totals() >= 1, 40, "a total of all six households")
             # restart one household (its readings and ledgers are in its state.db)
             _stop(procs["home-2"])
+            assert procs["home-2"].returncode == 0  # SIGTERM: a clean stop
             time.sleep(2 * IV)
             procs["home-2"] = _spawn(["household", "--config", str(homes[RESTART_HOME] / "household.toml")],
                                      homes[RESTART_HOME] / "household.log")

@@ -208,6 +208,9 @@ def load_config(path: str | Path, role: str) -> HeadendConfig | HouseholdConfig 
             datetime.date.fromisoformat(start)
         except ValueError:
             raise ConfigError(f"{src}: billing.start: expected a date YYYY-MM-DD, got {start!r}") from None
+        if f.get("demand.enabled", False):
+            raise ConfigError(f"{src}: demand.enabled: demand management does not run in a deployment yet "
+                              "(a meter's comparison roster would be fixed at start-up); see docs/deploy.md")
         pi = f.get("billing.period_intervals")
         pd = f.get("billing.period_days")
         if pi is None and pd is None and not start.endswith("-01"):
@@ -277,7 +280,8 @@ round_timeout_s = 30
 min_household_key_bits = 3072    # refuse household Paillier keys below this (2048 or 3072)
 
 [demand]
-enabled = false                  # demand management (each meter brings one-use comparison keys)
+enabled = false                  # demand management (each meter brings one-use comparison keys):
+                                 # not available in a deployment yet (docs/deploy.md)
 cmin_w_per_household = 50
 cmax_w_per_household = 1200
 
