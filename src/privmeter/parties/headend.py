@@ -2,7 +2,7 @@
 
 What it is for: one object holds everything the utility's head-end does, so
 the same code runs behind sockets (:mod:`privmeter.parties.headend_service`)
-and in memory (:mod:`privmeter.sim.runner`):
+and in memory (the simulator's in-memory runner, ``sim/runner.py``):
 
 * registrations (meter -> Ed25519 key, household Paillier key, plan, group);
 * billing: every :class:`~privmeter.protocol.billing.ReadingRecord` goes

@@ -9,7 +9,7 @@ has answered or the round's deadline passes (a meter that is down simply
 misses the round; the protocols' dropout handling takes over).
 
 The deployed head-end (``privmeter headend --config``, :mod:`privmeter.app.headend`)
-and the simulated one (:mod:`privmeter.sim.network`) both run it.  Killing
+and the simulated one (``sim/network.py``) both run it.  Killing
 the process (even with SIGKILL) and restarting it on the same store loses
 no acknowledged record, total, accumulator or statement: they are committed
 before any receipt leaves.

@@ -11,7 +11,7 @@ readings (the local port), never by the meter.
 A simulated meter can be put in an outage for an interval (``offline``):
 it ignores that interval's round.  :meth:`MeterFleet.truth` reports what
 the simulated households really consumed (for ``privmeter simulate``'s
-checks, :mod:`privmeter.sim.parties`).
+checks, ``sim/parties.py``).
 
 A meter whose load is a :class:`~privmeter.parties.meter.SourceReadings`
 reads a real meter (:func:`privmeter.grid.sources.open_source`: ``p1:``,
