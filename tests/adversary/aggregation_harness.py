@@ -191,7 +191,6 @@ class LyingHeadEnd:
         b = self.bundle(degree)
         self.degree = b.degree
         self.threshold = threshold_for(b.degree)
-        self.nbrs = neighbours(self.n, b.degree, graph_seed(b.adverts))
         wire = encode(b)
         refused: dict[int, PrivmeterError] = {}
         for i, m in enumerate(self.roster):
@@ -199,6 +198,8 @@ class LyingHeadEnd:
                 self.meters[m].handle_bundle(wire)
             except PrivmeterError as exc:
                 refused[i] = exc
+        if len(refused) < self.n:  # someone accepted: the degree makes a graph
+            self.nbrs = neighbours(self.n, b.degree, graph_seed(b.adverts))
         return refused
 
     # -- one interval ------------------------------------------------------------------

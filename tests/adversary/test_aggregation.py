@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from privmeter.errors import GroupTooSmall, IsolationRefused, PrivmeterError
+from privmeter.errors import GroupTooSmall, IsolationRefused, MalformedMessage, PrivmeterError
 from privmeter.protocol.aggregation_messages import default_degree, graph_seed, ring
 
 from .aggregation_harness import Knowledge, LyingHeadEnd, Reading
@@ -56,6 +56,22 @@ def test_isolating_a_meter_by_dropping_its_neighbours_fails() -> None:
     assert kn.unmask(victim) is None and victim not in kn.b
     for members, _value in kn.learnable_sums():
         assert len(members) >= h.min_survivors
+
+
+@pytest.mark.parametrize(("n", "degree", "accepted"), [
+    (36, 16, False), (36, 30, False), (36, 33, False), (36, 32, True), (36, 34, True),
+    (20, 18, False), (20, 19, True)])
+def test_meters_fix_their_own_degree_floor(n: int, degree: int, accepted: bool) -> None:
+    """A meter computes the least degree it accepts from the roster size
+    (``default_degree``: 32 for 36 meters, the complete graph for 20); the
+    head-end may ask for more, never for less (before issue 12: 16)."""
+    h = LyingHeadEnd(n)
+    refused = h.setup(degree)
+    if accepted:
+        assert refused == {}
+    else:
+        assert set(refused) == set(range(n))
+        assert all(isinstance(e, MalformedMessage) for e in refused.values())
 
 
 # -- any consistent lie: what the head-end can compute respects the bound --------------
