@@ -72,6 +72,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, sim_cache: Path) -> dict[str
     f["log_binary"] = d / "log.jsonl"
     f["log_binary"].write_bytes(b"\x00\xff\xfe")
     f["key_dir"] = d / "keys"
+    f["cache"] = sim_cache
     assert main(["keygen", "meter", "--out", str(f["key_dir"])]) == 0
     return {k: str(v) for k, v in f.items()}
 
@@ -117,6 +118,15 @@ MATRIX: list[tuple[str, str]] = [
     ("simulate --key-bits 1024", "insecure"),
     ("simulate --topology mesh", "invalid choice"),
     ("simulate --source m00003=telepathy:x", "telepathy"),
+    # a real meter's readings CSV (csv:PATH): missing, non-UTF-8, garbage, empty
+    (f"simulate --in-memory {' '.join(SMALL)} --households 5 --group-size 5 --max-intervals 2 --out {{dir}} --cache-dir {{cache}} "
+     "--source m00000=csv:{missing}.csv", "readings file"),
+    (f"simulate --in-memory {' '.join(SMALL)} --households 5 --group-size 5 --max-intervals 2 --out {{dir}} --cache-dir {{cache}} "
+     "--source m00000=csv:{binary_csv}", "is not UTF-8 text"),
+    (f"simulate --in-memory {' '.join(SMALL)} --households 5 --group-size 5 --max-intervals 2 --out {{dir}} --cache-dir {{cache}} "
+     "--source m00000=csv:{garbage_csv}", "expected columns timestamp,energy_wh"),
+    (f"simulate --in-memory {' '.join(SMALL)} --households 5 --group-size 5 --max-intervals 2 --out {{dir}} --cache-dir {{cache}} "
+     "--source m00000=csv:{empty_csv}", "empty_csv.csv"),
     ("simulate --out {a_file}", "exists and is not a directory"),
     ("simulate --out {a_file}/sub", "is not a directory"),
     ("simulate --plan {missing} --out {dir}", "cannot read plan file (No such file or directory)"),
