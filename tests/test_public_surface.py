@@ -41,3 +41,25 @@ def test_errors_tree_is_one_hierarchy() -> None:
         cls = getattr(errors, n)
         assert issubclass(cls, errors.PrivmeterError)
         assert n in errors.__doc__, f"{n} missing from the tree in errors.py's docstring"
+
+
+def test_errors_tree_matches_the_classes() -> None:
+    """The tree drawn in errors.py's docstring is the real class hierarchy (parent by parent)."""
+    import re
+
+    from privmeter import errors
+
+    doc = errors.__doc__ or ""
+    drawn: dict[str, str] = {}
+    stack = ["PrivmeterError"]
+    for line in doc.splitlines():
+        m = re.match(r"^\s*((?:[│ ]   )*)[├└]── (\w+)", line)
+        if m is None:
+            continue
+        depth = len(m.group(1)) // 4
+        del stack[depth + 1:]
+        drawn[m.group(2)] = stack[depth]
+        stack.append(m.group(2))
+    assert set(drawn) == set(errors.__all__) - {"PrivmeterError"}
+    for name, parent in drawn.items():
+        assert getattr(errors, name).__bases__[0].__name__ == parent, name

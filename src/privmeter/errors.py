@@ -15,6 +15,9 @@ one is known.
     │   └── DataFormatError             a readings file (CSV, LCL) is malformed
     ├── CryptoError
     │   ├── InvalidKey                  a key fails validation / is too small
+    │   │   ├── BaseNotDerived          a Paillier h_s other than the base derived from n
+    │   │   └── UnprovenKey             a household key's well-formedness proof is
+    │   │                               missing or does not verify
     │   ├── InvalidCiphertext           out of range, not a unit, malformed
     │   ├── KeyMismatch                 ciphertext made under another key id
     │   ├── PlaintextOverflow           value outside the encodable signed range
@@ -42,7 +45,11 @@ one is known.
     │                                   breaks the plan's price bounds
     ├── BillingError
     │   ├── BillMismatch                the statement's bill differs from ours
+    │   ├── BillOutOfBounds             a bill outside the bounds its plan allows
+    │   ├── AlreadySettled              a second statement for a period already paid
     │   └── AuditFailure                an offline audit found an inconsistency
+    │       └── RebuildMismatch         E(bill) is not the one rebuilt from the
+    │                                   meter-signed records and the tariff
     ├── AggregationError                a round cannot complete
     ├── TransportError                  network / framing failure
     └── StoreError                      persistent state is unusable
@@ -54,8 +61,11 @@ from typing import Any
 
 __all__ = [
     "AggregationError",
+    "AlreadySettled",
     "AuditFailure",
+    "BaseNotDerived",
     "BillMismatch",
+    "BillOutOfBounds",
     "BillingError",
     "BudgetExceeded",
     "ConfigError",
@@ -79,6 +89,7 @@ __all__ = [
     "PolicyError",
     "PrivmeterError",
     "ProtocolError",
+    "RebuildMismatch",
     "RemoteProtocolError",
     "ReplayedMessage",
     "StaleMessage",
@@ -89,6 +100,7 @@ __all__ = [
     "TransportError",
     "UnexpectedMessage",
     "UnknownParty",
+    "UnprovenKey",
     "UnsupportedVersion",
 ]
 
@@ -138,6 +150,23 @@ class CryptoError(PrivmeterError):
 
 
 class InvalidKey(CryptoError):
+    code = "invalid-key"
+
+
+class BaseNotDerived(InvalidKey):
+    """A Paillier public key whose DJN base h_s is not the one derived from n.
+
+    Only the derived base is an n-th residue by construction (nobody can tell
+    an n-th residue from a non-residue without the factors); with any other
+    h_s a meter's encryptions would not decrypt to its readings.
+    """
+
+    code = "invalid-key"
+
+
+class UnprovenKey(InvalidKey):
+    """A household key registered without a valid well-formedness proof (gcd(n, phi(n)) = 1)."""
+
     code = "invalid-key"
 
 
@@ -255,7 +284,25 @@ class BillMismatch(BillingError):
     code = "bill-mismatch"
 
 
+class BillOutOfBounds(BillingError):
+    """A proven (or expected) bill outside ``Plan.bill_bounds`` for its period and record count."""
+
+    code = "bill-bounds"
+
+
+class AlreadySettled(BillingError):
+    """The household already paid another statement for this billing period."""
+
+    code = "settled"
+
+
 class AuditFailure(BillingError):
+    code = "audit"
+
+
+class RebuildMismatch(AuditFailure):
+    """The statement's E(bill) differs from the product rebuilt from the signed records."""
+
     code = "audit"
 
 

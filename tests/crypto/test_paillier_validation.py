@@ -15,10 +15,12 @@ from privmeter.crypto.paillier import (
     PaillierPrivateKey,
     PaillierPublicKey,
     RandomnessPool,
+    derived_base,
     generate_keypair,
     verify_decryption,
 )
 from privmeter.errors import (
+    BaseNotDerived,
     InvalidCiphertext,
     InvalidKey,
     InvalidProof,
@@ -88,11 +90,41 @@ def test_wrong_key_id(paillier_2048, paillier_small, rng: random.Random) -> None
     with pytest.raises(KeyMismatch):
         pk.encrypt(1, pool=pool)
     assert len(pool) == 1  # refused before taking
-    # same n but another DJN base is another key
-    twin = PaillierPublicKey.from_modulus(pk.n)
+    # same n but another DJN base is another key (and no valid one: h_s must be the derived base)
+    twin = PaillierPublicKey(pk.n, pk.hs * pk.hs % pk.nsquare)
     assert twin.key_id != pk.key_id
     with pytest.raises(KeyMismatch):
         sk.decrypt(twin.encrypt(3, rng=rng))
+    with pytest.raises(BaseNotDerived):
+        twin.check()
+
+
+def test_base_is_derived_from_n(paillier_2048, paillier_small, rng: random.Random) -> None:
+    """Attack 5 (issue 12): an h_s with a hidden (1+n)**k factor is not an n-th residue,
+    so the meter's encryptions would decrypt to garbage the owner could still "prove".
+    Only the base derived from n is accepted, by check(), from_dict() and the key proof."""
+    pk, sk = paillier_2048
+    assert PaillierPublicKey.from_modulus(pk.n) == pk  # the vector key's base is the derived one
+    assert pk.hs == derived_base(pk.n)
+    k = rng.getrandbits(1000)
+    bad = PaillierPublicKey(pk.n, pow(1 + pk.n, k, pk.nsquare) * pk.hs % pk.nsquare)
+    with pytest.raises(BaseNotDerived):
+        bad.check()
+    with pytest.raises(BaseNotDerived):
+        PaillierPublicKey.from_dict(bad.to_dict())
+    bad_sk = PaillierPrivateKey(bad, sk.p, sk.q)
+    with pytest.raises(BaseNotDerived):  # a valid proof about n does not vouch for h_s
+        bad.verify_wellformed(bad_sk.prove_wellformed())
+    # what the check prevents: the owner's key turns E(x) into E(x + k*a), and proves it
+    c = bad.encrypt(5, rng=rng)
+    m, r = bad_sk.prove(c)
+    assert m != 5
+    verify_decryption(bad, c, m, r)
+    # every key made here passes
+    small_pk, _ = paillier_small
+    small_pk.check(min_bits=512)
+    _, fresh = generate_keypair(512, rng=rng, insecure_for_tests=True)
+    assert fresh.public_key.hs == derived_base(fresh.public_key.n)
 
 
 def test_ciphertext_json(paillier_2048, rng: random.Random) -> None:

@@ -21,7 +21,7 @@ from privmeter.parties.auditor import (
     write_log_jsonl,
 )
 from privmeter.parties.keys import HouseholdKeys
-from privmeter.protocol.billing import BillingLedger, make_record
+from privmeter.protocol.billing import BillingLedger, make_record, record_from_bytes
 from privmeter.protocol.settlement import BillProof, settle
 from privmeter.store.sqlite import SqliteBillingStore
 
@@ -42,8 +42,10 @@ def bundle(paillier_2048, tmp_path_factory) -> dict[str, Path]:
     other_meter = SigningKey.from_seed(b"o" * 32)
     store = SqliteBillingStore(tmp / "headend.sqlite")
     ledger = BillingLedger(headend, [plan], store=store)
-    ledger.register("m1", meter.verify_key, pk, plan, period_start=day0, period_intervals=n)
-    ledger.register("m2", other_meter.verify_key, pk, plan, period_start=day0, period_intervals=n)
+    proof = sk.prove_wellformed()
+    ledger.register("m1", meter.verify_key, pk, plan, wellformed_proof=proof, period_start=day0, period_intervals=n)
+    ledger.register("m2", other_meter.verify_key, pk, plan, wellformed_proof=proof, period_start=day0,
+                    period_intervals=n)
     ledger.publish_feed(feed)
     r = random.Random(4)
     readings = {}
@@ -54,8 +56,9 @@ def bundle(paillier_2048, tmp_path_factory) -> dict[str, Path]:
         if i % 7 == 0:  # another household's records interleave in the log
             ledger.receive(make_record(other_meter, "m2", t, pk, pk.encrypt(5, rng=r)), current_interval=t)
     st = ledger.statement("m1", 0, now=MIDNIGHT + 86400)
-    proof = settle(st, headend_key=headend.verify_key, secret_key=sk, meter_id="m1", plan=plan,
-                   readings=readings, feed=feed)
+    proof = settle(st, headend_key=headend.verify_key, meter_key=meter.verify_key, secret_key=sk, meter_id="m1",
+                   plan=plan, period=range(day0, day0 + n), readings=readings,
+                   records=[record_from_bytes(b) for b in store.records("m1", day0, day0 + n)], feed=feed)
     assert isinstance(proof, BillProof)
     files = {
         "statement": tmp / "statement.json", "proof": tmp / "proof.json", "keys": tmp / "keys.json",

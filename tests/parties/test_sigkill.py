@@ -20,7 +20,7 @@ from pathlib import Path
 
 from privmeter.parties.headend_store import HeadEndStore
 from privmeter.protocol.billing import record_from_bytes
-from privmeter.protocol.settlement import BillProof, check_proof, settle
+from privmeter.protocol.settlement import BillProof, check_proof, records_from_log, settle
 from privmeter.store.billing_store import GENESIS, chain_step
 
 CHILD = Path(__file__).with_name("sigkill_child.py")
@@ -80,8 +80,11 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
         logged.setdefault(r.meter_id, {})[r.interval] = child.reading(r.meter_id, r.interval)
     for m in child.METERS:
         st = core.statement(m, 0, now=10**9)
-        ans = settle(st, headend_key=he.verify_key, secret_key=sk, meter_id=m, plan=core.ledger.plans["economy7"],
-                     readings=logged.get(m, {}))
+        plan = core.ledger.plans["economy7"]
+        req = core.settle_request(st, 0)
+        ans = settle(st, headend_key=he.verify_key, meter_key=child.keys()[1][m].verify_key, secret_key=sk,
+                     meter_id=m, plan=plan, period=range(st.start, st.end), readings=logged.get(m, {}),
+                     records=records_from_log(req.log))
         assert isinstance(ans, BillProof), ans
-        assert check_proof(st, ans, sk.public_key) == ans.bill
+        assert check_proof(st, ans, sk.public_key, plan) == ans.bill
     core.store.close()

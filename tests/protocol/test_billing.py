@@ -78,8 +78,8 @@ class World:
         self.meter = SigningKey.from_seed(b"m" * 32)
         self.headend = SigningKey.from_seed(b"h" * 32)
         self.ledger = BillingLedger(self.headend, [plan], store=store, min_key_bits=512)
-        self.ledger.register("m1", self.meter.verify_key, self.pk, plan, period_start=DAY0,
-                             period_intervals=periods)
+        self.ledger.register("m1", self.meter.verify_key, self.pk, plan, wellformed_proof=self.sk.prove_wellformed(),
+                             period_start=DAY0, period_intervals=periods)
         self.rng = random.Random(7)
 
     def record(self, t: int, wh: int, **kw) -> ReadingRecord:
@@ -311,7 +311,8 @@ def test_record_wire_format(paillier_small) -> None:
 def test_ledger_refuses_small_keys_by_default(paillier_small) -> None:
     ledger = BillingLedger(SigningKey.from_seed(b"h" * 32), [flat_plan()])
     with pytest.raises(Exception, match="bits"):
-        ledger.register("m1", SigningKey.from_seed(b"m" * 32).verify_key, paillier_small[0], flat_plan())
+        ledger.register("m1", SigningKey.from_seed(b"m" * 32).verify_key, paillier_small[0], flat_plan(),
+                        wellformed_proof=paillier_small[1].prove_wellformed())
 
 
 def _fields(rec: ReadingRecord) -> dict:

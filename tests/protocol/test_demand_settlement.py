@@ -12,7 +12,13 @@ from privmeter.crypto.signing import SigningKey
 from privmeter.grid.plans import DemandResponse, Plan
 from privmeter.grid.tariffs import Tariff
 from privmeter.protocol import demand as dm
-from privmeter.protocol.billing import DR_EXCESS, DR_REBATE, BillingLedger, make_record
+from privmeter.protocol.billing import (
+    DR_EXCESS,
+    DR_REBATE,
+    BillingLedger,
+    make_record,
+    record_from_bytes,
+)
 from privmeter.protocol.settlement import BillProof, Dispute, settle
 
 DAY0 = 1699920000 // 900
@@ -65,7 +71,8 @@ def test_event_settles_inside_the_encrypted_bill(paillier_2048, tampered: bool) 
     meter = SigningKey.from_seed(b"m" * 32)
     headend = SigningKey.from_seed(b"h" * 32)
     ledger = BillingLedger(headend, [p])
-    ledger.register("m1", meter.verify_key, pk, p, period_start=DAY0, period_intervals=N)
+    ledger.register("m1", meter.verify_key, pk, p, wellformed_proof=sk.prove_wellformed(), period_start=DAY0,
+                    period_intervals=N)
     r = random.Random(4)
     readings = {DAY0 + i: r.randint(-400, 1200) for i in range(N)}
     for t, wh in readings.items():
@@ -78,8 +85,9 @@ def test_event_settles_inside_the_encrypted_bill(paillier_2048, tampered: bool) 
     if tampered:  # the household's own view of the event differs from the records
         k = next(k for k, v in adjustments.items() if k[0] == DR_REBATE and v == 0)
         adjustments[k] = 1
-    out = settle(statement, headend_key=headend.verify_key, secret_key=sk, meter_id="m1", plan=p,
-                 readings=readings, adjustments=adjustments)
+    out = settle(statement, headend_key=headend.verify_key, meter_key=meter.verify_key, secret_key=sk,
+                 meter_id="m1", plan=p, period=range(DAY0, DAY0 + N), readings=readings, adjustments=adjustments,
+                 records=[record_from_bytes(b) for b in ledger.store.records("m1", DAY0, DAY0 + N)])
     if tampered:
         assert isinstance(out, Dispute)
         return

@@ -11,11 +11,11 @@ from privmeter.crypto.paillier import EncryptedNumber
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import (
     AuditFailure,
-    BillMismatch,
     DuplicateReading,
     InvalidProof,
     InvalidSignature,
     KeyMismatch,
+    RebuildMismatch,
     TariffRejected,
 )
 from privmeter.grid.plans import DemandResponse, Plan
@@ -51,6 +51,10 @@ FEED_KEY = SigningKey.from_seed(bytes(range(32)))
 N = 96
 
 
+def paillier_meter_key():  # another meter's verify key
+    return SigningKey.from_seed(b"q" * 32).verify_key
+
+
 def flat_plan(price: int = 14228, dr: DemandResponse | None = None) -> Plan:
     return Plan(plan_id="t-flat", name="Flat", currency="GBP", interval_seconds=900,
                 tariff=Tariff(kind="flat", price=price), standing_charge_per_day=45_000, demand_response=dr)
@@ -81,7 +85,8 @@ class Scenario:
         self.meter = SigningKey.from_seed(b"m" * 32)
         self.headend = SigningKey.from_seed(b"h" * 32)
         self.ledger = BillingLedger(self.headend, [plan], min_key_bits=min_bits)
-        self.ledger.register("m1", self.meter.verify_key, self.pk, plan, period_start=DAY0, period_intervals=N)
+        self.ledger.register("m1", self.meter.verify_key, self.pk, plan, wellformed_proof=self.sk.prove_wellformed(),
+                             period_start=DAY0, period_intervals=N)
         r = random.Random(seed)
         self.readings = {DAY0 + i: r.randint(-900, 2500) for i in range(N)}
         self.adjustments: dict[tuple[str, str, int], int] = {}
@@ -105,8 +110,9 @@ class Scenario:
         self.records.append(rec)
 
     def settle(self, statement: Statement | None = None, **kw) -> BillProof | Dispute:
-        args = dict(headend_key=self.headend.verify_key, secret_key=self.sk, meter_id="m1", plan=self.plan,
-                    readings=self.readings, feed=self.feed, adjustments=self.adjustments)
+        args = dict(headend_key=self.headend.verify_key, meter_key=self.meter.verify_key, secret_key=self.sk,
+                    meter_id="m1", plan=self.plan, period=range(DAY0, DAY0 + N), readings=self.readings,
+                    records=self.records, feed=self.feed, adjustments=self.adjustments)
         args.update(kw)
         return settle(statement or self.statement, **args)
 
@@ -117,7 +123,7 @@ class Scenario:
         return audit(st_, self.records if records is None else records, plan or self.plan,
                      self.feed if feed == "same" else feed, proof,
                      headend_key=self.headend.verify_key, meter_key=self.meter.verify_key,
-                     household_pk=self.pk)
+                     household_pk=self.pk, min_key_bits=512)
 
     def forged(self, **changes) -> Statement:
         """The utility signs whatever statement it likes (it holds the head-end key)."""
@@ -161,7 +167,7 @@ def test_honest_statement_pays_and_audits(request, name) -> None:
     assert isinstance(proof, BillProof)
     expected = s.plan.total_charge(s.readings, range(DAY0, DAY0 + N), s.feed)
     assert proof.bill == expected
-    assert check_proof(s.statement, proof, s.pk) == expected
+    assert check_proof(s.statement, proof, s.pk, s.plan) == expected
     report = s.audit(proof=proof)
     assert report.bill == expected and report.record_count == N
     assert report.summary().startswith("VERIFIED")
@@ -183,8 +189,8 @@ def test_end_to_end_2048_with_demand_response(paillier_2048) -> None:
 
 # -- attacks by the utility ----------------------------------------------------------------------
 
-def _disputed(s: Scenario, st_: Statement, reason: str) -> Dispute:
-    out = s.settle(st_)
+def _disputed(s: Scenario, st_: Statement, reason: str, **kw) -> Dispute:
+    out = s.settle(st_, **kw)
     assert isinstance(out, Dispute), out
     assert out.reason == reason
     # a dispute carries a code and the statement digest, nothing derived from the decryption
@@ -197,8 +203,8 @@ def test_disguised_reading_is_never_decrypted(flat: Scenario) -> None:
     s = flat
     one = s.records[40]
     st_ = s.forged(bill_ciphertext=one.ciphertext)
-    d = _disputed(s, st_, "bill")
-    assert isinstance(d.error(), BillMismatch)
+    d = _disputed(s, st_, "rebuild")
+    assert isinstance(d.error(), RebuildMismatch)
     assert str(s.readings[one.interval]) not in repr(d)
     with pytest.raises(AuditFailure):
         s.audit(st_, proof=BillProof(meter_id="m1", statement_digest=d.statement_digest, bill=1, r=1))
@@ -211,7 +217,9 @@ def test_inflated_reading(flat: Scenario) -> None:
     inflated = ReadingRecord(**{**{f.name: getattr(s.records[0], f.name) for f in dataclasses.fields(ReadingRecord)},
                                 "ciphertext": fake.to_bytes()})
     st_ = s.forged(bill_ciphertext=s.bill_from([(inflated, s.price(inflated)), *pairs]))
-    _disputed(s, st_, "bill")
+    _disputed(s, st_, "rebuild")
+    # the inflated record in the log the household gets: not the meter's signature
+    _disputed(s, st_, "log", records=[inflated, *s.records[1:]])
     with pytest.raises(InvalidSignature):  # the log entry no longer carries the meter's signature
         s.audit(st_, records=[inflated, *s.records[1:]], proof=s.settle())
 
@@ -221,9 +229,10 @@ def test_omitted_reading(flat: Scenario) -> None:
     kept = s.records[:30] + s.records[31:]
     st_ = s.forged(record_count=N - 1, bill_ciphertext=s.bill_from([(r, s.price(r)) for r in kept]),
                    log_digest=log_digest("m1", DAY0, DAY0 + N, [record_bytes(r) for r in kept]))
-    _disputed(s, st_, "count")
+    _disputed(s, st_, "count")  # against the full log
+    _disputed(s, st_, "count", records=kept)  # a log without it: the meter reported it
     # same count claimed, bill without the reading
-    _disputed(s, s.forged(bill_ciphertext=st_.bill_ciphertext), "bill")
+    _disputed(s, s.forged(bill_ciphertext=st_.bill_ciphertext), "rebuild")
     with pytest.raises(AuditFailure):  # the auditor holds the meter-signed log
         s.audit(st_, proof=s.settle())
 
@@ -233,7 +242,8 @@ def test_duplicated_reading(flat: Scenario) -> None:
     pairs = [(r, s.price(r)) for r in s.records] + [(s.records[10], s.price(s.records[10]))]
     st_ = s.forged(bill_ciphertext=s.bill_from(pairs), record_count=N + 1)
     _disputed(s, st_, "count")
-    _disputed(s, s.forged(bill_ciphertext=s.bill_from(pairs)), "bill")
+    _disputed(s, s.forged(bill_ciphertext=s.bill_from(pairs)), "rebuild")
+    _disputed(s, s.statement, "log", records=[*s.records, s.records[10]])
     with pytest.raises(DuplicateReading):  # a log padded with a second record for one slot
         s.audit(s.statement, records=[*s.records, s.records[10]], proof=s.settle())
     with pytest.raises(AuditFailure):
@@ -248,7 +258,7 @@ def test_reordered_readings(tou: Scenario) -> None:
     assert pairs[i][1] != pairs[j][1] and s.readings[DAY0 + i] != s.readings[DAY0 + j]
     pairs[i], pairs[j] = (pairs[i][0], pairs[j][1]), (pairs[j][0], pairs[i][1])
     st_ = s.forged(bill_ciphertext=s.bill_from(pairs))
-    _disputed(s, st_, "bill")
+    _disputed(s, st_, "rebuild")
     with pytest.raises(AuditFailure):
         s.audit(st_, proof=s.settle())
     # shuffling the log itself changes nothing: the digest is over interval order
@@ -310,6 +320,7 @@ def test_other_checks_of_the_household(flat: Scenario, paillier_2048) -> None:
     with pytest.raises(KeyMismatch):
         audit(s.statement, s.records, s.plan, None, s.settle(), headend_key=s.headend.verify_key,
               meter_key=s.meter.verify_key, household_pk=paillier_2048[0])
+    _disputed(s, s.statement, "log", meter_key=paillier_meter_key())  # records not signed by our meter
 
 
 # -- attacks by the household -----------------------------------------------------------------------
@@ -319,14 +330,14 @@ def test_household_under_reports(flat: Scenario) -> None:
     honest = s.settle()
     low = dataclasses.replace(honest, bill=honest.bill - 1_000_000)
     with pytest.raises(InvalidProof):
-        check_proof(s.statement, low, s.pk)
+        check_proof(s.statement, low, s.pk, s.plan)
     with pytest.raises(InvalidProof):
         s.audit(proof=low)
     other_r = dataclasses.replace(honest, r=honest.r + 1)
     with pytest.raises(InvalidProof):
-        check_proof(s.statement, other_r, s.pk)
+        check_proof(s.statement, other_r, s.pk, s.plan)
     with pytest.raises(InvalidProof):  # a proof for another statement
-        check_proof(s.forged(issued_at=2), honest, s.pk)
+        check_proof(s.forged(issued_at=2), honest, s.pk, s.plan)
 
 
 def test_household_forges_a_reading(flat: Scenario) -> None:

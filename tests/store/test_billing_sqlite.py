@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -44,11 +45,12 @@ def flat_plan() -> Plan:
                 tariff=Tariff(kind="flat", price=14228), standing_charge_per_day=45_000)
 
 
-def _ledger(store, pk, register: bool = True) -> BillingLedger:
+def _ledger(store, keys, register: bool = True) -> BillingLedger:
+    pk, sk = keys
     ledger = BillingLedger(SigningKey.from_seed(b"h" * 32), [flat_plan()], store=store, min_key_bits=512)
     if register:
         ledger.register("m1", SigningKey.from_seed(b"m" * 32).verify_key, pk, flat_plan(),
-                        period_start=DAY0, period_intervals=96)
+                        wellformed_proof=sk.prove_wellformed(), period_start=DAY0, period_intervals=96)
     return ledger
 
 
@@ -63,13 +65,13 @@ def _records(pk, n: int, seed: int = 3):
 def test_sqlite_matches_memory_and_survives_reopen(paillier_small, tmp_path: Path) -> None:
     pk, sk = paillier_small
     readings, recs = _records(pk, 96)
-    mem = _ledger(MemoryBillingStore(), pk)
+    mem = _ledger(MemoryBillingStore(), paillier_small)
     db = tmp_path / "b.sqlite"
-    disk = _ledger(SqliteBillingStore(db), pk)
+    disk = _ledger(SqliteBillingStore(db), paillier_small)
     for rec in recs[:50]:
         assert mem.receive(rec, current_interval=rec.interval) == disk.receive(rec, current_interval=rec.interval)
     disk.store.close()
-    disk = _ledger(SqliteBillingStore(db), pk, register=False)  # restart: registration is persisted
+    disk = _ledger(SqliteBillingStore(db), paillier_small, register=False)  # restart: registration is persisted
     with pytest.raises(ReplayedMessage):
         disk.receive(recs[10], current_interval=recs[10].interval)
     for rec in recs[50:]:
@@ -79,7 +81,7 @@ def test_sqlite_matches_memory_and_survives_reopen(paillier_small, tmp_path: Pat
     assert sk.decrypt(pk.ciphertext_from_bytes(b.bill_ciphertext)) == flat_plan().total_charge(
         readings, range(DAY0, DAY0 + 96))
     disk.store.close()
-    disk = _ledger(SqliteBillingStore(db), pk, register=False)
+    disk = _ledger(SqliteBillingStore(db), paillier_small, register=False)
     assert disk.statement("m1", 0, now=99) == b  # statements are stored, issued once
     assert [row[1] for row in read_log(db)] == [row[1] for row in mem.store.iter_log()]
     disk.store.close()
@@ -88,7 +90,7 @@ def test_sqlite_matches_memory_and_survives_reopen(paillier_small, tmp_path: Pat
 def test_log_is_append_only_and_schema_versioned(paillier_small, tmp_path: Path) -> None:
     pk, _ = paillier_small
     db = tmp_path / "b.sqlite"
-    ledger = _ledger(SqliteBillingStore(db), pk)
+    ledger = _ledger(SqliteBillingStore(db), paillier_small)
     _, recs = _records(pk, 2)
     ledger.receive(recs[0], current_interval=DAY0)
     ledger.store.close()
@@ -114,6 +116,7 @@ def test_log_is_append_only_and_schema_versioned(paillier_small, tmp_path: Path)
 CHILD = PLAN_SRC + textwrap.dedent("""
 import sys
 import msgpack
+import json
 from privmeter.crypto.paillier import PaillierPublicKey
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import ReplayedMessage
@@ -121,12 +124,13 @@ from privmeter.protocol.billing import BillingLedger, record_from_bytes
 from privmeter.store.sqlite import SqliteBillingStore
 
 db, keyfile, recfile = sys.argv[1:4]
-pk = PaillierPublicKey.from_json(open(keyfile).read(), min_bits=512)
+keys = json.loads(open(keyfile).read())
+pk = PaillierPublicKey.from_dict(keys["pk"], min_bits=512)
 store = SqliteBillingStore(db)
 ledger = BillingLedger(SigningKey.from_seed(b"h" * 32), [PLAN], store=store, min_key_bits=512)
 if store.get_meter("m1") is None:
     ledger.register("m1", SigningKey.from_seed(b"m" * 32).verify_key, pk, PLAN,
-                    period_start=DAY0_, period_intervals=96)
+                    wellformed_proof=keys["proof"], period_start=DAY0_, period_intervals=96)
 print("ready", flush=True)
 for data in msgpack.unpackb(open(recfile, "rb").read()):
     rec = record_from_bytes(data)
@@ -164,7 +168,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_record(paillier_small, tmp_pat
     pk, sk = paillier_small
     readings, recs = _records(pk, 96, seed=8)
     db, keyfile, recfile = tmp_path / "b.sqlite", tmp_path / "pk.json", tmp_path / "recs.bin"
-    keyfile.write_text(pk.to_json())
+    keyfile.write_text(json.dumps({"pk": pk.to_dict(), "proof": sk.prove_wellformed()}))
     recfile.write_bytes(msgpack.packb([record_bytes(r) for r in recs]))
     cmd = [sys.executable, "-c", CHILD, str(db), str(keyfile), str(recfile)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")

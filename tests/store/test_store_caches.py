@@ -25,9 +25,11 @@ def _plan() -> Plan:
                 tariff=Tariff(kind="flat", price=14228), standing_charge_per_day=45_000)
 
 
-def _ledger(store, pk) -> BillingLedger:
+def _ledger(store, keys) -> BillingLedger:
+    pk, sk = keys
     ledger = BillingLedger(SigningKey.from_seed(b"h" * 32), [_plan()], store=store, min_key_bits=512)
-    ledger.register("m1", METER.verify_key, pk, _plan(), period_start=DAY0, period_intervals=96)
+    ledger.register("m1", METER.verify_key, pk, _plan(), wellformed_proof=sk.prove_wellformed(),
+                    period_start=DAY0, period_intervals=96)
     return ledger
 
 
@@ -43,8 +45,8 @@ class _Boom(Exception):
 def test_rolled_back_batch_leaves_no_trace_in_the_caches(paillier_small, tmp_path: Path) -> None:
     pk, _ = paillier_small
     recs = _records(pk, 6)
-    mem = _ledger(MemoryBillingStore(), pk)
-    disk = _ledger(HeadEndStore(tmp_path / "h.db"), pk)
+    mem = _ledger(MemoryBillingStore(), paillier_small)
+    disk = _ledger(HeadEndStore(tmp_path / "h.db"), paillier_small)
     store = disk.store
     assert isinstance(store, HeadEndStore)
     with store.batch():
@@ -75,8 +77,8 @@ def test_tiny_or_no_cache_gives_the_same_receipts_and_statements(
     pk, _ = paillier_small
     recs = _records(pk, 100)  # periods 0 and 1, interleaved so a one-account cache evicts every time
     order = [r for pair in zip(recs[:4], recs[96:], strict=True) for r in pair] + recs[4:96]
-    mem = _ledger(MemoryBillingStore(), pk)
-    disk = _ledger(SqliteBillingStore(tmp_path / "b.db", cache_accounts=cache_accounts), pk)
+    mem = _ledger(MemoryBillingStore(), paillier_small)
+    disk = _ledger(SqliteBillingStore(tmp_path / "b.db", cache_accounts=cache_accounts), paillier_small)
     for rec in order:
         now = max(rec.interval, DAY0 + 4)
         assert disk.receive(rec, current_interval=now) == mem.receive(rec, current_interval=now)

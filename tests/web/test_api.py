@@ -99,7 +99,7 @@ def test_bills_verified_cheat_and_underreport_caught(client: tuple[TestClient, D
     bills = {(b["meter_id"], b["period"]): b for b in c.get("/api/bills").json()["bills"]}
     assert len(bills) >= 6
     cheat = bills[("m00001", 0)]
-    assert cheat["status"] == "dispute:bill" and cheat["cheat"]
+    assert cheat["status"] == "dispute:rebuild" and cheat["cheat"]
     assert cheat["audit"].startswith("FAILED: AuditFailure")
     under = bills[("m00004", 0)]
     assert under["status"] == "invalid-proof" and "InvalidProof" in under["audit"]
@@ -113,7 +113,7 @@ def test_bills_verified_cheat_and_underreport_caught(client: tuple[TestClient, D
         assert b["bill"] == expected_bill(meter.plan, None, readings, adj, b["start"], b["end"])
     # the household's own view: its bill, and the cheat (inflated by CHEAT_INFLATION) disputed
     hh = c.get("/api/households/m00001").json()
-    assert any(x["status"] == "dispute:bill" for x in hh["bills"])
+    assert any(x["status"] == "dispute:rebuild" for x in hh["bills"])
     assert CHEAT_INFLATION > 0
     kinds = [a["kind"] for a in e.overview["alerts"] if a["level"] == "caught"]
     assert "dispute" in kinds and "underreport" in kinds

@@ -150,9 +150,11 @@ async def _serve(args: argparse.Namespace, sk: PaillierPrivateKey, key_file: Pat
     core = HeadEndCore(_headend_key(args.seed), [plan], store=HeadEndStore(db), interval_seconds=60,
                        window_back=10**6, min_key_bits=min(args.key_bits, 2048))
     trust = TrustStore()
+    proof = sk.prove_wellformed()
     for i in range(args.meters):
         k = _meter_key(args.seed, i)
-        core.register(f"b{i:06d}", k.verify_key, sk.public_key, plan, period_start=T0, period_intervals=10**6)
+        core.register(f"b{i:06d}", k.verify_key, sk.public_key, plan, wellformed_proof=proof,
+                      period_start=T0, period_intervals=10**6)
         trust.add(k.verify_key, f"b{i:06d}")
     link = NetLink(core)
     link.interval, link.now = T0 + args.intervals, (T0 + args.intervals) * 60

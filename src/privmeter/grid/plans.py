@@ -75,6 +75,7 @@ from privmeter.grid.tariffs import (
 __all__ = [
     "DAY_TYPES",
     "DEFAULT_MAX_PRICE",
+    "MAX_POWER_W",
     "MAX_PRICE_LIMIT",
     "PLAN_FORMAT_VERSION",
     "DemandResponse",
@@ -94,6 +95,9 @@ __all__ = [
 PLAN_FORMAT_VERSION = 1
 DEFAULT_MAX_PRICE = 2**24  # 167.77 major units/kWh: far above any retail price, small enough to bound leakage
 MAX_PRICE_LIMIT = HARD_MAX_PRICE  # 2**32: no plan may declare more (the bill would carry too many bits)
+# The largest |average power| a bill accounts for in one interval: 2**23 W = 8.4 MW, the range of
+# the comparison's 24-bit signed readings; far above any household or small-business connection.
+MAX_POWER_W = 2**23
 MAX_STANDING_CHARGE = 2**40  # milli-minor-units per day; sanity bound
 MAX_PLAN_BYTES = 1 << 20  # a plan file is a few KiB; refuse anything absurd
 PLAN_DIGEST_DOMAIN = "privmeter.plan/1"
@@ -399,6 +403,36 @@ class Plan:
         exactly once; two periods sharing a day both charge it.
         """
         return self.days_touched(intervals) * self.standing_charge_per_day * 1000
+
+    def record_bound_wh(self) -> int:
+        """The largest |Wh| one billing record of this plan can carry.
+
+        An energy record is one interval's net energy, ``|x| <= MAX_POWER_W *
+        interval_seconds / 3600`` (rounded up); a ``dr_excess`` amount is at
+        most that too, and a ``dr_rebate`` amount at most the cap
+        (:meth:`DemandResponse.cap_wh`).
+        """
+        x = -(-MAX_POWER_W * self.interval_seconds // 3600)
+        dr = self.demand_response
+        return max(x, dr.cap_wh(self.interval_seconds)) if dr is not None else x
+
+    def bill_bounds(self, intervals: range, record_count: int) -> tuple[int, int]:
+        """``(lo, hi)``: every bill over ``intervals`` made of ``record_count`` records lies in ``[lo, hi]``.
+
+        A bill is ``fixed_charge(intervals) + sum(x_i * p_i)`` over its
+        records, with ``|x_i| <= record_bound_wh()`` and ``|p_i| <= max_price``
+        (tariff prices lie in ``[min_price, max_price]``, ``min_price >= 0``;
+        the penalty and rebate prices are at most ``max_price``, checked when
+        the plan is built), so ``|sum| <= record_count * record_bound_wh() *
+        max_price``.  A month of 15-minute records at the default bounds is
+        within about 2**58: a "proven" bill of thousands of bits (a
+        garbage decryption) is outside.
+        """
+        if not _is_int(record_count) or record_count < 0:
+            raise ValueError(f"record_count must be a non-negative int, got {record_count!r}")
+        fixed = self.fixed_charge(intervals)
+        span = record_count * self.record_bound_wh() * self.max_price
+        return fixed - span, fixed + span
 
     def total_charge(
         self, readings: Mapping[int, int], intervals: range, feed: PriceFeed | None = None

@@ -254,7 +254,7 @@ def audit_files(
     full = check_chain(entries)
     records: list[ReadingRecord] = [record_from_bytes(rec) for _, rec, _ in entries]
     report = audit(st, records, the_plan, the_feed, pr, headend_key=headend_key, meter_key=meter_key,
-                   household_pk=household_pk)
+                   household_pk=household_pk, min_key_bits=min_key_bits)
     return report, full
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,7 @@ from privmeter.crypto.paillier import MIN_KEY_BITS, PaillierPublicKey
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import (
     AggregationError,
+    BillOutOfBounds,
     GroupTooSmall,
     InvalidProof,
     LocalProtocolError,
@@ -59,7 +60,7 @@ from privmeter.grid.plans import Plan
 from privmeter.grid.pricefeed import PriceFeed
 from privmeter.parties.concentrator import Relayed, unwrap
 from privmeter.parties.headend_store import HeadEndStore, MemoryHeadEndStore, StoredTotal
-from privmeter.parties.messages import EpochRequest, Hello
+from privmeter.parties.messages import EpochRequest, Hello, SettleRequest
 from privmeter.protocol.aggregation import AggregateResult, AggregationHeadEnd
 from privmeter.protocol.aggregation_messages import (
     HEADEND_ID,
@@ -178,15 +179,22 @@ class HeadEndCore:
         household_pk: PaillierPublicKey,
         plan: Plan,
         *,
+        wellformed_proof: Sequence[int],
         period_start: int,
         period_intervals: int,
     ) -> None:
-        """Register a meter (idempotent: a restarted head-end re-registers from its config)."""
+        """Register a meter (idempotent: a restarted head-end re-registers from its config).
+
+        A new or changed registration runs
+        :func:`~privmeter.protocol.billing.check_household_key` on the
+        household key and its ``wellformed_proof`` (h_s derived from n,
+        gcd(n, phi(n)) = 1, the plan's bills fit the key).
+        """
         reg = self.store.get_meter(meter_id)
         if reg is None or reg.verify_key != verify_key.raw or reg.plan_digest != plan.digest() \
                 or reg.period_start != period_start or reg.period_intervals != period_intervals \
                 or reg.paillier_public_key != household_pk.to_json():
-            self.ledger.register(meter_id, verify_key, household_pk, plan,
+            self.ledger.register(meter_id, verify_key, household_pk, plan, wellformed_proof=wellformed_proof,
                                  period_start=period_start, period_intervals=period_intervals)
         elif plan.plan_id not in self.ledger.plans:
             self.ledger.plans[plan.plan_id] = plan
@@ -403,6 +411,12 @@ class HeadEndCore:
         self.cpu["settlement"] += time.process_time() - t0
         return st
 
+    def settle_request(self, statement: Statement, period: int) -> SettleRequest:
+        """The household's copy of a statement, with its log: the meter-signed records it is built
+        from, which the household rebuilds E(bill) from before it answers."""
+        log = self.store.records(statement.meter_id, statement.start, statement.end)
+        return SettleRequest(period=period, statement=encode(statement), log=tuple(log))
+
     def _receive_payment(self, peer: str, msg: BillProof | Dispute) -> None:
         found = [(p, s) for (m, p), s in self._statements.items()
                  if m == msg.meter_id and statement_digest(s) == msg.statement_digest]
@@ -413,9 +427,12 @@ class HeadEndCore:
             self.store.put_settlement(msg.meter_id, period, "dispute:" + msg.reason, encode(msg), None)
             return
         try:
-            bill = check_proof(st, msg, self.household_keys[msg.meter_id])
+            bill = check_proof(st, msg, self.household_keys[msg.meter_id], self.ledger.plan_of(msg.meter_id))
         except InvalidProof:
             self.store.put_settlement(msg.meter_id, period, "invalid-proof", encode(msg), None)
+            raise
+        except BillOutOfBounds:
+            self.store.put_settlement(msg.meter_id, period, "bill-out-of-bounds", encode(msg), None)
             raise
         self.store.put_settlement(msg.meter_id, period, "paid", encode(msg), bill)
 

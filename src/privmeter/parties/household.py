@@ -1,39 +1,61 @@
 """The household agent: holds the Paillier secret key and settles its bills.
 
 What it is for: the household (the user's app) reads its own readings from
-its meter's local port, knows its plan and the published tariff / price
-feed, and answers each statement of the head-end with
-:func:`privmeter.protocol.settlement.settle`: it recomputes its bill in
-plaintext *first* and reveals ``(bill, r)`` only if the statement's E(bill)
-encrypts exactly that bill; otherwise it disputes with a reason code.
+its meter's local port, knows its plan, the published tariff / price feed,
+its meter's verify key and its billing periods, and answers each statement of
+the head-end with :func:`privmeter.protocol.settlement.settle`: it rebuilds
+E(bill) itself from the meter-signed records the statement is built from (the
+statement's log, sent with it) and the published prices, and pays -- reveals
+``(bill, r)`` -- only if the statement's E(bill) is exactly that, for exactly
+one of its billing periods, and its own readings give that bill; otherwise it
+disputes with a reason code.  It never decrypts anything.
+
+At most one payment per billing period: once a statement of a period is
+paid, the same statement gets the same proof again (a retransmission) and any
+other statement of that period the dispute ``settled``
+(:class:`~privmeter.errors.AlreadySettled`).  A disputed period may be
+answered again (a corrected statement).
 
 Security assumption: the household is the only holder of its secret key and
 may be malicious towards billing (it cannot make an under-reported bill
-verify: the proof binds).  Guarantee: the household never decrypts a
-ciphertext that is not its expected bill, so a head-end that disguises one
-reading as a "bill" learns only that the household disputes.
+verify: the proof binds); its meter is trusted.  Guarantee (the bound, see
+:mod:`privmeter.protocol.settlement`): whatever statements and logs the
+head-end sends, each answer is a function of data the head-end holds, except
+the one proof per period, which carries the period's true bill.  The answered
+periods are kept in memory: a household that restarts forgets them, so a
+deployment keeps the agent running for the life of its key or persists
+:attr:`HouseholdAgent.paid`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from privmeter.crypto.paillier import PaillierPrivateKey
 from privmeter.crypto.signing import VerifyKey
+from privmeter.errors import PrivmeterError, UnexpectedMessage
 from privmeter.grid.plans import Plan
 from privmeter.grid.pricefeed import PriceFeed
 from privmeter.parties.messages import FeedPublished, SettleRequest
 from privmeter.protocol.codec import decode
-from privmeter.protocol.periods import period_bounds, period_of
-from privmeter.protocol.settlement import BillProof, Dispute, Statement, settle
+from privmeter.protocol.periods import check_layout, period_bounds, period_of
+from privmeter.protocol.settlement import (
+    BillProof,
+    Dispute,
+    Statement,
+    records_from_log,
+    settle,
+    statement_digest,
+)
 
-__all__ = ["HouseholdAgent"]
+__all__ = ["HouseholdAgent", "LocalPort"]
 
+# the meter's local port: (readings {interval: Wh}, demand-response amounts {(kind, event, interval): Wh})
 LocalPort = Callable[[], tuple[Mapping[int, int], Mapping[tuple[str, str, int], int]]]
 
 
 class HouseholdAgent:
-    """One household: settle statements against the meter's local readings."""
+    """One household: settle statements against the meter's local readings and signed records."""
 
     def __init__(
         self,
@@ -43,18 +65,22 @@ class HouseholdAgent:
         headend_key: VerifyKey,
         local_port: LocalPort,
         *,
-        period_intervals: int | None = None,
-        period_start: int | None = None,
+        meter_key: VerifyKey,
+        period_start: int,
+        period_intervals: int,
     ) -> None:
+        check_layout(period_start, period_intervals, plan.interval_seconds)
         self.meter_id = meter_id
         self.secret_key = secret_key
         self.plan = plan
         self.headend_key = headend_key
+        self.meter_key = meter_key
         self.local_port = local_port
         self.feed: PriceFeed | None = None
         self.period_intervals = period_intervals
         self.period_start = period_start
         self.answers: list[BillProof | Dispute] = []
+        self.paid: dict[int, BillProof] = {}  # billing period -> the one proof given for it
 
     def receive_feed(self, feed_json: str) -> None:
         """A published feed: verified against the plan's feed key before use."""
@@ -64,18 +90,39 @@ class HouseholdAgent:
             feed.verify(vk)
         self.feed = feed if self.feed is None else self.feed.merge(feed)
 
-    def settle(self, statement: Statement) -> BillProof | Dispute:
-        readings, adjustments = self.local_port()
-        period = None
-        if self.period_intervals is not None and self.period_start is not None:
-            layout = (self.period_start, self.period_intervals, self.plan.interval_seconds)
-            period = range(*period_bounds(period_of(statement.start, *layout), *layout))
-        lo, hi = statement.start, statement.end
-        mine = {t: v for t, v in readings.items() if lo <= t < hi}
-        adj = {k: v for k, v in adjustments.items() if lo <= k[2] < hi}
-        ans = settle(statement, headend_key=self.headend_key, secret_key=self.secret_key,
-                     meter_id=self.meter_id, plan=self.plan, readings=mine, feed=self.feed,
-                     adjustments=adj, period=period)
+    def period_of(self, statement: Statement) -> tuple[int, range]:
+        """The billing period a statement's range starts in, and that period's intervals
+        (:mod:`privmeter.protocol.periods`: fixed lengths or calendar months)."""
+        layout = (self.period_start, self.period_intervals, self.plan.interval_seconds)
+        k = period_of(statement.start, *layout)
+        return k, range(*period_bounds(k, *layout))
+
+    def settle(self, statement: Statement, log: Iterable[bytes] = ()) -> BillProof | Dispute:
+        """Answer one statement; ``log``: the records it is built from (canonical bytes)."""
+        k, period = self.period_of(statement) if statement.start >= self.period_start else (-1, range(0))
+        done = self.paid.get(k)
+        if k < 0:  # before the first billing period: not one of ours
+            ans: BillProof | Dispute = Dispute(meter_id=statement.meter_id,
+                                              statement_digest=statement_digest(statement), reason="range")
+        elif done is not None:
+            ans = done
+            if done.statement_digest != statement_digest(statement):
+                ans = Dispute(meter_id=statement.meter_id, statement_digest=statement_digest(statement),
+                              reason="settled")
+        else:
+            try:
+                records = records_from_log(log)
+            except PrivmeterError:
+                ans = Dispute(meter_id=statement.meter_id, statement_digest=statement_digest(statement),
+                              reason="log")
+            else:
+                readings, adjustments = self.local_port()
+                ans = settle(statement, headend_key=self.headend_key, meter_key=self.meter_key,
+                             secret_key=self.secret_key, meter_id=self.meter_id, plan=self.plan,
+                             period=period, readings=readings, records=records, feed=self.feed,
+                             adjustments=adjustments)
+                if isinstance(ans, BillProof):
+                    self.paid[k] = ans
         self.answers.append(ans)
         return ans
 
@@ -86,6 +133,5 @@ class HouseholdAgent:
             return []
         if isinstance(msg, SettleRequest):
             st = decode(msg.statement, expect=Statement)
-            return [self.settle(st)]
-        from privmeter.errors import UnexpectedMessage
+            return [self.settle(st, msg.log)]
         raise UnexpectedMessage(f"a household does not take {type(msg).__name__} messages")

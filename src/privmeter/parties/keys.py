@@ -4,7 +4,11 @@ A key file is versioned JSON (``privmeter.keys/1``), never pickle:
 
 * ``household``: the Paillier private key (its public half inside) and the
   key's well-formedness proof (so meters, the utility and auditors can trust
-  that decryptions are unique);
+  that decryptions are unique).  Loading the public half runs the registration
+  check (:func:`household_key_and_proof`): a key whose h_s is not the base
+  derived from n (made before privmeter derived it) is refused with
+  :class:`~privmeter.errors.BaseNotDerived` -- regenerate it with
+  ``privmeter keygen household``;
 * ``meter``: the meter's Ed25519 signing seed;
 * ``utility``: the head-end's Ed25519 signing seed (statements, survivor
   lists, directives) and the price feed's signing seed.
@@ -31,13 +35,16 @@ from privmeter.crypto.paillier import (
     generate_keypair,
 )
 from privmeter.crypto.signing import SigningKey, VerifyKey
-from privmeter.errors import ConfigError, MalformedMessage, UnsupportedVersion
+from privmeter.errors import ConfigError, MalformedMessage, UnprovenKey, UnsupportedVersion
+from privmeter.protocol.billing import check_household_key
 
 __all__ = [
     "KEYFILE_FORMAT",
     "HouseholdKeys",
     "add_arguments",
+    "household_key_and_proof",
     "load_keyfile",
+    "public_household_key",
     "run",
     "write_json_atomic",
 ]
@@ -94,18 +101,25 @@ class HouseholdKeys:
         return d
 
 
-def public_household_key(d: dict[str, Any], *, min_bits: int = MIN_KEY_BITS) -> PaillierPublicKey:
-    """Load a household public key and *verify* its well-formedness proof."""
+def household_key_and_proof(d: dict[str, Any], *, min_bits: int = MIN_KEY_BITS) -> tuple[PaillierPublicKey, list[int]]:
+    """A household key file's public key and well-formedness proof, *verified*
+    (:func:`~privmeter.protocol.billing.check_household_key`: h_s derived from n,
+    the proof; :class:`~privmeter.errors.UnprovenKey` if the proof is missing)."""
     pk = PaillierPublicKey.from_dict(d.get("paillier_public_key"), min_bits=min_bits)
     proof_hex = d.get("wellformed_proof")
     if not isinstance(proof_hex, list) or not all(isinstance(x, str) for x in proof_hex):
-        raise MalformedMessage("household key file lacks its well-formedness proof")
+        raise UnprovenKey("household key file lacks its well-formedness proof")
     try:
         proof = [int(x, 16) for x in proof_hex]
     except ValueError:
         raise MalformedMessage("well-formedness proof is not hex") from None
-    pk.verify_wellformed(proof, min_bits=min_bits)
-    return pk
+    check_household_key(pk, proof, min_bits=min_bits)
+    return pk, proof
+
+
+def public_household_key(d: dict[str, Any], *, min_bits: int = MIN_KEY_BITS) -> PaillierPublicKey:
+    """Load a household public key and *verify* it (:func:`household_key_and_proof`)."""
+    return household_key_and_proof(d, min_bits=min_bits)[0]
 
 
 def load_keyfile(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from privmeter.protocol.codec import check_id, message
+from privmeter.protocol.settlement import MAX_LOG_RECORDS
 
 __all__ = ["Bye", "EpochRequest", "FeedPublished", "Hello", "SettleRequest", "Tick"]
 
@@ -86,14 +87,23 @@ class FeedPublished:
 @message("sys.settle")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SettleRequest:
-    """Head-end -> household: the statement of a billing period, to pay or dispute."""
+    """Head-end -> household: the statement of a billing period, to pay or dispute, and its log.
+
+    ``log``: the canonical bytes of the meter-signed records the statement is
+    built from; the household rebuilds E(bill) from them before it answers
+    (:mod:`privmeter.protocol.settlement`).  A month of 15-minute records is
+    ~2.5 MB at 3072 bits: it fits the 4 MiB frame.
+    """
 
     period: int
     statement: bytes  # codec bytes of a bill.statement (decoded with expect=Statement)
+    log: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.period < 2**32 or not 0 < len(self.statement) <= 8192:
             raise ValueError("period or statement size out of range")
+        if len(self.log) > MAX_LOG_RECORDS:
+            raise ValueError(f"log of more than {MAX_LOG_RECORDS} records")
 
 
 @message("sys.bye")

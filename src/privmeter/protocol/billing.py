@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -66,8 +66,10 @@ from privmeter.crypto.paillier import MIN_KEY_BITS, EncryptedNumber, PaillierPub
 from privmeter.crypto.signing import SIGNATURE_BYTES, SigningKey, VerifyKey
 from privmeter.errors import (
     DuplicateReading,
+    InvalidKey,
     KeyMismatch,
     LocalProtocolError,
+    PlaintextOverflow,
     PlanError,
     ReplayedMessage,
     StaleMessage,
@@ -76,6 +78,7 @@ from privmeter.errors import (
     TariffRejected,
     UnexpectedMessage,
     UnknownParty,
+    UnprovenKey,
 )
 from privmeter.grid.plans import Plan
 from privmeter.grid.pricefeed import PriceFeed
@@ -92,12 +95,14 @@ __all__ = [
     "ENERGY",
     "KINDS",
     "MAX_PENDING",
+    "RECORDS_PER_INTERVAL",
     "RECORD_CONTEXT",
     "BillAccumulator",
     "BillingLedger",
     "ReadingRecord",
     "Receipt",
     "canonical",
+    "check_household_key",
     "make_record",
     "price_bits",
     "record_bytes",
@@ -111,6 +116,7 @@ ENERGY = "energy"  # Wh imported (+) / exported (-) in the interval, at the tari
 DR_EXCESS = "dr_excess"  # Wh above the event's cap, at the plan's penalty price
 DR_REBATE = "dr_rebate"  # Wh of curtailment credited, at minus the plan's rebate price
 KINDS = (ENERGY, DR_EXCESS, DR_REBATE)
+RECORDS_PER_INTERVAL = len(KINDS)  # at most one record of each kind per interval and event
 RECORD_CONTEXT = b"privmeter.bill.record/1"
 RECEIPT_CONTEXT = b"privmeter.bill.receipt/1"
 MAX_PENDING = 4 * 96  # real-time records awaiting their price: four days of 15-minute intervals
@@ -256,6 +262,52 @@ def record_price(plan: Plan, kind: str, interval: int, feed: PriceFeed | None) -
     raise ValueError(f"unknown record kind {kind!r}")
 
 
+def check_household_key(
+    pk: PaillierPublicKey,
+    wellformed_proof: Sequence[int],
+    *,
+    min_bits: int = MIN_KEY_BITS,
+    plan: Plan | None = None,
+    period_intervals: int | None = None,
+) -> None:
+    """The check a party runs on a household key before relying on it: registration.
+
+    The head-end runs it when it registers a meter's household
+    (:meth:`BillingLedger.register`); key files are loaded through it
+    (:func:`privmeter.parties.keys.public_household_key`).  In order:
+
+    1. the key's structure, and its ``h_s`` is the base derived from n, so an
+       n-th residue and every encryption under it decrypts to what was
+       encrypted (:meth:`~privmeter.crypto.paillier.PaillierPublicKey.check`:
+       :class:`~privmeter.errors.InvalidKey` /
+       :class:`~privmeter.errors.BaseNotDerived`);
+    2. the well-formedness proof, gcd(n, phi(n)) = 1, so a decryption proof
+       ``(bill, r)`` binds (:class:`~privmeter.errors.UnprovenKey`);
+    3. with a plan and a period length: twice the largest bill of a period
+       (:meth:`~privmeter.grid.plans.Plan.bill_bounds` with
+       :data:`RECORDS_PER_INTERVAL` records per interval) fits the key's
+       signed range, so no bill wraps around n
+       (:class:`~privmeter.errors.PlaintextOverflow`).
+
+    Cost: ~90 ms at 3072 bits (eight n-th powers mod n, trial division, one
+    power mod n**2), once per household.
+    """
+    if isinstance(wellformed_proof, str | bytes) or not isinstance(wellformed_proof, Sequence):
+        raise UnprovenKey("a household key needs its well-formedness proof (a list of roots)")
+    roots = list(wellformed_proof)
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in roots):
+        raise UnprovenKey("well-formedness proof roots must be integers")
+    if not isinstance(pk, PaillierPublicKey):
+        raise InvalidKey(f"expected a Paillier public key, got {type(pk).__name__}")
+    pk.verify_wellformed(roots, min_bits=min_bits)
+    if plan is not None and period_intervals is not None:
+        lo, hi = plan.bill_bounds(range(0, period_intervals), RECORDS_PER_INTERVAL * period_intervals)
+        if 2 * max(-lo, hi) > pk.max_int:
+            raise PlaintextOverflow(
+                f"a {pk.bits}-bit key cannot hold the largest bill of plan {plan.plan_id!r} "
+                f"over {period_intervals} intervals", key_id=pk.key_id.hex())
+
+
 def price_bits(plan: Plan) -> int:
     """Exponent size the accumulator must handle for ``plan`` (from its price bounds)."""
     bound = max(abs(int(plan.min_price)), abs(int(plan.max_price)), 1)
@@ -306,6 +358,14 @@ class BillAccumulator:
             self._streaming.add(c, price)
         else:
             self._grouped.add(c, price)
+
+    def add_record(self, c: int, plan: Plan, kind: str, price: int) -> None:
+        """Fold in a record's ciphertext value at its price (real-time energy streams, the rest groups)."""
+        self.add(c, price, realtime=kind == ENERGY and plan.tariff.kind == "realtime")
+
+    def bill(self, fixed_charge: int) -> EncryptedNumber:
+        """E(energy charge + ``fixed_charge``): the statement's E(bill) (deterministic)."""
+        return EncryptedNumber(self.pk, self.value()) + int(fixed_charge)
 
     def value(self) -> int:
         """E(energy charge) as a residue mod n^2 (deterministic: no re-randomisation)."""
@@ -413,14 +473,21 @@ class BillingLedger:
         household_pk: PaillierPublicKey,
         plan: Plan,
         *,
+        wellformed_proof: Sequence[int],
         period_start: int = 0,
         period_intervals: int = DEFAULT_PERIOD_INTERVALS,
     ) -> None:
         """Register a meter, its household's key and plan, and the billing period layout
-        (``period_intervals``: a fixed length, or :data:`~privmeter.protocol.periods.MONTHLY`)."""
+        (``period_intervals``: a fixed length, or :data:`~privmeter.protocol.periods.MONTHLY`).
+
+        The household key must pass :func:`check_household_key` (h_s derived
+        from n, ``wellformed_proof`` verifies, the plan's bills fit the key).
+        """
         check_id(meter_id, "meter_id")
         check_layout(period_start, period_intervals, plan.interval_seconds)
-        household_pk.check(min_bits=self.min_key_bits)
+        longest = period_intervals or 31 * 86400 // plan.interval_seconds  # MONTHLY: at most 31 days
+        check_household_key(household_pk, wellformed_proof, min_bits=self.min_key_bits, plan=plan,
+                            period_intervals=longest)
         if plan.plan_id not in self.plans:
             self.plans[plan.plan_id] = plan
         reg = Registration(
@@ -434,6 +501,10 @@ class BillingLedger:
         )
         self.store.put_meter(reg)
         self._meters[meter_id] = _Meter(reg, meter_verify_key, household_pk, plan)
+
+    def plan_of(self, meter_id: str) -> Plan:
+        """The plan a registered meter is billed on (:class:`~privmeter.errors.UnknownParty` if none)."""
+        return self._meter(meter_id).plan
 
     def _meter(self, meter_id: str) -> _Meter:
         m = self._meters.get(meter_id)
@@ -492,7 +563,7 @@ class BillingLedger:
                 ) from None
             changed[_pending_cell(record)] = c
         else:
-            acc.add(c, price, realtime=record.kind == ENERGY and m.plan.tariff.kind == "realtime")
+            acc.add_record(c, m.plan, record.kind, price)
             changed.update(_diff(before, acc.cells()))
         seq, chain = self.store.commit_record(
             meter_id=record.meter_id,
@@ -542,7 +613,7 @@ class BillingLedger:
                 interval, kind = _parse_pending(name)
                 if kind == ENERGY and interval not in merged:
                     continue
-                acc.add(c, record_price(m.plan, kind, interval, merged), realtime=kind == ENERGY)
+                acc.add_record(c, m.plan, kind, record_price(m.plan, kind, interval, merged))
                 removed.append(name)
             if removed:
                 self.store.commit_account(meter_id, period, count, _diff(before, acc.cells()), removed)
@@ -577,7 +648,7 @@ class BillingLedger:
             raise StoreError(f"account counts {count} records, log holds {len(records)}", meter_id=meter_id)
         acc = BillAccumulator(m.pk, price_bits(m.plan), _acc_cells(cells))
         fixed = int(m.plan.fixed_charge(range(start, end)))
-        bill_c = EncryptedNumber(m.pk, acc.value()) + fixed
+        bill_c = acc.bill(fixed)
         feed_digest = b""
         if m.plan.tariff.kind == "realtime":
             if self.feed is None:

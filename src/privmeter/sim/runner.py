@@ -86,6 +86,7 @@ def make_core(world: World, store: HeadEndStore | MemoryHeadEndStore | None = No
         core.define_group(cfg)
     for h in world.households:
         core.register(h.meter_id, h.signing_key.verify_key, h.secret_key.public_key, h.plan,
+                      wellformed_proof=h.secret_key.prove_wellformed(),
                       period_start=world.first_interval, period_intervals=sc.intervals)
     if sc.topology == "tree":
         for g, ms in sorted(world.groups.items()):
@@ -120,7 +121,7 @@ def make_meters(world: World, ids: Sequence[str] | None = None, *, ledger: Meter
         meters[h.meter_id] = m
         homes[h.meter_id] = HouseholdAgent(
             h.meter_id, h.secret_key, h.plan, world.headend_key.verify_key,
-            (lambda m=m: (m.local_readings, m.local_adjustments)),
+            (lambda m=m: (m.local_readings, m.local_adjustments)), meter_key=h.signing_key.verify_key,
             period_start=world.first_interval, period_intervals=sc.intervals)
     return meters, homes
 
@@ -366,7 +367,8 @@ def check(world: World, core: HeadEndCore, log: DriveLog, *,
                 proof = decode(ans, expect=BillProof)
                 rep = audit(statements[m], log_records.get(m, []), h.plan, feed, proof,
                             headend_key=world.headend_key.verify_key,
-                            meter_key=h.signing_key.verify_key, household_pk=h.secret_key.public_key)
+                            meter_key=h.signing_key.verify_key, household_pk=h.secret_key.public_key,
+                            min_key_bits=min(sc.key_bits, MIN_KEY_BITS))
                 row["audited"] = rep.bill == proven
                 audit_ok += row["audited"]
             except Exception as exc:

@@ -66,11 +66,10 @@ from privmeter.errors import (
 from privmeter.parties.headend import HeadEndCore
 from privmeter.parties.headend_store import HeadEndStore, MemoryHeadEndStore
 from privmeter.parties.household import HouseholdAgent
-from privmeter.parties.messages import FeedPublished, SettleRequest
+from privmeter.parties.messages import FeedPublished
 from privmeter.parties.meter import MeterAgent
 from privmeter.protocol.aggregation_messages import KeyAdvert, MaskedInput
 from privmeter.protocol.billing import ReadingRecord, record_from_bytes
-from privmeter.protocol.codec import encode
 from privmeter.protocol.demand import ComparisonAnswer, Echo
 from privmeter.protocol.settlement import (
     BillProof,
@@ -317,6 +316,7 @@ class DemoEngine:
         b = self.config.bill_intervals
         for h in w.households:
             core.register(h.meter_id, h.signing_key.verify_key, h.secret_key.public_key, h.plan,
+                          wellformed_proof=h.secret_key.prove_wellformed(),
                           period_start=self.first, period_intervals=b)
         self.core = core
         if self.config.transport == "tcp":
@@ -509,7 +509,9 @@ class DemoEngine:
             self.next_period[m] = p + 1
         # every due statement goes out in one concurrent phase, every answer comes back in another
         issued = [(m, p, st) for m, p in due if (st := self._issue(m, p, now)) is not None]
-        got = self._wire.down({f"hh:{m}": [SettleRequest(period=p, statement=encode(st))] for m, p, st in issued},
+        core = self.core
+        assert core is not None
+        got = self._wire.down({f"hh:{m}": [core.settle_request(st, p)] for m, p, st in issued},
                               retries=3)  # the household's own line, retransmitted if the link loses it
         answers: dict[str, list[Any]] = {}
         for m, p, _st in issued:
@@ -595,7 +597,8 @@ class DemoEngine:
             return meter.local_readings, meter.local_adjustments
 
         return HouseholdAgent(m, self.specs[m].secret_key, self.specs[m].plan, self.world.headend_key.verify_key,
-                              port, period_start=self.first, period_intervals=self.config.bill_intervals)
+                              port, meter_key=self.specs[m].signing_key.verify_key, period_start=self.first,
+                              period_intervals=self.config.bill_intervals)
 
     def _forge(self, st: Statement) -> Statement:
         """The cheating utility: E(bill) + CHEAT_INFLATION, re-signed (a valid head-end signature)."""
@@ -618,7 +621,8 @@ class DemoEngine:
         try:
             rep = audit(st, records, h.plan, self.world.feeds.get(h.plan.plan_id), claim,
                         headend_key=self.world.headend_key.verify_key, meter_key=h.signing_key.verify_key,
-                        household_pk=h.secret_key.public_key)
+                        household_pk=h.secret_key.public_key,
+                        min_key_bits=min(self.world.scenario.key_bits, MIN_KEY_BITS))
         except AuditFailure as exc:
             return f"FAILED: AuditFailure: {exc}"
         except PrivmeterError as exc:
