@@ -379,7 +379,7 @@ class PaillierPublicKey(JsonKey):
         return pk
 
     def check(self, *, min_bits: int = MIN_KEY_BITS) -> None:
-        """Checks anyone can do: size, oddness, not a square, and h_s the base derived from n.
+        """Checks anyone can do: size, oddness, not a square, h_s a unit, and h_s the base derived from n.
 
         :class:`~privmeter.errors.BaseNotDerived` if ``h_s`` is not
         :func:`derived_base` (n): only that base is known to be an n-th
@@ -397,6 +397,8 @@ class PaillierPublicKey(JsonKey):
             raise InvalidKey("Paillier modulus must be an odd composite")
         if math.isqrt(n) ** 2 == n:
             raise InvalidKey("Paillier modulus is a perfect square")
+        if not 1 < self.hs < self.nsquare or nt.gcd(self.hs, n) != 1:
+            raise InvalidKey("h_s must be a unit of Z*_{n^2} other than 1")
         if not self._base_ok:
             if self.hs != derived_base(n):
                 raise BaseNotDerived(
