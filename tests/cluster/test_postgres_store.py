@@ -26,12 +26,13 @@ def flat_plan() -> Plan:
                 tariff=Tariff(kind="flat", price=14228), standing_charge_per_day=45_000)
 
 
-def _ledger(store, pk, register: bool = True) -> BillingLedger:
+def _ledger(store, keys, register: bool = True) -> BillingLedger:
+    pk, sk = keys
     ledger = BillingLedger(SigningKey.from_seed(b"h" * 32), [flat_plan()], store=store, min_key_bits=512)
     if register:
         for m in ("m1", "m2"):
             ledger.register(m, SigningKey.from_seed(m.encode() * 16).verify_key, pk, flat_plan(),
-                            period_start=DAY0, period_intervals=96)
+                            wellformed_proof=sk.prove_wellformed(), period_start=DAY0, period_intervals=96)
     return ledger
 
 
@@ -48,8 +49,8 @@ def test_postgres_matches_memory_in_batches_and_after_reopen(pg: LocalPostgres, 
                                                              paillier_small) -> None:
     pk, _ = paillier_small
     recs = _records(pk, 96)
-    mem = _ledger(MemoryBillingStore(), pk)
-    db = _ledger(PostgresBillingStore(pg.dsn, schema=schema), pk)
+    mem = _ledger(MemoryBillingStore(), paillier_small)
+    db = _ledger(PostgresBillingStore(pg.dsn, schema=schema), paillier_small)
     for rec in recs[:20]:  # one transaction per record
         assert mem.receive(rec, current_interval=rec.interval) == db.receive(rec, current_interval=rec.interval)
     store = db.store
@@ -61,7 +62,7 @@ def test_postgres_matches_memory_in_batches_and_after_reopen(pg: LocalPostgres, 
             got = [db.receive(r, current_interval=r.interval) for r in chunk]
         assert got == [mem.receive(r, current_interval=r.interval) for r in chunk]
     store.close()
-    db = _ledger(PostgresBillingStore(pg.dsn, schema=schema), pk, register=False)  # restart
+    db = _ledger(PostgresBillingStore(pg.dsn, schema=schema), paillier_small, register=False)  # restart
     with pytest.raises(ReplayedMessage):
         db.receive(recs[30], current_interval=recs[30].interval)
     with db.store.batch():  # a replay inside a batch is refused too (prefetched as present)
@@ -80,7 +81,7 @@ def test_postgres_matches_memory_in_batches_and_after_reopen(pg: LocalPostgres, 
 def test_failed_batch_leaves_nothing_and_caches_recover(pg: LocalPostgres, schema: str, paillier_small) -> None:
     pk, _ = paillier_small
     recs = _records(pk, 4)
-    db = _ledger(PostgresBillingStore(pg.dsn, schema=schema), pk)
+    db = _ledger(PostgresBillingStore(pg.dsn, schema=schema), paillier_small)
     store = db.store
     assert isinstance(store, PostgresBillingStore)
     head = store.log_head()
@@ -98,7 +99,7 @@ def test_failed_batch_leaves_nothing_and_caches_recover(pg: LocalPostgres, schem
 
 def test_append_only_versioned_and_single_writer(pg: LocalPostgres, schema: str, paillier_small) -> None:
     pk, _ = paillier_small
-    db = _ledger(PostgresHeadEndStore(pg.dsn, schema=schema, lock_wait=0.5), pk)
+    db = _ledger(PostgresHeadEndStore(pg.dsn, schema=schema, lock_wait=0.5), paillier_small)
     rec = _records(pk, 1)[0]
     db.receive(rec, current_interval=rec.interval)
     with pytest.raises(StoreError, match="another writer"):

@@ -134,9 +134,9 @@ class Deployment:
             old = self.members.get(mid)
             if old is None or old.meter_key != m.meter_key or old.household_json != m.household_json \
                     or old.plan_id != m.plan_id:
-                self.core.register(mid, m.meter_key, m.household_pk(self.cfg.min_household_key_bits),
-                                   self.plans[m.plan_id][0], period_start=self.period_start,
-                                   period_intervals=self.period_intervals)
+                pk, proof = m.household_key(self.cfg.min_household_key_bits)
+                self.core.register(mid, m.meter_key, pk, self.plans[m.plan_id][0], wellformed_proof=proof,
+                                   period_start=self.period_start, period_intervals=self.period_intervals)
                 self.since[mid] = self.registry.since(mid)
         self.members = active
         groups: dict[str, list[str]] = {}

@@ -139,7 +139,7 @@ class HouseholdService:
             log.info("restored %d readings from %s", restored, st.dir / "state.db")
         self.home = HouseholdAgent(cfg.meter_id, st.secret_key, self.plan, self.headend_key,
                                    lambda: (self.meter.local_readings, self.meter.local_adjustments),
-                                   period_start=int(doc["period_start"]),
+                                   meter_key=st.meter_key.verify_key, period_start=int(doc["period_start"]),
                                    period_intervals=int(doc["period_intervals"]))
         self.beat = Heartbeat(max_age_s=3 * self.interval_seconds + 120)
         self.conn: Connection | None = None

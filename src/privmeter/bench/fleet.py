@@ -21,6 +21,7 @@ a simulation, never a deployment.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import time
 from collections import Counter
@@ -38,7 +39,7 @@ from privmeter.errors import PrivmeterError
 from privmeter.grid.plans import parse_plan
 from privmeter.parties.headend import GroupConfig
 from privmeter.parties.headend_store import StoredTotal
-from privmeter.parties.keys import KEYFILE_FORMAT, write_json_atomic
+from privmeter.parties.keys import KEYFILE_FORMAT, HouseholdKeys, write_json_atomic
 from privmeter.parties.messages import EpochRequest
 from privmeter.parties.meter import MeterEncryptor
 from privmeter.protocol.aggregation import AggregationMeter
@@ -76,8 +77,8 @@ class World:
 
     def registrations(self) -> list[tuple[str, str, str, str, int, int]]:
         plan_id = parse_plan(self.plan_toml).plan_id
-        pk = self.household.public_key.to_json()
-        return [(m, self.meter_keys[m].verify_key.hex(), pk, plan_id, self.first, self.intervals)
+        hh = json.dumps(HouseholdKeys(self.household).public_dict())  # the key file, with its proof
+        return [(m, self.meter_keys[m].verify_key.hex(), hh, plan_id, self.first, self.intervals)
                 for m in self.meters]
 
     def write_headend_key(self, directory: Path) -> str:

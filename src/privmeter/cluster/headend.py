@@ -90,7 +90,7 @@ class ClusterHeadEnd:
 
     # -- setup -----------------------------------------------------------------------------------
     def register(self, rows: Iterable[tuple[str, str, str, str, int, int]]) -> None:
-        """(meter id, verify key hex, household key JSON, plan id, period start, intervals per period)."""
+        """(meter id, verify key hex, household public key file JSON, plan id, period start, intervals per period)."""
         per: dict[int, list[tuple[str, str, str, str, int, int]]] = {}
         for r in rows:
             per.setdefault(self.map.shard_of_meter(r[0]), []).append(r)

@@ -51,7 +51,7 @@ from privmeter.errors import PrivmeterError, ReplayedMessage, UnexpectedMessage
 from privmeter.grid.plans import parse_plan
 from privmeter.parties.headend import GroupConfig, HeadEndCore
 from privmeter.parties.headend_store import HeadEndStore, StoredTotal
-from privmeter.parties.keys import load_keyfile, signing_key_from
+from privmeter.parties.keys import household_key_and_proof, load_keyfile, signing_key_from
 from privmeter.protocol.billing import ReadingRecord, sign_receipt
 from privmeter.protocol.codec import decode, encode
 
@@ -162,13 +162,14 @@ class ShardCore:
 
     # -- setup ---------------------------------------------------------------------------------
     def register(self, rows: Sequence[tuple[str, str, str, str, int, int]]) -> int:
-        """Register meters: (meter id, verify key hex, household key JSON, plan id, period start,
-        intervals per period).  Idempotent (a restarted cluster re-registers from its config)."""
+        """Register meters: (meter id, verify key hex, household public key file JSON -- ``privmeter.keys/1``
+        with its well-formedness proof --, plan id, period start, intervals per period).  Idempotent (a
+        restarted cluster re-registers from its config); the key goes through the registration check."""
         plans = self.core.ledger.plans
-        for meter_id, vk, pk, plan_id, start, per in rows:
-            self.core.register(meter_id, VerifyKey.from_hex(vk),
-                               PaillierPublicKey.from_json(pk, min_bits=self.spec.min_key_bits),
-                               plans[plan_id], period_start=start, period_intervals=per)
+        for meter_id, vk, hh, plan_id, start, per in rows:
+            pk, proof = household_key_and_proof(json.loads(hh), min_bits=self.spec.min_key_bits)
+            self.core.register(meter_id, VerifyKey.from_hex(vk), pk, plans[plan_id], wellformed_proof=proof,
+                               period_start=start, period_intervals=per)
         return len(rows)
 
     def info(self) -> dict[str, Any]:

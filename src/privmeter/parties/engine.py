@@ -39,10 +39,9 @@ from typing import Any, Protocol
 
 from privmeter.errors import PrivmeterError
 from privmeter.parties.headend import HeadEndCore
-from privmeter.parties.messages import FeedPublished, SettleRequest, Tick
+from privmeter.parties.messages import FeedPublished, Tick
 from privmeter.protocol.aggregation import AggregateResult
 from privmeter.protocol.aggregation_messages import KeyAdvert
-from privmeter.protocol.codec import encode
 from privmeter.protocol.demand import ComparisonAnswer, Echo
 from privmeter.protocol.settlement import BillProof, Dispute
 
@@ -180,7 +179,7 @@ class IntervalEngine:
             except PrivmeterError as exc:  # e.g. prices still missing: try again later
                 log.warning("no statement for %s period %d: %s", m, period, exc)
                 continue
-            reqs[m] = [SettleRequest(period=period, statement=encode(st))]
+            reqs[m] = [self.core.settle_request(st, period)]
         got = await self.link.exchange(reqs, expect=(BillProof, Dispute), now=now, interval=interval)
         self.log.settled |= set(got)
         self._lap("settlement", t0)

@@ -40,7 +40,7 @@ from privmeter.crypto.paillier import PaillierPublicKey
 from privmeter.crypto.signing import VerifyKey
 from privmeter.errors import ConfigError, InvalidSignature, UnknownParty
 from privmeter.parties.enrolment import EnrolRequest, Ticket, enrol_mac, enrol_peer
-from privmeter.parties.keys import public_household_key
+from privmeter.parties.keys import household_key_and_proof, public_household_key
 
 __all__ = ["FORMAT", "Member", "Registry"]
 
@@ -68,6 +68,10 @@ class Member:
 
     def household_pk(self, min_bits: int) -> PaillierPublicKey:
         return public_household_key(json.loads(self.household_json), min_bits=min_bits)
+
+    def household_key(self, min_bits: int) -> tuple[PaillierPublicKey, list[int]]:
+        """The household's public key and its well-formedness proof, verified (registration)."""
+        return household_key_and_proof(json.loads(self.household_json), min_bits=min_bits)
 
 
 class Registry:

@@ -262,6 +262,9 @@ def record_price(plan: Plan, kind: str, interval: int, feed: PriceFeed | None) -
     raise ValueError(f"unknown record kind {kind!r}")
 
 
+_VERIFIED_KEYS: set[tuple[bytes, int, int, tuple[int, ...], int]] = set()
+
+
 def check_household_key(
     pk: PaillierPublicKey,
     wellformed_proof: Sequence[int],
@@ -290,7 +293,8 @@ def check_household_key(
        (:class:`~privmeter.errors.PlaintextOverflow`).
 
     Cost: ~90 ms at 3072 bits (eight n-th powers mod n, trial division, one
-    power mod n**2), once per household.
+    power mod n**2), once per key and proof in a process (verified pairs are
+    remembered: a re-registration, or many meters sharing a test key, pay once).
     """
     if isinstance(wellformed_proof, str | bytes) or not isinstance(wellformed_proof, Sequence):
         raise UnprovenKey("a household key needs its well-formedness proof (a list of roots)")
@@ -299,7 +303,12 @@ def check_household_key(
         raise UnprovenKey("well-formedness proof roots must be integers")
     if not isinstance(pk, PaillierPublicKey):
         raise InvalidKey(f"expected a Paillier public key, got {type(pk).__name__}")
-    pk.verify_wellformed(roots, min_bits=min_bits)
+    memo = (pk.key_id, pk.n, pk.hs, tuple(roots), min_bits)  # the key id alone is a 128-bit hash
+    if memo not in _VERIFIED_KEYS:
+        pk.verify_wellformed(roots, min_bits=min_bits)
+        if len(_VERIFIED_KEYS) >= 4096:
+            _VERIFIED_KEYS.clear()
+        _VERIFIED_KEYS.add(memo)
     if plan is not None and period_intervals is not None:
         lo, hi = plan.bill_bounds(range(0, period_intervals), RECORDS_PER_INTERVAL * period_intervals)
         if 2 * max(-lo, hi) > pk.max_int:

@@ -187,7 +187,8 @@ def _household(args: argparse.Namespace) -> int:
     if spec is None:
         raise ConfigError(f"no meter {args.meter!r} in the scenario")
     agent = HouseholdAgent(args.meter, spec.secret_key, spec.plan, world.headend_key.verify_key,
-                           lambda: (readings, adjustments), period_start=world.first_interval,
+                           lambda: (readings, adjustments), meter_key=spec.signing_key.verify_key,
+                           period_start=world.first_interval,
                            period_intervals=sc.intervals)
     answers = asyncio.run(serve(agent, household_identity(sc.seed, args.meter), host=args.host,
                                 port=args.port, headend_key=VerifyKey.from_hex(args.headend_key)))
