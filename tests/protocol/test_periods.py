@@ -61,18 +61,19 @@ def test_monthly_statement_settles_with_the_household(paillier_small) -> None:
                 tariff=Tariff(kind="flat", price=14228), standing_charge_per_day=45_000)
     meter, headend = SigningKey.generate(), SigningKey.generate()
     ledger = BillingLedger(headend, [plan], min_key_bits=512)
-    ledger.register("m1", meter.verify_key, pk, plan, period_start=JAN_2013, period_intervals=MONTHLY)
+    ledger.register("m1", meter.verify_key, pk, plan, wellformed_proof=sk.prove_wellformed(), period_start=JAN_2013,
+                    period_intervals=MONTHLY)
     feb = period_bounds(1, JAN_2013, MONTHLY, IV)[0]
     rng = random.Random(3)
     readings = {JAN_2013: 100, feb - 1: 250, feb: 900, feb + 5: 70}
     for t, wh in readings.items():
         ledger.receive(make_record(meter, "m1", t, pk, pk.encrypt(wh, rng=rng)), current_interval=t)
-    home = HouseholdAgent("m1", sk, plan, headend.verify_key, lambda: (readings, {}),
+    home = HouseholdAgent("m1", sk, plan, headend.verify_key, lambda: (readings, {}), meter_key=meter.verify_key,
                           period_start=JAN_2013, period_intervals=MONTHLY)
     for period, days, mine in ((0, 31, (JAN_2013, feb - 1)), (1, 28, (feb, feb + 5))):
         st_ = ledger.statement("m1", period, now=0)
         assert (st_.start, st_.end) == period_bounds(period, JAN_2013, MONTHLY, IV)
         assert st_.end - st_.start == days * 96
-        proof = home.settle(st_)
+        proof = home.settle(st_, ledger.store.records("m1", st_.start, st_.end))
         assert isinstance(proof, BillProof)
         assert proof.bill == sum(readings[t] * 14228 for t in mine) + days * 45_000 * 1000
