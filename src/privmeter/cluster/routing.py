@@ -17,6 +17,7 @@ in this process (tests, one-machine pilots); the Ray implementation is
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -79,18 +80,21 @@ class Shards(Protocol):
 
 
 class LocalShards:
-    """Shard objects in this process (calls run one after the other)."""
+    """Shard objects in this process (calls run one after the other, also across threads: a
+    front door forwards from a worker thread while the interval loop calls from its own)."""
 
     def __init__(self, shards: Sequence[Any]) -> None:
         self.shards = list(shards)
+        self._lock = threading.Lock()
 
     def call_many(self, calls: Sequence[Call]) -> list[Any]:
         out: list[Any] = []
-        for i, name, args in calls:
-            try:
-                out.append(getattr(self.shards[i], name)(*args))
-            except Exception as exc:  # reported per call, as a remote shard's would be
-                out.append(exc)
+        with self._lock:
+            for i, name, args in calls:
+                try:
+                    out.append(getattr(self.shards[i], name)(*args))
+                except Exception as exc:  # reported per call, as a remote shard's would be
+                    out.append(exc)
         return out
 
     def close(self) -> None:
