@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from privmeter.errors import PrivmeterError
-from privmeter.parties.headend import HeadEndCore
+from privmeter.parties.headend import HeadEndCore, IntervalOutcome
 from privmeter.parties.messages import FeedPublished, Tick
 from privmeter.protocol.aggregation import AggregateResult
 from privmeter.protocol.aggregation_messages import KeyAdvert
-from privmeter.protocol.demand import ComparisonAnswer, Echo
+from privmeter.protocol.demand import ComparisonAnswer, DemandEvent, Echo
 from privmeter.protocol.settlement import BillProof, Dispute
 
 __all__ = ["Clock", "DriveLog", "IntervalEngine", "Link", "WallClock", "drive", "run_realtime"]
@@ -137,8 +137,14 @@ class IntervalEngine:
         await self.link.exchange(self.core.make_bundle(group), expect=None, now=now, interval=warm)
         self._lap("setup", t0)
 
-    async def interval(self, groups: Mapping[str, Sequence[str]], t: int, *, now: int) -> None:
-        """Serve interval ``t`` (ended at ``now``) in every group of ``groups``."""
+    async def interval(self, groups: Mapping[str, Sequence[str]], t: int, *, now: int,
+                       close: Callable[[str, int], IntervalOutcome] | None = None,
+                       on_event: Callable[[str, DemandEvent], None] | None = None) -> None:
+        """Serve interval ``t`` (ended at ``now``) in every group of ``groups``.
+
+        ``close(group, now)`` replaces the core's ``close_interval`` (the demo's
+        operator controls act there); ``on_event(group, event)`` runs after an
+        event's exchanges."""
         t0 = time.perf_counter()
         outs = _merge(*(self.core.open_interval(g) for g in groups))
         expect = tuple({self.core.round_expect(g) for g in groups})
@@ -147,20 +153,26 @@ class IntervalEngine:
         self._lap("interval", t0)
         for g, ms in groups.items():
             t0 = time.perf_counter()
-            oc = self.core.close_interval(g, now=now)
+            oc = close(g, now) if close is not None else self.core.close_interval(g, now=now)
             self._lap("close", t0)
             if oc.result is not None:
                 self.log.results.append((g, oc.result))
             if oc.event is not None:
-                t0 = time.perf_counter()
-                ev = oc.event
-                await self.link.exchange({m: [ev] for m in ms}, expect=Echo, now=now, interval=t)
-                await self.link.exchange(self.core.event_queries(ev.event_id, now=now),
-                                         expect=ComparisonAnswer, now=now, interval=t)
-                await self.link.exchange(self.core.event_directives(ev.event_id, now=now), expect=None,
-                                         now=now, interval=t)
-                self.log.events.append({"event_id": ev.event_id, "group": g, "interval": t})
-                self._lap("demand", t0)
+                await self.event(g, oc.event, ms, now=now, interval=t)
+                if on_event is not None:
+                    on_event(g, oc.event)
+
+    async def event(self, group: str, ev: DemandEvent, members: Sequence[str], *, now: int,
+                    interval: int) -> None:
+        """A demand-management event: the event to the group, the comparisons, the directives."""
+        t0 = time.perf_counter()
+        await self.link.exchange({m: [ev] for m in members}, expect=Echo, now=now, interval=interval)
+        await self.link.exchange(self.core.event_queries(ev.event_id, now=now),
+                                 expect=ComparisonAnswer, now=now, interval=interval)
+        await self.link.exchange(self.core.event_directives(ev.event_id, now=now), expect=None,
+                                 now=now, interval=interval)
+        self.log.events.append({"event_id": ev.event_id, "group": group, "interval": interval})
+        self._lap("demand", t0)
 
     async def flush(self, members: Sequence[str], *, now: int, interval: int) -> None:
         """Every meter resends what it has not had a receipt for."""

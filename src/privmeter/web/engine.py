@@ -6,9 +6,11 @@ What it is for: :class:`DemoEngine` builds a complete local deployment from a
 :class:`~privmeter.parties.meter.MeterAgent` and one
 :class:`~privmeter.parties.household.HouseholdAgent` per household, wired by
 :func:`privmeter.sim.runner.make_meters` -- and runs it interval by interval
-in a background thread, with the same steps as :func:`privmeter.parties.engine.drive`
-(aggregation + billing, demand-management events, then settlement) but
-paced by a wall clock the operator can pause and speed up.  Messages travel
+in a background thread; each interval is one step of the interval engine that
+``simulate`` and the deployed head-end drive too
+(:class:`privmeter.parties.engine.IntervalEngine`: aggregation + billing,
+demand-management events), paced by a wall clock the operator can pause and
+speed up; the operator's forced event acts in the engine's ``close`` hook.  Messages travel
 on a :mod:`~privmeter.web.wire`: by default (``transport="tcp"``) over
 loopback TCP through the real transport -- one authenticated, encrypted
 connection per meter and per household, the network emulator on every link --
@@ -42,6 +44,7 @@ household's true load is read only for the household and privacy views.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import queue
@@ -63,7 +66,8 @@ from privmeter.errors import (
     InvalidProof,
     PrivmeterError,
 )
-from privmeter.parties.headend import HeadEndCore
+from privmeter.parties.engine import IntervalEngine
+from privmeter.parties.headend import HeadEndCore, IntervalOutcome
 from privmeter.parties.headend_store import HeadEndStore, MemoryHeadEndStore
 from privmeter.parties.household import HouseholdAgent
 from privmeter.parties.messages import FeedPublished
@@ -151,6 +155,17 @@ class _Pending:
     underreport: set[str] = field(default_factory=set)  # households that will under-report
 
 
+
+class _DemoLink:
+    """The interval engine's :class:`~privmeter.parties.engine.Link` over the demo's wire."""
+
+    def __init__(self, demo: DemoEngine) -> None:
+        self.demo = demo
+
+    async def exchange(self, outgoing: Mapping[str, Sequence[Any]], *, expect: Any, now: int,
+                       interval: int) -> set[str]:
+        return self.demo._deliver(outgoing, now=now, interval=interval, expect=expect)
+
 class DemoEngine:
     """A running deployment; see the module docstring."""
 
@@ -175,6 +190,9 @@ class DemoEngine:
         self.build_seconds = time.perf_counter() - t0
         # state owned by the engine thread
         self.core: HeadEndCore | None = None
+        self._engine: IntervalEngine | None = None
+        self._now = 0
+        self._event_context: dict[str, tuple[int | None, bool]] = {}  # group -> (trigger W, forced)
         self._wire: MemoryWire | SocketWire = MemoryWire()
         self.meters: dict[str, MeterAgent] = {}
         self.homes: dict[str, HouseholdAgent] = {}
@@ -319,6 +337,7 @@ class DemoEngine:
                           wellformed_proof=h.secret_key.prove_wellformed(),
                           period_start=self.first, period_intervals=b)
         self.core = core
+        self._engine = IntervalEngine(core, _DemoLink(self))
         if self.config.transport == "tcp":
             self._wire = SocketWire(w, latency_ms=self.config.latency_ms, jitter_ms=self.config.jitter_ms,
                                     loss=self.config.loss)
@@ -409,17 +428,16 @@ class DemoEngine:
             self._alert("info", "end", "end of the simulated period: the dashboard keeps its final state; the controls are off")
             return
         now = (t + 1) * self.interval_seconds
-        outs: dict[str, list[Any]] = {}
-        for g in self.groups:
-            for m, ms in core.open_interval(g).items():
-                outs.setdefault(m, []).extend(ms)
-        self._deliver(outs, now=now, interval=t, expect=MaskedInput)
-        for g in self.groups:
-            self._close(g, now)
+        self._now = now
+        assert self._engine is not None
+        # the one interval engine (parties/engine.py), on this thread, over _deliver
+        asyncio.run(self._engine.interval(self.groups, t, now=now, close=self._close, on_event=self._event_row))
         self.current = t
         self._settle_due(now)
 
-    def _close(self, g: str, now: int) -> None:
+    def _close(self, g: str, now: int) -> IntervalOutcome:
+        """The core's close of the interval, with the operator's forced event (a tightened Cmax
+        for this interval) and the dashboard's bookkeeping; the engine runs the event."""
         core = self.core
         assert core is not None
         grp = core.groups[g]
@@ -435,9 +453,10 @@ class DemoEngine:
                 dm.cmin_w, dm.cmax_w = saved
         res = oc.result
         if res is None:
-            return
+            return oc
         total = res.total[0] if res.total is not None else None
         total_w = None if total is None else total * 3600 // self.interval_seconds
+        self._event_context[g] = (total_w, forced)
         self.totals[g].append({
             "interval": res.interval, "time": res.interval * self.interval_seconds,
             "total_w": total_w, "survivors": len(res.survivors), "dropped": sorted(res.dropped),
@@ -452,7 +471,7 @@ class DemoEngine:
         if forced:
             if oc.event is None:
                 if total is None:
-                    return  # try again at the next interval
+                    return oc  # try again at the next interval
                 if grp.events_by_day[now // 86400] >= grp.cfg.max_events_per_day:
                     why = "the feeder's daily event budget is used"
                 elif core.current_interval(g) <= grp.event_until:
@@ -461,16 +480,14 @@ class DemoEngine:
                     why = "the total is below Cmin"
                 self._alert("warn", "event-refused", f"{g}: no event opened ({why})", group=g)
             self._pending.force.discard(g)
-        if oc.event is not None:
-            self._run_event(g, oc.event, now, total_w, forced=forced)
+        return oc
 
-    def _run_event(self, g: str, ev: Any, now: int, total_w: int | None, *, forced: bool) -> None:
+    def _event_row(self, g: str, ev: Any) -> None:
+        """After the engine ran an event: its row and alert on the dashboard."""
         core = self.core
         assert core is not None
-        t = self.current + 1
-        self._deliver({m: [ev] for m in self.groups[g]}, now=now, interval=t, expect=Echo)
-        self._deliver(core.event_queries(ev.event_id, now=now), now=now, interval=t, expect=ComparisonAnswer)
-        self._deliver(core.event_directives(ev.event_id, now=now), now=now, interval=t)
+        t, now = self.current + 1, self._now
+        total_w, forced = self._event_context.get(g, (None, False))
         dm = core.groups[g].dm
         assert dm is not None
         e = dm.events[ev.event_id]
