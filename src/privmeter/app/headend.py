@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Mapping, Sequence
@@ -57,9 +58,10 @@ from privmeter.parties.enrolment import (
 from privmeter.parties.headend import GroupConfig, HeadEndCore
 from privmeter.parties.headend_service import NetLink
 from privmeter.parties.headend_store import HeadEndStore
+from privmeter.parties.keys import household_key_and_proof
 from privmeter.parties.messages import Hello
 from privmeter.parties.registry import Member, Registry
-from privmeter.protocol.billing import ReadingRecord
+from privmeter.protocol.billing import ReadingRecord, check_household_key
 from privmeter.protocol.periods import MONTHLY, period_bounds, period_of
 from privmeter.protocol.settlement import BillProof, Dispute
 
@@ -212,6 +214,7 @@ class Deployment:
         if not isinstance(msg, EnrolRequest):
             raise UnexpectedMessage("an unenrolled key may only send an enrolment request")
         try:
+            self._check_fits(msg)
             m = self.registry.enrol(msg, peer_key(peer), self.core.signing_key.verify_key,
                                     plans=set(self.plans), min_bits=self.cfg.min_household_key_bits,
                                     group_size=self.cfg.group_size)
@@ -223,6 +226,23 @@ class Deployment:
         log.info("meter %s enrolled in %s on plan %s", m.meter_id, m.group, m.plan_id)
         self.sync()
         return [self.enrolled(m)]
+
+    def _check_fits(self, msg: EnrolRequest) -> None:
+        """The registration check with the chosen plan (the largest bill of a period fits the
+        key), before the registry records anything: the core's register runs it again."""
+        entry = self.plans.get(msg.plan_id)
+        if entry is None:
+            return  # the registry refuses an unoffered plan
+        try:
+            doc = json.loads(msg.household_key_json)
+        except ValueError:
+            raise ConfigError("household key is not JSON") from None
+        if not isinstance(doc, dict):
+            raise ConfigError("household key is not a JSON object")
+        pk, proof = household_key_and_proof(doc, min_bits=self.cfg.min_household_key_bits)
+        longest = self.period_intervals or 31 * 86400 // self.interval_seconds  # MONTHLY: 31 days at most
+        check_household_key(pk, proof, min_bits=self.cfg.min_household_key_bits, plan=entry[0],
+                            period_intervals=longest)
 
     def handler(self, link: NetLink) -> Any:
         async def handle(peer: str, msg: Any) -> list[Any]:
