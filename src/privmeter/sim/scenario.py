@@ -33,7 +33,7 @@ from pathlib import Path
 from privmeter.crypto import elgamal
 from privmeter.crypto.paillier import MIN_KEY_BITS, PaillierPrivateKey, generate_keypair
 from privmeter.crypto.signing import SigningKey
-from privmeter.errors import ConfigError
+from privmeter.errors import BaseNotDerived, ConfigError
 from privmeter.grid.plans import Plan, builtin_plan, builtin_plan_names, load_plan
 from privmeter.grid.pricefeed import PriceFeed, demo_feed_signing_key
 from privmeter.grid.profiles import default_cache_dir
@@ -200,6 +200,15 @@ def household_key(sc: Scenario, index: int) -> PaillierPrivateKey:
     if path.exists():
         try:
             return PaillierPrivateKey.from_json(path.read_text(), min_bits=min(min_bits, sc.key_bits))
+        except BaseNotDerived:  # cached before h_s was derived from n: same primes, the base re-derived
+            try:
+                d = json.loads(path.read_text())
+                sk = PaillierPrivateKey.from_primes(int(d["p"], 16), int(d["q"], 16),
+                                                    min_bits=min(min_bits, sc.key_bits))
+                _write_atomic(path, sk.to_json())
+                return sk
+            except Exception:
+                path.unlink(missing_ok=True)
         except Exception:
             path.unlink(missing_ok=True)
     _, sk = generate_keypair(sc.key_bits, rng=_seeded(sc.seed, "paillier", index),
