@@ -320,8 +320,10 @@ def test_pilot_six_households_real_time(tmp_path, capsys, test_data):
                 other_bytes = _all_bytes(other)
                 assert not any(s in other_bytes for s in secrets_), (d.name, other.name)
         assert oct(d.stat().st_mode & 0o777) == "0o700"
-        for f in ("meter.key.json", "household.key.json", "enrolment.json"):
+        for f in ("meter.key.json", "household.key.json", "enrolment.json", "state.db"):
             assert oct((d / f).stat().st_mode & 0o777) == "0o600"
+    for f in ("headend.key.json", "headend.db", "registry.db"):
+        assert oct((he_dir / f).stat().st_mode & 0o777) == "0o600", f
     for s in _secrets_of(he_dir):
         for d in homes:
             assert s not in _all_bytes(d)

@@ -34,6 +34,7 @@ import asyncio
 import datetime
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Awaitable, Mapping, Sequence
 from importlib import resources
@@ -343,6 +344,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Errors propagate to :func:`privmeter.cli.main` (one line on stderr)."""
+    os.umask(0o077)  # databases and logs this process creates: the utility's only
     cfg = cast(HeadendConfig, load_config(args.config, "headend"))
     try:
         if args.action == "run":

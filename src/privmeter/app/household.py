@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -258,6 +259,7 @@ async def serve(cfg: HouseholdConfig, st: HouseholdState, *, source: str | None 
 
 
 def _load(path: Path) -> tuple[HouseholdConfig, HouseholdState]:
+    os.umask(0o077)  # state.db and enrolment.json: the household's only
     cfg = cast(HouseholdConfig, load_config(path, "household"))
     return cfg, load_household(cfg.state_dir)
 
