@@ -19,8 +19,8 @@ from privmeter.crypto import _numtheory as nt
 from privmeter.crypto.elgamal import Group
 from privmeter.crypto.signing import SigningKey
 from privmeter.protocol import demand as dm
-from privmeter.protocol.billing import canonical
 from privmeter.protocol.comparison import ComparisonChallenge, ComparisonOffer, UtilityComparison
+from privmeter.protocol.records import canonical
 
 GROUP = "feeder-x"
 

@@ -31,15 +31,15 @@ from privmeter.grid.plans import Plan
 from privmeter.grid.tariffs import Tariff
 from privmeter.parties.household import HouseholdAgent
 from privmeter.parties.messages import SettleRequest
-from privmeter.protocol.billing import (
+from privmeter.protocol.billing import BillingLedger
+from privmeter.protocol.codec import decode, encode
+from privmeter.protocol.records import (
     BillAccumulator,
-    BillingLedger,
     ReadingRecord,
     make_record,
     price_bits,
     record_bytes,
 )
-from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.settlement import BillProof, Dispute, Statement, log_digest, sign_statement
 
 DAY0 = 1699920000 // 900  # 2023-11-14 00:00 UTC, 15-minute intervals

@@ -33,7 +33,8 @@ from privmeter.errors import (
 )
 from privmeter.parties.headend import HeadEndCore
 from privmeter.parties.keys import HouseholdKeys, public_household_key
-from privmeter.protocol.billing import BillingLedger, make_record
+from privmeter.protocol.billing import BillingLedger
+from privmeter.protocol.records import make_record
 from privmeter.protocol.settlement import (
     BillProof,
     Dispute,

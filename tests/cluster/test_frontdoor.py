@@ -14,8 +14,8 @@ from privmeter.cluster.localpg import LocalPostgres
 from privmeter.errors import PrivmeterError
 from privmeter.net.handshake import TrustStore
 from privmeter.net.transport import Server, connect
-from privmeter.protocol.billing import Receipt, record_bytes, record_from_bytes
 from privmeter.protocol.codec import decode
+from privmeter.protocol.records import Receipt, record_bytes, record_from_bytes
 
 
 def test_front_door_batches_and_acknowledges_after_commit(pg: LocalPostgres, tmp_path: Path,

@@ -14,7 +14,8 @@ from privmeter.errors import ReplayedMessage, StoreError
 from privmeter.grid.plans import Plan
 from privmeter.grid.tariffs import Tariff
 from privmeter.parties.headend_store import StoredTotal
-from privmeter.protocol.billing import BillingLedger, make_record
+from privmeter.protocol.billing import BillingLedger
+from privmeter.protocol.records import make_record
 from privmeter.store.billing_store import MemoryBillingStore
 from privmeter.store.postgres import SCHEMA_VERSION, PostgresBillingStore
 

@@ -6,7 +6,7 @@ Fluvius meter on a ser2net-style loopback socket (with an outage), and a CSV
 meter.  Their readings feed the masked secure-aggregation protocol (run in
 memory with two more meters: exact totals, the meter with a missing interval
 dropped for it), a Paillier sum, and the head-end's
-:class:`~privmeter.protocol.billing.BillAccumulator` under a time-of-use
+:class:`~privmeter.protocol.records.BillAccumulator` under a time-of-use
 tariff; the household's decryption proof is verified with the public key
 only, and the bill equals the one computed from the telegrams' registers.
 """
@@ -30,7 +30,7 @@ from privmeter.grid.p1 import P1Source
 from privmeter.grid.p1_synth import synthesize_telegrams
 from privmeter.grid.source import IntervalReading, LoadSource
 from privmeter.grid.sources import SCHEMES, open_source, parse_source_spec
-from privmeter.protocol.billing import BillAccumulator
+from privmeter.protocol.records import BillAccumulator
 from privmeter.sim.aggregation_group import make_group
 
 IV = 900

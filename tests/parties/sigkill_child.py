@@ -17,7 +17,7 @@ from privmeter.grid.plans import builtin_plan
 from privmeter.parties.headend import HeadEndCore
 from privmeter.parties.headend_store import HeadEndStore, StoredTotal
 from privmeter.parties.meter import MeterEncryptor
-from privmeter.protocol.billing import make_record
+from privmeter.protocol.records import make_record
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 T0 = 1_500_000

@@ -21,7 +21,8 @@ from privmeter.parties.auditor import (
     write_log_jsonl,
 )
 from privmeter.parties.keys import HouseholdKeys
-from privmeter.protocol.billing import BillingLedger, make_record, record_from_bytes
+from privmeter.protocol.billing import BillingLedger
+from privmeter.protocol.records import make_record, record_from_bytes
 from privmeter.protocol.settlement import BillProof, settle
 from privmeter.store.sqlite import SqliteBillingStore
 

@@ -20,7 +20,7 @@ from privmeter.parties.engine import drive
 from privmeter.parties.headend_store import HeadEndStore
 from privmeter.parties.messages import Tick
 from privmeter.protocol.aggregation_messages import MaskedInput
-from privmeter.protocol.billing import ReadingRecord, make_record
+from privmeter.protocol.records import ReadingRecord, make_record
 from privmeter.sim.clock import SimClock
 from privmeter.sim.runner import MemoryLink, check, make_parties, run_memory
 from privmeter.sim.scenario import World, build

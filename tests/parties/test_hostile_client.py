@@ -18,7 +18,7 @@ from privmeter.errors import TransportError, UnknownParty
 from privmeter.net.channel import ErrorMessage
 from privmeter.net.transport import connect
 from privmeter.parties.headend_service import NetLink, start_server
-from privmeter.protocol.billing import Receipt, make_record
+from privmeter.protocol.records import Receipt, make_record
 from privmeter.sim.network import trust_for
 from privmeter.sim.runner import make_core
 from privmeter.sim.scenario import World

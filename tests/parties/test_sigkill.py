@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from privmeter.parties.headend_store import HeadEndStore
-from privmeter.protocol.billing import record_from_bytes
+from privmeter.protocol.records import record_from_bytes
 from privmeter.protocol.settlement import BillProof, check_proof, records_from_log, settle
 from privmeter.store.billing_store import GENESIS, chain_step
 

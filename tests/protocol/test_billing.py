@@ -29,16 +29,16 @@ from privmeter.grid.plans import DemandResponse, Plan
 from privmeter.grid.pricefeed import PriceFeed
 from privmeter.grid.tariffs import Tariff, TimeOfUseTier
 from privmeter.protocol import billing
-from privmeter.protocol.billing import (
+from privmeter.protocol.billing import BillingLedger
+from privmeter.protocol.codec import decode, encode
+from privmeter.protocol.records import (
     DR_EXCESS,
     DR_REBATE,
     BillAccumulator,
-    BillingLedger,
     ReadingRecord,
     make_record,
     record_from_bytes,
 )
-from privmeter.protocol.codec import decode, encode
 
 DAY0 = 1699920000 // 900  # 2023-11-14 00:00 UTC, a Tuesday
 ALL_DAYS = ("weekday", "saturday", "sunday", "holiday")

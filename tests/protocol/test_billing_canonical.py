@@ -6,7 +6,7 @@ import enum
 
 import pytest
 
-from privmeter.protocol.billing import canonical
+from privmeter.protocol.records import canonical
 
 
 class _Kind(enum.IntEnum):

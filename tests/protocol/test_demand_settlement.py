@@ -12,13 +12,8 @@ from privmeter.crypto.signing import SigningKey
 from privmeter.grid.plans import DemandResponse, Plan
 from privmeter.grid.tariffs import Tariff
 from privmeter.protocol import demand as dm
-from privmeter.protocol.billing import (
-    DR_EXCESS,
-    DR_REBATE,
-    BillingLedger,
-    make_record,
-    record_from_bytes,
-)
+from privmeter.protocol.billing import BillingLedger
+from privmeter.protocol.records import DR_EXCESS, DR_REBATE, make_record, record_from_bytes
 from privmeter.protocol.settlement import BillProof, Dispute, settle
 
 DAY0 = 1699920000 // 900

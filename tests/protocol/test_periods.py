@@ -15,8 +15,9 @@ from privmeter.crypto.signing import SigningKey
 from privmeter.grid.plans import Plan
 from privmeter.grid.tariffs import Tariff
 from privmeter.parties.household import HouseholdAgent
-from privmeter.protocol.billing import BillingLedger, make_record
+from privmeter.protocol.billing import BillingLedger
 from privmeter.protocol.periods import MONTHLY, check_layout, period_bounds, period_of
+from privmeter.protocol.records import make_record
 from privmeter.protocol.settlement import BillProof
 
 IV = 900

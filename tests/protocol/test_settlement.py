@@ -21,11 +21,12 @@ from privmeter.errors import (
 from privmeter.grid.plans import DemandResponse, Plan
 from privmeter.grid.pricefeed import PriceFeed
 from privmeter.grid.tariffs import Tariff, TimeOfUseTier
-from privmeter.protocol.billing import (
+from privmeter.protocol.billing import BillingLedger
+from privmeter.protocol.codec import decode, encode
+from privmeter.protocol.records import (
     DR_EXCESS,
     DR_REBATE,
     BillAccumulator,
-    BillingLedger,
     ReadingRecord,
     make_record,
     price_bits,
@@ -33,7 +34,6 @@ from privmeter.protocol.billing import (
     record_from_bytes,
     record_price,
 )
-from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.settlement import (
     BillProof,
     Dispute,

@@ -19,9 +19,9 @@ from privmeter.crypto.signing import SigningKey
 from privmeter.errors import ReplayedMessage, StoreError
 from privmeter.grid.plans import Plan
 from privmeter.grid.tariffs import Tariff
-from privmeter.protocol.billing import (
+from privmeter.protocol.billing import BillingLedger
+from privmeter.protocol.records import (
     BillAccumulator,
-    BillingLedger,
     make_record,
     price_bits,
     record_bytes,
@@ -120,7 +120,8 @@ import json
 from privmeter.crypto.paillier import PaillierPublicKey
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import ReplayedMessage
-from privmeter.protocol.billing import BillingLedger, record_from_bytes
+from privmeter.protocol.billing import BillingLedger
+from privmeter.protocol.records import record_from_bytes
 from privmeter.store.sqlite import SqliteBillingStore
 
 db, keyfile, recfile = sys.argv[1:4]

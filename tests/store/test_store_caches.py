@@ -12,7 +12,8 @@ from privmeter.errors import ReplayedMessage, StaleMessage
 from privmeter.grid.plans import Plan
 from privmeter.grid.tariffs import Tariff
 from privmeter.parties.headend_store import HeadEndStore
-from privmeter.protocol.billing import BillingLedger, make_record
+from privmeter.protocol.billing import BillingLedger
+from privmeter.protocol.records import make_record
 from privmeter.store.billing_store import MemoryBillingStore
 from privmeter.store.sqlite import SqliteBillingStore
 

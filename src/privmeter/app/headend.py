@@ -62,8 +62,8 @@ from privmeter.parties.headend_store import HeadEndStore
 from privmeter.parties.keys import household_key_and_proof
 from privmeter.parties.messages import Hello
 from privmeter.parties.registry import Member, Registry
-from privmeter.protocol.billing import ReadingRecord, check_household_key
 from privmeter.protocol.periods import MONTHLY, period_bounds, period_of
+from privmeter.protocol.records import ReadingRecord, check_household_key
 from privmeter.protocol.settlement import BillProof, Dispute
 
 __all__ = ["Deployment", "add_arguments", "load_plans", "run", "serve"]

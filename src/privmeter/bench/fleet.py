@@ -3,7 +3,7 @@
 What it is for: :func:`make_world` builds feeder groups of meters with their
 signing keys, one household Paillier key (shared, to keep set-up fast: the
 head-end's work per reading does not depend on it) and every reading and
-signed, encrypted :class:`~privmeter.protocol.billing.ReadingRecord`
+signed, encrypted :class:`~privmeter.protocol.records.ReadingRecord`
 *beforehand*, so that producing the meters' messages does not compete with
 the head-end for the CPU.  :class:`Fleet` plays the meters' side: it answers
 epoch requests and interval starts (masked aggregation), keeps every record
@@ -44,8 +44,8 @@ from privmeter.parties.messages import EpochRequest
 from privmeter.parties.meter import MeterEncryptor
 from privmeter.protocol.aggregation import AggregationMeter
 from privmeter.protocol.aggregation_messages import IntervalStart, KeyBundle
-from privmeter.protocol.billing import ReadingRecord, Receipt, make_record, record_bytes
 from privmeter.protocol.codec import decode, encode
+from privmeter.protocol.records import ReadingRecord, Receipt, make_record, record_bytes
 from privmeter.protocol.settlement import Statement
 
 __all__ = ["Fleet", "RunLog", "Stopwatch", "World", "make_world", "run_world"]

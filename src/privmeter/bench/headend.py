@@ -92,7 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _loadgen(args: argparse.Namespace) -> int:
     from privmeter.net.transport import connect
     from privmeter.parties.meter import MeterEncryptor
-    from privmeter.protocol.billing import Receipt, make_record
+    from privmeter.protocol.records import Receipt, make_record
 
     assert args.key_file is not None
     pk = PaillierPrivateKey.from_json(args.key_file.read_text(), min_bits=256).public_key
@@ -199,7 +199,8 @@ def _micro(sk: PaillierPrivateKey, db: Path, seed: int) -> dict[str, float]:
     """Per-step CPU of the billing path on one record (microseconds)."""
     from privmeter.parties.headend_store import HeadEndStore
     from privmeter.parties.meter import MeterEncryptor
-    from privmeter.protocol.billing import (
+    from privmeter.protocol.codec import decode, encode
+    from privmeter.protocol.records import (
         RECEIPT_CONTEXT,
         BillAccumulator,
         canonical,
@@ -208,7 +209,6 @@ def _micro(sk: PaillierPrivateKey, db: Path, seed: int) -> dict[str, float]:
         record_bytes,
         verify_record,
     )
-    from privmeter.protocol.codec import decode, encode
 
     pk = sk.public_key
     mk = _meter_key(seed, 0)

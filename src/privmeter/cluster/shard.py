@@ -19,7 +19,7 @@ messages inside one group commit and returns only after ``COMMIT`` -- the
 front door releases receipts only then, so a receipt always names a durable
 record; and a meter that resends a record already logged (its receipt was
 lost with a shard that died after ``COMMIT``) gets the same receipt again
-(:func:`~privmeter.protocol.billing.sign_receipt` is deterministic), the
+(:func:`~privmeter.protocol.records.sign_receipt` is deterministic), the
 record counted once.  A shard that starts (first time or after Ray restarted it,
 anywhere) reloads its registrations from its schema and resumes: the log,
 accumulators, statements and totals are all in PostgreSQL.  Aggregation
@@ -52,8 +52,8 @@ from privmeter.grid.plans import parse_plan
 from privmeter.parties.headend import GroupConfig, HeadEndCore
 from privmeter.parties.headend_store import HeadEndStore, StoredTotal
 from privmeter.parties.keys import household_key_and_proof, load_keyfile, signing_key_from
-from privmeter.protocol.billing import ReadingRecord, sign_receipt
 from privmeter.protocol.codec import decode, encode
+from privmeter.protocol.records import ReadingRecord, sign_receipt
 
 __all__ = ["MAX_LOST", "SHARD_RESTARTED", "Outcome", "ShardCore", "ShardSpec", "error_from", "group_config"]
 

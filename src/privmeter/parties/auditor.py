@@ -53,7 +53,7 @@ from privmeter.files import read_json_file, read_text_file
 from privmeter.grid.plans import Plan, builtin_plan, load_plan
 from privmeter.grid.pricefeed import PriceFeed
 from privmeter.parties.keys import public_household_key
-from privmeter.protocol.billing import ReadingRecord, record_from_bytes
+from privmeter.protocol.records import ReadingRecord, record_from_bytes
 from privmeter.protocol.settlement import AuditReport, BillProof, Statement, audit
 from privmeter.store.billing_store import GENESIS, chain_step
 

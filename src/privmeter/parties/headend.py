@@ -5,7 +5,7 @@ the same code runs behind sockets (:mod:`privmeter.parties.headend_service`)
 and in memory (the simulator's in-memory runner, ``sim/runner.py``):
 
 * registrations (meter -> Ed25519 key, household Paillier key, plan, group);
-* billing: every :class:`~privmeter.protocol.billing.ReadingRecord` goes
+* billing: every :class:`~privmeter.protocol.records.ReadingRecord` goes
   through :class:`~privmeter.protocol.billing.BillingLedger` (checks, encrypted
   accumulation, signed log, receipts); statements at the end of a period;
   the household's :class:`~privmeter.protocol.settlement.BillProof` is
@@ -69,7 +69,7 @@ from privmeter.protocol.aggregation_messages import (
     MaskedInput,
     degree_for,
 )
-from privmeter.protocol.billing import BillingLedger, ReadingRecord
+from privmeter.protocol.billing import BillingLedger
 from privmeter.protocol.codec import encode
 from privmeter.protocol.demand import (
     ComparisonAnswer,
@@ -78,6 +78,7 @@ from privmeter.protocol.demand import (
     Echo,
     Offer,
 )
+from privmeter.protocol.records import ReadingRecord
 from privmeter.protocol.ring import RingCoordinator, RingToken, RingTotal
 from privmeter.protocol.settlement import (
     BillProof,
@@ -186,7 +187,7 @@ class HeadEndCore:
         """Register a meter (idempotent: a restarted head-end re-registers from its config).
 
         A new or changed registration runs
-        :func:`~privmeter.protocol.billing.check_household_key` on the
+        :func:`~privmeter.protocol.records.check_household_key` on the
         household key and its ``wellformed_proof`` (h_s derived from n,
         gcd(n, phi(n)) = 1, the plan's bills fit the key).
         """

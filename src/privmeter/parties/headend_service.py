@@ -38,8 +38,8 @@ from privmeter.net.transport import Server
 from privmeter.parties.concentrator import Relayed, unwrap
 from privmeter.parties.headend import HeadEndCore
 from privmeter.parties.messages import Hello, SettleRequest
-from privmeter.protocol.billing import ReadingRecord
 from privmeter.protocol.codec import encode
+from privmeter.protocol.records import ReadingRecord
 
 __all__ = ["NetLink", "start_server"]
 

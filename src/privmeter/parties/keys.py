@@ -36,7 +36,7 @@ from privmeter.crypto.paillier import (
 )
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import ConfigError, MalformedMessage, UnprovenKey, UnsupportedVersion
-from privmeter.protocol.billing import check_household_key
+from privmeter.protocol.records import check_household_key
 
 __all__ = [
     "KEYFILE_FORMAT",
@@ -103,7 +103,7 @@ class HouseholdKeys:
 
 def household_key_and_proof(d: dict[str, Any], *, min_bits: int = MIN_KEY_BITS) -> tuple[PaillierPublicKey, list[int]]:
     """A household key file's public key and well-formedness proof, *verified*
-    (:func:`~privmeter.protocol.billing.check_household_key`: h_s derived from n,
+    (:func:`~privmeter.protocol.records.check_household_key`: h_s derived from n,
     the proof; :class:`~privmeter.errors.UnprovenKey` if the proof is missing)."""
     pk = PaillierPublicKey.from_dict(d.get("paillier_public_key"), min_bits=min_bits)
     proof_hex = d.get("wellformed_proof")

@@ -58,15 +58,6 @@ from privmeter.parties.messages import EpochRequest, FeedPublished, Tick
 from privmeter.parties.meter_state import MeterLedgerStore, attach
 from privmeter.protocol.aggregation import AggregationMeter
 from privmeter.protocol.aggregation_messages import HEADEND_ID, IntervalStart, KeyAdvert, KeyBundle
-from privmeter.protocol.billing import (
-    DR_EXCESS,
-    DR_REBATE,
-    ENERGY,
-    ReadingRecord,
-    Receipt,
-    make_record,
-    record_bytes,
-)
 from privmeter.protocol.demand import (
     ComparisonQuery,
     DemandEvent,
@@ -77,6 +68,15 @@ from privmeter.protocol.demand import (
     event_amounts,
 )
 from privmeter.protocol.membership import MembershipPolicy
+from privmeter.protocol.records import (
+    DR_EXCESS,
+    DR_REBATE,
+    ENERGY,
+    ReadingRecord,
+    Receipt,
+    make_record,
+    record_bytes,
+)
 from privmeter.protocol.ring import RingMeter, RingStart, RingToken
 
 __all__ = ["MeterAgent", "MeterEncryptor", "MeterLoad", "SourceReadings"]

@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from privmeter.errors import ConfigError
-from privmeter.protocol.billing import record_bytes, record_from_bytes
 from privmeter.protocol.demand import ComparisonBudget
 from privmeter.protocol.membership import MembershipPolicy
+from privmeter.protocol.records import record_bytes, record_from_bytes
 
 if TYPE_CHECKING:
     from privmeter.parties.meter import MeterAgent

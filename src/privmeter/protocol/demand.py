@@ -92,7 +92,6 @@ from privmeter.errors import (
     UnexpectedMessage,
     UnknownParty,
 )
-from privmeter.protocol.billing import DR_EXCESS, DR_REBATE, ReadingRecord, canonical, make_record
 from privmeter.protocol.codec import check_id, message
 from privmeter.protocol.comparison import (
     DEFAULT_BITS,
@@ -107,6 +106,7 @@ from privmeter.protocol.comparison import (
     UtilityComparison,
     clamp_value,
 )
+from privmeter.protocol.records import DR_EXCESS, DR_REBATE, ReadingRecord, canonical, make_record
 
 __all__ = [
     "ACTIONS",

@@ -24,7 +24,7 @@ before the last on public data only:
    inside the range; their number and digest are the statement's; and E(bill)
    equals, byte for byte, the product the household rebuilds from them and
    the published prices (:func:`rebuild_bill`: ``prod c_i**p_i * (1+n)**fixed``
-   with the head-end's own :class:`~privmeter.protocol.billing.BillAccumulator`);
+   with the head-end's own :class:`~privmeter.protocol.records.BillAccumulator`);
 5. the records are exactly the readings (and demand-response amounts) its
    meter gave it on the local port (slots, not values);
 6. only then: its bill from its own readings and the published tariff lies in
@@ -51,7 +51,7 @@ Test: ``tests/adversary/test_settlement.py``.
 Security assumptions: Ed25519 unforgeability (meter and head-end signatures);
 the meter is the trusted sensor; the household key is well formed (h_s derived
 from n; gcd(n, phi(n)) = 1, proven at registration,
-:func:`~privmeter.protocol.billing.check_household_key`), so ``(bill, r)`` is
+:func:`~privmeter.protocol.records.check_household_key`), so ``(bill, r)`` is
 a binding proof of the decryption
 (:func:`~privmeter.crypto.paillier.verify_decryption`) and a bill proven for a
 statement lies within the plan's bounds (:func:`check_proof`).
@@ -95,7 +95,8 @@ from privmeter.errors import (
 )
 from privmeter.grid.plans import Plan
 from privmeter.grid.pricefeed import PriceFeed
-from privmeter.protocol.billing import (
+from privmeter.protocol.codec import message
+from privmeter.protocol.records import (
     ENERGY,
     BillAccumulator,
     ReadingRecord,
@@ -106,7 +107,6 @@ from privmeter.protocol.billing import (
     record_price,
     verify_record,
 )
-from privmeter.protocol.codec import message
 
 __all__ = [
     "DISPUTE_REASONS",
@@ -312,7 +312,7 @@ def rebuild_bill(
     """E(bill) rebuilt from signed records and the published prices: ``prod c_i**p_i * E(fixed)``.
 
     Deterministic (no re-randomisation), with the head-end's own
-    :class:`~privmeter.protocol.billing.BillAccumulator`: an honest ledger's
+    :class:`~privmeter.protocol.records.BillAccumulator`: an honest ledger's
     statement carries exactly these bytes.  ``feed`` is the period's feed
     (real-time plans).
     """

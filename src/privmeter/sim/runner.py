@@ -40,8 +40,8 @@ from privmeter.parties.messages import FeedPublished, SettleRequest
 from privmeter.parties.meter import MeterAgent, MeterLoad, SourceReadings
 from privmeter.parties.meter_service import round_of
 from privmeter.parties.meter_state import MeterLedgerStore
-from privmeter.protocol.billing import DR_EXCESS, record_from_bytes
 from privmeter.protocol.codec import decode, encode
+from privmeter.protocol.records import DR_EXCESS, record_from_bytes
 from privmeter.protocol.settlement import BillProof, audit
 from privmeter.sim.clock import SimClock
 from privmeter.sim.scenario import World

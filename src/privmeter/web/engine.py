@@ -73,8 +73,8 @@ from privmeter.parties.household import HouseholdAgent
 from privmeter.parties.messages import FeedPublished
 from privmeter.parties.meter import MeterAgent
 from privmeter.protocol.aggregation_messages import KeyAdvert, MaskedInput
-from privmeter.protocol.billing import ReadingRecord, record_from_bytes
 from privmeter.protocol.demand import ComparisonAnswer, Echo
+from privmeter.protocol.records import ReadingRecord, record_from_bytes
 from privmeter.protocol.settlement import (
     BillProof,
     Dispute,
