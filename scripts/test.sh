@@ -23,4 +23,6 @@ fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 -m ruff check src tests
 lint-imports  # [tool.importlinter] in pyproject.toml: a lower layer never imports a higher one
+# no import cycle between any two modules (function-level and TYPE_CHECKING imports included)
+PYTHONPATH=src python3 -m pytest -q -n 0 -p no:cacheprovider tests/test_import_graph.py
 python3 -m pytest -n 2 "$@"

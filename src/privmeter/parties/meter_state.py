@@ -35,20 +35,31 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from privmeter.errors import ConfigError
 from privmeter.protocol.demand import ComparisonBudget
 from privmeter.protocol.membership import MembershipPolicy
-from privmeter.protocol.records import record_bytes, record_from_bytes
-
-if TYPE_CHECKING:
-    from privmeter.parties.meter import MeterAgent
+from privmeter.protocol.records import ReadingRecord, record_bytes, record_from_bytes
 
 __all__ = ["FORMAT", "MeterLedgerStore", "attach", "restore_journal", "sync_journal"]
 
 FORMAT = "privmeter.meter-ledger/1"
+
+
+class JournalledMeter(Protocol):
+    """What the journal reads from and gives back to a meter
+    (:class:`privmeter.parties.meter.MeterAgent`, which imports this module)."""
+
+    meter_id: str
+    local_readings: dict[int, int]
+    local_adjustments: dict[tuple[str, str, int], int]
+    unacked: dict[tuple[str, int, str, str], ReadingRecord]
+
+    def restore(self, readings: Mapping[int, int], adjustments: Mapping[tuple[str, str, int], int],
+                unacked: Iterable[ReadingRecord]) -> None: ...
 
 
 class MeterLedgerStore:
@@ -92,7 +103,7 @@ CREATE TABLE IF NOT EXISTS unacked (meter_id TEXT NOT NULL, slot TEXT NOT NULL, 
 """
 
 
-def sync_journal(store: MeterLedgerStore, meter: MeterAgent) -> None:
+def sync_journal(store: MeterLedgerStore, meter: JournalledMeter) -> None:
     """Save what ``meter`` reported since the last call (readings, DR amounts) and its
     unacknowledged records, in one transaction: call it before sending the meter's answers."""
     mid = meter.meter_id
@@ -121,7 +132,7 @@ def sync_journal(store: MeterLedgerStore, meter: MeterAgent) -> None:
     seen_u.update(k for _, k, _ in fresh)
 
 
-def restore_journal(store: MeterLedgerStore, meter: MeterAgent) -> int:
+def restore_journal(store: MeterLedgerStore, meter: JournalledMeter) -> int:
     """Give a restarted ``meter`` back its readings, DR amounts and unacknowledged records;
     returns the number of readings restored."""
     mid = meter.meter_id

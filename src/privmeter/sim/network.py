@@ -38,6 +38,7 @@ from privmeter.parties.headend_service import NetLink, start_server
 from privmeter.parties.headend_store import HeadEndStore, MemoryHeadEndStore
 from privmeter.parties.messages import Bye
 from privmeter.sim.clock import SimClock
+from privmeter.sim.identities import concentrator_key, household_identity
 from privmeter.sim.runner import check, make_core
 from privmeter.sim.scenario import Scenario, World, build, scenario_json
 
@@ -45,14 +46,10 @@ __all__ = ["emulator_for", "headend_main", "resume_point", "run_network", "trust
 
 
 def trust_for(world: World) -> TrustStore:
-    from privmeter.sim.parties import household_identity
-
     trust = TrustStore((h.signing_key.verify_key, h.meter_id) for h in world.households)
     for h in world.households:  # households on their own line (``privmeter household``)
         trust.add(household_identity(world.scenario.seed, h.meter_id).verify_key, f"hh:{h.meter_id}")
     if world.scenario.topology == "tree":
-        from privmeter.sim.parties import concentrator_key
-
         for g in world.groups:
             trust.add(concentrator_key(world.scenario.seed, f"dc-{g}").verify_key, f"dc-{g}")
     return trust

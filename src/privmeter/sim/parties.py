@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import logging
 import sqlite3
@@ -32,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from privmeter.argtypes import listen_port, non_negative, port, positive, verify_key_hex
-from privmeter.crypto.signing import SigningKey, VerifyKey
+from privmeter.crypto.signing import VerifyKey
 from privmeter.errors import ConfigError, PrivmeterError
 from privmeter.files import read_json_file
 from privmeter.parties.concentrator import Concentrator
@@ -41,26 +40,11 @@ from privmeter.parties.household import HouseholdAgent
 from privmeter.parties.household_service import serve
 from privmeter.parties.meter_service import MeterFleet
 from privmeter.parties.meter_state import MeterLedgerStore
+from privmeter.sim.identities import concentrator_key, household_identity, is_offline
+from privmeter.sim.network import headend_main
+from privmeter.sim.runner import close_sources, make_meters
 
-__all__ = ["concentrator_key", "household_identity", "is_offline", "main"]
-
-
-def household_identity(seed: int, meter_id: str) -> SigningKey:
-    """The simulation's household identity key (deterministic from the scenario seed)."""
-    return SigningKey.from_seed(hashlib.sha256(f"privmeter-sim-household/{seed}/{meter_id}".encode()).digest())
-
-
-def concentrator_key(seed: int, concentrator_id: str) -> SigningKey:
-    """The simulation's key of a concentrator (deterministic from the scenario seed)."""
-    return SigningKey.from_seed(hashlib.sha256(f"privmeter-sim-dc/{seed}/{concentrator_id}".encode()).digest())
-
-
-def is_offline(seed: int, meter_id: str, interval: int, dropout: float) -> bool:
-    """The seeded outage model: is ``meter_id`` down for ``interval``?"""
-    if dropout <= 0:
-        return False
-    h = hashlib.sha256(f"privmeter-outage/{seed}/{meter_id}/{interval}".encode()).digest()
-    return int.from_bytes(h[:8], "big") / 2**64 < dropout
+__all__ = ["main"]
 
 
 def _scenario(path: Path):  # type: ignore[no-untyped-def]
@@ -85,8 +69,6 @@ def _headend_args(p: argparse.ArgumentParser) -> None:
 
 
 def _headend(args: argparse.Namespace) -> int:
-    from privmeter.sim.network import headend_main
-
     sc = _scenario(args.scenario)
     return asyncio.run(headend_main(sc, host=args.host, port=args.port, db=args.db, speed=args.speed,
                                     round_timeout=args.round_timeout, wait_meters=args.wait_meters,
@@ -112,7 +94,6 @@ def _meter_args(p: argparse.ArgumentParser) -> None:
 
 
 def _meter(args: argparse.Namespace) -> int:
-    from privmeter.sim.runner import close_sources, make_meters
     from privmeter.sim.scenario import attach_sources, build, parse_source_args
 
     c0 = time.process_time()

@@ -44,6 +44,7 @@ from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.records import DR_EXCESS, record_from_bytes
 from privmeter.protocol.settlement import BillProof, audit
 from privmeter.sim.clock import SimClock
+from privmeter.sim.identities import is_offline
 from privmeter.sim.scenario import World
 
 __all__ = ["MemoryLink", "Parties", "check", "close_sources", "make_parties", "run_memory"]
@@ -167,8 +168,6 @@ class MemoryLink:
     def offline(self, meter_id: str, interval: int) -> bool:
         if self._offline is not None:
             return self._offline(meter_id, interval)
-        from privmeter.sim.parties import is_offline
-
         return is_offline(self.seed, meter_id, interval, self.dropout)
 
     async def exchange(self, outgoing: Mapping[str, Sequence[Any]], *, expect: Any, now: int,

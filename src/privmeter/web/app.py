@@ -114,32 +114,32 @@ def create_app(engine: DemoState, *, allowed_hosts: list[str] | None = None) -> 
 
     @app.get("/api/groups/{group}/totals")
     async def totals(group: str, since: int = -1) -> dict[str, Any]:
-        result: dict[str, Any] = await on_engine(lambda: views.group_totals(engine, group, since))
+        result: dict[str, Any] = await on_engine(lambda: views.group_totals(engine.operator_snapshot(), group, since))
         return result
 
     @app.get("/api/events")
     async def events() -> dict[str, Any]:
-        result: dict[str, Any] = await on_engine(lambda: views.events(engine))
+        result: dict[str, Any] = await on_engine(lambda: views.events(engine.operator_snapshot()))
         return result
 
     @app.get("/api/bills")
     async def bills() -> dict[str, Any]:
-        result: dict[str, Any] = await on_engine(lambda: views.bills(engine))
+        result: dict[str, Any] = await on_engine(lambda: views.bills(engine.operator_snapshot()))
         return result
 
     @app.get("/api/households/{meter}")
     async def household(meter: str) -> dict[str, Any]:
-        result: dict[str, Any] = await on_engine(lambda: views.household(engine, meter))
+        result: dict[str, Any] = await on_engine(lambda: views.household(engine.household_snapshot(meter)))
         return result
 
     @app.get("/api/households/{meter}/utility-view")
     async def utility_view(meter: str) -> dict[str, Any]:
-        result: dict[str, Any] = await on_engine(lambda: views.utility_view(engine, meter))
+        result: dict[str, Any] = await on_engine(lambda: views.utility_view(engine.operator_snapshot([meter]), meter))
         return result
 
     @app.get("/api/privacy/{meter}")
     async def privacy(meter: str) -> dict[str, Any]:
-        result: dict[str, Any] = await on_engine(lambda: views.privacy(engine, meter))
+        result: dict[str, Any] = await on_engine(lambda: views.privacy(engine.household_snapshot(meter)))
         return result
 
     # -- controls --------------------------------------------------------------------------

@@ -37,9 +37,11 @@ function on the engine thread with :meth:`DemoEngine.call` (so SQLite is
 used from one thread).
 
 Security: none of its own; every check is in the parties.  Guarantee: the
-utility-side views are built only from what the head-end core holds
-(ciphertexts, masked inputs, totals, comparison bits, statements); a
-household's true load is read only for the household and privacy views.
+views (:mod:`privmeter.web.views`) never see the engine: the operator views get
+an :class:`~privmeter.web.snapshot.OperatorSnapshot` (:meth:`DemoEngine.operator_snapshot`),
+built only from what the head-end core holds (ciphertexts, masked inputs,
+totals, comparison bits, statements); a household's true load reaches only the
+household and privacy views, through a :class:`~privmeter.web.snapshot.HouseholdSnapshot`.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ from privmeter.protocol.settlement import (
 )
 from privmeter.sim.runner import group_configs, make_meters
 from privmeter.sim.scenario import Scenario, World, build
+from privmeter.web.snapshot import HouseholdSnapshot, MeterHoldings, OperatorSnapshot, freeze
+from privmeter.web.views import overview
 from privmeter.web.wire import MemoryWire, SocketWire
 
 __all__ = ["CHEAT_INFLATION", "UNDERREPORT_FRACTION", "DemoConfig", "DemoEngine"]
@@ -762,10 +766,94 @@ class DemoEngine:
         sim = (self.current + 1) * self.interval_seconds
         self.alerts.append({"seq": self._seq, "level": level, "kind": kind, "text": text, "time": sim, **extra})
 
-    def _publish(self) -> None:
-        from privmeter.web.views import overview
+    def operator_snapshot(self, meters: Sequence[str] = ()) -> OperatorSnapshot:
+        """What the head-end holds now, frozen (engine thread); with :class:`MeterHoldings`
+        of each of ``meters`` that exists (the utility view of one household)."""
+        core = self.core
+        sc = self.world.scenario
+        limits: dict[str, tuple[int, int] | None] = {}
+        for g in self.groups:
+            cfg = core.groups[g].cfg if core is not None else None
+            limits[g] = (cfg.cmin_w, cfg.cmax_w) if cfg is not None else None
+        return OperatorSnapshot(
+            status="finished" if self.finished else "paused" if self.paused else "running",
+            paused=self.paused, speed=self.speed, current=self.current, first=self.first, last=self.last,
+            interval_seconds=self.interval_seconds, days=sc.days, key_bits=sc.key_bits, dgk_bits=sc.dgk_bits,
+            plan=sc.plan, bill_intervals=self.config.bill_intervals, transport=self.transport,
+            network=freeze(self.wire_stats()),
+            step_ms=round(1000 * sum(self.step_seconds) / len(self.step_seconds), 1) if self.step_seconds else None,
+            meter_ids=tuple(self.meter_ids), groups=freeze(self.groups), group_of=freeze(self.group_of),
+            group_limits=freeze(limits), offline=frozenset(self.offline),
+            totals=freeze(self.totals), events=freeze(self.events), probes=freeze(self.probes),
+            bills=freeze({k: {f: v for f, v in b.items() if f != "household_bill"} for k, b in self.bills.items()}),
+            alerts=freeze(self.alerts), alert_count=self._seq,
+            holdings=freeze({m: self._holdings(m) for m in meters if m in self.meters and core is not None}),
+        )
 
-        snap = overview(self)
+    def _holdings(self, meter: str) -> MeterHoldings:
+        core = self.core
+        if core is None:
+            raise KeyError(meter)
+        reg = core.store.get_meter(meter)
+        pk = core.household_keys.get(meter)
+        dm = core.groups[self.group_of[meter]].dm
+        bits = []
+        if dm is not None:
+            for eid, ev in dm.events.items():
+                if meter in ev.results:
+                    bits.append({"event_id": eid, "threshold_w": ev.threshold, "side": ev.msg.side,
+                                 "bit_x_ge_T": ev.results[meter], "directive": meter in ev.directed})
+        period = max(0, (self.current - self.first) // self.config.bill_intervals)
+        acc = core.store.get_account(meter, period)
+        return MeterHoldings(
+            meter=meter,
+            registration=None if reg is None else freeze({
+                "meter_verify_key": reg.verify_key.hex(), "plan": reg.plan_id,
+                "household_key_id": None if pk is None else pk.key_id.hex(),
+                "period_intervals": reg.period_intervals}),
+            reading_ciphertexts=freeze(self.seen_records[meter]), masked_inputs=freeze(self.seen_masked[meter]),
+            comparison_bits=freeze(bits),
+            account=None if acc is None else freeze({"period": period, "records": acc[0], "cells": acc[1]}),
+        )
+
+    def household_snapshot(self, meter: str) -> HouseholdSnapshot:
+        """One household's own view, frozen (engine thread); KeyError for an unknown meter."""
+        agent = self._meter(meter)
+        load = agent.load
+        now = (self.current + 1) * self.interval_seconds
+        t0 = 0
+        minute_w: tuple[int, ...] = ()
+        if load.minute_w is not None:
+            end = (now - load.start_unix) // 60
+            start = max(0, end - 24 * 60)
+            t0, minute_w = load.start_unix + start * 60, tuple(int(v) for v in load.minute_w[start:end])
+        occ = self.occupancy(meter)
+        occupancy = None
+        if occ is not None and minute_w:
+            i0 = (t0 - load.start_unix) // 60
+            occupancy = tuple(int(v) for v in occ[i0:i0 + len(minute_w)])
+        g = self.group_of[meter]
+        own = [b for (m, _p), b in sorted(self.bills.items()) if m == meter]
+        recs = list(self.seen_records[meter])
+        bits = sum(1 for ev in self.events if meter in ev["answered"]) + sum(
+            s["answered"] for p in self.probes if p["meter"] == meter for s in p["steps"])
+        return HouseholdSnapshot(
+            meter=meter, group=g, offline=meter in self.offline, interval_seconds=self.interval_seconds,
+            sim_time=now, load_start=t0, minute_w=minute_w, occupancy=occupancy,
+            readings=tuple(sorted(agent.local_readings.items())[-96:]), bills=freeze(own), plan=agent.plan,
+            used_today=agent.demand.budget.used_today(now) if agent.demand is not None else 0,
+            directives=freeze([{"event_id": d.event_id, "action": d.action,
+                                "start_time": d.start_interval * self.interval_seconds,
+                                "minutes": d.duration_minutes, "limit_w": d.limit_w} for d in agent.directives]),
+            masked_seen=freeze(list(self.seen_masked[meter])[-4:][::-1]),
+            ciphertexts_seen=tuple(r["ciphertext"] for r in recs[-4:][::-1]),
+            feeder_members=len(self.groups[g]),
+            feeder_totals=freeze([r for r in self.totals[g] if r["time"] >= t0]),
+            comparison_bits=bits,
+        )
+
+    def _publish(self) -> None:
+        snap = overview(self.operator_snapshot())
         with self._cond:
             self.overview = snap
             self.version += 1

@@ -100,8 +100,8 @@ class SocketWire:
 
     async def _start(self) -> None:
         from privmeter.net.transport import Server, connect
+        from privmeter.sim.identities import household_identity
         from privmeter.sim.network import trust_for
-        from privmeter.sim.parties import household_identity
 
         w = self.world
         ids = [h.meter_id for h in w.households]
