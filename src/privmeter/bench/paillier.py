@@ -31,7 +31,7 @@ from phe import paillier as phe
 
 from privmeter.argtypes import positive
 from privmeter.bench._common import add_json_flag, cpu_per_call, emit, progress
-from privmeter.crypto import _numtheory as nt
+from privmeter.crypto import numtheory as nt
 from privmeter.crypto.multiexp import StreamingMultiExp
 from privmeter.crypto.paillier import (
     EncryptedNumber,

@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from privmeter.crypto._numtheory import SYSTEM_RNG, RandomSource
+from privmeter.crypto.numtheory import SYSTEM_RNG, RandomSource
 from privmeter.errors import (
     InvalidCiphertext,
     InvalidKey,

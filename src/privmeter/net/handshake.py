@@ -63,7 +63,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from privmeter.crypto._numtheory import SYSTEM_RNG, RandomSource
+from privmeter.crypto.numtheory import SYSTEM_RNG, RandomSource
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import (
     InvalidCiphertext,

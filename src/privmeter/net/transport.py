@@ -49,7 +49,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from privmeter.crypto._numtheory import SYSTEM_RNG, RandomSource
+from privmeter.crypto.numtheory import SYSTEM_RNG, RandomSource
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import (
     MalformedMessage,

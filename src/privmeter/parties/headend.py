@@ -41,8 +41,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from privmeter.crypto._numtheory import SYSTEM_RNG, RandomSource
 from privmeter.crypto.keyagreement import AgreementKey, sign_advert, verify_advert
+from privmeter.crypto.numtheory import SYSTEM_RNG, RandomSource
 from privmeter.crypto.paillier import MIN_KEY_BITS, PaillierPublicKey
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import (

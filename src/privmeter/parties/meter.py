@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from privmeter.crypto import _numtheory as nt
+from privmeter.crypto import numtheory as nt
 from privmeter.crypto.elgamal import Group
 from privmeter.crypto.keyagreement import AgreementKey, sign_advert, verify_advert
 from privmeter.crypto.paillier import EncryptedNumber, PaillierPublicKey

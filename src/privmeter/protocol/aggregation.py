@@ -84,8 +84,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from privmeter.crypto import masks, shamir
-from privmeter.crypto._numtheory import SYSTEM_RNG, RandomSource
 from privmeter.crypto.keyagreement import AgreementKey, sign_advert, verify_advert
+from privmeter.crypto.numtheory import SYSTEM_RNG, RandomSource
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import (
     GroupTooSmall,

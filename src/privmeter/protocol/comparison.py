@@ -67,7 +67,7 @@ import enum
 import hashlib
 from dataclasses import dataclass
 
-from privmeter.crypto import _numtheory as nt
+from privmeter.crypto import numtheory as nt
 from privmeter.crypto.elgamal import Group, OneUseKey, get_group
 from privmeter.errors import (
     InvalidCiphertext,

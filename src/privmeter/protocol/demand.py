@@ -75,7 +75,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from privmeter.crypto import _numtheory as nt
+from privmeter.crypto import numtheory as nt
 from privmeter.crypto.elgamal import DEFAULT_GROUP, get_group
 from privmeter.crypto.paillier import PaillierPublicKey
 from privmeter.crypto.signing import SigningKey, VerifyKey

@@ -45,7 +45,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from privmeter.crypto import _numtheory as nt
+from privmeter.crypto import numtheory as nt
 from privmeter.crypto.multiexp import GroupedProduct, StreamingMultiExp
 from privmeter.crypto.paillier import MIN_KEY_BITS, EncryptedNumber, PaillierPublicKey
 from privmeter.crypto.signing import SIGNATURE_BYTES, SigningKey, VerifyKey

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from privmeter.crypto._numtheory import SYSTEM_RNG, RandomSource
 from privmeter.crypto.keyagreement import AgreementKey
 from privmeter.crypto.masks import MODULUS
+from privmeter.crypto.numtheory import SYSTEM_RNG, RandomSource
 from privmeter.crypto.paillier import PaillierPrivateKey, PaillierPublicKey
 from privmeter.errors import (
     AggregationError,
