@@ -284,3 +284,41 @@ def test_attack5_a_bill_out_of_bounds_is_refused_by_all_three(paillier_small) ->
     with pytest.raises(BillOutOfBounds):
         audit(statement, records, plan, None, proof, headend_key=HEADEND.verify_key, meter_key=METER.verify_key,
               household_pk=pk, min_key_bits=512)
+
+
+def test_a_restarted_household_never_pays_a_period_twice(worlds: tuple[World, World], tmp_path) -> None:
+    """The paid periods live in the household's state.db: after a restart between two
+    statements of one period the second is refused as settled; a retransmission of the
+    first gets the same proof again (issue 12's loose end)."""
+    import dataclasses
+
+    from privmeter.parties.household import HouseholdAgent
+    from privmeter.parties.meter_state import MeterLedgerStore
+    from privmeter.protocol.codec import decode, encode
+
+    from .settlement_harness import METER as METER_KEY
+
+    w = worlds[0]
+    he = LyingHeadEnd(w)
+
+    def boot() -> tuple[MeterLedgerStore, HouseholdAgent]:
+        store = MeterLedgerStore(tmp_path / "state.db")
+        paid = {k: decode(b, expect=BillProof) for k, b in store.paid("m1").items()}
+        home = HouseholdAgent("m1", w.sk, w.plan, HEADEND.verify_key, lambda: (w.readings, {}),
+                              meter_key=METER_KEY.verify_key, period_start=w.period.start, period_intervals=N,
+                              paid=paid, on_paid=lambda k, p: store.put_paid("m1", k, encode(p)))
+        return store, home
+
+    store, home = boot()
+    first = he.send(home, w.statement)
+    assert isinstance(first, BillProof) and first.bill == w.true_bill()
+    store.close()  # the household restarts
+    store, home = boot()
+    assert home.paid == {0: first}
+    again = he.send(home, he.sign())  # a second statement of the paid period
+    assert isinstance(again, Dispute) and again.reason == "settled" and isinstance(again.error(), AlreadySettled)
+    assert he.send(home, w.statement) == first  # the same statement: the same proof, not a second payment
+    # the store itself refuses a different proof for a paid period
+    with pytest.raises(AlreadySettled):
+        store.put_paid("m1", 0, encode(dataclasses.replace(first, bill=first.bill + 1)))
+    store.close()

@@ -17,8 +17,9 @@ secret key and settles each bill from the meter's own readings).
   rosters newer than the one it has, answers each interval on its own clock
   (``clock_skew_s``: a round for an interval that has not ended on this clock,
   give or take the tolerance, is ignored), keeps its readings, unacknowledged
-  records and privacy ledgers in ``state.db`` (a restart loses nothing it
-  reported), settles every statement, and stops cleanly on SIGTERM.
+  records, privacy ledgers and the bill proofs it gave in ``state.db`` (a
+  restart loses nothing it reported and never pays a billing period twice),
+  settles every statement, and stops cleanly on SIGTERM.
   ``privmeter meter --config household.toml --source SPEC`` is the same with
   the config's source replaced.
 
@@ -71,6 +72,7 @@ from privmeter.parties.messages import Bye, FeedPublished, Hello, SettleRequest
 from privmeter.parties.meter import MeterAgent, MeterLoad, SourceReadings
 from privmeter.parties.meter_service import round_of
 from privmeter.parties.meter_state import MeterLedgerStore, restore_journal, sync_journal
+from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.settlement import BillProof
 
 __all__ = ["HouseholdService", "add_arguments", "add_enrol_arguments", "enrol", "run", "run_enrol"]
@@ -138,10 +140,12 @@ class HouseholdService:
         restored = restore_journal(self.ledger, self.meter)
         if restored:
             log.info("restored %d readings from %s", restored, st.dir / "state.db")
+        paid = {k: decode(b, expect=BillProof) for k, b in self.ledger.paid(cfg.meter_id).items()}
         self.home = HouseholdAgent(cfg.meter_id, st.secret_key, self.plan, self.headend_key,
                                    lambda: (self.meter.local_readings, self.meter.local_adjustments),
                                    meter_key=st.meter_key.verify_key, period_start=int(doc["period_start"]),
-                                   period_intervals=int(doc["period_intervals"]))
+                                   period_intervals=int(doc["period_intervals"]), paid=paid,
+                                   on_paid=lambda k, proof: self.ledger.put_paid(cfg.meter_id, k, encode(proof)))
         self.beat = Heartbeat(max_age_s=3 * self.interval_seconds + 120)
         self.conn: Connection | None = None
 

@@ -13,7 +13,8 @@ headend        ``headend.key.json`` (Ed25519 signing seed, price-feed seed),
 household      ``meter.key.json`` (the meter's Ed25519 signing seed),
                ``household.key.json`` (Paillier secret key + well-formedness
                proof), ``enrolment.json`` (pinned head-end key, group, plan),
-               ``state.db`` (readings, unacknowledged records, privacy ledgers)
+               ``state.db`` (readings, unacknowledged records, privacy ledgers,
+               the bill proofs paid: one per billing period)
 concentrator   ``concentrator.key.json`` (Ed25519 identity)
 =============  ====================================================================
 

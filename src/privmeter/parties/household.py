@@ -21,10 +21,11 @@ may be malicious towards billing (it cannot make an under-reported bill
 verify: the proof binds); its meter is trusted.  Guarantee (the bound, see
 :mod:`privmeter.protocol.settlement`): whatever statements and logs the
 head-end sends, each answer is a function of data the head-end holds, except
-the one proof per period, which carries the period's true bill.  The answered
-periods are kept in memory: a household that restarts forgets them, so a
-deployment keeps the agent running for the life of its key or persists
-:attr:`HouseholdAgent.paid`.
+the one proof per period, which carries the period's true bill.  The paid
+periods survive a restart when the agent is given the ones paid before
+(``paid``) and a hook that saves each new proof before it leaves
+(``on_paid``; the deployed household keeps them in its ``state.db``,
+:meth:`~privmeter.parties.meter_state.MeterLedgerStore.put_paid`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class HouseholdAgent:
         meter_key: VerifyKey,
         period_start: int,
         period_intervals: int,
+        paid: Mapping[int, BillProof] | None = None,
+        on_paid: Callable[[int, BillProof], None] | None = None,
     ) -> None:
         check_layout(period_start, period_intervals, plan.interval_seconds)
         self.meter_id = meter_id
@@ -80,7 +83,8 @@ class HouseholdAgent:
         self.period_intervals = period_intervals
         self.period_start = period_start
         self.answers: list[BillProof | Dispute] = []
-        self.paid: dict[int, BillProof] = {}  # billing period -> the one proof given for it
+        self.paid: dict[int, BillProof] = dict(paid or {})  # billing period -> the one proof given for it
+        self.on_paid = on_paid  # saves a new proof (durably) before it is sent; raising stops it
 
     def receive_feed(self, feed_json: str) -> None:
         """A published feed: verified against the plan's feed key before use."""
@@ -122,6 +126,8 @@ class HouseholdAgent:
                              period=period, readings=readings, records=records, feed=self.feed,
                              adjustments=adjustments)
                 if isinstance(ans, BillProof):
+                    if self.on_paid is not None:
+                        self.on_paid(k, ans)
                     self.paid[k] = ans
         self.answers.append(ans)
         return ans

@@ -25,7 +25,11 @@ reported (its household settles from them), and the billing records not yet
 acknowledged by a head-end receipt (resent after a restart).  Tables
 ``readings(meter_id, interval, wh)``, ``adjustments(meter_id, kind,
 event_id, interval, wh)``, ``unacked(meter_id, slot, record)`` (``record``:
-the canonical signed record bytes).
+the canonical signed record bytes).  The household agent's payments live
+here too: ``paid(meter_id, period, proof)`` (``proof``: the codec bytes of
+the one :class:`~privmeter.protocol.settlement.BillProof` given for that
+billing period), written before the proof leaves, so a restarted household
+never pays a period twice (:meth:`MeterLedgerStore.put_paid`).
 
 Security assumption: the file is the meter's own storage (not readable or
 writable by the utility).
@@ -39,7 +43,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from privmeter.errors import ConfigError
+from privmeter.errors import AlreadySettled, ConfigError
 from privmeter.protocol.demand import ComparisonBudget
 from privmeter.protocol.membership import MembershipPolicy
 from privmeter.protocol.records import ReadingRecord, record_bytes, record_from_bytes
@@ -89,6 +93,22 @@ class MeterLedgerStore:
         self._db.execute("INSERT OR REPLACE INTO ledger (meter_id, doc) VALUES (?, ?)",
                          (meter_id, json.dumps(doc, separators=(",", ":"))))
 
+    def paid(self, meter_id: str) -> dict[int, bytes]:
+        """The proofs the household of ``meter_id`` gave, per billing period (codec bytes)."""
+        return {int(p): bytes(b) for p, b in self._db.execute(
+            "SELECT period, proof FROM paid WHERE meter_id = ?", (meter_id,))}
+
+    def put_paid(self, meter_id: str, period: int, proof: bytes) -> None:
+        """Record the one proof of ``period`` (one autocommitted statement: durable before it is sent).
+        A second, different proof for a period already paid is refused."""
+        row = self._db.execute("SELECT proof FROM paid WHERE meter_id = ? AND period = ?",
+                               (meter_id, period)).fetchone()
+        if row is not None and bytes(row[0]) != proof:
+            raise AlreadySettled("a proof for this billing period was given before", meter_id=meter_id,
+                                 period=period)
+        self._db.execute("INSERT OR IGNORE INTO paid (meter_id, period, proof) VALUES (?, ?, ?)",
+                         (meter_id, period, proof))
+
     def close(self) -> None:
         self._db.close()
 
@@ -100,6 +120,8 @@ CREATE TABLE IF NOT EXISTS adjustments (meter_id TEXT NOT NULL, kind TEXT NOT NU
     interval INTEGER NOT NULL, wh INTEGER NOT NULL, PRIMARY KEY (meter_id, kind, event_id, interval));
 CREATE TABLE IF NOT EXISTS unacked (meter_id TEXT NOT NULL, slot TEXT NOT NULL, record BLOB NOT NULL,
     PRIMARY KEY (meter_id, slot));
+CREATE TABLE IF NOT EXISTS paid (meter_id TEXT NOT NULL, period INTEGER NOT NULL, proof BLOB NOT NULL,
+    PRIMARY KEY (meter_id, period));
 """
 
 
