@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "enrol": ("privmeter.app.enrol", "enrol a household with the utility, using its one-time ticket"),
     "household": ("privmeter.app.household", "run a household's meter agent and household agent"),
     "meter": ("privmeter.app.household", "the household service with another --source"),
+    "concentrator": ("privmeter.app.concentrator", "run a feeder's data concentrator (an untrusted relay)"),
     "keygen": ("privmeter.parties.keys", "generate household / meter / utility keys"),
     "audit": ("privmeter.parties.auditor", "check a billing statement offline, with no secret key"),
     "privacy": ("privmeter.privacy.cli", "measure what the utility can and cannot learn"),

@@ -24,7 +24,7 @@ from privmeter.parties.registry import Registry
 
 SRC = Path(privmeter.__file__).resolve().parent
 PRODUCT = ("crypto", "protocol", "parties", "store", "app", "net", "grid", "cluster")
-PRODUCTION_COMMANDS = ("init", "headend", "enrol", "household", "meter")
+PRODUCTION_COMMANDS = ("init", "headend", "enrol", "household", "meter", "concentrator")
 
 
 def _py_files(*dirs: str) -> list[Path]:
@@ -190,3 +190,17 @@ def test_enrolment_checks_everything_before_any_change(tmp_path: Path) -> None:
         reg.enrol(r, k.verify_key, he.verify_key, **kw)
     assert [m.group for m in reg.active()] == ["feeder-1"] * 3 + ["feeder-2"]
     reg.close()
+
+
+def test_the_concentrator_decodes_every_message_the_parties_exchange() -> None:
+    """A relay process imports only its own modules: every codec tag of the meter, household and
+    head-end must be registered there too (else it refuses what it should relay)."""
+    import subprocess
+    import sys
+
+    code = ("import {mods}; from privmeter.protocol.codec import registered; "
+            "print(' '.join(sorted(registered())))")
+    tags = [subprocess.run([sys.executable, "-c", code.format(mods=m)], capture_output=True, text=True,
+                           check=True).stdout.split()
+            for m in ("privmeter.app.concentrator", "privmeter.app.household, privmeter.app.headend")]
+    assert set(tags[1]) <= set(tags[0]), sorted(set(tags[1]) - set(tags[0]))

@@ -51,6 +51,20 @@ def test_concentrator_relays_only_its_meters() -> None:
         c.down(Relayed(meter_id="m9", payload=encode(Tick(now=1, interval=1))))
 
 
+def test_concentrator_refuses_oversized_messages_both_ways() -> None:
+    from privmeter.errors import MessageTooLarge
+    from privmeter.parties.messages import FeedPublished
+
+    c = Concentrator("dc-1", ["m1"], max_bytes=1024)
+    small, big = FeedPublished(feed_json="x" * 900), FeedPublished(feed_json="x" * 1100)
+    assert c.down(c.up("m1", small)) == ("m1", small)
+    with pytest.raises(MessageTooLarge):
+        c.up("m1", big)
+    with pytest.raises(MessageTooLarge):
+        c.down(Relayed(meter_id="m1", payload=encode(big)))
+    assert c.bytes_up["m1"] == c.bytes_down["m1"] == len(encode(small))
+
+
 def test_hierarchical_totals() -> None:
     feeders = {"f1": {1: 10, 2: 5}, "f2": {1: 7, 2: None}}
     out = hierarchical_totals(feeders, {"f1": "sub", "f2": "sub", "sub": "root"})

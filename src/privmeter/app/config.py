@@ -24,13 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from privmeter.errors import ConfigError
+from privmeter.protocol.codec import DEFAULT_MAX_BYTES
 
 __all__ = [
+    "CONCENTRATOR_PREFIX",
     "CONFIG_FORMAT",
+    "MAX_RELAYED_BYTES",
     "ROLES",
     "ConcentratorConfig",
     "HeadendConfig",
     "HouseholdConfig",
+    "concentrator_id",
     "load_config",
     "starter",
 ]
@@ -66,6 +70,7 @@ class HeadendConfig:
     demand: bool = False
     cmin_w_per_household: int = 50
     cmax_w_per_household: int = 1200
+    concentrators: tuple[tuple[str, str], ...] = ()  # (group, the concentrator's Ed25519 key, hex)
     ops: Ops = field(default_factory=Ops)
 
 
@@ -79,6 +84,8 @@ class HouseholdConfig:
     headend_host: str = "127.0.0.1"
     headend_port: int = 7700
     clock_skew_s: int = 30
+    concentrator_host: str | None = None  # connect through the feeder's concentrator (its key: signed by the head-end)
+    concentrator_port: int = 7800
     ops: Ops = field(default_factory=Ops)
 
 
@@ -87,11 +94,28 @@ class ConcentratorConfig:
     path: Path
     state_dir: Path
     group: str
+    headend_key: str  # the head-end's Ed25519 key (hex, its headend.pub.json): pinned
     listen_host: str = "0.0.0.0"
     listen_port: int = 7800
     headend_host: str = "127.0.0.1"
     headend_port: int = 7700
+    max_message_bytes: int = DEFAULT_MAX_BYTES - 64 * 1024  # MAX_RELAYED_BYTES
     ops: Ops = field(default_factory=Ops)
+
+    @property
+    def concentrator_id(self) -> str:
+        """Its party id at the head-end (and the name it gives itself to the meters)."""
+        return concentrator_id(self.group)
+
+
+CONCENTRATOR_PREFIX = "dc-"  # party ids of data concentrators; no meter id may start with it
+MIN_MESSAGE_BYTES = 64 * 1024  # a feeder's key bundle must fit
+MAX_RELAYED_BYTES = DEFAULT_MAX_BYTES - 64 * 1024  # wrapped in an envelope, it still fits one head-end frame
+
+
+def concentrator_id(group: str) -> str:
+    """The party id of the data concentrator of feeder ``group``."""
+    return CONCENTRATOR_PREFIX + group
 
 
 _SCHEMA: dict[str, dict[str, dict[str, type | tuple[type, ...]]]] = {
@@ -103,18 +127,20 @@ _SCHEMA: dict[str, dict[str, dict[str, type | tuple[type, ...]]]] = {
         "aggregation": {"group_size": int, "min_survivors": int, "round_timeout_s": (int, float)},
         "keys": {"min_household_key_bits": int},
         "demand": {"enabled": bool, "cmin_w_per_household": int, "cmax_w_per_household": int},
+        "concentrators": {"*": str},
         "operations": {"http_host": str, "http_port": int, "log_format": str},
     },
     "household": {
         "": {"format": str, "role": str, "state_dir": str, "meter_id": str, "source": str, "plan": str,
              "clock_skew_s": int},
         "headend": {"host": str, "port": int},
+        "concentrator": {"host": str, "port": int},
         "operations": {"http_host": str, "http_port": int, "log_format": str},
     },
     "concentrator": {
-        "": {"format": str, "role": str, "state_dir": str, "group": str},
+        "": {"format": str, "role": str, "state_dir": str, "group": str, "max_message_bytes": int},
         "listen": {"host": str, "port": int},
-        "headend": {"host": str, "port": int},
+        "headend": {"host": str, "port": int, "key": str},
         "operations": {"http_host": str, "http_port": int, "log_format": str},
     },
 }
@@ -122,7 +148,7 @@ _SCHEMA: dict[str, dict[str, dict[str, type | tuple[type, ...]]]] = {
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "headend": (),
     "household": ("meter_id", "source", "plan"),
-    "concentrator": ("group",),
+    "concentrator": ("group", "headend.key"),
 }
 
 
@@ -136,6 +162,9 @@ def _flatten(doc: dict[str, Any], role: str, src: str) -> dict[str, Any]:
                                   f"{', '.join(sorted(k for k in schema if k))}")
             table = schema[key]
             for k, v in value.items():
+                if "*" in table:  # a free-form table: any key, one value type
+                    out[f"{key}.{k}"] = _check(v, table["*"], f"{src}: {key}.{k}")
+                    continue
                 if k not in table:
                     raise ConfigError(f"{src}: unknown key {key}.{k}; expected one of {', '.join(sorted(table))}")
                 out[f"{key}.{k}"] = _check(v, table[k], f"{src}: {key}.{k}")
@@ -173,6 +202,29 @@ def _ops(f: dict[str, Any], src: str) -> Ops:
     return Ops(http_host=f.get("operations.http_host", "127.0.0.1"),
                http_port=_port(f.get("operations.http_port", 0), f"{src}: operations.http_port", True),
                log_format=fmt)
+
+
+def _key_hex(v: str, where: str) -> str:
+    from privmeter.crypto.signing import VerifyKey
+    from privmeter.errors import PrivmeterError
+
+    try:
+        return VerifyKey.from_hex(v).hex()
+    except (ValueError, TypeError, PrivmeterError):
+        raise ConfigError(f"{where}: expected an Ed25519 public key (64 hex digits, the verify_key of a "
+                          f"*.pub.json), got {v!r}") from None
+
+
+def _group_id(g: str, where: str) -> str:
+    from privmeter.protocol.codec import check_id
+
+    try:
+        check_id(g, "group")
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if len(concentrator_id(g)) > 64:
+        raise ConfigError(f"{where}: group id too long for a concentrator id, got {g!r}")
+    return g
 
 
 def load_config(path: str | Path, role: str) -> HeadendConfig | HouseholdConfig | ConcentratorConfig:
@@ -215,6 +267,14 @@ def load_config(path: str | Path, role: str) -> HeadendConfig | HouseholdConfig 
         pd = f.get("billing.period_days")
         if pi is None and pd is None and not start.endswith("-01"):
             raise ConfigError(f"{src}: billing.start: monthly billing periods start on the 1st, got {start!r}")
+        concs: list[tuple[str, str]] = []
+        for k, v in f.items():
+            if k.startswith("concentrators."):
+                g = _group_id(k.split(".", 1)[1], f"{src}: {k}")
+                concs.append((g, _key_hex(v, f"{src}: {k}")))
+        keys_ = [k for _, k in concs]
+        if len(set(keys_)) != len(keys_):
+            raise ConfigError(f"{src}: concentrators: one key is listed for two feeders")
         bits = f.get("keys.min_household_key_bits", 2048)
         if bits not in (2048, 3072, 4096):
             raise ConfigError(f"{src}: keys.min_household_key_bits: expected 2048, 3072 or 4096, got {bits}")
@@ -230,7 +290,8 @@ def load_config(path: str | Path, role: str) -> HeadendConfig | HouseholdConfig 
             round_timeout_s=float(f.get("aggregation.round_timeout_s", 30.0)),
             min_household_key_bits=bits, demand=f.get("demand.enabled", False),
             cmin_w_per_household=f.get("demand.cmin_w_per_household", 50),
-            cmax_w_per_household=f.get("demand.cmax_w_per_household", 1200), ops=ops)
+            cmax_w_per_household=f.get("demand.cmax_w_per_household", 1200), concentrators=tuple(sorted(concs)),
+            ops=ops)
     if role == "household":
         from privmeter.protocol.codec import check_id
 
@@ -238,6 +299,10 @@ def load_config(path: str | Path, role: str) -> HeadendConfig | HouseholdConfig 
             check_id(f["meter_id"], "meter_id")
         except ValueError as exc:
             raise ConfigError(f"{src}: meter_id: {exc}") from None
+        if f["meter_id"].startswith(CONCENTRATOR_PREFIX):
+            raise ConfigError(f"{src}: meter_id: ids starting with {CONCENTRATOR_PREFIX!r} are data concentrators'")
+        if ("concentrator.port" in f) and "concentrator.host" not in f:
+            raise ConfigError(f"{src}: concentrator.host is missing (the [concentrator] table names its address)")
         plan = f["plan"]
         if "/" in plan or plan.endswith(".toml"):
             plan = str(base / plan)
@@ -245,12 +310,19 @@ def load_config(path: str | Path, role: str) -> HeadendConfig | HouseholdConfig 
             path=p, state_dir=state, meter_id=f["meter_id"], source=f["source"], plan=plan,
             headend_host=f.get("headend.host", "127.0.0.1"),
             headend_port=_port(f.get("headend.port", 7700), f"{src}: headend.port"),
-            clock_skew_s=_positive(f.get("clock_skew_s", 30), f"{src}: clock_skew_s", 0), ops=ops)
+            clock_skew_s=_positive(f.get("clock_skew_s", 30), f"{src}: clock_skew_s", 0),
+            concentrator_host=f.get("concentrator.host"),
+            concentrator_port=_port(f.get("concentrator.port", 7800), f"{src}: concentrator.port"), ops=ops)
+    mmb = f.get("max_message_bytes", MAX_RELAYED_BYTES)
+    if not MIN_MESSAGE_BYTES <= mmb <= MAX_RELAYED_BYTES:
+        raise ConfigError(f"{src}: max_message_bytes: expected {MIN_MESSAGE_BYTES}..{MAX_RELAYED_BYTES}, got {mmb}")
     return ConcentratorConfig(
-        path=p, state_dir=state, group=f["group"], listen_host=f.get("listen.host", "0.0.0.0"),
+        path=p, state_dir=state, group=_group_id(f["group"], f"{src}: group"),
+        headend_key=_key_hex(f["headend.key"], f"{src}: headend.key"),
+        listen_host=f.get("listen.host", "0.0.0.0"),
         listen_port=_port(f.get("listen.port", 7800), f"{src}: listen.port", True),
         headend_host=f.get("headend.host", "127.0.0.1"),
-        headend_port=_port(f.get("headend.port", 7700), f"{src}: headend.port"), ops=ops)
+        headend_port=_port(f.get("headend.port", 7700), f"{src}: headend.port"), max_message_bytes=mmb, ops=ops)
 
 
 _STARTERS = {
@@ -285,6 +357,10 @@ enabled = false                  # demand management (each meter brings one-use 
 cmin_w_per_household = 50
 cmax_w_per_household = 1200
 
+[concentrators]                  # data concentrators (untrusted relays, one per feeder group), if any:
+# feeder-1 = "<its Ed25519 key>" # group = the verify_key of its concentrator.pub.json (printed by
+                                 # `privmeter init concentrator`); it connects as party "dc-feeder-1"
+
 [operations]
 http_host = "127.0.0.1"          # /healthz and /metrics (Prometheus)
 http_port = 9100                 # 0: no HTTP endpoint
@@ -303,6 +379,10 @@ clock_skew_s = 30                # tolerated difference between this clock (NTP)
 host = "utility.example.org"
 port = 7700
 
+# [concentrator]                 # connect through your feeder's data concentrator instead (enrolment
+# host = "dc.example.org"        # still goes to [headend]); its key comes signed from the head-end
+# port = 7800
+
 [operations]
 http_host = "127.0.0.1"
 http_port = 9101                 # 0: no HTTP endpoint
@@ -311,20 +391,23 @@ log_format = "json"
     "concentrator": '''# privmeter data concentrator (an untrusted relay for one feeder).  Documented in docs/deploy.md.
 format = "privmeter.config/1"
 role = "concentrator"
-state_dir = "."
-group = "feeder-1"
+state_dir = "."                  # concentrator.key.json (0600), roster.json; relative to this file
+group = "feeder-1"               # the feeder group it relays for (the head-end lists its key under it)
+# max_message_bytes = 1048576    # refuse larger messages, either direction (default 4128768:
+                                 # 4 MiB less 64 KiB, the most one head-end frame carries wrapped)
 
 [listen]
-host = "0.0.0.0"
+host = "0.0.0.0"                 # the feeder's households connect here
 port = 7800
 
 [headend]
 host = "utility.example.org"
 port = 7700
+key = ""                         # the head-end's Ed25519 key: verify_key of its headend.pub.json
 
 [operations]
 http_host = "127.0.0.1"
-http_port = 0
+http_port = 9102                 # 0: no HTTP endpoint
 log_format = "json"
 ''',
 }

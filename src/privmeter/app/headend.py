@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import logging
@@ -41,12 +42,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
-from privmeter.app.config import HeadendConfig, load_config
+from privmeter.app.config import CONCENTRATOR_PREFIX, HeadendConfig, concentrator_id, load_config
 from privmeter.app.ops import HeadendMetrics, Heartbeat, serve_http, setup_logging, stop_on_signals
 from privmeter.app.state import load_headend
-from privmeter.errors import ConfigError, PrivmeterError, UnexpectedMessage
+from privmeter.crypto.signing import VerifyKey
+from privmeter.errors import ConfigError, PrivmeterError, UnexpectedMessage, UnknownParty
 from privmeter.grid.plans import Plan, parse_plan
 from privmeter.net.transport import Server
+from privmeter.parties.concentrator import Relayed, unwrap
 from privmeter.parties.engine import IntervalEngine, RealtimePlan, WallClock, run_realtime
 from privmeter.parties.enrolment import (
     ENROL_PREFIX,
@@ -62,6 +65,7 @@ from privmeter.parties.headend_store import HeadEndStore
 from privmeter.parties.keys import household_key_and_proof
 from privmeter.parties.messages import Hello
 from privmeter.parties.registry import Member, Registry
+from privmeter.protocol.codec import encode
 from privmeter.protocol.periods import MONTHLY, period_bounds, period_of
 from privmeter.protocol.records import ReadingRecord, check_household_key
 from privmeter.protocol.settlement import BillProof, Dispute
@@ -114,6 +118,11 @@ class Deployment:
         self.group_members: dict[str, tuple[str, ...]] = {}
         self.back: set[str] = set()  # meters that said hello since the last interval
         self.server: Server | None = None
+        self.link: NetLink | None = None
+        # data concentrators from the config: party id -> (feeder group, key)
+        self.concentrators: dict[str, tuple[str, VerifyKey]] = {
+            concentrator_id(g): (g, VerifyKey.from_hex(k)) for g, k in cfg.concentrators}
+        self._dc_by_key = {k.raw: cid for cid, (_g, k) in self.concentrators.items()}
         self._settled: set[tuple[str, int]] = set()
         self._closing: set[asyncio.Task[None]] = set()  # connections of revoked meters being closed
 
@@ -157,7 +166,26 @@ class Deployment:
                 self.group_members[g] = roster
         for g in set(self.group_members) - set(groups):
             del self.group_members[g]
+        for cid, (g, _k) in self.concentrators.items():
+            served = frozenset(self.group_members.get(g, ()))
+            if self.core.concentrators.get(cid) != served:
+                self.core.register_concentrator(cid, served)
+                self._push_roster(cid, g)
+        if self.link is not None:
+            self.link.refresh_via()
 
+    def _push_roster(self, cid: str, group: str) -> None:
+        """A feeder's roster changed: its connected concentrator learns who may connect now."""
+        if self.server is None or not self.server.is_connected(cid):
+            return
+        task = asyncio.get_running_loop().create_task(self._send_quietly(cid, self.roster(group)))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _send_quietly(self, peer: str, msg: Any) -> None:
+        with contextlib.suppress(PrivmeterError):
+            assert self.server is not None
+            await self.server.send_to(peer, msg)
     def groups(self) -> dict[str, tuple[str, ...]]:
         self.sync()
         return dict(self.group_members)
@@ -168,7 +196,15 @@ class Deployment:
         return max([self.cfg.min_survivors, *sizes])
 
     def connected(self, meter_id: str) -> bool:
+        """Connected directly, or said hello through its feeder's connected concentrator."""
+        if self.link is not None and self.link.server is not None:
+            return self.link.connected(meter_id)
         return self.server is not None and self.server.is_connected(meter_id)
+
+    def concentrator_of(self, group: str) -> str | None:
+        """The key (hex) of the feeder's concentrator, if the config lists one."""
+        k = self.concentrators.get(concentrator_id(group))
+        return None if k is None else k[1].hex()
 
     def restarted(self) -> set[str]:
         back, self.back = self.back, set()
@@ -189,7 +225,8 @@ class Deployment:
     # -- signed documents ---------------------------------------------------------------------
     def roster(self, group: str) -> RosterUpdate:
         doc = {"kind": "roster", "group": group, "version": self.version,
-               "members": {m: self.members[m].meter_key.hex() for m in self.group_members.get(group, ())}}
+               "members": {m: self.members[m].meter_key.hex() for m in self.group_members.get(group, ())},
+               "concentrator": self.concentrator_of(group)}
         text, sig = sign_doc(self.core.signing_key, doc)
         return RosterUpdate(doc=text, signature=sig)
 
@@ -203,13 +240,18 @@ class Deployment:
                "plan_toml": text, "plan_digest": plan.digest().hex(),
                "interval_seconds": self.interval_seconds, "period_start": self.period_start,
                "period_intervals": self.period_intervals, "min_survivors": self.cfg.min_survivors,
-               "headend_key": self.core.signing_key.verify_key.hex(), "demand": self.core.demand}
+               "headend_key": self.core.signing_key.verify_key.hex(), "demand": self.core.demand,
+               "concentrator": self.concentrator_of(m.group)}
         text_, sig = sign_doc(self.core.signing_key, doc)
         return Enrolled(doc=text_, signature=sig)
 
     # -- the transport's handler --------------------------------------------------------------
     def trust(self, key: Any) -> str | None:
-        return self.registry.trust(key)
+        cid = self._dc_by_key.get(key.raw)
+        if cid is not None:
+            return cid
+        peer = self.registry.trust(key)
+        return None if peer is None or peer.startswith(CONCENTRATOR_PREFIX) else peer
 
     def enrol(self, peer: str, msg: Any) -> list[Any]:
         if not isinstance(msg, EnrolRequest):
@@ -249,23 +291,36 @@ class Deployment:
         async def handle(peer: str, msg: Any) -> list[Any]:
             if peer.startswith(ENROL_PREFIX):
                 return self.enrol(peer, msg)
+            inner, relayed = msg, False
+            if peer in self.concentrators:
+                if isinstance(msg, Hello):  # the concentrator asks for its feeder's roster
+                    group = self.concentrators[peer][0]
+                    if (msg.meter_id, msg.group) != (peer, group):
+                        raise UnknownParty("concentrator hello for another feeder", peer=peer, group=msg.group)
+                    log.info("concentrator %s connected (feeder %s)", peer, group)
+                    return [self.roster(group)]
+                if isinstance(msg, Relayed):  # the core checks the feeder and the inner message
+                    inner, relayed = unwrap(msg), True
             try:
                 out = link.handle(peer, msg)
                 if isinstance(out, Awaitable):
                     out = await out
             except PrivmeterError as exc:
-                if isinstance(msg, ReadingRecord):
+                if isinstance(inner, ReadingRecord):
                     self.metrics.records.labels("refused", exc.code).inc()
                 raise
-            if isinstance(msg, ReadingRecord):
+            if isinstance(inner, ReadingRecord):
                 self.metrics.records.labels("accepted", "").inc()
-            elif isinstance(msg, BillProof):
+            elif isinstance(inner, BillProof):
                 self.metrics.settlements.labels("paid").inc()
-            elif isinstance(msg, Dispute):
+            elif isinstance(inner, Dispute):
                 self.metrics.settlements.labels("dispute").inc()
-            elif isinstance(msg, Hello) and msg.meter_id in self.members:
-                self.back.add(msg.meter_id)
-                return [*out, self.roster(self.members[msg.meter_id].group)]
+            elif isinstance(inner, Hello) and inner.meter_id in self.members:
+                self.back.add(inner.meter_id)
+                roster = self.roster(self.members[inner.meter_id].group)
+                if relayed:
+                    return [*out, Relayed(meter_id=inner.meter_id, payload=encode(roster))]
+                return [*out, roster]
             return list(out)
 
         return handle
@@ -285,10 +340,18 @@ async def serve(cfg: HeadendConfig, *, stop: asyncio.Event | None = None) -> int
     dep = Deployment(cfg, core, registry, plans, metrics)
     dep.sync()
     link = NetLink(core, round_timeout=cfg.round_timeout_s, round_idle=min(2.0, cfg.round_timeout_s))
+    dep.link = link
+    link.refresh_via()
+
+    def gone(peer: str) -> None:
+        if peer in dep.concentrators:
+            link.concentrator_lost(peer)
+            log.info("concentrator %s disconnected", peer)
+        metrics.connected.set(len(server.peers))
+
     server = Server(cfg.host, cfg.port, keys.signing_key, dep.trust, dep.handler(link),
                     idle_timeout=max(600.0, 3.0 * interval_seconds),
-                    on_connect=lambda _p: metrics.connected.set(len(server.peers)),
-                    on_disconnect=lambda _p: metrics.connected.set(len(server.peers)))
+                    on_connect=lambda _p: metrics.connected.set(len(server.peers)), on_disconnect=gone)
     await server.start()
     link.server = dep.server = server
     stop = stop or asyncio.Event()
@@ -359,6 +422,9 @@ def run(args: argparse.Namespace) -> int:
             if not args.meter:
                 raise ConfigError(f"headend {args.action}: --meter is required")
             if args.action == "invite":
+                if args.meter.startswith(CONCENTRATOR_PREFIX):
+                    raise ConfigError(f"meter ids starting with {CONCENTRATOR_PREFIX!r} are reserved for data "
+                                      "concentrators (listed in headend.toml [concentrators])")
                 keys = load_headend(cfg.state_dir)
                 print(reg.invite(args.meter, keys.signing_key.verify_key, group=args.group, replace=args.replace))
             else:

@@ -13,8 +13,12 @@ secret key and settles each bill from the meter's own readings).
   ticket, sends the public keys, and saves the head-end's signed answer
   (group, plan, billing periods) as ``enrolment.json``;
 * ``privmeter household --config household.toml`` runs forever: it connects
-  (and reconnects, with back-off) to the pinned head-end, takes only signed
-  rosters newer than the one it has, answers each interval on its own clock
+  (and reconnects, with back-off) to the pinned head-end -- or, with a
+  ``[concentrator]`` table, to its feeder's data concentrator, whose key it
+  takes only from the head-end's signed enrolment or roster (a relay can do
+  to the meter no more than a lying head-end could: rosters and statements
+  are signed by the head-end, the meter's answers are its own); it takes
+  only signed rosters newer than the one it has, answers each interval on its own clock
   (``clock_skew_s``: a round for an interval that has not ended on this clock,
   give or take the tolerance, is ignored), keeps its readings, unacknowledged
   records, privacy ledgers and the bill proofs it gave in ``state.db`` (a
@@ -44,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-from privmeter.app.config import HouseholdConfig, load_config
+from privmeter.app.config import HouseholdConfig, concentrator_id, load_config
 from privmeter.app.ops import (
     Heartbeat,
     HouseholdMetrics,
@@ -148,6 +152,23 @@ class HouseholdService:
                                    on_paid=lambda k, proof: self.ledger.put_paid(cfg.meter_id, k, encode(proof)))
         self.beat = Heartbeat(max_age_s=3 * self.interval_seconds + 120)
         self.conn: Connection | None = None
+        self.upstream = (cfg.headend_host, cfg.headend_port, self.headend_key, "head-end")
+        if cfg.concentrator_host is not None:
+            self.upstream = (cfg.concentrator_host, cfg.concentrator_port, self._concentrator_key(),
+                             concentrator_id(doc["group"]))
+
+    def _concentrator_key(self) -> VerifyKey:
+        """The feeder concentrator's key, as the head-end signed it (latest roster, else the enrolment)."""
+        key = None
+        if self.saved.get("roster"):
+            key = verify_doc(self.headend_key, self.saved["roster"]["doc"],
+                             bytes.fromhex(self.saved["roster"]["signature"]), kind="roster").get("concentrator")
+        key = key or self.doc.get("concentrator")
+        if not key:
+            raise ConfigError(f"{self.cfg.path}: [concentrator] is set, but the utility's signed enrolment names no "
+                              f"concentrator for group {self.doc['group']!r} (remove [concentrator], or run once "
+                              "without it to receive a newer roster)")
+        return VerifyKey.from_hex(key)
 
     def _roster(self, msg: RosterUpdate) -> None:
         r = verify_doc(self.headend_key, msg.doc, msg.signature, kind="roster")
@@ -205,12 +226,13 @@ class HouseholdService:
 
     async def run(self, stop: asyncio.Event) -> None:
         delay = 0.2
+        host, port, key, server_id = self.upstream
         while not stop.is_set():
             try:
-                self.conn = await connect(self.cfg.headend_host, self.cfg.headend_port, self.st.meter_key,
-                                          self.headend_key, handler=self.handle)
+                self.conn = await connect(host, port, self.st.meter_key, key, server_id=server_id,
+                                          handler=self.handle)
             except (TransportError, PrivmeterError) as exc:
-                log.warning("cannot reach the head-end (%s); retrying in %.1f s", exc, delay)
+                log.warning("cannot reach %s (%s); retrying in %.1f s", server_id, exc, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 30.0)
@@ -218,7 +240,7 @@ class HouseholdService:
             delay = 0.2
             self.metrics.connected.set(1)
             last = max(self.meter.local_readings) if self.meter.local_readings else -1
-            log.info("connected to %s:%d as %s", self.cfg.headend_host, self.cfg.headend_port, self.cfg.meter_id)
+            log.info("connected to %s at %s:%d as %s", server_id, host, port, self.cfg.meter_id)
             try:
                 await self.conn.send(Hello(meter_id=self.cfg.meter_id, group=self.meter.group, last_interval=last))
                 closed = asyncio.ensure_future(self.conn.wait_closed())
@@ -232,7 +254,7 @@ class HouseholdService:
                 self.metrics.connected.set(0)
                 await self.conn.close()
             if not stop.is_set():
-                log.warning("disconnected from the head-end; reconnecting")
+                log.warning("disconnected from %s; reconnecting", server_id)
 
     def close(self) -> None:
         feed = self.meter.load.fixed

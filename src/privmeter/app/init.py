@@ -5,8 +5,9 @@ writes ``DIR/ROLE.toml`` (commented, see :func:`privmeter.app.config.starter`
 and docs/deploy.md) and the party's keys (:func:`privmeter.app.state.generate`,
 OS randomness, secrets 0600 in a 0700 directory), then prints what to hand
 to the other side: the head-end's public key (it goes into no file of the
-households: they pin it from their enrolment ticket), or the household's key
-fingerprints (for the utility's records).
+households: they pin it from their enrolment ticket; a concentrator's config
+pins it), a concentrator's public key (the head-end's config lists it under
+its feeder), or the household's key fingerprints (for the utility's records).
 
 Guarantee: an existing config or secret key is never overwritten without
 ``--force``; errors propagate to :func:`privmeter.cli.main` (one line on stderr, status 2).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 from pathlib import Path
 
 from privmeter.app.config import ROLES, starter
@@ -50,4 +52,9 @@ def run(args: argparse.Namespace) -> int:
         if f.name.endswith(".pub.json"):
             fp = hashlib.sha256(f.read_bytes()).hexdigest()[:32]
             print(f"fingerprint {f.name}: {fp}")
+    if args.role in ("headend", "concentrator"):
+        key = json.loads((d / f"{args.role}.pub.json").read_text())["verify_key"]
+        print(f"public key: {key}")
+        if args.role == "concentrator":
+            print(f"for the head-end's headend.toml, [concentrators]: <group> = \"{key}\"")
     return 0

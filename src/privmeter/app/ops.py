@@ -12,7 +12,9 @@ Metric names (all prefixed ``privmeter_``): ``connected_meters``,
 ``intervals_total{result="unmasked|failed"}``, ``records_total{result="accepted|refused",reason}``,
 ``demand_events_total``, ``settlements_total{kind}``, ``enrolments_total{result}``;
 households: ``readings_total``, ``rounds_total{result}``, ``settlements_total{kind}``,
-``connected``.
+``connected``; concentrators: ``connected_meters``, ``upstream_connected``,
+``roster_meters``, ``relayed_messages_total{direction}``,
+``relayed_bytes_total{direction}``, ``refused_total{direction,reason}``.
 
 Security: the endpoint shows counts only (no meter ids, no readings); bind it
 to localhost or a monitoring network.
@@ -31,7 +33,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-__all__ = ["HeadendMetrics", "HouseholdMetrics", "JsonFormatter", "serve_http", "setup_logging", "stop_on_signals"]
+__all__ = ["ConcentratorMetrics", "HeadendMetrics", "HouseholdMetrics", "JsonFormatter", "serve_http", "setup_logging", "stop_on_signals"]
 
 
 class JsonFormatter(logging.Formatter):
@@ -74,6 +76,18 @@ class HouseholdMetrics:
         self.readings = Counter("privmeter_readings", "interval readings reported", registry=r)
         self.rounds = Counter("privmeter_rounds", "head-end rounds", ["result"], registry=r)
         self.settlements = Counter("privmeter_settlements", "statements answered", ["kind"], registry=r)
+
+
+class ConcentratorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.connected = Gauge("privmeter_connected_meters", "meters connected now", registry=r)
+        self.upstream = Gauge("privmeter_upstream_connected", "1 while connected to the head-end", registry=r)
+        self.roster = Gauge("privmeter_roster_meters", "meters of the feeder's signed roster", registry=r)
+        self.messages = Counter("privmeter_relayed_messages", "messages relayed", ["direction"], registry=r)
+        self.bytes = Counter("privmeter_relayed_bytes", "payload bytes relayed", ["direction"], registry=r)
+        self.refused = Counter("privmeter_refused", "messages refused", ["direction", "reason"], registry=r)
 
 
 async def serve_http(host: str, port: int, registry: CollectorRegistry,

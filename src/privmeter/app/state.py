@@ -15,7 +15,8 @@ household      ``meter.key.json`` (the meter's Ed25519 signing seed),
                proof), ``enrolment.json`` (pinned head-end key, group, plan),
                ``state.db`` (readings, unacknowledged records, privacy ledgers,
                the bill proofs paid: one per billing period)
-concentrator   ``concentrator.key.json`` (Ed25519 identity)
+concentrator   ``concentrator.key.json`` (Ed25519 identity), ``roster.json`` (the
+               last roster of its feeder the head-end signed: who may connect)
 =============  ====================================================================
 
 Randomness: every key comes from the OS CSPRNG (``secrets`` /
@@ -51,6 +52,7 @@ __all__ = [
     "HouseholdState",
     "ensure_dir",
     "generate",
+    "load_concentrator",
     "load_headend",
     "load_household",
     "write_secret",
@@ -124,6 +126,13 @@ def load_headend(d: Path) -> HeadendKeys:
     if not (d / "headend.key.json").exists():
         raise ConfigError(f"no head-end keys in {d}: run `privmeter init headend --dir {d}` first")
     return HeadendKeys(d)
+
+
+def load_concentrator(d: Path) -> SigningKey:
+    """The concentrator's identity key from its state directory."""
+    if not (d / "concentrator.key.json").exists():
+        raise ConfigError(f"no concentrator key in {d}: run `privmeter init concentrator --dir {d}` first")
+    return signing_key_from(load_keyfile(d / "concentrator.key.json"))
 
 
 class HouseholdState:

@@ -19,8 +19,8 @@ this concentrator *and* the inner message's own authentication.
 Security assumption: concentrators are untrusted relays (honest-but-curious
 or dropping).  Guarantee: :meth:`Concentrator.up` / :meth:`Concentrator.down`
 refuse meters outside the concentrator's feeder
-(:class:`~privmeter.errors.UnknownParty`) and oversized payloads
-(:class:`~privmeter.errors.MessageTooLarge`).
+(:class:`~privmeter.errors.UnknownParty`) and payloads larger than its
+``max_bytes`` (:class:`~privmeter.errors.MessageTooLarge`), either direction.
 """
 
 from __future__ import annotations
@@ -30,6 +30,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# A relay decodes every message the meters and the head-end exchange: register all their codec tags.
+import privmeter.parties.enrolment
+import privmeter.parties.messages
+import privmeter.protocol.aggregation_messages
+import privmeter.protocol.billing
+import privmeter.protocol.comparison
+import privmeter.protocol.demand
+import privmeter.protocol.ring
+import privmeter.protocol.settlement  # noqa: F401
 from privmeter.errors import MessageTooLarge, UnknownParty
 from privmeter.protocol.codec import DEFAULT_MAX_BYTES, decode, encode, message
 
@@ -61,9 +70,12 @@ def unwrap(env: Relayed, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
 class Concentrator:
     """A feeder's relay (sans-IO): wrap upstream, unwrap downstream, count bytes."""
 
-    def __init__(self, concentrator_id: str, meters: Iterable[str]) -> None:
+    def __init__(self, concentrator_id: str, meters: Iterable[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if not 0 < max_bytes <= DEFAULT_MAX_BYTES:
+            raise ValueError(f"max_bytes must be within 1..{DEFAULT_MAX_BYTES}")
         self.concentrator_id = concentrator_id
         self.meters = frozenset(meters)
+        self.max_bytes = max_bytes
         self.bytes_up: Counter[str] = Counter()
         self.bytes_down: Counter[str] = Counter()
 
@@ -76,14 +88,17 @@ class Concentrator:
         """A meter's message, wrapped for the head-end."""
         self._check(meter_id)
         data = encode(msg)
+        if len(data) > self.max_bytes:
+            raise MessageTooLarge(f"message of {len(data)} bytes, more than {self.max_bytes}", meter_id=meter_id)
         self.bytes_up[meter_id] += len(data)
         return Relayed(meter_id=meter_id, payload=data)
 
     def down(self, env: Relayed) -> tuple[str, Any]:
         """A head-end envelope: which meter, and the message to deliver."""
         self._check(env.meter_id)
+        inner = unwrap(env, max_bytes=self.max_bytes)
         self.bytes_down[env.meter_id] += len(env.payload)
-        return env.meter_id, unwrap(env)
+        return env.meter_id, inner
 
 
 def hierarchical_totals(feeder_totals: Mapping[str, Mapping[int, int | None]],

@@ -69,8 +69,17 @@ class NetLink:
         self._progress = asyncio.Event()
         self._relay: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._relay_task: asyncio.Task[None] | None = None
-        self.via: dict[str, str] = {m: c for c, ms in core.concentrators.items() for m in ms}
+        self.via: dict[str, str] = {}  # tree: meter -> its concentrator (refresh_via)
         self.hellos: set[str] = set()  # meters that said hello (reachable, also behind a concentrator)
+        self.refresh_via()
+
+    def refresh_via(self) -> None:
+        """Re-read the core's concentrators (a deployment's feeders change as meters enrol)."""
+        self.via = {m: c for c, ms in self.core.concentrators.items() for m in ms}
+
+    def concentrator_lost(self, concentrator_id: str) -> None:
+        """A concentrator disconnected: its meters are unreachable until they say hello again."""
+        self.hellos -= self.core.concentrators.get(concentrator_id, frozenset())
 
     # the transport's handler
     def handle(self, peer: str, msg: Any) -> list[Any] | Awaitable[list[Any]]:
@@ -137,14 +146,19 @@ class NetLink:
         while not self._relay.empty():
             peer, msg = self._relay.get_nowait()
             with contextlib.suppress(PrivmeterError):
-                await self.server.send_to(peer, msg)
+                conc = self.via.get(peer)
+                if conc is not None and not self.server.is_connected(peer):
+                    await self.server.send_to(conc, Relayed(meter_id=peer, payload=encode(msg)))
+                else:
+                    await self.server.send_to(peer, msg)
 
     def connected(self, peer: str) -> bool:
         """Reachable now: connected directly, or said hello through its (connected) concentrator."""
         assert self.server is not None
-        if peer in self.via:
-            return peer in self.hellos and self.server.is_connected(self.via[peer])
-        return self.server.is_connected(peer)
+        if self.server.is_connected(peer):
+            return True
+        conc = self.via.get(peer)
+        return conc is not None and peer in self.hellos and self.server.is_connected(conc)
 
     async def exchange(self, outgoing: Mapping[str, Sequence[Any]], *, expect: Any, now: int,
                        interval: int) -> set[str]:
@@ -158,8 +172,10 @@ class NetLink:
         for mid, msgs in outgoing.items():
             peer = mid
             conc = self.via.get(mid)
-            if conc is not None:  # tree: wrap for the meter's concentrator
-                if not self.server.is_connected(conc):
+            direct = self.server.is_connected(mid) or (
+                isinstance(msgs[0], SettleRequest) and self.server.is_connected(f"hh:{mid}"))
+            if conc is not None and not direct:  # tree: wrap for the meter's concentrator
+                if not self.server.is_connected(conc) or mid not in self.hellos:
                     continue
                 if expect is not None:
                     self._waiting.add(mid)
