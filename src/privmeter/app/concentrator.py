@@ -32,9 +32,10 @@ reachable.
 
 Security assumption: the concentrator is an untrusted relay (see
 :mod:`privmeter.parties.concentrator`): it learns who is connected and when,
-message sizes and kinds, and what the head-end sends in clear (rosters,
-statements with their logs of ciphertexts); readings are masked or
-encrypted under household keys, bills are proven, every meter message is
+message sizes and kinds, what the head-end sends in clear (rosters,
+statements with their logs of ciphertexts) and each paid bill (a
+household's proof carries its bill in clear for the head-end); readings are
+masked or encrypted under household keys, every meter message is
 signed or MAC'd by the meter and checked by the head-end, which also checks
 that the envelope's meter belongs to this feeder.  Guarantee: it relays only
 for the meters of its feeder's signed roster (either direction;

@@ -8,9 +8,11 @@ head-end aggregates each feeder's private total (masked aggregation inside
 the feeder) and sums the feeders into the substation total: hierarchical
 totals (:func:`hierarchical_totals`).
 
-What a concentrator learns: nothing secret.  Every payload it relays is
-either encrypted end to end (billing ciphertexts under household keys,
-Shamir shares under pairwise keys) or masked (aggregation inputs), and is
+What a concentrator learns: no reading.  Every reading it relays is either
+encrypted end to end (billing ciphertexts under household keys, Shamir
+shares under pairwise keys) or masked (aggregation inputs); the one value in
+clear is a household's paid bill, once per billing period (its proof is
+addressed to the head-end, which learns the bill anyway).  Every payload is
 authenticated by the meter (signatures, MACs), so a concentrator can drop
 or delay messages (a dropout, handled by the protocols) but cannot read,
 forge or redirect them: the head-end checks the envelope's meter belongs to
