@@ -38,8 +38,8 @@ from privmeter.net.transport import connect
 from privmeter.parties.enrolment import verify_doc
 from privmeter.parties.headend_store import HeadEndStore
 from privmeter.parties.registry import Registry
-from privmeter.protocol.billing import record_from_bytes
 from privmeter.protocol.codec import decode
+from privmeter.protocol.records import record_from_bytes
 from privmeter.protocol.settlement import BillProof, Statement, audit
 
 from .test_pilot import (

@@ -36,9 +36,9 @@ from typing import Any
 import privmeter.parties.enrolment
 import privmeter.parties.messages
 import privmeter.protocol.aggregation_messages
-import privmeter.protocol.billing
 import privmeter.protocol.comparison
 import privmeter.protocol.demand
+import privmeter.protocol.records
 import privmeter.protocol.ring
 import privmeter.protocol.settlement  # noqa: F401
 from privmeter.errors import MessageTooLarge, UnknownParty

@@ -125,8 +125,8 @@ class NetLink:
         if isinstance(msg, Relayed):  # tree: a meter's message via its concentrator
             kind, owner = type(unwrap(msg)), msg.meter_id
         out = self.core.handle(peer, msg, now=self.now, interval=self.interval)
-        if kind is Hello:
-            self.hellos.add(owner)
+        if kind is Hello:  # reachable through its concentrator; a direct hello supersedes one relayed before
+            (self.hellos.add if isinstance(msg, Relayed) else self.hellos.discard)(owner)
         if self.core.outbox:  # meter-to-meter payloads (end-to-end sealed): relay in order
             for item in self.core.outbox:
                 self._relay.put_nowait(item)
