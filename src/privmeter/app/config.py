@@ -18,6 +18,7 @@ mode 0600); it may be world-readable.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +32,12 @@ __all__ = [
     "CONFIG_FORMAT",
     "MAX_RELAYED_BYTES",
     "ROLES",
+    "ClusterConfig",
     "ConcentratorConfig",
     "HeadendConfig",
     "HouseholdConfig",
+    "cluster_address",
+    "cluster_settings",
     "concentrator_id",
     "load_config",
     "starter",
@@ -50,6 +54,15 @@ class Ops:
     http_host: str = "127.0.0.1"
     http_port: int = 0
     log_format: str = "json"  # "json" (one object per line) or "text"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """``[cluster]`` + ``[store]``: the head-end sharded over Ray actors on PostgreSQL (docs/scale.md)."""
+
+    address: str  # "local" (a private Ray started with the head-end), "auto", or "HOST:PORT"
+    shards: int
+    postgres: str  # libpq connection string or postgresql:// URI (no password: ~/.pgpass)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +85,7 @@ class HeadendConfig:
     cmax_w_per_household: int = 1200
     concentrators: tuple[tuple[str, str], ...] = ()  # (group, the concentrator's Ed25519 key, hex)
     ops: Ops = field(default_factory=Ops)
+    cluster: ClusterConfig | None = None  # None: one process on SQLite (the embedded default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +143,8 @@ _SCHEMA: dict[str, dict[str, dict[str, type | tuple[type, ...]]]] = {
         "demand": {"enabled": bool, "cmin_w_per_household": int, "cmax_w_per_household": int},
         "concentrators": {"*": str},
         "operations": {"http_host": str, "http_port": int, "log_format": str},
+        "cluster": {"address": str, "shards": int},
+        "store": {"postgres": str},
     },
     "household": {
         "": {"format": str, "role": str, "state_dir": str, "meter_id": str, "source": str, "plan": str,
@@ -227,8 +243,50 @@ def _group_id(g: str, where: str) -> str:
     return g
 
 
-def load_config(path: str | Path, role: str) -> HeadendConfig | HouseholdConfig | ConcentratorConfig:
-    """Read, check and return the ``role``'s config file (see the module docstring)."""
+MAX_SHARDS = 1024
+_PASSWORD = re.compile(r"(^|\s)password\s*=|^postgres(ql)?://[^/@]*:[^/@]*@|[?&]password=", re.IGNORECASE)
+
+
+def cluster_address(address: str, where: str) -> str:
+    """``local``, ``auto`` or ``HOST:PORT`` (ConfigError naming ``where`` otherwise)."""
+    if address in ("local", "auto"):
+        return address
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) < 65536:
+        raise ConfigError(f"{where}: expected \"local\", \"auto\" or HOST:PORT of a Ray cluster, got {address!r}")
+    return address
+
+
+def cluster_settings(address: str | None, shards: int | None, postgres: str | None, *, src: str,
+                     table: bool) -> ClusterConfig | None:
+    """The ``[cluster]`` and ``[store]`` tables checked together (None: no cluster)."""
+    if not table:
+        if postgres is not None:
+            raise ConfigError(f"{src}: store.postgres is the sharded head-end's store: add a [cluster] table "
+                              "with shards = N (docs/scale.md), or remove it")
+        return None
+    if shards is None:
+        raise ConfigError(f"{src}: cluster.shards is missing: how many shards (shards = N in [cluster], "
+                          "or --shards N)")
+    if not 1 <= shards <= MAX_SHARDS:
+        raise ConfigError(f"{src}: cluster.shards: expected 1..{MAX_SHARDS}, got {shards}")
+    if not postgres:
+        raise ConfigError(f"{src}: the cluster needs store.postgres, the shards' PostgreSQL database "
+                          "(e.g. [store] postgres = \"host=/var/run/postgresql dbname=privmeter\")")
+    if _PASSWORD.search(postgres.strip()):
+        raise ConfigError(f"{src}: store.postgres: no password in the config file (it may be world-readable); "
+                          "put it in ~/.pgpass or PGPASSFILE")
+    return ClusterConfig(address=cluster_address(address or "local", f"{src}: cluster.address"), shards=shards,
+                         postgres=postgres.strip())
+
+
+def load_config(path: str | Path, role: str, *, cluster: str | None = None, shards: int | None = None
+                ) -> HeadendConfig | HouseholdConfig | ConcentratorConfig:
+    """Read, check and return the ``role``'s config file (see the module docstring).
+
+    ``cluster``, ``shards`` (head-end; ``privmeter headend --cluster ADDRESS --shards N``):
+    override ``cluster.address`` and ``cluster.shards`` -- with them, a config without a
+    ``[cluster]`` table runs sharded too (it still needs ``store.postgres``)."""
     p = Path(path)
     src = str(p)
     try:
@@ -278,8 +336,15 @@ def load_config(path: str | Path, role: str) -> HeadendConfig | HouseholdConfig 
         bits = f.get("keys.min_household_key_bits", 2048)
         if bits not in (2048, 3072, 4096):
             raise ConfigError(f"{src}: keys.min_household_key_bits: expected 2048, 3072 or 4096, got {bits}")
+        sharded = cluster_settings(cluster if cluster is not None else f.get("cluster.address"),
+                                   shards if shards is not None else f.get("cluster.shards"),
+                                   f.get("store.postgres"), src=src,
+                                   table="cluster" in doc or cluster is not None or shards is not None)
+        if sharded is not None and concs:
+            raise ConfigError(f"{src}: concentrators: data concentrators cannot serve a sharded head-end yet "
+                              "(its front door routes by meter); see docs/scale.md")
         return HeadendConfig(
-            path=p, state_dir=state, host=f.get("listen.host", "0.0.0.0"),
+            cluster=sharded, path=p, state_dir=state, host=f.get("listen.host", "0.0.0.0"),
             port=_port(f.get("listen.port", 7700), f"{src}: listen.port", True), plans=tuple(plans),
             billing_start=start, period_days=None if pd is None else _positive(pd, f"{src}: billing.period_days"),
             period_intervals=None if pi is None else _positive(pi, f"{src}: billing.period_intervals"),
@@ -365,6 +430,15 @@ cmax_w_per_household = 1200
 http_host = "127.0.0.1"          # /healthz and /metrics (Prometheus)
 http_port = 9100                 # 0: no HTTP endpoint
 log_format = "json"              # "json" lines or "text"
+
+# Beyond one core: the head-end sharded by feeder group over Ray actors, on PostgreSQL
+# (pip install "privmeter[cluster]"; docs/scale.md).  Without these tables: one process on SQLite.
+# [cluster]
+# address = "local"              # "local": a private Ray on this machine; "auto": the Ray cluster this
+#                                # machine joined (`ray start`); or "HOST:PORT" of the Ray head
+# shards = 2                     # feeder groups are spread over this many shards (never fewer later)
+# [store]
+# postgres = "host=/var/run/postgresql dbname=privmeter"   # libpq DSN or postgresql:// URI; password in ~/.pgpass
 ''',
     "household": '''# privmeter household (the Raspberry Pi beside the meter).  Documented in docs/deploy.md.
 format = "privmeter.config/1"

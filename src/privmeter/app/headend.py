@@ -331,15 +331,37 @@ async def serve(cfg: HeadendConfig, *, stop: asyncio.Event | None = None) -> int
     keys = load_headend(cfg.state_dir)
     plans = load_plans(cfg.plans)
     metrics = HeadendMetrics()
-    store = HeadEndStore(cfg.state_dir / "headend.db")
     registry = Registry(cfg.state_dir / "registry.db")
     interval_seconds = next(iter(plans.values()))[0].interval_seconds
-    core = HeadEndCore(keys.signing_key, [p for p, _ in plans.values()], store=store,
-                       demand=bool(cfg.demand), interval_seconds=interval_seconds,
-                       min_key_bits=cfg.min_household_key_bits)
+    core: Any
+    link: NetLink
+    if cfg.cluster is None:  # one process on SQLite
+        store = HeadEndStore(cfg.state_dir / "headend.db")
+        core = HeadEndCore(keys.signing_key, [p for p, _ in plans.values()], store=store,
+                           demand=bool(cfg.demand), interval_seconds=interval_seconds,
+                           min_key_bits=cfg.min_household_key_bits)
+        link = NetLink(core, round_timeout=cfg.round_timeout_s, round_idle=min(2.0, cfg.round_timeout_s))
+        new_engine: Any = IntervalEngine
+        first = max((x.interval for x in store.totals()), default=-1) + 1
+        close_backend = store.close
+    else:  # sharded over Ray on PostgreSQL (privmeter.app.cluster; docs/scale.md)
+        from privmeter.app import cluster
+
+        try:
+            run_ = cluster.start(cfg, keys.signing_key, plans, registry, interval_seconds=interval_seconds)
+        except BaseException:
+            registry.close()
+            raise
+        core, link, new_engine = run_.core, run_.link, run_.engine
+        first = run_.last_interval() + 1
+        close_backend = run_.close
     dep = Deployment(cfg, core, registry, plans, metrics)
-    dep.sync()
-    link = NetLink(core, round_timeout=cfg.round_timeout_s, round_idle=min(2.0, cfg.round_timeout_s))
+    try:
+        dep.sync()
+    except BaseException:
+        close_backend()
+        registry.close()
+        raise
     dep.link = link
     link.refresh_via()
 
@@ -368,7 +390,7 @@ async def serve(cfg: HeadendConfig, *, stop: asyncio.Event | None = None) -> int
              len(dep.members), interval_seconds,
              f"{dep.period_intervals} intervals" if dep.period_intervals else "a calendar month (UTC)",
              dep.period_start)
-    eng = IntervalEngine(core, link)
+    eng = new_engine(core, link)
     seen = [0, 0]  # results, events already counted
 
     def on_interval(t: int) -> None:
@@ -384,14 +406,13 @@ async def serve(cfg: HeadendConfig, *, stop: asyncio.Event | None = None) -> int
     try:
         await run_realtime(eng, plan, interval_seconds=interval_seconds, clock=WallClock(), stop=stop,
                            restarted=dep.restarted, settle_after=cfg.settle_after_intervals,
-                           on_interval=on_interval,
-                           first_interval=max((x.interval for x in store.totals()), default=-1) + 1)
+                           on_interval=on_interval, first_interval=first)
     finally:
         log.info("head-end stopping")
         if http is not None:
             http.close()
         await server.close()
-        store.close()
+        close_backend()
         registry.close()
     return 0
 
@@ -403,12 +424,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--meter", default=None, help="invite / revoke: the meter id")
     p.add_argument("--group", default=None, help="invite: put the meter in this feeder group")
     p.add_argument("--replace", action="store_true", help="invite: new meter or new keys for an enrolled id")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="run sharded on Ray: local (a private Ray), auto, or HOST:PORT; overrides cluster.address "
+                        "(needs store.postgres in the config and the cluster extra)")
+    p.add_argument("--shards", type=int, default=None, metavar="N",
+                   help="with a cluster: the number of shards; overrides cluster.shards")
 
 
 def run(args: argparse.Namespace) -> int:
     """Errors propagate to :func:`privmeter.cli.main` (one line on stderr)."""
     os.umask(0o077)  # databases and logs this process creates: the utility's only
-    cfg = cast(HeadendConfig, load_config(args.config, "headend"))
+    cfg = cast(HeadendConfig, load_config(args.config, "headend", cluster=args.cluster, shards=args.shards))
     try:
         if args.action == "run":
             setup_logging(cfg.ops.log_format)

@@ -39,6 +39,8 @@ from privmeter.cluster.shard import ShardCore, ShardSpec, error_from
 from privmeter.errors import PrivmeterError, StoreError
 from privmeter.parties.headend import GroupConfig
 from privmeter.parties.headend_store import StoredTotal
+from privmeter.parties.messages import SettleRequest
+from privmeter.protocol.aggregation import AggregateResult
 from privmeter.protocol.codec import decode
 from privmeter.protocol.settlement import Statement
 
@@ -89,13 +91,44 @@ class ClusterHeadEnd:
         return {m: [decode(b) for b in msgs] for m, msgs in out.items()}
 
     # -- setup -----------------------------------------------------------------------------------
-    def register(self, rows: Iterable[tuple[str, str, str, str, int, int]]) -> None:
-        """(meter id, verify key hex, household public key file JSON, plan id, period start, intervals per period)."""
+    def register(self, rows: Iterable[tuple[str, str, str, str, int, int]], *,
+                 groups: Mapping[str, str] | None = None) -> None:
+        """(meter id, verify key hex, household public key file JSON, plan id, period start, intervals per period);
+        ``groups``: meter id -> its group, for meters not yet on their group's roster."""
         per: dict[int, list[tuple[str, str, str, str, int, int]]] = {}
         for r in rows:
-            per.setdefault(self.map.shard_of_meter(r[0]), []).append(r)
+            g = (groups or {}).get(r[0])
+            shard = self.map.shard_of_group(g) if g is not None else self.map.shard_of_meter(r[0])
+            per.setdefault(shard, []).append(r)
         for res in self._control([(i, "register", (rs,)) for i, rs in sorted(per.items())]):
             _raise(res)
+
+    def define_group(self, cfg: GroupConfig) -> int:
+        """Define a group at run time (or give it a new roster): placed on a shard (a new group on
+        the least loaded one, a known group where its data is), durably; returns the shard."""
+        shard = self.map.place(cfg.group_id, cfg.members)
+        self._call(shard, "define_group", _group_dict(cfg))
+        return shard
+
+    def unregister(self, meter_id: str) -> None:
+        """A meter left or was revoked (see :meth:`ShardCore.unregister`)."""
+        try:
+            shard = self.map.shard_of_meter(meter_id)
+        except PrivmeterError:
+            return
+        self._call(shard, "unregister", meter_id)
+        self.map.forget_meter(meter_id)
+
+    def restore(self) -> dict[str, int]:
+        """Rebuild the group placement from the shards' schemas (a restarted coordinator: groups
+        stay where their data is); refuses fewer shards than the cluster ran with.  Returns
+        group -> shard."""
+        _raise(self._control([(0, "cluster_size", (self.map.shards,))])[0])
+        found = self._control([(i, "groups", ()) for i in range(self.map.shards)])
+        for i, res in enumerate(found):
+            for g, members in sorted(_raise(res).items()):
+                self.map.place(g, members, shard=i)
+        return dict(self.map.group_shard)
 
     def info(self) -> list[dict[str, Any]]:
         return [_raise(r) for r in self._control([(i, "info", ()) for i in range(self.map.shards)])]
@@ -166,6 +199,18 @@ class ClusterHeadEnd:
                 out[g] = [StoredTotal.from_row((g, *r)) for r in rows]
         return {g: out[g] for g in groups}
 
+    def close_results(self, groups: Sequence[str], *, now: int, interval: int
+                      ) -> dict[str, list[AggregateResult]]:
+        """As :meth:`close_intervals`, each total with the ids of who took part and who dropped."""
+        per = sorted(self._by_shard(groups).items())
+        out: dict[str, list[AggregateResult]] = {}
+        for (_, gs), res in zip(per, self._control([(i, "close_results", (gs, now, interval)) for i, gs in per]),
+                                strict=True):
+            for g, rows in zip(gs, _raise(res), strict=True):
+                out[g] = [AggregateResult(t, None if total is None else (total,), tuple(s), tuple(d), err)
+                          for t, total, s, d, err in rows]
+        return {g: out[g] for g in groups}
+
     def needing_epoch(self, groups: Sequence[str]) -> list[str]:
         """The groups without a running epoch (new, or their shard restarted)."""
         res = self._control([(self.map.shard_of_group(g), "needs_epoch", (g,)) for g in groups])
@@ -180,6 +225,22 @@ class ClusterHeadEnd:
     def statements(self, meters: Sequence[str], period: int, *, now: int) -> dict[str, Statement]:
         res = self._control([(self.map.shard_of_meter(m), "statement", (m, period, now)) for m in meters])
         return {m: decode(_raise(r), expect=Statement) for m, r in zip(meters, res, strict=True)}
+
+    def settle_requests(self, meters: Sequence[str], period: int, *, now: int
+                        ) -> dict[str, SettleRequest | PrivmeterError]:
+        """Per meter, its statement of ``period`` with its log, or why there is none yet (one
+        call per shard, all concurrently)."""
+        per: dict[int, list[str]] = {}
+        for m in meters:
+            per.setdefault(self.map.shard_of_meter(m), []).append(m)
+        items = sorted(per.items())
+        out: dict[str, SettleRequest | PrivmeterError] = {}
+        for (_, ms), res in zip(items, self._control([(i, "settle_many", (ms, period, now)) for i, ms in items]),
+                                strict=True):
+            for m, (status, body) in zip(ms, _raise(res), strict=True):
+                out[m] = (decode(body[0], expect=SettleRequest) if status == "ok"
+                          else error_from(status, str(body)))
+        return out
 
     def records(self, meter_id: str, start: int, end: int) -> list[bytes]:
         return list(self._call(self.map.shard_of_meter(meter_id), "records", meter_id, start, end))

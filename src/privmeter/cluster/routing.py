@@ -54,6 +54,36 @@ class ShardMap:
                     raise ConfigError(f"meter {m!r} is in two groups")
                 self.meter_group[m] = g
 
+    def load(self) -> list[int]:
+        """Meters per shard."""
+        out = [0] * self.shards
+        for g in self.meter_group.values():
+            out[self.group_shard[g]] += 1
+        return out
+
+    def place(self, group: str, members: Sequence[str], shard: int | None = None) -> int:
+        """Add a group defined at run time (a deployment's enrolment), or give a known group its
+        new roster; returns its shard.  A known group stays on its shard (its data is there); a
+        new one goes to ``shard`` if given (where it already lives), else to the shard with the
+        fewest meters (ties to the lowest index).  A member of another group moves to this one
+        (the caller's registry is the authority)."""
+        if group in self.group_shard:
+            shard = self.group_shard[group]
+        elif shard is None:
+            load = self.load()
+            shard = min(range(self.shards), key=lambda k: (load[k], k))
+        elif not 0 <= shard < self.shards:
+            raise ConfigError(f"group {group!r} lives on shard {shard}, beyond the {self.shards} shards")
+        for m in [m for m, g in self.meter_group.items() if g == group]:
+            del self.meter_group[m]
+        self.group_shard[group] = shard
+        for m in members:
+            self.meter_group[m] = group
+        return shard
+
+    def forget_meter(self, meter_id: str) -> None:
+        self.meter_group.pop(meter_id, None)
+
     def groups_of(self, shard: int) -> list[str]:
         return sorted(g for g, i in self.group_shard.items() if i == shard)
 

@@ -52,11 +52,14 @@ from privmeter.grid.plans import parse_plan
 from privmeter.parties.headend import GroupConfig, HeadEndCore
 from privmeter.parties.headend_store import HeadEndStore, StoredTotal
 from privmeter.parties.keys import household_key_and_proof, load_keyfile, signing_key_from
+from privmeter.protocol.aggregation import AggregateResult
 from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.records import ReadingRecord, sign_receipt
 
 __all__ = ["MAX_LOST", "SHARD_RESTARTED", "Outcome", "ShardCore", "ShardSpec", "error_from", "group_config"]
 
+GROUPS_META = "cluster:groups"  # he_meta key: the groups defined at run time (JSON)
+SHARDS_META = "cluster:shards"  # he_meta key (shard 0): the most shards the cluster ran with
 SHARD_RESTARTED = "shard restarted: the interval's masking secrets are gone"
 MAX_LOST = 96  # intervals reported failed at most, after a restart (a day of 15-minute intervals)
 # one message's outcome: ("ok", replies as codec bytes) or (error class name, message)
@@ -152,6 +155,8 @@ class ShardCore:
                                 window_back=spec.window_back)
         for g in spec.groups:
             self.core.define_group(group_config(g))
+        for g in self._defined().values():  # groups defined at run time (a deployment's enrolment)
+            self.core.define_group(group_config(g))
         for reg in regs:  # resume: registrations are durable
             self.core.registry[reg.meter_id] = VerifyKey(reg.verify_key)
         if regs:  # household keys (checked at registration) are parsed when first needed
@@ -171,6 +176,42 @@ class ShardCore:
             self.core.register(meter_id, VerifyKey.from_hex(vk), pk, plans[plan_id], wellformed_proof=proof,
                                period_start=start, period_intervals=per)
         return len(rows)
+
+    def _defined(self) -> dict[str, dict[str, Any]]:
+        raw = self.store.meta_get(GROUPS_META)
+        out: dict[str, dict[str, Any]] = json.loads(raw) if raw else {}
+        return out
+
+    def define_group(self, group: dict[str, Any]) -> None:
+        """Define (or redefine: a new roster) a group on this shard, durably: a restarted shard
+        defines it again from its schema.  A redefined group has no epoch until the next one."""
+        cfg = group_config(group)
+        groups = self._defined()
+        groups[cfg.group_id] = {**group, "members": list(cfg.members)}
+        self.store.meta_set(GROUPS_META, json.dumps(groups, sort_keys=True))
+        self.core.define_group(cfg)
+
+    def groups(self) -> dict[str, list[str]]:
+        """Every group this shard serves, with its members (how a restarted coordinator finds
+        where its groups live)."""
+        return {g: list(x.cfg.members) for g, x in sorted(self.core.groups.items())}
+
+    def cluster_size(self, shards: int) -> int:
+        """Record the number of shards the cluster runs with (on shard 0); refuse fewer than
+        before: the groups of the missing shards live in their schemas."""
+        before = int(self.store.meta_get(SHARDS_META) or 0)
+        if shards < before:
+            raise errors.ConfigError(f"the cluster ran with {before} shards: it cannot shrink to {shards} "
+                                     "(their groups live in their shards' schemas)")
+        if shards > before:
+            self.store.meta_set(SHARDS_META, str(shards))
+        return before
+
+    def unregister(self, meter_id: str) -> None:
+        """A meter left or was revoked: its messages are refused (records and statements stay).
+        Not durable on its own: the coordinator's registry is the authority and its front door
+        refuses the meter at the handshake; a redefined roster leaves it out of the aggregation."""
+        self.core.unregister(meter_id)
 
     def info(self) -> dict[str, Any]:
         """Where and since when this shard runs, and the CPU it used (benchmarks, fault tests)."""
@@ -252,18 +293,26 @@ class ShardCore:
             return {}
         return self._wire(self.core.open_interval(group))
 
+    def _close(self, group: str, now: int, interval: int) -> list[AggregateResult]:
+        if self.needs_epoch(group):
+            return [AggregateResult(t.interval, None, (), (), t.error) for t in self._report_lost(group, interval)]
+        res = self.core.close_interval(group, now=now).result
+        return [] if res is None else [res]
+
     def close_interval(self, group: str, now: int, interval: int) -> list[tuple[Any, ...]]:
         """Close the group's open ``interval``; returns the totals that became final, each as
         ``(interval, total or None, survivors, dropped, error)``.  A group without a running
         epoch (this shard restarted mid-interval) reports every interval after its last stored
         total up to ``interval`` failed (stored so: total None, :data:`SHARD_RESTARTED`)."""
-        if self.needs_epoch(group):
-            return [(t.interval, None, 0, 0, t.error) for t in self._report_lost(group, interval)]
-        res = self.core.close_interval(group, now=now).result
-        if res is None:
-            return []
-        return [(res.interval, None if res.total is None else res.total[0], len(res.survivors),
-                 len(res.dropped), res.error)]
+        return [(r.interval, None if r.total is None else r.total[0], len(r.survivors), len(r.dropped), r.error)
+                for r in self._close(group, now, interval)]
+
+    def close_results(self, groups: Sequence[str], now: int, interval: int) -> list[list[tuple[Any, ...]]]:
+        """As :meth:`close_many`, each total with who took part: ``(interval, total or None,
+        survivors, dropped, error)`` with the meter ids (the deployed head-end's log)."""
+        with self.store.batch():
+            return [[(r.interval, None if r.total is None else r.total[0], list(r.survivors), list(r.dropped),
+                      r.error) for r in self._close(g, now, interval)] for g in groups]
 
     def open_many(self, groups: Sequence[str]) -> dict[str, list[bytes]]:
         """:meth:`open_interval` of several groups in one call."""
@@ -293,6 +342,18 @@ class ShardCore:
     # -- settlement and queries ---------------------------------------------------------------
     def statement(self, meter_id: str, period: int, now: int) -> bytes:
         return encode(self.core.statement(meter_id, period, now=now))
+
+    def settle_many(self, meters: Sequence[str], period: int, now: int) -> list[Outcome]:
+        """Per meter, its statement of ``period`` with its log (the settle request, encoded) or the
+        error (e.g. prices still missing): one call per shard for a whole billing period."""
+        out: list[Outcome] = []
+        for m in meters:
+            try:
+                st = self.core.statement(m, period, now=now)
+                out.append(("ok", [encode(self.core.settle_request(st, period))]))
+            except PrivmeterError as exc:
+                out.append((type(exc).__name__, str(exc)))
+        return out
 
     def totals(self) -> list[tuple[str, int, int | None, int, int, str]]:
         return [(t.group, t.interval, t.total, t.survivors, t.dropped, t.error) for t in self.store.totals()]

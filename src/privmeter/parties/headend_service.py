@@ -125,21 +125,29 @@ class NetLink:
         if isinstance(msg, Relayed):  # tree: a meter's message via its concentrator
             kind, owner = type(unwrap(msg)), msg.meter_id
         out = self.core.handle(peer, msg, now=self.now, interval=self.interval)
-        if kind is Hello:  # reachable through its concentrator; a direct hello supersedes one relayed before
-            (self.hellos.add if isinstance(msg, Relayed) else self.hellos.discard)(owner)
         if self.core.outbox:  # meter-to-meter payloads (end-to-end sealed): relay in order
-            for item in self.core.outbox:
-                self._relay.put_nowait(item)
+            self.relay(self.core.outbox)
             self.core.outbox.clear()
-            if self._relay_task is None or self._relay_task.done():
-                self._relay_task = asyncio.get_running_loop().create_task(self._relay_loop())
+        self.observe(kind, owner, relayed=isinstance(msg, Relayed))
+        return out
+
+    def relay(self, items: Sequence[tuple[str, Any]]) -> None:
+        """Pass meter-to-meter payloads on, in order."""
+        for item in items:
+            self._relay.put_nowait(item)
+        if items and (self._relay_task is None or self._relay_task.done()):
+            self._relay_task = asyncio.get_running_loop().create_task(self._relay_loop())
+
+    def observe(self, kind: type, owner: str, *, relayed: bool = False) -> None:
+        """A message of ``kind`` from ``owner`` was handled: note hellos and the round's answers."""
+        if kind is Hello:  # reachable through its concentrator; a direct hello supersedes one relayed before
+            (self.hellos.add if relayed else self.hellos.discard)(owner)
         owner = owner[3:] if owner.startswith("hh:") else owner
         if self._expect is not None and issubclass(kind, self._expect) and owner in self._waiting:
             self._answered.add(owner)
             self._progress.set()
             if self._answered >= self._waiting:
                 self._done.set()
-        return out
 
     async def _relay_loop(self) -> None:
         assert self.server is not None
