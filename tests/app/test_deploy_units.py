@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import importlib.util
 import json
 import secrets
 import stat
@@ -204,3 +205,68 @@ def test_the_concentrator_decodes_every_message_the_parties_exchange() -> None:
                            check=True).stdout.split()
             for m in ("privmeter.app.concentrator", "privmeter.app.household, privmeter.app.headend")]
     assert set(tags[1]) <= set(tags[0]), sorted(set(tags[1]) - set(tags[0]))
+
+
+def test_cluster_config_keys_and_overrides(tmp_path: Path) -> None:
+    p = tmp_path / "headend.toml"
+    base = starter("headend", today="2026-03-01")
+    assert load_config(_write(p, base), "headend").cluster is None
+    pg = '\n[store]\npostgres = "host=/run/postgresql dbname=privmeter"\n'
+    cfg = load_config(_write(p, base + '\n[cluster]\naddress = "auto"\nshards = 3\n' + pg), "headend")
+    assert cfg.cluster is not None and (cfg.cluster.address, cfg.cluster.shards) == ("auto", 3)
+    assert cfg.cluster.postgres == "host=/run/postgresql dbname=privmeter"
+    over = load_config(p, "headend", cluster="10.0.0.5:6379", shards=8)  # --cluster, --shards
+    assert over.cluster is not None and (over.cluster.address, over.cluster.shards) == ("10.0.0.5:6379", 8)
+    # the starter's commented example, uncommented, is a valid cluster config (address "local")
+    example = "\n".join(line[2:] if line.startswith(("# [", "# address", "# shards", "# postgres")) else line
+                        for line in base.splitlines())
+    cfg = load_config(_write(p, example), "headend")
+    assert cfg.cluster is not None and (cfg.cluster.address, cfg.cluster.shards) == ("local", 2)
+    # a config with only [store] runs sharded when --cluster/--shards ask for it
+    assert load_config(_write(p, base + pg), "headend", cluster="local", shards=2).cluster is not None
+    bad = {
+        "store.postgres is the sharded head-end's store": base + pg,
+        "cluster.shards is missing": base + '\n[cluster]\naddress = "auto"\n' + pg,
+        "cluster.shards: expected 1..": base + "\n[cluster]\nshards = 0\n" + pg,
+        "the cluster needs store.postgres": base + "\n[cluster]\nshards = 2\n",
+        'expected "local", "auto" or HOST:PORT': base + '\n[cluster]\naddress = "head:x"\nshards = 2\n' + pg,
+        "unknown key cluster.nodes": base + "\n[cluster]\nshards = 2\nnodes = 3\n" + pg,
+        "unknown key store.sqlite": base + '\n[cluster]\nshards = 2\n[store]\nsqlite = "x"\n',
+        "no password in the config file": base + '\n[cluster]\nshards = 2\n[store]\n'
+                                                 'postgres = "postgresql://u:secret@db/privmeter"\n',
+    }
+    for what, text in bad.items():
+        with pytest.raises(ConfigError, match=what):
+            load_config(_write(p, text), "headend")
+    with pytest.raises(ConfigError, match="needs store.postgres"):
+        load_config(_write(p, base), "headend", cluster="auto", shards=2)
+    with pytest.raises(ConfigError, match="cluster.shards is missing"):
+        load_config(_write(p, base + pg), "headend", cluster="auto")
+
+
+def test_cluster_settings_fail_in_one_line_before_anything_starts(tmp_path: Path, capsys,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the cluster extra: one line naming it; PostgreSQL unreachable: one line, no traceback."""
+    assert main(["init", "headend", "--dir", str(tmp_path)]) == 0
+    cfg = tmp_path / "headend.toml"
+    cfg.write_text(cfg.read_text().replace("http_port = 9100", "http_port = 0")
+                   + '\n[cluster]\nshards = 2\n[store]\npostgres = "host=127.0.0.1 port=1 dbname=x"\n')
+    capsys.readouterr()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "ray" else real(n, *a))
+    assert main(["headend", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install "privmeter[cluster]"' in err and "ray" in err, err
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    if real("psycopg") is None:
+        return
+    assert main(["headend", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot reach PostgreSQL (store.postgres)" in err, err
+    assert main(["headend", "--config", str(cfg), "--cluster", "nowhere"]) == 2
+    assert 'expected "local", "auto" or HOST:PORT' in capsys.readouterr().err
+
+
+def _write(p: Path, text: str) -> Path:
+    p.write_text(text)
+    return p
