@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from privmeter.bench.fleet import Fleet, make_world, run_world
 from privmeter.cluster.headend import start_cluster
 from privmeter.cluster.localpg import LocalPostgres
 from privmeter.cluster.routing import ShardMap
+from privmeter.errors import ConfigError
+from privmeter.parties.headend import GroupConfig
 
 from .helpers import check_bills, check_exact
 
@@ -39,3 +43,34 @@ def test_two_shards_equal_single_process(pg: LocalPostgres, tmp_path: Path, pail
     assert {i["index"]: i["records"] for i in sharded.info()} == {0: 10 * 3, 1: 5 * 3}
     single.close()
     sharded.close()
+
+
+def test_groups_defined_at_run_time_stay_on_their_shard(pg: LocalPostgres, tmp_path: Path, paillier_small) -> None:
+    """The deployed head-end defines groups as households enrol: each goes to the least loaded
+    shard, durably; a restarted coordinator finds them where their data is (also with more
+    shards), and refuses fewer shards than before."""
+    world = make_world(groups=3, per_group=3, intervals=2, household=paillier_small[1], min_survivors=3)
+    kw = dict(dsn=pg.create_database("runtime"), headend_key=world.write_headend_key(tmp_path),
+              plans=[world.plan_toml], groups=[], backend="local", interval_seconds=60, min_key_bits=512)
+    head = start_cluster(shards=2, **kw)
+    assert head.restore() == {}
+    placed = {g.group_id: head.define_group(g) for g in world.group_configs()}
+    assert sorted(placed.values()) == [0, 0, 1]
+    log = run_world(head, world, Fleet(world))
+    assert check_exact(world, log) == 0 and len(log.totals) == 3 * 2
+    check_bills(world, head, log)
+    head.close()
+    again = start_cluster(shards=3, **kw)
+    try:
+        assert again.restore() == placed
+        assert again.totals() == sorted(log.totals, key=lambda t: (t.group, t.interval))
+        extra = GroupConfig(group_id="g-new", members=("n1", "n2", "n3"), min_survivors=3)
+        assert again.define_group(extra) == 2  # the new, empty shard
+    finally:
+        again.close()
+    fewer = start_cluster(shards=2, **kw)
+    try:
+        with pytest.raises(ConfigError, match="cannot shrink to 2"):
+            fewer.restore()
+    finally:
+        fewer.close()
