@@ -19,7 +19,10 @@ State (``state_dir``): ``headend.key.json`` (its own keys; no comparison
 key: meters draw their own), ``headend.db`` (records log, encrypted accounts, statements, totals,
 events, settlements; SQLite WAL), ``registry.db`` (public keys of enrolled
 households; :mod:`privmeter.parties.registry`).  It holds no household or
-meter secret: households generate theirs and send only public keys.
+meter secret: households generate theirs and send only public keys.  With a ``[cluster]``
+table (:mod:`privmeter.app.cluster`, docs/scale.md) this process is the front
+door, enrolment and the interval loop; records, statements, settlements and
+totals live on Ray shards in PostgreSQL instead of ``headend.db``.
 
 Security assumption: the transport's (Ed25519 identities, X25519 +
 ChaCha20-Poly1305 channels).  Guarantee: a restart loses no acknowledged

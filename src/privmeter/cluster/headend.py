@@ -14,8 +14,12 @@ in-process), and offers the head-end's operations:
   :meth:`close_intervals` (routed to the group's shard; a group whose shard
   restarted since its epoch began reports its open intervals failed, and
   :meth:`needing_epoch` lists it);
-* per meter: :meth:`statement`, :meth:`records`; cluster-wide:
-  :meth:`totals`, :meth:`settlements` (gathered from every shard).
+* per meter: :meth:`statement`, :meth:`records`, :meth:`settle_requests`;
+  cluster-wide: :meth:`totals`, :meth:`settlements` (gathered from every shard);
+* at run time (the deployed head-end, whose groups form as households enrol):
+  :meth:`define_group` places a new group on the least loaded shard (a known
+  group stays where its data is), durably in that shard's schema;
+  :meth:`restore` rebuilds the placement from the shards after a restart.
 
 :func:`start_cluster` builds it: writes nothing but the shard specs, starts
 the shards (Ray: ``address`` ``"auto"``/``host:port``, or a private local
