@@ -233,6 +233,8 @@ def test_cluster_config_keys_and_overrides(tmp_path: Path) -> None:
         'expected "local", "auto" or HOST:PORT': base + '\n[cluster]\naddress = "head:x"\nshards = 2\n' + pg,
         "unknown key cluster.nodes": base + "\n[cluster]\nshards = 2\nnodes = 3\n" + pg,
         "unknown key store.sqlite": base + '\n[cluster]\nshards = 2\n[store]\nsqlite = "x"\n',
+        "data concentrators cannot serve a sharded head-end yet": base.replace(
+            '# feeder-1 = "<its Ed25519 key>"', 'feeder-1 = "' + "ab" * 32 + '"') + "\n[cluster]\nshards = 2\n" + pg,
         "no password in the config file": base + '\n[cluster]\nshards = 2\n[store]\n'
                                                  'postgres = "postgresql://u:secret@db/privmeter"\n',
     }
