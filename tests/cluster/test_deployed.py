@@ -36,8 +36,8 @@ from privmeter.grid.csvsource import write_csv_readings
 from privmeter.grid.plans import load_plan
 from privmeter.grid.source import IntervalReading
 from privmeter.parties.registry import Registry
-from privmeter.protocol.billing import record_from_bytes
 from privmeter.protocol.codec import decode
+from privmeter.protocol.records import record_from_bytes
 from privmeter.protocol.settlement import BillProof, Statement, audit
 
 pytest.importorskip("ray")
