@@ -1,5 +1,7 @@
 """Bad concentrator configurations, and the concentrator keys in head-end and household configs:
-one line on stderr, a nonzero exit, never a traceback (the style of tests/test_cli_errors.py).
+one line on stderr, a nonzero exit, never a traceback (the style of tests/test_cli_errors.py);
+then the concentrator's own rules in process: the signed roster decides who may connect, and
+nobody does while the head-end is unreachable.
 
 Each row is a command line with ``{placeholders}`` for files made here and a phrase the one-line
 message must contain.  The rows run in this process through ``privmeter.cli.main``; every one
@@ -8,14 +10,23 @@ fails while reading its config or state, before a socket is opened (except the b
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from privmeter.app.config import starter
+from privmeter.app.concentrator import ConcentratorService
+from privmeter.app.config import ConcentratorConfig, load_config, starter
 from privmeter.cli import main
+from privmeter.crypto.signing import SigningKey
+from privmeter.errors import InvalidSignature, UnknownParty
+from privmeter.net.transport import connect
+from privmeter.parties.enrolment import RosterUpdate, sign_doc
+from privmeter.parties.messages import Hello
 
 KEY = "ab" * 32
 
@@ -114,3 +125,108 @@ def test_bad_concentrator_config_is_one_line_on_stderr(line: str, phrase: str, f
     assert code != 0 and len(lines) == 1, (code, err)
     assert lines[0].startswith("privmeter") and ": error: " in lines[0], lines[0]
     assert phrase in lines[0], lines[0]
+
+
+# -- the service's own rules, in process (no head-end) -----------------------------------------
+
+def _service(tmp: Path, he_key: SigningKey, dead_port: int) -> ConcentratorService:
+    d = tmp / "dc"
+    assert main(["init", "concentrator", "--dir", str(d)]) == 0
+    text = ((d / "concentrator.toml").read_text().replace('key = ""', f'key = "{he_key.verify_key.hex()}"')
+            .replace('host = "0.0.0.0"', 'host = "127.0.0.1"').replace("port = 7800", "port = 0")
+            .replace('host = "utility.example.org"', 'host = "127.0.0.1"').replace("port = 7700", f"port = {dead_port}")
+            .replace("http_port = 9102", "http_port = 0"))
+    (d / "concentrator.toml").write_text(text)
+    return ConcentratorService(cast(ConcentratorConfig, load_config(d / "concentrator.toml", "concentrator")))
+
+
+def _roster(key: SigningKey, version: int, members: dict[str, SigningKey], group: str = "feeder-1") -> RosterUpdate:
+    text, sig = sign_doc(key, {"kind": "roster", "group": group, "version": version,
+                               "members": {m: k.verify_key.hex() for m, k in members.items()}, "concentrator": None})
+    return RosterUpdate(doc=text, signature=sig)
+
+
+def test_the_roster_decides_who_may_connect_and_survives_a_restart(tmp_path: Path) -> None:
+    he = SigningKey.generate()
+    a, b, stranger = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
+    svc = _service(tmp_path, he, 1)
+    svc.upstream = cast(Any, type("Up", (), {"closed": False})())  # as if connected to the head-end
+    assert svc.trust(a.verify_key) is None  # no roster yet: nobody
+    assert svc.apply_roster(_roster(he, 3, {"m-a": a, "m-b": b}))
+    assert (svc.trust(a.verify_key), svc.trust(b.verify_key), svc.trust(stranger.verify_key)) == ("m-a", "m-b", None)
+    with pytest.raises(InvalidSignature):  # not signed by the pinned head-end key
+        svc.apply_roster(_roster(stranger, 9, {"m-x": stranger}))
+    with pytest.raises(UnknownParty):  # another feeder's roster
+        svc.apply_roster(_roster(he, 9, {"m-x": stranger}, group="feeder-2"))
+    assert not svc.apply_roster(_roster(he, 2, {"m-x": stranger}))  # older: ignored
+    assert svc.trust(stranger.verify_key) is None
+    with pytest.raises(UnknownParty):  # a meter outside the feeder, both directions
+        svc.relay.up("m-x", Hello(meter_id="m-x", group="feeder-1", last_interval=-1))
+    # a restart reloads the newest signed roster; a newer one replaces it (m-b left)
+    again = ConcentratorService(svc.cfg)
+    assert again.roster_version == 3 and again.relay.meters == {"m-a", "m-b"}
+    again.upstream = svc.upstream
+    assert again.apply_roster(_roster(he, 4, {"m-a": a}))
+    assert again.trust(b.verify_key) is None
+    assert ConcentratorService(svc.cfg).relay.meters == {"m-a"}
+    svc.upstream = None  # the head-end is unreachable: no meter is admitted
+    assert svc.trust(a.verify_key) is None
+
+
+def test_unhealthy_and_closed_to_meters_while_the_head_end_is_unreachable(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    he = SigningKey.generate()
+    svc = _service(tmp_path, he, dead)
+    (svc.cfg.state_dir / "roster.json").unlink(missing_ok=True)
+
+    async def scenario() -> dict[str, Any]:
+        svc.apply_roster(_roster(he, 1, {"m-a": he}))
+        await svc.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(svc.run(stop))
+        await asyncio.sleep(0.5)
+        h = svc.health()
+        with pytest.raises(UnknownParty):  # a roster meter, refused at the handshake: no upstream
+            await connect("127.0.0.1", svc.server.port, he, svc.identity.verify_key)  # type: ignore[union-attr]
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await svc.close()
+        return h
+
+    h = asyncio.run(scenario())
+    assert h == {"ok": False, "role": "concentrator", "group": "feeder-1", "upstream": False, "meters": 1,
+                 "connected": 0}
+
+
+def test_a_household_behind_a_concentrator_the_head_end_never_named(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """[concentrator] set, but the signed enrolment names no concentrator: one line, what to do."""
+    he = SigningKey.generate()
+    d = tmp_path / "hh"
+    assert main(["init", "household", "--dir", str(d), "--meter-id", "m-1", "--key-bits", "2048"]) == 0
+    plan = (Path(__file__).with_name("plan-3s.toml")).read_text()
+    from privmeter.grid.plans import parse_plan
+
+    doc = {"kind": "enrolled", "meter_id": "m-1", "group": "feeder-1", "plan_id": "pilot-3s", "plan_toml": plan,
+           "plan_digest": parse_plan(plan).digest().hex(), "interval_seconds": 3, "period_start": 0,
+           "period_intervals": 4, "min_survivors": 3, "headend_key": he.verify_key.hex(), "demand": False,
+           "concentrator": None}
+    text, sig = sign_doc(he, doc)
+    (d / "enrolment.json").write_text(json.dumps({"format": "privmeter.enrolment/1", "doc": text,
+                                                  "signature": sig.hex(), "headend_key": he.verify_key.hex(),
+                                                  "roster": None}))
+    from privmeter.grid.csvsource import write_csv_readings
+    from privmeter.grid.source import IntervalReading
+
+    write_csv_readings(d / "readings.csv", [IntervalReading(interval=t, energy_wh=1) for t in range(10, 20)], 3)
+    cfg = (d / "household.toml").read_text()
+    (d / "household.toml").write_text(
+        cfg.replace('source = "p1:/dev/ttyUSB0"', f'source = "csv:{d / "readings.csv"}"')
+        .replace("# [concentrator]", "[concentrator]").replace('# host = "dc.example.org"', 'host = "127.0.0.1"')
+        .replace("http_port = 9101", "http_port = 0"))
+    capsys.readouterr()
+    assert main(["household", "--config", str(d / "household.toml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "names no concentrator for group 'feeder-1'" in err[0], err
