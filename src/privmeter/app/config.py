@@ -467,8 +467,9 @@ format = "privmeter.config/1"
 role = "concentrator"
 state_dir = "."                  # concentrator.key.json (0600), roster.json; relative to this file
 group = "feeder-1"               # the feeder group it relays for (the head-end lists its key under it)
-# max_message_bytes = 1048576    # refuse larger messages, either direction (default 4128768:
-                                 # 4 MiB less 64 KiB, the most one head-end frame carries wrapped)
+# max_message_bytes = 4128768    # refuse larger messages, either direction; the default, 4 MiB less
+                                 # 64 KiB, is the most one head-end frame carries wrapped (a month's
+                                 # statement with its log is ~3 MB at 15-minute intervals)
 
 [listen]
 host = "0.0.0.0"                 # the feeder's households connect here

@@ -169,11 +169,9 @@ class Deployment:
                 self.group_members[g] = roster
         for g in set(self.group_members) - set(groups):
             del self.group_members[g]
-        for cid, (g, _k) in self.concentrators.items():
-            served = frozenset(self.group_members.get(g, ()))
-            if self.core.concentrators.get(cid) != served:
-                self.core.register_concentrator(cid, served)
-                self._push_roster(cid, g)
+        for cid, (g, _k) in self.concentrators.items():  # the registry changed: members, keys or both
+            self.core.register_concentrator(cid, self.group_members.get(g, ()))
+            self._push_roster(cid, g)
         if self.link is not None:
             self.link.refresh_via()
 
