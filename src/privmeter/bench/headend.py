@@ -48,6 +48,7 @@ from privmeter.argtypes import at_least
 from privmeter.bench._common import add_json_flag, cpu_per_call, emit, progress
 from privmeter.crypto.paillier import PaillierPrivateKey, generate_keypair
 from privmeter.crypto.signing import SigningKey, VerifyKey
+from privmeter.errors import ConfigError, TransportError
 
 __all__ = ["PLAN_TOML", "T0", "add_arguments", "run"]
 
@@ -94,7 +95,8 @@ def _loadgen(args: argparse.Namespace) -> int:
     from privmeter.parties.meter import MeterEncryptor
     from privmeter.protocol.records import Receipt, make_record
 
-    assert args.key_file is not None
+    if args.key_file is None:
+        raise ConfigError("the load generator needs --key-file")
     pk = PaillierPrivateKey.from_json(args.key_file.read_text(), min_bits=256).public_key
     enc = MeterEncryptor(pk)
     rng = random.Random(args.seed)
@@ -174,7 +176,8 @@ async def _serve(args: argparse.Namespace, sk: PaillierPrivateKey, key_file: Pat
             sys.executable, "-m", "privmeter", "bench", "headend", "--loadgen", "--meters", str(args.meters),
             "--intervals", str(args.intervals), "--seed", str(args.seed), "--port", str(server.port),
             "--key-file", str(key_file), stdout=asyncio.subprocess.PIPE)
-        assert proc.stdout is not None
+        if proc.stdout is None:
+            raise TransportError("load generator process has no stdout pipe")
         lines = []
         while True:
             line = await asyncio.wait_for(proc.stdout.readline(), 900)

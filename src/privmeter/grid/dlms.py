@@ -243,7 +243,8 @@ class _WrapperTransport:
         return self._recv(reply.length)
 
     def _recv(self, n: int) -> bytes:
-        assert self._sock is not None
+        if self._sock is None:
+            raise TransportError("DLMS: not connected")
         buf = bytearray()
         while len(buf) < n:
             chunk = self._sock.recv(n - len(buf))
@@ -271,7 +272,8 @@ def cosem_datetime_to_unix(raw: bytes, tz: str | ZoneInfo = DEFAULT_TZ) -> int:
         dst = bool(raw[11] & 0x80) if raw[11] != 0xFF else False
         o1 = naive.replace(tzinfo=zone, fold=0).utcoffset()
         o2 = naive.replace(tzinfo=zone, fold=1).utcoffset()
-        assert o1 is not None and o2 is not None
+        if o1 is None or o2 is None:
+            raise MalformedMessage(f"DLMS clock: no UTC offset in time zone {zone}")
         offset = (max(o1, o2) if dst else min(o1, o2)) if o1 != o2 else o1
         return int((naive - datetime(1970, 1, 1) - offset).total_seconds())
     minutes = int.from_bytes(deviation, "big", signed=True)  # local - UTC, negated (Blue Book)
@@ -383,7 +385,8 @@ class DlmsMeter:
     def read_profile(self, start_unix: int, end_unix: int) -> tuple[int, list[ProfileRow]]:
         """(capture period in s, rows captured in [start, end]) of the load profile."""
         s = self.settings
-        assert s.profile_obis is not None
+        if s.profile_obis is None:
+            raise ConfigError("DLMS: no load profile OBIS code configured")
         pg = enumerations.CosemInterface.PROFILE_GENERIC
         captures = self._get(pg, s.profile_obis, 3)
         period = self._get(pg, s.profile_obis, 4)

@@ -74,7 +74,7 @@ from dsmr_parser import telegram_specifications as _ts
 from dsmr_parser.exceptions import ParseError as _DsmrParseError
 from dsmr_parser.parsers import TelegramParser
 
-from privmeter.errors import ConfigError, TransportError
+from privmeter.errors import ConfigError, LocalProtocolError, TransportError
 from privmeter.grid.source import IntervalReading, readings_in_executor
 
 __all__ = [
@@ -156,7 +156,8 @@ def _offsets(tz: ZoneInfo, year: int) -> tuple[int, int]:
     """(winter, summer) UTC offsets of ``tz`` in seconds (equal where there is no DST)."""
     jan = datetime(year, 1, 15, 12, tzinfo=tz).utcoffset()
     jul = datetime(year, 7, 15, 12, tzinfo=tz).utcoffset()
-    assert jan is not None and jul is not None
+    if jan is None or jul is None:
+        raise ConfigError(f"time zone {tz} has no UTC offset")
     a, b = int(jan.total_seconds()), int(jul.total_seconds())
     return min(a, b), max(a, b)
 
@@ -175,7 +176,8 @@ def parse_p1_timestamp(text: str, tz: str | ZoneInfo = DEFAULT_TZ) -> int:
     naive = datetime(2000 + yy, mo, dd, hh, mi, ss)  # raises ValueError on a bad date
     o1 = naive.replace(tzinfo=zone, fold=0).utcoffset()
     o2 = naive.replace(tzinfo=zone, fold=1).utcoffset()
-    assert o1 is not None and o2 is not None
+    if o1 is None or o2 is None:
+        raise ConfigError(f"time zone {zone} has no UTC offset")
     offset = o1
     if o1 != o2 and m.group(7):  # the repeated (or skipped) hour: the flag decides
         offset = max(o1, o2) if m.group(7) == "S" else min(o1, o2)
@@ -187,7 +189,8 @@ def format_p1_timestamp(unix: int, tz: str | ZoneInfo = DEFAULT_TZ) -> str:
     zone = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
     local = datetime.fromtimestamp(unix, zone)
     off = local.utcoffset()
-    assert off is not None
+    if off is None:
+        raise ConfigError(f"time zone {zone} has no UTC offset")
     winter, summer = _offsets(zone, local.year)
     flag = "S" if winter != summer and int(off.total_seconds()) == summer else "W"
     return local.strftime("%y%m%d%H%M%S") + flag
@@ -527,7 +530,8 @@ class P1Reconciler:
         return self._emit(out)
 
     def _emit(self, readings: list[IntervalReading]) -> list[IntervalReading]:
-        assert self._next_emit is not None
+        if self._next_emit is None:
+            raise LocalProtocolError("P1: readings emitted before the source started")
         fresh = [r for r in readings if r.interval >= self._next_emit]
         if fresh:
             self._next_emit = fresh[-1].interval + 1

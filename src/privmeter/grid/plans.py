@@ -336,7 +336,8 @@ class Plan:
             return {iv: t.price_at(iv, self.interval_seconds) for iv in ivs}
         try:
             t.check_feed_matches(feed, self.interval_seconds)
-            assert feed is not None and t.verify_key is not None
+            if feed is None or t.verify_key is None:
+                raise TariffError("a real-time tariff needs its price feed and the feed's key")
             feed.verify(t.verify_key)
         except (TariffError, InvalidSignature) as exc:
             raise TariffRejected(f"price feed refused: {exc}", plan_id=self.plan_id) from exc

@@ -71,6 +71,7 @@ import numpy as np
 import numpy.typing as npt
 
 from privmeter import __version__
+from privmeter.errors import DataFormatError
 from privmeter.grid.pv import LONDON, PvSystem, Site, clear_sky_ghi_w_m2, pv_minute_w
 from privmeter.grid.resample import interval_energy_wh, minutes_per_interval
 from privmeter.grid.source import IntervalReading
@@ -484,7 +485,8 @@ def generate_households(
     pv_cache: dict[float, npt.NDArray[np.int64]] = {}
     out: list[HouseholdProfile] = []
     for i, maybe in enumerate(arrays):
-        assert maybe is not None
+        if maybe is None:
+            raise DataFormatError(f"household {i}: its profile was not generated")
         kwp: float | None = None
         pv: npt.NDArray[np.int64] | None = None
         if prosumer_share > 0.0:

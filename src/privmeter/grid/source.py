@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from privmeter.errors import DataFormatError
+
 __all__ = ["IntervalReading", "LoadSource", "readings_in_executor"]
 
 
@@ -62,7 +64,8 @@ async def readings_in_executor(
             item = await loop.run_in_executor(None, next, readings, done)
             if item is done:
                 return
-            assert isinstance(item, IntervalReading)
+            if not isinstance(item, IntervalReading):
+                raise DataFormatError(f"a load source yielded {type(item).__name__}, not an IntervalReading")
             yield item
     finally:
         close()

@@ -311,7 +311,8 @@ class Tariff:
             prices = table[day_type_of(local.date(), holidays)]
             return prices[local.hour * 60 + local.minute]
         self.check_feed_matches(feed, interval_seconds)
-        assert feed is not None
+        if feed is None:
+            raise TariffError("a real-time tariff needs its price feed")
         return feed.price(interval)
 
     def check_feed_matches(self, feed: PriceFeed | None, interval_seconds: int) -> None:

@@ -369,7 +369,8 @@ class Connection:
         self.stats.messages_out += n
 
     async def _delayed_writer(self) -> None:
-        assert self._outq is not None
+        if self._outq is None:
+            raise LocalProtocolError("delayed writer without an emulated link")
         while True:
             item = await self._outq.get()
             if item is None:

@@ -349,7 +349,8 @@ class ClientHandshake(_Base):
         sh: ServerHello = read_plain(payload, ServerHello, "server")
         if sh.version not in self._versions:
             raise UnsupportedVersion(f"server chose version {sh.version}, we offered {self._versions}")
-        assert self._eph is not None
+        if self._eph is None:
+            raise LocalProtocolError("a server hello before our client hello")
         dh = _dh(self._eph, sh.ephemeral)
         th_a = _h(self._th, struct.pack(">H", sh.version), sh.ephemeral)
         k_hs_s, k_hs_c = _kdf(dh, th_a, _HS_INFO)

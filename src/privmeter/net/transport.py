@@ -52,6 +52,7 @@ from typing import Any
 from privmeter.crypto.numtheory import SYSTEM_RNG, RandomSource
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import (
+    LocalProtocolError,
     MalformedMessage,
     PrivmeterError,
     TransportError,
@@ -204,7 +205,8 @@ class Server:
     async def serve_forever(self) -> None:
         if self._server is None:
             await self.start()
-        assert self._server is not None
+        if self._server is None:
+            raise TransportError("the server did not start")
         await self._server.serve_forever()
 
     async def close(self) -> None:
@@ -275,7 +277,8 @@ class Server:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        assert task is not None
+        if task is None:
+            raise TransportError("a connection accepted outside an asyncio task")
         self._tasks.add(task)
         try:
             await self._serve(reader, writer)
@@ -386,7 +389,8 @@ class Server:
         return await call_handler(self.handler, peer_id, msg)
 
     async def _outage_watchdog(self, conn: Connection) -> None:
-        assert self.emulation is not None
+        if self.emulation is None:
+            raise LocalProtocolError("outage watchdog without a network emulator")
         start = self.emulation.next_outage(conn.peer_id, self.now())
         if start is None:
             return
@@ -446,7 +450,8 @@ async def connect(
                         await writer.drain()
                 raise
             await writer.drain()
-            assert hs.result is not None
+            if hs.result is None:
+                raise TransportError("the handshake ended without a session")
             payload = await read_frame(reader, max_frame)
             if payload is None:
                 raise TransportError("server closed the connection after the handshake")

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from privmeter.errors import LocalProtocolError
 from privmeter.privacy.metrics import (
     GainEstimate,
     LogisticModel,
@@ -303,7 +304,8 @@ def evaluate(
             continue
         logit = _slot_logit(y, tr_mask, slots_per_day)[slot][:, :, None]
         feats = fold_features(train) if fold_features is not None else features
-        assert isinstance(feats, np.ndarray)
+        if not isinstance(feats, np.ndarray):
+            raise LocalProtocolError(f"features must be an array, got {type(feats).__name__}")
         xa = np.concatenate([logit, feats], axis=2)
         xb = logit
         te_mask = np.zeros_like(m)

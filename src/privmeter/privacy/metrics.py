@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from privmeter.errors import LocalProtocolError
+
 __all__ = [
     "GainEstimate",
     "LogisticModel",
@@ -120,7 +122,8 @@ class LogisticModel:
         self.f1_threshold = 0.5
 
     def _design(self, x: FloatArray) -> FloatArray:
-        assert self.mean is not None and self.scale is not None
+        if self.mean is None or self.scale is None:
+            raise LocalProtocolError("the model is used before fit()")
         z = (x - self.mean) / self.scale
         return np.hstack([np.ones((len(z), 1)), z])
 

@@ -277,7 +277,9 @@ class BillingLedger:
             raise TariffError(f"no registered plan bills with feed {feed.feed_id!r}", feed_id=feed.feed_id)
         for plan in users:
             vk = plan.tariff.verify_key
-            assert vk is not None
+            if vk is None:
+                raise TariffError(f"plan {plan.plan_id!r} bills with feed {feed.feed_id!r} but has no feed key",
+                                  feed_id=feed.feed_id)
             feed.verify(vk)  # InvalidSignature
         merged = feed if self.feed is None else self.feed.merge(feed)
         self.store.put_feed(feed.digest(), feed.to_json())

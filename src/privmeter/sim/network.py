@@ -157,7 +157,8 @@ async def _run(world: World, out: Path, fleets: int, speed: float, round_timeout
                 "--host", "127.0.0.1", "--port", str(server.port), "--headend-key", hexkey,
                 stdout=asyncio.subprocess.PIPE, env=env)
             procs.append(cp)
-            assert cp.stdout is not None
+            if cp.stdout is None:
+                raise TransportError("concentrator process has no stdout pipe")
             line = (await asyncio.wait_for(cp.stdout.readline(), 300)).decode().split()
             if len(line) != 2 or line[0] != "LISTEN":
                 raise TransportError(f"concentrator of {g} did not start")

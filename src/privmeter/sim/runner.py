@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from privmeter.crypto.paillier import MIN_KEY_BITS
-from privmeter.errors import PrivmeterError
+from privmeter.errors import PlanError, PrivmeterError
 from privmeter.grid.plans import Plan
 from privmeter.grid.pricefeed import PriceFeed
 from privmeter.parties.concentrator import Concentrator, Relayed, hierarchical_totals
@@ -278,7 +278,8 @@ def _truth_bill(plan: Plan, feed: PriceFeed | None, readings: Mapping[int, int],
         total += wh * price
     dr = plan.demand_response
     for (kind, _e, _t), wh in adjustments.items():
-        assert dr is not None
+        if dr is None:
+            raise PlanError(f"plan {plan.plan_id!r} has no demand response, yet the meter reported a {kind!r} amount")
         total += wh * (dr.penalty_price if kind == DR_EXCESS else -dr.rebate_price)
     return total + int(plan.fixed_charge(range(start, end)))
 

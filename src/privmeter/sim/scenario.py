@@ -33,7 +33,7 @@ from pathlib import Path
 from privmeter.crypto import elgamal
 from privmeter.crypto.paillier import MIN_KEY_BITS, PaillierPrivateKey, generate_keypair
 from privmeter.crypto.signing import SigningKey
-from privmeter.errors import BaseNotDerived, ConfigError
+from privmeter.errors import BaseNotDerived, ConfigError, PlanError
 from privmeter.grid.plans import Plan, builtin_plan, builtin_plan_names, load_plan
 from privmeter.grid.pricefeed import PriceFeed, demo_feed_signing_key
 from privmeter.grid.profiles import default_cache_dir
@@ -322,7 +322,8 @@ def build(sc: Scenario, *, progress: Callable[[str, int, int], None] | None = No
     for plan in plans.values():
         if plan.tariff.kind == "realtime":
             fid = plan.tariff.feed_id
-            assert fid is not None
+            if fid is None:
+                raise PlanError(f"real-time plan {plan.plan_id!r} names no price feed")
             prices = day_ahead_prices(plan, first, sc.intervals, sc.seed)
             world.feeds[plan.plan_id] = PriceFeed.publish(demo_feed_signing_key(fid), fid,
                                                            plan.interval_seconds, prices)
@@ -412,7 +413,8 @@ def _lcl_households(sc: Scenario, plans: dict[str, Plan]) -> tuple[list[Househol
             meter_id=f"lcl{i:03d}", group="", signing_key=_meter_key(sc, 10_000 + i),
             secret_key=household_key(sc, 10_000 + i), plan=plan,
             load=MeterLoad(1800, first * 1800, fixed=fixed), truth_kwh_profile="lcl"))
-    assert first is not None
+    if first is None:
+        raise ConfigError("the LCL scenario needs at least one household")
     return specs, first
 
 

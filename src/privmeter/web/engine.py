@@ -66,6 +66,7 @@ from privmeter.errors import (
     BudgetExceeded,
     ConfigError,
     InvalidProof,
+    LocalProtocolError,
     PrivmeterError,
 )
 from privmeter.parties.engine import IntervalEngine
@@ -306,8 +307,7 @@ class DemoEngine:
             with contextlib.suppress(Exception):
                 self._wire.close()
             with contextlib.suppress(Exception):
-                assert self.core is not None
-                self.core.store.close()
+                self._running_core().store.close()
 
     def _drain_commands(self) -> None:
         while True:
@@ -370,8 +370,7 @@ class DemoEngine:
         On a lossy link a message is lost for good unless ``retries`` resends it (set-up uses that;
         an interval's lost masked input is what the aggregation's dropout recovery is for).
         """
-        core = self.core
-        assert core is not None
+        core = self._running_core()
         answered: set[str] = set()
         sent = {m: list(ms) for m, ms in outgoing.items() if ms and not (skip_offline and m in self.offline)}
         ups: dict[str, list[Any]] = {}
@@ -424,8 +423,7 @@ class DemoEngine:
 
     # -- one interval -----------------------------------------------------------------------------
     def _step(self) -> None:
-        core = self.core
-        assert core is not None
+        self._running_core()  # set up
         t = self.current + 1
         if t > self.last + 1:  # the drain interval finalises the last real one
             self.finished = True
@@ -433,7 +431,8 @@ class DemoEngine:
             return
         now = (t + 1) * self.interval_seconds
         self._now = now
-        assert self._engine is not None
+        if self._engine is None:
+            raise LocalProtocolError("the demo deployment is not set up yet")
         # the one interval engine (parties/engine.py), on this thread, over _deliver
         asyncio.run(self._engine.interval(self.groups, t, now=now, close=self._close, on_event=self._event_row))
         self.current = t
@@ -442,8 +441,7 @@ class DemoEngine:
     def _close(self, g: str, now: int) -> IntervalOutcome:
         """The core's close of the interval, with the operator's forced event (a tightened Cmax
         for this interval) and the dashboard's bookkeeping; the engine runs the event."""
-        core = self.core
-        assert core is not None
+        core = self._running_core()
         grp = core.groups[g]
         dm = grp.dm
         forced = g in self._pending.force and dm is not None
@@ -488,12 +486,12 @@ class DemoEngine:
 
     def _event_row(self, g: str, ev: Any) -> None:
         """After the engine ran an event: its row and alert on the dashboard."""
-        core = self.core
-        assert core is not None
+        core = self._running_core()
         t, now = self.current + 1, self._now
         total_w, forced = self._event_context.get(g, (None, False))
         dm = core.groups[g].dm
-        assert dm is not None
+        if dm is None:
+            raise LocalProtocolError(f"feeder {g!r} runs no demand management")
         e = dm.events[ev.event_id]
         per = max(1, ev.duration_minutes * 60 // self.interval_seconds)
         row = {
@@ -530,8 +528,7 @@ class DemoEngine:
             self.next_period[m] = p + 1
         # every due statement goes out in one concurrent phase, every answer comes back in another
         issued = [(m, p, st) for m, p in due if (st := self._issue(m, p, now)) is not None]
-        core = self.core
-        assert core is not None
+        core = self._running_core()
         got = self._wire.down({f"hh:{m}": [core.settle_request(st, p)] for m, p, st in issued},
                               retries=3)  # the household's own line, retransmitted if the link loses it
         answers: dict[str, list[Any]] = {}
@@ -563,8 +560,7 @@ class DemoEngine:
 
     def _issue(self, m: str, p: int, now: int) -> Statement | None:
         """The head-end's statement for (m, p) (forged if the operator asked the utility to cheat)."""
-        core = self.core
-        assert core is not None
+        core = self._running_core()
         try:
             st = core.statement(m, p, now=now)
         except PrivmeterError as exc:
@@ -587,8 +583,7 @@ class DemoEngine:
 
     def _settled(self, m: str, p: int, st: Statement, up: Any, now: int) -> None:
         """The head-end checks the household's answer; the auditor re-checks a paid or disputed bill."""
-        core = self.core
-        assert core is not None
+        core = self._running_core()
         row = self.bills[(m, p)]
         cheat = bool(row["cheat"])
         try:
@@ -623,8 +618,7 @@ class DemoEngine:
 
     def _forge(self, st: Statement) -> Statement:
         """The cheating utility: E(bill) + CHEAT_INFLATION, re-signed (a valid head-end signature)."""
-        core = self.core
-        assert core is not None
+        core = self._running_core()
         pk = core.household_keys[st.meter_id]
         inflated = pk.ciphertext_from_bytes(st.bill_ciphertext) + CHEAT_INFLATION
         fields = {f.name: getattr(st, f.name) for f in dataclasses.fields(st) if f.name != "signature"}
@@ -633,8 +627,7 @@ class DemoEngine:
 
     def _audit(self, m: str, st: Statement, proof: BillProof | None) -> str:
         """A third-party audit from public data only (signed log, tariff, statement, proof)."""
-        core = self.core
-        assert core is not None
+        core = self._running_core()
         h = self.specs[m]
         records = [record_from_bytes(b) for b in core.store.records(m, st.start, st.end)]
         # a disputed statement has no proof: the audit fails (or passes) on the log before the proof
@@ -692,8 +685,7 @@ class DemoEngine:
 
     def probe(self, meter: str, *, attempts: int = 4) -> dict[str, Any]:
         """The curious utility binary-searches one meter's power with repeated comparison events."""
-        core = self.core
-        assert core is not None
+        core = self._running_core()
         self._meter(meter)
         g = self.group_of[meter]
         dm = core.groups[g].dm
@@ -753,6 +745,12 @@ class DemoEngine:
             except Exception:
                 self._occupancy = {}
         return self._occupancy.get(meter)
+
+    def _running_core(self) -> HeadEndCore:
+        """The head-end core (:class:`~privmeter.errors.LocalProtocolError` before the deployment is set up)."""
+        if self.core is None:
+            raise LocalProtocolError("the demo deployment is not set up yet")
+        return self.core
 
     def _meter(self, meter: str) -> MeterAgent:
         m = self.meters.get(meter)
