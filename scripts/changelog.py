@@ -8,6 +8,7 @@ A commit names its issue in its subject as ``(#N)``; the commits made before tha
 import collections
 import re
 import subprocess
+
 groups = {
  2: ("Foundation and verifiable private billing (Paillier)", "5d53c14 264bea4 04e0ea1 1cdfde4 1b2cd3e 5195827 62cd89e e3133de b04e309 d317867 7e60bfe f94fefa"),
  3: ("Private real-time load aggregation (SMC secure sum)", "da53062 02dd36b 3019ed3 85fa76a 7d7ba6d b54cbd3 6137d52 59e2587 943577b b47d09c 2ce5243 cdc075b b6498ac"),
