@@ -73,6 +73,20 @@ def files(tmp_path_factory: pytest.TempPathFactory, sim_cache: Path) -> dict[str
     f["log_binary"].write_bytes(b"\x00\xff\xfe")
     f["key_dir"] = d / "keys"
     f["cache"] = sim_cache
+    # head-end configs with demand management (docs/deploy.md): each a bad [demand] key
+    from privmeter.app.config import starter
+
+    he = starter("headend", today="2026-03-01").replace("enabled = false", "enabled = true")
+    for name, old, new in (
+        ("dr_cmin_above_cmax", "cmin_w_per_household = 50", "cmin_w_per_household = 5000"),
+        ("dr_negative_cmax", "cmax_w_per_household = 1200", "cmax_w_per_household = -1"),
+        ("dr_event_minutes", "event_minutes = 30", "event_minutes = 0"),
+        ("dr_long_event", "event_minutes = 30", "event_minutes = 1441"),
+        ("dr_enabled_string", "enabled = true", 'enabled = "yes"'),
+        ("dr_unknown_key", "event_minutes = 30", "threshold_w = 2000"),
+    ):
+        f[name] = d / f"{name}.toml"
+        f[name].write_text(he.replace(old, new))
     assert main(["keygen", "meter", "--out", str(f["key_dir"])]) == 0
     return {k: str(v) for k, v in f.items()}
 
@@ -177,6 +191,12 @@ MATRIX: list[tuple[str, str]] = [
     ("headend --config {empty}", "format must be"),
     ("headend invite --config {empty} --meter m-1", "format must be"),
     ("headend nosuchaction --config {empty}", "invalid choice"),
+    ("headend --config {dr_cmin_above_cmax}", "demand.cmin_w_per_household (5000) must not exceed"),
+    ("headend --config {dr_negative_cmax}", "demand.cmax_w_per_household: expected an integer >= 0, got -1"),
+    ("headend --config {dr_event_minutes}", "demand.event_minutes: expected 1..1440 minutes, got 0"),
+    ("headend --config {dr_long_event}", "demand.event_minutes: expected 1..1440 minutes, got 1441"),
+    ("headend --config {dr_enabled_string}", "demand.enabled: expected bool, got 'yes'"),
+    ("headend --config {dr_unknown_key}", "unknown key demand.threshold_w; expected one of cmax_w_per_household"),
     ("household --config {missing}", "cannot read config"),
     ("meter --config {truncated}", "not valid TOML"),
     ("enrol --config {missing} --ticket x", "cannot read config"),

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import privmeter
-from privmeter.app.config import load_config, starter
+from privmeter.app.config import HeadendConfig, load_config, starter
 from privmeter.app.state import generate, load_household
 from privmeter.cli import COMMANDS, main
 from privmeter.crypto.signing import SigningKey
@@ -101,9 +101,23 @@ def test_config_is_strict(tmp_path: Path) -> None:
     p.write_text(starter("headend").replace("min_household_key_bits = 3072", "min_household_key_bits = 1024"))
     with pytest.raises(ConfigError, match="min_household_key_bits"):
         load_config(p, "headend")
-    p.write_text(starter("headend").replace("enabled = false", "enabled = true"))
-    with pytest.raises(ConfigError, match="demand management does not run in a deployment yet"):
-        load_config(p, "headend")
+    # demand management runs in a deployment: its keys are checked like any other
+    dr = starter("headend", today="2026-03-01").replace("enabled = false", "enabled = true")
+    p.write_text(dr.replace("event_minutes = 30", "event_minutes = 15"))
+    he = load_config(p, "headend")
+    assert isinstance(he, HeadendConfig)
+    assert (he.demand, he.cmin_w_per_household, he.cmax_w_per_household, he.event_minutes) == (True, 50, 1200, 15)
+    for old, new, what in (
+        ("cmin_w_per_household = 50", "cmin_w_per_household = 1300", "must not exceed demand.cmax"),
+        ("cmin_w_per_household = 50", "cmin_w_per_household = -5", "cmin_w_per_household: expected an integer >= 0"),
+        ("event_minutes = 30", "event_minutes = 0", "event_minutes: expected 1..1440"),
+        ("event_minutes = 30", "event_minutes = 30.5", "event_minutes: expected int"),
+        ("enabled = true", "enabled = 1", "demand.enabled: expected bool"),
+        ("event_minutes = 30", "cmax = 3", "unknown key demand.cmax"),
+    ):
+        p.write_text(dr.replace(old, new))
+        with pytest.raises(ConfigError, match=what):
+            load_config(p, "headend")
     # billing periods: calendar months by default, starting on the 1st
     p.write_text(starter("headend", today="2026-03-01"))
     he = load_config(p, "headend")
@@ -235,6 +249,8 @@ def test_cluster_config_keys_and_overrides(tmp_path: Path) -> None:
         "unknown key store.sqlite": base + '\n[cluster]\nshards = 2\n[store]\nsqlite = "x"\n',
         "data concentrators cannot serve a sharded head-end yet": base.replace(
             '# feeder-1 = "<its Ed25519 key>"', 'feeder-1 = "' + "ab" * 32 + '"') + "\n[cluster]\nshards = 2\n" + pg,
+        "demand management does not run on a sharded head-end yet": base.replace(
+            "enabled = false", "enabled = true") + "\n[cluster]\nshards = 2\n" + pg,
         "no password in the config file": base + '\n[cluster]\nshards = 2\n[store]\n'
                                                  'postgres = "postgresql://u:secret@db/privmeter"\n',
     }

@@ -119,3 +119,84 @@ def test_policy_state_round_trips_and_refuses_intervals_older_than_its_memory() 
     with pytest.raises(MembershipChangeRefused):
         q.serve("g", 7)  # never served, but older than 7 days before 1400: forgotten, so refused
     q.serve("g", 1401)
+
+
+# -- demand management in a deployed meter: an agent per roster, one budget, directives kept ------
+
+DR_PLAN = Path(__file__).parents[1] / "app" / "plan-dr-3s.toml"
+
+
+def _dr_meter(store: MeterLedgerStore, pk, roster: dict[str, SigningKey]):  # type: ignore[no-untyped-def]
+    from privmeter.crypto.elgamal import GROUPS
+    from privmeter.grid.plans import load_plan
+    from privmeter.parties.meter import MeterAgent, MeterLoad
+
+    plan = load_plan(DR_PLAN)
+    load = MeterLoad(3, fixed={t: 4 for t in range(1000, 1100)})  # 4 Wh per 3 s: 4800 W
+    return MeterAgent("m00000", KEYS["m00000"], pk, HEADEND.verify_key, plan, load, group="g",
+                      group_keys={m: k.verify_key for m, k in roster.items()}, comparison_group=GROUPS["test512"],
+                      min_survivors=3, ledger=store)
+
+
+def _event(meter, last: int, threshold: int):  # type: ignore[no-untyped-def]
+    """One event over ``meter`` (and its roster's echoes), as a head-end runs it; returns the bit."""
+    from privmeter.protocol.billing import canonical
+    from privmeter.protocol.demand import ECHO_CONTEXT, DemandManager, Echo
+
+    meter.records_for(last)  # the meter's reading of interval ``last``
+    now = (last + 1) * 3
+    dm = DemandManager(HEADEND, "g", meter.group_keys, cmin_w=0, cmax_w=1, level_above_w=1000, level_below_w=0,
+                       interval_seconds=3, min_group_bits=512)
+    ev = dm.open_event(threshold, side="above", action="curtail", start_interval=last + 1, now=now)
+    offer, echo = meter.handle(ev, now=now)
+    dm.receive_offer(offer)
+    dm.receive_echo(echo)
+    for m in sorted(meter.group_keys):  # the other members' echoes of the same event
+        if m != meter.meter_id:
+            payload = canonical(ev.event_id, "g", m, ev.digest())
+            dm.receive_echo(Echo(event_id=ev.event_id, group_id="g", meter_id=m, digest=ev.digest(),
+                                 signature=KEYS[m].sign(ECHO_CONTEXT, payload)))
+    meter.handle(dm.echo_bundle(ev.event_id), now=now)
+    (q,) = dm.queries(ev.event_id, now=now, meters=[meter.meter_id])
+    bit = dm.receive_answer(*meter.handle(q, now=now), now=now)
+    for d in dm.directives(ev.event_id, now=now):
+        meter.handle(d, now=now)
+    return bit
+
+
+def test_a_meter_takes_part_from_its_first_roster_on_and_a_restart_gives_no_new_budget(tmp_path: Path) -> None:
+    from privmeter.crypto.paillier import generate_keypair
+    from privmeter.parties.meter_state import restore_journal, sync_journal
+
+    pk, _sk = generate_keypair(512, insecure_for_tests=True)
+    store = MeterLedgerStore(tmp_path / "state.db")
+    alone = {"m00000": KEYS["m00000"]}
+    meter = _dr_meter(store, pk, alone)
+    assert meter.demand is None and "roster size 1" in (meter.demand_error or "")  # no group yet
+    four = {m: KEYS[m] for m in list(KEYS)[:4]}
+    meter.set_roster({m: k.verify_key for m, k in four.items()})  # the signed roster arrives
+    assert meter.demand is not None and meter.demand.quorum == 3
+    budget = meter.budget
+    assert _event(meter, 1010, threshold=2000) is True  # 4800 W >= 2000 W: directed
+    sync_journal(store, meter)
+    assert [d.event_id for d in meter.directives] and meter.budget is not None
+    assert meter.budget.used_today(1011 * 3) == 1
+    # a roster change rebuilds the agent around the same budget: no new bit
+    five = {m: KEYS[m] for m in list(KEYS)[:5]}
+    meter.set_roster({m: k.verify_key for m, k in five.items()})
+    assert meter.budget is budget and meter.demand is not None and meter.demand.budget is budget
+    with pytest.raises(BudgetExceeded):
+        _event(meter, 1012, threshold=2000)
+    meter.set_roster({m: k.verify_key for m, k in five.items()}, demand=False)
+    assert meter.demand is None and meter.demand_error == "demand management is off"
+    store.close()
+    # a restart: the budget, the directive (and its window's DR records) come back from state.db
+    store = MeterLedgerStore(tmp_path / "state.db")
+    meter = _dr_meter(store, pk, five)
+    restore_journal(store, meter)
+    assert [d.action for d in meter.directives] == ["curtail"]
+    assert meter.budget is not None and meter.budget.used_today(1011 * 3) == 1
+    assert [r.kind for r in meter.records_for(1020)] == ["energy", "dr_excess", "dr_rebate"]
+    with pytest.raises(BudgetExceeded):
+        _event(meter, 1021, threshold=2000)
+    store.close()

@@ -84,6 +84,7 @@ class HeadendConfig:
     cmin_w_per_household: int = 50
     cmax_w_per_household: int = 1200
     concentrators: tuple[tuple[str, str], ...] = ()  # (group, the concentrator's Ed25519 key, hex)
+    event_minutes: int = 30  # capped by each group's plan (max_event_minutes)
     ops: Ops = field(default_factory=Ops)
     cluster: ClusterConfig | None = None  # None: one process on SQLite (the embedded default)
 
@@ -140,7 +141,8 @@ _SCHEMA: dict[str, dict[str, dict[str, type | tuple[type, ...]]]] = {
                     "settle_after_intervals": int},
         "aggregation": {"group_size": int, "min_survivors": int, "round_timeout_s": (int, float)},
         "keys": {"min_household_key_bits": int},
-        "demand": {"enabled": bool, "cmin_w_per_household": int, "cmax_w_per_household": int},
+        "demand": {"enabled": bool, "cmin_w_per_household": int, "cmax_w_per_household": int,
+                   "event_minutes": int},
         "concentrators": {"*": str},
         "operations": {"http_host": str, "http_port": int, "log_format": str},
         "cluster": {"address": str, "shards": int},
@@ -318,9 +320,14 @@ def load_config(path: str | Path, role: str, *, cluster: str | None = None, shar
             datetime.date.fromisoformat(start)
         except ValueError:
             raise ConfigError(f"{src}: billing.start: expected a date YYYY-MM-DD, got {start!r}") from None
-        if f.get("demand.enabled", False):
-            raise ConfigError(f"{src}: demand.enabled: demand management does not run in a deployment yet "
-                              "(a meter's comparison roster would be fixed at start-up); see docs/deploy.md")
+        cmin = _positive(f.get("demand.cmin_w_per_household", 50), f"{src}: demand.cmin_w_per_household", 0)
+        cmax = _positive(f.get("demand.cmax_w_per_household", 1200), f"{src}: demand.cmax_w_per_household", 0)
+        if cmin > cmax:
+            raise ConfigError(f"{src}: demand.cmin_w_per_household ({cmin}) must not exceed "
+                              f"demand.cmax_w_per_household ({cmax})")
+        ev_min = f.get("demand.event_minutes", 30)
+        if not 1 <= ev_min <= 1440:
+            raise ConfigError(f"{src}: demand.event_minutes: expected 1..1440 minutes, got {ev_min}")
         pi = f.get("billing.period_intervals")
         pd = f.get("billing.period_days")
         if pi is None and pd is None and not start.endswith("-01"):
@@ -340,6 +347,9 @@ def load_config(path: str | Path, role: str, *, cluster: str | None = None, shar
                                    shards if shards is not None else f.get("cluster.shards"),
                                    f.get("store.postgres"), src=src,
                                    table="cluster" in doc or cluster is not None or shards is not None)
+        if sharded is not None and f.get("demand.enabled", False):
+            raise ConfigError(f"{src}: demand.enabled: demand management does not run on a sharded head-end yet "
+                              "(its shards hold the feeders); run it on one process, see docs/scale.md")
         if sharded is not None and concs:
             raise ConfigError(f"{src}: concentrators: data concentrators cannot serve a sharded head-end yet "
                               "(its front door routes by meter); see docs/scale.md")
@@ -354,9 +364,8 @@ def load_config(path: str | Path, role: str, *, cluster: str | None = None, shar
             min_survivors=_positive(f.get("aggregation.min_survivors", 5), f"{src}: aggregation.min_survivors", 2),
             round_timeout_s=float(f.get("aggregation.round_timeout_s", 30.0)),
             min_household_key_bits=bits, demand=f.get("demand.enabled", False),
-            cmin_w_per_household=f.get("demand.cmin_w_per_household", 50),
-            cmax_w_per_household=f.get("demand.cmax_w_per_household", 1200), concentrators=tuple(sorted(concs)),
-            ops=ops)
+            cmin_w_per_household=cmin, cmax_w_per_household=cmax, event_minutes=ev_min,
+            concentrators=tuple(sorted(concs)), ops=ops)
     if role == "household":
         from privmeter.protocol.codec import check_id
 
@@ -417,10 +426,11 @@ round_timeout_s = 30
 min_household_key_bits = 3072    # refuse household Paillier keys below this (2048 or 3072)
 
 [demand]
-enabled = false                  # demand management (each meter brings one-use comparison keys):
-                                 # not available in a deployment yet (docs/deploy.md)
-cmin_w_per_household = 50
-cmax_w_per_household = 1200
+enabled = false                  # demand management: when a group's total leaves [Cmin, Cmax], secure
+                                 # comparisons (each meter brings one-use keys) and directives (docs/deploy.md)
+cmin_w_per_household = 50        # Cmin = this x the group's members (W of average power; private)
+cmax_w_per_household = 1200      # Cmax = this x the group's members
+event_minutes = 30               # an event's window (capped by the plan's max_event_minutes)
 
 [concentrators]                  # data concentrators (untrusted relays, one per feeder group), if any:
 # feeder-1 = "<its Ed25519 key>" # group = the verify_key of its concentrator.pub.json (printed by

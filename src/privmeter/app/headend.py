@@ -69,11 +69,12 @@ from privmeter.parties.keys import household_key_and_proof
 from privmeter.parties.messages import Hello
 from privmeter.parties.registry import Member, Registry
 from privmeter.protocol.codec import encode
+from privmeter.protocol.demand import DemandEvent
 from privmeter.protocol.periods import MONTHLY, period_bounds, period_of
 from privmeter.protocol.records import ReadingRecord, check_household_key
 from privmeter.protocol.settlement import BillProof, Dispute
 
-__all__ = ["Deployment", "add_arguments", "load_plans", "run", "serve"]
+__all__ = ["Deployment", "add_arguments", "load_plans", "record_event", "run", "serve"]
 
 log = logging.getLogger("privmeter.headend")
 
@@ -161,10 +162,13 @@ class Deployment:
             roster = tuple(sorted(ms))
             if self.group_members.get(g) != roster:
                 plan = self.plans[active[roster[0]].plan_id][0]
+                dr = plan.demand_response  # as `privmeter simulate` configures a feeder
                 self.core.define_group(GroupConfig(
                     group_id=g, members=roster, min_survivors=self.cfg.min_survivors,
                     cmin_w=self.cfg.cmin_w_per_household * len(roster),
                     cmax_w=self.cfg.cmax_w_per_household * len(roster),
+                    level_above_w=dr.cap_w if dr is not None else 3000,
+                    event_minutes=min(self.cfg.event_minutes, dr.max_event_minutes if dr is not None else 240),
                     max_events_per_day=plan.privacy.comparisons_per_day))
                 self.group_members[g] = roster
         for g in set(self.group_members) - set(groups):
@@ -225,7 +229,7 @@ class Deployment:
 
     # -- signed documents ---------------------------------------------------------------------
     def roster(self, group: str) -> RosterUpdate:
-        doc = {"kind": "roster", "group": group, "version": self.version,
+        doc = {"kind": "roster", "group": group, "version": self.version, "demand": self.core.demand,
                "members": {m: self.members[m].meter_key.hex() for m in self.group_members.get(group, ())},
                "concentrator": self.concentrator_of(group)}
         text, sig = sign_doc(self.core.signing_key, doc)
@@ -327,6 +331,28 @@ class Deployment:
         return handle
 
 
+def record_event(core: HeadEndCore, store: HeadEndStore, metrics: HeadendMetrics, group: str,
+                 ev: DemandEvent) -> dict[str, Any]:
+    """After an event's exchanges: persist what the utility learnt (its threshold, one bit per
+    answering meter, the meters directed; no reading) with the event in ``he_events``, count
+    it in the metrics and log it.  Returns the stored event."""
+    info = next(e for e in store.events() if e["event_id"] == ev.event_id)
+    out = core.event_outcome(ev.event_id)
+    interval = info["interval"]
+    info = {k: v for k, v in info.items() if k not in ("event_id", "group", "interval")} | out
+    store.put_event(ev.event_id, group, interval, info)
+    members = len(core.groups[group].cfg.members)
+    metrics.comparisons.labels("answered").inc(len(out["bits"]))
+    metrics.comparisons.labels("missing").inc(members - len(out["bits"]))
+    metrics.directives.labels(ev.action).inc(len(out["directed"]))
+    log.info("demand event %s in %s at interval %d: total %d W outside [%d, %d] W; %s to meters %s T "
+             "from interval %d for %d min; %d echoes, %d of %d meters compared, %d directed",
+             ev.event_id, group, interval, info["trigger_total_w"], info["cmin_w"], info["cmax_w"], ev.action,
+             ev.side, ev.start_interval, ev.duration_minutes, info["echoes"], len(out["bits"]), members,
+             len(out["directed"]))
+    return {**info, "event_id": ev.event_id, "group": group, "interval": interval}
+
+
 async def serve(cfg: HeadendConfig, *, stop: asyncio.Event | None = None) -> int:
     """Run the head-end until SIGTERM/SIGINT (or ``stop``)."""
     keys = load_headend(cfg.state_dir)
@@ -401,13 +427,17 @@ async def serve(cfg: HeadendConfig, *, stop: asyncio.Event | None = None) -> int
         metrics.events.inc(len(eng.log.events) - seen[1])
         seen[:] = [len(eng.log.results), len(eng.log.events)]
 
+    def on_event(group: str, ev: DemandEvent) -> None:  # one process on SQLite (a cluster runs no events)
+        record_event(core, core.store, metrics, group, ev)
+
     plan = RealtimePlan(groups=dep.groups, connected=dep.connected, min_connected=dep.min_connected,
                         period_of=dep.period_of, period_end=dep.period_end, settled=dep.settled,
                         preamble=dep.preamble)
     try:
         await run_realtime(eng, plan, interval_seconds=interval_seconds, clock=WallClock(), stop=stop,
                            restarted=dep.restarted, settle_after=cfg.settle_after_intervals,
-                           on_interval=on_interval, first_interval=first)
+                           on_interval=on_interval, first_interval=first,
+                           on_event=on_event if cfg.cluster is None else None)
     finally:
         log.info("head-end stopping")
         if http is not None:

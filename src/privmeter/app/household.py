@@ -77,6 +77,7 @@ from privmeter.parties.meter import MeterAgent, MeterLoad, SourceReadings
 from privmeter.parties.meter_service import round_of
 from privmeter.parties.meter_state import MeterLedgerStore, restore_journal, sync_journal
 from privmeter.protocol.codec import decode, encode
+from privmeter.protocol.demand import ComparisonQuery, DemandEvent, Directive, EchoBundle
 from privmeter.protocol.settlement import BillProof
 
 __all__ = ["HouseholdService", "add_arguments", "add_enrol_arguments", "enrol", "run", "run_enrol"]
@@ -127,23 +128,29 @@ class HouseholdService:
         self.ledger = MeterLedgerStore(st.dir / "state.db")
         self.roster_version = -1
         group_keys = {cfg.meter_id: st.meter_key.verify_key}
+        demand = bool(doc.get("demand"))
         if saved.get("roster"):
             r = verify_doc(self.headend_key, saved["roster"]["doc"], bytes.fromhex(saved["roster"]["signature"]),
                            kind="roster")
             group_keys = {m: VerifyKey.from_hex(k) for m, k in r["members"].items()}
             self.roster_version = int(r["version"])
+            demand = bool(r.get("demand", demand))
         from privmeter.grid.sources import open_source
 
         src = open_source(source or cfg.source, interval_seconds=self.interval_seconds)
         start = int(time.time()) // self.interval_seconds * self.interval_seconds
         load = MeterLoad(self.interval_seconds, start, fixed=SourceReadings(src))
-        cmp_group = GROUPS[DEFAULT_GROUP] if doc.get("demand") else None  # the meter's own one-use keys
+        # the meter's own one-use comparison keys; its demand agent is built on each signed
+        # roster (a restart rebuilds it from the saved one), its budget ledger is in state.db
         self.meter = MeterAgent(cfg.meter_id, st.meter_key, st.secret_key.public_key, self.headend_key, self.plan,
-                                load, group=doc["group"], group_keys=group_keys, comparison_group=cmp_group,
-                                min_survivors=int(doc["min_survivors"]), ledger=self.ledger)
+                                load, group=doc["group"], group_keys=group_keys,
+                                comparison_group=GROUPS[DEFAULT_GROUP], min_survivors=int(doc["min_survivors"]),
+                                ledger=self.ledger)
+        self.meter.set_roster(group_keys, demand=demand)
         restored = restore_journal(self.ledger, self.meter)
         if restored:
             log.info("restored %d readings from %s", restored, st.dir / "state.db")
+        self._demand_state()
         paid = {k: decode(b, expect=BillProof) for k, b in self.ledger.paid(cfg.meter_id).items()}
         self.home = HouseholdAgent(cfg.meter_id, st.secret_key, self.plan, self.headend_key,
                                    lambda: (self.meter.local_readings, self.meter.local_adjustments),
@@ -178,10 +185,49 @@ class HouseholdService:
         if v < self.roster_version:
             log.warning("ignoring an older roster (version %d < %d)", v, self.roster_version)
             return
+        changed = v != self.roster_version
         self.roster_version = v
-        self.meter.group_keys = {m: VerifyKey.from_hex(k) for m, k in r["members"].items()}
+        was = self.meter.demand is not None
+        self.meter.set_roster({m: VerifyKey.from_hex(k) for m, k in r["members"].items()},
+                              demand=bool(r.get("demand", self.doc.get("demand"))))
         self.saved["roster"] = {"doc": msg.doc, "signature": msg.signature.hex()}
         write_secret(self.st.enrolment_path, self.saved, force=True)
+        if changed:
+            log.info("roster version %d of %s: %d members", v, self.meter.group, len(self.meter.group_keys))
+        if changed or was != (self.meter.demand is not None):
+            self._demand_state()
+
+    def _demand_state(self) -> None:
+        """Log whether the meter takes part in demand management, and its budget used today."""
+        m = self.meter
+        if m.budget is not None:
+            self.metrics.comparisons_used_today.set(m.budget.used_today(int(time.time())))
+        if m.demand is not None:
+            log.info("demand management: on (echo quorum %d of %d members; %d of %d comparisons of "
+                     "today's readings used)", m.demand.quorum, len(m.group_keys),
+                     m.budget.used_today(int(time.time())) if m.budget else 0, self.plan.privacy.comparisons_per_day)
+        elif self.roster_version < 0 and self.doc.get("demand"):
+            log.info("demand management: waiting for the head-end's signed roster of %s", m.group)
+        else:
+            log.info("demand management: off (%s)", m.demand_error)
+
+    def _demand_done(self, msg: Any, out: list[Any], now: int) -> None:
+        """Count and log what the meter did with a demand-management message."""
+        m = self.meter
+        if isinstance(msg, ComparisonQuery):
+            self.metrics.comparisons.labels("answered", "").inc()
+            if m.budget is not None:
+                self.metrics.comparisons_used_today.set(m.budget.used_today(now))
+            log.info("comparison of event %s answered (one bit; %d of %d comparisons of today's readings used)",
+                     msg.event_id, m.budget.used_today(now) if m.budget else 0,
+                     self.plan.privacy.comparisons_per_day)
+        elif isinstance(msg, Directive):
+            ins = m.directives[-1]
+            self.metrics.directives.labels(ins.action).inc()
+            log.info("directive for event %s: %s from interval %d for %d min (limit %s W)", ins.event_id,
+                     ins.action, ins.start_interval, ins.duration_minutes, ins.limit_w)
+        elif isinstance(msg, DemandEvent):
+            log.info("demand event %s (%s, meters %s T): offer and echo sent", msg.event_id, msg.action, msg.side)
 
     async def handle(self, _peer: str, msg: Any) -> list[Any]:
         if isinstance(msg, ErrorMessage):
@@ -213,11 +259,16 @@ class HouseholdService:
         n = len(self.meter.local_readings)
         try:
             out = self.meter.handle(msg, now=now)
-        except PrivmeterError:
+        except PrivmeterError as exc:
             if t is not None:
                 self.metrics.rounds.labels("refused").inc()
+            if isinstance(msg, DemandEvent | ComparisonQuery | EchoBundle | Directive):
+                self.metrics.comparisons.labels("refused", exc.code).inc()
+                log.warning("demand-management message %s refused: %s (%s)", type(msg).__name__, exc.code, exc)
             raise
         sync_journal(self.ledger, self.meter)  # saved before the answers leave
+        if isinstance(msg, DemandEvent | ComparisonQuery | Directive):
+            self._demand_done(msg, out, now)
         self.metrics.readings.inc(len(self.meter.local_readings) - n)
         if t is not None:
             self.metrics.rounds.labels("answered").inc()

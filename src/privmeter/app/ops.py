@@ -10,10 +10,12 @@ closed (systemd's ``KillSignal=SIGTERM``).
 
 Metric names (all prefixed ``privmeter_``): ``connected_meters``,
 ``intervals_total{result="unmasked|failed"}``, ``records_total{result="accepted|refused",reason}``,
-``demand_events_total``, ``settlements_total{kind}``, ``enrolments_total{result}``;
+``demand_events_total``, ``comparisons_total{result="answered|missing"}``,
+``directives_total{action}``, ``settlements_total{kind}``, ``enrolments_total{result}``;
 households: ``readings_total``, ``rounds_total{result}``, ``settlements_total{kind}``,
-``connected``; concentrators: ``connected_meters``, ``upstream_connected``,
-``roster_meters``, ``relayed_messages_total{direction}``,
+``connected``, ``comparisons_total{result="answered|refused",reason}``,
+``comparisons_used_today``, ``directives_total{action}``; concentrators: ``connected_meters``,
+``upstream_connected``, ``roster_meters``, ``relayed_messages_total{direction}``,
 ``relayed_bytes_total{direction}``, ``refused_total{direction,reason}``.
 
 Security: the endpoint shows counts only (no meter ids, no readings); bind it
@@ -64,6 +66,10 @@ class HeadendMetrics:
         self.intervals = Counter("privmeter_intervals", "group intervals closed", ["result"], registry=r)
         self.records = Counter("privmeter_records", "billing records", ["result", "reason"], registry=r)
         self.events = Counter("privmeter_demand_events", "demand-management events", registry=r)
+        self.comparisons = Counter("privmeter_comparisons", "secure comparisons of demand-management events",
+                                   ["result"], registry=r)
+        self.directives = Counter("privmeter_directives", "demand-management directives sent", ["action"],
+                                  registry=r)
         self.settlements = Counter("privmeter_settlements", "settlement answers", ["kind"], registry=r)
         self.enrolments = Counter("privmeter_enrolments", "enrolment requests", ["result"], registry=r)
 
@@ -76,6 +82,13 @@ class HouseholdMetrics:
         self.readings = Counter("privmeter_readings", "interval readings reported", registry=r)
         self.rounds = Counter("privmeter_rounds", "head-end rounds", ["result"], registry=r)
         self.settlements = Counter("privmeter_settlements", "statements answered", ["kind"], registry=r)
+        self.comparisons = Counter("privmeter_comparisons", "demand-management messages answered or refused",
+                                   ["result", "reason"], registry=r)
+        self.comparisons_used_today = Gauge("privmeter_comparisons_used_today",
+                                            "comparisons charged on today's readings (the plan's budget)",
+                                            registry=r)
+        self.directives = Counter("privmeter_directives", "demand-management directives received", ["action"],
+                                  registry=r)
 
 
 class ConcentratorMetrics:

@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 class ClusterCore:
     """The head-end core's bookkeeping interface, on a :class:`ClusterHeadEnd` (see module doc)."""
 
-    demand = False  # demand management does not run in a deployment yet
+    demand = False  # demand management does not run on a cluster yet (the config refuses it)
 
     def __init__(self, head: ClusterHeadEnd, signing_key: SigningKey,
                  member: Callable[[str], Member | None]) -> None:

@@ -260,6 +260,7 @@ async def run_realtime(
     flush_every: int = 4,
     on_interval: Callable[[int], None] | None = None,
     first_interval: int | None = None,
+    on_event: Callable[[str, DemandEvent], None] | None = None,
 ) -> None:
     """Serve every interval on ``clock`` until ``stop`` is set (see the module docstring).
 
@@ -269,7 +270,8 @@ async def run_realtime(
     meters' last records have arrived by then); a member without an answer
     is asked again every interval while it is connected.  ``first_interval``:
     serve nothing before it (a restarted head-end passes the interval after
-    the last one it has a total for)."""
+    the last one it has a total for).  ``on_event(group, event)``: after each
+    demand-management event's exchanges (echoes, comparisons, directives)."""
     epoch_next: dict[str, int] = {}  # group -> the interval its running epoch opens next
     rosters: dict[str, tuple[str, ...]] = {}  # group -> the members its running epoch was set up for
     t = clock.now() // interval_seconds  # the interval in progress: served once it has ended
@@ -307,7 +309,7 @@ async def run_realtime(
             running[g] = ms
         if running:
             before = len(eng.log.results)
-            await eng.interval(running, t, now=now)
+            await eng.interval(running, t, now=now, on_event=on_event)
             for g in running:
                 epoch_next[g] = t + 1
             for g, res in eng.log.results[before:]:

@@ -169,7 +169,18 @@ class HeadEndCore:
 
     # -- setup -----------------------------------------------------------------------------
     def define_group(self, cfg: GroupConfig) -> None:
-        self.groups[cfg.group_id] = _Group(cfg)
+        """Define (or redefine, with a new roster) a group; its demand-management limits --
+        the running event's window, the events of each day -- carry over from the store."""
+        g = _Group(cfg)
+        for e in self.store.events():
+            if e.get("group") != cfg.group_id:
+                continue
+            start, minutes = e.get("start_interval"), e.get("duration_minutes")
+            if isinstance(start, int) and isinstance(minutes, int):
+                per = max(1, minutes * 60 // self.interval_seconds)
+                g.event_until = max(g.event_until, start + per - 1)
+                g.events_by_day[start * self.interval_seconds // 86400] += 1
+        self.groups[cfg.group_id] = g
         for m in cfg.members:
             self.meter_group[m] = cfg.group_id
 
@@ -391,6 +402,16 @@ class HeadEndCore:
         self.store.put_event(event_id, g.cfg.group_id, self._event_info(event_id)["interval"], info)
         self.cpu["demand"] += time.process_time() - t0
         return {d.meter_id: [d] for d in ds}
+
+    def event_outcome(self, event_id: str) -> dict[str, Any]:
+        """What the utility learnt in an event, for its records: its private threshold (W),
+        each answering meter's bit ``[x >= T]``, the interval of the reading each meter
+        compared (from its signed offer), and the meters directed -- no reading."""
+        _, dm = self._event_group(event_id)
+        e = dm.events[event_id]
+        return {"threshold_w": e.threshold, "bits": {m: bool(b) for m, b in sorted(e.results.items())},
+                "reading_intervals": {m: o.reading_interval for m, o in sorted(e.offers.items())},
+                "directed": sorted(e.directed)}
 
     def _event_info(self, event_id: str) -> dict[str, Any]:
         for e in self.store.events():

@@ -7,7 +7,9 @@ statements, price feeds) extended with the head-end's own tables:
 
 * ``he_totals``   group, interval -> private total (Wh), survivors, dropped;
 * ``he_events``   demand-management events (JSON summary: threshold side,
-  action, window, targets count -- never a reading);
+  action, window, targets count; a deployed head-end adds its threshold, each
+  meter's comparison bit, the compared reading's interval and the meters
+  directed -- never a reading);
 * ``he_settlements`` meter, period -> the household's answer to its
   statement (proof or dispute, codec bytes) and the proven bill;
 * ``he_meta``     key -> value (schema version of these tables, run info).

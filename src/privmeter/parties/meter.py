@@ -49,7 +49,7 @@ from privmeter.crypto.elgamal import Group
 from privmeter.crypto.keyagreement import AgreementKey, sign_advert, verify_advert
 from privmeter.crypto.paillier import EncryptedNumber, PaillierPublicKey
 from privmeter.crypto.signing import SigningKey, VerifyKey
-from privmeter.errors import UnexpectedMessage
+from privmeter.errors import LocalProtocolError, UnexpectedMessage
 from privmeter.grid.curtailment import apply_directive
 from privmeter.grid.plans import Plan
 from privmeter.grid.resample import interval_energy_wh
@@ -59,6 +59,7 @@ from privmeter.parties.meter_state import MeterLedgerStore, attach
 from privmeter.protocol.aggregation import AggregationMeter
 from privmeter.protocol.aggregation_messages import HEADEND_ID, IntervalStart, KeyAdvert, KeyBundle
 from privmeter.protocol.demand import (
+    ComparisonBudget,
     ComparisonQuery,
     DemandEvent,
     Directive,
@@ -280,14 +281,15 @@ class MeterAgent:
                                            interval_seconds=load.interval_seconds)
         self.ring: RingMeter | None = None
         self._ring_key: tuple[AgreementKey, KeyAdvert] | None = None
+        self.comparison_group = comparison_group
+        # the comparison budget outlives the demand agent: it is rebuilt for every roster
+        # (set_roster), the ledger of what was revealed is one for the meter's life
+        self.budget = ComparisonBudget.from_plan(plan) if comparison_group is not None else None
         self.demand: MeterDemandAgent | None = None
-        if comparison_group is not None:
-            self.demand = MeterDemandAgent.from_plan(
-                plan, meter_id, group, signing_key, headend_key, roster=self.group_keys,
-                key_group=comparison_group.name, allow_insecure_group=comparison_group.insecure)
+        self.demand_error: str | None = None  # why no demand agent runs (a roster too small, ...)
         if ledger is not None:
-            attach(ledger, meter_id, self.membership,
-                   self.demand.budget if self.demand is not None else None)
+            attach(ledger, meter_id, self.membership, self.budget)
+        self._build_demand(enabled=True)
         self.interval_seconds = load.interval_seconds
         self.now = 0
         self.unacked: dict[tuple[str, int, str, str], ReadingRecord] = {}
@@ -299,16 +301,59 @@ class MeterAgent:
         self._dr_windows: list[tuple[str, int, int]] = []  # (event id, first, last interval)
         self._next: int | None = load.first_interval  # first interval not yet reported
 
+    def _build_demand(self, *, enabled: bool) -> None:
+        """(Re)build the demand agent for the current roster, around the one budget."""
+        self.demand = None
+        self.demand_error = None
+        if self.comparison_group is None or self.budget is None:
+            self.demand_error = "no comparison group"
+            return
+        if not enabled:
+            self.demand_error = "demand management is off"
+            return
+        try:
+            self.demand = MeterDemandAgent.from_plan(
+                self.plan, self.meter_id, self.group, self.signing_key, self.headend_key,
+                roster=self.group_keys, budget=self.budget, key_group=self.comparison_group.name,
+                allow_insecure_group=self.comparison_group.insecure)
+        except LocalProtocolError as exc:  # e.g. a roster below the plan's group size
+            self.demand_error = str(exc)
+
+    def set_roster(self, group_keys: Mapping[str, VerifyKey], *, demand: bool = True) -> None:
+        """A new signed roster of the meter's group (checked by the caller): the keys it
+        aggregates with and the members whose echoes certify an event.  The demand agent
+        is rebuilt on it (``demand``: whether the head-end runs demand management); the
+        comparison budget and its ledger carry over, so a roster change gives no new budget."""
+        keys = dict(group_keys)
+        same = keys == self.group_keys and (self.demand is not None) == (demand and self.budget is not None)
+        self.group_keys = keys
+        if same:
+            return
+        old = self.demand
+        self._build_demand(enabled=demand)
+        if old is not None and self.demand is not None:  # events in flight keep their state
+            self.demand.events = old.events
+            self.demand._accepted_per_interval = old._accepted_per_interval
+
     def restore(self, readings: Mapping[int, int], adjustments: Mapping[tuple[str, str, int], int],
-                unacked: Iterable[ReadingRecord]) -> None:
+                unacked: Iterable[ReadingRecord], directives: Iterable[LoadInstruction] = ()) -> None:
         """After a restart: what this meter reported before (its journal, see
-        :mod:`privmeter.parties.meter_state`); it carries on after the last reading."""
+        :mod:`privmeter.parties.meter_state`); it carries on after the last reading,
+        inside the windows of the directives it received (their demand-response records)."""
         self.local_readings.update(readings)
         self.local_adjustments.update(adjustments)
         for rec in unacked:
             self.unacked[rec.slot] = rec
         if readings:
             self._next = max(self._next or 0, max(readings) + 1)
+        for ins in directives:
+            if all(d.event_id != ins.event_id for d in self.directives):
+                self.directives.append(ins)
+                self._dr_windows.append(self._window(ins))
+
+    def _window(self, ins: LoadInstruction) -> tuple[str, int, int]:
+        per = max(1, ins.duration_minutes * 60 // self.interval_seconds)
+        return ins.event_id, ins.start_interval, ins.start_interval + per - 1
 
     # -- billing ---------------------------------------------------------------------------
     def _record(self, interval: int, wh: int, kind: str = ENERGY, event_id: str = "") -> ReadingRecord:
@@ -448,7 +493,7 @@ class MeterAgent:
 
     def _demand(self, msg: Any) -> list[Any]:
         if self.demand is None:
-            raise UnexpectedMessage("this meter runs no demand management")
+            raise UnexpectedMessage(f"this meter runs no demand management ({self.demand_error})")
         now = self.now
         if isinstance(msg, DemandEvent):  # the reading compared: the meter's last, of its own interval
             last = max(self.local_readings) if self.local_readings else None
@@ -463,7 +508,6 @@ class MeterAgent:
             return [self.demand.receive_query(msg, now=now)]
         ins = self.demand.receive_directive(msg, now=now)
         self.directives.append(ins)
-        per = max(1, ins.duration_minutes * 60 // self.interval_seconds)
-        self._dr_windows.append((ins.event_id, ins.start_interval, ins.start_interval + per - 1))
+        self._dr_windows.append(self._window(ins))
         self.load.apply(ins)
         return []

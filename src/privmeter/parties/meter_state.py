@@ -22,14 +22,18 @@ lose an answer, never forget one that left.
 The same file keeps the meter's journal (:func:`sync_journal`,
 :func:`restore_journal`): the readings and demand-response amounts it
 reported (its household settles from them), and the billing records not yet
-acknowledged by a head-end receipt (resent after a restart).  Tables
-``readings(meter_id, interval, wh)``, ``adjustments(meter_id, kind,
-event_id, interval, wh)``, ``unacked(meter_id, slot, record)`` (``record``:
-the canonical signed record bytes).  The household agent's payments live
-here too: ``paid(meter_id, period, proof)`` (``proof``: the codec bytes of
-the one :class:`~privmeter.protocol.settlement.BillProof` given for that
-billing period), written before the proof leaves, so a restarted household
-never pays a period twice (:meth:`MeterLedgerStore.put_paid`).
+acknowledged by a head-end receipt (resent after a restart), and the
+demand-management directives it received (the household's own record; after
+a restart the meter keeps sending the event window's demand-response
+records).  Tables ``readings(meter_id, interval, wh)``, ``adjustments(meter_id,
+kind, event_id, interval, wh)``, ``unacked(meter_id, slot, record)``
+(``record``: the canonical signed record bytes), ``directives(meter_id,
+event_id, action, start_interval, duration_minutes, limit_w, received_at)``.
+The household agent's payments live here too: ``paid(meter_id, period,
+proof)`` (``proof``: the codec bytes of the one
+:class:`~privmeter.protocol.settlement.BillProof` given for that billing
+period), written before the proof leaves, so a restarted household never pays
+a period twice (:meth:`MeterLedgerStore.put_paid`).
 
 Security assumption: the file is the meter's own storage (not readable or
 writable by the utility).
@@ -44,7 +48,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from privmeter.errors import AlreadySettled, ConfigError
-from privmeter.protocol.demand import ComparisonBudget
+from privmeter.protocol.demand import ComparisonBudget, LoadInstruction
 from privmeter.protocol.membership import MembershipPolicy
 from privmeter.protocol.records import ReadingRecord, record_bytes, record_from_bytes
 
@@ -61,9 +65,11 @@ class JournalledMeter(Protocol):
     local_readings: dict[int, int]
     local_adjustments: dict[tuple[str, str, int], int]
     unacked: dict[tuple[str, int, str, str], ReadingRecord]
+    directives: list[LoadInstruction]
+    now: int
 
     def restore(self, readings: Mapping[int, int], adjustments: Mapping[tuple[str, str, int], int],
-                unacked: Iterable[ReadingRecord]) -> None: ...
+                unacked: Iterable[ReadingRecord], directives: Iterable[LoadInstruction] = ()) -> None: ...
 
 
 class MeterLedgerStore:
@@ -75,7 +81,7 @@ class MeterLedgerStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("CREATE TABLE IF NOT EXISTS ledger (meter_id TEXT PRIMARY KEY, doc TEXT NOT NULL)")
         self._db.executescript(_JOURNAL)
-        self._saved: dict[str, tuple[set[int], set[tuple[str, str, int]], set[str]]] = {}
+        self._saved: dict[str, tuple[set[int], set[tuple[str, str, int]], set[str], set[str]]] = {}
 
     def load(self, meter_id: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT doc FROM ledger WHERE meter_id = ?", (meter_id,)).fetchone()
@@ -122,20 +128,26 @@ CREATE TABLE IF NOT EXISTS unacked (meter_id TEXT NOT NULL, slot TEXT NOT NULL, 
     PRIMARY KEY (meter_id, slot));
 CREATE TABLE IF NOT EXISTS paid (meter_id TEXT NOT NULL, period INTEGER NOT NULL, proof BLOB NOT NULL,
     PRIMARY KEY (meter_id, period));
+CREATE TABLE IF NOT EXISTS directives (meter_id TEXT NOT NULL, event_id TEXT NOT NULL, action TEXT NOT NULL,
+    start_interval INTEGER NOT NULL, duration_minutes INTEGER NOT NULL, limit_w INTEGER,
+    received_at INTEGER NOT NULL, PRIMARY KEY (meter_id, event_id));
 """
 
 
 def sync_journal(store: MeterLedgerStore, meter: JournalledMeter) -> None:
-    """Save what ``meter`` reported since the last call (readings, DR amounts) and its
-    unacknowledged records, in one transaction: call it before sending the meter's answers."""
+    """Save what ``meter`` reported since the last call (readings, DR amounts, directives
+    received) and its unacknowledged records, in one transaction: call it before sending
+    the meter's answers."""
     mid = meter.meter_id
-    seen_r, seen_a, seen_u = store._saved.setdefault(mid, (set(), set(), set()))
+    seen_r, seen_a, seen_u, seen_d = store._saved.setdefault(mid, (set(), set(), set(), set()))
     new_r = [(mid, t, wh) for t, wh in meter.local_readings.items() if t not in seen_r]
     new_a = [(mid, k[0], k[1], k[2], wh) for k, wh in meter.local_adjustments.items() if k not in seen_a]
     unacked = {json.dumps(list(slot)): rec for slot, rec in meter.unacked.items()}
     gone = seen_u - set(unacked)
     fresh = [(mid, k, record_bytes(r)) for k, r in unacked.items() if k not in seen_u]
-    if not (new_r or new_a or gone or fresh):
+    new_d = [(mid, d.event_id, d.action, d.start_interval, d.duration_minutes, d.limit_w, meter.now)
+             for d in meter.directives if d.event_id not in seen_d]
+    if not (new_r or new_a or gone or fresh or new_d):
         return
     db = store._db
     db.execute("BEGIN IMMEDIATE")
@@ -144,6 +156,7 @@ def sync_journal(store: MeterLedgerStore, meter: JournalledMeter) -> None:
         db.executemany("INSERT OR REPLACE INTO adjustments VALUES (?, ?, ?, ?, ?)", new_a)
         db.executemany("DELETE FROM unacked WHERE meter_id = ? AND slot = ?", [(mid, k) for k in gone])
         db.executemany("INSERT OR REPLACE INTO unacked VALUES (?, ?, ?)", fresh)
+        db.executemany("INSERT OR IGNORE INTO directives VALUES (?, ?, ?, ?, ?, ?, ?)", new_d)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -152,11 +165,12 @@ def sync_journal(store: MeterLedgerStore, meter: JournalledMeter) -> None:
     seen_a.update((k, e, t) for _, k, e, t, _ in new_a)
     seen_u.difference_update(gone)
     seen_u.update(k for _, k, _ in fresh)
+    seen_d.update(e for _, e, *_ in new_d)
 
 
 def restore_journal(store: MeterLedgerStore, meter: JournalledMeter) -> int:
-    """Give a restarted ``meter`` back its readings, DR amounts and unacknowledged records;
-    returns the number of readings restored."""
+    """Give a restarted ``meter`` back its readings, DR amounts, unacknowledged records and
+    the directives it received; returns the number of readings restored."""
     mid = meter.meter_id
     db = store._db
     readings = {int(t): int(wh) for t, wh in db.execute(
@@ -165,9 +179,14 @@ def restore_journal(store: MeterLedgerStore, meter: JournalledMeter) -> int:
         "SELECT kind, event_id, interval, wh FROM adjustments WHERE meter_id = ?", (mid,))}
     unacked = [record_from_bytes(bytes(b)) for (b,) in db.execute(
         "SELECT record FROM unacked WHERE meter_id = ?", (mid,))]
-    meter.restore(readings, adjustments, unacked)
+    directives = [LoadInstruction(event_id=str(e), action=str(a), start_interval=int(t),
+                                  duration_minutes=int(d), limit_w=None if w is None else int(w))
+                  for e, a, t, d, w in db.execute(
+                      "SELECT event_id, action, start_interval, duration_minutes, limit_w FROM directives "
+                      "WHERE meter_id = ? ORDER BY received_at, event_id", (mid,))]
+    meter.restore(readings, adjustments, unacked, directives)
     store._saved[mid] = (set(readings), set(adjustments),
-                         {json.dumps(list(r.slot)) for r in unacked})
+                         {json.dumps(list(r.slot)) for r in unacked}, {d.event_id for d in directives})
     return len(readings)
 
 

@@ -788,12 +788,15 @@ class MeterDemandAgent:
 
     @classmethod
     def from_plan(cls, plan: Any, meter_id: str, group_id: str, signing_key: SigningKey,
-                  headend_key: VerifyKey, **kw: Any) -> MeterDemandAgent:
-        """Budget, cap and maximum event length from a :class:`privmeter.grid.plans.Plan`."""
+                  headend_key: VerifyKey, *, budget: ComparisonBudget | None = None,
+                  **kw: Any) -> MeterDemandAgent:
+        """Budget, cap and maximum event length from a :class:`privmeter.grid.plans.Plan`
+        (``budget``: a ledger the meter already keeps, e.g. restored after a restart)."""
         dr = plan.demand_response
         kw.setdefault("cap_w", dr.cap_w if dr is not None else None)
         kw.setdefault("max_event_minutes", dr.max_event_minutes if dr is not None else 240)
-        return cls(meter_id, group_id, signing_key, headend_key, ComparisonBudget.from_plan(plan), **kw)
+        return cls(meter_id, group_id, signing_key, headend_key,
+                   budget if budget is not None else ComparisonBudget.from_plan(plan), **kw)
 
     def _fresh(self, ev: DemandEvent, now: int) -> None:
         if now + CLOCK_SKEW_S < ev.issued_at:
