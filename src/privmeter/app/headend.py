@@ -5,7 +5,11 @@ forever on the wall clock (:func:`privmeter.parties.engine.run_realtime`): it
 accepts the enrolled meters (and enrolment requests, see
 :mod:`privmeter.parties.enrolment`), aggregates every interval of every
 feeder group, bills every record, settles every billing period with every
-household, and serves ``/healthz`` and ``/metrics`` (:mod:`privmeter.app.ops`).
+household, runs demand management when ``demand.enabled`` (a total outside a
+feeder's [Cmin, Cmax] starts an event: secure comparisons with each connected
+meter, directives to the wrong side; :func:`record_event` keeps the event,
+the threshold, the bits and the meters directed in ``headend.db``), and
+serves ``/healthz`` and ``/metrics`` (:mod:`privmeter.app.ops`).
 The operator's actions are subcommands on the same config:
 
 * ``privmeter headend invite --config C --meter ID [--group G] [--replace]``
@@ -17,7 +21,7 @@ The operator's actions are subcommands on the same config:
 
 State (``state_dir``): ``headend.key.json`` (its own keys; no comparison
 key: meters draw their own), ``headend.db`` (records log, encrypted accounts, statements, totals,
-events, settlements; SQLite WAL), ``registry.db`` (public keys of enrolled
+events with their comparison bits, settlements; SQLite WAL), ``registry.db`` (public keys of enrolled
 households; :mod:`privmeter.parties.registry`).  It holds no household or
 meter secret: households generate theirs and send only public keys.  With a ``[cluster]``
 table (:mod:`privmeter.app.cluster`, docs/scale.md) this process is the front
@@ -169,7 +173,9 @@ class Deployment:
                     cmax_w=self.cfg.cmax_w_per_household * len(roster),
                     level_above_w=dr.cap_w if dr is not None else 3000,
                     event_minutes=min(self.cfg.event_minutes, dr.max_event_minutes if dr is not None else 240),
-                    max_events_per_day=plan.privacy.comparisons_per_day))
+                    max_events_per_day=plan.privacy.comparisons_per_day,
+                    # what a meter of this plan requires before it answers (MeterDemandAgent)
+                    echo_quorum=max(len(roster) // 2 + 1, plan.privacy.min_group_size)))
                 self.group_members[g] = roster
         for g in set(self.group_members) - set(groups):
             del self.group_members[g]

@@ -24,6 +24,12 @@ secret key and settles each bill from the meter's own readings).
   records, privacy ledgers and the bill proofs it gave in ``state.db`` (a
   restart loses nothing it reported and never pays a billing period twice),
   settles every statement, and stops cleanly on SIGTERM.
+  Demand management: the meter's comparison agent is built on each signed
+  roster (the first one after enrolment, every newer one, the saved one at
+  start-up) around one comparison budget, saved in ``state.db`` before an
+  answer leaves (a restart gives no fresh budget); directives are logged,
+  counted and kept in ``state.db`` (their event windows' demand-response
+  records continue after a restart).
   ``privmeter meter --config household.toml --source SPEC`` is the same with
   the config's source replaced.
 

@@ -104,6 +104,7 @@ class GroupConfig:
     level_below_w: int = 500
     event_minutes: int = 30
     max_events_per_day: int = 4
+    echo_quorum: int | None = None  # echoes a meter needs (its plan's rule); None: a strict majority
     mode: str = "star"  # "star": robust masked aggregation; "ring": the founding paper's ring
 
 
@@ -256,7 +257,7 @@ class HeadEndCore:
                 cmin_w=g.cfg.cmin_w,
                 cmax_w=g.cfg.cmax_w, level_above_w=g.cfg.level_above_w,
                 level_below_w=g.cfg.level_below_w, duration_minutes=g.cfg.event_minutes,
-                interval_seconds=self.interval_seconds)
+                interval_seconds=self.interval_seconds, quorum=g.cfg.echo_quorum)
         req = EpochRequest(group=group_id, epoch=g.epoch, first_interval=first_interval)
         return {m: [req] for m in members}
 
