@@ -140,8 +140,8 @@ def _dr_meter(store: MeterLedgerStore, pk, roster: dict[str, SigningKey]):  # ty
 
 def _event(meter, last: int, threshold: int):  # type: ignore[no-untyped-def]
     """One event over ``meter`` (and its roster's echoes), as a head-end runs it; returns the bit."""
-    from privmeter.protocol.billing import canonical
     from privmeter.protocol.demand import ECHO_CONTEXT, DemandManager, Echo
+    from privmeter.protocol.records import canonical
 
     meter.records_for(last)  # the meter's reading of interval ``last``
     now = (last + 1) * 3
