@@ -159,3 +159,27 @@ def test_next_epoch_degree_is_sized_for_the_observed_dropout(sim_cache: Path) ->
     assert abs(p.core.observed_dropout(g, n) - 0.3) < 1e-9
     p.core.new_epoch(g, world.first_interval + 20)
     assert p.core.groups[g].agg._degree == degree_for(n, 0.3) > default_degree(n)
+
+
+def test_a_redefined_or_restarted_group_keeps_its_event_window_and_daily_count(tmp_path: Path) -> None:
+    """Demand-management limits come back from the store: a head-end restarted (or a group
+    redefined with a new roster) during an event's window opens no second event in it, and
+    the day's events still count against ``max_events_per_day``."""
+    from privmeter.crypto.signing import SigningKey
+    from privmeter.grid.plans import load_plan
+    from privmeter.parties.headend import GroupConfig, HeadEndCore
+
+    plan = load_plan(Path(__file__).parents[1] / "app" / "plan-dr-3s.toml")
+    store = HeadEndStore(tmp_path / "he.db")
+    start = 86400 // 3 * 5 + 100  # an interval of day 5
+    store.put_event("e1", "g", start - 1, {"side": "above", "action": "curtail", "start_interval": start,
+                                           "duration_minutes": 30})
+    store.put_event("e0", "other", start - 1, {"start_interval": start, "duration_minutes": 1440})
+    core = HeadEndCore(SigningKey.generate(), [plan], store=store, demand=True, interval_seconds=3)
+    core.define_group(GroupConfig(group_id="g", members=("a", "b", "c"), max_events_per_day=1))
+    g = core.groups["g"]
+    assert g.event_until == start + 30 * 60 // 3 - 1
+    assert g.events_by_day[5] == 1 and sum(g.events_by_day.values()) == 1
+    core.define_group(GroupConfig(group_id="fresh", members=("d", "e", "f")))
+    assert core.groups["fresh"].event_until == -1 and not core.groups["fresh"].events_by_day
+    store.close()
