@@ -156,7 +156,6 @@ class HouseholdService:
         restored = restore_journal(self.ledger, self.meter)
         if restored:
             log.info("restored %d readings from %s", restored, st.dir / "state.db")
-        self._demand_state()
         paid = {k: decode(b, expect=BillProof) for k, b in self.ledger.paid(cfg.meter_id).items()}
         self.home = HouseholdAgent(cfg.meter_id, st.secret_key, self.plan, self.headend_key,
                                    lambda: (self.meter.local_readings, self.meter.local_adjustments),
@@ -323,6 +322,7 @@ class HouseholdService:
 async def serve(cfg: HouseholdConfig, st: HouseholdState, *, source: str | None = None,
                 stop: asyncio.Event | None = None) -> int:
     svc = HouseholdService(cfg, st, source=source)
+    svc._demand_state()  # logged once the service is built (a config error stays one line)
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
     http = None

@@ -287,6 +287,7 @@ class MeterAgent:
         self.budget = ComparisonBudget.from_plan(plan) if comparison_group is not None else None
         self.demand: MeterDemandAgent | None = None
         self.demand_error: str | None = None  # why no demand agent runs (a roster too small, ...)
+        self.demand_enabled = False  # whether the head-end runs demand management (from the roster)
         if ledger is not None:
             attach(ledger, meter_id, self.membership, self.budget)
         self._build_demand(enabled=True)
@@ -305,6 +306,7 @@ class MeterAgent:
         """(Re)build the demand agent for the current roster, around the one budget."""
         self.demand = None
         self.demand_error = None
+        self.demand_enabled = enabled
         if self.comparison_group is None or self.budget is None:
             self.demand_error = "no comparison group"
             return
@@ -325,7 +327,7 @@ class MeterAgent:
         is rebuilt on it (``demand``: whether the head-end runs demand management); the
         comparison budget and its ledger carry over, so a roster change gives no new budget."""
         keys = dict(group_keys)
-        same = keys == self.group_keys and (self.demand is not None) == (demand and self.budget is not None)
+        same = keys == self.group_keys and demand == self.demand_enabled
         self.group_keys = keys
         if same:
             return
