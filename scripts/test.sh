@@ -25,4 +25,6 @@ python3 -m ruff check src tests
 lint-imports  # [tool.importlinter] in pyproject.toml: a lower layer never imports a higher one
 # no import cycle between any two modules (function-level and TYPE_CHECKING imports included)
 PYTHONPATH=src python3 -m pytest -q -n 0 -p no:cacheprovider tests/test_import_graph.py
+# mypy --strict ([tool.mypy] in pyproject.toml): ~40 s cold, ~2 s from .mypy_cache
+python3 -m mypy src
 python3 -m pytest -n 2 "$@"

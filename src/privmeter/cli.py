@@ -120,8 +120,8 @@ def _describe(exc: BaseException) -> str:
         return f"an input file is not UTF-8 text ({exc.reason} at byte {exc.start})"
     if isinstance(exc, PrivmeterError):
         msg = str(exc.args[0]) if exc.args else type(exc).__name__
-        extra = {k: v for k, v in sorted(exc.context.items()) if v not in (None, "") and str(v) not in msg}
-        return msg + (f" ({', '.join(f'{k} {v}' for k, v in extra.items())})" if extra else "")
+        shown = {k: v for k, v in sorted(exc.context.items()) if v not in (None, "") and str(v) not in msg}
+        return msg + (f" ({', '.join(f'{k} {v}' for k, v in shown.items())})" if shown else "")
     return str(exc) or type(exc).__name__
 
 

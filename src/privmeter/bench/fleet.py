@@ -224,7 +224,7 @@ class Stopwatch:
     cpu: float = 0.0
     sections: int = 0
     external: dict[str, Callable[[], float]] = field(default_factory=dict)
-    external_cpu: Counter[str] = field(default_factory=Counter)
+    external_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per external process class
 
     @contextmanager
     def timed(self) -> Iterator[None]:
@@ -236,7 +236,7 @@ class Stopwatch:
             self.wall += time.perf_counter() - w
             self.cpu += time.process_time() - c
             for k, f in self.external.items():
-                self.external_cpu[k] += f() - e[k]
+                self.external_cpu[k] = self.external_cpu.get(k, 0.0) + (f() - e[k])
             self.sections += 1
 
 

@@ -46,13 +46,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, LiteralString
 
 from privmeter.bench._common import add_json_flag, emit
 from privmeter.bench.fleet import Fleet, RunLog, Stopwatch, World, make_world, run_world
 from privmeter.cluster.headend import ClusterHeadEnd, start_cluster
 from privmeter.cluster.localpg import LocalPostgres
 from privmeter.errors import ConfigError
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["add_arguments", "run"]
 
@@ -93,14 +96,20 @@ def _measure(head: ClusterHeadEnd, world: World, *, dsn: str | None = None) -> t
     shards, stores = [i["pid"] for i in info], [i["store_pid"] for i in info]
     watch.external = {"shard": lambda: _proc_cpu(shards), "postgres": lambda: _proc_cpu(stores)}
     with psycopg.connect(dsn, autocommit=True) as con:
-        lsn0 = con.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
-        size0 = con.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        lsn0 = _scalar(con, "SELECT pg_current_wal_lsn()")
+        size0 = _scalar(con, "SELECT pg_database_size(current_database())")
         log = run_world(head, world, Fleet(world), watch=watch)
-        log.written["wal"] = int(con.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)",
-                                                    (lsn0,)).fetchone()[0])
-        log.written["database"] = int(con.execute("SELECT pg_database_size(current_database())")
-                                             .fetchone()[0]) - int(size0)
+        log.written["wal"] = int(_scalar(con, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn0,)))
+        log.written["database"] = int(_scalar(con, "SELECT pg_database_size(current_database())")) - int(size0)
     return watch, log
+
+
+def _scalar(con: psycopg.Connection[Any], query: LiteralString, params: tuple[Any, ...] = ()) -> Any:
+    """The one value a one-row query returns (an LSN or a size: PostgreSQL's own type)."""
+    row = con.execute(query, params).fetchone()
+    if row is None:
+        raise ConfigError(f"PostgreSQL returned no row for {query}")
+    return row[0]
 
 
 def _figures(watch: Stopwatch, readings: int) -> dict[str, float]:
@@ -133,6 +142,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _alive_nodes() -> list[dict[str, Any]]:
+    """The Ray cluster's live nodes (``ray.nodes()`` rows)."""
+    import ray
+
+    nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]  # ray: untyped
+    return [n for n in nodes if n["Alive"]]
+
+
 class _TwoNodes:
     """``ray start --head`` and ``ray start --address`` on this machine (killed by process group)."""
 
@@ -150,7 +167,7 @@ class _TwoNodes:
         import ray
 
         port = _free_port()
-        self.address = f"{ray.util.get_node_ip_address()}:{port}"
+        self.address = f"{ray.util.get_node_ip_address()}:{port}"  # type: ignore[no-untyped-call]  # ray: untyped
         self._start("--head", f"--port={port}", "--include-dashboard=false")
         for _ in range(120):
             if subprocess.run([str(Path(sys.executable).with_name("ray")), "health-check", "--address",
@@ -162,15 +179,13 @@ class _TwoNodes:
         self._start(f"--address={self.address}")
         ray.init(address=self.address, log_to_driver=False, configure_logging=False)
         for _ in range(120):
-            if sum(1 for n in ray.nodes() if n["Alive"]) >= 2:
+            if len(_alive_nodes()) >= 2:
                 return self
             time.sleep(0.5)
         raise ConfigError("the second Ray node did not join")
 
     def node_ids(self) -> list[str]:
-        import ray
-
-        return sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+        return sorted(str(n["NodeID"]) for n in _alive_nodes())
 
     def __exit__(self, *exc: object) -> None:
         import ray

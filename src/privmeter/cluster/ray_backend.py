@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from privmeter.cluster.routing import Call, ShardUnavailable
 from privmeter.cluster.shard import ShardCore, ShardSpec
 from privmeter.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
 
 __all__ = ["WORKER_NICENESS", "RayShards", "connect_ray"]
 
@@ -68,14 +71,15 @@ class RayShards:
 
         self._ray = ray
         actor = ray.remote(ShardCore)
-        self.actors = []
+        self.actors: list[ActorHandle[ShardCore]] = []
         for k, spec in enumerate(specs):
             opts: dict[str, Any] = {"max_restarts": max_restarts, "max_task_retries": 0,
                                     "num_cpus": num_cpus, "name": f"privmeter-shard-{spec.index}"}
             node = placement[k] if placement else None
             if node is not None:
                 opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
-            self.actors.append(actor.options(**opts).remote(spec.to_json()))
+            # ray annotates options(...).remote() as ActorHandle | the class itself: it is the handle
+            self.actors.append(actor.options(**opts).remote(spec.to_json()))  # type: ignore[arg-type]
         self.call_many([(k, "info", ()) for k in range(len(self.actors))])  # wait until all are up
 
     def call_many(self, calls: Sequence[Call]) -> list[Any]:

@@ -41,7 +41,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from privmeter import errors
 from privmeter.cluster.pgstore import PostgresHeadEndStore
@@ -106,7 +106,7 @@ def error_from(name: str, message: str) -> PrivmeterError:
     cls = getattr(errors, name, None) if name in errors.__all__ else None
     if not (isinstance(cls, type) and issubclass(cls, PrivmeterError)):
         cls = PrivmeterError
-    return cast(PrivmeterError, cls(message))
+    return cls(message)
 
 
 class _StoredKeys(dict[str, PaillierPublicKey]):
@@ -140,7 +140,7 @@ class ShardCore:
     def __init__(self, spec_json: str) -> None:
         spec = ShardSpec.from_json(spec_json)
         self.spec = spec
-        self.store: Any
+        self.store: Any  # HeadEndStore | PostgresHeadEndStore; HeadEndCore's annotation knows no PostgreSQL store
         if spec.dsn.startswith("sqlite:"):  # the embedded store: the single-process baseline
             self.store = HeadEndStore(spec.dsn.removeprefix("sqlite:"))
             regs = []
@@ -359,10 +359,12 @@ class ShardCore:
         return [(t.group, t.interval, t.total, t.survivors, t.dropped, t.error) for t in self.store.totals()]
 
     def records(self, meter_id: str, start: int, end: int) -> list[bytes]:
-        return self.store.records(meter_id, start, end)
+        rows: list[bytes] = self.store.records(meter_id, start, end)
+        return rows
 
     def settlements(self) -> list[tuple[str, int, str, bytes, int | None]]:
-        return self.store.settlements()
+        rows: list[tuple[str, int, str, bytes, int | None]] = self.store.settlements()
+        return rows
 
     def check_group(self, group: str) -> None:
         if group not in self.core.groups:

@@ -203,8 +203,9 @@ def _view_pad(key: bytes, view: bytes, alive: bool, xpow: Sequence[int]) -> int:
     # coefficient j is the 128-bit big-endian word j: (hi << 64) + lo, parsed in one call
     words = np.frombuffer(data, dtype=">u8")
     mul = operator.mul
-    hi = sum(map(mul, words[0::2].tolist(), xpow))
-    return ((hi << 64) + sum(map(mul, words[1::2].tolist(), xpow))) % shamir.PRIME
+    hi: int = sum(map(mul, words[0::2].tolist(), xpow))
+    lo: int = sum(map(mul, words[1::2].tolist(), xpow))
+    return ((hi << 64) + lo) % shamir.PRIME
 
 
 def _enrol_pad(key: bytes, enrol: bytes) -> int:

@@ -128,7 +128,8 @@ def encode(msg: Any) -> bytes:
     if tag is None:
         raise TypeError(f"{cls.__name__} is not a registered message")
     fields = {f.name: _prep(getattr(msg, f.name)) for f in dataclasses.fields(msg)}
-    return msgpack.packb([WIRE_VERSION, tag, fields], default=_default, use_bin_type=True)
+    packed: bytes = msgpack.packb([WIRE_VERSION, tag, fields], default=_default, use_bin_type=True)
+    return packed
 
 
 # -- decoding ------------------------------------------------------------------

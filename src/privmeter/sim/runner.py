@@ -25,7 +25,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from privmeter.crypto.paillier import MIN_KEY_BITS
 from privmeter.errors import PlanError, PrivmeterError
@@ -35,7 +35,7 @@ from privmeter.parties.concentrator import Concentrator, Relayed, hierarchical_t
 from privmeter.parties.engine import DriveLog, drive
 from privmeter.parties.headend import GroupConfig, HeadEndCore
 from privmeter.parties.headend_store import HeadEndStore, MemoryHeadEndStore
-from privmeter.parties.household import HouseholdAgent
+from privmeter.parties.household import HouseholdAgent, LocalPort
 from privmeter.parties.messages import FeedPublished, SettleRequest
 from privmeter.parties.meter import MeterAgent, MeterLoad, SourceReadings
 from privmeter.parties.meter_service import round_of
@@ -122,9 +122,14 @@ def make_meters(world: World, ids: Sequence[str] | None = None, *, ledger: Meter
         meters[h.meter_id] = m
         homes[h.meter_id] = HouseholdAgent(
             h.meter_id, h.secret_key, h.plan, world.headend_key.verify_key,
-            (lambda m=m: (m.local_readings, m.local_adjustments)), meter_key=h.signing_key.verify_key,
+            _local_port(m), meter_key=h.signing_key.verify_key,
             period_start=world.first_interval, period_intervals=sc.intervals)
     return meters, homes
+
+
+def _local_port(m: MeterAgent) -> LocalPort:
+    """The household's local port on its own meter: the meter's readings and adjustments."""
+    return lambda: (m.local_readings, m.local_adjustments)
 
 
 def close_sources(meters: Mapping[str, MeterAgent]) -> None:
@@ -284,6 +289,19 @@ def _truth_bill(plan: Plan, feed: PriceFeed | None, readings: Mapping[int, int],
     return total + int(plan.fixed_charge(range(start, end)))
 
 
+class _AggRow(TypedDict):
+    """One interval's private total against the plaintext truth (a row of ``series``)."""
+
+    group: str
+    interval: int
+    total_wh: int | None
+    truth_survivors_wh: int
+    truth_all_wh: int
+    survivors: int
+    dropped: int
+    error: int | None
+
+
 def check(world: World, core: HeadEndCore, log: DriveLog, *,
           meters: Mapping[str, MeterAgent] | None = None,
           truth: Mapping[str, Mapping[int, int]] | None = None,
@@ -306,7 +324,7 @@ def check(world: World, core: HeadEndCore, log: DriveLog, *,
         return spec[m].load.energy_wh(t)
 
     # aggregation: the private total must equal the true sum over the survivors
-    agg_rows = []
+    agg_rows: list[_AggRow] = []
     max_err = 0
     unmasked = 0
     for st in core.totals():
@@ -388,7 +406,8 @@ def check(world: World, core: HeadEndCore, log: DriveLog, *,
         parent = {g: "substation" for g in feeders}
         root = hierarchical_totals(feeders, parent).get("substation", {})
         troot = hierarchical_totals(truth_feeders, parent).get("substation", {})
-        errs = [abs(v - troot[t]) for t, v in root.items() if v is not None]
+        # the truth is never None (every meter's energy is known); a total is None if not unmasked
+        errs = [abs(v - tv) for t, v in root.items() if v is not None and (tv := troot[t]) is not None]
         tree = {"levels": ["substation", "concentrators (feeders)", "meters"],
                 "concentrators": len(feeders), "root_intervals": len(errs),
                 "root_max_abs_error": max(errs) if errs else None,

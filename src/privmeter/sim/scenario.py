@@ -423,7 +423,8 @@ def scenario_json(sc: Scenario) -> dict[str, object]:
     d["start"] = sc.start.isoformat()
     d["cache_dir"] = None if sc.cache_dir is None else str(sc.cache_dir)
     d["sources"] = dict(sc.sources)
-    return json.loads(json.dumps(d))
+    out: dict[str, object] = json.loads(json.dumps(d))
+    return out
 
 
 def scenario_from_json(d: dict[str, object]) -> Scenario:
