@@ -29,37 +29,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-# A relay decodes every message the meters and the head-end exchange: register all their codec tags.
-import privmeter.parties.enrolment
-import privmeter.parties.messages
-import privmeter.protocol.aggregation_messages
-import privmeter.protocol.comparison
-import privmeter.protocol.demand
-import privmeter.protocol.records
-import privmeter.protocol.ring
-import privmeter.protocol.settlement  # noqa: F401
 from privmeter.errors import MessageTooLarge, UnknownParty
-from privmeter.protocol.codec import DEFAULT_MAX_BYTES, decode, encode, message
+from privmeter.parties.messages import Relayed
+
+# A relay decodes every message the meters and the head-end exchange: one registry holds them all.
+from privmeter.parties.wire import decode
+from privmeter.protocol.codec import DEFAULT_MAX_BYTES, encode
 
 __all__ = ["Concentrator", "Relayed", "hierarchical_totals", "unwrap"]
-
-
-@message("sys.relay")
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Relayed:
-    """One message of ``meter_id`` (codec bytes), relayed by a concentrator, either direction."""
-
-    meter_id: str
-    payload: bytes
-
-    def __post_init__(self) -> None:
-        if not self.meter_id or len(self.meter_id) > 64:
-            raise ValueError("meter_id must be 1-64 characters")
-        if not 0 < len(self.payload) <= DEFAULT_MAX_BYTES:
-            raise ValueError("relayed payload empty or too large")
 
 
 def unwrap(env: Relayed, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from privmeter.protocol.codec import check_id, message
+from privmeter.protocol.codec import DEFAULT_MAX_BYTES, check_id, message
 from privmeter.protocol.settlement import MAX_LOG_RECORDS
 
-__all__ = ["Bye", "EpochRequest", "FeedPublished", "Hello", "SettleRequest", "Tick"]
+__all__ = ["Bye", "EpochRequest", "FeedPublished", "Hello", "Relayed", "SettleRequest", "Tick"]
 
 MAX_FEED_JSON = 2 * 1024 * 1024  # a year of 15-minute signed prices fits
 
@@ -116,3 +116,18 @@ class Bye:
     def __post_init__(self) -> None:
         if len(self.reason) > 200:
             raise ValueError("reason too long")
+
+
+@message("sys.relay")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Relayed:
+    """One message of ``meter_id`` (codec bytes), relayed by a concentrator, either direction."""
+
+    meter_id: str
+    payload: bytes
+
+    def __post_init__(self) -> None:
+        if not self.meter_id or len(self.meter_id) > 64:
+            raise ValueError("meter_id must be 1-64 characters")
+        if not 0 < len(self.payload) <= DEFAULT_MAX_BYTES:
+            raise ValueError("relayed payload empty or too large")
