@@ -18,8 +18,13 @@ from dataclasses import dataclass, field
 from privmeter.crypto import _numtheory as nt
 from privmeter.crypto.elgamal import Group
 from privmeter.crypto.signing import SigningKey
-from privmeter.protocol import demand as dm
 from privmeter.protocol.comparison import ComparisonChallenge, ComparisonOffer, UtilityComparison
+from privmeter.protocol.demand_messages import (
+    EVENT_CONTEXT,
+    QUERY_CONTEXT,
+    ComparisonQuery,
+    DemandEvent,
+)
 from privmeter.protocol.records import canonical
 
 GROUP = "feeder-x"
@@ -34,20 +39,20 @@ class LyingHeadEnd:
     counter: int = 0
 
     def event(self, *, now: int, bits: int = 16, radix: int = 4, side: str = "above",
-              lifetime: int = 300, duration: int = 30) -> dm.DemandEvent:
+              lifetime: int = 300, duration: int = 30) -> DemandEvent:
         self.counter += 1
         eid = hashlib.sha256(b"lie" + self.counter.to_bytes(8, "big")).hexdigest()[:32]
         fields = dict(event_id=eid, group_id=GROUP, action="curtail", side=side, start_interval=now // 900 + 1,
                       duration_minutes=duration, issued_at=now, expires_at=now + lifetime, bits=bits, radix=radix)
-        unsigned = dm.DemandEvent(**fields, signature=bytes(64))
-        return dm.DemandEvent(**fields, signature=self.key.sign(dm.EVENT_CONTEXT, unsigned.signed_payload()))
+        unsigned = DemandEvent(**fields, signature=bytes(64))
+        return DemandEvent(**fields, signature=self.key.sign(EVENT_CONTEXT, unsigned.signed_payload()))
 
-    def query(self, ev: dm.DemandEvent, meter_id: str, values: Sequence[int], offer_digest: bytes, *,
-              now: int, query_id: int | None = None) -> dm.ComparisonQuery:
+    def query(self, ev: DemandEvent, meter_id: str, values: Sequence[int], offer_digest: bytes, *,
+              now: int, query_id: int | None = None) -> ComparisonQuery:
         qid = self.counter if query_id is None else query_id
         ch = ComparisonChallenge(offer_digest=offer_digest, values=tuple(int(v) for v in values))
-        sig = self.key.sign(dm.QUERY_CONTEXT, canonical(ev.event_id, meter_id, qid, now, ch.digest()))
-        return dm.ComparisonQuery(event_id=ev.event_id, meter_id=meter_id, query_id=qid, issued_at=now,
+        sig = self.key.sign(QUERY_CONTEXT, canonical(ev.event_id, meter_id, qid, now, ch.digest()))
+        return ComparisonQuery(event_id=ev.event_id, meter_id=meter_id, query_id=qid, issued_at=now,
                                   challenge=ch, signature=sig)
 
 

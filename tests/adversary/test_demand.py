@@ -34,25 +34,27 @@ from privmeter.errors import (
     UnexpectedMessage,
 )
 from privmeter.parties.messages import Tick
-from privmeter.protocol import demand as dm
 from privmeter.protocol.comparison import num_digits
+from privmeter.protocol.demand import MeterDemandAgent
+from privmeter.protocol.demand_budget import ComparisonBudget
+from privmeter.protocol.demand_messages import DemandEvent, Offer
 
 SMALL = get_group("test512", allow_insecure=True)
 NOW = 1_700_000_100
 IV = 900
 
 
-def meter(he: LyingHeadEnd, *, per_interval: int = 1, per_day: int = 4, max_bits: int = 32) -> dm.MeterDemandAgent:
+def meter(he: LyingHeadEnd, *, per_interval: int = 1, per_day: int = 4, max_bits: int = 32) -> MeterDemandAgent:
     from privmeter.crypto.signing import SigningKey
 
-    return dm.MeterDemandAgent(
+    return MeterDemandAgent(
         "victim", GROUP, SigningKey.from_seed(b"V" * 32), he.key.verify_key,
-        dm.ComparisonBudget(comparisons_per_interval=per_interval, comparisons_per_day=per_day,
+        ComparisonBudget(comparisons_per_interval=per_interval, comparisons_per_day=per_day,
                             same_threshold_for_group=False),
         key_group=SMALL.name, allow_insecure_group=True, max_bits=max_bits)
 
 
-def offer_for(agent: dm.MeterDemandAgent, ev: dm.DemandEvent, x: int, now: int, rng: random.Random) -> dm.Offer:
+def offer_for(agent: MeterDemandAgent, ev: DemandEvent, x: int, now: int, rng: random.Random) -> Offer:
     off, _ = agent.receive_event(ev, reading_interval=now // IV - 1, reading_w=x, now=now, rng=rng)
     return off
 
@@ -61,7 +63,7 @@ def offer_for(agent: dm.MeterDemandAgent, ev: dm.DemandEvent, x: int, now: int, 
 
 def test_the_head_end_has_no_key_or_broadcast_to_send() -> None:
     """An event names only public parameters; the meter's key group is its own configuration."""
-    names = {f.name for f in dataclasses.fields(dm.DemandEvent)}
+    names = {f.name for f in dataclasses.fields(DemandEvent)}
     assert names == {"event_id", "group_id", "action", "side", "start_interval", "duration_minutes",
                      "issued_at", "expires_at", "bits", "radix", "signature"}
     he = LyingHeadEnd()

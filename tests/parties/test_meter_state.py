@@ -19,7 +19,7 @@ from privmeter.grid.plans import PrivacyBudget
 from privmeter.parties.meter_state import FORMAT, MeterLedgerStore, attach
 from privmeter.protocol.aggregation_messages import KeyBundle
 from privmeter.protocol.codec import decode, encode
-from privmeter.protocol.demand import ComparisonBudget
+from privmeter.protocol.demand_budget import ComparisonBudget
 from privmeter.protocol.membership import MembershipPolicy
 from privmeter.sim.aggregation_group import make_group
 
@@ -140,7 +140,8 @@ def _dr_meter(store: MeterLedgerStore, pk, roster: dict[str, SigningKey]):  # ty
 
 def _event(meter, last: int, threshold: int):  # type: ignore[no-untyped-def]
     """One event over ``meter`` (and its roster's echoes), as a head-end runs it; returns the bit."""
-    from privmeter.protocol.demand import ECHO_CONTEXT, DemandManager, Echo
+    from privmeter.protocol.demand import DemandManager
+    from privmeter.protocol.demand_messages import ECHO_CONTEXT, Echo
     from privmeter.protocol.records import canonical
 
     meter.records_for(last)  # the meter's reading of interval ``last``

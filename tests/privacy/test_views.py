@@ -17,7 +17,7 @@ from privmeter.privacy.views import (
     group_members,
     privmeter_view,
 )
-from privmeter.protocol.demand import ComparisonBudget
+from privmeter.protocol.demand_budget import ComparisonBudget
 
 
 def test_group_totals_are_sums_of_member_readings(population: Population) -> None:

@@ -22,8 +22,19 @@ from privmeter.errors import (
 )
 from privmeter.grid.curtailment import apply_directive
 from privmeter.grid.plans import builtin_plan
-from privmeter.protocol import demand as dm
 from privmeter.protocol.codec import decode, encode
+from privmeter.protocol.demand import DemandManager, MeterDemandAgent
+from privmeter.protocol.demand_budget import ComparisonBudget, choose_threshold, plaintext_targets
+from privmeter.protocol.demand_messages import (
+    DIRECTIVE_CONTEXT,
+    EVENT_CONTEXT,
+    ComparisonQuery,
+    DemandEvent,
+    Directive,
+    Echo,
+    EchoBundle,
+    LoadInstruction,
+)
 
 NOW = 1_700_000_100  # inside interval 1_888_889 (900 s)
 GROUP = "feeder-7"
@@ -39,9 +50,9 @@ def last_interval(now: int) -> int:
     return now // 900 - 1
 
 
-def manager(he: SigningKey, roster, **kw) -> dm.DemandManager:
+def manager(he: SigningKey, roster, **kw) -> DemandManager:
     kw.setdefault("bits", 16)
-    return dm.DemandManager(he, GROUP, roster, min_group_bits=512, **kw)
+    return DemandManager(he, GROUP, roster, min_group_bits=512, **kw)
 
 
 class Group:
@@ -57,33 +68,33 @@ class Group:
         self.mgr = manager(self.he, self.roster, cmin_w=cmin, cmax_w=cmax, level_above_w=1000,
                            level_below_w=2000, quorum=quorum)
         self.agents = {
-            m: dm.MeterDemandAgent(
+            m: MeterDemandAgent(
                 m, GROUP, k, self.he.verify_key,
-                dm.ComparisonBudget(comparisons_per_interval=per_interval, comparisons_per_day=per_day,
+                ComparisonBudget(comparisons_per_interval=per_interval, comparisons_per_day=per_day,
                                     same_threshold_for_group=same, min_group_size=3),
                 roster=self.roster, quorum=quorum, cap_w=1000, key_group=TEST_GROUP, allow_insecure_group=True,
             )
             for m, k in self.keys.items()
         }
 
-    def accept(self, m: str, ev: dm.DemandEvent, x: int, now: int = NOW) -> dm.Echo:
+    def accept(self, m: str, ev: DemandEvent, x: int, now: int = NOW) -> Echo:
         """Meter ``m`` takes the event with reading ``x``; its offer goes to the head-end."""
         offer, echo = self.agents[m].receive_event(wire(ev), reading_interval=last_interval(now), reading_w=x,
                                                    now=now, rng=self.rng)
         self.mgr.receive_offer(wire(offer))
         return wire(echo)
 
-    def announce(self, ev: dm.DemandEvent, readings: dict[str, int], now: int = NOW) -> None:
+    def announce(self, ev: DemandEvent, readings: dict[str, int], now: int = NOW) -> None:
         for m in readings:
             self.mgr.receive_echo(self.accept(m, ev, readings[m], now))
         bundle = wire(self.mgr.echo_bundle(ev.event_id))
         for m in readings:
             self.agents[m].receive_echoes(bundle, now=now)
 
-    def query(self, ev: dm.DemandEvent, m: str, now: int = NOW) -> dm.ComparisonQuery:
+    def query(self, ev: DemandEvent, m: str, now: int = NOW) -> ComparisonQuery:
         return wire(self.mgr.queries(ev.event_id, now=now, meters=[m], rng=self.rng)[0])
 
-    def compare(self, ev: dm.DemandEvent, readings: dict[str, int], now: int = NOW) -> None:
+    def compare(self, ev: DemandEvent, readings: dict[str, int], now: int = NOW) -> None:
         for q in self.mgr.queries(ev.event_id, now=now, meters=sorted(readings), rng=self.rng):
             ans = self.agents[q.meter_id].receive_query(wire(q), now=now)
             self.mgr.receive_answer(wire(ans), now=now)
@@ -104,7 +115,7 @@ def test_whole_flow_matches_plaintext_and_curtailment_lowers_the_next_total() ->
     g.announce(ev, readings)
     g.compare(ev, readings)
     t = g.mgr.events[ev.event_id].threshold
-    expected = dm.plaintext_targets(readings, t, "above", bits=16)
+    expected = plaintext_targets(readings, t, "above", bits=16)
     assert g.mgr.targets(ev.event_id) == expected
     assert g.mgr.results(ev.event_id) == {m: x >= t for m, x in readings.items()}
     assert 0 < len(expected) < len(readings)
@@ -138,15 +149,15 @@ def test_below_cmin_targets_meters_below_threshold() -> None:
 
 def test_threshold_policy() -> None:
     # above: a larger excess needs a lower threshold (more households)
-    t_small = dm.choose_threshold(20_000, 10, 1_000, 1_000, "above")
-    t_big = dm.choose_threshold(20_000, 10, 8_000, 1_000, "above")
+    t_small = choose_threshold(20_000, 10, 1_000, 1_000, "above")
+    t_big = choose_threshold(20_000, 10, 8_000, 1_000, "above")
     assert 1_000 <= t_big < t_small
-    assert dm.choose_threshold(20_000, 10, 10**9, 1_000, "above") == 1_000
+    assert choose_threshold(20_000, 10, 10**9, 1_000, "above") == 1_000
     # below: a larger deficit needs a higher threshold
-    b_small = dm.choose_threshold(5_000, 10, 500, 2_000, "below")
-    b_big = dm.choose_threshold(5_000, 10, 5_000, 2_000, "below")
+    b_small = choose_threshold(5_000, 10, 500, 2_000, "below")
+    b_big = choose_threshold(5_000, 10, 5_000, 2_000, "below")
     assert 0 < b_small < b_big <= 2_000
-    assert dm.choose_threshold(10**9, 1, 10**9, 10**9, "above", bits=16) == 2**15 - 1
+    assert choose_threshold(10**9, 1, 10**9, 10**9, "above", bits=16) == 2**15 - 1
 
 
 def test_budget_per_reading_interval_and_day() -> None:
@@ -250,20 +261,20 @@ def test_different_event_for_one_meter_is_detected() -> None:
     fields = {f.name: getattr(ev_all, f.name) for f in dataclasses.fields(ev_all)}
     fields["side"] = "below"
     fields.pop("signature")
-    unsigned = dm.DemandEvent(**fields, signature=bytes(64))
-    ev_target = dm.DemandEvent(**fields, signature=g.he.sign(dm.EVENT_CONTEXT, unsigned.signed_payload()))
+    unsigned = DemandEvent(**fields, signature=bytes(64))
+    ev_target = DemandEvent(**fields, signature=g.he.sign(EVENT_CONTEXT, unsigned.signed_payload()))
     others = [g.accept(m, ev_all, 100) for m in sorted(g.agents)[1:]]
     g.accept("m00", ev_target, 100)
-    bundle = dm.EchoBundle(event_id=ev_all.event_id, echoes=tuple(others))
+    bundle = EchoBundle(event_id=ev_all.event_id, echoes=tuple(others))
     with pytest.raises(ThresholdEquivocation):
         g.agents["m00"].receive_echoes(wire(bundle), now=NOW)
     q = g.query(ev_all, "m00")
     with pytest.raises(UnexpectedMessage):
         g.agents["m00"].receive_query(q, now=NOW)
     # echoes from outside the roster and duplicates do not count
-    forged = dm.Echo(event_id=ev_all.event_id, group_id=GROUP, meter_id="intruder", digest=ev_target.digest(),
+    forged = Echo(event_id=ev_all.event_id, group_id=GROUP, meter_id="intruder", digest=ev_target.digest(),
                      signature=bytes(64))
-    dup = dm.EchoBundle(event_id=ev_all.event_id, echoes=(forged,) * 5)
+    dup = EchoBundle(event_id=ev_all.event_id, echoes=(forged,) * 5)
     assert g.agents["m00"].receive_echoes(wire(dup), now=NOW) is False
 
 
@@ -273,7 +284,7 @@ def test_meter_rejects_bad_events() -> None:
     ev = g.mgr.open_event(10, side="above", action="curtail", start_interval=1, now=NOW)
     riv = last_interval(NOW)
 
-    def take(e: dm.DemandEvent, now: int = NOW) -> object:
+    def take(e: DemandEvent, now: int = NOW) -> object:
         return a.receive_event(e, reading_interval=last_interval(now), reading_w=5, now=now)
 
     forged = dataclasses.replace(ev, duration_minutes=ev.duration_minutes + 1)
@@ -324,16 +335,16 @@ def test_meter_rejects_bad_queries_and_directives() -> None:
     d = g.mgr.directives(ev.event_id, now=NOW)[0]
     with pytest.raises(InvalidSignature):
         a.receive_directive(dataclasses.replace(d, action="take_more"), now=NOW)
-    bad = dm.Directive(event_id=d.event_id, meter_id="m02", action="shift", start_interval=d.start_interval,
+    bad = Directive(event_id=d.event_id, meter_id="m02", action="shift", start_interval=d.start_interval,
                        duration_minutes=d.duration_minutes, issued_at=NOW, signature=bytes(64))
     payload = bad.signed_payload()
-    bad = dataclasses.replace(bad, signature=g.he.sign(dm.DIRECTIVE_CONTEXT, payload))
+    bad = dataclasses.replace(bad, signature=g.he.sign(DIRECTIVE_CONTEXT, payload))
     with pytest.raises(UnexpectedMessage):  # directive differs from its event
         a.receive_directive(bad, now=NOW)
     with pytest.raises(StaleMessage):
         a.receive_directive(wire(d), now=ev.expires_at + 3600)
     ins = a.receive_directive(wire(d), now=NOW)
-    assert ins == dm.LoadInstruction(event_id=ev.event_id, action="curtail", start_interval=1,
+    assert ins == LoadInstruction(event_id=ev.event_id, action="curtail", start_interval=1,
                                      duration_minutes=30, limit_w=1000)
     with pytest.raises(ReplayedMessage):
         a.receive_directive(wire(d), now=NOW)
@@ -376,10 +387,10 @@ def test_utility_rejects_bad_offers_and_answers() -> None:
 
 def test_from_plan() -> None:
     plan = builtin_plan("economy7")
-    b = dm.ComparisonBudget.from_plan(plan)
+    b = ComparisonBudget.from_plan(plan)
     assert (b.comparisons_per_interval, b.comparisons_per_day, b.same_threshold_for_group) == (1, 4, True)
     keys = [SigningKey.from_seed(bytes([i]) * 32) for i in range(5)]
     roster = {f"m{i}": k.verify_key for i, k in enumerate(keys)}
-    a = dm.MeterDemandAgent.from_plan(plan, "m0", "g", keys[0], keys[1].verify_key, roster=roster)
+    a = MeterDemandAgent.from_plan(plan, "m0", "g", keys[0], keys[1].verify_key, roster=roster)
     assert a.cap_w == 4000 and a.max_event_minutes == 180 and a.quorum == 5
     assert a.key_group.name == "ffdhe3072"

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from privmeter.crypto.signing import SigningKey
 from privmeter.grid.plans import DemandResponse, Plan
 from privmeter.grid.tariffs import Tariff
-from privmeter.protocol import demand as dm
 from privmeter.protocol.billing import BillingLedger
+from privmeter.protocol.demand_settlement import event_adjustments, event_amounts, event_records
 from privmeter.protocol.records import DR_EXCESS, DR_REBATE, make_record, record_from_bytes
 from privmeter.protocol.settlement import BillProof, Dispute, settle
 
@@ -29,11 +29,11 @@ def plan() -> Plan:
 @settings(max_examples=200, deadline=None)
 @given(x=st.integers(-5000, 5000), cap=st.integers(0, 3000))
 def test_amounts_reproduce_the_plans_event_charge(x: int, cap: int) -> None:
-    ex, rb = dm.event_amounts(x, cap)
+    ex, rb = event_amounts(x, cap)
     assert ex >= 0 and rb >= 0 and (ex == 0 or rb == 0)
     d = DemandResponse(cap_w=max(cap * 4, 1), penalty_price=7, rebate_price=3, max_event_minutes=60)
     c = d.cap_wh(900)
-    ex, rb = dm.event_amounts(x, c)
+    ex, rb = event_amounts(x, c)
     assert 7 * ex - 3 * rb == d.event_charge(x, 900)
 
 
@@ -42,17 +42,17 @@ def test_records_decrypt_to_amounts_and_bill_homomorphically(paillier_small) -> 
     meter = SigningKey.from_seed(b"M" * 32)
     energy = {DAY0 + i: x for i, x in enumerate([100, 499, 500, 501, 2000, -300])}
     cap = DR.cap_wh(900)
-    recs = dm.event_records(meter, "m1", pk, "ev-1", energy, cap, rng=random.Random(1))
+    recs = event_records(meter, "m1", pk, "ev-1", energy, cap, rng=random.Random(1))
     assert len(recs) == 2 * len(energy)
     assert {r.kind for r in recs} == {DR_EXCESS, DR_REBATE}
     acc = pk.zero()
     for r in recs:
         ct = pk.ciphertext_from_bytes(r.ciphertext)
-        ex, rb = dm.event_amounts(energy[r.interval], cap)
+        ex, rb = event_amounts(energy[r.interval], cap)
         assert sk.decrypt(ct) == (ex if r.kind == DR_EXCESS else rb)
         acc = acc + ct * (DR.penalty_price if r.kind == DR_EXCESS else -DR.rebate_price)
     assert sk.decrypt(acc) == sum(DR.event_charge(x, 900) for x in energy.values())
-    adj = dm.event_adjustments("ev-1", energy, cap)
+    adj = event_adjustments("ev-1", energy, cap)
     assert len(adj) == len(recs)
     assert all(adj[(r.kind, "ev-1", r.interval)] == sk.decrypt(pk.ciphertext_from_bytes(r.ciphertext))
                for r in recs)
@@ -73,10 +73,10 @@ def test_event_settles_inside_the_encrypted_bill(paillier_2048, tampered: bool) 
     for t, wh in readings.items():
         ledger.receive(make_record(meter, "m1", t, pk, pk.encrypt(wh, rng=r)), current_interval=t)
     event = {t: readings[t] for t in range(DAY0 + 4, DAY0 + 8)}  # a one-hour event
-    for rec in dm.event_records(meter, "m1", pk, "ev-9", event, DR.cap_wh(900), rng=r):
+    for rec in event_records(meter, "m1", pk, "ev-9", event, DR.cap_wh(900), rng=r):
         ledger.receive(rec, current_interval=rec.interval)
     statement = ledger.statement("m1", 0, now=1_700_000_000)
-    adjustments = dm.event_adjustments("ev-9", event, DR.cap_wh(900))
+    adjustments = event_adjustments("ev-9", event, DR.cap_wh(900))
     if tampered:  # the household's own view of the event differs from the records
         k = next(k for k, v in adjustments.items() if k[0] == DR_REBATE and v == 0)
         adjustments[k] = 1

@@ -73,7 +73,7 @@ from privmeter.parties.keys import household_key_and_proof
 from privmeter.parties.messages import Hello
 from privmeter.parties.registry import Member, Registry
 from privmeter.protocol.codec import encode
-from privmeter.protocol.demand import DemandEvent
+from privmeter.protocol.demand_messages import DemandEvent
 from privmeter.protocol.periods import MONTHLY, period_bounds, period_of
 from privmeter.protocol.records import ReadingRecord, check_household_key
 from privmeter.protocol.settlement import BillProof, Dispute

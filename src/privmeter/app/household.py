@@ -83,7 +83,7 @@ from privmeter.parties.meter import MeterAgent, MeterLoad, SourceReadings
 from privmeter.parties.meter_service import round_of
 from privmeter.parties.meter_state import MeterLedgerStore, restore_journal, sync_journal
 from privmeter.protocol.codec import decode, encode
-from privmeter.protocol.demand import ComparisonQuery, DemandEvent, Directive, EchoBundle
+from privmeter.protocol.demand_messages import ComparisonQuery, DemandEvent, Directive, EchoBundle
 from privmeter.protocol.settlement import BillProof
 
 __all__ = ["HouseholdService", "add_arguments", "add_enrol_arguments", "enrol", "run", "run_enrol"]

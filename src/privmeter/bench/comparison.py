@@ -46,8 +46,18 @@ from privmeter.bench._common import add_json_flag, emit, progress
 from privmeter.crypto import elgamal
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.protocol import comparison as cmp
-from privmeter.protocol import demand as dm
 from privmeter.protocol.codec import decode, encode
+from privmeter.protocol.demand import DemandManager, MeterDemandAgent
+from privmeter.protocol.demand_budget import ComparisonBudget, plaintext_targets
+from privmeter.protocol.demand_messages import (
+    ComparisonAnswer,
+    ComparisonQuery,
+    DemandEvent,
+    Directive,
+    Echo,
+    EchoBundle,
+    Offer,
+)
 
 __all__ = ["add_arguments", "run", "run_benchmark"]
 
@@ -188,23 +198,23 @@ def _meter_worker(conn: Any, group_name: str, he_vk: bytes, ids: list[str], read
     group = elgamal.GROUPS[group_name]
     roster = {m: VerifyKey.from_hex(h) for m, h in roster_hex.items()}
     agents = {
-        m: dm.MeterDemandAgent(
+        m: MeterDemandAgent(
             m, "feeder-1", SigningKey.from_seed(_meter_seed(int(m[1:]))), VerifyKey(he_vk),
-            dm.ComparisonBudget(comparisons_per_interval=1, comparisons_per_day=4,
+            ComparisonBudget(comparisons_per_interval=1, comparisons_per_day=4,
                                 same_threshold_for_group=True, min_group_size=min(5, quorum)),
             roster=roster, quorum=quorum, cap_w=1500, key_group=group.name, allow_insecure_group=group.insecure,
         )
         for m in ids
     }
-    ev = decode(conn.recv_bytes(), expect=dm.DemandEvent)
+    ev = decode(conn.recv_bytes(), expect=DemandEvent)
     riv = now // 900 - 1
     out: list[bytes] = []
     for m, a in agents.items():
         offer, echo = a.receive_event(ev, reading_interval=riv, reading_w=readings[m], now=now)
         out += [encode(offer), encode(echo)]
     conn.send_bytes(msgpack.packb(out))
-    bundle = decode(conn.recv_bytes(), expect=dm.EchoBundle)
-    queries = [decode(b, expect=dm.ComparisonQuery) for b in msgpack.unpackb(conn.recv_bytes())]
+    bundle = decode(conn.recv_bytes(), expect=EchoBundle)
+    queries = [decode(b, expect=ComparisonQuery) for b in msgpack.unpackb(conn.recv_bytes())]
     chunk: list[bytes] = []
     for q in queries:
         a = agents[q.meter_id]
@@ -216,7 +226,7 @@ def _meter_worker(conn: Any, group_name: str, he_vk: bytes, ids: list[str], read
             chunk = []
     conn.send_bytes(msgpack.packb(chunk))
     conn.send_bytes(b"")
-    directives = [decode(b, expect=dm.Directive) for b in msgpack.unpackb(conn.recv_bytes())]
+    directives = [decode(b, expect=Directive) for b in msgpack.unpackb(conn.recv_bytes())]
     applied = 0
     for d in directives:
         agents[d.meter_id].receive_directive(d, now=now)
@@ -235,7 +245,7 @@ def event_benchmark(group: elgamal.Group, n_meters: int, *, quorum: int = 8, see
     quorum = min(quorum, n_meters)
     he = SigningKey.from_seed(b"bench-headend".ljust(32, b"\0"))
     total = sum(readings.values())
-    mgr = dm.DemandManager(he, "feeder-1", roster, cmin_w=total // 3, cmax_w=total * 3 // 4,
+    mgr = DemandManager(he, "feeder-1", roster, cmin_w=total // 3, cmax_w=total * 3 // 4,
                            level_above_w=1500, level_below_w=1500, quorum=quorum,
                            min_group_bits=group.bits)
     now = 1_750_000_000
@@ -264,10 +274,10 @@ def event_benchmark(group: elgamal.Group, n_meters: int, *, quorum: int = 8, see
         for c in conns:
             for b in msgpack.unpackb(c.recv_bytes()):
                 msg = decode(b)
-                if isinstance(msg, dm.Offer):
+                if isinstance(msg, Offer):
                     mgr.receive_offer(msg)
                 else:
-                    mgr.receive_echo(decode(b, expect=dm.Echo))
+                    mgr.receive_echo(decode(b, expect=Echo))
         bundle = encode(mgr.echo_bundle(ev.event_id, limit=quorum))
         qs = mgr.queries(ev.event_id, now=now)
         by_meter = {q.meter_id: encode(q) for q in qs}
@@ -283,7 +293,7 @@ def event_benchmark(group: elgamal.Group, n_meters: int, *, quorum: int = 8, see
                     open_conns.remove(c)
                     continue
                 for b in msgpack.unpackb(data):
-                    mgr.receive_answer(decode(b, expect=dm.ComparisonAnswer), now=now)
+                    mgr.receive_answer(decode(b, expect=ComparisonAnswer), now=now)
         dirs = mgr.directives(ev.event_id, now=now)
         for c, share in zip(conns, shares, strict=True):
             mine = set(share)
@@ -301,7 +311,7 @@ def event_benchmark(group: elgamal.Group, n_meters: int, *, quorum: int = 8, see
     utility_cpu = time.process_time() - u0
     wall = time.perf_counter() - w0
     threshold = mgr.events[ev.event_id].threshold
-    expected = dm.plaintext_targets(readings, threshold, ev.side, ev.bits)
+    expected = plaintext_targets(readings, threshold, ev.side, ev.bits)
     if mgr.targets(ev.event_id) != expected or applied != len(expected):
         raise AssertionError("event targets differ from the plaintext reference")
     return {

@@ -42,7 +42,7 @@ from privmeter.parties.headend import HeadEndCore, IntervalOutcome
 from privmeter.parties.messages import FeedPublished, Tick
 from privmeter.protocol.aggregation import AggregateResult
 from privmeter.protocol.aggregation_messages import KeyAdvert
-from privmeter.protocol.demand import ComparisonAnswer, DemandEvent, Echo
+from privmeter.protocol.demand_messages import ComparisonAnswer, DemandEvent, Echo
 from privmeter.protocol.settlement import BillProof, Dispute
 
 __all__ = ["Clock", "DriveLog", "IntervalEngine", "Link", "WallClock", "drive", "run_realtime"]

@@ -71,13 +71,8 @@ from privmeter.protocol.aggregation_messages import (
 )
 from privmeter.protocol.billing import BillingLedger
 from privmeter.protocol.codec import encode
-from privmeter.protocol.demand import (
-    ComparisonAnswer,
-    DemandEvent,
-    DemandManager,
-    Echo,
-    Offer,
-)
+from privmeter.protocol.demand import DemandManager
+from privmeter.protocol.demand_messages import ComparisonAnswer, DemandEvent, Echo, Offer
 from privmeter.protocol.records import ReadingRecord
 from privmeter.protocol.ring import RingCoordinator, RingToken, RingTotal
 from privmeter.protocol.settlement import (

@@ -58,16 +58,16 @@ from privmeter.parties.messages import EpochRequest, FeedPublished, Tick
 from privmeter.parties.meter_state import MeterLedgerStore, attach
 from privmeter.protocol.aggregation import AggregationMeter
 from privmeter.protocol.aggregation_messages import HEADEND_ID, IntervalStart, KeyAdvert, KeyBundle
-from privmeter.protocol.demand import (
-    ComparisonBudget,
+from privmeter.protocol.demand import MeterDemandAgent
+from privmeter.protocol.demand_budget import ComparisonBudget
+from privmeter.protocol.demand_messages import (
     ComparisonQuery,
     DemandEvent,
     Directive,
     EchoBundle,
     LoadInstruction,
-    MeterDemandAgent,
-    event_amounts,
 )
+from privmeter.protocol.demand_settlement import event_amounts
 from privmeter.protocol.membership import MembershipPolicy
 from privmeter.protocol.records import (
     DR_EXCESS,

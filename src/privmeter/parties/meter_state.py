@@ -4,7 +4,7 @@ What it is for: the plan's privacy rules are enforced by the meter from two
 small ledgers, the roster record (:class:`~privmeter.protocol.membership.
 MembershipPolicy`: which rosters it served, which intervals it already gave a
 reading for, roster changes per day) and the comparison budget
-(:class:`~privmeter.protocol.demand.ComparisonBudget`: comparisons answered
+(:class:`~privmeter.protocol.demand_budget.ComparisonBudget`: comparisons answered
 per interval and per day).  Kept only in memory, a restart would reset them:
 a head-end could then re-run an interval the meter already served (a second
 total of one interval: exact differencing) or ask for a day's comparisons
@@ -48,7 +48,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from privmeter.errors import AlreadySettled, ConfigError
-from privmeter.protocol.demand import ComparisonBudget, LoadInstruction
+from privmeter.protocol.demand_budget import ComparisonBudget
+from privmeter.protocol.demand_messages import LoadInstruction
 from privmeter.protocol.membership import MembershipPolicy
 from privmeter.protocol.records import ReadingRecord, record_bytes, record_from_bytes
 

@@ -29,7 +29,7 @@ import privmeter.parties.enrolment
 import privmeter.parties.messages
 import privmeter.protocol.aggregation_messages
 import privmeter.protocol.comparison
-import privmeter.protocol.demand
+import privmeter.protocol.demand_messages
 import privmeter.protocol.records
 import privmeter.protocol.ring
 import privmeter.protocol.settlement
@@ -48,7 +48,7 @@ MESSAGE_MODULES: tuple[ModuleType, ...] = (
     privmeter.parties.messages,
     privmeter.protocol.aggregation_messages,
     privmeter.protocol.comparison,
-    privmeter.protocol.demand,
+    privmeter.protocol.demand_messages,
     privmeter.protocol.records,
     privmeter.protocol.ring,
     privmeter.protocol.settlement,

@@ -19,7 +19,7 @@ Skellam noise, so even the protections-off difference has error variance
 Probing (:func:`probing_attack`): the utility binary-searches the victim's
 power with repeated comparisons ``[x >= T]``.  Protections off: 14
 comparisons per interval pin every reading to the watt.  On: the real
-meter-side :class:`~privmeter.protocol.demand.ComparisonBudget` answers at
+meter-side :class:`~privmeter.protocol.demand_budget.ComparisonBudget` answers at
 most the plan's comparisons per interval and per day and raises
 :class:`~privmeter.errors.BudgetExceeded` beyond; the best the utility can do
 is a search spread over consecutive intervals, bounded by the budget in
@@ -44,7 +44,7 @@ import numpy.typing as npt
 from privmeter.errors import BudgetExceeded, GroupTooSmall, MembershipChangeRefused
 from privmeter.grid.plans import PrivacyBudget
 from privmeter.privacy.noise import NoiseConfig, skellam_shares
-from privmeter.protocol.demand import ComparisonBudget
+from privmeter.protocol.demand_budget import ComparisonBudget
 from privmeter.protocol.membership import MembershipPolicy
 
 __all__ = [

@@ -19,7 +19,7 @@ here is the plaintext sum of the members' 15-minute readings, and
 the real protocol objects to show the two agree.  Comparison bits are what
 the secure comparison reveals (``[x >= T]``, its correctness is tested in
 ``tests/protocol/test_comparison.py``); the budget is the real meter-side
-:class:`privmeter.protocol.demand.ComparisonBudget`, which raises
+:class:`privmeter.protocol.demand_budget.ComparisonBudget`, which raises
 :class:`~privmeter.errors.BudgetExceeded` beyond the plan, and refused
 comparisons yield no bit.  The bill is the plaintext of the settled
 statement (the household reveals it with its proof).
@@ -55,7 +55,7 @@ from privmeter.errors import BudgetExceeded
 from privmeter.grid.plans import Plan
 from privmeter.grid.profiles import MINUTES_PER_DAY, HouseholdProfile
 from privmeter.grid.resample import interval_energy_wh
-from privmeter.protocol.demand import ComparisonBudget
+from privmeter.protocol.demand_budget import ComparisonBudget
 
 __all__ = [
     "AGG_INTERVAL_S",

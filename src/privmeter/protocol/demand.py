@@ -59,9 +59,15 @@ zero-knowledge proof of the challenge); the one-bit bound holds regardless.
 Settlement: during the event's window the meter emits, per interval, two
 encrypted billing records (``dr_excess`` = Wh above the plan's cap,
 ``dr_rebate`` = Wh of headroom below it) under the household's Paillier key
-(:func:`event_records`); the utility bills them at the penalty and minus the
-rebate price without learning either amount.  :func:`event_adjustments` is
+(:func:`~privmeter.protocol.demand_settlement.event_records`); the utility bills them at the penalty and minus the
+rebate price without learning either amount.  :func:`~privmeter.protocol.demand_settlement.event_adjustments` is
 the household's plaintext counterpart for ``settlement.settle``.
+
+Layout: this module holds the two state machines (:class:`DemandManager`,
+:class:`MeterDemandAgent`); the wire messages and their signing contexts are
+in :mod:`privmeter.protocol.demand_messages`, the meter's budget and the
+threshold policy in :mod:`privmeter.protocol.demand_budget`, the bill-record
+helpers in :mod:`privmeter.protocol.demand_settlement`.
 
 Units: readings compared are instantaneous power in W (signed, export
 negative); energy Wh per interval; intervals ``floor(unix / interval_seconds)``.
@@ -70,14 +76,12 @@ negative); energy Wh per interval; intervals ``floor(unix / interval_seconds)``.
 from __future__ import annotations
 
 import hashlib
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from privmeter.crypto import numtheory as nt
 from privmeter.crypto.elgamal import DEFAULT_GROUP, get_group
-from privmeter.crypto.paillier import PaillierPublicKey
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import (
     BudgetExceeded,
@@ -92,421 +96,35 @@ from privmeter.errors import (
     UnexpectedMessage,
     UnknownParty,
 )
-from privmeter.protocol.codec import check_id, message
 from privmeter.protocol.comparison import (
     DEFAULT_BITS,
     DEFAULT_RADIX,
-    MAX_BITS,
-    MIN_BITS,
     MIN_GROUP_BITS,
-    RADICES,
-    ComparisonChallenge,
-    ComparisonOffer,
     MeterComparison,
     UtilityComparison,
-    clamp_value,
 )
-from privmeter.protocol.records import DR_EXCESS, DR_REBATE, ReadingRecord, canonical, make_record
-
-__all__ = [
-    "ACTIONS",
-    "ComparisonAnswer",
-    "ComparisonBudget",
-    "ComparisonQuery",
-    "DemandEvent",
-    "DemandManager",
-    "Directive",
-    "Echo",
-    "EchoBundle",
-    "LoadInstruction",
-    "MeterDemandAgent",
-    "Offer",
-    "choose_threshold",
-    "event_adjustments",
-    "event_amounts",
-    "event_records",
-    "plaintext_targets",
-]
-
-ACTIONS = ("curtail", "shift", "take_more")  # as in privmeter.grid.curtailment
-SIDES = ("above", "below")
-EVENT_CONTEXT = b"privmeter.dr.event/2"
-ECHO_CONTEXT = b"privmeter.dr.echo/1"
-QUERY_CONTEXT = b"privmeter.dr.query/2"
-ANSWER_CONTEXT = b"privmeter.dr.answer/2"
-OFFER_CONTEXT = b"privmeter.dr.offer/1"
-DIRECTIVE_CONTEXT = b"privmeter.dr.directive/1"
-MAX_EVENT_LIFETIME_S = 3600  # an event's messages are accepted at most an hour
-CLOCK_SKEW_S = 30  # tolerated clock difference between head-end and meter
-DAY_S = 86400
-MAX_READING_AGE = 2  # intervals: a meter compares only a reading of its own clock's last two intervals
-
-
-
-def _check_sig(sig: bytes) -> None:
-    if len(sig) != 64:
-        raise ValueError("signature must be 64 bytes")
-
-
-# -- messages ---------------------------------------------------------------------
-
-@message("dr.event")
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DemandEvent:
-    """A demand-management event opened by the head-end for one group (head-end-signed)."""
-
-    event_id: str
-    group_id: str
-    action: str
-    side: str  # "above": meters with x >= T are targeted; "below": x < T
-    start_interval: int
-    duration_minutes: int
-    issued_at: int
-    expires_at: int
-    bits: int
-    radix: int
-    signature: bytes
-
-    def __post_init__(self) -> None:
-        check_id(self.event_id, "event_id")
-        check_id(self.group_id, "group_id")
-        if not MIN_BITS <= self.bits <= MAX_BITS or self.radix not in RADICES:
-            raise ValueError(f"bits must be in [{MIN_BITS}, {MAX_BITS}] and radix one of {RADICES}")
-        if self.action not in ACTIONS:
-            raise ValueError(f"action must be one of {ACTIONS}, got {self.action!r:.40}")
-        if self.side not in SIDES:
-            raise ValueError(f"side must be one of {SIDES}, got {self.side!r:.40}")
-        if not 0 <= self.start_interval < 2**48 or not 1 <= self.duration_minutes <= 1440:
-            raise ValueError("start_interval or duration_minutes out of range")
-        if not 0 <= self.issued_at < self.expires_at <= self.issued_at + MAX_EVENT_LIFETIME_S:
-            raise ValueError(f"event lifetime must be in (0, {MAX_EVENT_LIFETIME_S}] s")
-        _check_sig(self.signature)
-
-    def signed_payload(self) -> bytes:
-        return canonical(
-            self.event_id, self.group_id, self.action, self.side, self.start_interval,
-            self.duration_minutes, self.issued_at, self.expires_at, self.bits, self.radix,
-        )
-
-    def digest(self) -> bytes:
-        """What group members echo: SHA-256 over the signed payload."""
-        return hashlib.sha256(EVENT_CONTEXT + self.signed_payload()).digest()
-
-
-@message("dr.echo")
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Echo:
-    """A meter's signed statement "I was shown event ``event_id`` with this digest"."""
-
-    event_id: str
-    group_id: str
-    meter_id: str
-    digest: bytes
-    signature: bytes
-
-    def __post_init__(self) -> None:
-        check_id(self.event_id, "event_id")
-        check_id(self.group_id, "group_id")
-        check_id(self.meter_id, "meter_id")
-        if len(self.digest) != 32:
-            raise ValueError("digest must be 32 bytes")
-        _check_sig(self.signature)
-
-    def signed_payload(self) -> bytes:
-        return canonical(self.event_id, self.group_id, self.meter_id, self.digest)
-
-
-@message("dr.echoes")
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EchoBundle:
-    """Echoes relayed by the head-end (it cannot forge them: they are meter-signed)."""
-
-    event_id: str
-    echoes: tuple[Echo, ...]
-
-    def __post_init__(self) -> None:
-        check_id(self.event_id, "event_id")
-        if len(self.echoes) > 100_000:
-            raise ValueError("too many echoes")
-
-
-@message("dr.offer")
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Offer:
-    """A meter's comparison offer for an event: its one-use key and encrypted digits (meter-signed).
-
-    ``reading_interval`` names the interval whose reading is encrypted: the
-    meter's budget is charged on that interval and its day.
-    """
-
-    event_id: str
-    meter_id: str
-    reading_interval: int
-    offer: ComparisonOffer
-    signature: bytes
-
-    def __post_init__(self) -> None:
-        check_id(self.event_id, "event_id")
-        check_id(self.meter_id, "meter_id")
-        if not 0 <= self.reading_interval < 2**48:
-            raise ValueError("reading_interval out of range")
-        _check_sig(self.signature)
-
-    def signed_payload(self) -> bytes:
-        return canonical(self.event_id, self.meter_id, self.reading_interval, self.offer.digest())
-
-
-@message("dr.query")
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ComparisonQuery:
-    """The head-end's challenge on one meter's offer (head-end-signed)."""
-
-    event_id: str
-    meter_id: str
-    query_id: int
-    issued_at: int
-    challenge: ComparisonChallenge
-    signature: bytes
-
-    def __post_init__(self) -> None:
-        check_id(self.event_id, "event_id")
-        check_id(self.meter_id, "meter_id")
-        if not 0 <= self.query_id < 2**63 or self.issued_at < 0:
-            raise ValueError("query_id or issued_at out of range")
-        _check_sig(self.signature)
-
-    def signed_payload(self) -> bytes:
-        return canonical(self.event_id, self.meter_id, self.query_id, self.issued_at, self.challenge.digest())
-
-
-@message("dr.answer")
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ComparisonAnswer:
-    """A meter's one bit for a query: whether a value of the challenge was zero (meter-signed)."""
-
-    event_id: str
-    meter_id: str
-    query_id: int
-    challenge_digest: bytes
-    zero_found: bool
-    signature: bytes
-
-    def __post_init__(self) -> None:
-        check_id(self.event_id, "event_id")
-        check_id(self.meter_id, "meter_id")
-        if not 0 <= self.query_id < 2**63:
-            raise ValueError("query_id out of range")
-        if len(self.challenge_digest) != 32 or not isinstance(self.zero_found, bool):
-            raise ValueError("challenge_digest must be 32 bytes and zero_found a bool")
-        _check_sig(self.signature)
-
-    def signed_payload(self) -> bytes:
-        return canonical(self.event_id, self.meter_id, self.query_id, self.challenge_digest,
-                         int(self.zero_found))
-
-
-@message("dr.directive")
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Directive:
-    """An individual directive to one meter on the wrong side of ``T`` (head-end-signed)."""
-
-    event_id: str
-    meter_id: str
-    action: str
-    start_interval: int
-    duration_minutes: int
-    issued_at: int
-    signature: bytes
-
-    def __post_init__(self) -> None:
-        check_id(self.event_id, "event_id")
-        check_id(self.meter_id, "meter_id")
-        if self.action not in ACTIONS:
-            raise ValueError(f"action must be one of {ACTIONS}")
-        if not 0 <= self.start_interval < 2**48 or not 1 <= self.duration_minutes <= 1440:
-            raise ValueError("start_interval or duration_minutes out of range")
-        if self.issued_at < 0:
-            raise ValueError("issued_at must be non-negative")
-        _check_sig(self.signature)
-
-    def signed_payload(self) -> bytes:
-        return canonical(
-            self.event_id, self.meter_id, self.action, self.start_interval,
-            self.duration_minutes, self.issued_at,
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LoadInstruction:
-    """What the meter hands to the load model (``grid.curtailment.apply_directive``)."""
-
-    event_id: str
-    action: str
-    start_interval: int
-    duration_minutes: int
-    limit_w: int | None  # the plan's cap (public); never the private threshold
-
-
-# -- budget ---------------------------------------------------------------------------
-
-@dataclass(slots=True)
-class ComparisonBudget:
-    """The plan's comparison budget, enforced by the meter (a ledger per interval and day)."""
-
-    comparisons_per_interval: int = 1
-    comparisons_per_day: int = 4
-    same_threshold_for_group: bool = True
-    min_group_size: int = 5
-    interval_seconds: int = 900
-    _per_interval: dict[int, int] = field(default_factory=dict, init=False, repr=False)
-    _per_day: dict[int, int] = field(default_factory=dict, init=False, repr=False)
-    # called after every charge, before the answer leaves (a meter persists its
-    # ledger there: see parties/meter_state.py)
-    on_change: Callable[[], None] | None = field(default=None, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.comparisons_per_interval < 0 or self.comparisons_per_day < 0:
-            raise ValueError("budgets must be non-negative")
-        if self.interval_seconds <= 0 or DAY_S % self.interval_seconds:
-            raise ValueError("interval_seconds must divide a day")
-
-    @classmethod
-    def from_plan(cls, plan: Any) -> ComparisonBudget:
-        """From a :class:`privmeter.grid.plans.Plan` (its ``privacy`` section)."""
-        pb = plan.privacy
-        return cls(
-            comparisons_per_interval=pb.comparisons_per_interval,
-            comparisons_per_day=pb.comparisons_per_day,
-            same_threshold_for_group=pb.same_threshold_for_group,
-            min_group_size=pb.min_group_size,
-            interval_seconds=plan.interval_seconds,
-        )
-
-    def _slots(self, reading_interval: int) -> tuple[int, int]:
-        return reading_interval, reading_interval * self.interval_seconds // DAY_S
-
-    def check(self, reading_interval: int) -> None:
-        """Raise :class:`~privmeter.errors.BudgetExceeded` if one more comparison of the
-        reading of ``reading_interval`` (or of its day's readings) is over budget."""
-        iv, day = self._slots(reading_interval)
-        if self._per_interval.get(iv, 0) >= self.comparisons_per_interval:
-            raise BudgetExceeded(
-                f"{self.comparisons_per_interval} comparisons of this reading already used", interval=iv
-            )
-        if self._per_day.get(day, 0) >= self.comparisons_per_day:
-            raise BudgetExceeded(f"{self.comparisons_per_day} comparisons of this day's readings already used",
-                                 day=day)
-
-    def charge(self, reading_interval: int) -> None:
-        """Check, then record one comparison of the reading of ``reading_interval``.
-
-        The ledger is keyed on the reading's own interval and day, never on a
-        time a peer sends: no clock, however wrong, gives a reading a second budget.
-        Entries older than the day before are dropped (a reading that old is
-        never compared again: :data:`MAX_READING_AGE`).
-        """
-        self.check(reading_interval)
-        iv, day = self._slots(reading_interval)
-        self._per_interval[iv] = self._per_interval.get(iv, 0) + 1
-        self._per_day[day] = self._per_day.get(day, 0) + 1
-        for d in [d for d in self._per_day if d < day - 1]:
-            del self._per_day[d]
-        keep = DAY_S // self.interval_seconds
-        for i in [i for i in self._per_interval if i < iv - keep]:
-            del self._per_interval[i]
-        if self.on_change is not None:
-            self.on_change()
-
-    def state(self) -> dict[str, Any]:
-        """The ledger as JSON-ready data (``privmeter.comparisons/1``)."""
-        return {"format": "privmeter.comparisons/1",
-                "per_interval": sorted(self._per_interval.items()),
-                "per_day": sorted(self._per_day.items())}
-
-    def restore(self, st: Any) -> None:
-        """Load a :meth:`state` (raises ``ValueError`` on anything malformed, unchanged)."""
-        try:
-            ok = isinstance(st, dict) and st.get("format") == "privmeter.comparisons/1" and all(
-                len(x) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in x)
-                for key in ("per_interval", "per_day") for x in st[key])
-        except (KeyError, TypeError):
-            ok = False
-        if not ok:
-            raise ValueError("not a privmeter.comparisons/1 ledger")
-        self._per_interval = {k: v for k, v in st["per_interval"]}
-        self._per_day = {k: v for k, v in st["per_day"]}
-
-    def used_today(self, now: int) -> int:
-        """Comparisons charged on readings of the (unix) day of ``now``."""
-        return self._per_day.get(now // DAY_S, 0)
-
-
-# -- threshold policy -------------------------------------------------------------------
-
-def choose_threshold(
-    total_w: int, group_size: int, gap_w: int, level_w: int, side: str, *, bits: int = DEFAULT_BITS
-) -> int:
-    """The policy: a threshold expected to close ``gap_w``, from the total and group size only.
-
-    Model: readings i.i.d. exponential with mean ``mu = total_w / group_size``.
-    ``side="above"``: meters with ``x >= T`` go down to ``level_w`` (the plan's
-    cap); expected shed ``N * exp(-T/mu) * (T + mu - level)`` for ``T >= level``;
-    the largest ``T`` whose shed covers ``gap_w`` (the fewest households
-    disturbed).  ``side="below"``: meters with ``x < T`` go up to ``level_w``;
-    expected gain ``N * (level*(1-e) - mu + e*(T+mu))`` with ``e = exp(-T/mu)``
-    for ``T <= level``; the smallest ``T`` that covers the gap.  The result is
-    clamped into the comparison's range.
-    """
-    if group_size <= 0:
-        raise LocalProtocolError("group_size must be positive")
-    half = 1 << (bits - 1)
-    mu = max(total_w / group_size, 1.0)
-    n = group_size
-
-    def shed(t: int) -> float:
-        return n * math.exp(-t / mu) * (t + mu - level_w)
-
-    def gain(t: int) -> float:
-        e = math.exp(-t / mu)
-        return n * (level_w * (1 - e) - mu + e * (t + mu))
-
-    lo_t = max(level_w, 0)
-    if side == "above":
-        hi = max(lo_t, int(40 * mu) + lo_t)
-        if shed(lo_t) < gap_w:
-            t = lo_t
-        else:
-            lo, h = lo_t, hi  # shed(lo) >= gap, decreasing in T
-            while h - lo > 1:
-                mid = (lo + h) // 2
-                if shed(mid) >= gap_w:
-                    lo = mid
-                else:
-                    h = mid
-            t = lo
-    elif side == "below":
-        if gain(lo_t) < gap_w:
-            t = lo_t
-        else:
-            lo, h = 0, lo_t  # gain increasing in T on [0, level]
-            while h - lo > 1:
-                mid = (lo + h) // 2
-                if gain(mid) >= gap_w:
-                    h = mid
-                else:
-                    lo = mid
-            t = h
-    else:
-        raise LocalProtocolError(f"side must be one of {SIDES}")
-    return min(max(t, -half + 1), half - 1)
-
-
-def plaintext_targets(readings_w: Mapping[str, int], threshold: int, side: str, bits: int = DEFAULT_BITS) -> set[str]:
-    """Plaintext reference of who is targeted (readings clamped as the meters do)."""
-    return {
-        m for m, x in readings_w.items()
-        if (clamp_value(x, bits) >= threshold) == (side == "above")
-    }
+from privmeter.protocol.demand_budget import MAX_READING_AGE, ComparisonBudget, choose_threshold
+from privmeter.protocol.demand_messages import (
+    ANSWER_CONTEXT,
+    CLOCK_SKEW_S,
+    DIRECTIVE_CONTEXT,
+    ECHO_CONTEXT,
+    EVENT_CONTEXT,
+    MAX_EVENT_LIFETIME_S,
+    OFFER_CONTEXT,
+    QUERY_CONTEXT,
+    ComparisonAnswer,
+    ComparisonQuery,
+    DemandEvent,
+    Directive,
+    Echo,
+    EchoBundle,
+    LoadInstruction,
+    Offer,
+)
+from privmeter.protocol.records import canonical
+
+__all__ = ["DemandManager", "MeterDemandAgent"]
 
 
 # -- utility side -------------------------------------------------------------------------
@@ -932,52 +550,3 @@ class MeterDemandAgent:
         me.directive_seen = True
         return LoadInstruction(event_id=d.event_id, action=d.action, start_interval=d.start_interval,
                                duration_minutes=d.duration_minutes, limit_w=self.cap_w)
-
-
-# -- settlement inside the encrypted bill ---------------------------------------------------
-
-def event_amounts(energy_wh: int, cap_wh: int) -> tuple[int, int]:
-    """``(excess_wh, rebate_wh)`` for one event interval.
-
-    ``excess = max(0, x - cap)``; ``rebate = max(0, cap - max(x, 0))`` (export
-    earns no more rebate than zero consumption) -- exactly the plan's
-    ``DemandResponse.event_charge`` split into its two priced parts.
-    """
-    return max(0, energy_wh - cap_wh), max(0, cap_wh - max(energy_wh, 0))
-
-
-def event_adjustments(
-    event_id: str, energy_wh: Mapping[int, int], cap_wh: int
-) -> dict[tuple[str, str, int], int]:
-    """The household's plaintext counterpart: ``(kind, event, interval) -> Wh`` for
-    :func:`privmeter.protocol.settlement.settle` and ``expected_bill``."""
-    out: dict[tuple[str, str, int], int] = {}
-    for t, x in energy_wh.items():
-        ex, rb = event_amounts(x, cap_wh)
-        out[(DR_EXCESS, event_id, t)] = ex
-        out[(DR_REBATE, event_id, t)] = rb
-    return out
-
-
-def event_records(
-    signing_key: SigningKey,
-    meter_id: str,
-    household_key: PaillierPublicKey,
-    event_id: str,
-    energy_wh: Mapping[int, int],
-    cap_wh: int,
-    *,
-    rng: nt.RandomSource = nt.SYSTEM_RNG,
-) -> list[ReadingRecord]:
-    """The meter side: per event interval, signed ``E(excess)`` and ``E(rebate)`` records.
-
-    Both records are always sent (a zero is encrypted like any value), so the
-    head-end learns neither amount nor which one is zero.
-    """
-    out = []
-    for t in sorted(energy_wh):
-        ex, rb = event_amounts(energy_wh[t], cap_wh)
-        for kind, wh in ((DR_EXCESS, ex), (DR_REBATE, rb)):
-            ct = household_key.encrypt(wh, rng=rng)
-            out.append(make_record(signing_key, meter_id, t, household_key, ct, kind=kind, event_id=event_id))
-    return out

@@ -369,7 +369,7 @@ def check(world: World, core: HeadEndCore, log: DriveLog, *,
         # recompute the DR amounts from the truth (the meter's own numbers are not trusted here)
         for (kind, eid, t) in list(adjustments):
             if dr is not None:
-                from privmeter.protocol.demand import event_amounts
+                from privmeter.protocol.demand_settlement import event_amounts
                 ex, rb = event_amounts(truth_readings.get(t, 0), dr.cap_wh(sc.interval_seconds))
                 adjustments[(kind, eid, t)] = ex if kind == DR_EXCESS else rb
         bill_truth = _truth_bill(h.plan, feed, truth_readings, adjustments, lo, hi)

@@ -76,7 +76,7 @@ from privmeter.parties.household import HouseholdAgent
 from privmeter.parties.messages import FeedPublished
 from privmeter.parties.meter import MeterAgent
 from privmeter.protocol.aggregation_messages import KeyAdvert, MaskedInput
-from privmeter.protocol.demand import ComparisonAnswer, Echo
+from privmeter.protocol.demand_messages import ComparisonAnswer, Echo
 from privmeter.protocol.records import ReadingRecord, record_from_bytes
 from privmeter.protocol.settlement import (
     BillProof,
