@@ -40,6 +40,7 @@ one is known.
     │   ├── NoFreshReading              no reading of the meter's own last intervals to compare
     │   ├── GroupTooSmall               fewer than the plan's minimum
     │   │   └── IsolationRefused        revealing would unmask fewer survivors than the minimum
+    │   │       └── EquivocationRefused the announcement is not endorsed by a committee quorum
     │   ├── MembershipChangeRefused     group roster change beyond the plan (overlap, daily limit)
     │   └── TariffRejected              tariff differs from the published one or
     │                                   breaks the plan's price bounds
@@ -264,6 +265,15 @@ class IsolationRefused(GroupTooSmall):
     of survivors smaller than the plan's minimum (aggregation isolation)."""
 
     code = "isolation-refused"
+
+
+class EquivocationRefused(IsolationRefused):
+    """A meter of a sparse graph refuses to reveal shares for an interval because
+    the head-end's announcement deciding them is not certified: fewer than a
+    quorum of the group's committee endorsed it, or a quorum endorsed another
+    announcement than the one this meter was shown (aggregation equivocation)."""
+
+    code = "equivocation-refused"
 
 
 class MembershipChangeRefused(PolicyError):

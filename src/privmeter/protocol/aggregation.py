@@ -88,6 +88,7 @@ from privmeter.crypto.keyagreement import AgreementKey, sign_advert, verify_adve
 from privmeter.crypto.numtheory import SYSTEM_RNG, RandomSource
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import (
+    EquivocationRefused,
     GroupTooSmall,
     InvalidCiphertext,
     InvalidSignature,
@@ -102,17 +103,21 @@ from privmeter.protocol.aggregation_messages import (
     HEADEND_ID,
     VIEW_KEY_BYTES,
     Announcement,
+    Certificate,
     IntervalStart,
     KeyAdvert,
     KeyBundle,
     MaskedInput,
     bitmap_from,
     bitmap_to_set,
+    committee_size,
     decode_input,
     default_degree,
     graph_seed,
     neighbours,
+    quorum_for,
     record_bytes,
+    ring,
     threshold_for,
 )
 from privmeter.protocol.codec import DEFAULT_MAX_BYTES, decode, encode
@@ -122,14 +127,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANNOUNCE_CONTEXT",
+    "ENDORSE_CONTEXT",
     "AggregateResult",
     "AggregationHeadEnd",
     "AggregationMeter",
     "MeterState",
+    "endorsement_payload",
     "input_mac",
 ]
 
 ANNOUNCE_CONTEXT = b"privmeter/agg/announce/v1"
+ENDORSE_CONTEXT = b"privmeter/agg/endorse/v1"
 VERIFY_SAMPLE = 32  # non-neighbour adverts each meter spot-checks at setup
 _S = shamir.SHARE_BYTES
 
@@ -215,6 +223,13 @@ def _enrol_pad(key: bytes, enrol: bytes) -> int:
     return int.from_bytes(hashlib.shake_256(key + b"e" + enrol).digest(16), "big") % shamir.PRIME
 
 
+def endorsement_payload(epoch_digest: bytes, ann: Announcement) -> bytes:
+    """What a meter signs (context :data:`ENDORSE_CONTEXT`) to endorse the
+    announcement it was shown: the epoch's bundle digest and the encoded
+    announcement, hashed.  Signers of one certificate share the bundle."""
+    return hashlib.sha256(epoch_digest + encode(ann)).digest()
+
+
 def _share_nonce(interval: int, sender: int) -> bytes:
     return struct.pack(">QI", interval, sender)
 
@@ -234,6 +249,16 @@ class _Epoch:
         self.degree = bundle.degree
         self.threshold = threshold_for(bundle.degree)
         self.dense = bundle.degree >= self.n - 1  # complete graph: reveals bound to the view
+        # sparse graphs: reveals for t-2 follow the certified announcement of t-1
+        self.lag = 1 if self.dense else 2
+        self.digest = hashlib.sha256(b"privmeter/agg/epoch/v1" + encode(bundle)).digest()
+        self.committee: tuple[int, ...] = ()
+        self.quorum = 0
+        if not self.dense:
+            c = committee_size(self.n, self.degree)
+            self.committee = tuple(sorted(ring(self.n, graph_seed(bundle.adverts))[:c]))
+            self.quorum = quorum_for(self.n, self.degree)
+        self.committee_set = frozenset(self.committee)
         self.rb = record_bytes(self.n, bundle.degree)
         self.nbrs = neighbours(self.n, self.degree, graph_seed(bundle.adverts))
         self.pos = [{v: p for p, v in enumerate(lst)} for lst in self.nbrs]
@@ -343,6 +368,7 @@ class AggregationMeter:
         self._headend_key = headend_key
         self._rng = rng
         self._verified = verified if verified is not None else set()
+        self._cache_endorsements = verified is not None  # a shared (simulation) cache only
         self._membership = membership
         self._ak = AgreementKey.generate(rng)
         nonce = rng.getrandbits(128).to_bytes(16, "big")
@@ -359,6 +385,7 @@ class AggregationMeter:
         self._last = -1  # last interval answered
         self._held: dict[int, tuple[frozenset[int], dict[int, _Held]]] = {}
         self._own: dict[int, tuple[bytes, bytes, _Held]] = {}  # t -> (b, z, what we hold of ours)
+        self._endorsed: dict[int, bytes] = {}  # t -> payload of the announcement we endorsed
 
     # -- setup -------------------------------------------------------------------
     def advertise(self) -> KeyAdvert:
@@ -452,50 +479,72 @@ class AggregationMeter:
         except ValueError as exc:
             raise MalformedMessage(str(exc)) from None
 
+        # which announcement decides the reveals, and for which interval r:
+        # complete graph, this one (r = t-1); sparse, the previous one as a
+        # quorum certified it (r = t-2), or none without a certificate
+        cert = start.certificate
+        decision: Announcement | None = ann
+        if ep.dense:
+            if cert is not None:
+                raise MalformedMessage("certificate in a complete graph", interval=t)
+            r = t - 1
+        else:
+            r = t - 2
+            decision = None
+            if cert is not None:
+                self._check_certificate(cert, t)
+                decision = cert.announcement
+                try:
+                    survivors = bitmap_to_set(decision.survivors, ep.n)
+                    dropped = bitmap_to_set(decision.dropped, ep.n)
+                except ValueError as exc:
+                    raise MalformedMessage(str(exc)) from None
+
         # 1. shares relayed to us for interval t
         held = self._open_records(start.shares, t, [u for u in ep.nbrs[me] if u in enrolled])
 
-        # 2. reveals for t-1 (each held peer: b-share if survived, z-share if dropped)
+        # 2. reveals for r (each held peer: b-share if survived, z-share if dropped)
         reveals = b""
         reveal_interval = -1
-        prev = self._held.get(t - 1)
-        if prev is None and start.late and self._last < t - 1:
-            # we missed t-1: its records, relayed again, still let us reveal
+        prev = self._held.get(r) if decision is not None else None
+        if decision is not None and prev is None and start.late:
+            # we missed r: its records, relayed again, still let us reveal
             prev_enrolled = survivors | dropped
-            late = self._open_records(start.late, t - 1,
+            late = self._open_records(start.late, r,
                                       [u for u in ep.nbrs[me] if u in prev_enrolled])
-            own_prev = self._own.get(t - 1)
+            own_prev = self._own.get(r)
             if me in prev_enrolled and own_prev is not None:
                 late[me] = own_prev[2]
             prev = (frozenset(prev_enrolled), late)
-        if prev is not None and prev[1]:
+        if decision is not None and prev is not None and prev[1]:
             prev_enrolled, prev_held = prev
             if survivors & dropped or (survivors | dropped) != prev_enrolled:
                 raise MalformedMessage("survivors and dropped must partition the enrolled set",
-                                       interval=t - 1)
+                                       interval=r)
             if len(survivors) < self.min_survivors:
                 raise GroupTooSmall(
                     f"{len(survivors)} survivors, below the minimum {self.min_survivors}",
-                    interval=t - 1)
+                    interval=r)
             small = ep.isolated(survivors, prev_held, self.min_survivors)
             if small is not None:
                 raise IsolationRefused(
                     f"survivor {ep.roster[small]!r} would be unmasked in a connected set of "
-                    f"fewer than {self.min_survivors} survivors", interval=t - 1)
-            view = _view_digest(t - 1, ann.survivors, ann.dropped) if ep.dense else b""
-            enrol = _enrol_digest(t - 1, bitmap_from(prev_enrolled, ep.n)) if ep.dense else b""
-            xpow = [pow(me + 1, j, shamir.PRIME) for j in range(1, ep.threshold)]
+                    f"fewer than {self.min_survivors} survivors", interval=r)
+            view = _view_digest(r, decision.survivors, decision.dropped) if ep.dense else b""
+            enrol = _enrol_digest(r, bitmap_from(prev_enrolled, ep.n))
+            xpow = [pow(me + 1, j, shamir.PRIME) for j in range(1, ep.threshold)] if ep.dense else []
             out = []
             for u in sorted(prev_held):
                 b_share, z_share, key = prev_held[u]
                 alive = u in survivors
                 y = b_share if alive else z_share
                 if ep.dense:  # bind the reveal to this announcement (see the module doc)
-                    y = (y + _view_pad(key, view, alive, xpow)
-                         + (_enrol_pad(key, enrol) if alive else 0)) % shamir.PRIME
-                out.append(shamir.share_to_bytes(y))
+                    y += _view_pad(key, view, alive, xpow)
+                if alive:  # bind the b-share to the enrolled set (every graph)
+                    y += _enrol_pad(key, enrol)
+                out.append(shamir.share_to_bytes(y % shamir.PRIME))
             reveals = b"".join(out)
-            reveal_interval = t - 1
+            reveal_interval = r
 
         # 3. masked value for t
         masked: tuple[int, ...] = ()
@@ -506,10 +555,9 @@ class AggregationMeter:
                                        interval=t)
             held[me] = own[2]
             if reading is not None:
-                b_self = own[0]
-                if ep.dense:  # the self-mask seed the head-end rebuilds only with our enrolled set
-                    b_self = ((int.from_bytes(b_self, "big") + _enrol_pad(
-                        own[2][2], _enrol_digest(t, ann.enrolled))) % shamir.PRIME).to_bytes(16, "big")
+                # the self-mask seed the head-end rebuilds only with our enrolled set
+                b_self = ((int.from_bytes(own[0], "big") + _enrol_pad(
+                    own[2][2], _enrol_digest(t, ann.enrolled))) % shamir.PRIME).to_bytes(16, "big")
                 masked = self._mask(t, reading, b_self, enrolled)
         # 4. fresh secrets for t+1, shared to every neighbour
         b_int = self._rng.getrandbits(shamir.SECRET_BITS)
@@ -521,10 +569,9 @@ class AggregationMeter:
                                  ep.threshold, rng=self._rng)
         own_pt = pts.pop()
         own_b, own_z = shamir.share_from_bytes(own_pt[:_S]), shamir.share_from_bytes(own_pt[_S:])
-        view_key = b""
-        if ep.dense:  # one fresh view key for t+1, sent to every holder with its shares
-            view_key = self._rng.getrandbits(8 * VIEW_KEY_BYTES).to_bytes(VIEW_KEY_BYTES, "big")
-            pts = [pt + view_key for pt in pts]
+        # one fresh view key for t+1, sent to every holder with its shares
+        view_key = self._rng.getrandbits(8 * VIEW_KEY_BYTES).to_bytes(VIEW_KEY_BYTES, "big")
+        pts = [pt + view_key for pt in pts]
         nonce = _share_nonce(t + 1, me)
         aead = self._aead
         recs = [aead[v].encrypt(nonce, pt, _share_ad(self.group, self.epoch, t + 1, me, v))
@@ -536,22 +583,66 @@ class AggregationMeter:
                               domain=masks.DOMAIN_PAIR, interval=t + 1),
             masks.expand_many(z_seed, [(v, nbytes) for v in nbrs],
                               domain=masks.DOMAIN_RECOVERY, interval=t + 1))
+        # sparse: endorse the announcement we were shown (our only one for t)
+        payload = b"" if ep.dense else endorsement_payload(ep.digest, ann)
         msg = MaskedInput(
             group=self.group, epoch=self.epoch, interval=t, meter_id=self.meter_id,
             masked=masked, shares=b"".join(recs), recovery=pads,
-            reveal_interval=reveal_interval, reveals=reveals, tag=b"",
+            reveal_interval=reveal_interval, reveals=reveals,
+            endorsement=self._sk.sign(ENDORSE_CONTEXT, payload) if payload else b"", tag=b"",
         )
         msg = dataclasses.replace(msg, tag=_mac(self._mac_key, msg))
         if masked and self._membership is not None:  # last check: it records the interval
             self._membership.serve(self.group, t)
         # commit (nothing above changed state)
         self._last = t
-        self._held.pop(t - 1, None)
+        keep = t - ep.lag  # the oldest interval a later answer may still reveal for is t-lag+1
+        self._held = {k: v for k, v in self._held.items() if k > keep}
         self._held[t] = (enrolled, held)
         self._own.pop(t, None)
-        self._own = {k: v for k, v in self._own.items() if k > t}
+        self._own = {k: v for k, v in self._own.items() if k > keep}
         self._own[t + 1] = (b_seed, z_seed, (own_b, own_z, view_key))
+        if payload:
+            self._endorsed = {k: v for k, v in self._endorsed.items() if k >= t - 1}
+            self._endorsed[t] = payload
         return msg
+
+    def _check_certificate(self, cert: Certificate, t: int) -> None:
+        """A sparse graph's certificate for the announcement of t-1: exactly a
+        quorum of committee members, each signature valid, and the very
+        announcement we were shown for t-1 if we were shown one (raises)."""
+        ep = self._ep
+        assert ep is not None
+        try:
+            signers = bitmap_to_set(cert.signers, ep.n)
+        except ValueError as exc:
+            raise MalformedMessage(str(exc), interval=t - 2) from None
+        if not signers <= ep.committee_set:
+            raise MalformedMessage("certificate signer outside the committee", interval=t - 2)
+        if len(signers) < ep.quorum:
+            raise EquivocationRefused(
+                f"announcement of interval {t - 1} endorsed by {len(signers)} committee "
+                f"members, the quorum is {ep.quorum}", interval=t - 2)
+        if len(signers) > ep.quorum:
+            raise MalformedMessage(f"more than the quorum of {ep.quorum} endorsements",
+                                   interval=t - 2)
+        payload = endorsement_payload(ep.digest, cert.announcement)
+        mine = self._endorsed.get(t - 1)
+        if mine is not None and mine != payload:
+            raise EquivocationRefused(
+                f"a quorum endorsed another announcement of interval {t - 1} than the one we "
+                "were shown", interval=t - 2)
+        sigs = cert.signatures
+        for k, i in enumerate(sorted(signers)):
+            sig = sigs[64 * k:64 * k + 64]
+            key = self._registry[ep.roster[i]]
+            if self._cache_endorsements:
+                tag = hashlib.sha256(b"endorse" + key.raw + payload + sig).digest()
+                if tag in self._verified:
+                    continue
+            key.verify(ENDORSE_CONTEXT, payload, sig)
+            if self._cache_endorsements:
+                self._verified.add(tag)
 
     def _open_records(self, blob: bytes, t: int, senders: Sequence[int]) -> dict[int, _Held]:
         """Decrypt the (b-share, z-share[, view key]) records for interval ``t``
@@ -640,6 +731,8 @@ class AggregationHeadEnd:
         self._enrolled: dict[int, frozenset[int]] = {}
         self._inputs: dict[int, dict[int, MaskedInput]] = {}
         self._outcome: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
+        self._anns: dict[int, Announcement] = {}  # sparse: the announcement of t, to certify
+        self._certified: dict[int, bool] = {}  # sparse: t -> a certificate for t's announcement went out
         self._interp: list[shamir.SubsetInterpolator] | None = None
 
     # -- setup -------------------------------------------------------------------
@@ -683,11 +776,17 @@ class AggregationHeadEnd:
     def roster(self) -> tuple[str, ...]:
         return self._ep.roster if self._ep is not None else ()
 
+    @property
+    def lag(self) -> int:
+        """Intervals between an interval and the close that finalises it: 1 in a
+        complete graph, 2 in a sparse one (its reveals wait for the certificate)."""
+        return self._ep.lag if self._ep is not None else 1
+
     # -- per interval ------------------------------------------------------------------
     def open_interval(self) -> dict[str, IntervalStart]:
         """Start the next interval: one :class:`IntervalStart` per roster meter."""
-        ann, sig, shares, late = self._open()
-        return {mid: IntervalStart(announcement=ann, signature=sig, shares=sh,
+        ann, sig, cert, shares, late = self._open()
+        return {mid: IntervalStart(announcement=ann, signature=sig, certificate=cert, shares=sh,
                                    late=late.get(mid, b""))
                 for mid, sh in shares.items()}
 
@@ -695,8 +794,9 @@ class AggregationHeadEnd:
         """:meth:`open_interval`, already encoded: ``encode(open_interval()[m])``
         byte for byte, but the common prefix (announcement and signature) is
         encoded once, not once per meter."""
-        ann, sig, shares, late = self._open()
-        empty = encode(IntervalStart(announcement=ann, signature=sig, shares=b"", late=b""))
+        ann, sig, cert, shares, late = self._open()
+        empty = encode(IntervalStart(announcement=ann, signature=sig, certificate=cert, shares=b"",
+                                     late=b""))
         tail = b"\xc4\x00\xa4late\xc4\x00"  # shares and late are the last two fields
         assert empty.endswith(b"\xa6shares" + tail)
         prefix = empty[:-len(tail)]
@@ -727,7 +827,8 @@ class AggregationHeadEnd:
         bounds = [0, *ends.tolist()]
         return {ep.roster[w]: flat[bounds[i]:bounds[i + 1]] for i, w in enumerate(recv.tolist())}
 
-    def _open(self) -> tuple[Announcement, bytes, dict[str, bytes], dict[str, bytes]]:
+    def _open(self) -> tuple[Announcement, bytes, Certificate | None, dict[str, bytes],
+                             dict[str, bytes]]:
         ep = self._require_epoch()
         t = self.first_interval if self.current < 0 else self.current + 1
         prev_inputs = self._inputs.get(t - 1, {})
@@ -738,18 +839,52 @@ class AggregationHeadEnd:
             enrolled=bitmap_from(enrolled, ep.n), survivors=bitmap_from(surv, ep.n),
             dropped=bitmap_from(drop, ep.n))
         sig = self._sk.sign(ANNOUNCE_CONTEXT, encode(ann))
+        cert = None if ep.dense else self._certificate(t - 1)
         out = self._relay(prev_inputs, range(ep.n))
-        # meters that did not answer t-1 get the records for t-1 again, so
-        # that they can still reveal for t-1 now
+        # meters that did not answer the interval r they now reveal for get its
+        # records again, so that they can still reveal for r now
+        r = t - ep.lag
         late: dict[str, bytes] = {}
-        older = self._inputs.get(t - 2)
-        if older and (surv or drop):
-            absent = [w for w in range(ep.n) if w not in prev_inputs]
+        older = self._inputs.get(r - 1)
+        r_surv, r_drop = self._outcome.get(r, (frozenset(), frozenset()))
+        if older and (r_surv or r_drop) and (ep.dense or cert is not None):
+            answered = self._inputs.get(r, {})
+            absent = [w for w in range(ep.n) if w not in answered]
             late = self._relay(older, absent)
         self.current = t
         self._enrolled[t] = enrolled
         self._inputs[t] = {}
-        return ann, sig, out, late
+        if not ep.dense:
+            self._anns[t] = ann
+        return ann, sig, cert, out, late
+
+    def _certificate(self, t: int) -> Certificate | None:
+        """The committee's endorsements of the announcement of ``t`` (the first
+        quorum of valid ones in roster order), or None without a quorum."""
+        ep = self._require_epoch()
+        ann = self._anns.get(t)
+        box = self._inputs.get(t, {})
+        if ann is None:
+            return None
+        payload = endorsement_payload(ep.digest, ann)
+        signers: list[int] = []
+        sigs: list[bytes] = []
+        for w in ep.committee:
+            msg = box.get(w)
+            if msg is None:
+                continue
+            try:  # a bad endorsement must not spoil the certificate for everyone
+                self._registry[ep.roster[w]].verify(ENDORSE_CONTEXT, payload, msg.endorsement)
+            except InvalidSignature:
+                continue
+            signers.append(w)
+            sigs.append(msg.endorsement)
+            if len(signers) == ep.quorum:
+                self._certified[t] = True
+                return Certificate(announcement=ann, signers=bitmap_from(signers, ep.n),
+                                   signatures=b"".join(sigs))
+        self._certified[t] = False
+        return None
 
     def handle_input(self, msg: MaskedInput | bytes) -> None:
         """Validate and store one meter's answer (raises, state unchanged)."""
@@ -783,8 +918,14 @@ class AggregationHeadEnd:
         if msg.masked and (len(msg.masked) != self.dim or w not in self._enrolled[t]):
             raise MalformedMessage("masked value of wrong size or from a meter not enrolled",
                                    meter_id=msg.meter_id, interval=t)
+        if len(msg.endorsement) != (0 if ep.dense else 64):
+            raise MalformedMessage("a sparse graph's input carries an endorsement, a complete "
+                                   "graph's none", meter_id=msg.meter_id, interval=t)
         if msg.reveal_interval >= 0:
-            prev = self._enrolled.get(t - 1, frozenset())
+            if msg.reveal_interval != t - ep.lag:
+                raise MalformedMessage(f"reveals for interval {msg.reveal_interval}, due are "
+                                       f"those for {t - ep.lag}", meter_id=msg.meter_id, interval=t)
+            prev = self._enrolled.get(t - ep.lag, frozenset())
             held = len(ep.holder_sets[w]) if len(prev) == ep.n else len(ep.holder_sets[w] & prev)
             if len(msg.reveals) != _S * held:
                 raise MalformedMessage(f"expected {held} revealed shares",
@@ -792,8 +933,9 @@ class AggregationHeadEnd:
         box[w] = msg
 
     def close_interval(self) -> AggregateResult | None:
-        """End the open interval; return the now-final result of the one before it."""
-        self._require_epoch()
+        """End the open interval; return the now-final result of the one
+        :attr:`lag` intervals before it (the one before it in a complete graph)."""
+        ep = self._require_epoch()
         t = self.current
         if t < 0:
             raise UnexpectedMessage("no interval is open")
@@ -802,12 +944,15 @@ class AggregationHeadEnd:
         surv = frozenset(u for u in enrolled if u in inputs and inputs[u].masked)
         self._outcome[t] = (surv, enrolled - surv)
         result = None
-        if self._enrolled.get(t - 1):
-            result = self._finalize(t - 1)
-        for old in [k for k in self._inputs if k < t - 1]:
+        r = t - ep.lag
+        if self._enrolled.get(r):
+            result = self._finalize(r)
+        for old in [k for k in self._inputs if k < r]:  # r's: pads of r+1, late relays at t+1
             del self._inputs[old]
             self._enrolled.pop(old, None)
             self._outcome.pop(old, None)
+            self._anns.pop(old, None)
+            self._certified.pop(old, None)
         return result
 
     # -- unmasking -------------------------------------------------------------------
@@ -820,9 +965,12 @@ class AggregationHeadEnd:
 
         if len(surv) < self.min_survivors:
             return res(None, f"{len(surv)} survivors below the minimum {self.min_survivors}")
+        if not ep.dense and not self._certified.get(t + 1, False):
+            return res(None, f"no quorum of {ep.quorum} committee endorsements for the "
+                             f"announcement of interval {t + 1}: nothing was revealed")
         enrolled = surv | drop
         y_in = self._inputs[t]
-        reveal_in = self._inputs[t + 1]
+        reveal_in = self._inputs[t + ep.lag]
         share_in = self._inputs[t - 1]
         thr = ep.threshold
         # Every revealed share, filed under the peer it belongs to (b-shares for

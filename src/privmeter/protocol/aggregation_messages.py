@@ -42,19 +42,23 @@ __all__ = [
     "MAX_DIM",
     "MAX_ROSTER",
     "SHARE_RECORD_BYTES",
+    "MAX_COMMITTEE",
     "Announcement",
+    "Certificate",
     "IntervalStart",
     "KeyAdvert",
     "KeyBundle",
     "MaskedInput",
     "bitmap_from",
     "bitmap_to_set",
+    "committee_size",
     "decode_input",
     "default_degree",
     "degree_for",
     "failure_chance",
     "graph_seed",
     "neighbours",
+    "quorum_for",
     "record_bytes",
     "ring",
     "threshold_for",
@@ -66,9 +70,10 @@ MAX_DEGREE = 1_024
 MAX_DIM = 64  # values per reading vector (e.g. energy, power, per-phase ...)
 MIN_DEGREE = 16  # below this a sparse graph gives too little privacy per meter
 AEAD_OVERHEAD = 16  # Poly1305 tag
-SHARE_RECORD_BYTES = 32 + AEAD_OVERHEAD  # (b-share, z-share) encrypted: sparse graphs
-VIEW_KEY_BYTES = 16  # the sender's per-interval view key, complete graphs only (see aggregation.py)
-DENSE_RECORD_BYTES = SHARE_RECORD_BYTES + VIEW_KEY_BYTES
+SHARE_RECORD_BYTES = 32 + AEAD_OVERHEAD  # (b-share, z-share) encrypted
+VIEW_KEY_BYTES = 16  # the sender's per-interval view key (see aggregation.py), in every record
+DENSE_RECORD_BYTES = SHARE_RECORD_BYTES + VIEW_KEY_BYTES  # the record of every graph since v2
+MAX_COMMITTEE = 160  # endorsing committee of a sparse graph: at most this many meters
 TAG_BYTES = 16
 SIGNATURE_BYTES = 64
 
@@ -167,21 +172,57 @@ class Announcement:
                 raise ValueError(f"{name} bitmap must be {nb} bytes")
 
 
-@message("agg.start")
+@message("agg.cert")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Certificate:
+    """A quorum's endorsements of one announcement (sparse graphs only).
+
+    ``signers``: bitmap over the roster of the committee members whose
+    signatures follow; ``signatures``: their Ed25519 signatures (64 bytes
+    each, in roster order) over the endorsement payload of ``announcement``
+    (``aggregation.endorsement_payload``: bundle digest and the encoded
+    announcement, context ``privmeter/agg/endorse/v1``).
+    """
+
+    announcement: Announcement
+    signers: bytes
+    signatures: bytes
+
+    def __post_init__(self) -> None:
+        n = self.announcement.roster_size
+        if len(self.signers) != (n + 7) // 8:
+            raise ValueError(f"signer bitmap must be {(n + 7) // 8} bytes")
+        val = int.from_bytes(self.signers, "little")
+        if val >> n:
+            raise ValueError("signer bitmap names a meter outside the roster")
+        count = val.bit_count()
+        if not 1 <= count <= MAX_COMMITTEE:
+            raise ValueError(f"a certificate has 1..{MAX_COMMITTEE} signers")
+        if len(self.signatures) != SIGNATURE_BYTES * count:
+            raise ValueError("one 64-byte signature per signer")
+
+
+@message("agg.start.v2")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IntervalStart:
     """Head-end -> one meter: the signed announcement and the shares relayed to it.
 
+    ``certificate``: sparse graphs only, the quorum's endorsements of the
+    PREVIOUS interval's announcement (its survivors and dropped decide the
+    reveals the meter now makes, for interval t-2); None in complete graphs,
+    or when no quorum endorsed it (the meter then reveals nothing).
     ``shares``: the records for this interval t from the neighbours enrolled
-    for t.  ``late``: only for a meter that did not answer t-1, the records
-    for t-1 from the neighbours enrolled for t-1 (= survivors | dropped of
-    the announcement), so that it can still reveal for t-1: a share holder
-    then needs to be online when the reveals are due, not also one interval
-    before (availability (1 - dropout) instead of (1 - dropout)^2).
+    for t.  ``late``: only for a meter that did not answer the interval it
+    now reveals for (t-1 in a complete graph, t-2 in a sparse one), that
+    interval's records from its neighbours enrolled for it, so that it can
+    still reveal: a share holder then needs to be online when the reveals
+    are due, not also when the shares were relayed (availability
+    (1 - dropout) instead of (1 - dropout)^2).
     """
 
     announcement: Announcement
     signature: bytes
+    certificate: Certificate | None = None
     shares: bytes
     late: bytes = b""
 
@@ -191,9 +232,15 @@ class IntervalStart:
         for blob in (self.shares, self.late):
             if len(blob) % 16 or len(blob) > DENSE_RECORD_BYTES * MAX_DEGREE:
                 raise ValueError("relayed shares must be whole records, at most one per neighbour")
+        c = self.certificate
+        if c is not None and (c.announcement.group, c.announcement.epoch, c.announcement.roster_size,
+                              c.announcement.interval + 1) != (
+                self.announcement.group, self.announcement.epoch, self.announcement.roster_size,
+                self.announcement.interval):
+            raise ValueError("the certificate must be for the previous announcement of this group")
 
 
-@message("agg.input")
+@message("agg.input.v2")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MaskedInput:
     """Meter -> head-end, once per interval (the only message of a common interval).
@@ -202,8 +249,12 @@ class MaskedInput:
     ``shares``: encrypted (b, z) shares for ``interval + 1``, one record per
     neighbour; ``recovery``: per neighbour, the pairwise mask for
     ``interval + 1`` padded with the recovery key z; ``reveals``: for
-    ``reveal_interval`` (``interval - 1``, or -1 for none) one share per held
-    peer, a b-share for survivors and a z-share for the dropped; ``tag``:
+    ``reveal_interval`` (``interval - 1`` in a complete graph, ``interval - 2``
+    in a sparse one, or -1 for none) one share per held
+    peer, a b-share for survivors and a z-share for the dropped;
+    ``endorsement``: sparse graphs only (else empty), the meter's Ed25519
+    signature over the endorsement payload of the announcement of
+    ``interval`` it was shown, at most one per interval; ``tag``:
     keyed BLAKE2b-128 (``aggregation.input_mac``) under the meter/head-end MAC key over the message with
     an empty tag.
     """
@@ -217,6 +268,7 @@ class MaskedInput:
     recovery: bytes
     reveal_interval: int
     reveals: bytes
+    endorsement: bytes = b""
     tag: bytes
 
     def __post_init__(self) -> None:
@@ -224,8 +276,8 @@ class MaskedInput:
         _check_id("meter id", self.meter_id)
         if not 0 <= self.interval < 1 << 62:
             raise ValueError("interval out of range")
-        if self.reveal_interval not in (-1, self.interval - 1):
-            raise ValueError("reveals must be for the previous interval")
+        if self.reveal_interval not in (-1, self.interval - 1, self.interval - 2):
+            raise ValueError("reveals must be for one of the two previous intervals")
         if len(self.masked) > MAX_DIM or any(not 0 <= v < 1 << 64 for v in self.masked):
             raise ValueError("masked values must be uint64")
         if len(self.shares) % 16 or len(self.shares) > DENSE_RECORD_BYTES * MAX_DEGREE:
@@ -236,17 +288,19 @@ class MaskedInput:
             raise ValueError("reveals must be whole 16-byte shares")
         if self.reveal_interval == -1 and self.reveals:
             raise ValueError("reveals without an interval")
+        if len(self.endorsement) not in (0, SIGNATURE_BYTES):
+            raise ValueError("endorsement must be empty or a 64-byte signature")
         if len(self.tag) not in (0, TAG_BYTES):
             raise ValueError("tag must be 16 bytes")
 
 
 # -- fast decoding of the head-end's hot message ---------------------------------
 
-_INPUT_TAG = "agg.input"
+_INPUT_TAG = "agg.input.v2"
 _INPUT_FIELDS: tuple[tuple[str, type[Any] | None], ...] = (
     ("group", str), ("epoch", int), ("interval", int), ("meter_id", str), ("masked", None),
     ("shares", bytes), ("recovery", bytes), ("reveal_interval", int), ("reveals", bytes),
-    ("tag", bytes),
+    ("endorsement", bytes), ("tag", bytes),
 )
 
 
@@ -329,10 +383,16 @@ def failure_chance(n: int, degree: int, dropout: float) -> float:
     """Chance that an interval cannot be unmasked when each meter is away
     independently with probability ``dropout``: some survivor has fewer than
     ``threshold_for(degree)`` of its ``degree + 1`` share holders online when
-    the reveals are due (see docs/aggregation.md, "Availability")."""
+    the reveals are due, or (sparse graphs) fewer than :func:`quorum_for` of
+    the committee endorsed the announcement (see docs/aggregation.md,
+    "Availability")."""
     holders, thr, up = degree + 1, threshold_for(degree), 1.0 - dropout
     per_meter = sum(math.comb(holders, i) * up**i * dropout ** (holders - i) for i in range(thr))
-    return 1.0 - (1.0 - min(per_meter, 1.0)) ** max(1, round(n * up))
+    ok = (1.0 - min(per_meter, 1.0)) ** max(1, round(n * up))
+    if degree < n - 1:  # sparse: a quorum of the committee must endorse the announcement
+        c, q = committee_size(n, degree), quorum_for(n, degree)
+        ok *= 1.0 - min(1.0, sum(math.comb(c, i) * up**i * dropout ** (c - i) for i in range(q)))
+    return 1.0 - ok
 
 
 def degree_for(n: int, dropout: float, *, target: float = 1e-6) -> int:
@@ -352,8 +412,24 @@ def degree_for(n: int, dropout: float, *, target: float = 1e-6) -> int:
 
 
 def record_bytes(n: int, degree: int) -> int:
-    """Bytes of one encrypted share record: complete graphs add the view key."""
-    return DENSE_RECORD_BYTES if degree >= n - 1 else SHARE_RECORD_BYTES
+    """Bytes of one encrypted share record: b-share, z-share and the sender's
+    view key (every graph: the key pads the b-shares by the enrolled set)."""
+    return DENSE_RECORD_BYTES
+
+
+def committee_size(n: int, degree: int) -> int:
+    """Meters of a sparse graph's endorsing committee: ``min(n, 2 * degree,
+    MAX_COMMITTEE)`` (the first of :func:`ring`'s order).  Any fixed set
+    gives quorum intersection; its size only buys availability (see
+    docs/aggregation.md, "Consistency round") and costs each meter
+    :func:`quorum_for` signature checks per interval."""
+    return min(n, 2 * degree, MAX_COMMITTEE)
+
+
+def quorum_for(n: int, degree: int) -> int:
+    """Endorsements a certificate needs: a strict majority of the committee,
+    so two certificates for one interval share a signer."""
+    return committee_size(n, degree) // 2 + 1
 
 
 def threshold_for(degree: int) -> int:
