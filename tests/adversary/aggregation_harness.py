@@ -37,19 +37,29 @@ from privmeter.crypto import masks, shamir
 from privmeter.crypto.keyagreement import AgreementKey, sign_advert
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import PrivmeterError
-from privmeter.protocol.aggregation import ANNOUNCE_CONTEXT, AggregationMeter
+from privmeter.protocol.aggregation import (
+    ANNOUNCE_CONTEXT,
+    AggregationMeter,
+    endorsement_payload,
+    epoch_digest,
+)
 from privmeter.protocol.aggregation_messages import (
     HEADEND_ID,
     Announcement,
+    Certificate,
     IntervalStart,
     KeyAdvert,
     KeyBundle,
     MaskedInput,
     bitmap_from,
+    bitmap_to_set,
+    committee_size,
     default_degree,
     graph_seed,
     neighbours,
+    quorum_for,
     record_bytes,
+    ring,
     threshold_for,
 )
 from privmeter.protocol.codec import decode, encode
@@ -173,6 +183,13 @@ class LyingHeadEnd:
         self.inputs: dict[int, dict[int, MaskedInput]] = {}  # interval -> meter -> input
         self.told: dict[int, dict[int, View]] = {}  # interval -> meter -> view it was sent
         self.refused: dict[int, dict[int, PrivmeterError]] = {}  # interval -> meter -> error
+        self.lag = 1  # a sparse graph's reveals wait one more interval, for the certificate
+        self.committee: frozenset[int] = frozenset()
+        self.quorum = 0
+        self.digest = b""
+        self.anns: dict[int, dict[int, Announcement]] = {}  # interval -> meter -> what it was shown
+        # sparse: interval -> meter -> the (survivors, dropped) of the certificate it was sent
+        self.decided: dict[int, dict[int, tuple[frozenset[int], frozenset[int]]]] = {}
 
     # -- set-up -------------------------------------------------------------------------
     def bundle(self, degree: int | None = None) -> KeyBundle:
@@ -200,7 +217,41 @@ class LyingHeadEnd:
                 refused[i] = exc
         if len(refused) < self.n:  # someone accepted: the degree makes a graph
             self.nbrs = neighbours(self.n, b.degree, graph_seed(b.adverts))
+            if b.degree < self.n - 1:
+                self.lag = 2
+                c = committee_size(self.n, b.degree)
+                self.committee = frozenset(ring(self.n, graph_seed(b.adverts))[:c])
+                self.quorum = quorum_for(self.n, b.degree)
+                self.digest = epoch_digest(b)
         return refused
+
+    def _certificates(self, t: int) -> dict[int, Certificate | None]:
+        """Per meter, the certificate it is sent at ``t`` (sparse graphs): every
+        announcement of t-1 that a quorum of the committee endorsed can be
+        certified; a meter gets the one it was shown if that can, else (the
+        adversary's best try) the most endorsed one that can, else none."""
+        shown = self.anns.get(t - 1, {})
+        inputs = self.inputs.get(t - 1, {})
+        by_ann: dict[bytes, list[int]] = {}
+        for w, msg in inputs.items():
+            if w in self.committee and msg.endorsement:
+                by_ann.setdefault(encode(shown[w]), []).append(w)
+        certs: dict[bytes, Certificate] = {}
+        for key, signers in by_ann.items():
+            if len(signers) >= self.quorum:
+                chosen = sorted(signers)[:self.quorum]
+                ann = decode(key, expect=Announcement)
+                assert all(inputs[w].endorsement for w in chosen)
+                certs[key] = Certificate(
+                    announcement=ann, signers=bitmap_from(chosen, self.n),
+                    signatures=b"".join(inputs[w].endorsement for w in chosen))
+        best = max(certs, key=lambda k: len(by_ann[k]), default=None)
+        out: dict[int, Certificate | None] = {}
+        for w in range(self.n):
+            mine = encode(shown[w]) if w in shown else None
+            pick = mine if mine in certs else best
+            out[w] = certs[pick] if pick is not None else None
+        return out
 
     # -- one interval ------------------------------------------------------------------
     def honest_view(self) -> View:
@@ -231,6 +282,8 @@ class LyingHeadEnd:
         self.t += 1
         t = self.t
         self.inputs[t], self.told[t], self.refused[t] = {}, {}, {}
+        self.anns[t], self.decided[t] = {}, {}
+        certs = self._certificates(t) if self.lag == 2 else {}
         for w, mid in enumerate(self.roster):
             if w in offline:
                 continue
@@ -240,10 +293,16 @@ class LyingHeadEnd:
                                survivors=bitmap_from(surv, self.n),
                                dropped=bitmap_from(drop, self.n))
             senders = [u for u in self.nbrs[w] if u in enrolled and u in self.inputs.get(t - 1, {})]
+            cert = certs.get(w)
             start = IntervalStart(announcement=ann,
                                   signature=self.sk.sign(ANNOUNCE_CONTEXT, encode(ann)),
-                                  shares=self._records_for(w, senders, t))
+                                  certificate=cert, shares=self._records_for(w, senders, t))
             self.told[t][w] = (enrolled, surv, drop)
+            self.anns[t][w] = ann
+            if cert is not None:
+                ca = cert.announcement
+                self.decided[t][w] = (bitmap_to_set(ca.survivors, self.n),
+                                      bitmap_to_set(ca.dropped, self.n))
             try:
                 out = self.meters[mid].handle_start(encode(start), reading(mid, t))
             except PrivmeterError as exc:
@@ -255,30 +314,35 @@ class LyingHeadEnd:
     # -- what it learnt ------------------------------------------------------------------
     def knowledge(self, t: int) -> Knowledge:
         """Everything the head-end holds about interval ``t`` once the reveals
-        for it (sent in interval t+1) are in."""
+        for it (sent in interval t+lag) are in."""
         ys = {u: np.array(msg.masked, dtype=np.uint64)
               for u, msg in self.inputs.get(t, {}).items() if msg.masked}
         pads = {u: msg.recovery for u, msg in self.inputs.get(t - 1, {}).items()}
         masked_with = {u: v[0] for u, v in self.told.get(t, {}).items()}
         # shares by (peer, announcement the holder saw): in a complete graph a
         # reveal is padded under its announcement and only combines with reveals
-        # made under the same one; in a sparse graph every share combines
+        # made under the same one; in a sparse graph b-shares are padded by the
+        # holder's enrolled set of t (z-shares are not padded: all combine)
         dense = self.degree >= self.n - 1
+        lag = self.lag
         pts_b: dict[tuple[int, View | None], list[tuple[int, int]]] = {}
         pts_z: dict[tuple[int, View | None], list[tuple[int, int]]] = {}
-        for w, msg in self.inputs.get(t + 1, {}).items():
+        for w, msg in self.inputs.get(t + lag, {}).items():
             if msg.reveal_interval != t:
                 continue
             enrolled_w = self.told[t][w][0] if w in self.told.get(t, {}) else frozenset()
             sent_before = self.inputs.get(t - 1, {})
             held = sorted({u for u in self.nbrs[w] if u in enrolled_w and u in sent_before}
                           | ({w} if w in enrolled_w else set()))
-            seen = self.told[t + 1][w]
-            surv_w = seen[1]
+            seen = self.told[t + 1][w] if dense else None
+            surv_w = seen[1] if seen is not None else self.decided[t + lag][w][0]
             for k, u in enumerate(held):
                 y = int.from_bytes(msg.reveals[k * _S:(k + 1) * _S], "big")
-                (pts_b if u in surv_w else pts_z).setdefault(
-                    (u, seen if dense else None), []).append((w + 1, y))
+                if u in surv_w:
+                    pts_b.setdefault((u, seen or (enrolled_w, frozenset(), frozenset())),
+                                     []).append((w + 1, y))
+                else:
+                    pts_z.setdefault((u, seen), []).append((w + 1, y))
         thr = self.threshold
         b = {u: shamir.reconstruct(p, thr).to_bytes(16, "big")
              for (u, _), p in pts_b.items() if len(p) >= thr}

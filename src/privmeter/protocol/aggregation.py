@@ -133,6 +133,7 @@ __all__ = [
     "AggregationMeter",
     "MeterState",
     "endorsement_payload",
+    "epoch_digest",
     "input_mac",
 ]
 
@@ -223,6 +224,11 @@ def _enrol_pad(key: bytes, enrol: bytes) -> int:
     return int.from_bytes(hashlib.shake_256(key + b"e" + enrol).digest(16), "big") % shamir.PRIME
 
 
+def epoch_digest(bundle: KeyBundle) -> bytes:
+    """The epoch's identity in endorsements: SHA-256 over the encoded bundle."""
+    return hashlib.sha256(b"privmeter/agg/epoch/v1" + encode(bundle)).digest()
+
+
 def endorsement_payload(epoch_digest: bytes, ann: Announcement) -> bytes:
     """What a meter signs (context :data:`ENDORSE_CONTEXT`) to endorse the
     announcement it was shown: the epoch's bundle digest and the encoded
@@ -251,7 +257,7 @@ class _Epoch:
         self.dense = bundle.degree >= self.n - 1  # complete graph: reveals bound to the view
         # sparse graphs: reveals for t-2 follow the certified announcement of t-1
         self.lag = 1 if self.dense else 2
-        self.digest = hashlib.sha256(b"privmeter/agg/epoch/v1" + encode(bundle)).digest()
+        self.digest = epoch_digest(bundle)
         self.committee: tuple[int, ...] = ()
         self.quorum = 0
         if not self.dense:
