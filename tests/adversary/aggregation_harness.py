@@ -40,7 +40,6 @@ from privmeter.errors import PrivmeterError
 from privmeter.protocol.aggregation import (
     ANNOUNCE_CONTEXT,
     AggregationMeter,
-    endorsement_payload,
     epoch_digest,
 )
 from privmeter.protocol.aggregation_messages import (
