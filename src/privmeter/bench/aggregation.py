@@ -6,11 +6,12 @@ head-end, and bytes a meter sends per interval:
 
 * ``masked``: :mod:`privmeter.protocol.aggregation` (pairwise + self masks,
   Shamir recovery, default sparse graph); every message goes through the
-  codec.  Steady state: after ``WARMUP_INTERVALS`` (the priming interval and
-  one more, which fill the pipeline) we measure ``MEASURED_INTERVALS``
-  open + inputs + close cycles and average them.  The total of interval t is
-  final when t+1 closes, so each measured close finalises the interval before
-  it, recovering that interval's dropouts; every published total must equal
+  codec.  Steady state: after the priming interval and the lag (one more
+  interval in a complete graph, two in a sparse one, whose reveals wait for
+  the quorum certificate) fill the pipeline, we measure ``MEASURED_INTERVALS``
+  open + inputs + close cycles and average them.  Each measured close
+  finalises the interval ``lag`` before it, recovering that interval's
+  dropouts; every published total must equal
   the plaintext sum over the meters that sent a value for it ("exact"), and
   the result's survivors must be exactly those meters.  An interval that
   could not be unmasked (too few holders answered: see "Availability" in
@@ -61,7 +62,7 @@ from privmeter.sim.aggregation_group import GroupSimulation, make_group
 __all__ = ["MEASURED_INTERVALS", "TARGETS", "WARMUP_INTERVALS", "PaillierReading", "add_arguments",
            "run", "run_cases"]
 
-WARMUP_INTERVALS = 2  # the priming interval and one with values: then the pipeline is full
+WARMUP_INTERVALS = 3  # the priming interval and the lag (at most 2): then the pipeline is full
 MEASURED_INTERVALS = 3  # steady-state open + inputs + close cycles averaged per group
 # issue 3's targets (one core): head-end s/interval for 10,000 meters (groups of 200) at 5 %
 # dropout, meter s/interval with 64 neighbours, and Paillier/masked ratios at 0 % dropout
@@ -97,32 +98,38 @@ class _Measured:
     breakdown: dict[str, float] = field(default_factory=dict)  # bytes per meter message by field
 
 
-def _drop_sets(ids: Sequence[str], dropout: float, seed: int) -> list[set[str]]:
+def _drop_sets(ids: Sequence[str], dropout: float, seed: int,
+               warmup: int = WARMUP_INTERVALS) -> list[set[str]]:
     """A fresh uniformly random offline set per interval (warm-up and measured), seeded."""
     rng = random.Random(seed)
     k = round(len(ids) * dropout)
-    return [set(rng.sample(ids, k)) for _ in range(WARMUP_INTERVALS + MEASURED_INTERVALS)]
+    return [set(rng.sample(ids, k)) for _ in range(warmup + MEASURED_INTERVALS)]
 
 
 def _input_breakdown(msg: MaskedInput, wire: bytes) -> dict[str, int]:
     """Bytes of one encoded input by field; ``other`` is ids, MAC tag and codec framing."""
     parts = {"masked_value": 8 * len(msg.masked), "shares": len(msg.shares),
-             "recovery_pads": len(msg.recovery), "reveals": len(msg.reveals)}
+             "recovery_pads": len(msg.recovery), "reveals": len(msg.reveals),
+             "endorsement": len(msg.endorsement)}
     return {**parts, "other": len(wire) - sum(parts.values())}
 
 
 def _masked_case(group_size: int, dropout: float, seed: int, degree: int | None = None) -> _Measured:
-    g: GroupSimulation = make_group(group_size, seed=seed, min_survivors=3, degree=degree)
+    # no verification cache shared between the meters: each pays its own signature checks
+    g: GroupSimulation = make_group(group_size, seed=seed, min_survivors=3, degree=degree,
+                                    share_verified=False)
     g.setup()
     he = g.headend
+    warmup = WARMUP_INTERVALS
+    assert warmup >= 1 + he.lag  # priming, then the lag fills the pipeline
     sent_value: dict[int, set[str]] = {}  # interval -> meters whose input carried a value
     meter_cpu = head_cpu = 0.0
     nmsg = failed = 0
     exact = True
     sizes: dict[str, int] = {}
     degrees: set[int] = set()
-    for i, off in enumerate(_drop_sets(sorted(g.meters), dropout, seed)):
-        measured = i >= WARMUP_INTERVALS
+    for i, off in enumerate(_drop_sets(sorted(g.meters), dropout, seed, warmup)):
+        measured = i >= warmup
         c0 = time.process_time()
         starts = he.open_interval_wire()
         head = time.process_time() - c0

@@ -211,7 +211,8 @@ async def drive(
     progress: Callable[[int, int], None] | None = None,
     settle: bool = True,
 ) -> DriveLog:
-    """Run ``count`` intervals from ``first_interval`` (plus a warm-up and a drain interval)."""
+    """Run ``count`` intervals from ``first_interval`` (plus a warm-up and the drain
+    intervals that finalise the last real one: one, two for a sparse aggregation graph)."""
     eng = IntervalEngine(core, link)
     members = sorted(m for ms in groups.values() for m in ms)
     warm = first_interval - 1
@@ -220,7 +221,8 @@ async def drive(
     await eng.publish_feeds(feeds, members, now=now, interval=warm)
     for g in groups:  # the epoch starts with the warm-up interval (no readings yet)
         await eng.setup(g, warm, now=now, interval=warm)
-    last = first_interval + count  # drain interval: finalises the last real one
+    # drain intervals: finalise the last real one (a sparse graph's total is final two closes later)
+    last = first_interval + count + max((core.lag(g) for g in groups), default=1) - 1
     for t in range(warm, last + 1):
         tw = time.perf_counter()
         await clock.wait_until((t + 1) * interval_seconds)

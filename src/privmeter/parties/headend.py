@@ -294,6 +294,15 @@ class HeadEndCore:
         g = self._group(group_id)
         return g.ring_current if g.cfg.mode == "ring" else self._agg(g).current
 
+    def lag(self, group_id: str) -> int:
+        """Intervals between an interval and the close that makes its total final:
+        1, or 2 for a sparse aggregation graph (its reveals wait for the quorum
+        certificate of the announcement; docs/aggregation.md)."""
+        g = self._group(group_id)
+        if g.cfg.mode == "ring" or g.agg is None:
+            return 1
+        return g.agg.lag
+
     def round_expect(self, group_id: str) -> type:
         """The message that ends an interval round for this group (per recipient)."""
         return RingTotal if self._group(group_id).cfg.mode == "ring" else MaskedInput

@@ -90,9 +90,13 @@ def make_group(
     meter_keys: Mapping[str, SigningKey] | None = None,
     headend_key: SigningKey | None = None,
     membership: Mapping[str, MembershipPolicy] | None = None,
+    share_verified: bool = True,
 ) -> GroupSimulation:
     """A fresh group of ``n`` meters with deterministic keys (``seed``);
-    ``membership``: each meter's roster policy (by meter id), if any."""
+    ``membership``: each meter's roster policy (by meter id), if any;
+    ``share_verified``: the meters share one cache of verified adverts and
+    endorsements (fast simulations; a benchmark turns it off so that each
+    meter pays its own signature checks)."""
     rng = random.Random(seed)
     if meter_keys is None:
         meter_keys = {
@@ -108,7 +112,8 @@ def make_group(
     verified: set[bytes] = set()
     meters = {
         m: AggregationMeter(m, k, registry, headend_key.verify_key, group=group, epoch=epoch,
-                            min_survivors=min_survivors, dim=dim, verified=verified,
+                            min_survivors=min_survivors, dim=dim,
+                            verified=verified if share_verified else None,
                             rng=random.Random(rng.getrandbits(64)),
                             membership=(membership or {}).get(m))
         for m, k in meter_keys.items()

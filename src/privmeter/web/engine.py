@@ -425,7 +425,8 @@ class DemoEngine:
     def _step(self) -> None:
         self._running_core()  # set up
         t = self.current + 1
-        if t > self.last + 1:  # the drain interval finalises the last real one
+        drain = max((core.lag(g) for g in self.groups), default=1)
+        if t > self.last + drain:  # the drain interval(s) finalise the last real one
             self.finished = True
             self._alert("info", "end", "end of the simulated period: the dashboard keeps its final state; the controls are off")
             return
