@@ -73,6 +73,7 @@ __all__ = [
     "CryptoError",
     "DataFormatError",
     "DuplicateReading",
+    "EquivocationRefused",
     "GroupTooSmall",
     "InvalidCiphertext",
     "InvalidKey",

@@ -21,7 +21,8 @@ def test_bench_aggregation_quick_json(capsys) -> None:  # type: ignore[no-untype
         assert c["intervals_measured"] >= 3
         if c["protocol"] == "masked":
             parts = c["bytes_breakdown"]
-            assert set(parts) == {"masked_value", "shares", "recovery_pads", "reveals", "other"}
+            assert set(parts) == {"masked_value", "shares", "recovery_pads", "reveals", "endorsement",
+                                 "other"}
             assert abs(sum(parts.values()) - c["bytes_per_meter"]) < 1
             # one AEAD (b, z) record per neighbour; complete graphs add the view key
             rb = record_bytes(c["group_size"], c["degree"])

@@ -418,12 +418,14 @@ def record_bytes(n: int, degree: int) -> int:
 
 
 def committee_size(n: int, degree: int) -> int:
-    """Meters of a sparse graph's endorsing committee: ``min(n, 2 * degree,
-    MAX_COMMITTEE)`` (the first of :func:`ring`'s order).  Any fixed set
-    gives quorum intersection; its size only buys availability (see
-    docs/aggregation.md, "Consistency round") and costs each meter
-    :func:`quorum_for` signature checks per interval."""
-    return min(n, 2 * degree, MAX_COMMITTEE)
+    """Meters of a sparse graph's endorsing committee: ``min(n, degree + 1,
+    MAX_COMMITTEE)`` (the first of :func:`ring`'s order), as many as a
+    meter's share holders.  Any fixed set gives quorum intersection; its
+    size only buys availability (a majority of it must answer, as a
+    majority of each survivor's holders must) and costs each meter
+    :func:`quorum_for` signature checks per interval (docs/aggregation.md,
+    "Consistency round")."""
+    return min(n, degree + 1, MAX_COMMITTEE)
 
 
 def quorum_for(n: int, degree: int) -> int:
