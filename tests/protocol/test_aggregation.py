@@ -120,6 +120,56 @@ def test_holder_back_after_missing_an_interval_still_reveals_for_it() -> None:
     assert res.total == (expected(res.survivors, 1003),)
 
 
+def test_sparse_holder_back_after_missing_an_interval_still_reveals_for_it() -> None:
+    """Sparse graph of 40 (degree 32, lag 2): the reveals for t ride in the
+    answers for t+2, under the certificate of the announcement of t+1.  A
+    holder that missed t gets t's records again at t+2 (``late``, only with a
+    certificate) and reveals; the total of t is exact."""
+    g = make_group(40, seed=5)
+    g.setup()
+    ids = sorted(g.meters)
+    away = set(ids[:6])
+    assert g.headend.lag == 2
+    g.step(reading)  # 1000
+    g.step(reading)  # 1001
+    g.step(reading, offline=away)  # 1002: six away
+    assert g.step(reading) is not None  # 1003 (1001 final); the six answer again
+    starts = g.headend.open_interval()  # 1004, by hand: reveals for 1002
+    for mid, start in starts.items():
+        assert start.certificate is not None
+        assert start.certificate.announcement.interval == 1003
+        assert (start.late != b"") == (mid in away)
+        out = g.meters[mid].handle_start(encode(start), reading(mid, 1004))
+        assert out.reveal_interval == 1002 and out.reveals
+        g.headend.handle_input(encode(out))
+    res = g.headend.close_interval()
+    assert res is not None and res.interval == 1002 and res.error == "", res
+    assert set(res.dropped) == away
+    assert res.total == (expected(res.survivors, 1002),)
+
+
+def test_sparse_interval_without_a_quorum_fails_and_the_next_ones_are_exact() -> None:
+    """Sparse graph of 40: committee 33, quorum 17.  If only 16 committee
+    members answer 1002, nobody endorsed the announcement of 1002 enough:
+    no certificate goes out at 1003, nobody reveals for 1001, and 1001
+    fails with the reason; 1002 and later are exact again."""
+    g = make_group(40, seed=6)
+    g.setup()
+    ep = g.headend._require_epoch()
+    assert len(ep.committee) == 33 and ep.quorum == 17
+    away = {g.headend.roster[w] for w in ep.committee[16:]}
+    g.step(reading)  # 1000
+    g.step(reading)  # 1001
+    g.step(reading, offline=away)  # 1002: 16 of 33 committee members answer
+    res = g.step(reading)  # 1003: no certificate, so 1001 cannot be unmasked
+    assert res is not None and res.interval == 1001 and res.total is None
+    assert "no quorum of 17" in res.error
+    for t in (1002, 1003):
+        res = g.step(reading)
+        assert res is not None and res.interval == t and res.error == "", res
+        assert res.total == (expected(res.survivors, t),)
+
+
 def test_leave_and_rejoin_within_epoch() -> None:
     g = make_group(10)
     g.setup()

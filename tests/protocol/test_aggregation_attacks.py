@@ -339,3 +339,68 @@ def test_oversized_and_malformed_messages() -> None:
     for data in inputs.values():
         he.handle_input(data)
     he.close_interval()
+
+
+def test_forged_or_partial_certificates_are_refused_with_specific_errors() -> None:
+    """Sparse graph of 40 (committee 33, quorum 17).  The meter checks the
+    certificate before it reveals: a signer outside the committee or more
+    than the quorum (``MalformedMessage``), fewer than the quorum or an
+    announcement other than the one it endorsed (``EquivocationRefused``), a
+    bad signature (``InvalidSignature``); its state is unchanged each time
+    and the honest start still works.  A certificate in a complete graph,
+    and badly shaped ones, never decode or are refused."""
+    from privmeter.errors import EquivocationRefused
+    from privmeter.protocol.aggregation_messages import Certificate, bitmap_to_set
+
+    g = make_group(40, seed=2)
+    g.setup()
+    for _ in range(3):  # 1000 (priming), 1001, 1002
+        g.step(reading)
+    starts = g.headend.open_interval()  # 1003: certificate of the announcement of 1002
+    ep = g.headend._require_epoch()
+    mid = g.headend.roster[0]
+    start = starts[mid]
+    cert = start.certificate
+    assert cert is not None
+    signers = sorted(bitmap_to_set(cert.signers, 40))
+    assert len(signers) == ep.quorum == 17 and set(signers) <= set(ep.committee)
+    outsider = next(w for w in range(40) if w not in ep.committee)
+    spare = next(w for w in ep.committee if w not in signers)
+    sig = cert.signatures
+
+    def variant(**kw: object) -> bytes:
+        return encode(dataclasses.replace(start, certificate=dataclasses.replace(cert, **kw)))
+
+    cases = [
+        (variant(signers=bitmap_from([*signers[1:], outsider], 40)), MalformedMessage),
+        (variant(signers=bitmap_from(signers[:-1], 40), signatures=sig[:-64]), EquivocationRefused),
+        (variant(signers=bitmap_from([*signers, spare], 40), signatures=sig + bytes(64)),
+         MalformedMessage),
+        (variant(signatures=sig[:5] + bytes([sig[5] ^ 1]) + sig[6:]), InvalidSignature),
+        (variant(announcement=dataclasses.replace(cert.announcement, dropped=bitmap_from([3], 40),
+                                                  survivors=bitmap_from(
+                                                      set(range(40)) - {3}, 40))),
+         EquivocationRefused),
+    ]
+    meter = g.meters[mid]
+    for data, err in cases:
+        with pytest.raises(err):
+            meter.handle_start(data, 5)
+    out = meter.handle_start(encode(start), 5)  # state unchanged: the honest start works
+    assert out.reveal_interval == 1001 and len(out.endorsement) == 64
+    with pytest.raises(ValueError):  # one signature per signer
+        Certificate(announcement=cert.announcement, signers=cert.signers, signatures=sig[:-1])
+    with pytest.raises(ValueError):  # a bit beyond the roster
+        Certificate(announcement=cert.announcement, signers=b"\xff" * 5 + b"\x01", signatures=sig)
+    with pytest.raises(ValueError):  # not the previous interval's announcement
+        dataclasses.replace(start, certificate=dataclasses.replace(
+            cert, announcement=start.announcement))
+    # a complete graph takes no certificate
+    d = make_group(12, seed=2)
+    d.setup()
+    d.step(reading)
+    dstart = d.headend.open_interval()["m00000"]
+    prev = dataclasses.replace(dstart.announcement, interval=dstart.announcement.interval - 1)
+    bogus = Certificate(announcement=prev, signers=bitmap_from([1], 12), signatures=bytes(64))
+    with pytest.raises(MalformedMessage):
+        d.meters["m00000"].handle_start(encode(dataclasses.replace(dstart, certificate=bogus)), 5)

@@ -6,10 +6,10 @@ takes a message from the head-end and returns the messages to send back.
 
 * ``sys.epoch`` -> a fresh :class:`~privmeter.protocol.aggregation.AggregationMeter`
   and its signed ``agg.advert``; ``agg.bundle`` -> epoch secrets;
-* ``agg.start`` for interval t -> the billing record(s) of t (reading
+* ``agg.start.v2`` for interval t -> the billing record(s) of t (reading
   encrypted under the household's Paillier key, meter-signed), the
   demand-response records of t if an event covers it, any record not yet
-  acknowledged, and the masked reading of t (``agg.input``);
+  acknowledged, and the masked reading of t (``agg.input.v2``);
 * ``bill.receipt`` -> verified (head-end key) and the record forgotten;
 * ``dr.event`` / ``dr.echoes`` / ``dr.query`` / ``dr.directive`` -> the
   :class:`~privmeter.protocol.demand.MeterDemandAgent` (budget enforced by

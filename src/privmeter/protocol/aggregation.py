@@ -16,12 +16,18 @@ message-sequence listing; in brief, with arithmetic mod 2**64:
   D_{t-1}; plus the shares for t its neighbours sent it).  The meter answers
   one :class:`MaskedInput`: y_t = x_t + PRG(b_t) + sum_v +-PRG(s_uv, t) over
   enrolled neighbours; fresh b_{t+1}, z_{t+1} Shamir-shared to neighbours
-  (encrypted pairwise; in a complete graph with a fresh view key k_{t+1});
+  (encrypted pairwise, with a fresh view key k_{t+1});
   per neighbour the pairwise mask for t+1 padded with z_{t+1} (so a dropped
   meter's masks for that ONE interval can be recovered); and its reveals
   for t-1: a b-share for each held peer in U_{t-1}, a z-share for each in
   D_{t-1}.
-* The total of interval t is final when the head-end closes interval t+1.
+* Sparse graphs add a consistency round, pipelined: the meter also signs
+  the announcement of t it was shown (``endorsement``); the start of t+1
+  carries a :class:`Certificate`, a quorum of the epoch's committee's
+  endorsements of the announcement of t, and the reveals for t-1 wait for
+  it (they ride in the answer for t+1, not t).
+* The total of interval t is final when the head-end closes interval t+1
+  (complete graph) or t+2 (sparse graph): :attr:`AggregationHeadEnd.lag`.
 
 Rules that make the attacks fail:
 
@@ -41,28 +47,38 @@ Rules that make the attacks fail:
    :class:`~privmeter.errors.IsolationRefused`): every survivor it holds, and
    every surviving neighbour of every dropped meter it holds, lies in a set
    of at least ``min_survivors`` survivors connected in the neighbour graph.
-5. Complete graphs (the default up to 33 meters): each reveal for peer u is
-   padded by g(x), a pseudorandom polynomial of degree < threshold with
-   g(0) = 0 keyed by u's view key and the announcement's survivor/dropped
-   sets, and each b-share and u's own self-mask seed by a constant keyed by
-   the enrolled set.  Shares revealed under different announcements do not
-   combine, and a meter told a different enrolled set from its holders is
-   never unmasked, so an equivocating head-end gains nothing.
-6. Every incoming message is checked (codec types and sizes, group, epoch,
+5. Each b-share and u's own self-mask seed are padded by a constant keyed by
+   u's view key and the enrolled set, so a meter told a different enrolled
+   set from its holders is never unmasked.  Complete graphs (the default up
+   to 33 meters): each reveal for peer u is also padded by g(x), a
+   pseudorandom polynomial of degree < threshold with g(0) = 0 keyed by u's
+   view key and the announcement's survivor/dropped sets.  Shares revealed
+   under different announcements do not combine, and two majorities of
+   the (common) holder set intersect, so an equivocating head-end gains
+   nothing.
+6. Sparse graphs: the announcement that decides the reveals for t-2 is the
+   one of t-1 as certified by exactly a quorum (strict majority) of the
+   committee (:func:`committee_size` meters, fixed by the bundle), each
+   signature valid, and equal to the one this meter endorsed
+   (:class:`~privmeter.errors.EquivocationRefused`); no certificate, no
+   reveals.  A meter endorses one announcement per interval, so two
+   certificates for one interval are impossible and every revealing holder
+   acts on the same announcement: rule 4 then holds globally.
+7. Every incoming message is checked (codec types and sizes, group, epoch,
    interval, signature / MAC, roster) before any state changes; on error the
    party raises and its state is as before.
 
 The bound (docs/threat-model.md, proof sketch in docs/aggregation.md):
 whatever bundle degree and announcements the head-end sends, from what the
 meters reveal it can compute readings only as sums over connected sets of
-at least ``min_survivors`` survivors; in a sparse graph this holds when
-every meter is shown the same announcement (equivocation along a cut of
-the ring remains open there; tests/adversary/test_aggregation.py).
+at least ``min_survivors`` survivors, also when different meters are shown
+different announcements (tests/adversary/test_aggregation.py).
 
 Security assumptions: the head-end and the network may be active
 adversaries against privacy; at most ``threshold - 1`` of any meter's
-neighbours collude with the head-end (and, for rule 5, none: a colluding
-holder knows the view keys); X25519/HKDF, ChaCha20-Poly1305, Ed25519,
+neighbours collude with the head-end (and, for rules 5 and 6, none: a
+colluding holder knows the view keys, a colluding committee member may sign
+two announcements); X25519/HKDF, ChaCha20-Poly1305, Ed25519,
 SHAKE-256 and keyed BLAKE2b (PRG, and MAC of the meter inputs) are secure.
 """
 
