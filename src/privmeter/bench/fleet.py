@@ -258,8 +258,8 @@ def _setup_epochs(head: ClusterHeadEnd, fleet: Fleet, groups: Sequence[str], fir
 
 def run_world(head: ClusterHeadEnd, world: World, fleet: Fleet, *, watch: Stopwatch | None = None,
               hook: Callable[[int, str], None] | None = None, settle: bool = True) -> RunLog:
-    """Run every interval of ``world`` (plus a warm-up and two drain intervals: a sparse
-    aggregation graph's total is final two closes later) on ``head``; see the
+    """Run every interval of ``world`` (plus a warm-up and the drain intervals that make the
+    last one final: one, or two for a sparse aggregation graph) on ``head``; see the
     module docstring.  ``hook(t, "forward")`` runs just before interval ``t``'s messages are
     forwarded, ``hook(t, "close")`` just before it is closed (fault tests)."""
     watch = watch if watch is not None else Stopwatch()
@@ -267,7 +267,8 @@ def run_world(head: ClusterHeadEnd, world: World, fleet: Fleet, *, watch: Stopwa
     log = RunLog()
     head.register(world.registrations())
     end = world.first + world.intervals
-    for t in range(world.first - 1, end + 2):  # a warm-up interval (the first epoch's), two drains
+    last: dict[str, int] = {}  # group -> the last interval with a final total
+    for t in range(world.first - 1, end + 2):  # a warm-up interval (the first epoch's), drains
         now = (t + 1) * 60
         stale = head.needing_epoch(groups)
         if stale:
@@ -285,7 +286,10 @@ def run_world(head: ClusterHeadEnd, world: World, fleet: Fleet, *, watch: Stopwa
             hook(t, "close")
         with watch.timed():
             finals = head.close_intervals(groups, now=now, interval=t)
-        log.totals.extend(x for g in groups for x in finals[g] if x.interval < end)
+        log.totals.extend(x for g in groups for x in finals[g])
+        last.update({g: max(x.interval for x in finals[g]) for g in groups if finals[g]})
+        if t >= end and all(last.get(g, -1) >= end - 1 for g in groups):
+            break
     for _ in range(3):  # flush: meters resend what has no receipt yet
         items = fleet.due(None)
         if not items:
