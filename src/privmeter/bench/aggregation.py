@@ -120,8 +120,7 @@ def _masked_case(group_size: int, dropout: float, seed: int, degree: int | None 
                                     share_verified=False)
     g.setup()
     he = g.headend
-    warmup = WARMUP_INTERVALS
-    assert warmup >= 1 + he.lag  # priming, then the lag fills the pipeline
+    warmup = WARMUP_INTERVALS  # priming, then the lag (at most 2) fills the pipeline
     sent_value: dict[int, set[str]] = {}  # interval -> meters whose input carried a value
     meter_cpu = head_cpu = 0.0
     nmsg = failed = 0

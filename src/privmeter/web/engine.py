@@ -423,7 +423,7 @@ class DemoEngine:
 
     # -- one interval -----------------------------------------------------------------------------
     def _step(self) -> None:
-        self._running_core()  # set up
+        core = self._running_core()  # set up
         t = self.current + 1
         drain = max((core.lag(g) for g in self.groups), default=1)
         if t > self.last + drain:  # the drain interval(s) finalise the last real one
