@@ -63,6 +63,8 @@ def vectors() -> dict[str, list[dict[str, Any]]]:
     announce = {"group": "feeder-1", "epoch": 7, "interval": 1_700_000, "roster_size": 12,
                 "enrolled": _bitmap(12, list(range(12))), "survivors": _bitmap(12, [0, 1, 2, 4, 5, 7, 8, 9, 11]),
                 "dropped": _bitmap(12, [3, 6, 10])}
+    cert = {"announcement": ("agg.announce", {**announce, "interval": 1_699_999}),
+            "signers": _bitmap(12, [0, 4, 7]), "signatures": f("agg.cert.sigs", 3 * 64)}
     offer = {"group": "feeder-1", "public": big("cmp.public", 2048), "bits": 16, "radix": 4,
              "values": tuple(big(f"cmp.value.{i}", 300) for i in range(64))}  # 16 bits in radix 4: 8 digits
     challenge = {"offer_digest": f("cmp.offer_digest", 32), "values": tuple(big(f"cmp.ch.{i}", 300) for i in range(16))}
@@ -78,12 +80,23 @@ def vectors() -> dict[str, list[dict[str, Any]]]:
                         "adverts": tuple(("agg.advert", {**advert, "party_id": f"m-00{i}",
                                                           "public": f(f"advert.public.{i}", 32)})
                                          for i in range(1, 4))}],
-        "agg.input": [{"group": "feeder-1", "epoch": 7, "interval": 1_700_000, "meter_id": "m-001",
-                       "masked": (2**64 - 1, 12345), "shares": f("agg.shares", 96),
-                       "recovery": f("agg.recovery", 48), "reveal_interval": 1_699_999,
-                       "reveals": f("agg.reveals", 48), "tag": f("agg.tag", 16)}],
-        "agg.start": [{"announcement": ("agg.announce", announce), "signature": f("agg.start.sig", 64),
-                       "shares": f("agg.start.shares", 96), "late": b""}],
+        "agg.cert": [cert],
+        "agg.input.v2": [
+            {"group": "feeder-1", "epoch": 7, "interval": 1_700_000, "meter_id": "m-001",
+             "masked": (2**64 - 1, 12345), "shares": f("agg.shares", 128),
+             "recovery": f("agg.recovery", 48), "reveal_interval": 1_699_998,
+             "reveals": f("agg.reveals", 48), "endorsement": f("agg.endorsement", 64),
+             "tag": f("agg.tag", 16)},
+            {"group": "feeder-1", "epoch": 7, "interval": 1_700_000, "meter_id": "m-001",
+             "masked": (), "shares": f("agg.shares.dense", 128),
+             "recovery": f("agg.recovery.dense", 48), "reveal_interval": 1_699_999,
+             "reveals": f("agg.reveals.dense", 48), "endorsement": b"", "tag": f("agg.tag.dense", 16)}],
+        "agg.start.v2": [
+            {"announcement": ("agg.announce", announce), "signature": f("agg.start.sig", 64),
+             "certificate": ("agg.cert", cert), "shares": f("agg.start.shares", 128), "late": b""},
+            {"announcement": ("agg.announce", announce), "signature": f("agg.start.sig.dense", 64),
+             "certificate": None, "shares": f("agg.start.shares.dense", 128),
+             "late": f("agg.start.late", 64)}],
         "bill.dispute": [{"meter_id": "m-001", "statement_digest": f("bill.st_digest", 32),
                           "reason": "tariff"}],
         "bill.proof": [{"meter_id": "m-001", "statement_digest": f("bill.st_digest", 32), "bill": 123_456,
