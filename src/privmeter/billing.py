@@ -21,7 +21,8 @@ Units: energy Wh, prices milli-minor-units per kWh, bills micro-minor-units.
 
 from __future__ import annotations
 
-from privmeter.grid.plans import Plan, builtin_plan, builtin_plan_names, load_plan, parse_plan
+from privmeter.grid.plan_toml import builtin_plan, builtin_plan_names, load_plan, parse_plan
+from privmeter.grid.plans import Plan
 from privmeter.grid.pricefeed import PriceFeed
 from privmeter.protocol.billing import BillingLedger
 from privmeter.protocol.records import (

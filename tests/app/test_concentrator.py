@@ -32,7 +32,7 @@ import pytest
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import UnknownParty
 from privmeter.grid.csvsource import write_csv_readings
-from privmeter.grid.plans import load_plan
+from privmeter.grid.plan_toml import load_plan
 from privmeter.grid.source import IntervalReading
 from privmeter.net.transport import connect
 from privmeter.parties.enrolment import verify_doc

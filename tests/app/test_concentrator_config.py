@@ -207,7 +207,7 @@ def test_a_household_behind_a_concentrator_the_head_end_never_named(tmp_path: Pa
     d = tmp_path / "hh"
     assert main(["init", "household", "--dir", str(d), "--meter-id", "m-1", "--key-bits", "2048"]) == 0
     plan = (Path(__file__).with_name("plan-3s.toml")).read_text()
-    from privmeter.grid.plans import parse_plan
+    from privmeter.grid.plan_toml import parse_plan
 
     doc = {"kind": "enrolled", "meter_id": "m-1", "group": "feeder-1", "plan_id": "pilot-3s", "plan_toml": plan,
            "plan_digest": parse_plan(plan).digest().hex(), "interval_seconds": 3, "period_start": 0,

@@ -41,7 +41,7 @@ import pytest
 from privmeter.cli import main
 from privmeter.grid.csvsource import write_csv_readings
 from privmeter.grid.p1_synth import synthesize_telegrams
-from privmeter.grid.plans import load_plan
+from privmeter.grid.plan_toml import load_plan
 from privmeter.grid.source import IntervalReading
 from privmeter.parties.headend_store import HeadEndStore
 from privmeter.parties.registry import Registry

@@ -33,7 +33,7 @@ from privmeter.cluster.localpg import LocalPostgres
 from privmeter.cluster.pgstore import PostgresHeadEndStore
 from privmeter.crypto.signing import VerifyKey
 from privmeter.grid.csvsource import write_csv_readings
-from privmeter.grid.plans import load_plan
+from privmeter.grid.plan_toml import load_plan
 from privmeter.grid.source import IntervalReading
 from privmeter.parties.registry import Registry
 from privmeter.protocol.codec import decode

@@ -8,8 +8,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+import privmeter.grid.plan_toml as plan_toml_mod
 import privmeter.grid.plans as plans_mod
 from privmeter.errors import ConfigError, PlanError, TariffError, TariffRejected
+from privmeter.grid.plan_toml import builtin_plan, builtin_plan_names, load_plan, parse_plan
 from privmeter.grid.plans import (
     DEFAULT_MAX_PRICE,
     PLAN_FORMAT_VERSION,
@@ -18,10 +20,6 @@ from privmeter.grid.plans import (
     PrivacyBudget,
     Tariff,
     TimeOfUseTier,
-    builtin_plan,
-    builtin_plan_names,
-    load_plan,
-    parse_plan,
 )
 
 BASE = """\
@@ -259,7 +257,7 @@ def test_missing_tables_and_bad_toml() -> None:
         parse_plan("version = 1\nplan = 3\n")
     assert ei3.value.context["field"] == "plan"
     with pytest.raises(PlanError, match="larger than"):
-        parse_plan("#" * (plans_mod.MAX_PLAN_BYTES + 1))
+        parse_plan("#" * (plan_toml_mod.MAX_PLAN_BYTES + 1))
 
 
 @pytest.mark.parametrize(
@@ -458,8 +456,9 @@ def test_public_surface_is_pinned() -> None:
     import privmeter.grid.pricefeed as pf
     import privmeter.grid.tariffs as tf
 
-    for mod in (plans_mod, pf, tf):
+    for mod in (plans_mod, plan_toml_mod, pf, tf):
         for name in mod.__all__:
             assert hasattr(mod, name), (mod.__name__, name)
     assert {"Plan", "Tariff", "TimeOfUseTier", "DemandResponse", "PrivacyBudget", "PriceFeed",
-            "PricePoint", "parse_plan", "load_plan", "builtin_plan", "PLAN_FORMAT_VERSION"} <= set(plans_mod.__all__)
+            "PricePoint", "PLAN_FORMAT_VERSION"} <= set(plans_mod.__all__)
+    assert {"parse_plan", "load_plan", "builtin_plan", "builtin_plan_names"} <= set(plan_toml_mod.__all__)

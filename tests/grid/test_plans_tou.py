@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from privmeter.grid.plan_toml import parse_plan
 from privmeter.grid.plans import (
     DAY_TYPES,
     Plan,
@@ -22,7 +23,6 @@ from privmeter.grid.plans import (
     Tariff,
     TimeOfUseTier,
     demo_feed_signing_key,
-    parse_plan,
 )
 
 LONDON = ZoneInfo("Europe/London")

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import InvalidSignature, TariffError, TariffRejected, UnsupportedVersion
-from privmeter.grid.plans import Plan, PrivacyBudget, Tariff, builtin_plan
+from privmeter.grid.plan_toml import builtin_plan
+from privmeter.grid.plans import Plan, PrivacyBudget, Tariff
 from privmeter.grid.pricefeed import (
     FEED_FORMAT,
     PriceFeed,

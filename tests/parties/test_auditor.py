@@ -10,7 +10,7 @@ import pytest
 
 from privmeter.cli import main
 from privmeter.crypto.signing import SigningKey
-from privmeter.grid.plans import builtin_plan
+from privmeter.grid.plan_toml import builtin_plan
 from privmeter.grid.pricefeed import PriceFeed, demo_feed_signing_key
 from privmeter.parties.auditor import (
     keys_to_dict,

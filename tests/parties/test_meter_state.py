@@ -128,7 +128,7 @@ DR_PLAN = Path(__file__).parents[1] / "app" / "plan-dr-3s.toml"
 
 def _dr_meter(store: MeterLedgerStore, pk, roster: dict[str, SigningKey]):  # type: ignore[no-untyped-def]
     from privmeter.crypto.elgamal import GROUPS
-    from privmeter.grid.plans import load_plan
+    from privmeter.grid.plan_toml import load_plan
     from privmeter.parties.meter import MeterAgent, MeterLoad
 
     plan = load_plan(DR_PLAN)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from privmeter.errors import BudgetExceeded
-from privmeter.grid.plans import builtin_plan
+from privmeter.grid.plan_toml import builtin_plan
 from privmeter.privacy.views import (
     AGG_INTERVAL_S,
     ComparisonProbe,

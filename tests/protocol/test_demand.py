@@ -21,7 +21,7 @@ from privmeter.errors import (
     UnknownParty,
 )
 from privmeter.grid.curtailment import apply_directive
-from privmeter.grid.plans import builtin_plan
+from privmeter.grid.plan_toml import builtin_plan
 from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.demand import DemandManager, MeterDemandAgent
 from privmeter.protocol.demand_budget import ComparisonBudget, choose_threshold, plaintext_targets

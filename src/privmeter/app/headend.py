@@ -54,7 +54,8 @@ from privmeter.app.ops import HeadendMetrics, Heartbeat, serve_http, setup_loggi
 from privmeter.app.state import load_headend
 from privmeter.crypto.signing import VerifyKey
 from privmeter.errors import ConfigError, PrivmeterError, UnexpectedMessage, UnknownParty
-from privmeter.grid.plans import Plan, parse_plan
+from privmeter.grid.plan_toml import parse_plan
+from privmeter.grid.plans import Plan
 from privmeter.net.transport import Server
 from privmeter.parties.concentrator import Relayed, unwrap
 from privmeter.parties.engine import IntervalEngine, RealtimePlan, WallClock, run_realtime

@@ -50,7 +50,8 @@ from privmeter.errors import (
     UnsupportedVersion,
 )
 from privmeter.files import read_json_file, read_text_file
-from privmeter.grid.plans import Plan, builtin_plan, load_plan
+from privmeter.grid.plan_toml import builtin_plan, load_plan
+from privmeter.grid.plans import Plan
 from privmeter.grid.pricefeed import PriceFeed
 from privmeter.parties.keys import public_household_key
 from privmeter.protocol.records import ReadingRecord, record_from_bytes

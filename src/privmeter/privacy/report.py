@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from privmeter.grid.plans import Plan, builtin_plan
+from privmeter.grid.plan_toml import builtin_plan
+from privmeter.grid.plans import Plan
 from privmeter.grid.profiles import generate_households
 from privmeter.privacy.attacks import (
     AttackResult,

@@ -34,7 +34,8 @@ from privmeter.crypto import elgamal
 from privmeter.crypto.paillier import MIN_KEY_BITS, PaillierPrivateKey, generate_keypair
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import BaseNotDerived, ConfigError, PlanError
-from privmeter.grid.plans import Plan, builtin_plan, builtin_plan_names, load_plan
+from privmeter.grid.plan_toml import builtin_plan, builtin_plan_names, load_plan
+from privmeter.grid.plans import Plan
 from privmeter.grid.pricefeed import PriceFeed, demo_feed_signing_key
 from privmeter.grid.profiles import default_cache_dir
 from privmeter.parties.meter import MeterLoad
