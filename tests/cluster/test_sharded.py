@@ -64,6 +64,8 @@ def test_groups_defined_at_run_time_stay_on_their_shard(pg: LocalPostgres, tmp_p
     try:
         assert again.restore() == placed
         assert again.totals() == sorted(log.totals, key=lambda t: (t.group, t.interval))
+        again.shards.shards[1].store.put_settlement(world.meters[0], 0, "paid", b"proof", 7)  # type: ignore[attr-defined]
+        assert again.settled() == [(m, p) for m, p, *_ in again.settlements()] == [(world.meters[0], 0)]
         extra = GroupConfig(group_id="g-new", members=("n1", "n2", "n3"), min_survivors=3)
         assert again.define_group(extra) == 2  # the new, empty shard
     finally:

@@ -260,6 +260,10 @@ class ClusterHeadEnd:
     def settlements(self) -> list[tuple[str, int, str, bytes, int | None]]:
         return sorted(self._everywhere("settlements"))
 
+    def settled(self) -> list[tuple[str, int]]:
+        """(meter, period) of every answered statement, from every shard (no answers shipped)."""
+        return sorted((str(m), int(p)) for m, p in self._everywhere("settled"))
+
     def close(self) -> None:
         self.shards.close()
 

@@ -99,6 +99,11 @@ CREATE TABLE IF NOT EXISTS he_settlements (
                 "SET kind = EXCLUDED.kind, answer = EXCLUDED.answer, bill = EXCLUDED.bill",
                 (meter_id, period, kind, answer, bill))
 
+    def settled(self) -> list[tuple[str, int]]:
+        """(meter, period) of every answered statement, without the answers (a cheap poll)."""
+        return [(r[0], int(r[1])) for r in self._q("SELECT meter_id, period FROM he_settlements "
+                                                   "ORDER BY meter_id, period")]
+
     def settlements(self) -> list[tuple[str, int, str, bytes, int | None]]:
         return [(r[0], int(r[1]), r[2], bytes(r[3]), None if r[4] is None else int(r[4])) for r in self._q(
             "SELECT meter_id, period, kind, answer, bill FROM he_settlements ORDER BY meter_id, period")]

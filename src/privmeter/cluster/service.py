@@ -105,9 +105,11 @@ class ClusterCore:
         self.head.define_group(cfg)
         self.flush()
 
-    def settlements(self) -> list[tuple[str, int, str, bytes, int | None]]:
+    def settlements(self) -> list[tuple[str, int]]:
+        """(meter, period) of each answered statement: what the deployment polls every interval
+        (the proofs stay on the shards; :meth:`ClusterHeadEnd.settlements` has them)."""
         self.flush()
-        return self.head.settlements()
+        return self.head.settled()
 
     def totals(self) -> list[StoredTotal]:
         return self.head.totals()
