@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from privmeter.bench.fleet import Fleet, make_world, run_world
 from privmeter.cluster.headend import start_cluster
 from privmeter.cluster.localpg import LocalPostgres
 from privmeter.cluster.routing import ShardMap
+from privmeter.cluster.service import ClusterCore, ClusterEngine
 from privmeter.errors import ConfigError
 from privmeter.parties.headend import GroupConfig
 
@@ -76,3 +78,27 @@ def test_groups_defined_at_run_time_stay_on_their_shard(pg: LocalPostgres, tmp_p
             fewer.restore()
     finally:
         fewer.close()
+
+
+def test_cluster_engine_gives_a_group_without_epoch_a_new_one(pg: LocalPostgres, tmp_path: Path,
+                                                              paillier_small) -> None:
+    """A shard that Ray restarted has no epoch for its groups (their secrets are never stored):
+    the deployed head-end's engine notices at the next interval and names their members, so the
+    interval loop sets up a new epoch instead of failing every interval from then on."""
+    world = make_world(groups=2, per_group=3, intervals=1, household=paillier_small[1], min_survivors=3)
+    head = start_cluster(dsn=pg.create_database("stale"), headend_key=world.write_headend_key(tmp_path),
+                         plans=[world.plan_toml], groups=world.group_configs(), shards=2, backend="local",
+                         interval_seconds=60, min_key_bits=512)
+
+    class Nobody:  # a link on which no meter answers
+        async def exchange(self, outgoing: object, **kw: object) -> set[str]:
+            return set()
+
+    eng = ClusterEngine(ClusterCore(head, world.headend_key, lambda _m: None), Nobody())  # type: ignore[arg-type]
+    groups = {g: tuple(ms) for g, ms in sorted(world.groups.items())}
+    try:
+        asyncio.run(eng.interval(groups, world.first, now=(world.first + 1) * 60))
+        assert eng.take_stale() == {m for ms in groups.values() for m in ms}
+        assert eng.take_stale() == set()
+    finally:
+        head.close()

@@ -437,12 +437,18 @@ async def serve(cfg: HeadendConfig, *, stop: asyncio.Event | None = None) -> int
     def on_event(group: str, ev: DemandEvent) -> None:  # one process on SQLite (a cluster runs no events)
         record_event(core, core.store, metrics, group, ev)
 
+    take_stale = getattr(eng, "take_stale", None)  # a cluster: groups whose shard restarted
+
+    def restarted() -> set[str]:
+        back = dep.restarted()
+        return back | take_stale() if take_stale is not None else back
+
     plan = RealtimePlan(groups=dep.groups, connected=dep.connected, min_connected=dep.min_connected,
                         period_of=dep.period_of, period_end=dep.period_end, settled=dep.settled,
                         preamble=dep.preamble)
     try:
         await run_realtime(eng, plan, interval_seconds=interval_seconds, clock=WallClock(), stop=stop,
-                           restarted=dep.restarted, settle_after=cfg.settle_after_intervals,
+                           restarted=restarted, settle_after=cfg.settle_after_intervals,
                            on_interval=on_interval, first_interval=first,
                            on_event=on_event if cfg.cluster is None else None)
     finally:

@@ -166,6 +166,14 @@ class ClusterEngine(IntervalEngine):
     def __init__(self, core: ClusterCore, link: ClusterLink, log_: DriveLog | None = None) -> None:
         super().__init__(core, link, log_)  # type: ignore[arg-type]
         self.cluster = core
+        self.stale: set[str] = set()  # members of groups whose shard lost their epoch
+
+    def take_stale(self) -> set[str]:
+        """The members of groups whose shard had no epoch for them at the last interval (Ray
+        restarted it: aggregation secrets are never stored), forgotten once returned: the
+        interval loop gives those groups a new epoch, as for meters that came back."""
+        out, self.stale = self.stale, set()
+        return out
 
     async def setup(self, group: str, first_interval: int, *, now: int, interval: int | None = None,
                     preamble: Mapping[str, Sequence[Any]] | None = None) -> None:
@@ -187,6 +195,10 @@ class ClusterEngine(IntervalEngine):
         t0 = time.perf_counter()
         opened = await asyncio.to_thread(head.open_intervals, list(groups))
         outs = {m: [decode(b) for b in bs] for m, bs in opened.items()}
+        for g, ms in groups.items():
+            if not any(m in opened for m in ms):  # no epoch on its shard: it restarted
+                log.warning("group %s has no epoch on its shard (restarted?): a new one next interval", g)
+                self.stale.update(ms)
         got = await self.link.exchange(outs, expect=MaskedInput, now=now, interval=t)
         self.log.answered.append(len(got))
         self._lap("interval", t0)
