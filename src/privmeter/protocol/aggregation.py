@@ -94,7 +94,6 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
-import msgpack
 import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -109,6 +108,7 @@ from privmeter.errors import (
     InvalidCiphertext,
     InvalidSignature,
     IsolationRefused,
+    LocalProtocolError,
     MalformedMessage,
     ReplayedMessage,
     StaleMessage,
@@ -117,6 +117,7 @@ from privmeter.errors import (
 )
 from privmeter.protocol.aggregation_messages import (
     HEADEND_ID,
+    TAG_BYTES,
     VIEW_KEY_BYTES,
     Announcement,
     Certificate,
@@ -136,7 +137,7 @@ from privmeter.protocol.aggregation_messages import (
     ring,
     threshold_for,
 )
-from privmeter.protocol.codec import DEFAULT_MAX_BYTES, decode, encode
+from privmeter.protocol.codec import DEFAULT_MAX_BYTES, decode, encode, encode_field, tail_encoder
 
 if TYPE_CHECKING:
     from privmeter.protocol.membership import MembershipPolicy
@@ -144,9 +145,11 @@ if TYPE_CHECKING:
 __all__ = [
     "ANNOUNCE_CONTEXT",
     "ENDORSE_CONTEXT",
+    "SHARED_EPOCHS",
     "AggregateResult",
     "AggregationHeadEnd",
     "AggregationMeter",
+    "EpochCache",
     "MeterState",
     "endorsement_payload",
     "epoch_digest",
@@ -176,10 +179,11 @@ class AggregateResult:
 
 
 _MAC_PERSON = b"privmeter-aggmac"  # BLAKE2b personalisation: this MAC and nothing else
-# The wire form of an input ends with its tag field, ``"tag": bin8(16 bytes)``;
-# the MAC'd body is the same bytes with an empty tag, ``"tag": bin8(0)``.
-_TAG_SUFFIX = b"\xa3tag\xc4\x10"
-_EMPTY_TAG = b"\xc4\x00"
+# The wire form of an input ends with its tag field (``"tag": bin8(16 bytes)``, the codec's
+# encode_field); the MAC'd body is the same bytes with an empty tag (``"tag": bin8(0)``).
+_TAG_FIELD_HEAD = encode_field("tag", bytes(TAG_BYTES))[:-TAG_BYTES]
+_TAG_FIELD_BYTES = len(_TAG_FIELD_HEAD) + TAG_BYTES
+_EMPTY_TAG_FIELD = encode_field("tag", b"")
 
 
 def input_mac(key: bytes, body: bytes) -> bytes:
@@ -196,8 +200,8 @@ def _mac(key: bytes, msg: MaskedInput, wire: bytes | None = None) -> bytes:
     tag, replacing it by an empty one gives exactly the bytes the meter MAC'd
     (the meter only tags canonical encodings, and decoding is deterministic).
     """
-    if wire is not None and wire[-22:-16] == _TAG_SUFFIX:
-        body = wire[:-18] + _EMPTY_TAG
+    if wire is not None and wire[-_TAG_FIELD_BYTES:-TAG_BYTES] == _TAG_FIELD_HEAD:
+        body = wire[:-_TAG_FIELD_BYTES] + _EMPTY_TAG_FIELD
     else:
         body = encode(dataclasses.replace(msg, tag=b""))
     return input_mac(key, body)
@@ -331,18 +335,35 @@ class _Epoch:
         return None
 
 
-_EPOCH_CACHE: dict[KeyBundle, _Epoch] = {}
+class EpochCache:
+    """Epoch tables (graph, neighbours, relay indices) by key bundle.
+
+    They are pure functions of the bundle, so parties may share them: the
+    meters and the head-end of an in-memory simulation build each table once.
+    A party takes its cache as the ``epochs`` argument; :data:`SHARED_EPOCHS`,
+    the default, is the one of this process (a deployed meter has one party
+    per process: sharing changes nothing there).  Pass ``EpochCache()`` for a
+    party of its own.  Bounded: cleared when more than 64 bundles are held.
+    """
+
+    MAX_BUNDLES = 64
+
+    def __init__(self) -> None:
+        self._tables: dict[KeyBundle, _Epoch] = {}
+
+    def get(self, bundle: KeyBundle) -> _Epoch:
+        ep = self._tables.get(bundle)
+        if ep is None:
+            if len(self._tables) > self.MAX_BUNDLES:
+                self._tables.clear()
+            ep = self._tables[bundle] = _Epoch(bundle)
+        return ep
+
+    def __len__(self) -> int:
+        return len(self._tables)
 
 
-def _epoch_for(bundle: KeyBundle) -> _Epoch:
-    """Epoch tables are pure functions of the bundle: share them between the
-    parties of an in-memory simulation (a deployed meter builds them once)."""
-    ep = _EPOCH_CACHE.get(bundle)
-    if ep is None:
-        if len(_EPOCH_CACHE) > 64:
-            _EPOCH_CACHE.clear()
-        ep = _EPOCH_CACHE[bundle] = _Epoch(bundle)
-    return ep
+SHARED_EPOCHS = EpochCache()
 
 
 # ============================================================================
@@ -366,8 +387,11 @@ class AggregationMeter:
         rng: RandomSource = SYSTEM_RNG,
         verified: set[bytes] | None = None,
         membership: MembershipPolicy | None = None,
+        epochs: EpochCache = SHARED_EPOCHS,
     ) -> None:
-        """``verified``: optional set of advert digests already verified, shared
+        """``epochs``: where the epoch tables of a bundle come from (:class:`EpochCache`).
+
+        ``verified``: optional set of advert digests already verified, shared
         by the meters of an in-memory simulation (each advert is then checked
         once per process instead of once per meter; keyed by exact bytes).
 
@@ -390,6 +414,7 @@ class AggregationMeter:
         self._headend_key = headend_key
         self._rng = rng
         self._verified = verified if verified is not None else set()
+        self._epochs = epochs
         self._cache_endorsements = verified is not None  # a shared (simulation) cache only
         self._membership = membership
         self._ak = AgreementKey.generate(rng)
@@ -445,7 +470,7 @@ class AggregationMeter:
         if bundle.degree < default_degree(n) or (bundle.degree < n - 1 and bundle.degree % 2):
             raise MalformedMessage(f"neighbour degree {bundle.degree} below {default_degree(n)}, "
                                    f"the floor for {n} meters")
-        ep = _epoch_for(bundle)
+        ep = self._epochs.get(bundle)
         me = ep.index[self.meter_id]
         # Verify every neighbour's advert (no MITM on what we use) and a random
         # sample of the others (the graph seed hashes all adverts: a head-end
@@ -633,8 +658,7 @@ class AggregationMeter:
         """A sparse graph's certificate for the announcement of t-1: exactly a
         quorum of committee members, each signature valid, and the very
         announcement we were shown for t-1 if we were shown one (raises)."""
-        ep = self._ep
-        assert ep is not None
+        ep = self._tables()
         try:
             signers = bitmap_to_set(cert.signers, ep.n)
         except ValueError as exc:
@@ -666,12 +690,17 @@ class AggregationMeter:
             if self._cache_endorsements:
                 self._verified.add(tag)
 
+    def _tables(self) -> _Epoch:
+        """This epoch's tables, built when the key bundle was accepted."""
+        if self._ep is None:
+            raise LocalProtocolError("no key bundle accepted yet: the epoch tables are not built")
+        return self._ep
+
     def _open_records(self, blob: bytes, t: int, senders: Sequence[int]) -> dict[int, _Held]:
         """Decrypt the (b-share, z-share[, view key]) records for interval ``t``
         that ``senders`` (in neighbour order) addressed to us; raises on any
         record that does not authenticate or whose count is wrong."""
-        ep, me = self._ep, self._me
-        assert ep is not None
+        ep, me = self._tables(), self._me
         rb = ep.rb
         if len(blob) != rb * len(senders):
             raise MalformedMessage(
@@ -695,8 +724,7 @@ class AggregationMeter:
             raise ValueError(f"reading must have {self.dim} values")
         y = masks.from_signed(values).tolist()
         me = self._me
-        assert self._ep is not None
-        live = [v for v in self._ep.nbrs[me] if v in enrolled]
+        live = [v for v in self._tables().nbrs[me] if v in enrolled]
         seeds, dim = self._seeds, self.dim
         own = masks.expand_sum_ints([b_seed], dim, domain=masks.DOMAIN_SELF, interval=t)
         plus = masks.expand_sum_ints([seeds[v] for v in live if me < v], dim,
@@ -733,8 +761,11 @@ class AggregationHeadEnd:
         degree: int | None = None,
         rng: RandomSource = SYSTEM_RNG,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        epochs: EpochCache = SHARED_EPOCHS,
     ) -> None:
+        """``epochs``: where the epoch tables of a bundle come from (:class:`EpochCache`)."""
         self.group, self.epoch, self.dim = group, epoch, dim
+        self._epochs = epochs
         self.first_interval = first_interval
         self.min_survivors = min_survivors
         self._sk = signing_key
@@ -785,7 +816,7 @@ class AggregationHeadEnd:
             group=self.group, epoch=self.epoch, first_interval=self.first_interval, dim=self.dim,
             degree=min(degree, n - 1), headend=self._advert,
             adverts=tuple(self._adverts[m] for m in sorted(self._adverts)))
-        ep = _epoch_for(bundle)
+        ep = self._epochs.get(bundle)
         self._macs = [
             self._ak.agree(a.public, group=self.group, epoch=self.epoch, id_a=a.party_id,
                            id_b=HEADEND_ID).mac_key for a in bundle.adverts]
@@ -817,14 +848,9 @@ class AggregationHeadEnd:
         byte for byte, but the common prefix (announcement and signature) is
         encoded once, not once per meter."""
         ann, sig, cert, shares, late = self._open()
-        empty = encode(IntervalStart(announcement=ann, signature=sig, certificate=cert, shares=b"",
-                                     late=b""))
-        tail = b"\xc4\x00\xa4late\xc4\x00"  # shares and late are the last two fields
-        assert empty.endswith(b"\xa6shares" + tail)
-        prefix = empty[:-len(tail)]
-        pack = msgpack.Packer(use_bin_type=True).pack
-        return {mid: prefix + pack(sh) + b"\xa4late" + pack(late.get(mid, b""))
-                for mid, sh in shares.items()}
+        per_meter = tail_encoder(IntervalStart(announcement=ann, signature=sig, certificate=cert, shares=b"",
+                                               late=b""), ("shares", "late"))
+        return {mid: per_meter(sh, late.get(mid, b"")) for mid, sh in shares.items()}
 
     def _relay(self, inputs: Mapping[int, MaskedInput], receivers: Sequence[int]
                ) -> dict[str, bytes]:

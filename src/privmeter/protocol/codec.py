@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import msgpack
@@ -37,8 +37,10 @@ __all__ = [
     "check_id",
     "decode",
     "encode",
+    "encode_field",
     "message",
     "registered",
+    "tail_encoder",
 ]
 
 WIRE_VERSION = 1
@@ -130,6 +132,51 @@ def encode(msg: Any) -> bytes:
     fields = {f.name: _prep(getattr(msg, f.name)) for f in dataclasses.fields(msg)}
     packed: bytes = msgpack.packb([WIRE_VERSION, tag, fields], default=_default, use_bin_type=True)
     return packed
+
+
+def encode_field(name: str, value: Any) -> bytes:
+    """The bytes field ``name`` = ``value`` adds to a message's encoding: its
+    name, then its value, exactly as :func:`encode` writes them."""
+    pack = msgpack.Packer(default=_default, use_bin_type=True).pack
+    out: bytes = pack(name) + pack(_prep(value))
+    return out
+
+
+def tail_encoder(msg: Any, last: Sequence[str]) -> Callable[..., bytes]:
+    """Encode many messages that differ from ``msg`` only in its last fields.
+
+    ``last`` names the message's last fields, in order.  The result ``f``
+    takes their values positionally: ``f(*values) == encode(replace(msg,
+    **dict(zip(last, values))))`` byte for byte, and the fields before them
+    are encoded once, here.  For a sender of one message per peer with a
+    large common part.  ``f`` does not run the message's ``__post_init__``:
+    the caller gives values it accepts.
+    """
+    cls = type(msg)
+    tag = _TAGS.get(cls)
+    if tag is None:
+        raise TypeError(f"{cls.__name__} is not a registered message")
+    names = [f.name for f in dataclasses.fields(msg)]
+    k = len(last)
+    if k == 0 or names[-k:] != list(last):
+        raise ValueError(f"{list(last)} are not the last fields of {cls.__name__} {names}")
+    packer = msgpack.Packer(default=_default, use_bin_type=True)
+    pack = packer.pack
+    prefix: bytes = (packer.pack_array_header(3) + pack(WIRE_VERSION) + pack(tag)
+                     + packer.pack_map_header(len(names))
+                     + b"".join([pack(n) + pack(_prep(getattr(msg, n))) for n in names[:-k]]))
+    heads: list[bytes] = [pack(n) for n in last]
+
+    def encode_tail(*values: Any) -> bytes:
+        if len(values) != k:
+            raise TypeError(f"expected {k} values ({', '.join(last)}), got {len(values)}")
+        parts = [prefix]
+        for h, v in zip(heads, values, strict=True):
+            parts.append(h)
+            parts.append(pack(v if type(v) is bytes else _prep(v)))  # bytes: as they are (hot path)
+        return b"".join(parts)
+
+    return encode_tail
 
 
 # -- decoding ------------------------------------------------------------------
