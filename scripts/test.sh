@@ -21,7 +21,8 @@ if [ -d tests/cluster ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; 
     fi
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
-python3 -m ruff check src tests
+python3 -m ruff check src tests scripts
+python3 -m ruff format --check src tests scripts  # the one formatting (ruff format); run it before committing
 lint-imports  # [tool.importlinter] in pyproject.toml: a lower layer never imports a higher one
 # no import cycle between any two modules (function-level and TYPE_CHECKING imports included)
 PYTHONPATH=src python3 -m pytest -q -n 0 -p no:cacheprovider tests/test_import_graph.py

@@ -60,9 +60,18 @@ def test_data() -> Path:
 
 # -- tiny simulation worlds (512-bit keys: fast, insecure, tests only) --------
 
+
 def tiny_scenario(tmp: Path, **kw: object) -> Scenario:
-    base: dict[str, object] = dict(households=6, days=1, key_bits=512, dgk_bits=1024, insecure_small_keys=True,
-                                   max_intervals=8, cache_dir=tmp, seed=7)
+    base: dict[str, object] = dict(
+        households=6,
+        days=1,
+        key_bits=512,
+        dgk_bits=1024,
+        insecure_small_keys=True,
+        max_intervals=8,
+        cache_dir=tmp,
+        seed=7,
+    )
     base.update(kw)
     return Scenario(**base)  # type: ignore[arg-type]
 

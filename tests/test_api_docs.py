@@ -15,8 +15,11 @@ API_DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
 def test_api_md_examples_pass() -> None:
     failures, tried = doctest.testfile(
-        str(API_DOC), module_relative=False, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
-        verbose=False, report=True,
+        str(API_DOC),
+        module_relative=False,
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+        verbose=False,
+        report=True,
     )
     assert tried > 20
     assert failures == 0, f"{failures} of {tried} examples in docs/api.md failed (output above)"

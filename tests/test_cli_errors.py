@@ -44,25 +44,52 @@ def files(tmp_path_factory: pytest.TempPathFactory, sim_cache: Path) -> dict[str
     f["truncated"].write_text('{"format": "privmeter.sim.scen')
     f["a_file"].write_text("x")
     f["dir"].mkdir()
-    csv = {"empty_csv": b"", "garbage_csv": b"when,what\nyesterday,lots\n",
-           "binary_csv": b"\xff\xfe# privmeter-readings v1\n"}
+    csv = {
+        "empty_csv": b"",
+        "garbage_csv": b"when,what\nyesterday,lots\n",
+        "binary_csv": b"\xff\xfe# privmeter-readings v1\n",
+    }
     for k, v in csv.items():
         f[k] = d / f"{k}.csv"
         f[k].write_bytes(v)
     # a real run's audit bundle (tiny, 512-bit test keys) and its scenario file
     run = d / "run"
-    assert main(["simulate", "--in-memory", *SMALL, "--households", "5", "--group-size", "5",
-                 "--max-intervals", "4", "--cache-dir", str(sim_cache), "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--in-memory",
+                *SMALL,
+                "--households",
+                "5",
+                "--group-size",
+                "5",
+                "--max-intervals",
+                "4",
+                "--cache-dir",
+                str(sim_cache),
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     f["scenario"] = d / "scenario.json"
     from privmeter.sim.scenario import Scenario, scenario_json
 
-    f["scenario"].write_text(json.dumps(scenario_json(Scenario(households=5, group_size=5, cache_dir=sim_cache))))
+    f["scenario"].write_text(
+        json.dumps(scenario_json(Scenario(households=5, group_size=5, cache_dir=sim_cache)))
+    )
     b = run / "audit" / "m00000"
     for k in ("statement", "proof", "keys"):
         f[k] = b / f"{k}.json"
     f["log"] = run / "audit" / "log.jsonl"
-    for name, n in (("keys_zero_n", "0"), ("keys_negative_n", "-5"), ("keys_even_n", "f" * 767 + "e"),
-                    ("keys_not_hex", "zz")):
+    for name, n in (
+        ("keys_zero_n", "0"),
+        ("keys_negative_n", "-5"),
+        ("keys_even_n", "f" * 767 + "e"),
+        ("keys_not_hex", "zz"),
+    ):
         k = json.loads(f["keys"].read_text())
         k["household"]["paillier_public_key"]["n"] = n
         f[name] = d / f"{name}.json"
@@ -99,10 +126,17 @@ def busy_port() -> Iterator[int]:
         yield s.getsockname()[1]
 
 
-def _audit(statement: str = "{statement}", log: str = "{log}", plan: str = "builtin:economy7",
-           proof: str = "{proof}", keys: str = "{keys}") -> str:
-    return (f"audit --statement {statement} --log {log} --plan {plan} --proof {proof} --keys {keys} "
-            "--insecure-min-key-bits 512")
+def _audit(
+    statement: str = "{statement}",
+    log: str = "{log}",
+    plan: str = "builtin:economy7",
+    proof: str = "{proof}",
+    keys: str = "{keys}",
+) -> str:
+    return (
+        f"audit --statement {statement} --log {log} --plan {plan} --proof {proof} --keys {keys} "
+        "--insecure-min-key-bits 512"
+    )
 
 
 # (command line, a phrase the message must contain)
@@ -115,8 +149,10 @@ MATRIX: list[tuple[str, str]] = [
     ("simulate --start yesterday", "expected a date as YYYY-MM-DD"),
     ("simulate --start 2013-02-30", "expected a date as YYYY-MM-DD"),
     ("simulate --days 0", "argument --days: must be at least 1"),
-    ("simulate --households 3",
-     "at least 5 households are needed: a feeder group has at least min_survivors = 5 meters"),
+    (
+        "simulate --households 3",
+        "at least 5 households are needed: a feeder group has at least min_survivors = 5 meters",
+    ),
     ("simulate --households -1", "argument --households"),
     ("simulate --households many", "expected a whole number, got 'many'"),
     ("simulate --group-size 0", "argument --group-size: must be at least 1"),
@@ -133,14 +169,26 @@ MATRIX: list[tuple[str, str]] = [
     ("simulate --topology mesh", "invalid choice"),
     ("simulate --source m00003=telepathy:x", "telepathy"),
     # a real meter's readings CSV (csv:PATH): missing, non-UTF-8, garbage, empty
-    (f"simulate --in-memory {' '.join(SMALL)} --households 5 --group-size 5 --max-intervals 2 --out {{dir}} --cache-dir {{cache}} "
-     "--source m00000=csv:{missing}.csv", "readings file"),
-    (f"simulate --in-memory {' '.join(SMALL)} --households 5 --group-size 5 --max-intervals 2 --out {{dir}} --cache-dir {{cache}} "
-     "--source m00000=csv:{binary_csv}", "is not UTF-8 text"),
-    (f"simulate --in-memory {' '.join(SMALL)} --households 5 --group-size 5 --max-intervals 2 --out {{dir}} --cache-dir {{cache}} "
-     "--source m00000=csv:{garbage_csv}", "expected columns timestamp,energy_wh"),
-    (f"simulate --in-memory {' '.join(SMALL)} --households 5 --group-size 5 --max-intervals 2 --out {{dir}} --cache-dir {{cache}} "
-     "--source m00000=csv:{empty_csv}", "empty_csv.csv"),
+    (
+        f"simulate --in-memory {' '.join(SMALL)} --households 5 --group-size 5 --max-intervals 2 --out {{dir}} --cache-dir {{cache}} "
+        "--source m00000=csv:{missing}.csv",
+        "readings file",
+    ),
+    (
+        f"simulate --in-memory {' '.join(SMALL)} --households 5 --group-size 5 --max-intervals 2 --out {{dir}} --cache-dir {{cache}} "
+        "--source m00000=csv:{binary_csv}",
+        "is not UTF-8 text",
+    ),
+    (
+        f"simulate --in-memory {' '.join(SMALL)} --households 5 --group-size 5 --max-intervals 2 --out {{dir}} --cache-dir {{cache}} "
+        "--source m00000=csv:{garbage_csv}",
+        "expected columns timestamp,energy_wh",
+    ),
+    (
+        f"simulate --in-memory {' '.join(SMALL)} --households 5 --group-size 5 --max-intervals 2 --out {{dir}} --cache-dir {{cache}} "
+        "--source m00000=csv:{empty_csv}",
+        "empty_csv.csv",
+    ),
     ("simulate --out {a_file}", "exists and is not a directory"),
     ("simulate --out {a_file}/sub", "is not a directory"),
     ("simulate --plan {missing} --out {dir}", "cannot read plan file (No such file or directory)"),
@@ -192,11 +240,23 @@ MATRIX: list[tuple[str, str]] = [
     ("headend invite --config {empty} --meter m-1", "format must be"),
     ("headend nosuchaction --config {empty}", "invalid choice"),
     ("headend --config {dr_cmin_above_cmax}", "demand.cmin_w_per_household (5000) must not exceed"),
-    ("headend --config {dr_negative_cmax}", "demand.cmax_w_per_household: expected an integer >= 0, got -1"),
-    ("headend --config {dr_event_minutes}", "demand.event_minutes: expected 1..1440 minutes, got 0"),
-    ("headend --config {dr_long_event}", "demand.event_minutes: expected 1..1440 minutes, got 1441"),
+    (
+        "headend --config {dr_negative_cmax}",
+        "demand.cmax_w_per_household: expected an integer >= 0, got -1",
+    ),
+    (
+        "headend --config {dr_event_minutes}",
+        "demand.event_minutes: expected 1..1440 minutes, got 0",
+    ),
+    (
+        "headend --config {dr_long_event}",
+        "demand.event_minutes: expected 1..1440 minutes, got 1441",
+    ),
     ("headend --config {dr_enabled_string}", "demand.enabled: expected bool, got 'yes'"),
-    ("headend --config {dr_unknown_key}", "unknown key demand.threshold_w; expected one of cmax_w_per_household"),
+    (
+        "headend --config {dr_unknown_key}",
+        "unknown key demand.threshold_w; expected one of cmax_w_per_household",
+    ),
     ("household --config {missing}", "cannot read config"),
     ("meter --config {truncated}", "not valid TOML"),
     ("enrol --config {missing} --ticket x", "cannot read config"),
@@ -216,7 +276,9 @@ MATRIX: list[tuple[str, str]] = [
 ]
 
 
-def _run(line: str, files: dict[str, str], busy: int, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def _run(
+    line: str, files: dict[str, str], busy: int, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
     argv = [w.format(busy=busy, **files) for w in line.split()]
     try:
         code = main(argv)
@@ -226,8 +288,13 @@ def _run(line: str, files: dict[str, str], busy: int, capsys: pytest.CaptureFixt
 
 
 @pytest.mark.parametrize(("line", "phrase"), MATRIX, ids=[m[0] for m in MATRIX])
-def test_bad_input_is_one_line_on_stderr(line: str, phrase: str, files: dict[str, str], busy_port: int,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_line_on_stderr(
+    line: str,
+    phrase: str,
+    files: dict[str, str],
+    busy_port: int,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     code, err = _run(line, files, busy_port, capsys)
     assert "Traceback" not in err
     lines = [x for x in err.splitlines() if x.strip()]
@@ -236,7 +303,9 @@ def test_bad_input_is_one_line_on_stderr(line: str, phrase: str, files: dict[str
     assert phrase in lines[0], lines[0]
 
 
-def test_keygen_overwrites_only_with_force(files: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_keygen_overwrites_only_with_force(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     path = Path(files["key_dir"]) / "meter.json"
     before = path.read_bytes()
     assert _run("keygen meter --out {key_dir}", files, 0, capsys)[0] == 2
@@ -245,26 +314,33 @@ def test_keygen_overwrites_only_with_force(files: dict[str, str], capsys: pytest
     assert path.read_bytes() != before
 
 
-def test_the_written_bundle_audits(files: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_written_bundle_audits(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     """The audit bundle ``simulate --out`` writes checks out with the command it prints."""
     code, _ = _run(_audit(), files, 0, capsys)
     assert code == 0
     cmd = (Path(files["statement"]).parent / "audit.txt").read_text().split()
-    assert cmd[:2] == ["privmeter", "audit"] and main([*cmd[1:], "--insecure-min-key-bits", "512"]) == 0
+    assert (
+        cmd[:2] == ["privmeter", "audit"]
+        and main([*cmd[1:], "--insecure-min-key-bits", "512"]) == 0
+    )
     assert capsys.readouterr().out.startswith("VERIFIED meter m00000")
 
 
 def _privmeter(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "privmeter", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "privmeter", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_demo_on_a_busy_port_fails_before_printing_a_url(busy_port: int) -> None:
     r = _privmeter("demo", "--port", str(busy_port), "--households", "5", "--group-size", "5")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "http://" not in r.stdout + r.stderr
-    assert r.stderr.strip().splitlines() == [
-        r.stderr.strip().splitlines()[-1]], r.stderr  # one line, nothing before it
+    assert r.stderr.strip().splitlines() == [r.stderr.strip().splitlines()[-1]], (
+        r.stderr
+    )  # one line, nothing before it
 
 
 def test_missing_optional_dependency_names_the_extra() -> None:
@@ -272,15 +348,27 @@ def test_missing_optional_dependency_names_the_extra() -> None:
     from privmeter.cli import _describe
 
     msg = _describe(ModuleNotFoundError("No module named 'dsmr_parser'", name="dsmr_parser"))
-    assert msg == "this needs dsmr-parser, an optional dependency: pip install -e '.[meters]' in the privmeter checkout"
+    assert (
+        msg
+        == "this needs dsmr-parser, an optional dependency: pip install -e '.[meters]' in the privmeter checkout"
+    )
     assert "reinstall privmeter" in _describe(ModuleNotFoundError("x", name="richardsonpy.model"))
 
 
 def test_debug_shows_the_traceback(files: dict[str, str]) -> None:
     """``PRIVMETER_DEBUG=1`` is how a developer gets the traceback back."""
-    env_run = subprocess.run([sys.executable, "-m", "privmeter", *_audit(statement=files["missing"]).format(
-        **files).split()], capture_output=True, text=True, timeout=60, env={**__import__("os").environ,
-                                                                           "PRIVMETER_DEBUG": "1"})
+    env_run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "privmeter",
+            *_audit(statement=files["missing"]).format(**files).split(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, "PRIVMETER_DEBUG": "1"},
+    )
     assert env_run.returncode != 0 and "Traceback" in env_run.stderr
 
 

@@ -50,19 +50,26 @@ def quickstart() -> list[str]:
     section = text.split("## Quickstart", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.S)
     assert block is not None, "README's Quickstart has no ```bash block"
-    return [shlex.join(shlex.split(line, comments=True)) for line in block.group(1).splitlines()
-            if shlex.split(line, comments=True)]
+    return [
+        shlex.join(shlex.split(line, comments=True))
+        for line in block.group(1).splitlines()
+        if shlex.split(line, comments=True)
+    ]
 
 
 def test_readme_first_command_is_the_quickstart_install() -> None:
-    first = (ROOT / "README.md").read_text(encoding="utf-8").split("```bash\n", 1)[1].splitlines()[0]
+    first = (
+        (ROOT / "README.md").read_text(encoding="utf-8").split("```bash\n", 1)[1].splitlines()[0]
+    )
     install = quickstart()[0]
     assert install == "pip install -e ." and first.startswith(f"{install} && privmeter demo")
 
 
 def _copy_checkout(dest: Path) -> None:
     """What a clone holds: the files git tracks, as they are in this working tree."""
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
     for name in files.decode().split("\0"):
         if name and (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -85,22 +92,40 @@ def test_quickstart_in_a_fresh_venv(tmp_path: Path) -> None:
     _copy_checkout(clone)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PRIVMETER_DEBUG", "VIRTUAL_ENV")}
-    env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(venv),
-               PRIVMETER_CACHE=str(tmp_path / "cache"), PYTHONDONTWRITEBYTECODE="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PRIVMETER_DEBUG", "VIRTUAL_ENV")
+    }
+    env.update(
+        PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        VIRTUAL_ENV=str(venv),
+        PRIVMETER_CACHE=str(tmp_path / "cache"),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
     lines = quickstart()
     timings: dict[str, float] = {}
 
     def sh(line: str, timeout: float) -> subprocess.CompletedProcess[str]:
         t0 = time.monotonic()
-        r = subprocess.run(["bash", "-c", line], cwd=clone, env=env, capture_output=True, text=True,
-                           timeout=timeout)
+        r = subprocess.run(
+            ["bash", "-c", line],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         timings[line[:40]] = round(time.monotonic() - t0, 1)
-        assert r.returncode == 0 and "Traceback" not in r.stderr, f"{line}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (
+            f"{line}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+        )
         return r
 
     sh(lines[0], 600)  # the install, exactly as written
-    where = sh("python -c 'import privmeter, sys; print(privmeter.__file__, sys.prefix)'", 60).stdout.split()
+    where = sh(
+        "python -c 'import privmeter, sys; print(privmeter.__file__, sys.prefix)'", 60
+    ).stdout.split()
     assert where[0].startswith(str(clone / "src")) and where[1] == str(venv)
     ran = set()
     for line in lines[1:]:
@@ -111,9 +136,16 @@ def test_quickstart_in_a_fresh_venv(tmp_path: Path) -> None:
             extra = next((v for k, v in SHORTER.items() if line.startswith(k)), "")
             sh(f"{line} {extra}".strip(), 300)
         ran.add(" ".join(words[:3] if words[1] == "bench" else words[:2]))
-    assert {"privmeter demo", "privmeter simulate", "privmeter audit", "privmeter privacy",
-            "privmeter keygen"} <= ran
-    assert (clone / "keys" / "household.json").is_file() and (clone / "runs" / "demo" / "report.html").is_file()
+    assert {
+        "privmeter demo",
+        "privmeter simulate",
+        "privmeter audit",
+        "privmeter privacy",
+        "privmeter keygen",
+    } <= ran
+    assert (clone / "keys" / "household.json").is_file() and (
+        clone / "runs" / "demo" / "report.html"
+    ).is_file()
     print("fresh-install timings (s):", timings)
 
 
@@ -121,8 +153,14 @@ def _demo(line: str, clone: Path, env: dict[str, str], tmp: Path) -> None:
     """Start the demo as written (a small neighbourhood, a free port), fetch the page, Ctrl-C."""
     port = _free_port()
     cmd = f"{line} --port {port} --households 5 --group-size 5 --data-dir {shlex.quote(str(tmp / 'demo'))}"
-    proc = subprocess.Popen(["bash", "-c", f"exec {cmd}"], cwd=clone, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ["bash", "-c", f"exec {cmd}"],
+        cwd=clone,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         page = ""

@@ -15,7 +15,9 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 def test_one_source_for_the_version() -> None:
     project = PYPROJECT["project"]
     assert "version" not in project and "version" in project["dynamic"]
-    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "privmeter.__version__"}
+    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "privmeter.__version__"
+    }
     try:
         installed = importlib.metadata.version("privmeter")
     except importlib.metadata.PackageNotFoundError:  # run from a source tree only

@@ -57,7 +57,7 @@ def test_errors_tree_matches_the_classes() -> None:
         if m is None:
             continue
         depth = len(m.group(1)) // 4
-        del stack[depth + 1:]
+        del stack[depth + 1 :]
         drawn[m.group(2)] = stack[depth]
         stack.append(m.group(2))
     assert set(drawn) == set(errors.__all__) - {"PrivmeterError"}

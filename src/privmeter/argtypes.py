@@ -35,7 +35,8 @@ def _number(text: str, kind: type[int] | type[float]) -> int | float:
         v = kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+            f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}"
+        ) from None
     if v != v or v in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return v
@@ -43,11 +44,13 @@ def _number(text: str, kind: type[int] | type[float]) -> int | float:
 
 def at_least(low: int) -> Callable[[str], int]:
     """A whole number >= ``low``."""
+
     def check(text: str) -> int:
         v = int(_number(text, int))
         if v < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {text!r}")
         return v
+
     check.__name__ = f"whole number >= {low}"  # argparse names the type in its messages
     return check
 
@@ -72,7 +75,9 @@ def fraction(text: str) -> float:
     """A share or probability in [0, 1] (``--loss``, ``--dropout``, ``--prosumers``)."""
     v = float(_number(text, float))
     if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 (e.g. 0.05), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction between 0 and 1 (e.g. 0.05), got {text!r}"
+        )
     return v
 
 
@@ -88,7 +93,9 @@ def listen_port(text: str) -> int:
     """A TCP port to listen on: 1..65535, or 0 for one the system picks."""
     v = int(_number(text, int))
     if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a TCP port 0..65535 (0: any free port), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a TCP port 0..65535 (0: any free port), got {text!r}"
+        )
     return v
 
 
@@ -97,7 +104,9 @@ def iso_date(text: str) -> datetime.date:
     try:
         return datetime.date.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD (e.g. 2013-01-07), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a date as YYYY-MM-DD (e.g. 2013-01-07), got {text!r}"
+        ) from None
 
 
 def verify_key_hex(text: str) -> str:
@@ -109,7 +118,8 @@ def verify_key_hex(text: str) -> str:
         ok = False
     if not ok:
         raise argparse.ArgumentTypeError(
-            f"expected the head-end's public key as 64 hex digits (printed when it starts), got {text!r}")
+            f"expected the head-end's public key as 64 hex digits (printed when it starts), got {text!r}"
+        )
     return t
 
 
@@ -126,7 +136,9 @@ def out_dir(text: str) -> Path:
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise argparse.ArgumentTypeError(f"cannot create {text!r}: {str(parent)!r} is not a directory")
+        raise argparse.ArgumentTypeError(
+            f"cannot create {text!r}: {str(parent)!r} is not a directory"
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot create {text!r}: {str(parent)!r} is not writable")
     return p

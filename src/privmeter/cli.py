@@ -30,13 +30,25 @@ __all__ = ["main"]
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("privmeter.sim.demo", "run a local deployment with the live dashboard"),
-    "simulate": ("privmeter.sim.cli", "simulate a neighbourhood over loopback sockets; write a report"),
-    "init": ("privmeter.app.init", "create a party's state directory: starter config and fresh keys"),
+    "simulate": (
+        "privmeter.sim.cli",
+        "simulate a neighbourhood over loopback sockets; write a report",
+    ),
+    "init": (
+        "privmeter.app.init",
+        "create a party's state directory: starter config and fresh keys",
+    ),
     "headend": ("privmeter.app.headend", "run the utility's head-end (or invite / revoke meters)"),
-    "enrol": ("privmeter.app.enrol", "enrol a household with the utility, using its one-time ticket"),
+    "enrol": (
+        "privmeter.app.enrol",
+        "enrol a household with the utility, using its one-time ticket",
+    ),
     "household": ("privmeter.app.household", "run a household's meter agent and household agent"),
     "meter": ("privmeter.app.household", "the household service with another --source"),
-    "concentrator": ("privmeter.app.concentrator", "run a feeder's data concentrator (an untrusted relay)"),
+    "concentrator": (
+        "privmeter.app.concentrator",
+        "run a feeder's data concentrator (an untrusted relay)",
+    ),
     "keygen": ("privmeter.parties.keys", "generate household / meter / utility keys"),
     "audit": ("privmeter.parties.auditor", "check a billing statement offline, with no secret key"),
     "privacy": ("privmeter.privacy.cli", "measure what the utility can and cannot learn"),
@@ -47,7 +59,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "aggregation": ("privmeter.bench.aggregation", "masked aggregation vs Paillier aggregation"),
     "comparison": ("privmeter.bench.comparison", "secure comparison (meter-keyed) vs MPyC"),
     "headend": ("privmeter.bench.headend", "meters served per head-end core"),
-    "scale": ("privmeter.bench.scale", "sharded head-end (Ray, PostgreSQL) at 1 and 2 shards vs one process"),
+    "scale": (
+        "privmeter.bench.scale",
+        "sharded head-end (Ray, PostgreSQL) at 1 and 2 shards vs one process",
+    ),
 }
 
 
@@ -107,8 +122,10 @@ def _describe(exc: BaseException) -> str:
         top = (exc.name or "").split(".")[0]
         dist, extra = OPTIONAL.get(top, (top, ""))
         if extra:
-            return f"this needs {dist}, an optional dependency: pip install -e '.[{extra}]' " \
-                   f"in the privmeter checkout"
+            return (
+                f"this needs {dist}, an optional dependency: pip install -e '.[{extra}]' "
+                f"in the privmeter checkout"
+            )
         return f"missing Python module {top!r}: reinstall privmeter (pip install -e .)"
     if isinstance(exc, OSError):
         what = exc.strerror or str(exc)
@@ -120,7 +137,11 @@ def _describe(exc: BaseException) -> str:
         return f"an input file is not UTF-8 text ({exc.reason} at byte {exc.start})"
     if isinstance(exc, PrivmeterError):
         msg = str(exc.args[0]) if exc.args else type(exc).__name__
-        shown = {k: v for k, v in sorted(exc.context.items()) if v not in (None, "") and str(v) not in msg}
+        shown = {
+            k: v
+            for k, v in sorted(exc.context.items())
+            if v not in (None, "") and str(v) not in msg
+        }
         return msg + (f" ({', '.join(f'{k} {v}' for k, v in shown.items())})" if shown else "")
     return str(exc) or type(exc).__name__
 

@@ -21,7 +21,9 @@ __all__ = ["MAX_FILE_BYTES", "read_json_file", "read_text_file"]
 MAX_FILE_BYTES = 64 * 1024 * 1024  # no input file of ours is near this; a bigger one is a mistake
 
 
-def read_text_file(path: str | os.PathLike[str], what: str, *, max_bytes: int = MAX_FILE_BYTES) -> str:
+def read_text_file(
+    path: str | os.PathLike[str], what: str, *, max_bytes: int = MAX_FILE_BYTES
+) -> str:
     """The UTF-8 text of ``path``; :class:`ConfigError` saying why it cannot be read."""
     name = str(path)
     try:
@@ -38,11 +40,15 @@ def read_text_file(path: str | os.PathLike[str], what: str, *, max_bytes: int = 
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{what} file {name!r} is not UTF-8 text (byte {data[exc.start]:#04x} "
-                          f"at offset {exc.start})") from None
+        raise ConfigError(
+            f"{what} file {name!r} is not UTF-8 text (byte {data[exc.start]:#04x} "
+            f"at offset {exc.start})"
+        ) from None
 
 
-def read_json_file(path: str | os.PathLike[str], what: str, *, max_bytes: int = MAX_FILE_BYTES) -> Any:
+def read_json_file(
+    path: str | os.PathLike[str], what: str, *, max_bytes: int = MAX_FILE_BYTES
+) -> Any:
     """The JSON value in ``path``; :class:`ConfigError` for an unreadable file or invalid JSON."""
     text = read_text_file(path, what, max_bytes=max_bytes)
     if not text.strip():
@@ -50,7 +56,9 @@ def read_json_file(path: str | os.PathLike[str], what: str, *, max_bytes: int = 
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{what} file {str(path)!r} is not valid JSON ({exc.msg}: line {exc.lineno}, "
-                          f"column {exc.colno}); is it truncated?") from None
+        raise ConfigError(
+            f"{what} file {str(path)!r} is not valid JSON ({exc.msg}: line {exc.lineno}, "
+            f"column {exc.colno}); is it truncated?"
+        ) from None
     except RecursionError:
         raise ConfigError(f"{what} file {str(path)!r} nests too deeply") from None

@@ -92,17 +92,19 @@ class Knowledge:
             if a in self.z and a in self.pads:
                 p = self.nbrs[a].index(c)
                 nb = 8 * self.dim
-                pad = masks.expand_many(self.z[a], [(c, nb)], domain=masks.DOMAIN_RECOVERY,
-                                        interval=self.interval)
-                m = masks.xor_bytes(self.pads[a][p * nb:(p + 1) * nb], pad)
+                pad = masks.expand_many(
+                    self.z[a], [(c, nb)], domain=masks.DOMAIN_RECOVERY, interval=self.interval
+                )
+                m = masks.xor_bytes(self.pads[a][p * nb : (p + 1) * nb], pad)
                 return np.frombuffer(m, dtype="<u8").astype(np.uint64)
         return None
 
     def _peeled(self, u: int) -> tuple[np.ndarray, list[int]]:
         """y_u minus its self mask and every pairwise mask the head-end knows;
         also the neighbours whose mask with u is still in it."""
-        val = self.y[u] - masks.expand_sum([self.b[u]], self.dim, domain=masks.DOMAIN_SELF,
-                                          interval=self.interval)
+        val = self.y[u] - masks.expand_sum(
+            [self.b[u]], self.dim, domain=masks.DOMAIN_SELF, interval=self.interval
+        )
         unknown = []
         for v in self.nbrs[u]:
             if v not in self.masked_with[u]:
@@ -158,22 +160,42 @@ class Knowledge:
 class LyingHeadEnd:
     """Honest meters, a head-end that says whatever it likes (see module doc)."""
 
-    def __init__(self, n: int, *, min_survivors: int = 3, seed: int = 1, dim: int = 1,
-                 group: str = "feeder-x", epoch: int = 1, first_interval: int = 100) -> None:
+    def __init__(
+        self,
+        n: int,
+        *,
+        min_survivors: int = 3,
+        seed: int = 1,
+        dim: int = 1,
+        group: str = "feeder-x",
+        epoch: int = 1,
+        first_interval: int = 100,
+    ) -> None:
         rng = random.Random(seed)
         self.group, self.epoch, self.dim, self.first_interval = group, epoch, dim, first_interval
-        keys = {f"m{i:05d}": SigningKey.from_seed(rng.getrandbits(256).to_bytes(32, "big"))
-                for i in range(n)}
+        keys = {
+            f"m{i:05d}": SigningKey.from_seed(rng.getrandbits(256).to_bytes(32, "big"))
+            for i in range(n)
+        }
         self.sk = SigningKey.from_seed(rng.getrandbits(256).to_bytes(32, "big"))
         registry: dict[str, VerifyKey] = {m: k.verify_key for m, k in keys.items()}
         self.roster = sorted(keys)
         self.n = n
         self.min_survivors = min_survivors
         self.meters = {
-            m: AggregationMeter(m, k, registry, self.sk.verify_key, group=group, epoch=epoch,
-                                min_survivors=min_survivors, dim=dim,
-                                rng=random.Random(rng.getrandbits(64)))
-            for m, k in keys.items()}
+            m: AggregationMeter(
+                m,
+                k,
+                registry,
+                self.sk.verify_key,
+                group=group,
+                epoch=epoch,
+                min_survivors=min_survivors,
+                dim=dim,
+                rng=random.Random(rng.getrandbits(64)),
+            )
+            for m, k in keys.items()
+        }
         self._ak = AgreementKey.generate(random.Random(rng.getrandbits(64)))
         self.nbrs: list[list[int]] = []
         self.degree = 0
@@ -194,13 +216,25 @@ class LyingHeadEnd:
     def bundle(self, degree: int | None = None) -> KeyBundle:
         adverts = tuple(self.meters[m].advertise() for m in self.roster)
         nonce = bytes(16)
-        head = KeyAdvert(group=self.group, epoch=self.epoch, party_id=HEADEND_ID,
-                         public=self._ak.public, nonce=nonce,
-                         signature=sign_advert(self.sk, self.group, self.epoch, HEADEND_ID,
-                                               self._ak.public, nonce))
-        return KeyBundle(group=self.group, epoch=self.epoch, first_interval=self.first_interval,
-                         dim=self.dim, degree=degree or default_degree(self.n), headend=head,
-                         adverts=adverts)
+        head = KeyAdvert(
+            group=self.group,
+            epoch=self.epoch,
+            party_id=HEADEND_ID,
+            public=self._ak.public,
+            nonce=nonce,
+            signature=sign_advert(
+                self.sk, self.group, self.epoch, HEADEND_ID, self._ak.public, nonce
+            ),
+        )
+        return KeyBundle(
+            group=self.group,
+            epoch=self.epoch,
+            first_interval=self.first_interval,
+            dim=self.dim,
+            degree=degree or default_degree(self.n),
+            headend=head,
+            adverts=adverts,
+        )
 
     def setup(self, degree: int | None = None) -> dict[int, PrivmeterError]:
         """Send every meter a bundle with ``degree``; returns the meters that refused."""
@@ -238,12 +272,14 @@ class LyingHeadEnd:
         certs: dict[bytes, Certificate] = {}
         for key, signers in by_ann.items():
             if len(signers) >= self.quorum:
-                chosen = sorted(signers)[:self.quorum]
+                chosen = sorted(signers)[: self.quorum]
                 ann = decode(key, expect=Announcement)
                 assert all(inputs[w].endorsement for w in chosen)
                 certs[key] = Certificate(
-                    announcement=ann, signers=bitmap_from(chosen, self.n),
-                    signatures=b"".join(inputs[w].endorsement for w in chosen))
+                    announcement=ann,
+                    signers=bitmap_from(chosen, self.n),
+                    signatures=b"".join(inputs[w].endorsement for w in chosen),
+                )
         best = max(certs, key=lambda k: len(by_ann[k]), default=None)
         out: dict[int, Certificate | None] = {}
         for w in range(self.n):
@@ -258,7 +294,9 @@ class LyingHeadEnd:
         prev = self.inputs.get(self.t, {})
         enrolled = frozenset(prev)
         before = self.told.get(self.t, {})
-        prev_enrolled = frozenset().union(*(v[0] for v in before.values())) if before else frozenset()
+        prev_enrolled = (
+            frozenset().union(*(v[0] for v in before.values())) if before else frozenset()
+        )
         surv = frozenset(u for u in prev_enrolled if u in prev and prev[u].masked)
         return enrolled, surv, prev_enrolled - surv
 
@@ -269,12 +307,17 @@ class LyingHeadEnd:
         out = []
         for u in senders:
             p = self.nbrs[u].index(w)
-            out.append(src[u].shares[p * rb:(p + 1) * rb])
+            out.append(src[u].shares[p * rb : (p + 1) * rb])
         return b"".join(out)
 
-    def interval(self, reading: Reading, *, view: View | None = None,
-                 per_meter: Mapping[int, View] | None = None,
-                 offline: Sequence[int] = ()) -> int:
+    def interval(
+        self,
+        reading: Reading,
+        *,
+        view: View | None = None,
+        per_meter: Mapping[int, View] | None = None,
+        offline: Sequence[int] = (),
+    ) -> int:
         """Run the next interval with the announcement ``view`` (default: the
         honest one), or ``per_meter[w]`` for meter w; returns the interval."""
         base = view if view is not None else self.honest_view()
@@ -287,21 +330,31 @@ class LyingHeadEnd:
             if w in offline:
                 continue
             enrolled, surv, drop = (per_meter or {}).get(w, base)
-            ann = Announcement(group=self.group, epoch=self.epoch, interval=t,
-                               roster_size=self.n, enrolled=bitmap_from(enrolled, self.n),
-                               survivors=bitmap_from(surv, self.n),
-                               dropped=bitmap_from(drop, self.n))
+            ann = Announcement(
+                group=self.group,
+                epoch=self.epoch,
+                interval=t,
+                roster_size=self.n,
+                enrolled=bitmap_from(enrolled, self.n),
+                survivors=bitmap_from(surv, self.n),
+                dropped=bitmap_from(drop, self.n),
+            )
             senders = [u for u in self.nbrs[w] if u in enrolled and u in self.inputs.get(t - 1, {})]
             cert = certs.get(w)
-            start = IntervalStart(announcement=ann,
-                                  signature=self.sk.sign(ANNOUNCE_CONTEXT, encode(ann)),
-                                  certificate=cert, shares=self._records_for(w, senders, t))
+            start = IntervalStart(
+                announcement=ann,
+                signature=self.sk.sign(ANNOUNCE_CONTEXT, encode(ann)),
+                certificate=cert,
+                shares=self._records_for(w, senders, t),
+            )
             self.told[t][w] = (enrolled, surv, drop)
             self.anns[t][w] = ann
             if cert is not None:
                 ca = cert.announcement
-                self.decided[t][w] = (bitmap_to_set(ca.survivors, self.n),
-                                      bitmap_to_set(ca.dropped, self.n))
+                self.decided[t][w] = (
+                    bitmap_to_set(ca.survivors, self.n),
+                    bitmap_to_set(ca.dropped, self.n),
+                )
             try:
                 out = self.meters[mid].handle_start(encode(start), reading(mid, t))
             except PrivmeterError as exc:
@@ -314,8 +367,11 @@ class LyingHeadEnd:
     def knowledge(self, t: int) -> Knowledge:
         """Everything the head-end holds about interval ``t`` once the reveals
         for it (sent in interval t+lag) are in."""
-        ys = {u: np.array(msg.masked, dtype=np.uint64)
-              for u, msg in self.inputs.get(t, {}).items() if msg.masked}
+        ys = {
+            u: np.array(msg.masked, dtype=np.uint64)
+            for u, msg in self.inputs.get(t, {}).items()
+            if msg.masked
+        }
         pads = {u: msg.recovery for u, msg in self.inputs.get(t - 1, {}).items()}
         masked_with = {u: v[0] for u, v in self.told.get(t, {}).items()}
         # shares by (peer, announcement the holder saw): in a complete graph a
@@ -331,25 +387,41 @@ class LyingHeadEnd:
                 continue
             enrolled_w = self.told[t][w][0] if w in self.told.get(t, {}) else frozenset()
             sent_before = self.inputs.get(t - 1, {})
-            held = sorted({u for u in self.nbrs[w] if u in enrolled_w and u in sent_before}
-                          | ({w} if w in enrolled_w else set()))
+            held = sorted(
+                {u for u in self.nbrs[w] if u in enrolled_w and u in sent_before}
+                | ({w} if w in enrolled_w else set())
+            )
             seen = self.told[t + 1][w] if dense else None
             surv_w = seen[1] if seen is not None else self.decided[t + lag][w][0]
             for k, u in enumerate(held):
-                y = int.from_bytes(msg.reveals[k * _S:(k + 1) * _S], "big")
+                y = int.from_bytes(msg.reveals[k * _S : (k + 1) * _S], "big")
                 if u in surv_w:
-                    pts_b.setdefault((u, seen or (enrolled_w, frozenset(), frozenset())),
-                                     []).append((w + 1, y))
+                    pts_b.setdefault(
+                        (u, seen or (enrolled_w, frozenset(), frozenset())), []
+                    ).append((w + 1, y))
                 else:
                     pts_z.setdefault((u, seen), []).append((w + 1, y))
         thr = self.threshold
-        b = {u: shamir.reconstruct(p, thr).to_bytes(16, "big")
-             for (u, _), p in pts_b.items() if len(p) >= thr}
-        z = {u: shamir.reconstruct(p, thr).to_bytes(16, "big")
-             for (u, _), p in pts_z.items() if len(p) >= thr}
-        return Knowledge(interval=t, n=self.n, nbrs=self.nbrs, y=ys, b=b, z=z, pads=pads,
-                         masked_with=masked_with, dim=self.dim,
-                         shares_b={u: max(len(p) for (v, _), p in pts_b.items() if v == u)
-                                   for u, _ in pts_b},
-                         shares_z={u: max(len(p) for (v, _), p in pts_z.items() if v == u)
-                                   for u, _ in pts_z})
+        b = {
+            u: shamir.reconstruct(p, thr).to_bytes(16, "big")
+            for (u, _), p in pts_b.items()
+            if len(p) >= thr
+        }
+        z = {
+            u: shamir.reconstruct(p, thr).to_bytes(16, "big")
+            for (u, _), p in pts_z.items()
+            if len(p) >= thr
+        }
+        return Knowledge(
+            interval=t,
+            n=self.n,
+            nbrs=self.nbrs,
+            y=ys,
+            b=b,
+            z=z,
+            pads=pads,
+            masked_with=masked_with,
+            dim=self.dim,
+            shares_b={u: max(len(p) for (v, _), p in pts_b.items() if v == u) for u, _ in pts_b},
+            shares_z={u: max(len(p) for (v, _), p in pts_z.items() if v == u) for u, _ in pts_z},
+        )

@@ -38,22 +38,56 @@ class LyingHeadEnd:
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     counter: int = 0
 
-    def event(self, *, now: int, bits: int = 16, radix: int = 4, side: str = "above",
-              lifetime: int = 300, duration: int = 30) -> DemandEvent:
+    def event(
+        self,
+        *,
+        now: int,
+        bits: int = 16,
+        radix: int = 4,
+        side: str = "above",
+        lifetime: int = 300,
+        duration: int = 30,
+    ) -> DemandEvent:
         self.counter += 1
         eid = hashlib.sha256(b"lie" + self.counter.to_bytes(8, "big")).hexdigest()[:32]
-        fields = dict(event_id=eid, group_id=GROUP, action="curtail", side=side, start_interval=now // 900 + 1,
-                      duration_minutes=duration, issued_at=now, expires_at=now + lifetime, bits=bits, radix=radix)
+        fields = dict(
+            event_id=eid,
+            group_id=GROUP,
+            action="curtail",
+            side=side,
+            start_interval=now // 900 + 1,
+            duration_minutes=duration,
+            issued_at=now,
+            expires_at=now + lifetime,
+            bits=bits,
+            radix=radix,
+        )
         unsigned = DemandEvent(**fields, signature=bytes(64))
-        return DemandEvent(**fields, signature=self.key.sign(EVENT_CONTEXT, unsigned.signed_payload()))
+        return DemandEvent(
+            **fields, signature=self.key.sign(EVENT_CONTEXT, unsigned.signed_payload())
+        )
 
-    def query(self, ev: DemandEvent, meter_id: str, values: Sequence[int], offer_digest: bytes, *,
-              now: int, query_id: int | None = None) -> ComparisonQuery:
+    def query(
+        self,
+        ev: DemandEvent,
+        meter_id: str,
+        values: Sequence[int],
+        offer_digest: bytes,
+        *,
+        now: int,
+        query_id: int | None = None,
+    ) -> ComparisonQuery:
         qid = self.counter if query_id is None else query_id
         ch = ComparisonChallenge(offer_digest=offer_digest, values=tuple(int(v) for v in values))
         sig = self.key.sign(QUERY_CONTEXT, canonical(ev.event_id, meter_id, qid, now, ch.digest()))
-        return ComparisonQuery(event_id=ev.event_id, meter_id=meter_id, query_id=qid, issued_at=now,
-                                  challenge=ch, signature=sig)
+        return ComparisonQuery(
+            event_id=ev.event_id,
+            meter_id=meter_id,
+            query_id=qid,
+            issued_at=now,
+            challenge=ch,
+            signature=sig,
+        )
 
 
 def pairs(offer: ComparisonOffer) -> list[tuple[int, int]]:
@@ -63,12 +97,15 @@ def pairs(offer: ComparisonOffer) -> list[tuple[int, int]]:
 
 def honest_values(offer: ComparisonOffer, threshold: int, rng: random.Random) -> tuple[int, ...]:
     """What an honest utility sends (and its sign is kept by the caller)."""
-    uc = UtilityComparison(offer, threshold, bits=offer.bits, radix=offer.radix, allow_insecure=True, rng=rng)
+    uc = UtilityComparison(
+        offer, threshold, bits=offer.bits, radix=offer.radix, allow_insecure=True, rng=rng
+    )
     return uc.challenge.values
 
 
-def combination_values(group: Group, offer: ComparisonOffer, coeffs: Sequence[Sequence[int]],
-                       consts: Sequence[int]) -> tuple[int, ...]:
+def combination_values(
+    group: Group, offer: ComparisonOffer, coeffs: Sequence[Sequence[int]], consts: Sequence[int]
+) -> tuple[int, ...]:
     """``D`` values, each an arbitrary linear combination (exponents) of the offer's ciphertexts plus a
     constant plaintext: the head-end computing any linear predicate it likes of the reading's digits."""
     p = group.p

@@ -49,8 +49,14 @@ HEADEND = SigningKey.from_seed(b"h" * 32)
 
 
 def flat_plan() -> Plan:
-    return Plan(plan_id="adv-flat", name="Flat", currency="GBP", interval_seconds=900,
-                tariff=Tariff(kind="flat", price=14228), standing_charge_per_day=45_000)
+    return Plan(
+        plan_id="adv-flat",
+        name="Flat",
+        currency="GBP",
+        interval_seconds=900,
+        tariff=Tariff(kind="flat", price=14228),
+        standing_charge_per_day=45_000,
+    )
 
 
 def readings_for(seed: int, n: int = N) -> dict[int, int]:
@@ -61,15 +67,28 @@ def readings_for(seed: int, n: int = N) -> dict[int, int]:
 class World:
     """One household, its honest meter's signed records for one period, and the honest statement."""
 
-    def __init__(self, keys: tuple[PaillierPublicKey, PaillierPrivateKey], plan: Plan,
-                 readings: Mapping[int, int], *, meter_rng_seed: int = 11) -> None:
+    def __init__(
+        self,
+        keys: tuple[PaillierPublicKey, PaillierPrivateKey],
+        plan: Plan,
+        readings: Mapping[int, int],
+        *,
+        meter_rng_seed: int = 11,
+    ) -> None:
         self.pk, self.sk = keys
         self.plan = plan
         self.readings = dict(readings)
         self.period = range(DAY0, DAY0 + N)
         self.ledger = BillingLedger(HEADEND, [plan], min_key_bits=self.pk.bits)
-        self.ledger.register("m1", METER.verify_key, self.pk, plan, wellformed_proof=self.sk.prove_wellformed(),
-                             period_start=DAY0, period_intervals=N)
+        self.ledger.register(
+            "m1",
+            METER.verify_key,
+            self.pk,
+            plan,
+            wellformed_proof=self.sk.prove_wellformed(),
+            period_start=DAY0,
+            period_intervals=N,
+        )
         self.records: list[ReadingRecord] = []
         for t, wh in sorted(self.readings.items()):
             # the meter's randomness is its own; the same seed in every world keeps the worlds
@@ -82,8 +101,16 @@ class World:
 
     def household(self) -> HouseholdAgent:
         """A fresh household agent reading this world's meter port."""
-        return HouseholdAgent("m1", self.sk, self.plan, HEADEND.verify_key, lambda: (self.readings, {}),
-                              meter_key=METER.verify_key, period_start=DAY0, period_intervals=N)
+        return HouseholdAgent(
+            "m1",
+            self.sk,
+            self.plan,
+            HEADEND.verify_key,
+            lambda: (self.readings, {}),
+            meter_key=METER.verify_key,
+            period_start=DAY0,
+            period_intervals=N,
+        )
 
     def true_bill(self) -> int:
         return self.plan.total_charge(self.readings, self.period)
@@ -101,7 +128,9 @@ class LyingHeadEnd:
     def sign(self, **changes: Any) -> Statement:
         """The honest statement with ``changes``, validly signed by the head-end (fresh issued_at)."""
         self.issued += 1
-        fields = {f.name: getattr(self.world.statement, f.name) for f in dataclasses.fields(Statement)}
+        fields = {
+            f.name: getattr(self.world.statement, f.name) for f in dataclasses.fields(Statement)
+        }
         fields.pop("signature")
         fields["issued_at"] = self.world.statement.issued_at + self.issued
         fields.update(changes)
@@ -122,7 +151,9 @@ class LyingHeadEnd:
 
     def recombined(self, prices: Mapping[int, int]) -> bytes:
         """E(sum x_t * price_t + fixed) from the meter's records at prices of the head-end's choosing."""
-        acc = BillAccumulator(self.pk, max(price_bits(self.world.plan), max(prices.values()).bit_length()))
+        acc = BillAccumulator(
+            self.pk, max(price_bits(self.world.plan), max(prices.values()).bit_length())
+        )
         for rec in self.world.records:
             acc.add(self.ct(rec.ciphertext).value, prices[rec.interval])
         return acc.bill(self.world.statement.fixed_charge).to_bytes()
@@ -131,10 +162,13 @@ class LyingHeadEnd:
         return tuple(record_bytes(r) for r in (self.world.records if records is None else records))
 
     # -- sending -----------------------------------------------------------------------
-    def send(self, household: HouseholdAgent, statement: Statement,
-             log: tuple[bytes, ...] | None = None) -> BillProof | Dispute:
+    def send(
+        self, household: HouseholdAgent, statement: Statement, log: tuple[bytes, ...] | None = None
+    ) -> BillProof | Dispute:
         """One ``sys.settle`` through the wire codec; the household's single answer."""
-        req = SettleRequest(period=0, statement=encode(statement), log=self.log() if log is None else log)
+        req = SettleRequest(
+            period=0, statement=encode(statement), log=self.log() if log is None else log
+        )
         (answer,) = household.handle(decode(encode(req)))
         assert isinstance(answer, BillProof | Dispute)
         return answer
@@ -207,12 +241,17 @@ FIELD_LIES: dict[str, tuple[tuple[str, Any], ...]] = {
     "start+1": (("start", lambda w: w.statement.start + 1),),
     "end+1": (("end", lambda w: w.statement.end + 1),),
     "end-1": (("end", lambda w: w.statement.end - 1),),
-    "next-period": (("start", lambda w: w.statement.start + N), ("end", lambda w: w.statement.end + N)),
+    "next-period": (
+        ("start", lambda w: w.statement.start + N),
+        ("end", lambda w: w.statement.end + N),
+    ),
     "count-1": (("record_count", lambda w: w.statement.record_count - 1),),
     "count+1": (("record_count", lambda w: w.statement.record_count + 1),),
     "tariff": (("tariff_digest", bytes(range(32))),),
     "log-digest": (("log_digest", bytes(32)),),
-    "log-digest-of-fewer": (("log_digest", lambda w: log_digest("m1", DAY0, DAY0 + N, w.records[1:])),),
+    "log-digest-of-fewer": (
+        ("log_digest", lambda w: log_digest("m1", DAY0, DAY0 + N, w.records[1:])),
+    ),
     "fixed+1": (("fixed_charge", lambda w: w.statement.fixed_charge + 1),),
     "plan": (("plan_id", "adv-other"),),
     "key": (("key_id", b"\x01" * 16),),

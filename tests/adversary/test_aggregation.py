@@ -66,9 +66,18 @@ def test_isolating_a_meter_by_dropping_its_neighbours_fails() -> None:
         assert len(members) >= h.min_survivors
 
 
-@pytest.mark.parametrize(("n", "degree", "accepted"), [
-    (36, 16, False), (36, 30, False), (36, 33, False), (36, 32, True), (36, 34, True),
-    (20, 18, False), (20, 19, True)])
+@pytest.mark.parametrize(
+    ("n", "degree", "accepted"),
+    [
+        (36, 16, False),
+        (36, 30, False),
+        (36, 33, False),
+        (36, 32, True),
+        (36, 34, True),
+        (20, 18, False),
+        (20, 19, True),
+    ],
+)
 def test_meters_fix_their_own_degree_floor(n: int, degree: int, accepted: bool) -> None:
     """A meter computes the least degree it accepts from the roster size
     (``default_degree``: 32 for 36 meters, the complete graph for 20); the
@@ -84,6 +93,7 @@ def test_meters_fix_their_own_degree_floor(n: int, degree: int, accepted: bool) 
 
 # -- any consistent lie: what the head-end can compute respects the bound --------------
 
+
 @st.composite
 def _lies(draw: st.DrawFn) -> dict[str, Any]:
     """A group, a degree the meters accept, a victim, and how to lie about it:
@@ -96,12 +106,18 @@ def _lies(draw: st.DrawFn) -> dict[str, Any]:
     n = draw(st.sampled_from([9, 14, 36, 36]))
     floor = default_degree(n)
     degree = draw(st.sampled_from([floor, floor + 2, n - 1])) if floor < n - 1 else n - 1
-    return {"n": n, "degree": degree, "m": draw(st.integers(2, 6)),
-            "victim": draw(st.integers(0, n - 1)), "keep": draw(st.integers(0, 3)),
-            "enrol": draw(st.sampled_from(["all", "random", "starve"])),
-            "split": draw(st.sampled_from(["random", "isolate", "island", "thin"])),
-            "rnd": draw(st.integers(0, 2**32)),
-            "delta": draw(st.integers(1, 10**6)), "seed": draw(st.integers(0, 3))}
+    return {
+        "n": n,
+        "degree": degree,
+        "m": draw(st.integers(2, 6)),
+        "victim": draw(st.integers(0, n - 1)),
+        "keep": draw(st.integers(0, 3)),
+        "enrol": draw(st.sampled_from(["all", "random", "starve"])),
+        "split": draw(st.sampled_from(["random", "isolate", "island", "thin"])),
+        "rnd": draw(st.integers(0, 2**32)),
+        "delta": draw(st.integers(1, 10**6)),
+        "seed": draw(st.integers(0, 3)),
+    }
 
 
 def _sets(lie: dict[str, Any], h: LyingHeadEnd) -> tuple[frozenset[int], frozenset[int]]:
@@ -111,21 +127,33 @@ def _sets(lie: dict[str, Any], h: LyingHeadEnd) -> tuple[frozenset[int], frozens
     nbrs = h.nbrs[v]
     kept = set(rnd.sample(nbrs, min(lie["keep"], len(nbrs))))
     everyone = set(range(h.n))
-    enrolled = {"all": everyone,
-                "random": {u for u in everyone if rnd.random() < 0.7},
-                "starve": (everyone - set(nbrs)) | kept}[lie["enrol"]]
-    surv = {"random": {u for u in enrolled if rnd.random() < 0.6},
-            "isolate": (enrolled - set(nbrs)) | (kept & enrolled),
-            "island": enrolled & ((everyone - {w for u in kept | {v} for w in h.nbrs[u]})
-                                  | kept | {v}),
-            "thin": {u for u in enrolled if rnd.random() < (0.1 if u in nbrs else 0.9)},
-            }[lie["split"]]
+    enrolled = {
+        "all": everyone,
+        "random": {u for u in everyone if rnd.random() < 0.7},
+        "starve": (everyone - set(nbrs)) | kept,
+    }[lie["enrol"]]
+    surv = {
+        "random": {u for u in enrolled if rnd.random() < 0.6},
+        "isolate": (enrolled - set(nbrs)) | (kept & enrolled),
+        "island": enrolled & ((everyone - {w for u in kept | {v} for w in h.nbrs[u]}) | kept | {v}),
+        "thin": {u for u in enrolled if rnd.random() < (0.1 if u in nbrs else 0.9)},
+    }[lie["split"]]
     return frozenset(enrolled), frozenset(surv)
 
 
 def _lie(split: str, enrol: str = "all", keep: int = 0, m: int = 3) -> dict[str, Any]:
-    return {"n": 36, "degree": 32, "m": m, "victim": 5, "keep": keep, "enrol": enrol,
-            "split": split, "rnd": 1, "delta": 1000, "seed": 0}
+    return {
+        "n": 36,
+        "degree": 32,
+        "m": m,
+        "victim": 5,
+        "keep": keep,
+        "enrol": enrol,
+        "split": split,
+        "rnd": 1,
+        "delta": 1000,
+        "seed": 0,
+    }
 
 
 def _examples(test: Callable[..., None]) -> Callable[..., None]:
@@ -145,7 +173,9 @@ def _attack(lie: dict[str, Any], read: Reading = reading) -> tuple[LyingHeadEnd,
     everyone = frozenset(range(h.n))
     enrolled, surv = _sets(lie, h)
     t = h.interval(read, view=(enrolled, frozenset(), frozenset()))
-    assert set(h.inputs[t]) == set(everyone)  # the enrolled lie is not refused: nothing to check yet
+    assert set(h.inputs[t]) == set(
+        everyone
+    )  # the enrolled lie is not refused: nothing to check yet
     h.interval(read, view=(everyone, surv, enrolled - surv))
     if h.lag == 2:  # sparse: the certificate of that announcement, and the reveals
         h.interval(read)
@@ -190,17 +220,20 @@ def test_two_worlds_differing_in_the_victim_look_the_same(lie: dict[str, Any]) -
     h2, kn2 = _attack(lie, moved)
     assert kn2.learnable_sums() == sums
     assert {w: type(e) for w, e in h2.refused[kn.interval + h.lag].items()} == {
-        w: type(e) for w, e in h.refused[kn.interval + h.lag].items()}
+        w: type(e) for w, e in h.refused[kn.interval + h.lag].items()
+    }
     assert [kn2.unmask(u) for u in range(h.n)] == [kn.unmask(u) for u in range(h.n)]
 
 
 # -- equivocation: different signed announcements to different meters --------------
 
+
 def _correct_reads(h: LyingHeadEnd, kn: Knowledge) -> list[frozenset[int]]:
     """The sets whose sum the head-end computed right (a wrong value is noise)."""
     t = kn.interval
-    return [m for m, value in kn.learnable_sums()
-            if value == (sum(reading(h.roster[u], t) for u in m),)]
+    return [
+        m for m, value in kn.learnable_sums() if value == (sum(reading(h.roster[u], t) for u in m),)
+    ]
 
 
 def test_equivocating_announcements_cannot_isolate_a_meter() -> None:
@@ -238,8 +271,9 @@ def test_enrolled_set_equivocation_cannot_isolate_a_meter(n: int) -> None:
     victim = 0
     a, b = h.nbrs[victim][:2]
     everyone = frozenset(range(h.n))
-    t = h.interval(reading, per_meter={victim: (frozenset({victim, a, b}), frozenset(),
-                                                 frozenset())})
+    t = h.interval(
+        reading, per_meter={victim: (frozenset({victim, a, b}), frozenset(), frozenset())}
+    )
     h.interval(reading, view=(everyone, everyone - {a, b}, frozenset({a, b})))
     if h.lag == 2:
         h.interval(reading)
@@ -259,28 +293,42 @@ def _equivocations(draw: st.DrawFn) -> dict[str, Any]:
     shared by a majority): each lie an enrolled set for interval t and a
     survivor/dropout split of it, drawn as in :func:`_lies`."""
     n = draw(st.sampled_from([9, 14]))
-    pool = draw(st.lists(_lies().map(lambda lie: {**lie, "n": n, "degree": n - 1,
-                                                  "victim": lie["victim"] % n}),
-                         min_size=1, max_size=3))
-    return {"n": n, "m": draw(st.integers(2, 5)), "pool": pool,
-            "pick": draw(st.lists(st.integers(0, len(pool) - 1), min_size=n, max_size=n)),
-            "pick_e": draw(st.lists(st.integers(0, len(pool) - 1), min_size=n, max_size=n))}
+    pool = draw(
+        st.lists(
+            _lies().map(lambda lie: {**lie, "n": n, "degree": n - 1, "victim": lie["victim"] % n}),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    return {
+        "n": n,
+        "m": draw(st.integers(2, 5)),
+        "pool": pool,
+        "pick": draw(st.lists(st.integers(0, len(pool) - 1), min_size=n, max_size=n)),
+        "pick_e": draw(st.lists(st.integers(0, len(pool) - 1), min_size=n, max_size=n)),
+    }
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_equivocations())
 def test_any_equivocation_in_a_complete_graph_yields_only_sums_over_min_survivors(
-        eq: dict[str, Any]) -> None:
+    eq: dict[str, Any],
+) -> None:
     h = LyingHeadEnd(eq["n"], min_survivors=eq["m"])
     assert h.setup() == {}
     h.interval(reading)
     lies = [_sets({**lie, "m": eq["m"]}, h) for lie in eq["pool"]]
     nothing: frozenset[int] = frozenset()
-    t = h.interval(reading, per_meter={w: (lies[i][0], nothing, nothing)
-                                       for w, i in enumerate(eq["pick_e"])})
+    t = h.interval(
+        reading, per_meter={w: (lies[i][0], nothing, nothing) for w, i in enumerate(eq["pick_e"])}
+    )
     everyone = frozenset(range(h.n))
-    h.interval(reading, per_meter={w: (everyone, lies[i][1], lies[i][0] - lies[i][1])
-                                   for w, i in enumerate(eq["pick"])})
+    h.interval(
+        reading,
+        per_meter={
+            w: (everyone, lies[i][1], lies[i][0] - lies[i][1]) for w, i in enumerate(eq["pick"])
+        },
+    )
     kn = h.knowledge(t)
     assert all(isinstance(e, PrivmeterError) for e in h.refused[t + 1].values())
     assert all(len(m) >= eq["m"] for m in _correct_reads(h, kn))
@@ -311,8 +359,10 @@ def test_equivocation_in_a_sparse_graph_cannot_isolate_a_meter(shift: int) -> No
     right = frozenset(u for u, d in at.items() if 0 < d <= half)
     t = h.interval(reading)
     everyone = frozenset(range(h.n))
-    views = {w: (everyone, everyone - (left if d <= shift else right),
-                 left if d <= shift else right) for w, d in at.items()}
+    views = {
+        w: (everyone, everyone - (left if d <= shift else right), left if d <= shift else right)
+        for w, d in at.items()
+    }
     h.interval(reading, per_meter=views)
     assert h.refused[t + 1] == {}  # each announcement alone is acceptable, and endorsed
     h.interval(reading)
@@ -335,19 +385,29 @@ def _sparse_equivocations(draw: st.DrawFn) -> dict[str, Any]:
     n = draw(st.sampled_from([36, 40]))
     floor = default_degree(n)
     degree = draw(st.sampled_from([floor, floor + 2]))
-    pool = draw(st.lists(_lies().map(lambda lie: {**lie, "n": n, "degree": degree,
-                                                  "victim": lie["victim"] % n}),
-                         min_size=1, max_size=3))
-    return {"n": n, "degree": degree, "m": draw(st.integers(2, 5)), "pool": pool,
-            "pick": draw(st.lists(st.integers(0, len(pool) - 1), min_size=n, max_size=n)),
-            "pick_e": draw(st.lists(st.integers(0, len(pool) - 1), min_size=n, max_size=n)),
-            "cut": draw(st.one_of(st.none(), st.integers(-3, 3)))}
+    pool = draw(
+        st.lists(
+            _lies().map(lambda lie: {**lie, "n": n, "degree": degree, "victim": lie["victim"] % n}),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    return {
+        "n": n,
+        "degree": degree,
+        "m": draw(st.integers(2, 5)),
+        "pool": pool,
+        "pick": draw(st.lists(st.integers(0, len(pool) - 1), min_size=n, max_size=n)),
+        "pick_e": draw(st.lists(st.integers(0, len(pool) - 1), min_size=n, max_size=n)),
+        "cut": draw(st.one_of(st.none(), st.integers(-3, 3))),
+    }
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_sparse_equivocations())
 def test_any_equivocation_in_a_sparse_graph_yields_only_sums_over_min_survivors(
-        eq: dict[str, Any]) -> None:
+    eq: dict[str, Any],
+) -> None:
     """Random per-meter announcements of the enrolled set and of the
     survivor/dropout split (or the ring cut at a drawn position) in a sparse
     graph: whatever certificates the head-end can assemble from the meters'
@@ -360,12 +420,14 @@ def test_any_equivocation_in_a_sparse_graph_yields_only_sums_over_min_survivors(
     h.interval(reading)
     lies = [_sets({**lie, "m": eq["m"]}, h) for lie in eq["pool"]]
     nothing: frozenset[int] = frozenset()
-    t = h.interval(reading, per_meter={w: (lies[i][0], nothing, nothing)
-                                       for w, i in enumerate(eq["pick_e"])})
+    t = h.interval(
+        reading, per_meter={w: (lies[i][0], nothing, nothing) for w, i in enumerate(eq["pick_e"])}
+    )
     everyone = frozenset(range(h.n))
     if eq["cut"] is None:
-        views = {w: (everyone, lies[i][1], lies[i][0] - lies[i][1])
-                 for w, i in enumerate(eq["pick"])}
+        views = {
+            w: (everyone, lies[i][1], lies[i][0] - lies[i][1]) for w, i in enumerate(eq["pick"])
+        }
     else:
         v = eq["pool"][0]["victim"]
         order = ring(h.n, graph_seed(h.bundle().adverts))
@@ -374,8 +436,14 @@ def test_any_equivocation_in_a_sparse_graph_yields_only_sums_over_min_survivors(
         half = h.degree // 2
         left = frozenset(u for u, d in at.items() if -half <= d < 0)
         right = frozenset(u for u, d in at.items() if 0 < d <= half)
-        views = {w: (everyone, everyone - (left if d <= eq["cut"] else right),
-                     left if d <= eq["cut"] else right) for w, d in at.items()}
+        views = {
+            w: (
+                everyone,
+                everyone - (left if d <= eq["cut"] else right),
+                left if d <= eq["cut"] else right,
+            )
+            for w, d in at.items()
+        }
     h.interval(reading, per_meter=views)
     h.interval(reading)
     kn = h.knowledge(t)

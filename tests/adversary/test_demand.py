@@ -44,28 +44,53 @@ NOW = 1_700_000_100
 IV = 900
 
 
-def meter(he: LyingHeadEnd, *, per_interval: int = 1, per_day: int = 4, max_bits: int = 32) -> MeterDemandAgent:
+def meter(
+    he: LyingHeadEnd, *, per_interval: int = 1, per_day: int = 4, max_bits: int = 32
+) -> MeterDemandAgent:
     from privmeter.crypto.signing import SigningKey
 
     return MeterDemandAgent(
-        "victim", GROUP, SigningKey.from_seed(b"V" * 32), he.key.verify_key,
-        ComparisonBudget(comparisons_per_interval=per_interval, comparisons_per_day=per_day,
-                            same_threshold_for_group=False),
-        key_group=SMALL.name, allow_insecure_group=True, max_bits=max_bits)
+        "victim",
+        GROUP,
+        SigningKey.from_seed(b"V" * 32),
+        he.key.verify_key,
+        ComparisonBudget(
+            comparisons_per_interval=per_interval,
+            comparisons_per_day=per_day,
+            same_threshold_for_group=False,
+        ),
+        key_group=SMALL.name,
+        allow_insecure_group=True,
+        max_bits=max_bits,
+    )
 
 
-def offer_for(agent: MeterDemandAgent, ev: DemandEvent, x: int, now: int, rng: random.Random) -> Offer:
+def offer_for(
+    agent: MeterDemandAgent, ev: DemandEvent, x: int, now: int, rng: random.Random
+) -> Offer:
     off, _ = agent.receive_event(ev, reading_interval=now // IV - 1, reading_w=x, now=now, rng=rng)
     return off
 
 
 # -- attack 2: keys and broadcasts -------------------------------------------------------------
 
+
 def test_the_head_end_has_no_key_or_broadcast_to_send() -> None:
     """An event names only public parameters; the meter's key group is its own configuration."""
     names = {f.name for f in dataclasses.fields(DemandEvent)}
-    assert names == {"event_id", "group_id", "action", "side", "start_interval", "duration_minutes",
-                     "issued_at", "expires_at", "bits", "radix", "signature"}
+    assert names == {
+        "event_id",
+        "group_id",
+        "action",
+        "side",
+        "start_interval",
+        "duration_minutes",
+        "issued_at",
+        "expires_at",
+        "bits",
+        "radix",
+        "signature",
+    }
     he = LyingHeadEnd()
     off = offer_for(meter(he), he.event(now=NOW), 1234, NOW, random.Random(1))
     assert off.offer.group == "test512"  # chosen by the meter, never by the head-end
@@ -84,7 +109,9 @@ def test_a_challenge_built_to_read_every_digit_yields_one_bit() -> None:
         off = offer_for(agent, ev, x, NOW, rng)
         ps = pairs(off.offer)
         vals = [v for i in range(d) for v in ps[i * 4 + 1]]  # E([a_i = 1]): zero iff a_i != 1
-        ans = agent.receive_query(he.query(ev, "victim", vals, off.offer.digest(), now=NOW), now=NOW)
+        ans = agent.receive_query(
+            he.query(ev, "victim", vals, off.offer.digest(), now=NOW), now=NOW
+        )
         assert isinstance(ans.zero_found, bool)
         classes[ans.zero_found].add(x)
     # every such reading has a digit != 1, so all answer the same: the head-end learned nothing
@@ -105,7 +132,9 @@ def test_ciphertexts_of_an_earlier_comparison_are_useless_later() -> None:
         ev2 = he.event(now=NOW)
         off2 = offer_for(agent, ev2, x, NOW, rng)
         old = [v for pair in pairs(off1.offer)[: len(honest) // 2] for v in pair]
-        ans = agent.receive_query(he.query(ev2, "victim", old, off2.offer.digest(), now=NOW), now=NOW)
+        ans = agent.receive_query(
+            he.query(ev2, "victim", old, off2.offer.digest(), now=NOW), now=NOW
+        )
         assert ans.zero_found is False
 
 
@@ -120,11 +149,11 @@ def test_malformed_challenges_fail_with_specific_errors_before_the_key_is_used()
     p = SMALL.p
     nonresidue = next(k for k in range(3, 100) if pow(k, SMALL.q, p) != 1)
     bads = [
-        ((p - 1, *good[1:]), dig, InvalidCiphertext),   # order 2: outside the prime-order subgroup
+        ((p - 1, *good[1:]), dig, InvalidCiphertext),  # order 2: outside the prime-order subgroup
         ((nonresidue, *good[1:]), dig, InvalidCiphertext),  # a non-residue
-        (good[:-2], dig, MalformedMessage),              # one value short
-        ((*good, *good[:2]), dig, MalformedMessage),     # one value too many
-        (good, bytes(32), UnexpectedMessage),            # names another offer
+        (good[:-2], dig, MalformedMessage),  # one value short
+        ((*good, *good[:2]), dig, MalformedMessage),  # one value too many
+        (good, bytes(32), UnexpectedMessage),  # names another offer
     ]
     before = agent.budget.state()
     for vals, digest, err in bads:
@@ -145,6 +174,7 @@ def test_malformed_challenges_fail_with_specific_errors_before_the_key_is_used()
 
 # -- attack 4: the head-end's clock ---------------------------------------------------------------
 
+
 def test_days_of_ticks_give_one_reading_no_second_budget() -> None:
     """The old attack: a day later by the head-end's clock, the same reading again.  The meter's own
     clock decides which reading is fresh, and the budget is the reading's: refused either way."""
@@ -153,8 +183,10 @@ def test_days_of_ticks_give_one_reading_no_second_budget() -> None:
     agent = meter(he, per_interval=1, per_day=1)
     ev = he.event(now=NOW)
     off = offer_for(agent, ev, 12_345, NOW, rng)
-    agent.receive_query(he.query(ev, "victim", honest_values(off.offer, 0, rng), off.offer.digest(), now=NOW),
-                        now=NOW)
+    agent.receive_query(
+        he.query(ev, "victim", honest_values(off.offer, 0, rng), off.offer.digest(), now=NOW),
+        now=NOW,
+    )
     for days in (1, 5, 30):
         later = NOW + days * 86_400
         ev = he.event(now=later)  # issued "days later": the meter's own clock says NOW
@@ -162,7 +194,9 @@ def test_days_of_ticks_give_one_reading_no_second_budget() -> None:
             offer_for(agent, ev, 12_345, NOW, rng)
         # even a meter whose own clock was moved that far cannot compare the old reading again
         with pytest.raises(NoFreshReading):
-            agent.receive_event(ev, reading_interval=NOW // IV - 1, reading_w=12_345, now=later, rng=rng)
+            agent.receive_event(
+                ev, reading_interval=NOW // IV - 1, reading_w=12_345, now=later, rng=rng
+            )
     # within the freshness window, the same reading stays spent
     with pytest.raises(BudgetExceeded):
         offer_for(agent, he.event(now=NOW + 300), 12_345, NOW + 300, rng)
@@ -183,9 +217,17 @@ def test_a_meter_agent_ignores_the_time_in_a_tick(tiny_world) -> None:
 
 # -- property: whatever the head-end sends, at most one bit per allowed comparison ------------------
 
-MOVES = st.lists(st.tuples(
-    st.sampled_from(["event", "honest", "digits", "combo", "garbage", "short", "replay", "tick"]),
-    st.integers(-(2**15) + 1, 2**15 - 1), st.integers(0, 2**32)), min_size=1, max_size=8)
+MOVES = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["event", "honest", "digits", "combo", "garbage", "short", "replay", "tick"]
+        ),
+        st.integers(-(2**15) + 1, 2**15 - 1),
+        st.integers(0, 2**32),
+    ),
+    min_size=1,
+    max_size=8,
+)
 
 
 def run(moves: list, x: int, *, per_interval: int, per_day: int) -> list:
@@ -222,9 +264,12 @@ def run(moves: list, x: int, *, per_interval: int, per_day: int) -> list:
                 vals = tuple(v for pr in hrng.sample(ps, d) for v in pr)
             elif kind == "combo":
                 n = len(pairs(off.offer))
-                vals = combination_values(SMALL, off.offer, [[hrng.randint(-2, 2) for _ in range(n)]
-                                                             for _ in range(d)], [hrng.randint(-3, 3)
-                                                                                  for _ in range(d)])
+                vals = combination_values(
+                    SMALL,
+                    off.offer,
+                    [[hrng.randint(-2, 2) for _ in range(n)] for _ in range(d)],
+                    [hrng.randint(-3, 3) for _ in range(d)],
+                )
             elif kind == "garbage":
                 vals = (SMALL.p - 1,) * (2 * d)
             elif kind == "short":
@@ -244,9 +289,16 @@ def run(moves: list, x: int, *, per_interval: int, per_day: int) -> list:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(moves=MOVES, x1=st.integers(-(2**15), 2**15 - 1), x2=st.integers(-(2**15), 2**15 - 1),
-       per_interval=st.integers(1, 2), per_day=st.integers(1, 3))
-def test_lying_head_end_gets_at_most_one_bit_per_allowed_comparison(moves, x1, x2, per_interval, per_day) -> None:
+@given(
+    moves=MOVES,
+    x1=st.integers(-(2**15), 2**15 - 1),
+    x2=st.integers(-(2**15), 2**15 - 1),
+    per_interval=st.integers(1, 2),
+    per_day=st.integers(1, 3),
+)
+def test_lying_head_end_gets_at_most_one_bit_per_allowed_comparison(
+    moves, x1, x2, per_interval, per_day
+) -> None:
     v1 = run(moves, x1, per_interval=per_interval, per_day=per_day)
     v2 = run(moves, x2, per_interval=per_interval, per_day=per_day)
     # everything but the released bits is the same for both readings: errors, refusals, offers
@@ -260,8 +312,11 @@ def test_lying_head_end_gets_at_most_one_bit_per_allowed_comparison(moves, x1, x
 
 
 @settings(max_examples=20, deadline=None)
-@given(ts=st.lists(st.integers(-(2**15) + 1, 2**15 - 1), min_size=1, max_size=3),
-       x1=st.integers(-(2**15), 2**15 - 1), x2=st.integers(-(2**15), 2**15 - 1))
+@given(
+    ts=st.lists(st.integers(-(2**15) + 1, 2**15 - 1), min_size=1, max_size=3),
+    x1=st.integers(-(2**15), 2**15 - 1),
+    x2=st.integers(-(2**15), 2**15 - 1),
+)
 def test_same_side_of_every_threshold_gives_the_same_view(ts, x1, x2) -> None:
     """With honest challenges, two readings on the same side of every threshold asked give identical
     answers (the sign the utility draws is the same in both runs)."""

@@ -65,7 +65,9 @@ PERIOD = 4  # intervals per billing period (12 s)
 
 
 def _key_of(init_output: str) -> str:
-    return next(line.split()[-1] for line in init_output.splitlines() if line.startswith("public key:"))
+    return next(
+        line.split()[-1] for line in init_output.splitlines() if line.startswith("public key:")
+    )
 
 
 def test_feeder_behind_a_concentrator(tmp_path, capsys):
@@ -76,20 +78,28 @@ def test_feeder_behind_a_concentrator(tmp_path, capsys):
     dc_key = _key_of(_run(["init", "concentrator", "--dir", str(dc_dir)], capsys))
     today = time.strftime("%Y-%m-%d", time.gmtime())
     cfg = (he_dir / "headend.toml").read_text()
-    cfg = (cfg.replace('host = "0.0.0.0"', 'host = "127.0.0.1"').replace("port = 7700", f"port = {port}")
-           .replace('plans = ["economy7"]', f'plans = ["{PLAN}"]')
-           .replace("# period_intervals = 20", f"period_intervals = {PERIOD}")
-           .replace("round_timeout_s = 30", "round_timeout_s = 1.5")
-           .replace("min_survivors = 5", "min_survivors = 3")
-           .replace("min_household_key_bits = 3072", "min_household_key_bits = 2048")
-           .replace("[concentrators]", f'[concentrators]\nfeeder-1 = "{dc_key}"')
-           .replace("http_port = 9100", "http_port = 0"))
+    cfg = (
+        cfg.replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
+        .replace("port = 7700", f"port = {port}")
+        .replace('plans = ["economy7"]', f'plans = ["{PLAN}"]')
+        .replace("# period_intervals = 20", f"period_intervals = {PERIOD}")
+        .replace("round_timeout_s = 30", "round_timeout_s = 1.5")
+        .replace("min_survivors = 5", "min_survivors = 3")
+        .replace("min_household_key_bits = 3072", "min_household_key_bits = 2048")
+        .replace("[concentrators]", f'[concentrators]\nfeeder-1 = "{dc_key}"')
+        .replace("http_port = 9100", "http_port = 0")
+    )
     cfg = cfg.replace(cfg.split("start = ")[1].split("\n")[0], f'"{today}"')
     (he_dir / "headend.toml").write_text(cfg)
     dcfg = (dc_dir / "concentrator.toml").read_text()
-    dcfg = (dcfg.replace('host = "0.0.0.0"', 'host = "127.0.0.1"').replace("port = 7800", f"port = {dc_port}")
-            .replace('host = "utility.example.org"', 'host = "127.0.0.1"').replace("port = 7700", f"port = {port}")
-            .replace('key = ""', f'key = "{he_key}"').replace("http_port = 9102", f"http_port = {dc_http}"))
+    dcfg = (
+        dcfg.replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
+        .replace("port = 7800", f"port = {dc_port}")
+        .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
+        .replace("port = 7700", f"port = {port}")
+        .replace('key = ""', f'key = "{he_key}"')
+        .replace("http_port = 9102", f"http_port = {dc_http}")
+    )
     (dc_dir / "concentrator.toml").write_text(dcfg)
     he_log, dc_log = he_dir / "headend.log", dc_dir / "concentrator.log"
     procs = {"he": _spawn(["headend", "--config", str(he_dir / "headend.toml")], he_log)}
@@ -101,34 +111,56 @@ def test_feeder_behind_a_concentrator(tmp_path, capsys):
         for i in range(N_HOMES):
             mid = f"home-{i}"
             d = tmp_path / mid
-            _run(["init", "household", "--dir", str(d), "--meter-id", mid, "--key-bits", "2048"], capsys)
+            _run(
+                ["init", "household", "--dir", str(d), "--meter-id", mid, "--key-bits", "2048"],
+                capsys,
+            )
             rng = random.Random(i)
             truth[mid] = {t: rng.randint(0, 400) for t in range(now // IV - 5, now // IV + 60)}
-            write_csv_readings(d / "readings.csv",
-                               [IntervalReading(interval=t, energy_wh=wh) for t, wh in truth[mid].items()], IV)
+            write_csv_readings(
+                d / "readings.csv",
+                [IntervalReading(interval=t, energy_wh=wh) for t, wh in truth[mid].items()],
+                IV,
+            )
             text = (d / "household.toml").read_text()
-            text = (text.replace('source = "p1:/dev/ttyUSB0"', f'source = "csv:{d / "readings.csv"}"')
-                    .replace('plan = "economy7"', 'plan = "pilot-3s-4"')
-                    .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
-                    .replace("port = 7700", f"port = {port}").replace("http_port = 9101", "http_port = 0")
-                    .replace("clock_skew_s = 30", "clock_skew_s = 1"))
+            text = (
+                text.replace('source = "p1:/dev/ttyUSB0"', f'source = "csv:{d / "readings.csv"}"')
+                .replace('plan = "economy7"', 'plan = "pilot-3s-4"')
+                .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
+                .replace("port = 7700", f"port = {port}")
+                .replace("http_port = 9101", "http_port = 0")
+                .replace("clock_skew_s = 30", "clock_skew_s = 1")
+            )
             if i in BEHIND:
-                text = (text.replace("# [concentrator]", "[concentrator]")
-                        .replace('# host = "dc.example.org"', 'host = "127.0.0.1"')
-                        .replace("# port = 7800", f"port = {dc_port}"))
+                text = (
+                    text.replace("# [concentrator]", "[concentrator]")
+                    .replace('# host = "dc.example.org"', 'host = "127.0.0.1"')
+                    .replace("# port = 7800", f"port = {dc_port}")
+                )
             (d / "household.toml").write_text(text)
-            ticket = _run(["headend", "invite", "--config", str(he_dir / "headend.toml"), "--meter", mid],
-                          capsys).strip()
-            assert "group feeder-1" in _run(["enrol", "--config", str(d / "household.toml"), "--ticket", ticket],
-                                            capsys)
+            ticket = _run(
+                ["headend", "invite", "--config", str(he_dir / "headend.toml"), "--meter", mid],
+                capsys,
+            ).strip()
+            assert "group feeder-1" in _run(
+                ["enrol", "--config", str(d / "household.toml"), "--ticket", ticket], capsys
+            )
             homes.append(d)
-        procs["dc"] = _spawn(["concentrator", "--config", str(dc_dir / "concentrator.toml")], dc_log)
+        procs["dc"] = _spawn(
+            ["concentrator", "--config", str(dc_dir / "concentrator.toml")], dc_log
+        )
         for i, d in enumerate(homes):
-            procs[f"home-{i}"] = _spawn(["household", "--config", str(d / "household.toml")], d / "household.log")
+            procs[f"home-{i}"] = _spawn(
+                ["household", "--config", str(d / "household.toml")], d / "household.log"
+            )
         db = he_dir / "headend.db"
 
         def full_totals() -> int:
-            return len(_query(db, f"SELECT 1 FROM he_totals WHERE survivors = {N_HOMES} AND total IS NOT NULL"))
+            return len(
+                _query(
+                    db, f"SELECT 1 FROM he_totals WHERE survivors = {N_HOMES} AND total IS NOT NULL"
+                )
+            )
 
         def paid_by_all() -> set[int]:
             got: dict[int, int] = {}
@@ -140,7 +172,9 @@ def test_feeder_behind_a_concentrator(tmp_path, capsys):
         # restart the concentrator: its meters come back through the new one
         _stop(procs["dc"])
         assert procs["dc"].returncode == 0  # SIGTERM: a clean stop
-        procs["dc"] = _spawn(["concentrator", "--config", str(dc_dir / "concentrator.toml")], dc_log)
+        procs["dc"] = _spawn(
+            ["concentrator", "--config", str(dc_dir / "concentrator.toml")], dc_log
+        )
         n = full_totals()
         _wait(lambda: full_totals() > n, 40, "a full total after the concentrator restart")
         _wait(lambda: bool(paid_by_all()), 40, "a billing period paid by all four households")
@@ -155,7 +189,9 @@ def test_feeder_behind_a_concentrator(tmp_path, capsys):
         assert _metric(metrics, "privmeter_roster_meters") == N_HOMES
         # a key outside the feeder's roster is refused at the handshake
         with pytest.raises(UnknownParty):
-            asyncio.run(connect("127.0.0.1", dc_port, SigningKey.generate(), VerifyKey.from_hex(dc_key)))
+            asyncio.run(
+                connect("127.0.0.1", dc_port, SigningKey.generate(), VerifyKey.from_hex(dc_key))
+            )
     finally:
         for p in procs.values():
             _stop(p)
@@ -172,7 +208,10 @@ def test_feeder_behind_a_concentrator(tmp_path, capsys):
         totals = [t for t in store.totals() if t.total is not None]
         assert sum(t.survivors == N_HOMES for t in totals) >= 2
         for t in totals:
-            sums = {sum(truth[m][t.interval] for m in c) for c in itertools.combinations(members, t.survivors)}
+            sums = {
+                sum(truth[m][t.interval] for m in c)
+                for c in itertools.combinations(members, t.survivors)
+            }
             assert t.total in sums, (t, sorted(sums))
             if t.survivors == N_HOMES:
                 assert t.total == sum(truth[m][t.interval] for m in members)
@@ -187,17 +226,31 @@ def test_feeder_behind_a_concentrator(tmp_path, capsys):
             assert m is not None
             st = decode(store.get_statement(mid, p), expect=Statement)
             d = homes[members.index(mid)]
-            reported = dict(_query(d / "state.db", f"SELECT interval, wh FROM readings WHERE meter_id = '{mid}'"))
+            reported = dict(
+                _query(
+                    d / "state.db", f"SELECT interval, wh FROM readings WHERE meter_id = '{mid}'"
+                )
+            )
             mine = {t: wh for t, wh in reported.items() if st.start <= t < st.end}
             assert all(truth[mid][t] == wh for t, wh in mine.items())
-            assert bill == sum(wh * plan.tariff.price_at(t, IV, None) for t, wh in mine.items()) + int(
-                plan.fixed_charge(range(st.start, st.end)))
-            rep = audit(st, log_records.get(mid, []), plan, None, decode(answer, expect=BillProof),
-                        headend_key=VerifyKey.from_hex(he_key), meter_key=m.meter_key,
-                        household_pk=m.household_pk(2048))
+            assert bill == sum(
+                wh * plan.tariff.price_at(t, IV, None) for t, wh in mine.items()
+            ) + int(plan.fixed_charge(range(st.start, st.end)))
+            rep = audit(
+                st,
+                log_records.get(mid, []),
+                plan,
+                None,
+                decode(answer, expect=BillProof),
+                headend_key=VerifyKey.from_hex(he_key),
+                meter_key=m.meter_key,
+                household_pk=m.household_pk(2048),
+            )
             assert rep.bill == bill
             # the household's own record of the proof it gave (never pays the period twice)
-            assert _query(d / "state.db", f"SELECT 1 FROM paid WHERE meter_id = '{mid}' AND period = {p}"), (mid, p)
+            assert _query(
+                d / "state.db", f"SELECT 1 FROM paid WHERE meter_id = '{mid}' AND period = {p}"
+            ), (mid, p)
             paid += 1
         assert paid >= N_HOMES
     finally:
@@ -205,9 +258,16 @@ def test_feeder_behind_a_concentrator(tmp_path, capsys):
         reg.close()
     # -- what the concentrator keeps: its key, its config, the signed roster; no household secret
     assert sorted(f.name for f in dc_dir.iterdir()) == [
-        "concentrator.key.json", "concentrator.log", "concentrator.pub.json", "concentrator.toml", "roster.json"]
+        "concentrator.key.json",
+        "concentrator.log",
+        "concentrator.pub.json",
+        "concentrator.toml",
+        "roster.json",
+    ]
     saved = json.loads((dc_dir / "roster.json").read_text())
-    roster = verify_doc(VerifyKey.from_hex(he_key), saved["doc"], bytes.fromhex(saved["signature"]), kind="roster")
+    roster = verify_doc(
+        VerifyKey.from_hex(he_key), saved["doc"], bytes.fromhex(saved["signature"]), kind="roster"
+    )
     assert sorted(roster["members"]) == members and roster["concentrator"] == dc_key
     dc_bytes = _all_bytes(dc_dir)
     for d in homes:

@@ -65,21 +65,37 @@ def files(tmp_path_factory: pytest.TempPathFactory, busy_port: int) -> dict[str,
     put("bad_group", good.replace('group = "feeder-1"', 'group = ""'))
     put("bad_port", good.replace("port = 7800", "port = 70000"))
     put("wrong_role", household)
-    put("busy", good.replace("port = 7800", f"port = {busy_port}").replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
-        .replace("http_port = 9102", "http_port = 0"))
+    put(
+        "busy",
+        good.replace("port = 7800", f"port = {busy_port}")
+        .replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
+        .replace("http_port = 9102", "http_port = 0"),
+    )
     empty = d / "empty-state"
     empty.mkdir()
     put("no_state", good.replace('state_dir = "."', f'state_dir = "{empty}"'))
     damaged = d / "damaged"
     assert main(["init", "concentrator", "--dir", str(damaged)]) == 0
-    (damaged / "roster.json").write_text('{"format": "privmeter.roster/1", "doc": "{}", "signature": "00"}')
+    (damaged / "roster.json").write_text(
+        '{"format": "privmeter.roster/1", "doc": "{}", "signature": "00"}'
+    )
     put("damaged_roster", good, damaged)
     # the concentrators in the head-end's and the household's configs
     put("he_bad_key", headend.replace("[concentrators]", '[concentrators]\nfeeder-1 = "zz"'), he)
-    put("he_dup_key", headend.replace("[concentrators]", f'[concentrators]\nfeeder-1 = "{KEY}"\nfeeder-2 = "{KEY}"'),
-        he)
+    put(
+        "he_dup_key",
+        headend.replace(
+            "[concentrators]", f'[concentrators]\nfeeder-1 = "{KEY}"\nfeeder-2 = "{KEY}"'
+        ),
+        he,
+    )
     put("he_not_str", headend.replace("[concentrators]", "[concentrators]\nfeeder-1 = 7"), he)
-    put("hh_no_host", household.replace("# [concentrator]", "[concentrator]").replace("# port = 7800", "port = 7800"))
+    put(
+        "hh_no_host",
+        household.replace("# [concentrator]", "[concentrator]").replace(
+            "# port = 7800", "port = 7800"
+        ),
+    )
     put("hh_dc_id", household.replace('meter_id = "m-0001"', 'meter_id = "dc-feeder-1"'))
     put("he_good", headend, he)
     return {k: str(v) for k, v in f.items()}
@@ -96,9 +112,15 @@ MATRIX: list[tuple[str, str]] = [
     ("concentrator --config {misspelt}", "unknown key headend.kee"),
     ("concentrator --config {bad_group}", "group: group must be 1-64 printable characters"),
     ("concentrator --config {bad_port}", "listen.port: port must be within 0..65535"),
-    ("concentrator --config {wrong_role}", "this is a 'household' config; expected role = 'concentrator'"),
+    (
+        "concentrator --config {wrong_role}",
+        "this is a 'household' config; expected role = 'concentrator'",
+    ),
     ("concentrator --config {no_state}", "no concentrator key in"),
-    ("concentrator --config {damaged_roster}", "roster.json is damaged or not signed by headend.key"),
+    (
+        "concentrator --config {damaged_roster}",
+        "roster.json is damaged or not signed by headend.key",
+    ),
     ("concentrator --config {busy}", "address already in use"),
     ("concentrator", "the following arguments are required: --config"),
     ("headend --config {he_bad_key}", "concentrators.feeder-1: expected an Ed25519 public key"),
@@ -111,8 +133,9 @@ MATRIX: list[tuple[str, str]] = [
 
 
 @pytest.mark.parametrize(("line", "phrase"), MATRIX, ids=[m[0] for m in MATRIX])
-def test_bad_concentrator_config_is_one_line_on_stderr(line: str, phrase: str, files: dict[str, str],
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_concentrator_config_is_one_line_on_stderr(
+    line: str, phrase: str, files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     capsys.readouterr()
     argv = [w.format(**files) for w in line.split()]
     try:
@@ -129,20 +152,39 @@ def test_bad_concentrator_config_is_one_line_on_stderr(line: str, phrase: str, f
 
 # -- the service's own rules, in process (no head-end) -----------------------------------------
 
+
 def _service(tmp: Path, he_key: SigningKey, dead_port: int) -> ConcentratorService:
     d = tmp / "dc"
     assert main(["init", "concentrator", "--dir", str(d)]) == 0
-    text = ((d / "concentrator.toml").read_text().replace('key = ""', f'key = "{he_key.verify_key.hex()}"')
-            .replace('host = "0.0.0.0"', 'host = "127.0.0.1"').replace("port = 7800", "port = 0")
-            .replace('host = "utility.example.org"', 'host = "127.0.0.1"').replace("port = 7700", f"port = {dead_port}")
-            .replace("http_port = 9102", "http_port = 0"))
+    text = (
+        (d / "concentrator.toml")
+        .read_text()
+        .replace('key = ""', f'key = "{he_key.verify_key.hex()}"')
+        .replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
+        .replace("port = 7800", "port = 0")
+        .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
+        .replace("port = 7700", f"port = {dead_port}")
+        .replace("http_port = 9102", "http_port = 0")
+    )
     (d / "concentrator.toml").write_text(text)
-    return ConcentratorService(cast(ConcentratorConfig, load_config(d / "concentrator.toml", "concentrator")))
+    return ConcentratorService(
+        cast(ConcentratorConfig, load_config(d / "concentrator.toml", "concentrator"))
+    )
 
 
-def _roster(key: SigningKey, version: int, members: dict[str, SigningKey], group: str = "feeder-1") -> RosterUpdate:
-    text, sig = sign_doc(key, {"kind": "roster", "group": group, "version": version,
-                               "members": {m: k.verify_key.hex() for m, k in members.items()}, "concentrator": None})
+def _roster(
+    key: SigningKey, version: int, members: dict[str, SigningKey], group: str = "feeder-1"
+) -> RosterUpdate:
+    text, sig = sign_doc(
+        key,
+        {
+            "kind": "roster",
+            "group": group,
+            "version": version,
+            "members": {m: k.verify_key.hex() for m, k in members.items()},
+            "concentrator": None,
+        },
+    )
     return RosterUpdate(doc=text, signature=sig)
 
 
@@ -153,7 +195,11 @@ def test_the_roster_decides_who_may_connect_and_survives_a_restart(tmp_path: Pat
     svc.upstream = cast(Any, type("Up", (), {"closed": False})())  # as if connected to the head-end
     assert svc.trust(a.verify_key) is None  # no roster yet: nobody
     assert svc.apply_roster(_roster(he, 3, {"m-a": a, "m-b": b}))
-    assert (svc.trust(a.verify_key), svc.trust(b.verify_key), svc.trust(stranger.verify_key)) == ("m-a", "m-b", None)
+    assert (svc.trust(a.verify_key), svc.trust(b.verify_key), svc.trust(stranger.verify_key)) == (
+        "m-a",
+        "m-b",
+        None,
+    )
     with pytest.raises(InvalidSignature):  # not signed by the pinned head-end key
         svc.apply_roster(_roster(stranger, 9, {"m-x": stranger}))
     with pytest.raises(UnknownParty):  # another feeder's roster
@@ -196,36 +242,68 @@ def test_unhealthy_and_closed_to_meters_while_the_head_end_is_unreachable(tmp_pa
         return h
 
     h = asyncio.run(scenario())
-    assert h == {"ok": False, "role": "concentrator", "group": "feeder-1", "upstream": False, "meters": 1,
-                 "connected": 0}
+    assert h == {
+        "ok": False,
+        "role": "concentrator",
+        "group": "feeder-1",
+        "upstream": False,
+        "meters": 1,
+        "connected": 0,
+    }
 
 
-def test_a_household_behind_a_concentrator_the_head_end_never_named(tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_household_behind_a_concentrator_the_head_end_never_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """[concentrator] set, but the signed enrolment names no concentrator: one line, what to do."""
     he = SigningKey.generate()
     d = tmp_path / "hh"
-    assert main(["init", "household", "--dir", str(d), "--meter-id", "m-1", "--key-bits", "2048"]) == 0
+    assert (
+        main(["init", "household", "--dir", str(d), "--meter-id", "m-1", "--key-bits", "2048"]) == 0
+    )
     plan = (Path(__file__).with_name("plan-3s.toml")).read_text()
     from privmeter.grid.plan_toml import parse_plan
 
-    doc = {"kind": "enrolled", "meter_id": "m-1", "group": "feeder-1", "plan_id": "pilot-3s", "plan_toml": plan,
-           "plan_digest": parse_plan(plan).digest().hex(), "interval_seconds": 3, "period_start": 0,
-           "period_intervals": 4, "min_survivors": 3, "headend_key": he.verify_key.hex(), "demand": False,
-           "concentrator": None}
+    doc = {
+        "kind": "enrolled",
+        "meter_id": "m-1",
+        "group": "feeder-1",
+        "plan_id": "pilot-3s",
+        "plan_toml": plan,
+        "plan_digest": parse_plan(plan).digest().hex(),
+        "interval_seconds": 3,
+        "period_start": 0,
+        "period_intervals": 4,
+        "min_survivors": 3,
+        "headend_key": he.verify_key.hex(),
+        "demand": False,
+        "concentrator": None,
+    }
     text, sig = sign_doc(he, doc)
-    (d / "enrolment.json").write_text(json.dumps({"format": "privmeter.enrolment/1", "doc": text,
-                                                  "signature": sig.hex(), "headend_key": he.verify_key.hex(),
-                                                  "roster": None}))
+    (d / "enrolment.json").write_text(
+        json.dumps(
+            {
+                "format": "privmeter.enrolment/1",
+                "doc": text,
+                "signature": sig.hex(),
+                "headend_key": he.verify_key.hex(),
+                "roster": None,
+            }
+        )
+    )
     from privmeter.grid.csvsource import write_csv_readings
     from privmeter.grid.source import IntervalReading
 
-    write_csv_readings(d / "readings.csv", [IntervalReading(interval=t, energy_wh=1) for t in range(10, 20)], 3)
+    write_csv_readings(
+        d / "readings.csv", [IntervalReading(interval=t, energy_wh=1) for t in range(10, 20)], 3
+    )
     cfg = (d / "household.toml").read_text()
     (d / "household.toml").write_text(
         cfg.replace('source = "p1:/dev/ttyUSB0"', f'source = "csv:{d / "readings.csv"}"')
-        .replace("# [concentrator]", "[concentrator]").replace('# host = "dc.example.org"', 'host = "127.0.0.1"')
-        .replace("http_port = 9101", "http_port = 0"))
+        .replace("# [concentrator]", "[concentrator]")
+        .replace('# host = "dc.example.org"', 'host = "127.0.0.1"')
+        .replace("http_port = 9101", "http_port = 0")
+    )
     capsys.readouterr()
     assert main(["household", "--config", str(d / "household.toml")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

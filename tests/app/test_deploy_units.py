@@ -36,14 +36,25 @@ def _py_files(*dirs: str) -> list[Path]:
 @pytest.mark.parametrize("path", _py_files(*PRODUCT), ids=lambda p: str(p.relative_to(SRC)))
 def test_product_never_imports_the_simulator(path: Path) -> None:
     for node in ast.walk(ast.parse(path.read_text())):
-        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
         for n in names:
-            assert not n.startswith(("privmeter.sim", "privmeter.web", "privmeter.bench")), (path, n)
+            assert not n.startswith(("privmeter.sim", "privmeter.web", "privmeter.bench")), (
+                path,
+                n,
+            )
 
 
-@pytest.mark.parametrize("path", _py_files("crypto", "protocol", "parties", "store", "app"),
-                         ids=lambda p: str(p.relative_to(SRC)))
+@pytest.mark.parametrize(
+    "path",
+    _py_files("crypto", "protocol", "parties", "store", "app"),
+    ids=lambda p: str(p.relative_to(SRC)),
+)
 def test_product_has_no_seeded_generator(path: Path) -> None:
     assert "random.Random(" not in path.read_text()
 
@@ -64,7 +75,10 @@ def test_no_option_of_a_production_command_selects_seeded_randomness(command: st
 def test_keys_come_from_the_os_and_files_are_private(tmp_path: Path, capsys) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     for d in (a, b):
-        assert main(["init", "household", "--dir", str(d), "--meter-id", "m-1", "--key-bits", "2048"]) == 0
+        assert (
+            main(["init", "household", "--dir", str(d), "--meter-id", "m-1", "--key-bits", "2048"])
+            == 0
+        )
     ka, kb = load_household(a), load_household(b)
     assert ka.meter_key.seed() != kb.meter_key.seed()
     assert ka.secret_key.p not in (kb.secret_key.p, kb.secret_key.q)
@@ -98,7 +112,9 @@ def test_config_is_strict(tmp_path: Path) -> None:
         p.write_text(text)
         with pytest.raises(ConfigError, match=what):
             load_config(p, "household")
-    p.write_text(starter("headend").replace("min_household_key_bits = 3072", "min_household_key_bits = 1024"))
+    p.write_text(
+        starter("headend").replace("min_household_key_bits = 3072", "min_household_key_bits = 1024")
+    )
     with pytest.raises(ConfigError, match="min_household_key_bits"):
         load_config(p, "headend")
     # demand management runs in a deployment: its keys are checked like any other
@@ -106,10 +122,19 @@ def test_config_is_strict(tmp_path: Path) -> None:
     p.write_text(dr.replace("event_minutes = 30", "event_minutes = 15"))
     he = load_config(p, "headend")
     assert isinstance(he, HeadendConfig)
-    assert (he.demand, he.cmin_w_per_household, he.cmax_w_per_household, he.event_minutes) == (True, 50, 1200, 15)
+    assert (he.demand, he.cmin_w_per_household, he.cmax_w_per_household, he.event_minutes) == (
+        True,
+        50,
+        1200,
+        15,
+    )
     for old, new, what in (
         ("cmin_w_per_household = 50", "cmin_w_per_household = 1300", "must not exceed demand.cmax"),
-        ("cmin_w_per_household = 50", "cmin_w_per_household = -5", "cmin_w_per_household: expected an integer >= 0"),
+        (
+            "cmin_w_per_household = 50",
+            "cmin_w_per_household = -5",
+            "cmin_w_per_household: expected an integer >= 0",
+        ),
         ("event_minutes = 30", "event_minutes = 0", "event_minutes: expected 1..1440"),
         ("event_minutes = 30", "event_minutes = 30.5", "event_minutes: expected int"),
         ("enabled = true", "enabled = 1", "demand.enabled: expected bool"),
@@ -125,7 +150,9 @@ def test_config_is_strict(tmp_path: Path) -> None:
     p.write_text(starter("headend", today="2026-03-02"))
     with pytest.raises(ConfigError, match="start on the 1st"):
         load_config(p, "headend")
-    p.write_text(starter("headend", today="2026-03-02").replace("# period_days = 7", "period_days = 7"))
+    p.write_text(
+        starter("headend", today="2026-03-02").replace("# period_days = 7", "period_days = 7")
+    )
     assert load_config(p, "headend").period_days == 7
 
 
@@ -140,14 +167,28 @@ def test_ticket_round_trip_and_damage() -> None:
     assert peer_key(enrol_peer(key)) == key
 
 
-def _request(tmp_path: Path, ticket: Ticket, meter: SigningKey, *, plan: str = "economy7",
-             mac_key: bytes | None = None) -> tuple[EnrolRequest, str]:
+def _request(
+    tmp_path: Path,
+    ticket: Ticket,
+    meter: SigningKey,
+    *,
+    plan: str = "economy7",
+    mac_key: bytes | None = None,
+) -> tuple[EnrolRequest, str]:
     d = tmp_path / f"hh-{secrets.token_hex(4)}"
     generate("household", d, key_bits=2048)
     pub = (d / "household.pub.json").read_text()
-    mac = enrol_mac(mac_key or ticket.mac_key(), meter_id=ticket.meter_id, meter_key=meter.verify_key,
-                    headend_key=ticket.headend_key, household_key_json=pub, plan_id=plan)
-    return EnrolRequest(meter_id=ticket.meter_id, household_key_json=pub, plan_id=plan, mac=mac), pub
+    mac = enrol_mac(
+        mac_key or ticket.mac_key(),
+        meter_id=ticket.meter_id,
+        meter_key=meter.verify_key,
+        headend_key=ticket.headend_key,
+        household_key_json=pub,
+        plan_id=plan,
+    )
+    return EnrolRequest(
+        meter_id=ticket.meter_id, household_key_json=pub, plan_id=plan, mac=mac
+    ), pub
 
 
 def test_enrolment_checks_everything_before_any_change(tmp_path: Path) -> None:
@@ -170,10 +211,14 @@ def test_enrolment_checks_everything_before_any_change(tmp_path: Path) -> None:
         reg.enrol(req, meter.verify_key, he.verify_key, **{**kw, "plans": {"lcl-flat"}})
     doc = json.loads(pub)
     doc["wellformed_proof"] = [*doc["wellformed_proof"][:-1], "2"]
-    forged = EnrolRequest(meter_id="m-1", household_key_json=json.dumps(doc), plan_id="economy7", mac=req.mac)
+    forged = EnrolRequest(
+        meter_id="m-1", household_key_json=json.dumps(doc), plan_id="economy7", mac=req.mac
+    )
     with pytest.raises(InvalidKey):
         reg.enrol(forged, meter.verify_key, he.verify_key, **kw)
-    assert reg.version() == v0 and reg.member("m-1") is None and reg.meter_of(meter.verify_key) is None
+    assert (
+        reg.version() == v0 and reg.member("m-1") is None and reg.meter_of(meter.verify_key) is None
+    )
     # the honest request works, once
     m = reg.enrol(req, meter.verify_key, he.verify_key, **kw)
     assert (m.meter_id, m.group, m.status) == ("m-1", "feeder-1", "active")
@@ -214,11 +259,16 @@ def test_the_concentrator_decodes_every_message_the_parties_exchange() -> None:
     import subprocess
     import sys
 
-    code = ("import {mods}; from privmeter.protocol.codec import registered; "
-            "print(' '.join(sorted(registered())))")
-    tags = [subprocess.run([sys.executable, "-c", code.format(mods=m)], capture_output=True, text=True,
-                           check=True).stdout.split()
-            for m in ("privmeter.app.concentrator", "privmeter.app.household, privmeter.app.headend")]
+    code = (
+        "import {mods}; from privmeter.protocol.codec import registered; "
+        "print(' '.join(sorted(registered())))"
+    )
+    tags = [
+        subprocess.run(
+            [sys.executable, "-c", code.format(mods=m)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        for m in ("privmeter.app.concentrator", "privmeter.app.household, privmeter.app.headend")
+    ]
     assert set(tags[1]) <= set(tags[0]), sorted(set(tags[1]) - set(tags[0]))
 
 
@@ -227,32 +277,49 @@ def test_cluster_config_keys_and_overrides(tmp_path: Path) -> None:
     base = starter("headend", today="2026-03-01")
     assert load_config(_write(p, base), "headend").cluster is None
     pg = '\n[store]\npostgres = "host=/run/postgresql dbname=privmeter"\n'
-    cfg = load_config(_write(p, base + '\n[cluster]\naddress = "auto"\nshards = 3\n' + pg), "headend")
+    cfg = load_config(
+        _write(p, base + '\n[cluster]\naddress = "auto"\nshards = 3\n' + pg), "headend"
+    )
     assert cfg.cluster is not None and (cfg.cluster.address, cfg.cluster.shards) == ("auto", 3)
     assert cfg.cluster.postgres == "host=/run/postgresql dbname=privmeter"
     over = load_config(p, "headend", cluster="10.0.0.5:6379", shards=8)  # --cluster, --shards
-    assert over.cluster is not None and (over.cluster.address, over.cluster.shards) == ("10.0.0.5:6379", 8)
+    assert over.cluster is not None and (over.cluster.address, over.cluster.shards) == (
+        "10.0.0.5:6379",
+        8,
+    )
     # the starter's commented example, uncommented, is a valid cluster config (address "local")
-    example = "\n".join(line[2:] if line.startswith(("# [", "# address", "# shards", "# postgres")) else line
-                        for line in base.splitlines())
+    example = "\n".join(
+        line[2:] if line.startswith(("# [", "# address", "# shards", "# postgres")) else line
+        for line in base.splitlines()
+    )
     cfg = load_config(_write(p, example), "headend")
     assert cfg.cluster is not None and (cfg.cluster.address, cfg.cluster.shards) == ("local", 2)
     # a config with only [store] runs sharded when --cluster/--shards ask for it
-    assert load_config(_write(p, base + pg), "headend", cluster="local", shards=2).cluster is not None
+    assert (
+        load_config(_write(p, base + pg), "headend", cluster="local", shards=2).cluster is not None
+    )
     bad = {
         "store.postgres is the sharded head-end's store": base + pg,
         "cluster.shards is missing": base + '\n[cluster]\naddress = "auto"\n' + pg,
         "cluster.shards: expected 1..": base + "\n[cluster]\nshards = 0\n" + pg,
         "the cluster needs store.postgres": base + "\n[cluster]\nshards = 2\n",
-        'expected "local", "auto" or HOST:PORT': base + '\n[cluster]\naddress = "head:x"\nshards = 2\n' + pg,
+        'expected "local", "auto" or HOST:PORT': base
+        + '\n[cluster]\naddress = "head:x"\nshards = 2\n'
+        + pg,
         "unknown key cluster.nodes": base + "\n[cluster]\nshards = 2\nnodes = 3\n" + pg,
         "unknown key store.sqlite": base + '\n[cluster]\nshards = 2\n[store]\nsqlite = "x"\n',
         "data concentrators cannot serve a sharded head-end yet": base.replace(
-            '# feeder-1 = "<its Ed25519 key>"', 'feeder-1 = "' + "ab" * 32 + '"') + "\n[cluster]\nshards = 2\n" + pg,
+            '# feeder-1 = "<its Ed25519 key>"', 'feeder-1 = "' + "ab" * 32 + '"'
+        )
+        + "\n[cluster]\nshards = 2\n"
+        + pg,
         "demand management does not run on a sharded head-end yet": base.replace(
-            "enabled = false", "enabled = true") + "\n[cluster]\nshards = 2\n" + pg,
-        "no password in the config file": base + '\n[cluster]\nshards = 2\n[store]\n'
-                                                 'postgres = "postgresql://u:secret@db/privmeter"\n',
+            "enabled = false", "enabled = true"
+        )
+        + "\n[cluster]\nshards = 2\n"
+        + pg,
+        "no password in the config file": base + "\n[cluster]\nshards = 2\n[store]\n"
+        'postgres = "postgresql://u:secret@db/privmeter"\n',
     }
     for what, text in bad.items():
         with pytest.raises(ConfigError, match=re.escape(what)):
@@ -263,16 +330,21 @@ def test_cluster_config_keys_and_overrides(tmp_path: Path) -> None:
         load_config(_write(p, base + pg), "headend", cluster="auto")
 
 
-def test_cluster_settings_fail_in_one_line_before_anything_starts(tmp_path: Path, capsys,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cluster_settings_fail_in_one_line_before_anything_starts(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without the cluster extra: one line naming it; PostgreSQL unreachable: one line, no traceback."""
     assert main(["init", "headend", "--dir", str(tmp_path)]) == 0
     cfg = tmp_path / "headend.toml"
-    cfg.write_text(cfg.read_text().replace("http_port = 9100", "http_port = 0")
-                   + '\n[cluster]\nshards = 2\n[store]\npostgres = "host=127.0.0.1 port=1 dbname=x"\n')
+    cfg.write_text(
+        cfg.read_text().replace("http_port = 9100", "http_port = 0")
+        + '\n[cluster]\nshards = 2\n[store]\npostgres = "host=127.0.0.1 port=1 dbname=x"\n'
+    )
     capsys.readouterr()
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "ray" else real(n, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "ray" else real(n, *a)
+    )
     assert main(["headend", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and 'pip install "privmeter[cluster]"' in err and "ray" in err, err

@@ -34,18 +34,28 @@ def _free_port() -> int:
 def _configs(tmp: Path, port: int) -> tuple[HeadendConfig, HouseholdConfig]:
     he, hh = tmp / "he", tmp / "hh"
     assert main(["init", "headend", "--dir", str(he)]) == 0
-    assert main(["init", "household", "--dir", str(hh), "--meter-id", "m-1", "--key-bits", "2048"]) == 0
+    assert (
+        main(["init", "household", "--dir", str(hh), "--meter-id", "m-1", "--key-bits", "2048"])
+        == 0
+    )
     t = (he / "headend.toml").read_text()
     (he / "headend.toml").write_text(
-        t.replace('host = "0.0.0.0"', 'host = "127.0.0.1"').replace("port = 7700", f"port = {port}")
-        .replace('plans = ["economy7"]', f'plans = ["{PLAN}"]').replace("http_port = 9100", "http_port = 0")
-        .replace("min_household_key_bits = 3072", "min_household_key_bits = 2048"))
+        t.replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
+        .replace("port = 7700", f"port = {port}")
+        .replace('plans = ["economy7"]', f'plans = ["{PLAN}"]')
+        .replace("http_port = 9100", "http_port = 0")
+        .replace("min_household_key_bits = 3072", "min_household_key_bits = 2048")
+    )
     t = (hh / "household.toml").read_text()
     (hh / "household.toml").write_text(
-        t.replace('plan = "economy7"', 'plan = "pilot-3s"').replace('host = "utility.example.org"', 'host = "127.0.0.1"')
-        .replace("port = 7700", f"port = {port}"))
-    return (cast(HeadendConfig, load_config(he / "headend.toml", "headend")),
-            cast(HouseholdConfig, load_config(hh / "household.toml", "household")))
+        t.replace('plan = "economy7"', 'plan = "pilot-3s"')
+        .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
+        .replace("port = 7700", f"port = {port}")
+    )
+    return (
+        cast(HeadendConfig, load_config(he / "headend.toml", "headend")),
+        cast(HouseholdConfig, load_config(hh / "household.toml", "household")),
+    )
 
 
 async def _listening(port: int) -> None:
@@ -58,7 +68,9 @@ async def _listening(port: int) -> None:
     raise AssertionError("head-end did not listen")
 
 
-def test_enrol_then_revoke_over_the_transport(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_enrol_then_revoke_over_the_transport(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     port = _free_port()
     he_cfg, hh_cfg = _configs(tmp_path, port)
     he_key = load_headend(he_cfg.state_dir).signing_key.verify_key
@@ -73,12 +85,18 @@ def test_enrol_then_revoke_over_the_transport(tmp_path: Path, capsys: pytest.Cap
             from privmeter.parties.enrolment import Ticket
 
             # a ticket for another head-end key: the household refuses to talk to this one
-            wrong = Ticket(meter_id="m-1", headend_key=SigningKey.generate().verify_key, secret=b"x" * 16)
+            wrong = Ticket(
+                meter_id="m-1", headend_key=SigningKey.generate().verify_key, secret=b"x" * 16
+            )
             with pytest.raises(UnknownParty):
                 await enrol(hh_cfg, st, wrong)
             ticket = reg.invite("m-1", he_key)
             doc = await enrol(hh_cfg, st, ticket)
-            assert (doc["meter_id"], doc["group"], doc["plan_id"]) == ("m-1", "feeder-1", "pilot-3s")
+            assert (doc["meter_id"], doc["group"], doc["plan_id"]) == (
+                "m-1",
+                "feeder-1",
+                "pilot-3s",
+            )
             assert doc["headend_key"] == he_key.hex() and doc["interval_seconds"] == 3
             assert st.enrolment() is not None
             with pytest.raises(ConfigError, match="already enrolled"):

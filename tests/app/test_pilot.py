@@ -90,8 +90,11 @@ def _telegrams(test_data: Path, start: int, seconds: int) -> tuple[bytes, dict[i
         template = f.read()
     rng = random.Random(13)
     powers = [rng.randint(0, 4000) for _ in range(seconds)]
-    tel = list(synthesize_telegrams(template, start_unix=start, power_w=powers, step_s=1,
-                                    import_wh=4_426, export_wh=2_444))
+    tel = list(
+        synthesize_telegrams(
+            template, start_unix=start, power_w=powers, step_s=1, import_wh=4_426, export_wh=2_444
+        )
+    )
     net = {t.unix: t.import_wh - t.export_wh for t in tel}
     first = -(-start // IV)
     truth = {t: net[(t + 1) * IV] - net[t * IV] for t in range(first, (start + seconds) // IV - 1)}
@@ -153,7 +156,11 @@ def _secrets_of(d: Path) -> list[bytes]:
 
             key = PaillierPrivateKey.from_dict(sk)
             for v in (key.p, key.q, math.lcm(key.p - 1, key.q - 1)):  # p, q, lambda
-                out += [str(v).encode(), format(v, "x").encode(), v.to_bytes((v.bit_length() + 7) // 8, "big")]
+                out += [
+                    str(v).encode(),
+                    format(v, "x").encode(),
+                    v.to_bytes((v.bit_length() + 7) // 8, "big"),
+                ]
     return out
 
 
@@ -168,12 +175,15 @@ def test_pilot_six_households_real_time(tmp_path, capsys, test_data):
     _run(["init", "headend", "--dir", str(he_dir)], capsys)
     today = time.strftime("%Y-%m-%d", time.gmtime())
     cfg = (he_dir / "headend.toml").read_text()
-    cfg = (cfg.replace('host = "0.0.0.0"', 'host = "127.0.0.1"').replace("port = 7700", f"port = {port}")
-           .replace('plans = ["economy7"]', f'plans = ["{PLAN}"]')
-           .replace("# period_intervals = 20", f"period_intervals = {PERIOD}")
-           .replace("round_timeout_s = 30", "round_timeout_s = 1.5")
-           .replace("min_household_key_bits = 3072", "min_household_key_bits = 2048")
-           .replace("http_port = 9100", f"http_port = {he_http}"))
+    cfg = (
+        cfg.replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
+        .replace("port = 7700", f"port = {port}")
+        .replace('plans = ["economy7"]', f'plans = ["{PLAN}"]')
+        .replace("# period_intervals = 20", f"period_intervals = {PERIOD}")
+        .replace("round_timeout_s = 30", "round_timeout_s = 1.5")
+        .replace("min_household_key_bits = 3072", "min_household_key_bits = 2048")
+        .replace("http_port = 9100", f"http_port = {he_http}")
+    )
     cfg = cfg.replace(cfg.split("start = ")[1].split("\n")[0], f'"{today}"')
     (he_dir / "headend.toml").write_text(cfg)
     assert oct(he_dir.stat().st_mode & 0o777) == "0o700"
@@ -191,40 +201,69 @@ def test_pilot_six_households_real_time(tmp_path, capsys, test_data):
             for i in range(N_HOMES):
                 mid = f"home-{i}"
                 d = tmp_path / mid
-                _run(["init", "household", "--dir", str(d), "--meter-id", mid, "--key-bits", "2048"], capsys)
+                _run(
+                    ["init", "household", "--dir", str(d), "--meter-id", mid, "--key-bits", "2048"],
+                    capsys,
+                )
                 if i == P1_HOME:
                     source = f"p1-tcp:127.0.0.1:{p1_port}?spec=v5&max_boundary_lag_s=1&reconnect_delay_s=none"
                     truth[mid] = p1_truth
                 else:
                     rng = random.Random(i)
-                    truth[mid] = {t: rng.randint(0, 400) for t in range(now // IV - 5, now // IV + 60)}
-                    write_csv_readings(d / "readings.csv",
-                                       [IntervalReading(interval=t, energy_wh=wh) for t, wh in truth[mid].items()],
-                                       IV)
+                    truth[mid] = {
+                        t: rng.randint(0, 400) for t in range(now // IV - 5, now // IV + 60)
+                    }
+                    write_csv_readings(
+                        d / "readings.csv",
+                        [IntervalReading(interval=t, energy_wh=wh) for t, wh in truth[mid].items()],
+                        IV,
+                    )
                     source = f"csv:{d / 'readings.csv'}"
                 text = (d / "household.toml").read_text()
-                text = (text.replace('source = "p1:/dev/ttyUSB0"', f'source = "{source}"')
-                        .replace('plan = "economy7"', 'plan = "pilot-3s"')
-                        .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
-                        .replace("port = 7700", f"port = {port}").replace("http_port = 9101", f"http_port = {hh_http if i == 1 else 0}")
-                        .replace("clock_skew_s = 30", "clock_skew_s = 1"))
+                text = (
+                    text.replace('source = "p1:/dev/ttyUSB0"', f'source = "{source}"')
+                    .replace('plan = "economy7"', 'plan = "pilot-3s"')
+                    .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
+                    .replace("port = 7700", f"port = {port}")
+                    .replace("http_port = 9101", f"http_port = {hh_http if i == 1 else 0}")
+                    .replace("clock_skew_s = 30", "clock_skew_s = 1")
+                )
                 (d / "household.toml").write_text(text)
-                ticket = _run(["headend", "invite", "--config", str(he_dir / "headend.toml"), "--meter", mid],
-                              capsys).strip()
+                ticket = _run(
+                    ["headend", "invite", "--config", str(he_dir / "headend.toml"), "--meter", mid],
+                    capsys,
+                ).strip()
                 assert ticket.startswith("privmeter-enrol/1:" + mid + ":")
-                out = _run(["enrol", "--config", str(d / "household.toml"), "--ticket", ticket], capsys)
+                out = _run(
+                    ["enrol", "--config", str(d / "household.toml"), "--ticket", ticket], capsys
+                )
                 assert "group feeder-1" in out
                 # a ticket works once
-                assert main(["enrol", "--config", str(d / "household.toml"), "--ticket", ticket, "--force"]) == 2
+                assert (
+                    main(
+                        [
+                            "enrol",
+                            "--config",
+                            str(d / "household.toml"),
+                            "--ticket",
+                            ticket,
+                            "--force",
+                        ]
+                    )
+                    == 2
+                )
                 assert "privmeter enrol: error:" in capsys.readouterr().err
                 homes.append(d)
             for i, d in enumerate(homes):
-                procs[f"home-{i}"] = _spawn(["household", "--config", str(d / "household.toml")],
-                                            d / "household.log")
+                procs[f"home-{i}"] = _spawn(
+                    ["household", "--config", str(d / "household.toml")], d / "household.log"
+                )
             db = he_dir / "headend.db"
 
             def full_totals() -> int:
-                return len(_query(db, "SELECT 1 FROM he_totals WHERE survivors = 6 AND total IS NOT NULL"))
+                return len(
+                    _query(db, "SELECT 1 FROM he_totals WHERE survivors = 6 AND total IS NOT NULL")
+                )
 
             def paid_periods() -> dict[int, int]:
                 got: dict[int, int] = {}
@@ -237,8 +276,10 @@ def test_pilot_six_households_real_time(tmp_path, capsys, test_data):
             _stop(procs["home-2"])
             assert procs["home-2"].returncode == 0  # SIGTERM: a clean stop
             time.sleep(2 * IV)
-            procs["home-2"] = _spawn(["household", "--config", str(homes[RESTART_HOME] / "household.toml")],
-                                     homes[RESTART_HOME] / "household.log")
+            procs["home-2"] = _spawn(
+                ["household", "--config", str(homes[RESTART_HOME] / "household.toml")],
+                homes[RESTART_HOME] / "household.log",
+            )
             n = full_totals()
             _wait(lambda: full_totals() > n, 40, "a full total after the household restart")
             # restart the head-end
@@ -249,15 +290,23 @@ def test_pilot_six_households_real_time(tmp_path, capsys, test_data):
             n = full_totals()
             _wait(lambda: full_totals() > n, 40, "a full total after the head-end restart")
 
-            _wait(lambda: any(c == N_HOMES and p not in done_before for p, c in paid_periods().items()), 60,
-                  "a billing period paid by all six households after the head-end restart")
+            _wait(
+                lambda: any(
+                    c == N_HOMES and p not in done_before for p, c in paid_periods().items()
+                ),
+                60,
+                "a billing period paid by all six households after the head-end restart",
+            )
             # operations: health and Prometheus metrics of the head-end and of a household
             status, body = _get(he_http, "/healthz")
             assert status == 200 and json.loads(body)["members"] == N_HOMES
             metrics = _get(he_http, "/metrics")[1].decode()
-            for name in ("privmeter_connected_meters", 'privmeter_intervals_total{result="unmasked"}',
-                         'privmeter_records_total{reason="",result="accepted"}',
-                         'privmeter_settlements_total{kind="paid"}'):
+            for name in (
+                "privmeter_connected_meters",
+                'privmeter_intervals_total{result="unmasked"}',
+                'privmeter_records_total{reason="",result="accepted"}',
+                'privmeter_settlements_total{kind="paid"}',
+            ):
                 assert _metric(metrics, name) > 0, name
             status, body = _get(hh_http, "/healthz")
             assert status == 200 and json.loads(body)["connected"] is True
@@ -278,7 +327,10 @@ def test_pilot_six_households_real_time(tmp_path, capsys, test_data):
         totals = [t for t in store.totals() if t.total is not None]
         assert len(totals) >= 3
         for t in totals:
-            sums = {sum(truth[m].get(t.interval, 0) for m in c) for c in itertools.combinations(members, t.survivors)}
+            sums = {
+                sum(truth[m].get(t.interval, 0) for m in c)
+                for c in itertools.combinations(members, t.survivors)
+            }
             assert t.total in sums, (t, sorted(sums))
             if t.survivors == N_HOMES:
                 assert t.total == sum(truth[m][t.interval] for m in members)
@@ -290,20 +342,36 @@ def test_pilot_six_households_real_time(tmp_path, capsys, test_data):
             log_records.setdefault(rec.meter_id, []).append(rec)
         from privmeter.crypto.signing import VerifyKey
 
-        he_key = VerifyKey.from_hex(json.loads((he_dir / "headend.pub.json").read_text())["verify_key"])
+        he_key = VerifyKey.from_hex(
+            json.loads((he_dir / "headend.pub.json").read_text())["verify_key"]
+        )
         for mid, p, kind, answer, bill in store.settlements():
             assert kind == "paid", (mid, p, kind)
             m = reg.member(mid)
             assert m is not None
             st = decode(store.get_statement(mid, p), expect=Statement)
-            reported = dict(_query(homes[members.index(mid)] / "state.db",
-                                   f"SELECT interval, wh FROM readings WHERE meter_id = '{mid}'"))
+            reported = dict(
+                _query(
+                    homes[members.index(mid)] / "state.db",
+                    f"SELECT interval, wh FROM readings WHERE meter_id = '{mid}'",
+                )
+            )
             mine = {t: wh for t, wh in reported.items() if st.start <= t < st.end}
-            assert all(truth[mid][t] == wh for t, wh in mine.items())  # the meter reported the truth
+            assert all(
+                truth[mid][t] == wh for t, wh in mine.items()
+            )  # the meter reported the truth
             expect = sum(wh * plan.tariff.price_at(t, IV, None) for t, wh in mine.items())
             assert bill == expect + int(plan.fixed_charge(range(st.start, st.end)))
-            rep = audit(st, log_records.get(mid, []), plan, None, decode(answer, expect=BillProof),
-                        headend_key=he_key, meter_key=m.meter_key, household_pk=m.household_pk(2048))
+            rep = audit(
+                st,
+                log_records.get(mid, []),
+                plan,
+                None,
+                decode(answer, expect=BillProof),
+                headend_key=he_key,
+                meter_key=m.meter_key,
+                household_pk=m.household_pk(2048),
+            )
             assert rep.bill == bill
     finally:
         store.close()

@@ -112,8 +112,10 @@ def _metric(text: str, name: str) -> float:
 
 
 def _events(db: Path) -> list[dict]:  # type: ignore[type-arg]
-    return [dict(json.loads(info), event_id=e, group=g, interval=t)
-            for e, g, t, info in _query(db, "SELECT event_id, grp, interval, info FROM he_events")]
+    return [
+        dict(json.loads(info), event_id=e, group=g, interval=t)
+        for e, g, t, info in _query(db, "SELECT event_id, grp, interval, info FROM he_events")
+    ]
 
 
 def test_demand_management_in_a_deployment(tmp_path, capsys):
@@ -122,15 +124,18 @@ def test_demand_management_in_a_deployment(tmp_path, capsys):
     hh_http = [_free_port() for _ in WH]
     _run(["init", "headend", "--dir", str(he_dir)], capsys)
     cfg = (he_dir / "headend.toml").read_text()
-    cfg = (cfg.replace('host = "0.0.0.0"', 'host = "127.0.0.1"').replace("port = 7700", f"port = {port}")
-           .replace('plans = ["economy7"]', f'plans = ["{PLAN}"]')
-           .replace("round_timeout_s = 30", "round_timeout_s = 1.5")
-           .replace("min_survivors = 5", "min_survivors = 3")
-           .replace("min_household_key_bits = 3072", "min_household_key_bits = 2048")
-           .replace("enabled = false", "enabled = true")
-           .replace("cmin_w_per_household = 50", "cmin_w_per_household = 0")
-           .replace("cmax_w_per_household = 1200", "cmax_w_per_household = 1000")
-           .replace("http_port = 9100", f"http_port = {he_http}"))
+    cfg = (
+        cfg.replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
+        .replace("port = 7700", f"port = {port}")
+        .replace('plans = ["economy7"]', f'plans = ["{PLAN}"]')
+        .replace("round_timeout_s = 30", "round_timeout_s = 1.5")
+        .replace("min_survivors = 5", "min_survivors = 3")
+        .replace("min_household_key_bits = 3072", "min_household_key_bits = 2048")
+        .replace("enabled = false", "enabled = true")
+        .replace("cmin_w_per_household = 50", "cmin_w_per_household = 0")
+        .replace("cmax_w_per_household = 1200", "cmax_w_per_household = 1000")
+        .replace("http_port = 9100", f"http_port = {he_http}")
+    )
     (he_dir / "headend.toml").write_text(cfg)
     he_log = he_dir / "headend.log"
     procs = {"he": _spawn(["headend", "--config", str(he_dir / "headend.toml")], he_log)}
@@ -141,40 +146,71 @@ def test_demand_management_in_a_deployment(tmp_path, capsys):
         for i in range(len(WH)):
             mid = f"home-{i}"
             d = tmp_path / mid
-            _run(["init", "household", "--dir", str(d), "--meter-id", mid, "--key-bits", "2048"], capsys)
+            _run(
+                ["init", "household", "--dir", str(d), "--meter-id", mid, "--key-bits", "2048"],
+                capsys,
+            )
             text = (d / "household.toml").read_text()
-            text = (text.replace('source = "p1:/dev/ttyUSB0"', f'source = "csv:{d / "readings.csv"}"')
-                    .replace('plan = "economy7"', 'plan = "pilot-dr-3s"')
-                    .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
-                    .replace("port = 7700", f"port = {port}").replace("http_port = 9101", f"http_port = {hh_http[i]}")
-                    .replace("clock_skew_s = 30", "clock_skew_s = 1"))
+            text = (
+                text.replace('source = "p1:/dev/ttyUSB0"', f'source = "csv:{d / "readings.csv"}"')
+                .replace('plan = "economy7"', 'plan = "pilot-dr-3s"')
+                .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
+                .replace("port = 7700", f"port = {port}")
+                .replace("http_port = 9101", f"http_port = {hh_http[i]}")
+                .replace("clock_skew_s = 30", "clock_skew_s = 1")
+            )
             (d / "household.toml").write_text(text)
-            ticket = _run(["headend", "invite", "--config", str(he_dir / "headend.toml"), "--meter", mid],
-                          capsys).strip()
+            ticket = _run(
+                ["headend", "invite", "--config", str(he_dir / "headend.toml"), "--meter", mid],
+                capsys,
+            ).strip()
             _run(["enrol", "--config", str(d / "household.toml"), "--ticket", ticket], capsys)
             homes.append(d)
         # low readings (no event) until every household is surely connected, then high ones
         now = int(time.time())
         high_from = now // IV + 4
         for i, d in enumerate(homes):
-            truth[f"home-{i}"] = {t: (WH[i] if t >= high_from else 0) for t in range(now // IV - 5, now // IV + 60)}
-            write_csv_readings(d / "readings.csv", [IntervalReading(interval=t, energy_wh=wh)
-                                                    for t, wh in truth[f"home-{i}"].items()], IV)
+            truth[f"home-{i}"] = {
+                t: (WH[i] if t >= high_from else 0) for t in range(now // IV - 5, now // IV + 60)
+            }
+            write_csv_readings(
+                d / "readings.csv",
+                [IntervalReading(interval=t, energy_wh=wh) for t, wh in truth[f"home-{i}"].items()],
+                IV,
+            )
         for i, d in enumerate(homes):
-            procs[f"home-{i}"] = _spawn(["household", "--config", str(d / "household.toml")], d / "household.log")
+            procs[f"home-{i}"] = _spawn(
+                ["household", "--config", str(d / "household.toml")], d / "household.log"
+            )
         db = he_dir / "headend.db"
-        _wait(lambda: (json.loads(_get(he_http, "/healthz")[1] or b"{}").get("connected") == len(WH)), 20,
-              "four connected households")
+        _wait(
+            lambda: json.loads(_get(he_http, "/healthz")[1] or b"{}").get("connected") == len(WH),
+            20,
+            "four connected households",
+        )
         assert time.time() < high_from * IV, "households connected too late for the test's readings"
-        _wait(lambda: any("bits" in e for e in _events(db)), 30, "a demand-management event with its bits")
+        _wait(
+            lambda: any("bits" in e for e in _events(db)),
+            30,
+            "a demand-management event with its bits",
+        )
         # restart a directed household: its budget and its directive are in its state.db
         _stop(procs[f"home-{RESTART}"])
         assert procs[f"home-{RESTART}"].returncode == 0
-        procs[f"home-{RESTART}"] = _spawn(["household", "--config", str(homes[RESTART] / "household.toml")],
-                                          homes[RESTART] / "household.log")
-        back = int(time.time()) // IV  # a total of an interval after this one includes the restarted meter
-        _wait(lambda: bool(_query(db, f"SELECT 1 FROM he_totals WHERE survivors = 4 AND interval > {back}")), 30,
-              "a total of all four households after the restart")
+        procs[f"home-{RESTART}"] = _spawn(
+            ["household", "--config", str(homes[RESTART] / "household.toml")],
+            homes[RESTART] / "household.log",
+        )
+        back = (
+            int(time.time()) // IV
+        )  # a total of an interval after this one includes the restarted meter
+        _wait(
+            lambda: bool(
+                _query(db, f"SELECT 1 FROM he_totals WHERE survivors = 4 AND interval > {back}")
+            ),
+            30,
+            "a total of all four households after the restart",
+        )
         # operations: the event, comparisons and directives counted on both sides
         hm = _get(he_http, "/metrics")[1].decode()
         assert _metric(hm, "privmeter_demand_events_total") == 1
@@ -183,7 +219,9 @@ def test_demand_management_in_a_deployment(tmp_path, capsys):
         m2 = _get(hh_http[2], "/metrics")[1].decode()
         assert _metric(m2, 'privmeter_directives_total{action="curtail"}') == 1
         assert _metric(m2, 'privmeter_comparisons_total{reason="",result="answered"}') == 1
-        m3 = _get(hh_http[RESTART], "/metrics")[1].decode()  # after the restart: the day's budget is spent
+        m3 = _get(hh_http[RESTART], "/metrics")[
+            1
+        ].decode()  # after the restart: the day's budget is spent
         assert _metric(m3, "privmeter_comparisons_used_today") == 1
     finally:
         for p in procs.values():
@@ -191,29 +229,58 @@ def test_demand_management_in_a_deployment(tmp_path, capsys):
     assert procs["he"].returncode == 0
     # -- the event: bits = plaintext truth, directives to exactly the wrong side ----------------
     (ev,) = _events(he_dir / "headend.db")
-    assert ev["side"] == "above" and ev["action"] == "curtail" and ev["trigger_total_w"] > ev["cmax_w"] == 4000
+    assert (
+        ev["side"] == "above"
+        and ev["action"] == "curtail"
+        and ev["trigger_total_w"] > ev["cmax_w"] == 4000
+    )
     members = sorted(truth)
     assert sorted(ev["bits"]) == members and sorted(ev["reading_intervals"]) == members
     t_w = ev["threshold_w"]
     for m in members:
         x_w = truth[m][ev["reading_intervals"][m]] * 3600 // IV
         assert ev["bits"][m] == (x_w >= t_w), (m, x_w, t_w)
-    assert set(ev["directed"]) == {m for m in members if truth[m][ev["reading_intervals"][m]] * 3600 // IV >= t_w}
+    assert set(ev["directed"]) == {
+        m for m in members if truth[m][ev["reading_intervals"][m]] * 3600 // IV >= t_w
+    }
     assert set(ev["directed"]) == {"home-2", "home-3"}  # a non-trivial split (T = 2390 W)
     # the head-end keeps bits, intervals and its own threshold -- no reading
-    assert set(ev) <= {"event_id", "group", "interval", "side", "action", "start_interval", "duration_minutes",
-                       "trigger_total_w", "cmin_w", "cmax_w", "echoes", "answers", "targets", "threshold_w",
-                       "bits", "reading_intervals", "directed"}
+    assert set(ev) <= {
+        "event_id",
+        "group",
+        "interval",
+        "side",
+        "action",
+        "start_interval",
+        "duration_minutes",
+        "trigger_total_w",
+        "cmin_w",
+        "cmax_w",
+        "echoes",
+        "answers",
+        "targets",
+        "threshold_w",
+        "bits",
+        "reading_intervals",
+        "directed",
+    }
     assert all(isinstance(b, bool) for b in ev["bits"].values())
     assert (ev["echoes"], ev["answers"], ev["targets"]) == (4, 4, 2)
     # -- each household's own record of its directives (the restarted one's survived) ------------
     for i, d in enumerate(homes):
         rows = _query(d / "state.db", "SELECT event_id, action FROM directives")
-        assert rows == ([(ev["event_id"], "curtail")] if f"home-{i}" in ev["directed"] else []), (i, rows)
+        assert rows == ([(ev["event_id"], "curtail")] if f"home-{i}" in ev["directed"] else []), (
+            i,
+            rows,
+        )
     # the restarted household kept sending the event window's demand-response records
     db3 = homes[RESTART] / "state.db"
-    window = [t for (t,) in _query(db3, "SELECT interval FROM readings") if t >= ev["start_interval"]]
-    adj = set(_query(db3, f"SELECT kind, interval FROM adjustments WHERE event_id = '{ev['event_id']}'"))
+    window = [
+        t for (t,) in _query(db3, "SELECT interval FROM readings") if t >= ev["start_interval"]
+    ]
+    adj = set(
+        _query(db3, f"SELECT kind, interval FROM adjustments WHERE event_id = '{ev['event_id']}'")
+    )
     assert window and all({("dr_excess", t), ("dr_rebate", t)} <= adj for t in window)
     # -- no second budget after the restart: a valid event for a fresh reading is refused ---------
     _no_second_budget(homes[RESTART], he_dir, ev)
@@ -235,9 +302,19 @@ def _no_second_budget(home: Path, he_dir: Path, ev: dict) -> None:  # type: igno
         meter = svc.meter
         assert meter.demand is not None and meter.budget is not None
         last = max(meter.local_readings)
-        assert last * IV // 86400 == ev["reading_intervals"]["home-3"] * IV // 86400  # same day (UTC)
-        dm = DemandManager(load_headend(he_dir).signing_key, ev["group"], meter.group_keys, cmin_w=0,
-                           cmax_w=4000, level_above_w=1000, level_below_w=0, interval_seconds=IV)
+        assert (
+            last * IV // 86400 == ev["reading_intervals"]["home-3"] * IV // 86400
+        )  # same day (UTC)
+        dm = DemandManager(
+            load_headend(he_dir).signing_key,
+            ev["group"],
+            meter.group_keys,
+            cmin_w=0,
+            cmax_w=4000,
+            level_above_w=1000,
+            level_below_w=0,
+            interval_seconds=IV,
+        )
         now = (last + 1) * IV
         probe = dm.open_event(100, side="above", action="curtail", start_interval=last + 1, now=now)
         with pytest.raises(BudgetExceeded):

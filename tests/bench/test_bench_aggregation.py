@@ -14,15 +14,31 @@ def test_bench_aggregation_quick_json(capsys) -> None:  # type: ignore[no-untype
     cases = out["cases"]
     assert {c["protocol"] for c in cases} == {"masked", "paillier"}
     for c in cases:
-        assert set(c) >= {"protocol", "meters", "group_size", "dropout", "meter_s", "headend_s",
-                          "bytes_per_meter", "degree", "intervals_measured", "bytes_breakdown"}
+        assert set(c) >= {
+            "protocol",
+            "meters",
+            "group_size",
+            "dropout",
+            "meter_s",
+            "headend_s",
+            "bytes_per_meter",
+            "degree",
+            "intervals_measured",
+            "bytes_breakdown",
+        }
         assert c["exact"] is True and c["intervals_failed"] == 0
         assert c["meter_s"] > 0 and c["headend_s"] > 0 and c["bytes_per_meter"] > 0
         assert c["intervals_measured"] >= 3
         if c["protocol"] == "masked":
             parts = c["bytes_breakdown"]
-            assert set(parts) == {"masked_value", "shares", "recovery_pads", "reveals", "endorsement",
-                                 "other"}
+            assert set(parts) == {
+                "masked_value",
+                "shares",
+                "recovery_pads",
+                "reveals",
+                "endorsement",
+                "other",
+            }
             assert abs(sum(parts.values()) - c["bytes_per_meter"]) < 1
             # one AEAD (b, z) record per neighbour; complete graphs add the view key
             rb = record_bytes(c["group_size"], c["degree"])
@@ -33,12 +49,18 @@ def test_bench_aggregation_quick_json(capsys) -> None:  # type: ignore[no-untype
     forced = [c for c in cases if c["degree_forced"]]
     assert forced and all(c["protocol"] == "masked" and c["degree"] == 64 for c in forced)
     s = out["summary"]
-    assert s["targets"] == {"headend_10k_5pct_s": 1.0, "meter_64_s": 0.002, "headend_ratio": 10,
-                            "bytes_ratio": 50}
+    assert s["targets"] == {
+        "headend_10k_5pct_s": 1.0,
+        "meter_64_s": 0.002,
+        "headend_ratio": 10,
+        "bytes_ratio": 50,
+    }
     assert s["headend_10k_5pct_s"] is None and s["met"]["headend_10k_5pct_s"] is None  # no 10k case
     assert s["meter_64_s"] == max(c["meter_s"] for c in forced)
     assert [(r["meters"], r["group_size"]) for r in s["ratios_0pct"]] == [(20, 20)]
-    assert all(isinstance(s["met"][k], bool) for k in ("meter_64_s", "headend_ratio", "bytes_ratio"))
+    assert all(
+        isinstance(s["met"][k], bool) for k in ("meter_64_s", "headend_ratio", "bytes_ratio")
+    )
 
 
 def test_bench_aggregation_table_shows_targets(capsys) -> None:  # type: ignore[no-untyped-def]
@@ -56,8 +78,13 @@ def test_progress_on_a_terminal_even_with_json() -> None:
 
     master, slave = pty.openpty()
     try:
-        r = subprocess.run([sys.executable, "-m", "privmeter", "bench", "aggregation", "--quick", "--json"],
-                           stdout=subprocess.PIPE, stderr=slave, timeout=300, env={**os.environ, "COLUMNS": "120"})
+        r = subprocess.run(
+            [sys.executable, "-m", "privmeter", "bench", "aggregation", "--quick", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            timeout=300,
+            env={**os.environ, "COLUMNS": "120"},
+        )
         os.close(slave)
         slave = -1
         err = b""

@@ -11,7 +11,9 @@ from privmeter.cli import main
 
 
 def test_quick_run_json(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["bench", "comparison", "--quick", "--json", "--no-mpyc", "--bits", "16", "--meters", "12"])
+    rc = main(
+        ["bench", "comparison", "--quick", "--json", "--no-mpyc", "--bits", "16", "--meters", "12"]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     (row,) = out["comparisons"]

@@ -30,11 +30,27 @@ def check_bills(world: World, head: ClusterHeadEnd, log: RunLog) -> None:
         st = log.statements[m]
         readings = {t: world.readings[(m, t)] for t in range(world.first, end)}
         recs = [record_from_bytes(r) for r in head.records(m, world.first, end)]
-        proof = settle(st, headend_key=world.headend_key.verify_key, meter_key=world.meter_keys[m].verify_key,
-                       secret_key=world.household, meter_id=m, plan=plan, period=range(st.start, st.end),
-                       readings=readings, records=recs)
+        proof = settle(
+            st,
+            headend_key=world.headend_key.verify_key,
+            meter_key=world.meter_keys[m].verify_key,
+            secret_key=world.household,
+            meter_id=m,
+            plan=plan,
+            period=range(st.start, st.end),
+            readings=readings,
+            records=recs,
+        )
         assert isinstance(proof, BillProof), proof
         assert proof.bill == sum(wh * 14228 for wh in readings.values())
-        audit(st, recs, plan, None, proof, headend_key=world.headend_key.verify_key,
-              meter_key=world.meter_keys[m].verify_key, household_pk=world.household.public_key,
-              min_key_bits=world.household.public_key.bits)
+        audit(
+            st,
+            recs,
+            plan,
+            None,
+            proof,
+            headend_key=world.headend_key.verify_key,
+            meter_key=world.meter_keys[m].verify_key,
+            household_pk=world.household.public_key,
+            min_key_bits=world.household.public_key.bits,
+        )

@@ -112,12 +112,17 @@ def test_deployed_headend_on_a_cluster(pg: LocalPostgres, tmp_path: Path, capsys
     _run(["init", "headend", "--dir", str(he_dir)], capsys)
     today = time.strftime("%Y-%m-%d", time.gmtime())
     cfg = (he_dir / "headend.toml").read_text()
-    cfg = (cfg.replace('host = "0.0.0.0"', 'host = "127.0.0.1"').replace("port = 7700", f"port = {port}")
-           .replace('plans = ["economy7"]', f'plans = ["{PLAN}"]')
-           .replace("# period_intervals = 20", f"period_intervals = {PERIOD}")
-           .replace("min_survivors = 5", "min_survivors = 3").replace("round_timeout_s = 30", "round_timeout_s = 1.5")
-           .replace("min_household_key_bits = 3072", "min_household_key_bits = 2048")
-           .replace("http_port = 9100", "http_port = 0").replace('log_format = "json"', 'log_format = "text"'))
+    cfg = (
+        cfg.replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
+        .replace("port = 7700", f"port = {port}")
+        .replace('plans = ["economy7"]', f'plans = ["{PLAN}"]')
+        .replace("# period_intervals = 20", f"period_intervals = {PERIOD}")
+        .replace("min_survivors = 5", "min_survivors = 3")
+        .replace("round_timeout_s = 30", "round_timeout_s = 1.5")
+        .replace("min_household_key_bits = 3072", "min_household_key_bits = 2048")
+        .replace("http_port = 9100", "http_port = 0")
+        .replace('log_format = "json"', 'log_format = "text"')
+    )
     cfg = cfg.replace(cfg.split("start = ")[1].split("\n")[0], f'"{today}"')
     cfg += f'\n[cluster]\naddress = "local"\nshards = {SHARDS}\n\n[store]\npostgres = "{dsn}"\n'
     he_cfg = he_dir / "headend.toml"
@@ -142,28 +147,46 @@ def test_deployed_headend_on_a_cluster(pg: LocalPostgres, tmp_path: Path, capsys
         for i in range(HOMES):  # while the head-end starts its cluster
             mid = f"home-{i}"
             d = tmp_path / mid
-            _run(["init", "household", "--dir", str(d), "--meter-id", mid, "--key-bits", "2048"], capsys)
+            _run(
+                ["init", "household", "--dir", str(d), "--meter-id", mid, "--key-bits", "2048"],
+                capsys,
+            )
             rng = random.Random(i)
             truth[mid] = {t: rng.randint(0, 400) for t in range(now // IV - 5, now // IV + 100)}
-            write_csv_readings(d / "readings.csv",
-                               [IntervalReading(interval=t, energy_wh=wh) for t, wh in truth[mid].items()], IV)
+            write_csv_readings(
+                d / "readings.csv",
+                [IntervalReading(interval=t, energy_wh=wh) for t, wh in truth[mid].items()],
+                IV,
+            )
             text = (d / "household.toml").read_text()
-            text = (text.replace('source = "p1:/dev/ttyUSB0"', f'source = "csv:{d / "readings.csv"}"')
-                    .replace('plan = "economy7"', 'plan = "cluster-3s"')
-                    .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
-                    .replace("port = 7700", f"port = {port}").replace("http_port = 9101", "http_port = 0")
-                    .replace("clock_skew_s = 30", "clock_skew_s = 1"))
+            text = (
+                text.replace('source = "p1:/dev/ttyUSB0"', f'source = "csv:{d / "readings.csv"}"')
+                .replace('plan = "economy7"', 'plan = "cluster-3s"')
+                .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
+                .replace("port = 7700", f"port = {port}")
+                .replace("http_port = 9101", "http_port = 0")
+                .replace("clock_skew_s = 30", "clock_skew_s = 1")
+            )
             (d / "household.toml").write_text(text)
             homes.append(d)
-        _wait(lambda: b"listening" in he_log.read_bytes() or procs["he"].poll() is not None, 90,
-              "the head-end to listen", he_log)
+        _wait(
+            lambda: b"listening" in he_log.read_bytes() or procs["he"].poll() is not None,
+            90,
+            "the head-end to listen",
+            he_log,
+        )
         assert procs["he"].poll() is None, he_log.read_text()[-2000:]
         for i, d in enumerate(homes):
-            ticket = _run(["headend", "invite", "--config", str(he_cfg), "--meter", f"home-{i}"], capsys).strip()
-            assert "group feeder-1" in _run(["enrol", "--config", str(d / "household.toml"), "--ticket", ticket],
-                                            capsys)
+            ticket = _run(
+                ["headend", "invite", "--config", str(he_cfg), "--meter", f"home-{i}"], capsys
+            ).strip()
+            assert "group feeder-1" in _run(
+                ["enrol", "--config", str(d / "household.toml"), "--ticket", ticket], capsys
+            )
         for i, d in enumerate(homes):
-            procs[f"home-{i}"] = _spawn(["household", "--config", str(d / "household.toml")], d / "household.log")
+            procs[f"home-{i}"] = _spawn(
+                ["household", "--config", str(d / "household.toml")], d / "household.log"
+            )
         _wait(lambda: full_totals() >= 1, 90, "a total of all four households", he_log)
         # restart the head-end: it resumes from PostgreSQL.  The households stop meanwhile and
         # start when it listens again (their state.db keeps what is unacknowledged): their own
@@ -174,21 +197,36 @@ def test_deployed_headend_on_a_cluster(pg: LocalPostgres, tmp_path: Path, capsys
             _stop(procs[f"home-{i}"])
         listening = he_log.read_bytes().count(b"listening")
         procs["he"] = _spawn(["headend", "--config", str(he_cfg)], he_log)
-        _wait(lambda: he_log.read_bytes().count(b"listening") > listening or procs["he"].poll() is not None, 90,
-              "the head-end to listen again", he_log)
+        _wait(
+            lambda: (
+                he_log.read_bytes().count(b"listening") > listening
+                or procs["he"].poll() is not None
+            ),
+            90,
+            "the head-end to listen again",
+            he_log,
+        )
         for i, d in enumerate(homes):
-            procs[f"home-{i}"] = _spawn(["household", "--config", str(d / "household.toml")], d / "household.log")
+            procs[f"home-{i}"] = _spawn(
+                ["household", "--config", str(d / "household.toml")], d / "household.log"
+            )
         done_before = {p for p, c in paid().items() if c == HOMES}
         n = full_totals()
         _wait(lambda: full_totals() > n, 90, "a full total after the head-end restart", he_log)
-        _wait(lambda: any(c == HOMES and p not in done_before for p, c in paid().items()), 90,
-              "a billing period paid by all four households after the restart", he_log)
+        _wait(
+            lambda: any(c == HOMES and p not in done_before for p, c in paid().items()),
+            90,
+            "a billing period paid by all four households after the restart",
+            he_log,
+        )
     finally:
         for p in procs.values():
             _stop(p)
     assert procs["he"].returncode == 0
     text = he_log.read_text()
-    assert text.count(f"cluster up: {SHARDS} shards") == 2 and "1 groups restored" in text  # the restart found it
+    assert (
+        text.count(f"cluster up: {SHARDS} shards") == 2 and "1 groups restored" in text
+    )  # the restart found it
     # -- exact totals, from the shards' schemas -------------------------------------------------
     stores = [PostgresHeadEndStore(dsn, schema=f"shard_{i}") for i in range(SHARDS)]
     reg = Registry(he_dir / "registry.db")
@@ -201,12 +239,17 @@ def test_deployed_headend_on_a_cluster(pg: LocalPostgres, tmp_path: Path, capsys
         totals = [t for t in store.totals() if t.total is not None]
         assert len(totals) >= 2  # one before, one after the restart
         for t in totals:
-            sums = {sum(truth[m].get(t.interval, 0) for m in c) for c in itertools.combinations(members, t.survivors)}
+            sums = {
+                sum(truth[m].get(t.interval, 0) for m in c)
+                for c in itertools.combinations(members, t.survivors)
+            }
             assert t.total in sums, (t, sorted(sums))
             if t.survivors == HOMES:
                 assert t.total == sum(truth[m][t.interval] for m in members)
         # -- every bill: proven, exact, audited without secrets -------------------------------
-        he_key = VerifyKey.from_hex(json.loads((he_dir / "headend.pub.json").read_text())["verify_key"])
+        he_key = VerifyKey.from_hex(
+            json.loads((he_dir / "headend.pub.json").read_text())["verify_key"]
+        )
         settled = store.settlements()
         assert any(c == HOMES for c in paid().values())
         for mid, p, kind, answer, bill in settled:
@@ -214,12 +257,23 @@ def test_deployed_headend_on_a_cluster(pg: LocalPostgres, tmp_path: Path, capsys
             m = reg.member(mid)
             assert m is not None
             st = decode(store.get_statement(mid, p), expect=Statement)
-            expect = sum(truth[mid][t] * plan.tariff.price_at(t, IV, None) for t in range(st.start, st.end)
-                         if store.records(mid, t, t + 1))
+            expect = sum(
+                truth[mid][t] * plan.tariff.price_at(t, IV, None)
+                for t in range(st.start, st.end)
+                if store.records(mid, t, t + 1)
+            )
             assert bill == expect + int(plan.fixed_charge(range(st.start, st.end)))
             log = [record_from_bytes(r) for r in store.records(mid, st.start, st.end)]
-            rep = audit(st, log, plan, None, decode(answer, expect=BillProof), headend_key=he_key,
-                        meter_key=m.meter_key, household_pk=m.household_pk(2048))
+            rep = audit(
+                st,
+                log,
+                plan,
+                None,
+                decode(answer, expect=BillProof),
+                headend_key=he_key,
+                meter_key=m.meter_key,
+                household_pk=m.household_pk(2048),
+            )
             assert rep.bill == bill
     finally:
         for s in stores:

@@ -34,13 +34,23 @@ def _normal_priority(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def world(paillier_small) -> World:
-    return make_world(groups=4, per_group=4, intervals=6, household=paillier_small[1], min_survivors=3)
+    return make_world(
+        groups=4, per_group=4, intervals=6, household=paillier_small[1], min_survivors=3
+    )
 
 
 def _start(world: World, pg: LocalPostgres, tmp_path: Path, db: str, **kw) -> ClusterHeadEnd:
-    return start_cluster(dsn=pg.create_database(db), headend_key=world.write_headend_key(tmp_path),
-                         plans=[world.plan_toml], groups=world.group_configs(), shards=2, interval_seconds=60,
-                         min_key_bits=512, num_cpus=0.5, **kw)
+    return start_cluster(
+        dsn=pg.create_database(db),
+        headend_key=world.write_headend_key(tmp_path),
+        plans=[world.plan_toml],
+        groups=world.group_configs(),
+        shards=2,
+        interval_seconds=60,
+        min_key_bits=512,
+        num_cpus=0.5,
+        **kw,
+    )
 
 
 def _check_run(world: World, head: ClusterHeadEnd, log, fleet: Fleet, killed: int) -> int:
@@ -62,14 +72,22 @@ def _check_run(world: World, head: ClusterHeadEnd, log, fleet: Fleet, killed: in
 
 @pytest.fixture
 def local_ray() -> Iterator[None]:
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     try:
         yield
     finally:
         ray.shutdown()
 
 
-def test_shard_killed_mid_interval(world: World, pg: LocalPostgres, tmp_path: Path, local_ray: None) -> None:
+def test_shard_killed_mid_interval(
+    world: World, pg: LocalPostgres, tmp_path: Path, local_ray: None
+) -> None:
     head = _start(world, pg, tmp_path, "kill_shard")
     fleet = Fleet(world)
     before = {i["index"]: i for i in head.info()}
@@ -85,8 +103,10 @@ def test_shard_killed_mid_interval(world: World, pg: LocalPostgres, tmp_path: Pa
 
         def killer() -> None:
             for _ in range(200):  # wait until the shard's COPY waits on our lock
-                waiting = con.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                      "AND query LIKE 'COPY log%'").fetchone()[0]
+                waiting = con.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE 'COPY log%'"
+                ).fetchone()[0]
                 if waiting:
                     break
                 time.sleep(0.05)
@@ -102,8 +122,12 @@ def test_shard_killed_mid_interval(world: World, pg: LocalPostgres, tmp_path: Pa
         after = {i["index"]: i for i in head.info()}
         assert after[victim]["pid"] != before[victim]["pid"] and after[victim]["resumed"]
         assert after[1 - victim]["pid"] == before[1 - victim]["pid"]
-        assert fleet.resent >= len(world.groups[head.map.groups_of(victim)[0]])  # the lost batch came again
-        assert fleet.rejected["unavailable"] > 0  # ... because it was refused, unacknowledged, when the shard died
+        assert fleet.resent >= len(
+            world.groups[head.map.groups_of(victim)[0]]
+        )  # the lost batch came again
+        assert (
+            fleet.rejected["unavailable"] > 0
+        )  # ... because it was refused, unacknowledged, when the shard died
         failed = _check_run(world, head, log, fleet, victim)
         assert 1 <= failed <= 3 * len(head.map.groups_of(victim))
     finally:
@@ -113,9 +137,14 @@ def test_shard_killed_mid_interval(world: World, pg: LocalPostgres, tmp_path: Pa
 def test_worker_node_lost(world: World, pg: LocalPostgres, tmp_path: Path) -> None:
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": False,
-        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3}})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "include_dashboard": False,
+            "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3},
+        },
+    )
     node = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
@@ -128,7 +157,9 @@ def test_worker_node_lost(world: World, pg: LocalPostgres, tmp_path: Path) -> No
         def lose_node(t: int, stage: str) -> None:
             if (t, stage) == (world.first + 3, "close"):
                 cluster.remove_node(node, allow_graceful=False)  # SIGKILL: raylet and its workers
-                for _ in range(300):  # the interval loop carries on once Ray has noticed (heartbeats)
+                for _ in range(
+                    300
+                ):  # the interval loop carries on once Ray has noticed (heartbeats)
                     if not any(n["Alive"] for n in ray.nodes() if n["NodeID"] == node.node_id):
                         break
                     time.sleep(0.1)

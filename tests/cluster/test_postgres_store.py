@@ -23,17 +23,32 @@ DAY0 = 1699920000 // 900
 
 
 def flat_plan() -> Plan:
-    return Plan(plan_id="t-flat", name="Flat", currency="GBP", interval_seconds=900,
-                tariff=Tariff(kind="flat", price=14228), standing_charge_per_day=45_000)
+    return Plan(
+        plan_id="t-flat",
+        name="Flat",
+        currency="GBP",
+        interval_seconds=900,
+        tariff=Tariff(kind="flat", price=14228),
+        standing_charge_per_day=45_000,
+    )
 
 
 def _ledger(store, keys, register: bool = True) -> BillingLedger:
     pk, sk = keys
-    ledger = BillingLedger(SigningKey.from_seed(b"h" * 32), [flat_plan()], store=store, min_key_bits=512)
+    ledger = BillingLedger(
+        SigningKey.from_seed(b"h" * 32), [flat_plan()], store=store, min_key_bits=512
+    )
     if register:
         for m in ("m1", "m2"):
-            ledger.register(m, SigningKey.from_seed(m.encode() * 16).verify_key, pk, flat_plan(),
-                            wellformed_proof=sk.prove_wellformed(), period_start=DAY0, period_intervals=96)
+            ledger.register(
+                m,
+                SigningKey.from_seed(m.encode() * 16).verify_key,
+                pk,
+                flat_plan(),
+                wellformed_proof=sk.prove_wellformed(),
+                period_start=DAY0,
+                period_intervals=96,
+            )
     return ledger
 
 
@@ -42,28 +57,36 @@ def _records(pk, n: int, seed: int = 3):
     out = []
     for m in ("m1", "m2"):
         key = SigningKey.from_seed(m.encode() * 16)
-        out += [make_record(key, m, DAY0 + i, pk, pk.encrypt(r.randint(-500, 2000), rng=r)) for i in range(n)]
+        out += [
+            make_record(key, m, DAY0 + i, pk, pk.encrypt(r.randint(-500, 2000), rng=r))
+            for i in range(n)
+        ]
     return sorted(out, key=lambda rec: (rec.interval, rec.meter_id))
 
 
-def test_postgres_matches_memory_in_batches_and_after_reopen(pg: LocalPostgres, schema: str,
-                                                             paillier_small) -> None:
+def test_postgres_matches_memory_in_batches_and_after_reopen(
+    pg: LocalPostgres, schema: str, paillier_small
+) -> None:
     pk, _ = paillier_small
     recs = _records(pk, 96)
     mem = _ledger(MemoryBillingStore(), paillier_small)
     db = _ledger(PostgresBillingStore(pg.dsn, schema=schema), paillier_small)
     for rec in recs[:20]:  # one transaction per record
-        assert mem.receive(rec, current_interval=rec.interval) == db.receive(rec, current_interval=rec.interval)
+        assert mem.receive(rec, current_interval=rec.interval) == db.receive(
+            rec, current_interval=rec.interval
+        )
     store = db.store
     assert isinstance(store, PostgresBillingStore)
     for i in range(20, 120, 25):  # group commit, with prefetch
-        chunk = recs[i:i + 25]
+        chunk = recs[i : i + 25]
         with store.batch():
             store.prefetch(r.slot for r in chunk)
             got = [db.receive(r, current_interval=r.interval) for r in chunk]
         assert got == [mem.receive(r, current_interval=r.interval) for r in chunk]
     store.close()
-    db = _ledger(PostgresBillingStore(pg.dsn, schema=schema), paillier_small, register=False)  # restart
+    db = _ledger(
+        PostgresBillingStore(pg.dsn, schema=schema), paillier_small, register=False
+    )  # restart
     with pytest.raises(ReplayedMessage):
         db.receive(recs[30], current_interval=recs[30].interval)
     with db.store.batch():  # a replay inside a batch is refused too (prefetched as present)
@@ -71,7 +94,9 @@ def test_postgres_matches_memory_in_batches_and_after_reopen(pg: LocalPostgres, 
         with pytest.raises(ReplayedMessage):
             db.receive(recs[31], current_interval=recs[31].interval)
     for rec in recs[120:]:
-        assert mem.receive(rec, current_interval=rec.interval) == db.receive(rec, current_interval=rec.interval)
+        assert mem.receive(rec, current_interval=rec.interval) == db.receive(
+            rec, current_interval=rec.interval
+        )
     for m in ("m1", "m2"):
         a, b = mem.statement(m, 0, now=5), db.statement(m, 0, now=5)
         assert a == b
@@ -79,7 +104,9 @@ def test_postgres_matches_memory_in_batches_and_after_reopen(pg: LocalPostgres, 
     db.store.close()
 
 
-def test_failed_batch_leaves_nothing_and_caches_recover(pg: LocalPostgres, schema: str, paillier_small) -> None:
+def test_failed_batch_leaves_nothing_and_caches_recover(
+    pg: LocalPostgres, schema: str, paillier_small
+) -> None:
     pk, _ = paillier_small
     recs = _records(pk, 4)
     db = _ledger(PostgresBillingStore(pg.dsn, schema=schema), paillier_small)
@@ -98,7 +125,9 @@ def test_failed_batch_leaves_nothing_and_caches_recover(pg: LocalPostgres, schem
     store.close()
 
 
-def test_append_only_versioned_and_single_writer(pg: LocalPostgres, schema: str, paillier_small) -> None:
+def test_append_only_versioned_and_single_writer(
+    pg: LocalPostgres, schema: str, paillier_small
+) -> None:
     pk, _ = paillier_small
     db = _ledger(PostgresHeadEndStore(pg.dsn, schema=schema, lock_wait=0.5), paillier_small)
     rec = _records(pk, 1)[0]
@@ -116,8 +145,10 @@ def test_append_only_versioned_and_single_writer(pg: LocalPostgres, schema: str,
         for stmt in ("UPDATE log SET record = '\\x00'", "DELETE FROM log"):
             with pytest.raises(psycopg.Error, match="append-only"):
                 con.execute(f"SET search_path TO {schema}; {stmt}")
-        con.execute(f"UPDATE {schema}.store_meta SET value = %s WHERE key = 'billing_schema'",
-                    (str(SCHEMA_VERSION + 1),))
+        con.execute(
+            f"UPDATE {schema}.store_meta SET value = %s WHERE key = 'billing_schema'",
+            (str(SCHEMA_VERSION + 1),),
+        )
     with pytest.raises(StoreError, match="schema"):
         PostgresBillingStore(pg.dsn, schema=schema)
     with pytest.raises(StoreError, match="schema name"):

@@ -27,10 +27,18 @@ def test_shard_map_balances_and_is_stable() -> None:
 
 
 def test_two_shards_equal_single_process(pg: LocalPostgres, tmp_path: Path, paillier_small) -> None:
-    world = make_world(groups=3, per_group=5, intervals=3, household=paillier_small[1], min_survivors=3)
+    world = make_world(
+        groups=3, per_group=5, intervals=3, household=paillier_small[1], min_survivors=3
+    )
     key = world.write_headend_key(tmp_path)
-    common = dict(headend_key=key, plans=[world.plan_toml], groups=world.group_configs(), backend="local",
-                  interval_seconds=60, min_key_bits=512)
+    common = dict(
+        headend_key=key,
+        plans=[world.plan_toml],
+        groups=world.group_configs(),
+        backend="local",
+        interval_seconds=60,
+        min_key_bits=512,
+    )
     single = start_cluster(dsn=f"sqlite:{tmp_path / 'single.db'}", shards=1, **common)
     one = run_world(single, world, Fleet(world))
     pg.create_database("two")
@@ -47,13 +55,24 @@ def test_two_shards_equal_single_process(pg: LocalPostgres, tmp_path: Path, pail
     sharded.close()
 
 
-def test_groups_defined_at_run_time_stay_on_their_shard(pg: LocalPostgres, tmp_path: Path, paillier_small) -> None:
+def test_groups_defined_at_run_time_stay_on_their_shard(
+    pg: LocalPostgres, tmp_path: Path, paillier_small
+) -> None:
     """The deployed head-end defines groups as households enrol: each goes to the least loaded
     shard, durably; a restarted coordinator finds them where their data is (also with more
     shards), and refuses fewer shards than before."""
-    world = make_world(groups=3, per_group=3, intervals=2, household=paillier_small[1], min_survivors=3)
-    kw = dict(dsn=pg.create_database("runtime"), headend_key=world.write_headend_key(tmp_path),
-              plans=[world.plan_toml], groups=[], backend="local", interval_seconds=60, min_key_bits=512)
+    world = make_world(
+        groups=3, per_group=3, intervals=2, household=paillier_small[1], min_survivors=3
+    )
+    kw = dict(
+        dsn=pg.create_database("runtime"),
+        headend_key=world.write_headend_key(tmp_path),
+        plans=[world.plan_toml],
+        groups=[],
+        backend="local",
+        interval_seconds=60,
+        min_key_bits=512,
+    )
     head = start_cluster(shards=2, **kw)
     assert head.restore() == {}
     placed = {g.group_id: head.define_group(g) for g in world.group_configs()}
@@ -67,7 +86,11 @@ def test_groups_defined_at_run_time_stay_on_their_shard(pg: LocalPostgres, tmp_p
         assert again.restore() == placed
         assert again.totals() == sorted(log.totals, key=lambda t: (t.group, t.interval))
         again.shards.shards[1].store.put_settlement(world.meters[0], 0, "paid", b"proof", 7)  # type: ignore[attr-defined]
-        assert again.settled() == [(m, p) for m, p, *_ in again.settlements()] == [(world.meters[0], 0)]
+        assert (
+            again.settled()
+            == [(m, p) for m, p, *_ in again.settlements()]
+            == [(world.meters[0], 0)]
+        )
         extra = GroupConfig(group_id="g-new", members=("n1", "n2", "n3"), min_survivors=3)
         assert again.define_group(extra) == 2  # the new, empty shard
     finally:
@@ -80,15 +103,25 @@ def test_groups_defined_at_run_time_stay_on_their_shard(pg: LocalPostgres, tmp_p
         fewer.close()
 
 
-def test_cluster_engine_gives_a_group_without_epoch_a_new_one(pg: LocalPostgres, tmp_path: Path,
-                                                              paillier_small) -> None:
+def test_cluster_engine_gives_a_group_without_epoch_a_new_one(
+    pg: LocalPostgres, tmp_path: Path, paillier_small
+) -> None:
     """A shard that Ray restarted has no epoch for its groups (their secrets are never stored):
     the deployed head-end's engine notices at the next interval and names their members, so the
     interval loop sets up a new epoch instead of failing every interval from then on."""
-    world = make_world(groups=2, per_group=3, intervals=1, household=paillier_small[1], min_survivors=3)
-    head = start_cluster(dsn=pg.create_database("stale"), headend_key=world.write_headend_key(tmp_path),
-                         plans=[world.plan_toml], groups=world.group_configs(), shards=2, backend="local",
-                         interval_seconds=60, min_key_bits=512)
+    world = make_world(
+        groups=2, per_group=3, intervals=1, household=paillier_small[1], min_survivors=3
+    )
+    head = start_cluster(
+        dsn=pg.create_database("stale"),
+        headend_key=world.write_headend_key(tmp_path),
+        plans=[world.plan_toml],
+        groups=world.group_configs(),
+        shards=2,
+        backend="local",
+        interval_seconds=60,
+        min_key_bits=512,
+    )
 
     class Nobody:  # a link on which no meter answers
         async def exchange(self, outgoing: object, **kw: object) -> set[str]:

@@ -11,7 +11,9 @@ from privmeter.crypto import elgamal as eg
 from privmeter.errors import InvalidCiphertext, InvalidKey, LocalProtocolError
 
 
-@pytest.mark.parametrize(("name", "bits", "x"), [("ffdhe2048", 2048, 560316), ("ffdhe3072", 3072, 2625351)])
+@pytest.mark.parametrize(
+    ("name", "bits", "x"), [("ffdhe2048", 2048, 560316), ("ffdhe3072", 3072, 2625351)]
+)
 def test_rfc7919_primes(name: str, bits: int, x: int) -> None:
     ctx = gmpy2.get_context().copy()
     ctx.precision = bits + 200
@@ -32,7 +34,9 @@ def test_test_group_is_a_safe_prime_and_refused_by_default() -> None:
     with pytest.raises(InvalidKey):
         eg.group_for_bits(1024)
     assert eg.group_for_bits(1024, insecure_for_tests=True) is grp
-    assert eg.group_for_bits(2048).name == "ffdhe2048" and eg.group_for_bits(4096).name == "ffdhe3072"
+    assert (
+        eg.group_for_bits(2048).name == "ffdhe2048" and eg.group_for_bits(4096).name == "ffdhe3072"
+    )
     with pytest.raises(InvalidKey):
         eg.get_group("nope")
 

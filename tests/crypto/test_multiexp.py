@@ -34,8 +34,10 @@ def problems(draw: st.DrawFn) -> tuple[int, int, int | None, list[tuple[int, int
     window = draw(st.none() | st.integers(min_value=1, max_value=min(bits + 2, 10)))
     pairs = draw(
         st.lists(
-            st.tuples(st.integers(min_value=0, max_value=m - 1),
-                      st.integers(min_value=0, max_value=2**bits - 1)),
+            st.tuples(
+                st.integers(min_value=0, max_value=m - 1),
+                st.integers(min_value=0, max_value=2**bits - 1),
+            ),
             max_size=40,
         )
     )
@@ -44,7 +46,9 @@ def problems(draw: st.DrawFn) -> tuple[int, int, int | None, list[tuple[int, int
 
 @settings(max_examples=150, deadline=None)
 @given(problems())
-def test_streaming_matches_naive(problem: tuple[int, int, int | None, list[tuple[int, int]]]) -> None:
+def test_streaming_matches_naive(
+    problem: tuple[int, int, int | None, list[tuple[int, int]]],
+) -> None:
     m, bits, window, pairs = problem
     acc = StreamingMultiExp(m, bits, window)
     for b, e in pairs:
@@ -77,8 +81,13 @@ def test_state_roundtrip_merge_and_order(
 
 
 @settings(max_examples=60, deadline=None)
-@given(moduli, st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=-50, max_value=2**20)),
-                        max_size=30))
+@given(
+    moduli,
+    st.lists(
+        st.tuples(st.integers(min_value=0), st.integers(min_value=-50, max_value=2**20)),
+        max_size=30,
+    ),
+)
 def test_grouped_matches_naive(m: int, raw: list[tuple[int, int]]) -> None:
     # negative exponents need unit bases: use an odd prime modulus-independent trick, units only
     pairs = [(b % m, e) for b, e in raw if e >= 0 or nt.gcd(b % m, m) == 1]

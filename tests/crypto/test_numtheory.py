@@ -12,10 +12,16 @@ from privmeter.crypto import _numtheory as nt
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(min_value=3, max_value=2**256), st.integers(min_value=1, max_value=300),
-       st.integers(min_value=1, max_value=9), st.integers(min_value=1, max_value=6),
-       st.randoms(use_true_random=False))
-def test_comb_and_window_tables(m: int, bits: int, rows: int, tables: int, rnd: random.Random) -> None:
+@given(
+    st.integers(min_value=3, max_value=2**256),
+    st.integers(min_value=1, max_value=300),
+    st.integers(min_value=1, max_value=9),
+    st.integers(min_value=1, max_value=6),
+    st.randoms(use_true_random=False),
+)
+def test_comb_and_window_tables(
+    m: int, bits: int, rows: int, tables: int, rnd: random.Random
+) -> None:
     base = rnd.randrange(m)
     comb = nt.CombTable(base, m, bits, rows, tables)
     win = nt.FixedBaseTable(base, m, bits, window=rows)
@@ -28,9 +34,12 @@ def test_comb_and_window_tables(m: int, bits: int, rows: int, tables: int, rnd: 
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(min_value=2, max_value=2**128),
-       st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=0, max_value=2**40)),
-                max_size=25))
+@given(
+    st.integers(min_value=2, max_value=2**128),
+    st.lists(
+        st.tuples(st.integers(min_value=0), st.integers(min_value=0, max_value=2**40)), max_size=25
+    ),
+)
 def test_bucket_multi_exp(m: int, pairs: list[tuple[int, int]]) -> None:
     bases = [b % m for b, _ in pairs]
     exps = [e for _, e in pairs]

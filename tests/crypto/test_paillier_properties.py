@@ -31,8 +31,11 @@ def test_addition_is_homomorphic(paillier_small, a: int, b: int, seed: int) -> N
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(min_value=-(2**200), max_value=2**200),
-       st.integers(min_value=-(2**150), max_value=2**150), seeds)
+@given(
+    st.integers(min_value=-(2**200), max_value=2**200),
+    st.integers(min_value=-(2**150), max_value=2**150),
+    seeds,
+)
 def test_scalar_multiplication_incl_negative(paillier_small, a: int, k: int, seed: int) -> None:
     pk, sk = paillier_small
     ca = pk.encrypt(a, rng=random.Random(seed))
@@ -42,7 +45,9 @@ def test_scalar_multiplication_incl_negative(paillier_small, a: int, k: int, see
 
 @settings(max_examples=25, deadline=None)
 @given(ints, seeds)
-def test_rerandomisation_changes_ciphertext_not_plaintext(paillier_small, a: int, seed: int) -> None:
+def test_rerandomisation_changes_ciphertext_not_plaintext(
+    paillier_small, a: int, seed: int
+) -> None:
     pk, sk = paillier_small
     rng = random.Random(seed)
     c = pk.encrypt(a, rng=rng)

@@ -103,8 +103,9 @@ def test_packed_reduction_at_the_field_edges() -> None:
     values = [0, p - 1, p, p + 1, 1 << 127, threshold * (p - 1) ** 2, 2 * p, (1 << 254) - 1]
     packed = mpz(int.from_bytes(b"".join(v.to_bytes(slot, "big") for v in values), "big"))
     data = int(table.reduce(packed)).to_bytes(slot * len(xs), "big")
-    assert [int.from_bytes(data[k:k + slot], "big") for k in range(0, len(data), slot)] == [
-        v % p for v in values]
+    assert [int.from_bytes(data[k : k + slot], "big") for k in range(0, len(data), slot)] == [
+        v % p for v in values
+    ]
 
 
 def test_share_bytes_checks_before_drawing() -> None:

@@ -135,9 +135,14 @@ class CosemMeterDouble:
                 out = acse.ReleaseResponse(reason=en.ReleaseResponseReason.NORMAL).to_bytes()
             else:
                 raise AssertionError(f"unexpected {apdu!r}")
-            wrapped = WrapperProtocolDataUnit(out, WrapperHeader(
-                source_wport=header.destination_wport, destination_wport=header.source_wport,
-                length=len(out))).to_bytes()
+            wrapped = WrapperProtocolDataUnit(
+                out,
+                WrapperHeader(
+                    source_wport=header.destination_wport,
+                    destination_wport=header.source_wport,
+                    length=len(out),
+                ),
+            ).to_bytes()
             if self.tamper == "huge-length" and isinstance(apdu, xdlms.GetRequestNormal):
                 wrapped = wrapped[:6] + b"\xff\xff" + wrapped[8:]
             if self.tamper == "close" and isinstance(apdu, xdlms.GetRequestNormal):
@@ -148,15 +153,21 @@ class CosemMeterDouble:
     def _aare(self, aarq: acse.ApplicationAssociationRequest) -> bytes:
         ok = self.password is None or (
             aarq.authentication == en.AuthenticationMechanism.LLS
-            and bytes(aarq.authentication_value or b"") == self.password)
+            and bytes(aarq.authentication_value or b"") == self.password
+        )
         initiate = xdlms.InitiateResponse(
-            negotiated_conformance=Conformance(get=True, selective_access=True,
-                                               block_transfer_with_get_or_read=True),
-            server_max_receive_pdu_size=1024)
+            negotiated_conformance=Conformance(
+                get=True, selective_access=True, block_transfer_with_get_or_read=True
+            ),
+            server_max_receive_pdu_size=1024,
+        )
         return acse.ApplicationAssociationResponse(
             result=en.AssociationResult.ACCEPTED if ok else en.AssociationResult.REJECTED_PERMANENT,
-            result_source_diagnostics=(en.AcseServiceUserDiagnostics.NULL if ok else
-                                       en.AcseServiceUserDiagnostics.AUTHENTICATION_FAILED),
+            result_source_diagnostics=(
+                en.AcseServiceUserDiagnostics.NULL
+                if ok
+                else en.AcseServiceUserDiagnostics.AUTHENTICATION_FAILED
+            ),
             authentication=aarq.authentication if ok else None,
             user_information=acse.UserInformation(content=initiate),
         ).to_bytes()
@@ -173,30 +184,50 @@ class CosemMeterDouble:
     def _get(self, req: xdlms.GetRequestNormal) -> tuple[bytes, list[bytes]]:
         obis = req.cosem_attribute.instance.to_string(".")
         attr = req.cosem_attribute.attribute
-        regs = {"1.0.1.8.0.255": (self.import_raw, self.energy_scaler, self.energy_unit),
-                "1.0.2.8.0.255": (self.export_raw, self.energy_scaler, self.energy_unit),
-                "1.0.1.7.0.255": (self.power_import_raw, -1, UNIT_W),
-                "1.0.2.7.0.255": (self.power_export_raw, -1, UNIT_W)}
+        regs = {
+            "1.0.1.8.0.255": (self.import_raw, self.energy_scaler, self.energy_unit),
+            "1.0.2.8.0.255": (self.export_raw, self.energy_scaler, self.energy_unit),
+            "1.0.1.7.0.255": (self.power_import_raw, -1, UNIT_W),
+            "1.0.2.7.0.255": (self.power_export_raw, -1, UNIT_W),
+        }
         inv = req.invoke_id_and_priority
         if self.tamper == "garbage-apdu":
             return b"\xc4\x01" + inv.to_bytes() + b"\x00\x99\x99", []
         if self.no_power and obis.startswith("1.0.1.7") and attr == 2:
             return xdlms.GetResponseNormalWithError(
-                error=en.DataAccessResult.OBJECT_UNDEFINED, invoke_id_and_priority=inv).to_bytes(), []
+                error=en.DataAccessResult.OBJECT_UNDEFINED, invoke_id_and_priority=inv
+            ).to_bytes(), []
         if obis in regs and attr == 2:
             value = regs[obis][0]
-            data = (dlms_data.DoubleLongData(value) if value < 0 or regs[obis][2] == UNIT_W
-                    else dlms_data.DoubleLongUnsignedData(value)).to_bytes()
+            data = (
+                dlms_data.DoubleLongData(value)
+                if value < 0 or regs[obis][2] == UNIT_W
+                else dlms_data.DoubleLongUnsignedData(value)
+            ).to_bytes()
         elif obis in regs and attr == 3:
-            data = dlms_data.DataStructure([dlms_data.IntegerData(regs[obis][1]),
-                                            dlms_data.EnumData(regs[obis][2])]).to_bytes()
+            data = dlms_data.DataStructure(
+                [dlms_data.IntegerData(regs[obis][1]), dlms_data.EnumData(regs[obis][2])]
+            ).to_bytes()
         elif obis == "1.0.99.1.0.255" and attr == 3:
-            caps = [(8, "0.0.1.0.0.255"), (1, "0.0.96.10.1.255"), (3, "1.0.1.8.0.255"),
-                    (3, "1.0.2.8.0.255")]
-            data = _array([dlms_data.DataStructure([
-                dlms_data.UnsignedLongData(c), dlms_data.OctetStringData(Obis.from_string(o).to_bytes()),
-                dlms_data.IntegerData(2), dlms_data.UnsignedLongData(0)]).to_bytes()
-                for c, o in caps])
+            caps = [
+                (8, "0.0.1.0.0.255"),
+                (1, "0.0.96.10.1.255"),
+                (3, "1.0.1.8.0.255"),
+                (3, "1.0.2.8.0.255"),
+            ]
+            data = _array(
+                [
+                    dlms_data.DataStructure(
+                        [
+                            dlms_data.UnsignedLongData(c),
+                            dlms_data.OctetStringData(Obis.from_string(o).to_bytes()),
+                            dlms_data.IntegerData(2),
+                            dlms_data.UnsignedLongData(0),
+                        ]
+                    ).to_bytes()
+                    for c, o in caps
+                ]
+            )
         elif obis == "1.0.99.1.0.255" and attr == 4:
             data = dlms_data.DoubleLongUnsignedData(self.capture_period).to_bytes()
         elif obis == "1.0.99.1.0.255" and attr == 2:
@@ -207,25 +238,45 @@ class CosemMeterDouble:
             for t, imp, exp in self.rows:
                 if not lo <= t <= hi:
                     continue
-                stamp = (b"\x00" if self.null_compress and prev is not None  # null-data
-                         and t == prev + self.capture_period else
-                         dlms_data.OctetStringData(self._stamp(t)).to_bytes())
+                stamp = (
+                    b"\x00"
+                    if self.null_compress
+                    and prev is not None  # null-data
+                    and t == prev + self.capture_period
+                    else dlms_data.OctetStringData(self._stamp(t)).to_bytes()
+                )
                 prev = t
-                items.append(b"\x02\x04" + stamp + b"".join(x.to_bytes() for x in (
-                    dlms_data.UnsignedIntegerData(0), dlms_data.DoubleLongUnsignedData(imp),
-                    dlms_data.DoubleLongUnsignedData(exp))))
+                items.append(
+                    b"\x02\x04"
+                    + stamp
+                    + b"".join(
+                        x.to_bytes()
+                        for x in (
+                            dlms_data.UnsignedIntegerData(0),
+                            dlms_data.DoubleLongUnsignedData(imp),
+                            dlms_data.DoubleLongUnsignedData(exp),
+                        )
+                    )
+                )
             data = _array(items)
             if len(data) > self.max_block:
-                blocks = [data[i:i + self.max_block] for i in range(0, len(data), self.max_block)]
-                frames = [xdlms.GetResponseWithBlock(data=b, block_number=n + 1,
-                                                     invoke_id_and_priority=inv).to_bytes()
-                          for n, b in enumerate(blocks[:-1])]
-                frames.append(xdlms.GetResponseLastBlock(
-                    data=blocks[-1], block_number=len(blocks), invoke_id_and_priority=inv).to_bytes())
+                blocks = [data[i : i + self.max_block] for i in range(0, len(data), self.max_block)]
+                frames = [
+                    xdlms.GetResponseWithBlock(
+                        data=b, block_number=n + 1, invoke_id_and_priority=inv
+                    ).to_bytes()
+                    for n, b in enumerate(blocks[:-1])
+                ]
+                frames.append(
+                    xdlms.GetResponseLastBlock(
+                        data=blocks[-1], block_number=len(blocks), invoke_id_and_priority=inv
+                    ).to_bytes()
+                )
                 return frames[0], frames[1:]
         else:
             return xdlms.GetResponseNormalWithError(
-                error=en.DataAccessResult.OBJECT_UNDEFINED, invoke_id_and_priority=inv).to_bytes(), []
+                error=en.DataAccessResult.OBJECT_UNDEFINED, invoke_id_and_priority=inv
+            ).to_bytes(), []
         return _get_response_normal(inv, data), []
 
 
@@ -260,9 +311,11 @@ def _profile(n: int, step_wh: list[int] | None = None, start_imp: int = 5_000_00
 
 
 def _expected(rows: list[tuple[int, int, int]], scale: Decimal = Decimal(1)) -> list[int]:
-    net = [int((Decimal(i) * scale).to_integral_value(rounding="ROUND_FLOOR"))
-           - int((Decimal(e) * scale).to_integral_value(rounding="ROUND_FLOOR"))
-           for _, i, e in rows]
+    net = [
+        int((Decimal(i) * scale).to_integral_value(rounding="ROUND_FLOOR"))
+        - int((Decimal(e) * scale).to_integral_value(rounding="ROUND_FLOOR"))
+        for _, i, e in rows
+    ]
     return [b - a for a, b in itertools.pairwise(net)]
 
 
@@ -270,8 +323,13 @@ def _expected(rows: list[tuple[int, int, int]], scale: Decimal = Decimal(1)) -> 
 
 
 def test_register_and_power_reads_are_exact(meter):
-    d = meter(import_raw=123_456_789, export_raw=42, power_import_raw=12345, power_export_raw=0,
-              energy_scaler=0)
+    d = meter(
+        import_raw=123_456_789,
+        export_raw=42,
+        power_import_raw=12345,
+        power_export_raw=0,
+        energy_scaler=0,
+    )
     with DlmsMeter(_settings(d)) as m:
         assert m.read_register("1.0.1.8.0.255") == Decimal(123_456_789)
         assert m.read_register("1.0.2.8.0.255") == Decimal(42)
@@ -319,7 +377,9 @@ def test_missing_profile_rows_are_reported_missing_not_invented(meter):
     rows = _profile(6)
     del rows[3]  # no row at T0 + 3I: intervals 2 and 3 have an unknown boundary
     d = meter(rows=rows)
-    got = DlmsSource(_settings(d), interval_seconds=IV, backfill_intervals=6).poll(now=T0 + 6 * IV + 40)
+    got = DlmsSource(_settings(d), interval_seconds=IV, backfill_intervals=6).poll(
+        now=T0 + 6 * IV + 40
+    )
     full = _expected(_profile(6))
     assert [r.energy_wh for r in got] == [full[0], full[1], None, None, full[4], full[5]]
 
@@ -332,7 +392,8 @@ def test_register_going_backwards_is_rebaselined(meter, caplog):
     d = meter(rows=rows)
     with caplog.at_level(logging.WARNING, logger="privmeter.grid.p1"):
         got = DlmsSource(_settings(d), interval_seconds=IV, backfill_intervals=4).poll(
-            now=T0 + 4 * IV + 40)
+            now=T0 + 4 * IV + 40
+        )
     assert [r.energy_wh for r in got] == [_expected(rows[:2])[0], None, 50, 40]
     assert "went backwards" in caplog.text
 
@@ -342,7 +403,9 @@ def test_register_mode_polls_energy_registers(meter):
     src = DlmsSource(_settings(d, profile_obis=None), interval_seconds=IV)
     assert src.poll(now=T0 + 2) == []
     d.import_raw, d.export_raw = 1400, 30
-    assert src.poll(now=T0 + IV + 3) == [IntervalReading(interval=T0 // IV, energy_wh=380, power_w=0)]
+    assert src.poll(now=T0 + IV + 3) == [
+        IntervalReading(interval=T0 // IV, energy_wh=380, power_w=0)
+    ]
 
 
 def test_lls_password_accepted_and_rejected(meter):
@@ -353,11 +416,14 @@ def test_lls_password_accepted_and_rejected(meter):
         DlmsMeter(_settings(d, authentication="lls", password=b"wrong")).__enter__()
 
 
-@pytest.mark.parametrize(("tamper", "error"), [
-    ("garbage-apdu", MalformedMessage),
-    ("huge-length", MessageTooLarge),
-    ("close", TransportError),
-])
+@pytest.mark.parametrize(
+    ("tamper", "error"),
+    [
+        ("garbage-apdu", MalformedMessage),
+        ("huge-length", MessageTooLarge),
+        ("close", TransportError),
+    ],
+)
 def test_malformed_answers_raise_specific_errors(meter, tamper, error):
     d = meter(import_raw=5, tamper=tamper)
     with pytest.raises(error), DlmsMeter(_settings(d, max_apdu_bytes=4096)) as m:
@@ -395,8 +461,11 @@ def test_capture_period_must_divide_interval(meter):
 def test_settings_validation_and_options(tmp_path):
     pw = tmp_path / "pw"
     pw.write_text("abcdefgh\n")
-    s = DlmsSettings.from_options("10.0.0.5", 4059, {
-        "auth": "lls", "password_file": str(pw), "client": "32", "profile": "none"})
+    s = DlmsSettings.from_options(
+        "10.0.0.5",
+        4059,
+        {"auth": "lls", "password_file": str(pw), "client": "32", "profile": "none"},
+    )
     assert s.password == b"abcdefgh" and s.client_address == 32 and s.profile_obis is None
     with pytest.raises(ConfigError, match="password"):
         DlmsSettings(host="h", authentication="lls")
@@ -427,15 +496,17 @@ def test_readings_and_areadings_loop(meter):
     rows = _profile(3)
     d = meter(rows=rows)
     clock = [T0 + 3 * IV + 40.0]
-    src = DlmsSource(_settings(d), interval_seconds=IV, backfill_intervals=3,
-                     clock=lambda: clock[0])
+    src = DlmsSource(
+        _settings(d), interval_seconds=IV, backfill_intervals=3, clock=lambda: clock[0]
+    )
     it = src.readings()
     assert [next(it).energy_wh for _ in range(3)] == _expected(rows)
     src.close()
     assert list(it) == []
 
-    src2 = DlmsSource(_settings(d), interval_seconds=IV, backfill_intervals=3,
-                      clock=lambda: clock[0])
+    src2 = DlmsSource(
+        _settings(d), interval_seconds=IV, backfill_intervals=3, clock=lambda: clock[0]
+    )
 
     async def collect():
         out = []

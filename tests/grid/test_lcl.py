@@ -51,7 +51,9 @@ def test_builtin_household(builtin) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_builtin_matches_repository_file_and_independent_parse(builtin) -> None:  # type: ignore[no-untyped-def]
-    path = PACKAGE_DATA / "lcl" / "MAC000060.csv"  # the file in the checkout, not the installed copy
+    path = (
+        PACKAGE_DATA / "lcl" / "MAC000060.csv"
+    )  # the file in the checkout, not the installed copy
     assert load_lcl(path).energy_wh == builtin.energy_wh
     # independent check: float parse + round agrees with the exact decimal parse here
     rows = path.read_text().splitlines()[1:]

@@ -156,8 +156,12 @@ def test_unknown_spec_and_zone_are_config_errors():
 
 
 @settings(max_examples=200, deadline=None)
-@given(unix=st.integers(946_800_000, 4_070_908_799), zone=st.sampled_from(  # YY: 2000-2098
-    ["Europe/Amsterdam", "Europe/Brussels", "Europe/Dublin", "Europe/Budapest"]))
+@given(
+    unix=st.integers(946_800_000, 4_070_908_799),
+    zone=st.sampled_from(  # YY: 2000-2098
+        ["Europe/Amsterdam", "Europe/Brussels", "Europe/Dublin", "Europe/Budapest"]
+    ),
+)
 def test_timestamp_roundtrip_including_dst_changes(unix, zone):
     assert parse_p1_timestamp(format_p1_timestamp(unix, zone), zone) == unix
 
@@ -177,8 +181,12 @@ def test_autumn_repeated_hour_is_resolved_by_the_flag():
 
 def test_rewrite_is_exact_and_crc_valid(test_data):
     tpl = _text(test_data, "v5")
-    out = rewrite_telegram(tpl, timestamp=1_700_000_000, registers_wh={"1.8.1": 123_456_789},
-                           power_w={"1.7.0": 1234, "2.7.0": 0})
+    out = rewrite_telegram(
+        tpl,
+        timestamp=1_700_000_000,
+        registers_wh={"1.8.1": 123_456_789},
+        power_w={"1.7.0": 1234, "2.7.0": 0},
+    )
     TelegramParser.validate_checksum(out)  # dsmr-parser agrees with our CRC
     [s] = P1Decoder().feed(out.encode("latin-1"))
     assert (s.unix, s.import_wh, s.power_w) == (1_700_000_000, 123_456_789 + 2399, 1234)
@@ -192,8 +200,14 @@ def test_rewrite_is_exact_and_crc_valid(test_data):
 
 
 def _sample(unix: int, imp: int, exp: int = 0, power: int | None = None, eq: str = "A") -> P1Sample:
-    return P1Sample(unix=unix, import_wh=imp, export_wh=exp, power_w=power, received=float(unix),
-                    equipment_id=eq)
+    return P1Sample(
+        unix=unix,
+        import_wh=imp,
+        export_wh=exp,
+        power_w=power,
+        received=float(unix),
+        equipment_id=eq,
+    )
 
 
 def _run(rec: P1Reconciler, samples: list[P1Sample]) -> list[IntervalReading]:
@@ -205,8 +219,12 @@ K = B // IV
 
 
 @settings(max_examples=60, deadline=None)
-@given(steps=st.lists(st.tuples(st.integers(1, 120), st.integers(-5000, 9000)), min_size=1,
-                      max_size=300), offset=st.integers(0, 20))
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(1, 120), st.integers(-5000, 9000)), min_size=1, max_size=300
+    ),
+    offset=st.integers(0, 20),
+)
 def test_interval_energy_is_exact_register_difference(steps, offset):
     """Energy of every reported interval = register difference at its boundaries; sums telescope."""
     t, imp, exp, ws_i, ws_e = B + offset, 10_000, 500, 0, 0
@@ -223,8 +241,12 @@ def test_interval_energy_is_exact_register_difference(steps, offset):
         first_after.setdefault(s.unix // IV, s)
     for r in out:
         a, b = first_after.get(r.interval), first_after.get(r.interval + 1)
-        known = (a is not None and b is not None and a.unix - r.interval * IV <= 30
-                 and b.unix - (r.interval + 1) * IV <= 30)
+        known = (
+            a is not None
+            and b is not None
+            and a.unix - r.interval * IV <= 30
+            and b.unix - (r.interval + 1) * IV <= 30
+        )
         if known:
             assert r.energy_wh == (b.import_wh - a.import_wh) - (b.export_wh - a.export_wh)
         else:
@@ -234,10 +256,19 @@ def test_interval_energy_is_exact_register_difference(steps, offset):
 def test_register_backwards_reset_and_meter_swap(caplog):
     rec = P1Reconciler(IV)
     with caplog.at_level(logging.WARNING):
-        out = _run(rec, [_sample(B, 1000), _sample(B + 400, 1100), _sample(B + 500, 50),
-                         _sample(B + IV, 80), _sample(B + 2 * IV, 180),
-                         _sample(B + 2 * IV + 100, 200, eq="B"), _sample(B + 3 * IV, 260, eq="B"),
-                         _sample(B + 4 * IV, 300, eq="B")])
+        out = _run(
+            rec,
+            [
+                _sample(B, 1000),
+                _sample(B + 400, 1100),
+                _sample(B + 500, 50),
+                _sample(B + IV, 80),
+                _sample(B + 2 * IV, 180),
+                _sample(B + 2 * IV + 100, 200, eq="B"),
+                _sample(B + 3 * IV, 260, eq="B"),
+                _sample(B + 4 * IV, 300, eq="B"),
+            ],
+        )
     assert [(r.interval - K, r.energy_wh) for r in out] == [(0, None), (1, 100), (2, None), (3, 40)]
     assert "register went backwards" in caplog.text and "meter replaced" in caplog.text
 
@@ -245,9 +276,18 @@ def test_register_backwards_reset_and_meter_swap(caplog):
 def test_clock_backwards_is_ignored_then_recovers(caplog):
     rec = P1Reconciler(IV)
     with caplog.at_level(logging.WARNING):
-        out = _run(rec, [_sample(B, 0), _sample(B + 300, 10), _sample(B - 3000, 20),
-                         _sample(B - 2990, 21), _sample(B + 310, 30), _sample(B + IV, 40),
-                         _sample(B + 2 * IV, 90)])
+        out = _run(
+            rec,
+            [
+                _sample(B, 0),
+                _sample(B + 300, 10),
+                _sample(B - 3000, 20),
+                _sample(B - 2990, 21),
+                _sample(B + 310, 30),
+                _sample(B + IV, 40),
+                _sample(B + 2 * IV, 90),
+            ],
+        )
     assert [(r.interval - K, r.energy_wh) for r in out] == [(0, None), (1, 50)]
     assert rec.stats["clock-back"] == 1  # one episode, one warning
     assert "clock went backwards" in caplog.text and "recovered after 2 ignored" in caplog.text
@@ -256,16 +296,27 @@ def test_clock_backwards_is_ignored_then_recovers(caplog):
 def test_forward_jump_late_boundary_and_implausible_jump(caplog):
     rec = P1Reconciler(IV, max_boundary_lag_s=30, max_power_w=10_000)
     with caplog.at_level(logging.WARNING):
-        out = _run(rec, [
-            _sample(B, 0), _sample(B + IV, 100),  # interval 0: 100
-            _sample(B + 4 * IV + 5, 400),  # jump: 1, 2, 3 missing
-            _sample(B + 5 * IV + 100, 500),  # boundary 5 seen 100 s late: 4 missing
-            _sample(B + 6 * IV, 600),  # 5 started late: missing
-            _sample(B + 6 * IV + 10, 10_600),  # +10 kWh in 10 s: rejected
-            _sample(B + 7 * IV, 700),  # 6: 100
-        ])
+        out = _run(
+            rec,
+            [
+                _sample(B, 0),
+                _sample(B + IV, 100),  # interval 0: 100
+                _sample(B + 4 * IV + 5, 400),  # jump: 1, 2, 3 missing
+                _sample(B + 5 * IV + 100, 500),  # boundary 5 seen 100 s late: 4 missing
+                _sample(B + 6 * IV, 600),  # 5 started late: missing
+                _sample(B + 6 * IV + 10, 10_600),  # +10 kWh in 10 s: rejected
+                _sample(B + 7 * IV, 700),  # 6: 100
+            ],
+        )
     assert [(r.interval - K, r.energy_wh) for r in out] == [
-        (0, 100), (1, None), (2, None), (3, None), (4, None), (5, None), (6, 100)]
+        (0, 100),
+        (1, None),
+        (2, None),
+        (3, None),
+        (4, None),
+        (5, None),
+        (6, 100),
+    ]
     assert {"gap", "late-boundary", "implausible"} <= set(rec.stats)
 
 
@@ -273,15 +324,19 @@ def test_tick_reports_a_silent_meter_and_never_repeats():
     rec = P1Reconciler(IV, max_boundary_lag_s=30, stall_grace_s=60)
     assert _run(rec, [_sample(B, 0, power=5)]) == []
     assert rec.tick(B + IV + 89) == []
-    assert rec.tick(B + 3 * IV + 85) == [IntervalReading(interval=K, energy_wh=None, power_w=5),
-                                        IntervalReading(interval=K + 1, energy_wh=None)]
+    assert rec.tick(B + 3 * IV + 85) == [
+        IntervalReading(interval=K, energy_wh=None, power_w=5),
+        IntervalReading(interval=K + 1, energy_wh=None),
+    ]
     # data resumes in interval 3: intervals 0-1 are not reported again, 2 is missing
     out = _run(rec, [_sample(B + 3 * IV + 1, 50), _sample(B + 4 * IV, 60)])
     assert [(r.interval - K, r.energy_wh) for r in out] == [(2, None), (3, 10)]
 
 
 def test_first_sample_mid_interval_is_missing():
-    out = _run(P1Reconciler(IV), [_sample(B + 400, 0), _sample(B + IV, 10), _sample(B + 2 * IV, 30)])
+    out = _run(
+        P1Reconciler(IV), [_sample(B + 400, 0), _sample(B + IV, 10), _sample(B + 2 * IV, 30)]
+    )
     assert [(r.interval - K, r.energy_wh) for r in out] == [(0, None), (1, 20)]
 
 
@@ -298,15 +353,25 @@ def test_reconciler_config_errors():
 def _stream(test_data: Path, name: str, n_intervals: int, seed: int = 7):
     rng = random.Random(seed)
     powers = [rng.randint(-2500, 6000) for _ in range(n_intervals * IV // 10)]
-    tel = list(synthesize_telegrams(_text(test_data, name), start_unix=B, power_w=powers,
-                                    import_wh=1_234_567, export_wh=89_000))
+    tel = list(
+        synthesize_telegrams(
+            _text(test_data, name),
+            start_unix=B,
+            power_w=powers,
+            import_wh=1_234_567,
+            export_wh=89_000,
+        )
+    )
     by_t = {t.unix: t for t in tel}
     expected = [
-        IntervalReading(interval=K + k,
-                        energy_wh=(by_t[B + (k + 1) * IV].import_wh - by_t[B + k * IV].import_wh)
-                        - (by_t[B + (k + 1) * IV].export_wh - by_t[B + k * IV].export_wh),
-                        power_w=by_t[B + (k + 1) * IV - 10].power_w)
-        for k in range(n_intervals)]
+        IntervalReading(
+            interval=K + k,
+            energy_wh=(by_t[B + (k + 1) * IV].import_wh - by_t[B + k * IV].import_wh)
+            - (by_t[B + (k + 1) * IV].export_wh - by_t[B + k * IV].export_wh),
+            power_w=by_t[B + (k + 1) * IV - 10].power_w,
+        )
+        for k in range(n_intervals)
+    ]
     return tel, expected
 
 
@@ -340,7 +405,8 @@ def test_replay_through_a_pty_serial_port(test_data):
         os.close(slave)
     assert got == expected
     assert sum(r.energy_wh for r in got) == (tel[-1].import_wh - tel[0].import_wh) - (
-        tel[-1].export_wh - tel[0].export_wh)
+        tel[-1].export_wh - tel[0].export_wh
+    )
     assert src.decoder.stats["garbage"] == 1 and src.decoder.stats["crc"] == 0
 
 
@@ -352,6 +418,7 @@ def _serve_once(payload: bytes) -> tuple[socket.socket, threading.Thread]:
         with conn:
             for i in range(0, len(payload), 1500):
                 conn.sendall(payload[i : i + 1500])
+
     th = threading.Thread(target=run, daemon=True)
     th.start()
     return srv, th
@@ -396,9 +463,13 @@ def test_timestampless_meter_uses_receiver_clock(test_data):
 
     src = P1Source.replay(chunks(), interval_seconds=IV, clock=lambda: clock[0])
     assert list(src.readings()) == [
-        IntervalReading(interval=r.interval, energy_wh=r.energy_wh,
-                        power_w=None if r.power_w is None else round(r.power_w, -1))
-        for r in expected]  # v2.2 prints power in 10 W steps
+        IntervalReading(
+            interval=r.interval,
+            energy_wh=r.energy_wh,
+            power_w=None if r.power_w is None else round(r.power_w, -1),
+        )
+        for r in expected
+    ]  # v2.2 prints power in 10 W steps
 
 
 def test_unreachable_bridge_is_a_transport_error():

@@ -101,8 +101,12 @@ def test_builtin_plans_load(name: str) -> None:
     assert plan.plan_id == name
     assert plan.demand_response is not None
     assert plan.privacy == PrivacyBudget(
-        comparisons_per_interval=1, comparisons_per_day=4, same_threshold_for_group=True,
-        min_group_size=5, min_survivors=5, max_membership_changes_per_day=2,
+        comparisons_per_interval=1,
+        comparisons_per_day=4,
+        same_threshold_for_group=True,
+        min_group_size=5,
+        min_survivors=5,
+        max_membership_changes_per_day=2,
     )
     assert plan.currency == "GBP"
     assert len(plan.digest()) == 32
@@ -111,7 +115,9 @@ def test_builtin_plans_load(name: str) -> None:
 
 def test_builtin_plan_values() -> None:
     flat = builtin_plan("lcl-flat")
-    assert flat.tariff.kind == "flat" and flat.tariff.price == 14228 and flat.interval_seconds == 1800
+    assert (
+        flat.tariff.kind == "flat" and flat.tariff.price == 14228 and flat.interval_seconds == 1800
+    )
     dtou = builtin_plan("lcl-dtou")
     assert dtou.tariff.kind == "realtime"
     assert dtou.tariff.allowed_prices == (3990, 11760, 67200)
@@ -178,15 +184,35 @@ CASES: list[tuple[str, str, str, type[ConfigError]]] = [
     ("max_price = 90000", "max_price = 4294967297", "plan.max_price", PlanError),
     ("max_price = 90000", "max_price = 999", "plan.max_price", PlanError),
     ("max_price = 90000", "max_price = true", "plan.max_price", PlanError),
-    ("standing_charge_per_day = 50000", "standing_charge_per_day = -5", "plan.standing_charge_per_day", PlanError),
+    (
+        "standing_charge_per_day = 50000",
+        "standing_charge_per_day = -5",
+        "plan.standing_charge_per_day",
+        PlanError,
+    ),
     ("standing_charge_per_day = 50000", "standing_charge = 5", "plan.standing_charge", PlanError),
     ('kind = "tou"', 'kind = "dynamic"', "tariff.kind", TariffError),
     ('kind = "tou"', 'kind = "tou"\nprice = 5', "tariff.price", TariffError),
     ('kind = "tou"', 'kind = "tou"\nprise = 5', "tariff.prise", TariffError),
     ('kind = "tou"', 'kind = "tou"\ntimezone = "Mars/Olympus"', "tariff.timezone", TariffError),
-    ('holidays = ["2024-12-25", 2024-12-26]', 'holidays = ["2024-13-25"]', "tariff.holidays[0]", TariffError),
-    ('holidays = ["2024-12-25", 2024-12-26]', 'holidays = ["2024-12-25", "2024-12-25"]', "tariff.holidays[1]", TariffError),
-    ('holidays = ["2024-12-25", 2024-12-26]', 'holidays = "2024-12-25"', "tariff.holidays", TariffError),
+    (
+        'holidays = ["2024-12-25", 2024-12-26]',
+        'holidays = ["2024-13-25"]',
+        "tariff.holidays[0]",
+        TariffError,
+    ),
+    (
+        'holidays = ["2024-12-25", 2024-12-26]',
+        'holidays = ["2024-12-25", "2024-12-25"]',
+        "tariff.holidays[1]",
+        TariffError,
+    ),
+    (
+        'holidays = ["2024-12-25", 2024-12-26]',
+        'holidays = "2024-12-25"',
+        "tariff.holidays",
+        TariffError,
+    ),
     ("price = 40000", "price = 95000", "tariff.tiers[0].price", TariffError),
     ("price = 40000", "price = 500", "tariff.tiers[0].price", TariffError),
     ("price = 40000", 'price = "40000"', "tariff.tiers[0].price", TariffError),
@@ -197,31 +223,85 @@ CASES: list[tuple[str, str, str, type[ConfigError]]] = [
     ('start = "16:00"\n', "", "tariff.tiers[0].start", TariffError),
     ('end = "19:00"', 'end = "16:00"', "tariff.tiers[0].end", TariffError),
     ('end = "19:00"', 'end = "19:60"', "tariff.tiers[0].end", TariffError),
-    ('days = ["weekday"]\n\n[[tariff.tiers]]\nname = "standard"', 'days = ["workday"]\n\n[[tariff.tiers]]\nname = "standard"', "tariff.tiers[0].days[0]", TariffError),
-    ('days = ["weekday"]\n\n[[tariff.tiers]]\nname = "standard"', 'days = []\n\n[[tariff.tiers]]\nname = "standard"', "tariff.tiers[0].days", TariffError),
+    (
+        'days = ["weekday"]\n\n[[tariff.tiers]]\nname = "standard"',
+        'days = ["workday"]\n\n[[tariff.tiers]]\nname = "standard"',
+        "tariff.tiers[0].days[0]",
+        TariffError,
+    ),
+    (
+        'days = ["weekday"]\n\n[[tariff.tiers]]\nname = "standard"',
+        'days = []\n\n[[tariff.tiers]]\nname = "standard"',
+        "tariff.tiers[0].days",
+        TariffError,
+    ),
     ('name = "peak"', 'name = ""', "tariff.tiers[0].name", TariffError),
     ('end = "19:00"', 'end = "19:30"', "tariff.tiers[1]", TariffError),  # overlap with standard
     ('end = "19:00"', 'end = "18:00"', "tariff.tiers", TariffError),  # 18:00-19:00 uncovered
-    ('days = ["saturday", "sunday", "holiday"]', 'days = ["saturday", "sunday"]', "tariff.tiers", TariffError),
+    (
+        'days = ["saturday", "sunday", "holiday"]',
+        'days = ["saturday", "sunday"]',
+        "tariff.tiers",
+        TariffError,
+    ),
     ("cap_w = 3000", "cap_w = 0", "demand_response.cap_w", PlanError),
     ("cap_w = 3000\n", "", "demand_response.cap_w", PlanError),
     ("penalty_price = 20000", "penalty_price = 95000", "demand_response.penalty_price", PlanError),
     ("rebate_price = 10000", "rebate_price = -1", "demand_response.rebate_price", PlanError),
-    ("max_event_minutes = 240", "max_event_minutes = 2000", "demand_response.max_event_minutes", PlanError),
-    ("max_event_minutes = 240", "max_event_minutes = 240\ncap_kw = 3", "demand_response.cap_kw", PlanError),
-    ("comparisons_per_interval = 1", "comparisons_per_interval = 5", "privacy.comparisons_per_interval", PlanError),
-    ("comparisons_per_day = 4", "comparisons_per_day = -1", "privacy.comparisons_per_day", PlanError),
-    ("same_threshold_for_group = true", "same_threshold_for_group = 1", "privacy.same_threshold_for_group", PlanError),
+    (
+        "max_event_minutes = 240",
+        "max_event_minutes = 2000",
+        "demand_response.max_event_minutes",
+        PlanError,
+    ),
+    (
+        "max_event_minutes = 240",
+        "max_event_minutes = 240\ncap_kw = 3",
+        "demand_response.cap_kw",
+        PlanError,
+    ),
+    (
+        "comparisons_per_interval = 1",
+        "comparisons_per_interval = 5",
+        "privacy.comparisons_per_interval",
+        PlanError,
+    ),
+    (
+        "comparisons_per_day = 4",
+        "comparisons_per_day = -1",
+        "privacy.comparisons_per_day",
+        PlanError,
+    ),
+    (
+        "same_threshold_for_group = true",
+        "same_threshold_for_group = 1",
+        "privacy.same_threshold_for_group",
+        PlanError,
+    ),
     ("min_group_size = 5", "min_group_size = 2", "privacy.min_group_size", PlanError),
     ("min_survivors = 5", "min_survivors = 6", "privacy.min_survivors", PlanError),
-    ("max_membership_changes_per_day = 2", "max_membership_changes_per_day = -1", "privacy.max_membership_changes_per_day", PlanError),
-    ("max_membership_changes_per_day = 2", "max_membership_change_per_day = 2", "privacy.max_membership_change_per_day", PlanError),
+    (
+        "max_membership_changes_per_day = 2",
+        "max_membership_changes_per_day = -1",
+        "privacy.max_membership_changes_per_day",
+        PlanError,
+    ),
+    (
+        "max_membership_changes_per_day = 2",
+        "max_membership_change_per_day = 2",
+        "privacy.max_membership_change_per_day",
+        PlanError,
+    ),
     ("[privacy]", "[privacy]\nepsilon = 1", "privacy.epsilon", PlanError),
 ]
 
 
-@pytest.mark.parametrize(("old", "new", "field", "cls"), CASES, ids=[f"{c[2]}-{i}" for i, c in enumerate(CASES)])
-def test_validation_error_names_its_field(old: str, new: str, field: str, cls: type[ConfigError]) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "field", "cls"), CASES, ids=[f"{c[2]}-{i}" for i, c in enumerate(CASES)]
+)
+def test_validation_error_names_its_field(
+    old: str, new: str, field: str, cls: type[ConfigError]
+) -> None:
     assert old in BASE, old
     text = BASE.replace(old, new, 1)
     with pytest.raises(cls) as ei:
@@ -232,11 +312,16 @@ def test_validation_error_names_its_field(old: str, new: str, field: str, cls: t
 
 
 def test_tier_boundaries_must_fall_on_interval_boundaries() -> None:
-    text = BASE.replace('start = "16:00"', 'start = "16:07"').replace('end = "16:00"', 'end = "16:07"')
+    text = BASE.replace('start = "16:00"', 'start = "16:07"').replace(
+        'end = "16:00"', 'end = "16:07"'
+    )
     with pytest.raises(TariffError) as ei:
         parse_plan(text)
     assert ei.value.context["field"] == "tariff.tiers[0].start"
-    assert parse_plan(text.replace("interval_seconds = 900", "interval_seconds = 60")).interval_seconds == 60
+    assert (
+        parse_plan(text.replace("interval_seconds = 900", "interval_seconds = 60")).interval_seconds
+        == 60
+    )
 
 
 def test_unknown_key_suggests_the_right_one() -> None:
@@ -264,19 +349,27 @@ def test_missing_tables_and_bad_toml() -> None:
     ("old", "new", "field"),
     [
         ("price = 30000", "price = 30000\ntiers = []", "tariff.tiers"),
-        ("price = 30000", "price = 30000\nfeed_id = \"x\"", "tariff.feed_id"),
+        ("price = 30000", 'price = 30000\nfeed_id = "x"', "tariff.feed_id"),
         ("price = 30000", "", "tariff.price"),
         ("price = 30000", "price = 4294967297", "tariff.price"),
         ('kind = "flat"\nprice = 30000', 'kind = "realtime"', "tariff.feed_id"),
-        ('kind = "flat"\nprice = 30000', 'kind = "realtime"\nfeed_id = "f"\nfeed_key = "abc"', "tariff.feed_key"),
         (
             'kind = "flat"\nprice = 30000',
-            'kind = "realtime"\nfeed_id = "f"\nfeed_key = "' + "11" * 32 + '"\nallowed_prices = [1, 1]',
+            'kind = "realtime"\nfeed_id = "f"\nfeed_key = "abc"',
+            "tariff.feed_key",
+        ),
+        (
+            'kind = "flat"\nprice = 30000',
+            'kind = "realtime"\nfeed_id = "f"\nfeed_key = "'
+            + "11" * 32
+            + '"\nallowed_prices = [1, 1]',
             "tariff.allowed_prices",
         ),
         (
             'kind = "flat"\nprice = 30000',
-            'kind = "realtime"\nfeed_id = "f"\nfeed_key = "' + "11" * 32 + '"\nallowed_prices = [1, -1]',
+            'kind = "realtime"\nfeed_id = "f"\nfeed_key = "'
+            + "11" * 32
+            + '"\nallowed_prices = [1, -1]',
             "tariff.allowed_prices[1]",
         ),
         (
@@ -310,17 +403,31 @@ def test_direct_construction_validates() -> None:
         Plan(plan_id="ok", name="ok", currency="GBP", interval_seconds=900, tariff="flat")  # type: ignore[arg-type]
     assert ei2.value.context["field"] == "tariff"
     with pytest.raises(TariffError):
-        Plan(plan_id="ok", name="ok", currency="GBP", interval_seconds=900, tariff=flat, min_price=200)
+        Plan(
+            plan_id="ok",
+            name="ok",
+            currency="GBP",
+            interval_seconds=900,
+            tariff=flat,
+            min_price=200,
+        )
     with pytest.raises(PlanError):
         DemandResponse(cap_w=1, penalty_price=1, rebate_price=1, max_event_minutes=0)
 
 
 def test_tier_day_types_are_normalised() -> None:
-    t = TimeOfUseTier(name="all", price=1, start_minute=0, end_minute=1440,
-                      day_types=("holiday", "sunday", "weekday", "saturday"))
+    t = TimeOfUseTier(
+        name="all",
+        price=1,
+        start_minute=0,
+        end_minute=1440,
+        day_types=("holiday", "sunday", "weekday", "saturday"),
+    )
     assert t.day_types == ("weekday", "saturday", "sunday", "holiday")
     with pytest.raises(TariffError):
-        TimeOfUseTier(name="x", price=1, start_minute=0, end_minute=1440, day_types=("weekday", "weekday"))
+        TimeOfUseTier(
+            name="x", price=1, start_minute=0, end_minute=1440, day_types=("weekday", "weekday")
+        )
 
 
 # -- digests ------------------------------------------------------------------------------
@@ -329,13 +436,19 @@ def test_tier_day_types_are_normalised() -> None:
 def test_digest_is_of_meaning_not_text() -> None:
     a = parse_plan(BASE)
     # comments, whitespace, key order, tier order, holiday order, day order, time syntax
-    tiers = BASE[BASE.index("[[tariff.tiers]]"):BASE.index("[demand_response]")]
+    tiers = BASE[BASE.index("[[tariff.tiers]]") : BASE.index("[demand_response]")]
     blocks = tiers.split("\n\n")
     reordered = BASE.replace(tiers, "\n\n".join([blocks[2], blocks[0], blocks[1]]) + "\n\n")
-    reordered = reordered.replace('holidays = ["2024-12-25", 2024-12-26]', 'holidays = [2024-12-26, "2024-12-25"]')
-    reordered = reordered.replace('days = ["saturday", "sunday", "holiday"]', 'days = ["holiday", "saturday", "sunday"]')
+    reordered = reordered.replace(
+        'holidays = ["2024-12-25", 2024-12-26]', 'holidays = [2024-12-26, "2024-12-25"]'
+    )
+    reordered = reordered.replace(
+        'days = ["saturday", "sunday", "holiday"]', 'days = ["holiday", "saturday", "sunday"]'
+    )
     reordered = reordered.replace('start = "16:00"', "start = 16:00:00  # a comment")
-    reordered = reordered.replace("min_price = 1000\nmax_price = 90000", "max_price   = 90000\nmin_price = 1000")
+    reordered = reordered.replace(
+        "min_price = 1000\nmax_price = 90000", "max_price   = 90000\nmin_price = 1000"
+    )
     b = parse_plan("# header\n" + reordered)
     assert b.tariff.tiers[0].name == "weekend"  # really reordered
     assert a.tariff.digest() == b.tariff.digest()
@@ -353,15 +466,25 @@ def test_digest_is_of_meaning_not_text() -> None:
     ],
 )
 def test_tariff_digest_changes_with_any_tariff_change(old: str, new: str) -> None:
-    a, b = parse_plan(BASE), parse_plan(BASE.replace(old, new, 1).replace('end = "16:00"', 'end = "16:15"') if "16:15" in new else BASE.replace(old, new, 1))
+    a, b = (
+        parse_plan(BASE),
+        parse_plan(
+            BASE.replace(old, new, 1).replace('end = "16:00"', 'end = "16:15"')
+            if "16:15" in new
+            else BASE.replace(old, new, 1)
+        ),
+    )
     assert a.tariff.digest() != b.tariff.digest()
     assert a.digest() != b.digest()
 
 
 def test_plan_digest_changes_with_non_tariff_fields() -> None:
     a = parse_plan(BASE)
-    for old, new in [("min_group_size = 5", "min_group_size = 6"), ("cap_w = 3000", "cap_w = 3001"),
-                     ("standing_charge_per_day = 50000", "standing_charge_per_day = 50001")]:
+    for old, new in [
+        ("min_group_size = 5", "min_group_size = 6"),
+        ("cap_w = 3000", "cap_w = 3001"),
+        ("standing_charge_per_day = 50000", "standing_charge_per_day = 50001"),
+    ]:
         b = parse_plan(BASE.replace(old, new))
         assert b.tariff.digest() == a.tariff.digest() and b.digest() != a.digest()
     digests = {builtin_plan(n).tariff.digest() for n in builtin_plan_names()}
@@ -378,8 +501,13 @@ def test_check_tariff_flat_and_tou() -> None:
         plan.check_tariff(Tariff(kind="flat", price=2**20))
     # a tou schedule built to encode readings: prices 2^(20k) by quarter of the day
     tiers = tuple(
-        TimeOfUseTier(name=f"q{k}", price=2 ** (20 * k) if k < 2 else 2**31, start_minute=360 * k,
-                      end_minute=360 * (k + 1), day_types=("weekday", "saturday", "sunday", "holiday"))
+        TimeOfUseTier(
+            name=f"q{k}",
+            price=2 ** (20 * k) if k < 2 else 2**31,
+            start_minute=360 * k,
+            end_minute=360 * (k + 1),
+            day_types=("weekday", "saturday", "sunday", "holiday"),
+        )
         for k in range(4)
     )
     evil = Tariff(kind="tou", tiers=tiers, timezone="UTC")
@@ -398,7 +526,9 @@ def test_fixed_charge_counts_local_days_touched() -> None:
     june1 = _iv("2024-06-01T00:00:00+01:00")
     assert plan.fixed_charge(range(june1, june1 + 96)) == day
     assert plan.fixed_charge(range(june1, june1 + 96 * 30)) == 30 * day
-    assert plan.fixed_charge(range(june1 + 95, june1 + 97)) == 2 * day  # 23:45-00:15 touches two days
+    assert (
+        plan.fixed_charge(range(june1 + 95, june1 + 97)) == 2 * day
+    )  # 23:45-00:15 touches two days
     assert plan.fixed_charge(range(june1 + 10, june1 + 11)) == day
     assert plan.fixed_charge(range(june1, june1)) == 0
     # DST days: 23 and 25 hours long, still one day each
@@ -459,6 +589,16 @@ def test_public_surface_is_pinned() -> None:
     for mod in (plans_mod, plan_toml_mod, pf, tf):
         for name in mod.__all__:
             assert hasattr(mod, name), (mod.__name__, name)
-    assert {"Plan", "Tariff", "TimeOfUseTier", "DemandResponse", "PrivacyBudget", "PriceFeed",
-            "PricePoint", "PLAN_FORMAT_VERSION"} <= set(plans_mod.__all__)
-    assert {"parse_plan", "load_plan", "builtin_plan", "builtin_plan_names"} <= set(plan_toml_mod.__all__)
+    assert {
+        "Plan",
+        "Tariff",
+        "TimeOfUseTier",
+        "DemandResponse",
+        "PrivacyBudget",
+        "PriceFeed",
+        "PricePoint",
+        "PLAN_FORMAT_VERSION",
+    } <= set(plans_mod.__all__)
+    assert {"parse_plan", "load_plan", "builtin_plan", "builtin_plan_names"} <= set(
+        plan_toml_mod.__all__
+    )

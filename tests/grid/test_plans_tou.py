@@ -59,8 +59,15 @@ def _reference_price(tariff: Tariff, interval: int, seconds: int) -> int:
 
 
 def _plan(tariff: Tariff, seconds: int = 900, **kw: int) -> Plan:
-    return Plan(plan_id="t", name="t", currency="GBP", interval_seconds=seconds, tariff=tariff,
-                timezone="Europe/London", **kw)
+    return Plan(
+        plan_id="t",
+        name="t",
+        currency="GBP",
+        interval_seconds=seconds,
+        tariff=tariff,
+        timezone="Europe/London",
+        **kw,
+    )
 
 
 # -- fixed scenarios ---------------------------------------------------------------------
@@ -127,8 +134,12 @@ def _dst_tariff() -> Tariff:
         kind="tou",
         timezone="Europe/London",
         tiers=(
-            TimeOfUseTier(name="odd-hour", price=1111, start_minute=60, end_minute=120, day_types=ALL_DAYS),
-            TimeOfUseTier(name="rest", price=2222, start_minute=120, end_minute=60, day_types=ALL_DAYS),
+            TimeOfUseTier(
+                name="odd-hour", price=1111, start_minute=60, end_minute=120, day_types=ALL_DAYS
+            ),
+            TimeOfUseTier(
+                name="rest", price=2222, start_minute=120, end_minute=60, day_types=ALL_DAYS
+            ),
         ),
     )
 
@@ -188,8 +199,15 @@ def _economy7_text() -> str:
 @st.composite
 def tou_tariffs(draw: st.DrawFn) -> Tariff:
     tiers = []
-    groups = draw(st.sampled_from([(ALL_DAYS,), (("weekday",), ("saturday", "sunday", "holiday")),
-                                   (("weekday", "saturday"), ("sunday",), ("holiday",))]))
+    groups = draw(
+        st.sampled_from(
+            [
+                (ALL_DAYS,),
+                (("weekday",), ("saturday", "sunday", "holiday")),
+                (("weekday", "saturday"), ("sunday",), ("holiday",)),
+            ]
+        )
+    )
     for g, day_types in enumerate(groups):
         cuts = sorted(draw(st.sets(st.integers(0, 95), min_size=1, max_size=5)))
         bounds = [c * 15 for c in cuts]
@@ -198,17 +216,44 @@ def tou_tariffs(draw: st.DrawFn) -> Tariff:
             if len(bounds) == 1:
                 s, e = (s, s + 1440) if s == 0 else (s, s)  # one tier for the whole day
                 if e == s:  # wrap-around whole day is not expressible; split at midnight
-                    tiers.append(TimeOfUseTier(name=f"g{g}a", price=draw(st.integers(0, 2**24)),
-                                               start_minute=s, end_minute=1440, day_types=day_types))
-                    tiers.append(TimeOfUseTier(name=f"g{g}b", price=draw(st.integers(0, 2**24)),
-                                               start_minute=0, end_minute=s, day_types=day_types))
+                    tiers.append(
+                        TimeOfUseTier(
+                            name=f"g{g}a",
+                            price=draw(st.integers(0, 2**24)),
+                            start_minute=s,
+                            end_minute=1440,
+                            day_types=day_types,
+                        )
+                    )
+                    tiers.append(
+                        TimeOfUseTier(
+                            name=f"g{g}b",
+                            price=draw(st.integers(0, 2**24)),
+                            start_minute=0,
+                            end_minute=s,
+                            day_types=day_types,
+                        )
+                    )
                     continue
-            tiers.append(TimeOfUseTier(name=f"g{g}t{i}", price=draw(st.integers(0, 2**24)),
-                                       start_minute=s, end_minute=e, day_types=day_types))
-    holidays = draw(st.lists(st.dates(dt.date(2020, 1, 1), dt.date(2029, 12, 31)), max_size=5, unique=True))
+            tiers.append(
+                TimeOfUseTier(
+                    name=f"g{g}t{i}",
+                    price=draw(st.integers(0, 2**24)),
+                    start_minute=s,
+                    end_minute=e,
+                    day_types=day_types,
+                )
+            )
+    holidays = draw(
+        st.lists(st.dates(dt.date(2020, 1, 1), dt.date(2029, 12, 31)), max_size=5, unique=True)
+    )
     tz = draw(st.sampled_from(["Europe/London", "America/New_York", "Australia/Sydney", "UTC"]))
-    return Tariff(kind="tou", timezone=tz, tiers=tuple(draw(st.permutations(tiers))),
-                  holidays=tuple(d.isoformat() for d in holidays))
+    return Tariff(
+        kind="tou",
+        timezone=tz,
+        tiers=tuple(draw(st.permutations(tiers))),
+        holidays=tuple(d.isoformat() for d in holidays),
+    )
 
 
 readings_st = st.dictionaries(
@@ -229,8 +274,12 @@ def test_tou_energy_charge_matches_reference(tariff: Tariff, readings: dict[int,
 @settings(max_examples=40, deadline=None)
 @given(tou_tariffs())
 def test_tou_digest_ignores_order(tariff: Tariff) -> None:
-    again = Tariff(kind="tou", timezone=tariff.timezone, tiers=tuple(reversed(tariff.tiers)),
-                   holidays=tuple(reversed(tariff.holidays)))
+    again = Tariff(
+        kind="tou",
+        timezone=tariff.timezone,
+        tiers=tuple(reversed(tariff.tiers)),
+        holidays=tuple(reversed(tariff.holidays)),
+    )
     assert again.digest() == tariff.digest()
 
 
@@ -245,8 +294,13 @@ _RT_KEY = demo_feed_signing_key("prop-feed")
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.dictionaries(st.integers(0, 10**7), st.tuples(st.integers(-10**6, 10**6), st.integers(0, 2**24)),
-                       max_size=20))
+@given(
+    st.dictionaries(
+        st.integers(0, 10**7),
+        st.tuples(st.integers(-(10**6), 10**6), st.integers(0, 2**24)),
+        max_size=20,
+    )
+)
 def test_realtime_energy_charge_matches_reference(data: dict[int, tuple[int, int]]) -> None:
     tariff = Tariff(kind="realtime", feed_id="prop-feed", feed_key=_RT_KEY.verify_key.hex())
     feed = PriceFeed.publish(_RT_KEY, "prop-feed", 900, {t: p for t, (_, p) in data.items()})

@@ -46,26 +46,32 @@ def test_parse_specs():
     assert parse_source_spec("p1:/dev/ttyUSB0").target == "/dev/ttyUSB0"
     s = parse_source_spec("P1-TCP:meter.local:2001?spec=fluvius&tz=Europe/Brussels")
     assert (s.scheme, s.target, s.options) == (
-        "p1-tcp", "meter.local:2001", {"spec": "fluvius", "tz": "Europe/Brussels"})
+        "p1-tcp",
+        "meter.local:2001",
+        {"spec": "fluvius", "tz": "Europe/Brussels"},
+    )
     assert parse_source_spec("sim").target == ""
 
 
-@pytest.mark.parametrize(("spec", "match"), [
-    ("modbus:1.2.3.4", "unknown source scheme 'modbus'.*p1:/dev/ttyUSB0.*dlms:HOST"),
-    ("", "empty --source"),
-    ("p1:", "serial device missing"),
-    ("p1-tcp:host", "port missing"),
-    ("p1-tcp:host:99999", "1..65535"),
-    ("p1-tcp:host:x", "must be an integer"),
-    ("p1-tcp:[::1", "IPv6"),
-    ("p1-tcp:h:1?bogus=1", "unknown option.*bogus"),
-    ("p1-tcp:h:1?max_power_w=lots", "not a number"),
-    ("p1-tcp:h:1?a=1&&", "malformed options"),
-    ("csv:", "file path missing"),
-    ("sim:abc", "seed must be an integer"),
-    ("dlms:h?auth=lls", "password"),
-    ("dlms:h?colour=red", "unknown DLMS option"),
-])
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("modbus:1.2.3.4", "unknown source scheme 'modbus'.*p1:/dev/ttyUSB0.*dlms:HOST"),
+        ("", "empty --source"),
+        ("p1:", "serial device missing"),
+        ("p1-tcp:host", "port missing"),
+        ("p1-tcp:host:99999", "1..65535"),
+        ("p1-tcp:host:x", "must be an integer"),
+        ("p1-tcp:[::1", "IPv6"),
+        ("p1-tcp:h:1?bogus=1", "unknown option.*bogus"),
+        ("p1-tcp:h:1?max_power_w=lots", "not a number"),
+        ("p1-tcp:h:1?a=1&&", "malformed options"),
+        ("csv:", "file path missing"),
+        ("sim:abc", "seed must be an integer"),
+        ("dlms:h?auth=lls", "password"),
+        ("dlms:h?colour=red", "unknown DLMS option"),
+    ],
+)
 def test_bad_specs_are_config_errors(spec, match):
     with pytest.raises(ConfigError, match=match):
         open_source(spec, interval_seconds=IV)
@@ -78,17 +84,27 @@ def test_every_scheme_is_documented():
 def test_dlms_spec_builds_settings(tmp_path):
     pw = tmp_path / "pw"
     pw.write_text("12345678")
-    src = open_source(f"dlms:[::1]?auth=lls&password_file={pw}&client=32&profile=none",
-                      interval_seconds=IV, poll_s=5)
+    src = open_source(
+        f"dlms:[::1]?auth=lls&password_file={pw}&client=32&profile=none",
+        interval_seconds=IV,
+        poll_s=5,
+    )
     assert isinstance(src, DlmsSource) and isinstance(src, LoadSource)
     st = src.settings
     assert (st.host, st.port, st.client_address, st.password, st.profile_obis) == (
-        "::1", 4059, 32, b"12345678", None)
+        "::1",
+        4059,
+        32,
+        b"12345678",
+        None,
+    )
 
 
 def test_csv_spec(tmp_path):
-    rows = [IntervalReading(interval=K + k, energy_wh=e, power_w=None)
-            for k, e in enumerate([120, -30, 0, 77])]
+    rows = [
+        IntervalReading(interval=K + k, energy_wh=e, power_w=None)
+        for k, e in enumerate([120, -30, 0, 77])
+    ]
     path = tmp_path / "m.csv"
     write_csv_readings(path, rows, IV)
     got = list(open_source(f"csv:{path}", interval_seconds=IV).readings())
@@ -110,8 +126,16 @@ def _telegrams(test_data: Path, name: str, seed: int):
         template = f.read()
     rng = random.Random(seed)
     powers = [rng.randint(-3000, 7000) for _ in range(N * IV // 10)]
-    tel = list(synthesize_telegrams(template, start_unix=B, power_w=powers, tz="Europe/Amsterdam",
-                                    import_wh=2_000_000, export_wh=300_000))
+    tel = list(
+        synthesize_telegrams(
+            template,
+            start_unix=B,
+            power_w=powers,
+            tz="Europe/Amsterdam",
+            import_wh=2_000_000,
+            export_wh=300_000,
+        )
+    )
     net = {t.unix: t.import_wh - t.export_wh for t in tel}
     truth = [net[B + (k + 1) * IV] - net[B + k * IV] for k in range(N)]
     return tel, truth
@@ -131,8 +155,9 @@ def neighbourhood(test_data, tmp_path_factory):
     tel_a, truth_a = _telegrams(test_data, "v5", 1)
     master, slave = os.openpty()
     tty.setraw(slave)
-    src_a = open_source(f"p1:{os.ttyname(slave)}?reconnect_delay_s=none&read_timeout_s=0.2",
-                        interval_seconds=IV)
+    src_a = open_source(
+        f"p1:{os.ttyname(slave)}?reconnect_delay_s=none&read_timeout_s=0.2", interval_seconds=IV
+    )
 
     def write_a():
         assert src_a.connected.wait(10)  # opening a serial port flushes its input
@@ -150,13 +175,15 @@ def neighbourhood(test_data, tmp_path_factory):
             conn.sendall(b"".join(t.text.encode("latin-1") for t in sent_b))
 
     server = threading.Thread(target=bridge, daemon=True)
-    src_b = open_source(f"p1-tcp:127.0.0.1:{srv.getsockname()[1]}?reconnect_delay_s=none",
-                        interval_seconds=IV)
+    src_b = open_source(
+        f"p1-tcp:127.0.0.1:{srv.getsockname()[1]}?reconnect_delay_s=none", interval_seconds=IV
+    )
     # meter C: a CSV export
     truth_c = [311, 290, -45, 502]
     csv = tmp_path / "c.csv"
-    write_csv_readings(csv, [IntervalReading(interval=K + k, energy_wh=e)
-                             for k, e in enumerate(truth_c)], IV)
+    write_csv_readings(
+        csv, [IntervalReading(interval=K + k, energy_wh=e) for k, e in enumerate(truth_c)], IV
+    )
     src_c = open_source(f"csv:{csv}", interval_seconds=IV)
     assert all(isinstance(s, LoadSource) for s in (src_a, src_b, src_c))
 
@@ -201,8 +228,10 @@ def test_neighbourhood_total_by_secure_aggregation(neighbourhood):
     for k in range(N + 1):
         if k < N:
             missing = [ids[m] for m, v in values.items() if v[k] is None]
-            group.step(lambda mid, t: {ids[m]: v for m, v in values.items()}[mid][t - K] or 0,
-                       no_reading=missing)
+            group.step(
+                lambda mid, t: {ids[m]: v for m, v in values.items()}[mid][t - K] or 0,
+                no_reading=missing,
+            )
         else:
             group.step(lambda mid, t: 0)  # flushes the last result
     results = {r.interval: r for r in group.results}

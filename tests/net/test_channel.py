@@ -108,16 +108,26 @@ def test_keys_validated():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.sampled_from([KIND_PUSH, KIND_REQUEST, KIND_REPLY]), st.integers(0, 2**32 - 1),
-       st.lists(st.binary(max_size=40), min_size=1, max_size=5))
+@given(
+    st.sampled_from([KIND_PUSH, KIND_REQUEST, KIND_REPLY]),
+    st.integers(0, 2**32 - 1),
+    st.lists(st.binary(max_size=40), min_size=1, max_size=5),
+)
 def test_body_roundtrip(kind, ref, msgs):
     assert unpack_body(pack_body(kind, ref, msgs)) == (kind, ref, msgs)
 
 
-@pytest.mark.parametrize("body", [b"", b"\x00\x00\x00", b"\x07\x00\x00\x00\x00",
-                                  b"\x00\x00\x00\x00\x00",  # push without a message
-                                  b"\x00\x00\x00\x00\x00\x00\x00\x00\x09ab",
-                                  b"\x02\x00\x00\x00\x01\x00\x00"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\x00\x00\x00",
+        b"\x07\x00\x00\x00\x00",
+        b"\x00\x00\x00\x00\x00",  # push without a message
+        b"\x00\x00\x00\x00\x00\x00\x00\x00\x09ab",
+        b"\x02\x00\x00\x00\x01\x00\x00",
+    ],
+)
 def test_body_malformed(body):
     with pytest.raises(MalformedMessage):
         unpack_body(body)
@@ -138,14 +148,18 @@ def test_error_codes_map_to_classes():
 
 # -- relay ------------------------------------------------------------------------
 
+
 def relay_pair() -> tuple[RelayCipher, RelayCipher, RelayCipher]:
     rng = random.Random(7)
     ka, kb, kc = (AgreementKey.generate(rng) for _ in range(3))
     ab = ka.agree(kb.public, group="g", epoch=1, id_a="m1", id_b="m2").aead_key
     ba = kb.agree(ka.public, group="g", epoch=1, id_a="m2", id_b="m1").aead_key
     ac = ka.agree(kc.public, group="g", epoch=1, id_a="m1", id_b="m3").aead_key
-    return (RelayCipher(ab, me="m1", peer="m2"), RelayCipher(ba, me="m2", peer="m1"),
-            RelayCipher(ac, me="m3", peer="m1"))
+    return (
+        RelayCipher(ab, me="m1", peer="m2"),
+        RelayCipher(ba, me="m2", peer="m1"),
+        RelayCipher(ac, me="m3", peer="m1"),
+    )
 
 
 def test_relay_end_to_end():

@@ -95,8 +95,9 @@ def test_random_outages_seeded():
     assert a.is_down("m1", (s + e) / 2) and not a.is_down("m1", s - 1e-6)
 
 
-@pytest.mark.parametrize("kw", [dict(loss=1.5), dict(latency_ms=-1), dict(bandwidth_bps=0),
-                                dict(jitter_ms=float("nan"))])
+@pytest.mark.parametrize(
+    "kw", [dict(loss=1.5), dict(latency_ms=-1), dict(bandwidth_bps=0), dict(jitter_ms=float("nan"))]
+)
 def test_profile_validation(kw):
     with pytest.raises(ValueError):
         LinkProfile(**kw)

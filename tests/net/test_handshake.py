@@ -45,9 +45,12 @@ class Impostor:
 
 def run_pair(client_id=METER, server_id=SERVER, client_trusts=None, server_trusts=None, seed=1):
     rng = random.Random(seed)
-    c = ClientHandshake(client_id, client_trusts or trust_key(SERVER.verify_key, "head-end"), rng=rng)
-    s = ServerHandshake(server_id, server_trusts or TrustStore([(METER.verify_key, "meter-1")]),
-                        rng=rng)
+    c = ClientHandshake(
+        client_id, client_trusts or trust_key(SERVER.verify_key, "head-end"), rng=rng
+    )
+    s = ServerHandshake(
+        server_id, server_trusts or TrustStore([(METER.verify_key, "meter-1")]), rng=rng
+    )
     m2 = s.receive(c.start())
     assert m2 is not None
     m3 = c.receive(m2)
@@ -160,7 +163,9 @@ def test_low_order_ephemeral():
         s.receive(plain_frame(ClientHello(versions=(1,), ephemeral=bytes(32))))
 
 
-@pytest.mark.parametrize("payload", [b"", b"\x01" + bytes(40), b"\x00garbage", b"\x00" + b"\xc1" * 10])
+@pytest.mark.parametrize(
+    "payload", [b"", b"\x01" + bytes(40), b"\x00garbage", b"\x00" + b"\xc1" * 10]
+)
 def test_garbage_first_frame(payload):
     s = ServerHandshake(SERVER, TrustStore())
     with pytest.raises((MalformedMessage, UnexpectedMessage)):

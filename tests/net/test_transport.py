@@ -143,6 +143,7 @@ async def still_serving(srv: Server, key: SigningKey = M2) -> None:
 
 # -- the happy path -----------------------------------------------------------------
 
+
 def test_request_push_and_send_to():
     async def go(srv: Server, app: App) -> None:
         async with await client(srv) as c:
@@ -171,7 +172,8 @@ def test_concurrent_clients_and_requests():
         c1, c2 = await client(srv, M1), await client(srv, M2)
         r = await asyncio.gather(*(c.request(Ask(x=i)) for i in range(20, 40) for c in (c1, c2)))
         assert sorted((a.who, a.x) for a in r) == sorted(
-            (w, 2 * i) for i in range(20, 40) for w in ("meter-1", "meter-2"))
+            (w, 2 * i) for i in range(20, 40) for w in ("meter-1", "meter-2")
+        )
         await c1.close()
         await c2.close()
 
@@ -180,6 +182,7 @@ def test_concurrent_clients_and_requests():
 
 def test_handler_errors_send_code_only_and_connection_survives(caplog):
     caplog.set_level(logging.INFO, logger="privmeter.net")
+
     async def go(srv: Server, app: App) -> None:
         async with await client(srv) as c:
             with pytest.raises(BudgetExceeded) as ei:
@@ -238,6 +241,7 @@ def test_reconnect_replaces_previous_connection():
 
 # -- authentication -------------------------------------------------------------------
 
+
 class Impostor:
     def __init__(self, claimed: SigningKey, real: SigningKey) -> None:
         self.verify_key = claimed.verify_key
@@ -289,7 +293,9 @@ def test_impostor_server():
 def test_unsupported_version():
     async def go(srv: Server, app: App) -> None:
         reader, writer = await asyncio.open_connection(HOST, srv.port)
-        writer.write(encode_frame(plain_frame(ClientHello(versions=(9,), ephemeral=os.urandom(32)))))
+        writer.write(
+            encode_frame(plain_frame(ClientHello(versions=(9,), ephemeral=os.urandom(32))))
+        )
         assert await read_error(reader, None) == "version"
         await assert_closed(reader, writer)
 
@@ -297,6 +303,7 @@ def test_unsupported_version():
 
 
 # -- the hostile client ---------------------------------------------------------------
+
 
 def test_tampered_ciphertext():
     async def go(srv: Server, app: App) -> None:
@@ -376,8 +383,13 @@ def test_oversized_frame(after_handshake):
 def test_client_refuses_oversized_record():
     async def go(srv: Server, app: App) -> None:
         async with await client(srv, max_frame=1024) as c:
-            big = RelayEnvelope(sender="meter-1", recipient="meter-2", context="c",
-                                nonce=bytes(12), ciphertext=bytes(5000))
+            big = RelayEnvelope(
+                sender="meter-1",
+                recipient="meter-2",
+                context="c",
+                nonce=bytes(12),
+                ciphertext=bytes(5000),
+            )
             with pytest.raises(LocalProtocolError):  # we never send what the peer must refuse
                 await c.send(big)
             assert await c.request(Ask(x=1)) == Answer(x=2, who="meter-1")
@@ -410,8 +422,9 @@ def test_connection_flood():
         for _ in range(200):
             flood.append(await asyncio.open_connection(HOST, srv.port))
             if len(flood) % 20 == 0:
-                assert await legit.request(Ask(x=len(flood))) == Answer(x=2 * len(flood),
-                                                                        who="meter-1")
+                assert await legit.request(Ask(x=len(flood))) == Answer(
+                    x=2 * len(flood), who="meter-1"
+                )
         await asyncio.sleep(0.05)
         # beyond max_handshakes: closed at once (how many depends on how fast we opened them)
         assert srv.stats.refused_capacity >= 1
@@ -471,6 +484,7 @@ def test_rate_limit_throttles_without_losing():
 
 # -- relay ------------------------------------------------------------------------------
 
+
 def test_relay_end_to_end_through_server():
     async def go(srv: Server, app: App) -> None:
         rng = random.Random(3)
@@ -484,8 +498,9 @@ def test_relay_end_to_end_through_server():
         env = await c2.recv(timeout=5)
         assert r2.open(env, context="agg/share") == b"share for meter-2"
         # meter-1 pretending to be meter-2 is refused by the relay
-        spoof = dataclasses.replace(r1.seal("agg/share", b"x"), sender="meter-2",
-                                    recipient="meter-1")
+        spoof = dataclasses.replace(
+            r1.seal("agg/share", b"x"), sender="meter-2", recipient="meter-1"
+        )
         with pytest.raises(MalformedMessage):
             await c1.request(spoof)
         assert app.notes == []
@@ -496,6 +511,7 @@ def test_relay_end_to_end_through_server():
 
 
 # -- emulation ----------------------------------------------------------------------------
+
 
 def test_emulated_loss_matches_seeded_decisions():
     profile = LinkProfile(latency_ms=2.0, jitter_ms=1.0, loss=0.3)
@@ -552,8 +568,9 @@ def test_peer_that_stops_reading_is_dropped():
     async def go(srv: Server, app: App) -> None:
         _reader, writer, _ = await raw_session(srv, M1)  # never reads again
         c2 = await client(srv, M2)
-        big = RelayEnvelope(sender="x", recipient="meter-1", context="c", nonce=bytes(12),
-                            ciphertext=bytes(1 << 20))
+        big = RelayEnvelope(
+            sender="x", recipient="meter-1", context="c", nonce=bytes(12), ciphertext=bytes(1 << 20)
+        )
         with pytest.raises(TransportError):
             for _ in range(200):  # fills both socket buffers, then times out
                 await srv.send_to("meter-1", big)

@@ -41,8 +41,15 @@ def core(db: str) -> HeadEndCore:
     c = HeadEndCore(he, [plan], store=HeadEndStore(db), window_back=10**6)
     proof = sk.prove_wellformed()
     for m, k in ms.items():
-        c.register(m, k.verify_key, sk.public_key, plan, wellformed_proof=proof, period_start=T0,
-                   period_intervals=100_000)
+        c.register(
+            m,
+            k.verify_key,
+            sk.public_key,
+            plan,
+            wellformed_proof=proof,
+            period_start=T0,
+            period_intervals=100_000,
+        )
     return c
 
 

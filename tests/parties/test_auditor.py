@@ -37,38 +37,77 @@ def bundle(paillier_2048, tmp_path_factory) -> dict[str, Path]:
     plan = builtin_plan("realtime-demo")
     day0 = MIDNIGHT // plan.interval_seconds
     n = 96
-    feed = PriceFeed.publish(demo_feed_signing_key("realtime-demo"), "realtime-demo", 900,
-                             {day0 + i: 8000 + (i * 389) % 30000 for i in range(n)})
+    feed = PriceFeed.publish(
+        demo_feed_signing_key("realtime-demo"),
+        "realtime-demo",
+        900,
+        {day0 + i: 8000 + (i * 389) % 30000 for i in range(n)},
+    )
     meter, headend = SigningKey.from_seed(b"m" * 32), SigningKey.from_seed(b"h" * 32)
     other_meter = SigningKey.from_seed(b"o" * 32)
     store = SqliteBillingStore(tmp / "headend.sqlite")
     ledger = BillingLedger(headend, [plan], store=store)
     proof = sk.prove_wellformed()
-    ledger.register("m1", meter.verify_key, pk, plan, wellformed_proof=proof, period_start=day0, period_intervals=n)
-    ledger.register("m2", other_meter.verify_key, pk, plan, wellformed_proof=proof, period_start=day0,
-                    period_intervals=n)
+    ledger.register(
+        "m1",
+        meter.verify_key,
+        pk,
+        plan,
+        wellformed_proof=proof,
+        period_start=day0,
+        period_intervals=n,
+    )
+    ledger.register(
+        "m2",
+        other_meter.verify_key,
+        pk,
+        plan,
+        wellformed_proof=proof,
+        period_start=day0,
+        period_intervals=n,
+    )
     ledger.publish_feed(feed)
     r = random.Random(4)
     readings = {}
     for i in range(n):
         t = day0 + i
         readings[t] = r.randint(-600, 1800)
-        ledger.receive(make_record(meter, "m1", t, pk, pk.encrypt(readings[t], rng=r)), current_interval=t)
+        ledger.receive(
+            make_record(meter, "m1", t, pk, pk.encrypt(readings[t], rng=r)), current_interval=t
+        )
         if i % 7 == 0:  # another household's records interleave in the log
-            ledger.receive(make_record(other_meter, "m2", t, pk, pk.encrypt(5, rng=r)), current_interval=t)
+            ledger.receive(
+                make_record(other_meter, "m2", t, pk, pk.encrypt(5, rng=r)), current_interval=t
+            )
     st = ledger.statement("m1", 0, now=MIDNIGHT + 86400)
-    proof = settle(st, headend_key=headend.verify_key, meter_key=meter.verify_key, secret_key=sk, meter_id="m1",
-                   plan=plan, period=range(day0, day0 + n), readings=readings,
-                   records=[record_from_bytes(b) for b in store.records("m1", day0, day0 + n)], feed=feed)
+    proof = settle(
+        st,
+        headend_key=headend.verify_key,
+        meter_key=meter.verify_key,
+        secret_key=sk,
+        meter_id="m1",
+        plan=plan,
+        period=range(day0, day0 + n),
+        readings=readings,
+        records=[record_from_bytes(b) for b in store.records("m1", day0, day0 + n)],
+        feed=feed,
+    )
     assert isinstance(proof, BillProof)
     files = {
-        "statement": tmp / "statement.json", "proof": tmp / "proof.json", "keys": tmp / "keys.json",
-        "feed": tmp / "feed.json", "log": tmp / "log.jsonl", "sqlite": tmp / "headend.sqlite",
+        "statement": tmp / "statement.json",
+        "proof": tmp / "proof.json",
+        "keys": tmp / "keys.json",
+        "feed": tmp / "feed.json",
+        "log": tmp / "log.jsonl",
+        "sqlite": tmp / "headend.sqlite",
     }
     files["statement"].write_text(json.dumps(statement_to_dict(st)))
     files["proof"].write_text(json.dumps(proof_to_dict(proof)))
-    files["keys"].write_text(json.dumps(keys_to_dict(headend.verify_key, meter.verify_key,
-                                                     HouseholdKeys(sk).public_dict())))
+    files["keys"].write_text(
+        json.dumps(
+            keys_to_dict(headend.verify_key, meter.verify_key, HouseholdKeys(sk).public_dict())
+        )
+    )
     files["feed"].write_text(feed.to_json())
     write_log_jsonl(store.iter_log(), files["log"])
     store.close()
@@ -77,12 +116,27 @@ def bundle(paillier_2048, tmp_path_factory) -> dict[str, Path]:
     return files
 
 
-def _audit(files: dict[str, Path], capsys, *, log: str = "log", extra: tuple[str, ...] = (), **override):
+def _audit(
+    files: dict[str, Path], capsys, *, log: str = "log", extra: tuple[str, ...] = (), **override
+):
     paths = {k: str(v) for k, v in files.items()}
     paths.update(override)
-    argv = ["audit", "--statement", paths["statement"], "--log", paths.get(log, log), "--plan",
-            paths.get("plan", "builtin:realtime-demo"), "--feed", paths["feed"], "--proof", paths["proof"],
-            "--keys", paths["keys"], *extra]
+    argv = [
+        "audit",
+        "--statement",
+        paths["statement"],
+        "--log",
+        paths.get(log, log),
+        "--plan",
+        paths.get("plan", "builtin:realtime-demo"),
+        "--feed",
+        paths["feed"],
+        "--proof",
+        paths["proof"],
+        "--keys",
+        paths["keys"],
+        *extra,
+    ]
     code = main(argv)
     return code, capsys.readouterr().out
 
@@ -92,7 +146,12 @@ def test_verified_from_jsonl_and_sqlite(bundle, capsys) -> None:
     assert code == 0 and out.startswith("VERIFIED meter m1") and "96 signed records" in out
     code, out = _audit(bundle, capsys, log="sqlite", extra=("--json",))
     report = json.loads(out)
-    assert code == 0 and report["verified"] and report["record_count"] == 96 and report["chain_from_genesis"]
+    assert (
+        code == 0
+        and report["verified"]
+        and report["record_count"] == 96
+        and report["chain_from_genesis"]
+    )
 
 
 def test_under_reported_proof_fails(bundle, capsys, tmp_path: Path) -> None:
@@ -131,8 +190,12 @@ def test_tampered_log_fails(bundle, capsys, tmp_path: Path) -> None:
 def test_wrong_plan_feed_or_format_fails(bundle, capsys, tmp_path: Path) -> None:
     code, out = _audit(bundle, capsys, plan="builtin:lcl-flat")
     assert code == 1 and out.startswith("FAILED TariffRejected")
-    other = PriceFeed.publish(demo_feed_signing_key("realtime-demo"), "realtime-demo", 900,
-                              {t: p + 1 for t, p in PriceFeed.from_json(bundle["feed"].read_text()).prices.items()})
+    other = PriceFeed.publish(
+        demo_feed_signing_key("realtime-demo"),
+        "realtime-demo",
+        900,
+        {t: p + 1 for t, p in PriceFeed.from_json(bundle["feed"].read_text()).prices.items()},
+    )
     f = tmp_path / "feed.json"
     f.write_text(other.to_json())
     code, out = _audit(bundle, capsys, feed=str(f))

@@ -73,8 +73,18 @@ def _started(world: World):  # a core with an epoch and one interval open
     p = make_parties(world)
     link = MemoryLink(p)
     clock = SimClock(0)
-    asyncio.run(drive(p.core, link, world.groups, first_interval=world.first_interval, count=4,
-                      interval_seconds=world.scenario.interval_seconds, clock=clock, settle=False))
+    asyncio.run(
+        drive(
+            p.core,
+            link,
+            world.groups,
+            first_interval=world.first_interval,
+            count=4,
+            interval_seconds=world.scenario.interval_seconds,
+            clock=clock,
+            settle=False,
+        )
+    )
     return p
 
 
@@ -84,32 +94,62 @@ def test_hostile_messages_rejected_and_core_keeps_serving(tiny_world: World) -> 
     h0, h1 = tiny_world.households[0], tiny_world.households[1]
     t = tiny_world.first_interval + 6
     now = (t + 1) * 900
-    good = make_record(h0.signing_key, h0.meter_id, t, h0.secret_key.public_key,
-                       h0.secret_key.public_key.encrypt(100))
+    good = make_record(
+        h0.signing_key,
+        h0.meter_id,
+        t,
+        h0.secret_key.public_key,
+        h0.secret_key.public_key.encrypt(100),
+    )
     # a record signed by another meter's key
-    forged = make_record(h1.signing_key, h0.meter_id, t, h0.secret_key.public_key,
-                         h0.secret_key.public_key.encrypt(1))
+    forged = make_record(
+        h1.signing_key,
+        h0.meter_id,
+        t,
+        h0.secret_key.public_key,
+        h0.secret_key.public_key.encrypt(1),
+    )
     with pytest.raises(InvalidSignature):
         core.handle(h0.meter_id, forged, now=now, interval=t)
     # a record naming another meter than the authenticated peer
     with pytest.raises(UnknownParty):
         core.handle(h1.meter_id, good, now=now, interval=t)
     # under another household's key
-    other = make_record(h0.signing_key, h0.meter_id, t, h1.secret_key.public_key,
-                        h1.secret_key.public_key.encrypt(1))
+    other = make_record(
+        h0.signing_key,
+        h0.meter_id,
+        t,
+        h1.secret_key.public_key,
+        h1.secret_key.public_key.encrypt(1),
+    )
     with pytest.raises(KeyMismatch):
         core.handle(h0.meter_id, other, now=now, interval=t)
     # far in the past
-    old = make_record(h0.signing_key, h0.meter_id, t - 500, h0.secret_key.public_key,
-                      h0.secret_key.public_key.encrypt(1))
+    old = make_record(
+        h0.signing_key,
+        h0.meter_id,
+        t - 500,
+        h0.secret_key.public_key,
+        h0.secret_key.public_key.encrypt(1),
+    )
     with pytest.raises(StaleMessage):
         core.handle(h0.meter_id, old, now=now, interval=t)
     # a message type the head-end does not take
     with pytest.raises(UnexpectedMessage):
         core.handle(h0.meter_id, Tick(now=now, interval=t), now=now, interval=t)
     # a masked input outside the open interval, with a forged MAC
-    mi = MaskedInput(group="feeder-001", epoch=1, interval=t, meter_id=h0.meter_id, masked=(), shares=b"",
-                     recovery=b"", reveal_interval=-1, reveals=b"", tag=b"\0" * 16)
+    mi = MaskedInput(
+        group="feeder-001",
+        epoch=1,
+        interval=t,
+        meter_id=h0.meter_id,
+        masked=(),
+        shares=b"",
+        recovery=b"",
+        reveal_interval=-1,
+        reveals=b"",
+        tag=b"\0" * 16,
+    )
     with pytest.raises((UnexpectedMessage, StaleMessage, InvalidSignature)):
         core.handle(h0.meter_id, mi, now=now, interval=t)
     # the good record is accepted once, its replay refused
@@ -120,7 +160,9 @@ def test_hostile_messages_rejected_and_core_keeps_serving(tiny_world: World) -> 
     assert core.errors["invalid-signature"] == 1
     assert core.errors["replay"] == 1
     # a tampered copy (bit flipped in the ciphertext) fails the signature
-    bad = dataclasses.replace(good, ciphertext=bytes([good.ciphertext[0] ^ 1]) + good.ciphertext[1:])
+    bad = dataclasses.replace(
+        good, ciphertext=bytes([good.ciphertext[0] ^ 1]) + good.ciphertext[1:]
+    )
     assert isinstance(bad, ReadingRecord)
     with pytest.raises(InvalidSignature):
         core.handle(h0.meter_id, bad, now=now, interval=t)
@@ -129,13 +171,27 @@ def test_hostile_messages_rejected_and_core_keeps_serving(tiny_world: World) -> 
 def test_check_detects_a_wrong_total(tiny_world: World) -> None:
     p = make_parties(tiny_world)
     link = MemoryLink(p)
-    log = asyncio.run(drive(p.core, link, tiny_world.groups, first_interval=tiny_world.first_interval, count=3,
-                            interval_seconds=900, clock=SimClock(0)))
+    log = asyncio.run(
+        drive(
+            p.core,
+            link,
+            tiny_world.groups,
+            first_interval=tiny_world.first_interval,
+            count=3,
+            interval_seconds=900,
+            clock=SimClock(0),
+        )
+    )
     res = check(tiny_world, p.core, log, meters=p.meters)
     assert res["aggregation"]["max_abs_error"] == 0
     # a liar's truth: one meter's readings off by one -> the check reports error 1
-    truth = {m: {t: (a.load.energy_wh(t) or 0) + (m == "m00000") for t in range(tiny_world.first_interval,
-             tiny_world.first_interval + 8)} for m, a in p.meters.items()}
+    truth = {
+        m: {
+            t: (a.load.energy_wh(t) or 0) + (m == "m00000")
+            for t in range(tiny_world.first_interval, tiny_world.first_interval + 8)
+        }
+        for m, a in p.meters.items()
+    }
     res2 = check(tiny_world, p.core, log, truth=truth)
     assert res2["aggregation"]["max_abs_error"] == 1
 
@@ -149,7 +205,7 @@ def test_next_epoch_degree_is_sized_for_the_observed_dropout(sim_cache: Path) ->
 
     world = build(tiny_scenario(sim_cache, households=40, min_survivors=3))
     p = make_parties(world)
-    (g, members), = world.groups.items()
+    ((g, members),) = world.groups.items()
     n = len(members)
     assert p.core.observed_dropout(g, n) == 0.0
     p.core.new_epoch(g, world.first_interval)
@@ -161,7 +217,9 @@ def test_next_epoch_degree_is_sized_for_the_observed_dropout(sim_cache: Path) ->
     assert p.core.groups[g].agg._degree == degree_for(n, 0.3) > default_degree(n)
 
 
-def test_a_redefined_or_restarted_group_keeps_its_event_window_and_daily_count(tmp_path: Path) -> None:
+def test_a_redefined_or_restarted_group_keeps_its_event_window_and_daily_count(
+    tmp_path: Path,
+) -> None:
     """Demand-management limits come back from the store: a head-end restarted (or a group
     redefined with a new roster) during an event's window opens no second event in it, and
     the day's events still count against ``max_events_per_day``."""
@@ -172,8 +230,12 @@ def test_a_redefined_or_restarted_group_keeps_its_event_window_and_daily_count(t
     plan = load_plan(Path(__file__).parents[1] / "app" / "plan-dr-3s.toml")
     store = HeadEndStore(tmp_path / "he.db")
     start = 86400 // 3 * 5 + 100  # an interval of day 5
-    store.put_event("e1", "g", start - 1, {"side": "above", "action": "curtail", "start_interval": start,
-                                           "duration_minutes": 30})
+    store.put_event(
+        "e1",
+        "g",
+        start - 1,
+        {"side": "above", "action": "curtail", "start_interval": start, "duration_minutes": 30},
+    )
     store.put_event("e0", "other", start - 1, {"start_interval": start, "duration_minutes": 1440})
     core = HeadEndCore(SigningKey.generate(), [plan], store=store, demand=True, interval_seconds=3)
     core.define_group(GroupConfig(group_id="g", members=("a", "b", "c"), max_events_per_day=1))

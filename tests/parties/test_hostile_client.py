@@ -49,8 +49,15 @@ def test_hostile_client(tiny_world: World) -> None:
 async def _scenario(world: World) -> None:
     core = make_core(world)
     link = NetLink(core, round_timeout=2)
-    server = await start_server(core, link, trust_for(world), host="127.0.0.1", port=0,
-                                max_handshakes=8, handshake_timeout=1.0)
+    server = await start_server(
+        core,
+        link,
+        trust_for(world),
+        host="127.0.0.1",
+        port=0,
+        max_handshakes=8,
+        handshake_timeout=1.0,
+    )
     port = server.port
     he_vk = core.signing_key.verify_key
     h0, h1 = world.households[0], world.households[1]
@@ -88,8 +95,13 @@ async def _scenario(world: World) -> None:
         err = await _recv(mal, Receipt)
         assert isinstance(err, ErrorMessage) and err.code == "replay"
         # a record claiming to be from another meter than the authenticated one
-        other = make_record(h1.signing_key, h1.meter_id, t, h1.secret_key.public_key,
-                            h1.secret_key.public_key.encrypt(1))
+        other = make_record(
+            h1.signing_key,
+            h1.meter_id,
+            t,
+            h1.secret_key.public_key,
+            h1.secret_key.public_key.encrypt(1),
+        )
         await mal.send(other)
         err = await _recv(mal, Receipt)
         assert isinstance(err, ErrorMessage) and err.code == "unknown-party"

@@ -41,9 +41,19 @@ def _policies(db: Path) -> tuple[MeterLedgerStore, dict[str, MembershipPolicy]]:
     return store, pol
 
 
-def _run_epoch(pol: dict[str, MembershipPolicy], epoch: int, first: int, steps: int) -> list[tuple[str, int]]:
-    g = make_group(len(KEYS), epoch=epoch, first_interval=first, meter_keys=KEYS, headend_key=HEADEND,
-                   membership=pol, seed=epoch, min_survivors=3)
+def _run_epoch(
+    pol: dict[str, MembershipPolicy], epoch: int, first: int, steps: int
+) -> list[tuple[str, int]]:
+    g = make_group(
+        len(KEYS),
+        epoch=epoch,
+        first_interval=first,
+        meter_keys=KEYS,
+        headend_key=HEADEND,
+        membership=pol,
+        seed=epoch,
+        min_survivors=3,
+    )
     for m in g.meters.values():
         g.headend.handle_advert(encode(m.advertise()))
     bundle = decode(encode(g.headend.make_bundle()), expect=KeyBundle)
@@ -133,9 +143,19 @@ def _dr_meter(store: MeterLedgerStore, pk, roster: dict[str, SigningKey]):  # ty
 
     plan = load_plan(DR_PLAN)
     load = MeterLoad(3, fixed={t: 4 for t in range(1000, 1100)})  # 4 Wh per 3 s: 4800 W
-    return MeterAgent("m00000", KEYS["m00000"], pk, HEADEND.verify_key, plan, load, group="g",
-                      group_keys={m: k.verify_key for m, k in roster.items()}, comparison_group=GROUPS["test512"],
-                      min_survivors=3, ledger=store)
+    return MeterAgent(
+        "m00000",
+        KEYS["m00000"],
+        pk,
+        HEADEND.verify_key,
+        plan,
+        load,
+        group="g",
+        group_keys={m: k.verify_key for m, k in roster.items()},
+        comparison_group=GROUPS["test512"],
+        min_survivors=3,
+        ledger=store,
+    )
 
 
 def _event(meter, last: int, threshold: int):  # type: ignore[no-untyped-def]
@@ -146,8 +166,17 @@ def _event(meter, last: int, threshold: int):  # type: ignore[no-untyped-def]
 
     meter.records_for(last)  # the meter's reading of interval ``last``
     now = (last + 1) * 3
-    dm = DemandManager(HEADEND, "g", meter.group_keys, cmin_w=0, cmax_w=1, level_above_w=1000, level_below_w=0,
-                       interval_seconds=3, min_group_bits=512)
+    dm = DemandManager(
+        HEADEND,
+        "g",
+        meter.group_keys,
+        cmin_w=0,
+        cmax_w=1,
+        level_above_w=1000,
+        level_below_w=0,
+        interval_seconds=3,
+        min_group_bits=512,
+    )
     ev = dm.open_event(threshold, side="above", action="curtail", start_interval=last + 1, now=now)
     offer, echo = meter.handle(ev, now=now)
     dm.receive_offer(offer)
@@ -155,8 +184,15 @@ def _event(meter, last: int, threshold: int):  # type: ignore[no-untyped-def]
     for m in sorted(meter.group_keys):  # the other members' echoes of the same event
         if m != meter.meter_id:
             payload = canonical(ev.event_id, "g", m, ev.digest())
-            dm.receive_echo(Echo(event_id=ev.event_id, group_id="g", meter_id=m, digest=ev.digest(),
-                                 signature=KEYS[m].sign(ECHO_CONTEXT, payload)))
+            dm.receive_echo(
+                Echo(
+                    event_id=ev.event_id,
+                    group_id="g",
+                    meter_id=m,
+                    digest=ev.digest(),
+                    signature=KEYS[m].sign(ECHO_CONTEXT, payload),
+                )
+            )
     meter.handle(dm.echo_bundle(ev.event_id), now=now)
     (q,) = dm.queries(ev.event_id, now=now, meters=[meter.meter_id])
     bit = dm.receive_answer(*meter.handle(q, now=now), now=now)
@@ -165,7 +201,9 @@ def _event(meter, last: int, threshold: int):  # type: ignore[no-untyped-def]
     return bit
 
 
-def test_a_meter_takes_part_from_its_first_roster_on_and_a_restart_gives_no_new_budget(tmp_path: Path) -> None:
+def test_a_meter_takes_part_from_its_first_roster_on_and_a_restart_gives_no_new_budget(
+    tmp_path: Path,
+) -> None:
     from privmeter.crypto.paillier import generate_keypair
     from privmeter.parties.meter_state import restore_journal, sync_journal
 

@@ -30,8 +30,12 @@ import sigkill_child as child  # noqa: E402
 
 def _run_and_kill(db: Path, start: int, lines_before_kill: int) -> list[str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(CHILD.parent), *sys.path]))
-    proc = subprocess.Popen([sys.executable, str(CHILD), str(db), str(start)], stdout=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD), str(db), str(start)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stdout is not None
     seen = []
     try:
@@ -82,9 +86,17 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
         st = core.statement(m, 0, now=10**9)
         plan = core.ledger.plans["economy7"]
         req = core.settle_request(st, 0)
-        ans = settle(st, headend_key=he.verify_key, meter_key=child.keys()[1][m].verify_key, secret_key=sk,
-                     meter_id=m, plan=plan, period=range(st.start, st.end), readings=logged.get(m, {}),
-                     records=records_from_log(req.log))
+        ans = settle(
+            st,
+            headend_key=he.verify_key,
+            meter_key=child.keys()[1][m].verify_key,
+            secret_key=sk,
+            meter_id=m,
+            plan=plan,
+            period=range(st.start, st.end),
+            readings=logged.get(m, {}),
+            records=records_from_log(req.log),
+        )
         assert isinstance(ans, BillProof), ans
         assert check_proof(st, ans, sk.public_key, plan) == ans.bill
     core.store.close()

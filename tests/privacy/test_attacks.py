@@ -32,13 +32,15 @@ def _pm(pop: Population, g: int) -> SeriesView:
 
 def test_occupancy_conventional_leaks_privmeter_at_baseline(population: Population) -> None:
     y = population.labels_home()
-    conv = evaluate("home", "c15", occupancy_features(_conv(population, 900)), y,
-                    rng=random.Random(1))
+    conv = evaluate(
+        "home", "c15", occupancy_features(_conv(population, 900)), y, rng=random.Random(1)
+    )
     assert conv is not None
     assert conv.gain_accuracy.gain > 0.05 and not conv.gain_accuracy.at_baseline
     for g in (5, 10):
-        pm = evaluate("home", f"pm{g}", occupancy_features(_pm(population, g)), y,
-                      rng=random.Random(1))
+        pm = evaluate(
+            "home", f"pm{g}", occupancy_features(_pm(population, g)), y, rng=random.Random(1)
+        )
         assert pm is not None
         # measured margin at this size: |gain| within 0.03, CI reaching 0 (no measurable gain)
         assert abs(pm.gain_accuracy.gain) < 0.03, pm.gain_accuracy
@@ -52,9 +54,14 @@ def test_kettle_detected_at_one_minute_not_in_a_group(population: Population) ->
 
     def run(view: SeriesView) -> float:
         res = evaluate(
-            "kettle", view.name, None, starts, rng=random.Random(2),
+            "kettle",
+            view.name,
+            None,
+            starts,
+            rng=random.Random(2),
             fold_features=lambda tr: appliance_features(
-                view, learn_signature(view, rising, falling, tr)),
+                view, learn_signature(view, rising, falling, tr)
+            ),
         )
         assert res is not None
         return res.gain_f1.gain

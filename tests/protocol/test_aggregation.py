@@ -36,17 +36,24 @@ def expected(res_survivors: tuple[str, ...], t: int) -> int:
 
 @pytest.mark.parametrize(
     ("n", "dropout", "degree"),
-    [(5, 0.0, None), (5, 0.1, None), (5, 0.3, None), (40, 0.1, None), (40, 0.3, 39),
-     (100, 0.3, 99), pytest.param(1000, 0.0, None, marks=pytest.mark.slow),
-     pytest.param(1000, 0.1, 40, marks=pytest.mark.slow),  # 40: the floor a meter accepts
-     pytest.param(1000, 0.3, 96, marks=pytest.mark.slow)],  # 30 %: a denser graph (see docs)
+    [
+        (5, 0.0, None),
+        (5, 0.1, None),
+        (5, 0.3, None),
+        (40, 0.1, None),
+        (40, 0.3, 39),
+        (100, 0.3, 99),
+        pytest.param(1000, 0.0, None, marks=pytest.mark.slow),
+        pytest.param(1000, 0.1, 40, marks=pytest.mark.slow),  # 40: the floor a meter accepts
+        pytest.param(1000, 0.3, 96, marks=pytest.mark.slow),
+    ],  # 30 %: a denser graph (see docs)
 )
 def test_exact_totals_with_dropouts(n: int, dropout: float, degree: int | None) -> None:
     g = make_group(n, degree=degree, seed=n)
     g.setup()
     ids = sorted(g.meters)
     ndrop = max(int(n * dropout), 1 if dropout else 0)
-    early = set(ids[1: 1 + ndrop])  # offline from interval 1002 on: never send y_1002
+    early = set(ids[1 : 1 + ndrop])  # offline from interval 1002 on: never send y_1002
     late = {ids[-1]} if dropout else set()  # send y_1002, then vanish: drop during recovery
     lag = g.headend.lag  # 1 in a complete graph, 2 in a sparse one (certified reveals)
     assert lag == (1 if g.headend._require_epoch().dense else 2)
@@ -109,7 +116,9 @@ def test_holder_back_after_missing_an_interval_still_reveals_for_it() -> None:
         assert starts[mid].late == b""
     for mid, start in starts.items():
         if mid not in later:
-            g.headend.handle_input(encode(g.meters[mid].handle_start(encode(start), reading(mid, 1003))))
+            g.headend.handle_input(
+                encode(g.meters[mid].handle_start(encode(start), reading(mid, 1003)))
+            )
     res = g.headend.close_interval()  # 1002 final
     assert res is not None and res.error == "", res
     assert set(res.survivors) == set(ids) - away and set(res.dropped) == away

@@ -57,11 +57,13 @@ def _collect(g: GroupSimulation, offline: set[str] = frozenset()) -> dict[str, b
 
 
 def _signed_start(g: GroupSimulation, ann: Announcement, shares: bytes) -> IntervalStart:
-    return IntervalStart(announcement=ann, signature=g.headend._sk.sign(ANNOUNCE_CONTEXT, encode(ann)),
-                         shares=shares)
+    return IntervalStart(
+        announcement=ann, signature=g.headend._sk.sign(ANNOUNCE_CONTEXT, encode(ann)), shares=shares
+    )
 
 
 # -- the head-end lies about a dropout ---------------------------------------------------
+
 
 def test_false_dropout_yields_only_masked_noise() -> None:
     g = _running(8)
@@ -91,13 +93,15 @@ def test_false_dropout_yields_only_masked_noise() -> None:
         held = [u for u in ep.holders[w] if u in he._enrolled[t]]
         if v in held:
             k = held.index(v)
-            z_pts.append((w + 1, int.from_bytes(msg.reveals[16 * k:16 * k + 16], "big")))
+            z_pts.append((w + 1, int.from_bytes(msg.reveals[16 * k : 16 * k + 16], "big")))
     assert len(b_pts) == 0 and len(z_pts) >= ep.threshold
     z_seed = shamir.reconstruct(z_pts, ep.threshold).to_bytes(16, "big")
     y = np.array(stolen.masked, dtype=np.uint64)
     for p, u in enumerate(ep.nbrs[v]):  # strip every pairwise mask of the victim
         pad = masks.expand_bytes(z_seed, 8, domain=masks.DOMAIN_RECOVERY, interval=t, index=u)
-        m = np.frombuffer(masks.xor_bytes(rec[8 * p:8 * p + 8], pad), dtype="<u8").astype(np.uint64)
+        m = np.frombuffer(masks.xor_bytes(rec[8 * p : 8 * p + 8], pad), dtype="<u8").astype(
+            np.uint64
+        )
         y = y - m if v < u else y + m
     # What is left is x + PRG(b): uniform noise, not the reading.
     assert masks.to_signed(y) != (reading(victim, t),)
@@ -105,6 +109,7 @@ def test_false_dropout_yields_only_masked_noise() -> None:
 
 
 # -- unmasking below the minimum -------------------------------------------------------
+
 
 def test_meters_refuse_to_unmask_below_minimum() -> None:
     g = _running(8, min_survivors=6)
@@ -132,6 +137,7 @@ def test_headend_refuses_to_publish_below_minimum() -> None:
 
 # -- different survivor lists to different meters ------------------------------------------
 
+
 def test_split_survivor_lists_never_give_both_kinds() -> None:
     g = _running(9)
     he, ep = g.headend, g.headend._ep
@@ -147,11 +153,14 @@ def test_split_survivor_lists_never_give_both_kinds() -> None:
     for i, w in enumerate(holders):
         told_alive = i % 2 == 0
         surv = enrolled if told_alive else enrolled - {victim}
-        ann = dataclasses.replace(starts[ep.roster[w]].announcement,
-                                  survivors=bitmap_from(surv, ep.n),
-                                  dropped=bitmap_from(enrolled - surv, ep.n))
+        ann = dataclasses.replace(
+            starts[ep.roster[w]].announcement,
+            survivors=bitmap_from(surv, ep.n),
+            dropped=bitmap_from(enrolled - surv, ep.n),
+        )
         msg = g.meters[ep.roster[w]].handle_start(
-            _signed_start(g, ann, starts[ep.roster[w]].shares), 1)
+            _signed_start(g, ann, starts[ep.roster[w]].shares), 1
+        )
         assert msg.reveals  # each meter answers once, with one kind for the victim
         n_b += told_alive
         n_z += not told_alive
@@ -163,6 +172,7 @@ def test_split_survivor_lists_never_give_both_kinds() -> None:
 
 
 # -- replays, forgeries, stale and unknown ----------------------------------------------
+
 
 def test_replayed_and_stale_messages() -> None:
     g = _running(6)
@@ -201,8 +211,11 @@ def test_forged_inputs_are_rejected_and_headend_keeps_working() -> None:
     with pytest.raises(UnknownParty):
         he.handle_input(encode(dataclasses.replace(msg, meter_id="intruder")))
     with pytest.raises(UnexpectedMessage):
-        he.handle_input(encode(dataclasses.replace(msg, interval=msg.interval + 1,
-                                                   reveal_interval=-1, reveals=b"")))
+        he.handle_input(
+            encode(
+                dataclasses.replace(msg, interval=msg.interval + 1, reveal_interval=-1, reveals=b"")
+            )
+        )
     for data in inputs.values():
         he.handle_input(data)
     assert he.close_interval() is None or True
@@ -239,9 +252,11 @@ def test_forged_announcement_and_shares() -> None:
     starts = g.headend.open_interval()
     s = starts["m00000"]
     rogue = SigningKey.from_seed(bytes(32))
-    forged = IntervalStart(announcement=s.announcement,
-                           signature=rogue.sign(ANNOUNCE_CONTEXT, encode(s.announcement)),
-                           shares=s.shares)
+    forged = IntervalStart(
+        announcement=s.announcement,
+        signature=rogue.sign(ANNOUNCE_CONTEXT, encode(s.announcement)),
+        shares=s.shares,
+    )
     m = g.meters["m00000"]
     with pytest.raises(InvalidSignature):
         m.handle_start(forged, 1)
@@ -276,8 +291,12 @@ def test_late_records_are_authenticated_and_bound_to_their_interval() -> None:
     out = m.handle_start(s, 1)  # still works, and reveals for the interval it missed
     assert out.reveal_interval == s.announcement.interval - 1 and len(out.reveals) == 16 * 6
     other = starts["m00001"]
-    assert g.meters["m00001"].handle_start(
-        dataclasses.replace(other, late=bytes(bad)), 1).reveal_interval == other.announcement.interval - 1
+    assert (
+        g.meters["m00001"]
+        .handle_start(dataclasses.replace(other, late=bytes(bad)), 1)
+        .reveal_interval
+        == other.announcement.interval - 1
+    )
 
 
 def test_headend_cannot_substitute_keys_in_the_bundle() -> None:
@@ -287,17 +306,26 @@ def test_headend_cannot_substitute_keys_in_the_bundle() -> None:
     bundle = g.headend.make_bundle()
     mitm = random.Random(9).getrandbits(256).to_bytes(32, "big")
     from privmeter.crypto.keyagreement import AgreementKey
+
     evil_pub = AgreementKey.generate(random.Random(9)).public
-    swapped = tuple(dataclasses.replace(a, public=evil_pub) if a.party_id == "m00001" else a
-                    for a in bundle.adverts)
+    swapped = tuple(
+        dataclasses.replace(a, public=evil_pub) if a.party_id == "m00001" else a
+        for a in bundle.adverts
+    )
     meter = g.meters["m00000"]
     with pytest.raises(InvalidSignature):
         meter.handle_bundle(dataclasses.replace(bundle, adverts=swapped))
     without_me = tuple(a for a in bundle.adverts if a.party_id != "m00000")
     with pytest.raises(MalformedMessage):
         meter.handle_bundle(dataclasses.replace(bundle, adverts=without_me, degree=4))
-    stranger = KeyAdvert(group="feeder-1", epoch=1, party_id="zz-unregistered", public=evil_pub,
-                         nonce=mitm[:16], signature=bytes(64))
+    stranger = KeyAdvert(
+        group="feeder-1",
+        epoch=1,
+        party_id="zz-unregistered",
+        public=evil_pub,
+        nonce=mitm[:16],
+        signature=bytes(64),
+    )
     with pytest.raises(UnknownParty):
         meter.handle_bundle(dataclasses.replace(bundle, adverts=(*bundle.adverts, stranger)))
     meter.handle_bundle(bundle)  # the genuine one is still accepted
@@ -316,6 +344,7 @@ def test_forged_advert_rejected_by_headend() -> None:
 
 
 # -- oversized and malformed --------------------------------------------------------------
+
 
 def test_oversized_and_malformed_messages() -> None:
     g = _running(5)
@@ -374,13 +403,21 @@ def test_forged_or_partial_certificates_are_refused_with_specific_errors() -> No
     cases = [
         (variant(signers=bitmap_from([*signers[1:], outsider], 40)), MalformedMessage),
         (variant(signers=bitmap_from(signers[:-1], 40), signatures=sig[:-64]), EquivocationRefused),
-        (variant(signers=bitmap_from([*signers, spare], 40), signatures=sig + bytes(64)),
-         MalformedMessage),
+        (
+            variant(signers=bitmap_from([*signers, spare], 40), signatures=sig + bytes(64)),
+            MalformedMessage,
+        ),
         (variant(signatures=sig[:5] + bytes([sig[5] ^ 1]) + sig[6:]), InvalidSignature),
-        (variant(announcement=dataclasses.replace(cert.announcement, dropped=bitmap_from([3], 40),
-                                                  survivors=bitmap_from(
-                                                      set(range(40)) - {3}, 40))),
-         EquivocationRefused),
+        (
+            variant(
+                announcement=dataclasses.replace(
+                    cert.announcement,
+                    dropped=bitmap_from([3], 40),
+                    survivors=bitmap_from(set(range(40)) - {3}, 40),
+                )
+            ),
+            EquivocationRefused,
+        ),
     ]
     meter = g.meters[mid]
     for data, err in cases:
@@ -393,8 +430,9 @@ def test_forged_or_partial_certificates_are_refused_with_specific_errors() -> No
     with pytest.raises(ValueError):  # a bit beyond the roster
         Certificate(announcement=cert.announcement, signers=b"\xff" * 5 + b"\x01", signatures=sig)
     with pytest.raises(ValueError):  # not the previous interval's announcement
-        dataclasses.replace(start, certificate=dataclasses.replace(
-            cert, announcement=start.announcement))
+        dataclasses.replace(
+            start, certificate=dataclasses.replace(cert, announcement=start.announcement)
+        )
     # a complete graph takes no certificate
     d = make_group(12, seed=2)
     d.setup()

@@ -133,11 +133,14 @@ def test_subset_interpolator_equals_reconstruct_from_any_large_enough_subset() -
             assert shamir.interpolate_subsets([(ip, present, sub)], thr) == [secret]
             both = list(zip(present, sub, strict=True))
             rng.shuffle(both)  # any order of the points
-            assert shamir.interpolate_subsets([(ip, [p for p, _ in both], [y for _, y in both])],
-                                              thr) == [secret]
+            assert shamir.interpolate_subsets(
+                [(ip, [p for p, _ in both], [y for _, y in both])], thr
+            ) == [secret]
             every = list(range(n))  # all points, shuffled
             rng.shuffle(every)
-            assert shamir.interpolate_subsets([(ip, every, [ys[k] for k in every])], thr) == [secret]
+            assert shamir.interpolate_subsets([(ip, every, [ys[k] for k in every])], thr) == [
+                secret
+            ]
             pts = [(xs[k], ys[k]) for k in present]
             rng.shuffle(pts)
             assert shamir.reconstruct(pts, thr) == secret
@@ -155,8 +158,10 @@ def test_subset_interpolator_equals_reconstruct_from_any_large_enough_subset() -
 def test_expand_many_is_the_concatenation() -> None:
     seed = bytes(range(16))
     items = [(3, 8), (7, 64), (9, 200), (0, 16)]
-    want = b"".join(masks.expand_bytes(seed, nb, domain=masks.DOMAIN_RECOVERY, interval=5, index=i)
-                    for i, nb in items)
+    want = b"".join(
+        masks.expand_bytes(seed, nb, domain=masks.DOMAIN_RECOVERY, interval=5, index=i)
+        for i, nb in items
+    )
     assert masks.expand_many(seed, items, domain=masks.DOMAIN_RECOVERY, interval=5) == want
     with pytest.raises(ValueError):
         masks.expand_many(b"short", items, domain=1, interval=0)
@@ -205,8 +210,11 @@ def test_inputs_in_any_arrival_order_give_exact_totals() -> None:
     rng = random.Random(9)
     for t in range(6):
         starts = g.headend.open_interval_wire()
-        outs = [encode(g.meters[m].handle_start(d, _reading(m, g.headend.current)))
-                for m, d in starts.items() if not (t == 3 and m == "m00004")]
+        outs = [
+            encode(g.meters[m].handle_start(d, _reading(m, g.headend.current)))
+            for m, d in starts.items()
+            if not (t == 3 and m == "m00004")
+        ]
         rng.shuffle(outs)
         for o in outs:
             g.headend.handle_input(o)

@@ -31,18 +31,34 @@ def policies() -> dict[str, MembershipPolicy]:
     return {m: MembershipPolicy(m, BUDGET) for m in KEYS}
 
 
-def group(ids: list[str], pol: dict[str, MembershipPolicy], *, epoch: int, first: int,
-          name: str = "feeder-1") -> GroupSimulation:
-    return make_group(len(ids), group=name, epoch=epoch, first_interval=first,
-                      meter_keys={m: KEYS[m] for m in ids}, headend_key=HEADEND,
-                      membership=pol, seed=epoch, min_survivors=3)
+def group(
+    ids: list[str],
+    pol: dict[str, MembershipPolicy],
+    *,
+    epoch: int,
+    first: int,
+    name: str = "feeder-1",
+) -> GroupSimulation:
+    return make_group(
+        len(ids),
+        group=name,
+        epoch=epoch,
+        first_interval=first,
+        meter_keys={m: KEYS[m] for m in ids},
+        headend_key=HEADEND,
+        membership=pol,
+        seed=epoch,
+        min_survivors=3,
+    )
 
 
 def run_exact(g: GroupSimulation, steps: int) -> None:
     for _ in range(steps):
         res = g.step(reading)
         if res is not None:
-            assert res.error == "" and res.total == (sum(reading(m, res.interval) for m in res.survivors),)
+            assert res.error == "" and res.total == (
+                sum(reading(m, res.interval) for m in res.survivors),
+            )
 
 
 def setup_all(g: GroupSimulation) -> dict[str, Exception]:
@@ -95,13 +111,19 @@ def test_a_second_group_for_an_interval_already_served_is_refused() -> None:
     b = group(sorted(KEYS)[2:8], pol, epoch=1, first=1002, name="feeder-b")  # overlaps 1002
     refused = setup_all(b)
     shared = set(sorted(KEYS)[2:6])
-    assert set(refused) == shared and all(isinstance(e, MembershipChangeRefused) for e in refused.values())
+    assert set(refused) == shared and all(
+        isinstance(e, MembershipChangeRefused) for e in refused.values()
+    )
 
 
 def test_after_joining_another_group_the_meter_stops_contributing_to_the_old_one() -> None:
     """Two rosters for overlapping intervals never both get a reading from one meter."""
-    pol = {m: MembershipPolicy(m, PrivacyBudget(min_group_size=5, min_survivors=3,
-                                                max_membership_changes_per_day=5)) for m in KEYS}
+    pol = {
+        m: MembershipPolicy(
+            m, PrivacyBudget(min_group_size=5, min_survivors=3, max_membership_changes_per_day=5)
+        )
+        for m in KEYS
+    }
     ids = sorted(KEYS)
     a = group(ids[:8], pol, epoch=1, first=1000, name="feeder-a")
     b = group(ids[5:], pol, epoch=1, first=1000, name="feeder-b")
@@ -116,7 +138,9 @@ def test_after_joining_another_group_the_meter_stops_contributing_to_the_old_one
     starts = a.headend.open_interval()  # 1003: enrolled again, a reading would serve feeder-a
     with pytest.raises(MembershipChangeRefused):
         m.handle_start(starts[m.meter_id], 5)
-    assert m.handle_start(starts[m.meter_id], None).masked == ()  # no reading: helps, does not serve
+    assert (
+        m.handle_start(starts[m.meter_id], None).masked == ()
+    )  # no reading: helps, does not serve
 
 
 def test_a_new_epoch_cannot_get_a_second_total_of_an_interval_already_served() -> None:

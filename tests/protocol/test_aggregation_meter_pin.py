@@ -44,8 +44,11 @@ def _run(n: int, dim: int, degree: int | None, seed: int) -> tuple[str, Totals]:
         for mid, data in starts.items():
             if mid in gone:
                 continue
-            value = None if mid in quiet else [
-                (int(mid[1:]) * 7919 + t * 104_729 + k) % 23_000 - 3_000 for k in range(dim)]
+            value = (
+                None
+                if mid in quiet
+                else [(int(mid[1:]) * 7919 + t * 104_729 + k) % 23_000 - 3_000 for k in range(dim)]
+            )
             out = encode(g.meters[mid].handle_start(data, value))
             h.update(out)
             g.headend.handle_input(out)
@@ -55,17 +58,37 @@ def _run(n: int, dim: int, degree: int | None, seed: int) -> tuple[str, Totals]:
     return h.hexdigest(), totals
 
 
-@pytest.mark.parametrize(("n", "dim", "degree", "seed", "digest", "totals"), [
-    (40, 1, 32, 3, "d8d081cd7e7f38c5e158987c5079b9f33af107dfb2c54c0b46792893e4ca5fb7",
-     [(321494,), (331872,), (308116,)]),
-    # complete graph: records carry the view key and reveals are padded since issue 12
-    (20, 3, None, 4, "22443c11f8d887f3caa7a7c15d9e428b8cdd383ec8f9a1dee970f4a50240def0",
-     [(153704, 153723, 153742), (139502, 139520, 139538), (160166, 160183, 160200),
-      (122802, 122819, 122836)]),
-], ids=["dim1-sparse", "dim3-complete"])
+@pytest.mark.parametrize(
+    ("n", "dim", "degree", "seed", "digest", "totals"),
+    [
+        (
+            40,
+            1,
+            32,
+            3,
+            "d8d081cd7e7f38c5e158987c5079b9f33af107dfb2c54c0b46792893e4ca5fb7",
+            [(321494,), (331872,), (308116,)],
+        ),
+        # complete graph: records carry the view key and reveals are padded since issue 12
+        (
+            20,
+            3,
+            None,
+            4,
+            "22443c11f8d887f3caa7a7c15d9e428b8cdd383ec8f9a1dee970f4a50240def0",
+            [
+                (153704, 153723, 153742),
+                (139502, 139520, 139538),
+                (160166, 160183, 160200),
+                (122802, 122819, 122836),
+            ],
+        ),
+    ],
+    ids=["dim1-sparse", "dim3-complete"],
+)
 def test_meter_inputs_are_byte_identical_to_the_reference_code(
-        n: int, dim: int, degree: int | None, seed: int, digest: str,
-        totals: Totals) -> None:
+    n: int, dim: int, degree: int | None, seed: int, digest: str, totals: Totals
+) -> None:
     assert _run(n, dim, degree, seed) == (digest, totals)
 
 

@@ -45,28 +45,52 @@ ALL_DAYS = ("weekday", "saturday", "sunday", "holiday")
 
 
 def flat_plan(price: int = 14228, dr: DemandResponse | None = None) -> Plan:
-    return Plan(plan_id="t-flat", name="Flat", currency="GBP", interval_seconds=900,
-                tariff=Tariff(kind="flat", price=price), standing_charge_per_day=45_000, demand_response=dr)
+    return Plan(
+        plan_id="t-flat",
+        name="Flat",
+        currency="GBP",
+        interval_seconds=900,
+        tariff=Tariff(kind="flat", price=price),
+        standing_charge_per_day=45_000,
+        demand_response=dr,
+    )
 
 
 def tou_plan() -> Plan:
     tiers = (
         TimeOfUseTier(name="night", price=7000, start_minute=0, end_minute=420, day_types=ALL_DAYS),
-        TimeOfUseTier(name="day", price=16000, start_minute=420, end_minute=960, day_types=ALL_DAYS),
-        TimeOfUseTier(name="peak", price=31000, start_minute=960, end_minute=1140, day_types=ALL_DAYS),
-        TimeOfUseTier(name="eve", price=16000, start_minute=1140, end_minute=1440, day_types=ALL_DAYS),
+        TimeOfUseTier(
+            name="day", price=16000, start_minute=420, end_minute=960, day_types=ALL_DAYS
+        ),
+        TimeOfUseTier(
+            name="peak", price=31000, start_minute=960, end_minute=1140, day_types=ALL_DAYS
+        ),
+        TimeOfUseTier(
+            name="eve", price=16000, start_minute=1140, end_minute=1440, day_types=ALL_DAYS
+        ),
     )
-    return Plan(plan_id="t-tou", name="TOU", currency="GBP", interval_seconds=900,
-                tariff=Tariff(kind="tou", tiers=tiers, timezone="Europe/London"), standing_charge_per_day=30_000)
+    return Plan(
+        plan_id="t-tou",
+        name="TOU",
+        currency="GBP",
+        interval_seconds=900,
+        tariff=Tariff(kind="tou", tiers=tiers, timezone="Europe/London"),
+        standing_charge_per_day=30_000,
+    )
 
 
 FEED_KEY = SigningKey.from_seed(bytes(range(32)))
 
 
 def rt_plan() -> Plan:
-    return Plan(plan_id="t-rt", name="RT", currency="GBP", interval_seconds=900,
-                tariff=Tariff(kind="realtime", feed_id="t-feed", feed_key=FEED_KEY.verify_key.hex()),
-                max_price=2**16)
+    return Plan(
+        plan_id="t-rt",
+        name="RT",
+        currency="GBP",
+        interval_seconds=900,
+        tariff=Tariff(kind="realtime", feed_id="t-feed", feed_key=FEED_KEY.verify_key.hex()),
+        max_price=2**16,
+    )
 
 
 class World:
@@ -78,15 +102,24 @@ class World:
         self.meter = SigningKey.from_seed(b"m" * 32)
         self.headend = SigningKey.from_seed(b"h" * 32)
         self.ledger = BillingLedger(self.headend, [plan], store=store, min_key_bits=512)
-        self.ledger.register("m1", self.meter.verify_key, self.pk, plan, wellformed_proof=self.sk.prove_wellformed(),
-                             period_start=DAY0, period_intervals=periods)
+        self.ledger.register(
+            "m1",
+            self.meter.verify_key,
+            self.pk,
+            plan,
+            wellformed_proof=self.sk.prove_wellformed(),
+            period_start=DAY0,
+            period_intervals=periods,
+        )
         self.rng = random.Random(7)
 
     def record(self, t: int, wh: int, **kw) -> ReadingRecord:
         return make_record(self.meter, "m1", t, self.pk, self.pk.encrypt(wh, rng=self.rng), **kw)
 
     def feed(self, lo: int, hi: int) -> PriceFeed:
-        return PriceFeed.publish(FEED_KEY, "t-feed", 900, {t: 5000 + (t * 37) % 20000 for t in range(lo, hi)})
+        return PriceFeed.publish(
+            FEED_KEY, "t-feed", 900, {t: 5000 + (t * 37) % 20000 for t in range(lo, hi)}
+        )
 
 
 def readings_for(n: int, seed: int = 1) -> dict[int, int]:
@@ -122,7 +155,9 @@ def test_realtime_pending_then_folded(paillier_small) -> None:
     assert w.ledger.publish_feed(feed.subset(range(DAY0, DAY0 + 50))) == 50
     assert w.ledger.publish_feed(feed) == 46
     st_ = w.ledger.statement("m1", 0, now=0)
-    assert w.sk.decrypt(w.pk.ciphertext_from_bytes(st_.bill_ciphertext)) == w.plan.energy_charge(readings, feed)
+    assert w.sk.decrypt(w.pk.ciphertext_from_bytes(st_.bill_ciphertext)) == w.plan.energy_charge(
+        readings, feed
+    )
     assert st_.feed_digest == feed.digest()
 
 
@@ -154,13 +189,17 @@ def test_month_of_realtime_readings(paillier_small) -> None:
     feed = w.feed(DAY0, DAY0 + 2976)
     w.ledger.publish_feed(feed)
     st_ = run_period(w, readings)
-    assert w.sk.decrypt(w.pk.ciphertext_from_bytes(st_.bill_ciphertext)) == w.plan.energy_charge(readings, feed)
+    assert w.sk.decrypt(w.pk.ciphertext_from_bytes(st_.bill_ciphertext)) == w.plan.energy_charge(
+        readings, feed
+    )
     count, cells = w.ledger.store.get_account("m1", 0)
     assert count == 2976 and len(cells) <= 75  # constant state: buckets, not records
 
 
 def test_demand_response_records(paillier_small) -> None:
-    dr = DemandResponse(cap_w=2000, penalty_price=50_000, rebate_price=20_000, max_event_minutes=240)
+    dr = DemandResponse(
+        cap_w=2000, penalty_price=50_000, rebate_price=20_000, max_event_minutes=240
+    )
     w = World(paillier_small, flat_plan(dr=dr))
     readings = readings_for(96, seed=5)
     event = range(DAY0 + 68, DAY0 + 76)
@@ -203,8 +242,10 @@ def test_accumulator_matches_phe(paillier_small) -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(
-    terms=st.lists(st.tuples(st.integers(-5000, 5000), st.integers(-(2**20) + 1, 2**20 - 1), st.booleans()),
-                   max_size=25),
+    terms=st.lists(
+        st.tuples(st.integers(-5000, 5000), st.integers(-(2**20) + 1, 2**20 - 1), st.booleans()),
+        max_size=25,
+    ),
     cut=st.integers(0, 25),
 )
 def test_accumulator_property(paillier_small, terms, cut) -> None:
@@ -221,11 +262,14 @@ def test_accumulator_property(paillier_small, terms, cut) -> None:
 
 # -- rejections: each specific, none changing state --------------------------------------------
 
+
 def _state(w: World):
     return w.ledger.store.log_head(), w.ledger.store.get_account("m1", 0)
 
 
-def _rejected(w: World, rec: ReadingRecord, exc: type[Exception], current: int | None = None) -> None:
+def _rejected(
+    w: World, rec: ReadingRecord, exc: type[Exception], current: int | None = None
+) -> None:
     before = _state(w)
     with pytest.raises(exc):
         w.ledger.receive(rec, current_interval=rec.interval if current is None else current)
@@ -266,7 +310,11 @@ def test_rejections(paillier_small) -> None:
     # malformed ciphertexts, validly signed (a broken meter): 0, n^2, >n^2, non-unit, wrong length
     nb = pk.nbytes
     for value in (0, pk.nsquare, pk.nsquare + 5, sk.p * 12345):
-        _rejected(w, make_record(w.meter, "m1", DAY0 + 20, pk, value.to_bytes(nb, "big")), InvalidCiphertext)
+        _rejected(
+            w,
+            make_record(w.meter, "m1", DAY0 + 20, pk, value.to_bytes(nb, "big")),
+            InvalidCiphertext,
+        )
     _rejected(w, make_record(w.meter, "m1", DAY0 + 20, pk, b"\x01" * (nb - 1)), InvalidCiphertext)
 
 
@@ -288,7 +336,9 @@ def test_receipts_are_signed_and_chained(paillier_small) -> None:
     receipt.verify(w.headend.verify_key)
     assert (receipt.seq, receipt.chain) == w.ledger.store.log_head()
     assert decode(encode(receipt)) == receipt
-    forged = type(receipt)(**{**{f: getattr(receipt, f) for f in receipt.__dataclass_fields__}, "seq": 7})
+    forged = type(receipt)(
+        **{**{f: getattr(receipt, f) for f in receipt.__dataclass_fields__}, "seq": 7}
+    )
     with pytest.raises(InvalidSignature):
         forged.verify(w.headend.verify_key)
 
@@ -297,8 +347,15 @@ def test_record_wire_format(paillier_small) -> None:
     pk, _ = paillier_small
     rec = make_record(SigningKey.from_seed(b"m" * 32), "m1", 5, pk, pk.encrypt(3))
     assert record_from_bytes(encode(rec)) == rec
-    for bad in ({"kind": "gas"}, {"signature": b"x"}, {"key_id": b"k"}, {"event_id": "e"}, {"meter_id": ""},
-                {"interval": -1}, {"ciphertext": b""}):
+    for bad in (
+        {"kind": "gas"},
+        {"signature": b"x"},
+        {"key_id": b"k"},
+        {"event_id": "e"},
+        {"meter_id": ""},
+        {"interval": -1},
+        {"ciphertext": b""},
+    ):
         with pytest.raises(ValueError):
             ReadingRecord(**{**_fields(rec), **bad})
     # the codec turns the same ValueError into MalformedMessage
@@ -311,8 +368,13 @@ def test_record_wire_format(paillier_small) -> None:
 def test_ledger_refuses_small_keys_by_default(paillier_small) -> None:
     ledger = BillingLedger(SigningKey.from_seed(b"h" * 32), [flat_plan()])
     with pytest.raises(Exception, match="bits"):
-        ledger.register("m1", SigningKey.from_seed(b"m" * 32).verify_key, paillier_small[0], flat_plan(),
-                        wellformed_proof=paillier_small[1].prove_wellformed())
+        ledger.register(
+            "m1",
+            SigningKey.from_seed(b"m" * 32).verify_key,
+            paillier_small[0],
+            flat_plan(),
+            wellformed_proof=paillier_small[1].prove_wellformed(),
+        )
 
 
 def _fields(rec: ReadingRecord) -> dict:

@@ -41,8 +41,13 @@ class Outer:
 
 def sample(**kw: object) -> Outer:
     d: dict[str, object] = dict(
-        name="m-1", big=-(1 << 4000) + 7, values=(1, -2, 1 << 70), inner=Inner(a=5, b=b"\x00\xff"),
-        maybe=None, flag=True, table={"x": 1},
+        name="m-1",
+        big=-(1 << 4000) + 7,
+        values=(1, -2, 1 << 70),
+        inner=Inner(a=5, b=b"\x00\xff"),
+        maybe=None,
+        flag=True,
+        table={"x": 1},
     )
     d.update(kw)
     return Outer(**d)  # type: ignore[arg-type]
@@ -86,7 +91,9 @@ def test_malformed(data, err):
 
 def test_post_init_rejection_is_malformed():
     good = encode(sample(big=5))
-    obj = msgpack.unpackb(good, raw=False, strict_map_key=True, ext_hook=lambda c, d: msgpack.ExtType(c, d))
+    obj = msgpack.unpackb(
+        good, raw=False, strict_map_key=True, ext_hook=lambda c, d: msgpack.ExtType(c, d)
+    )
     obj[2]["big"] = 0
     with pytest.raises(MalformedMessage, match="non-zero"):
         decode(msgpack.packb(obj, use_bin_type=True))

@@ -12,11 +12,16 @@ from privmeter.parties.wire import decode
 from privmeter.protocol.codec import encode, encode_field, tail_encoder
 
 WIRE = Path(__file__).parents[1] / "vectors" / "wire"
-MESSAGES = [decode(bytes.fromhex(v["hex"])) for p in sorted(WIRE.glob("*.json"))
-            for v in json.loads(p.read_text())["vectors"]]
+MESSAGES = [
+    decode(bytes.fromhex(v["hex"]))
+    for p in sorted(WIRE.glob("*.json"))
+    for v in json.loads(p.read_text())["vectors"]
+]
 
 
-@pytest.mark.parametrize("msg", MESSAGES, ids=[f"{type(m).__name__}{i}" for i, m in enumerate(MESSAGES)])
+@pytest.mark.parametrize(
+    "msg", MESSAGES, ids=[f"{type(m).__name__}{i}" for i, m in enumerate(MESSAGES)]
+)
 def test_tail_encoder_is_encode_byte_for_byte(msg: object) -> None:
     names = [f.name for f in dataclasses.fields(msg)]  # type: ignore[arg-type]
     for k in range(1, len(names) + 1):

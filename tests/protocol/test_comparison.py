@@ -29,8 +29,9 @@ def wire(msg):
 
 def session(x: int, t: int, bits: int, radix: int, rng: random.Random, group=SMALL):
     meter = cmp.MeterComparison(group, x, bits=bits, radix=radix, rng=rng)
-    util = cmp.UtilityComparison(wire(meter.offer), t, bits=bits, radix=radix, allow_insecure=group.insecure,
-                                 rng=rng)
+    util = cmp.UtilityComparison(
+        wire(meter.offer), t, bits=bits, radix=radix, allow_insecure=group.insecure, rng=rng
+    )
     return meter, util
 
 
@@ -59,8 +60,12 @@ def test_edges(bits: int, radix: int, rng: random.Random) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(bits=st.sampled_from([5, 16, 24, 32]), radix=st.sampled_from(cmp.RADICES),
-       data=st.data(), seed=st.integers(0, 2**32))
+@given(
+    bits=st.sampled_from([5, 16, 24, 32]),
+    radix=st.sampled_from(cmp.RADICES),
+    data=st.data(),
+    seed=st.integers(0, 2**32),
+)
 def test_property_matches_plaintext(bits: int, radix: int, data: st.DataObject, seed: int) -> None:
     half = 1 << (bits - 1)
     t = data.draw(st.integers(-half + 1, half - 1))
@@ -69,8 +74,11 @@ def test_property_matches_plaintext(bits: int, radix: int, data: st.DataObject, 
 
 
 @settings(max_examples=30, deadline=None)
-@given(x=st.integers(-(2**23), 2**23 - 1), t=st.integers(-(2**23) + 1, 2**23 - 1),
-       seed=st.integers(0, 2**32))
+@given(
+    x=st.integers(-(2**23), 2**23 - 1),
+    t=st.integers(-(2**23) + 1, 2**23 - 1),
+    seed=st.integers(0, 2**32),
+)
 def test_exactly_one_zero_iff_condition(x: int, t: int, seed: int) -> None:
     """One zero among the D values when ``x < T`` (sign 0) or ``x >= T`` (sign 1), none otherwise."""
     meter, util = session(x, t, 24, 4, random.Random(seed))

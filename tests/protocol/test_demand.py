@@ -58,29 +58,57 @@ def manager(he: SigningKey, roster, **kw) -> DemandManager:
 class Group:
     """A head-end and ``n`` meters in memory."""
 
-    def __init__(self, n: int = 12, *, same: bool = True, per_interval: int = 1,
-                 per_day: int = 4, quorum: int | None = None, cmin: int = 5_000, cmax: int = 15_000,
-                 seed: int = 1) -> None:
+    def __init__(
+        self,
+        n: int = 12,
+        *,
+        same: bool = True,
+        per_interval: int = 1,
+        per_day: int = 4,
+        quorum: int | None = None,
+        cmin: int = 5_000,
+        cmax: int = 15_000,
+        seed: int = 1,
+    ) -> None:
         self.rng = random.Random(seed)
         self.he = SigningKey.from_seed(b"H" * 32)
         self.keys = {f"m{i:02d}": SigningKey.from_seed(bytes([i + 1]) * 32) for i in range(n)}
         self.roster = {m: k.verify_key for m, k in self.keys.items()}
-        self.mgr = manager(self.he, self.roster, cmin_w=cmin, cmax_w=cmax, level_above_w=1000,
-                           level_below_w=2000, quorum=quorum)
+        self.mgr = manager(
+            self.he,
+            self.roster,
+            cmin_w=cmin,
+            cmax_w=cmax,
+            level_above_w=1000,
+            level_below_w=2000,
+            quorum=quorum,
+        )
         self.agents = {
             m: MeterDemandAgent(
-                m, GROUP, k, self.he.verify_key,
-                ComparisonBudget(comparisons_per_interval=per_interval, comparisons_per_day=per_day,
-                                    same_threshold_for_group=same, min_group_size=3),
-                roster=self.roster, quorum=quorum, cap_w=1000, key_group=TEST_GROUP, allow_insecure_group=True,
+                m,
+                GROUP,
+                k,
+                self.he.verify_key,
+                ComparisonBudget(
+                    comparisons_per_interval=per_interval,
+                    comparisons_per_day=per_day,
+                    same_threshold_for_group=same,
+                    min_group_size=3,
+                ),
+                roster=self.roster,
+                quorum=quorum,
+                cap_w=1000,
+                key_group=TEST_GROUP,
+                allow_insecure_group=True,
             )
             for m, k in self.keys.items()
         }
 
     def accept(self, m: str, ev: DemandEvent, x: int, now: int = NOW) -> Echo:
         """Meter ``m`` takes the event with reading ``x``; its offer goes to the head-end."""
-        offer, echo = self.agents[m].receive_event(wire(ev), reading_interval=last_interval(now), reading_w=x,
-                                                   now=now, rng=self.rng)
+        offer, echo = self.agents[m].receive_event(
+            wire(ev), reading_interval=last_interval(now), reading_w=x, now=now, rng=self.rng
+        )
         self.mgr.receive_offer(wire(offer))
         return wire(echo)
 
@@ -124,9 +152,14 @@ def test_whole_flow_matches_plaintext_and_curtailment_lowers_the_next_total() ->
         assert d.meter_id in expected
         ins = g.agents[d.meter_id].receive_directive(wire(d), now=NOW)
         assert ins.limit_w == 1000 and ins.action == "curtail"
-        res = apply_directive(minutes[d.meter_id], deferrable_w=np.full(60, deferrable[d.meter_id]),
-                              start_minute=0, duration_minutes=ins.duration_minutes, action=ins.action,
-                              limit_w=ins.limit_w)
+        res = apply_directive(
+            minutes[d.meter_id],
+            deferrable_w=np.full(60, deferrable[d.meter_id]),
+            start_minute=0,
+            duration_minutes=ins.duration_minutes,
+            action=ins.action,
+            limit_w=ins.limit_w,
+        )
         after[d.meter_id] = res.minute_w
     assert g.mgr.directives(ev.event_id, now=NOW) == []  # each meter directed once
     new_total = sum(int(a[1]) for a in after.values())
@@ -166,7 +199,9 @@ def test_budget_per_reading_interval_and_day() -> None:
     day_start = NOW - NOW % 86400
     times = [day_start + 910, day_start + 910 + 900, day_start + 910 + 1800]
     for i, now in enumerate(times):
-        ev = g.mgr.open_event(100, side="above", action="curtail", start_interval=now // 900 + 1, now=now)
+        ev = g.mgr.open_event(
+            100, side="above", action="curtail", start_interval=now // 900 + 1, now=now
+        )
         if i == 2:  # the day's comparisons are used up: refused before any offer
             before = a.budget.state()
             with pytest.raises(BudgetExceeded):
@@ -181,7 +216,9 @@ def test_budget_per_reading_interval_and_day() -> None:
             g.accept("m00", ev2, 50, now)
     # the readings of the next day have a fresh budget
     later = day_start + 86400 + 905
-    ev = g.mgr.open_event(100, side="above", action="curtail", start_interval=later // 900, now=later)
+    ev = g.mgr.open_event(
+        100, side="above", action="curtail", start_interval=later // 900, now=later
+    )
     g.accept("m00", ev, 500, later)
     g.mgr.receive_answer(wire(a.receive_query(g.query(ev, "m00", later), now=later)), now=later)
 
@@ -190,7 +227,10 @@ def test_budget_is_charged_when_answering_and_checked_again() -> None:
     """Two events accepted on one reading (per_interval=2, per_day=1): the second answer is refused."""
     g = Group(same=False, per_interval=2, per_day=1)
     a = g.agents["m01"]
-    evs = [g.mgr.open_event(100, side="above", action="curtail", start_interval=1, now=NOW) for _ in range(2)]
+    evs = [
+        g.mgr.open_event(100, side="above", action="curtail", start_interval=1, now=NOW)
+        for _ in range(2)
+    ]
     for ev in evs:
         g.accept("m01", ev, 50)
     g.mgr.receive_answer(wire(a.receive_query(g.query(evs[0], "m01"), now=NOW)), now=NOW)
@@ -223,7 +263,9 @@ def test_binary_search_learns_at_most_budget_bits(budget: int) -> None:
     for k in range(bits):
         now = day_start + 900 * (k + 1) + 1
         t = (lo + hi) // 2
-        ev = g.mgr.open_event(t, side="above", action="curtail", start_interval=now // 900 + 1, now=now)
+        ev = g.mgr.open_event(
+            t, side="above", action="curtail", start_interval=now // 900 + 1, now=now
+        )
         try:
             g.accept("m03", ev, secret, now)
         except BudgetExceeded:
@@ -272,8 +314,13 @@ def test_different_event_for_one_meter_is_detected() -> None:
     with pytest.raises(UnexpectedMessage):
         g.agents["m00"].receive_query(q, now=NOW)
     # echoes from outside the roster and duplicates do not count
-    forged = Echo(event_id=ev_all.event_id, group_id=GROUP, meter_id="intruder", digest=ev_target.digest(),
-                     signature=bytes(64))
+    forged = Echo(
+        event_id=ev_all.event_id,
+        group_id=GROUP,
+        meter_id="intruder",
+        digest=ev_target.digest(),
+        signature=bytes(64),
+    )
     dup = EchoBundle(event_id=ev_all.event_id, echoes=(forged,) * 5)
     assert g.agents["m00"].receive_echoes(wire(dup), now=NOW) is False
 
@@ -298,7 +345,9 @@ def test_meter_rejects_bad_events() -> None:
     other.mgr.group_id = "feeder-8"
     with pytest.raises(UnexpectedMessage):
         take(other.mgr.open_event(10, side="above", action="curtail", start_interval=1, now=NOW))
-    long = manager(g.he, g.roster, cmin_w=0, cmax_w=1, level_above_w=1, level_below_w=1, duration_minutes=600)
+    long = manager(
+        g.he, g.roster, cmin_w=0, cmax_w=1, level_above_w=1, level_below_w=1, duration_minutes=600
+    )
     with pytest.raises(PolicyError):
         take(long.open_event(10, side="above", action="curtail", start_interval=1, now=NOW))
     assert a.events == {}
@@ -335,8 +384,15 @@ def test_meter_rejects_bad_queries_and_directives() -> None:
     d = g.mgr.directives(ev.event_id, now=NOW)[0]
     with pytest.raises(InvalidSignature):
         a.receive_directive(dataclasses.replace(d, action="take_more"), now=NOW)
-    bad = Directive(event_id=d.event_id, meter_id="m02", action="shift", start_interval=d.start_interval,
-                       duration_minutes=d.duration_minutes, issued_at=NOW, signature=bytes(64))
+    bad = Directive(
+        event_id=d.event_id,
+        meter_id="m02",
+        action="shift",
+        start_interval=d.start_interval,
+        duration_minutes=d.duration_minutes,
+        issued_at=NOW,
+        signature=bytes(64),
+    )
     payload = bad.signed_payload()
     bad = dataclasses.replace(bad, signature=g.he.sign(DIRECTIVE_CONTEXT, payload))
     with pytest.raises(UnexpectedMessage):  # directive differs from its event
@@ -344,8 +400,9 @@ def test_meter_rejects_bad_queries_and_directives() -> None:
     with pytest.raises(StaleMessage):
         a.receive_directive(wire(d), now=ev.expires_at + 3600)
     ins = a.receive_directive(wire(d), now=NOW)
-    assert ins == LoadInstruction(event_id=ev.event_id, action="curtail", start_interval=1,
-                                     duration_minutes=30, limit_w=1000)
+    assert ins == LoadInstruction(
+        event_id=ev.event_id, action="curtail", start_interval=1, duration_minutes=30, limit_w=1000
+    )
     with pytest.raises(ReplayedMessage):
         a.receive_directive(wire(d), now=NOW)
 
@@ -353,7 +410,9 @@ def test_meter_rejects_bad_queries_and_directives() -> None:
 def test_utility_rejects_bad_offers_and_answers() -> None:
     g = Group(same=False)
     ev = g.mgr.open_event(10, side="above", action="curtail", start_interval=1, now=NOW)
-    off4, _ = g.agents["m04"].receive_event(wire(ev), reading_interval=last_interval(NOW), reading_w=5, now=NOW)
+    off4, _ = g.agents["m04"].receive_event(
+        wire(ev), reading_interval=last_interval(NOW), reading_w=5, now=NOW
+    )
     with pytest.raises(InvalidSignature):  # m04's offer presented as m06's
         g.mgr.receive_offer(dataclasses.replace(off4, meter_id="m06"))
     with pytest.raises(UnknownParty):
@@ -388,7 +447,11 @@ def test_utility_rejects_bad_offers_and_answers() -> None:
 def test_from_plan() -> None:
     plan = builtin_plan("economy7")
     b = ComparisonBudget.from_plan(plan)
-    assert (b.comparisons_per_interval, b.comparisons_per_day, b.same_threshold_for_group) == (1, 4, True)
+    assert (b.comparisons_per_interval, b.comparisons_per_day, b.same_threshold_for_group) == (
+        1,
+        4,
+        True,
+    )
     keys = [SigningKey.from_seed(bytes([i]) * 32) for i in range(5)]
     roster = {f"m{i}": k.verify_key for i, k in enumerate(keys)}
     a = MeterDemandAgent.from_plan(plan, "m0", "g", keys[0], keys[1].verify_key, roster=roster)

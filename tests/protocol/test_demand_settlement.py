@@ -22,8 +22,14 @@ DR = DemandResponse(cap_w=2000, penalty_price=30_000, rebate_price=12_000, max_e
 
 
 def plan() -> Plan:
-    return Plan(plan_id="t-dr", name="Flat+DR", currency="GBP", interval_seconds=900,
-                tariff=Tariff(kind="flat", price=14228), demand_response=DR)
+    return Plan(
+        plan_id="t-dr",
+        name="Flat+DR",
+        currency="GBP",
+        interval_seconds=900,
+        tariff=Tariff(kind="flat", price=14228),
+        demand_response=DR,
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -54,8 +60,10 @@ def test_records_decrypt_to_amounts_and_bill_homomorphically(paillier_small) -> 
     assert sk.decrypt(acc) == sum(DR.event_charge(x, 900) for x in energy.values())
     adj = event_adjustments("ev-1", energy, cap)
     assert len(adj) == len(recs)
-    assert all(adj[(r.kind, "ev-1", r.interval)] == sk.decrypt(pk.ciphertext_from_bytes(r.ciphertext))
-               for r in recs)
+    assert all(
+        adj[(r.kind, "ev-1", r.interval)] == sk.decrypt(pk.ciphertext_from_bytes(r.ciphertext))
+        for r in recs
+    )
 
 
 @pytest.mark.parametrize("tampered", [False, True])
@@ -66,8 +74,15 @@ def test_event_settles_inside_the_encrypted_bill(paillier_2048, tampered: bool) 
     meter = SigningKey.from_seed(b"m" * 32)
     headend = SigningKey.from_seed(b"h" * 32)
     ledger = BillingLedger(headend, [p])
-    ledger.register("m1", meter.verify_key, pk, p, wellformed_proof=sk.prove_wellformed(), period_start=DAY0,
-                    period_intervals=N)
+    ledger.register(
+        "m1",
+        meter.verify_key,
+        pk,
+        p,
+        wellformed_proof=sk.prove_wellformed(),
+        period_start=DAY0,
+        period_intervals=N,
+    )
     r = random.Random(4)
     readings = {DAY0 + i: r.randint(-400, 1200) for i in range(N)}
     for t, wh in readings.items():
@@ -80,9 +95,18 @@ def test_event_settles_inside_the_encrypted_bill(paillier_2048, tampered: bool) 
     if tampered:  # the household's own view of the event differs from the records
         k = next(k for k, v in adjustments.items() if k[0] == DR_REBATE and v == 0)
         adjustments[k] = 1
-    out = settle(statement, headend_key=headend.verify_key, meter_key=meter.verify_key, secret_key=sk,
-                 meter_id="m1", plan=p, period=range(DAY0, DAY0 + N), readings=readings, adjustments=adjustments,
-                 records=[record_from_bytes(b) for b in ledger.store.records("m1", DAY0, DAY0 + N)])
+    out = settle(
+        statement,
+        headend_key=headend.verify_key,
+        meter_key=meter.verify_key,
+        secret_key=sk,
+        meter_id="m1",
+        plan=p,
+        period=range(DAY0, DAY0 + N),
+        readings=readings,
+        adjustments=adjustments,
+        records=[record_from_bytes(b) for b in ledger.store.records("m1", DAY0, DAY0 + N)],
+    )
     if tampered:
         assert isinstance(out, Dispute)
         return

@@ -34,7 +34,9 @@ def test_months_partition_the_intervals(k: int, offset: int) -> None:
     lo, hi = period_bounds(k, JAN_2013, MONTHLY, IV)
     assert hi - lo == _month_days(k) * 96
     assert period_bounds(k + 1, JAN_2013, MONTHLY, IV)[0] == hi  # no gap, no overlap
-    assert period_of(lo, JAN_2013, MONTHLY, IV) == k and period_of(hi - 1, JAN_2013, MONTHLY, IV) == k
+    assert (
+        period_of(lo, JAN_2013, MONTHLY, IV) == k and period_of(hi - 1, JAN_2013, MONTHLY, IV) == k
+    )
     t = JAN_2013 + offset
     p = period_of(t, JAN_2013, MONTHLY, IV)
     a, b = period_bounds(p, JAN_2013, MONTHLY, IV)
@@ -58,19 +60,40 @@ def test_layout_checks() -> None:
 
 def test_monthly_statement_settles_with_the_household(paillier_small) -> None:
     pk, sk = paillier_small
-    plan = Plan(plan_id="t-flat", name="Flat", currency="GBP", interval_seconds=IV,
-                tariff=Tariff(kind="flat", price=14228), standing_charge_per_day=45_000)
+    plan = Plan(
+        plan_id="t-flat",
+        name="Flat",
+        currency="GBP",
+        interval_seconds=IV,
+        tariff=Tariff(kind="flat", price=14228),
+        standing_charge_per_day=45_000,
+    )
     meter, headend = SigningKey.generate(), SigningKey.generate()
     ledger = BillingLedger(headend, [plan], min_key_bits=512)
-    ledger.register("m1", meter.verify_key, pk, plan, wellformed_proof=sk.prove_wellformed(), period_start=JAN_2013,
-                    period_intervals=MONTHLY)
+    ledger.register(
+        "m1",
+        meter.verify_key,
+        pk,
+        plan,
+        wellformed_proof=sk.prove_wellformed(),
+        period_start=JAN_2013,
+        period_intervals=MONTHLY,
+    )
     feb = period_bounds(1, JAN_2013, MONTHLY, IV)[0]
     rng = random.Random(3)
     readings = {JAN_2013: 100, feb - 1: 250, feb: 900, feb + 5: 70}
     for t, wh in readings.items():
         ledger.receive(make_record(meter, "m1", t, pk, pk.encrypt(wh, rng=rng)), current_interval=t)
-    home = HouseholdAgent("m1", sk, plan, headend.verify_key, lambda: (readings, {}), meter_key=meter.verify_key,
-                          period_start=JAN_2013, period_intervals=MONTHLY)
+    home = HouseholdAgent(
+        "m1",
+        sk,
+        plan,
+        headend.verify_key,
+        lambda: (readings, {}),
+        meter_key=meter.verify_key,
+        period_start=JAN_2013,
+        period_intervals=MONTHLY,
+    )
     for period, days, mine in ((0, 31, (JAN_2013, feb - 1)), (1, 28, (feb, feb + 5))):
         st_ = ledger.statement("m1", period, now=0)
         assert (st_.start, st_.end) == period_bounds(period, JAN_2013, MONTHLY, IV)

@@ -41,8 +41,13 @@ def make_ring() -> tuple[RingCoordinator, dict[str, RingMeter]]:
     return RingCoordinator("g", IDS), meters
 
 
-def run_round(coord: RingCoordinator, meters: dict[str, RingMeter], rnd: int,
-              x: dict[str, int], skip: str | None = None) -> int | None:
+def run_round(
+    coord: RingCoordinator,
+    meters: dict[str, RingMeter],
+    rnd: int,
+    x: dict[str, int],
+    skip: str | None = None,
+) -> int | None:
     msg = meters[IDS[0]].handle_start(coord.start(rnd), x[IDS[0]])
     while True:
         msg = decode(encode(msg))
@@ -84,8 +89,7 @@ def test_ring_rejects_replay_and_tampering() -> None:
     meters[IDS[1]].handle_token(tok, 1)
     with pytest.raises(ReplayedMessage):
         meters[IDS[1]].handle_token(tok, 1)
-    bad = RingToken(group="g", round=2, sender=IDS[0], receiver=IDS[1],
-                    ciphertext=bytes(24))
+    bad = RingToken(group="g", round=2, sender=IDS[0], receiver=IDS[1], ciphertext=bytes(24))
     with pytest.raises(InvalidCiphertext):
         meters[IDS[1]].handle_token(bad, 1)
     with pytest.raises(MalformedMessage):

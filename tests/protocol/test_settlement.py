@@ -56,44 +56,76 @@ def paillier_meter_key():  # another meter's verify key
 
 
 def flat_plan(price: int = 14228, dr: DemandResponse | None = None) -> Plan:
-    return Plan(plan_id="t-flat", name="Flat", currency="GBP", interval_seconds=900,
-                tariff=Tariff(kind="flat", price=price), standing_charge_per_day=45_000, demand_response=dr)
+    return Plan(
+        plan_id="t-flat",
+        name="Flat",
+        currency="GBP",
+        interval_seconds=900,
+        tariff=Tariff(kind="flat", price=price),
+        standing_charge_per_day=45_000,
+        demand_response=dr,
+    )
 
 
 def tou_plan() -> Plan:
     tiers = (
         TimeOfUseTier(name="night", price=7000, start_minute=0, end_minute=420, day_types=ALL_DAYS),
-        TimeOfUseTier(name="day", price=16000, start_minute=420, end_minute=960, day_types=ALL_DAYS),
-        TimeOfUseTier(name="peak", price=31000, start_minute=960, end_minute=1440, day_types=ALL_DAYS),
+        TimeOfUseTier(
+            name="day", price=16000, start_minute=420, end_minute=960, day_types=ALL_DAYS
+        ),
+        TimeOfUseTier(
+            name="peak", price=31000, start_minute=960, end_minute=1440, day_types=ALL_DAYS
+        ),
     )
-    return Plan(plan_id="t-tou", name="TOU", currency="GBP", interval_seconds=900,
-                tariff=Tariff(kind="tou", tiers=tiers, timezone="Europe/London"))
+    return Plan(
+        plan_id="t-tou",
+        name="TOU",
+        currency="GBP",
+        interval_seconds=900,
+        tariff=Tariff(kind="tou", tiers=tiers, timezone="Europe/London"),
+    )
 
 
 def rt_plan() -> Plan:
-    return Plan(plan_id="t-rt", name="RT", currency="GBP", interval_seconds=900, max_price=2**16,
-                tariff=Tariff(kind="realtime", feed_id="t-feed", feed_key=FEED_KEY.verify_key.hex()))
+    return Plan(
+        plan_id="t-rt",
+        name="RT",
+        currency="GBP",
+        interval_seconds=900,
+        max_price=2**16,
+        tariff=Tariff(kind="realtime", feed_id="t-feed", feed_key=FEED_KEY.verify_key.hex()),
+    )
 
 
 class Scenario:
     """Meter -> head-end ledger -> statement, and the household's own view, for one day."""
 
-    def __init__(self, keys, plan: Plan, *, dr_event: range | None = None, seed: int = 1,
-                 min_bits: int = 512) -> None:
+    def __init__(
+        self, keys, plan: Plan, *, dr_event: range | None = None, seed: int = 1, min_bits: int = 512
+    ) -> None:
         self.pk, self.sk = keys
         self.plan = plan
         self.meter = SigningKey.from_seed(b"m" * 32)
         self.headend = SigningKey.from_seed(b"h" * 32)
         self.ledger = BillingLedger(self.headend, [plan], min_key_bits=min_bits)
-        self.ledger.register("m1", self.meter.verify_key, self.pk, plan, wellformed_proof=self.sk.prove_wellformed(),
-                             period_start=DAY0, period_intervals=N)
+        self.ledger.register(
+            "m1",
+            self.meter.verify_key,
+            self.pk,
+            plan,
+            wellformed_proof=self.sk.prove_wellformed(),
+            period_start=DAY0,
+            period_intervals=N,
+        )
         r = random.Random(seed)
         self.readings = {DAY0 + i: r.randint(-900, 2500) for i in range(N)}
         self.adjustments: dict[tuple[str, str, int], int] = {}
         self.records: list[ReadingRecord] = []
         self.feed: PriceFeed | None = None
         if plan.tariff.kind == "realtime":
-            self.feed = PriceFeed.publish(FEED_KEY, "t-feed", 900, {DAY0 + i: 3000 + 97 * i for i in range(N)})
+            self.feed = PriceFeed.publish(
+                FEED_KEY, "t-feed", 900, {DAY0 + i: 3000 + 97 * i for i in range(N)}
+            )
             self.ledger.publish_feed(self.feed)
         for t, wh in self.readings.items():
             self._send(t, wh)
@@ -105,25 +137,45 @@ class Scenario:
         self.statement = self.ledger.statement("m1", 0, now=1_700_000_000)
 
     def _send(self, t: int, wh: int, **kw) -> None:
-        rec = make_record(self.meter, "m1", t, self.pk, self.pk.encrypt(wh, rng=random.Random(t)), **kw)
+        rec = make_record(
+            self.meter, "m1", t, self.pk, self.pk.encrypt(wh, rng=random.Random(t)), **kw
+        )
         self.ledger.receive(rec, current_interval=t)
         self.records.append(rec)
 
     def settle(self, statement: Statement | None = None, **kw) -> BillProof | Dispute:
-        args = dict(headend_key=self.headend.verify_key, meter_key=self.meter.verify_key, secret_key=self.sk,
-                    meter_id="m1", plan=self.plan, period=range(DAY0, DAY0 + N), readings=self.readings,
-                    records=self.records, feed=self.feed, adjustments=self.adjustments)
+        args = dict(
+            headend_key=self.headend.verify_key,
+            meter_key=self.meter.verify_key,
+            secret_key=self.sk,
+            meter_id="m1",
+            plan=self.plan,
+            period=range(DAY0, DAY0 + N),
+            readings=self.readings,
+            records=self.records,
+            feed=self.feed,
+            adjustments=self.adjustments,
+        )
         args.update(kw)
         return settle(statement or self.statement, **args)
 
-    def audit(self, statement: Statement | None = None, records=None, proof=None, plan=None, feed="same"):
+    def audit(
+        self, statement: Statement | None = None, records=None, proof=None, plan=None, feed="same"
+    ):
         st_ = statement or self.statement
         if proof is None:
             proof = self.settle(st_)
-        return audit(st_, self.records if records is None else records, plan or self.plan,
-                     self.feed if feed == "same" else feed, proof,
-                     headend_key=self.headend.verify_key, meter_key=self.meter.verify_key,
-                     household_pk=self.pk, min_key_bits=512)
+        return audit(
+            st_,
+            self.records if records is None else records,
+            plan or self.plan,
+            self.feed if feed == "same" else feed,
+            proof,
+            headend_key=self.headend.verify_key,
+            meter_key=self.meter.verify_key,
+            household_pk=self.pk,
+            min_key_bits=512,
+        )
 
     def forged(self, **changes) -> Statement:
         """The utility signs whatever statement it likes (it holds the head-end key)."""
@@ -160,6 +212,7 @@ def rt(paillier_small) -> Scenario:
 
 # -- honest path ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["flat", "tou", "rt"])
 def test_honest_statement_pays_and_audits(request, name) -> None:
     s: Scenario = request.getfixturevalue(name)
@@ -176,8 +229,12 @@ def test_honest_statement_pays_and_audits(request, name) -> None:
 
 
 def test_end_to_end_2048_with_demand_response(paillier_2048) -> None:
-    dr = DemandResponse(cap_w=1500, penalty_price=40_000, rebate_price=15_000, max_event_minutes=120)
-    s = Scenario(paillier_2048, flat_plan(dr=dr), dr_event=range(DAY0 + 70, DAY0 + 78), min_bits=2048)
+    dr = DemandResponse(
+        cap_w=1500, penalty_price=40_000, rebate_price=15_000, max_event_minutes=120
+    )
+    s = Scenario(
+        paillier_2048, flat_plan(dr=dr), dr_event=range(DAY0 + 70, DAY0 + 78), min_bits=2048
+    )
     proof = s.settle()
     assert isinstance(proof, BillProof)
     extra = sum(dr.event_charge(s.readings[t], 900) for t in range(DAY0 + 70, DAY0 + 78))
@@ -189,12 +246,17 @@ def test_end_to_end_2048_with_demand_response(paillier_2048) -> None:
 
 # -- attacks by the utility ----------------------------------------------------------------------
 
+
 def _disputed(s: Scenario, st_: Statement, reason: str, **kw) -> Dispute:
     out = s.settle(st_, **kw)
     assert isinstance(out, Dispute), out
     assert out.reason == reason
     # a dispute carries a code and the statement digest, nothing derived from the decryption
-    assert {f.name for f in dataclasses.fields(Dispute)} == {"meter_id", "statement_digest", "reason"}
+    assert {f.name for f in dataclasses.fields(Dispute)} == {
+        "meter_id",
+        "statement_digest",
+        "reason",
+    }
     assert isinstance(out.error(), type(out.error()))
     return out
 
@@ -207,15 +269,21 @@ def test_disguised_reading_is_never_decrypted(flat: Scenario) -> None:
     assert isinstance(d.error(), RebuildMismatch)
     assert str(s.readings[one.interval]) not in repr(d)
     with pytest.raises(AuditFailure):
-        s.audit(st_, proof=BillProof(meter_id="m1", statement_digest=d.statement_digest, bill=1, r=1))
+        s.audit(
+            st_, proof=BillProof(meter_id="m1", statement_digest=d.statement_digest, bill=1, r=1)
+        )
 
 
 def test_inflated_reading(flat: Scenario) -> None:
     s = flat
     fake = s.pk.encrypt(50_000)
     pairs = [(r, s.price(r)) for r in s.records[1:]]
-    inflated = ReadingRecord(**{**{f.name: getattr(s.records[0], f.name) for f in dataclasses.fields(ReadingRecord)},
-                                "ciphertext": fake.to_bytes()})
+    inflated = ReadingRecord(
+        **{
+            **{f.name: getattr(s.records[0], f.name) for f in dataclasses.fields(ReadingRecord)},
+            "ciphertext": fake.to_bytes(),
+        }
+    )
     st_ = s.forged(bill_ciphertext=s.bill_from([(inflated, s.price(inflated)), *pairs]))
     _disputed(s, st_, "rebuild")
     # the inflated record in the log the household gets: not the meter's signature
@@ -227,8 +295,11 @@ def test_inflated_reading(flat: Scenario) -> None:
 def test_omitted_reading(flat: Scenario) -> None:
     s = flat
     kept = s.records[:30] + s.records[31:]
-    st_ = s.forged(record_count=N - 1, bill_ciphertext=s.bill_from([(r, s.price(r)) for r in kept]),
-                   log_digest=log_digest("m1", DAY0, DAY0 + N, [record_bytes(r) for r in kept]))
+    st_ = s.forged(
+        record_count=N - 1,
+        bill_ciphertext=s.bill_from([(r, s.price(r)) for r in kept]),
+        log_digest=log_digest("m1", DAY0, DAY0 + N, [record_bytes(r) for r in kept]),
+    )
     _disputed(s, st_, "count")  # against the full log
     _disputed(s, st_, "count", records=kept)  # a log without it: the meter reported it
     # same count claimed, bill without the reading
@@ -269,8 +340,10 @@ def test_reordered_readings(tou: Scenario) -> None:
 def test_changed_tariff(flat: Scenario) -> None:
     s = flat
     other = flat_plan(price=19000)
-    st_ = s.forged(tariff_digest=other.tariff.digest(),
-                   bill_ciphertext=s.bill_from([(r, 19000) for r in s.records]))
+    st_ = s.forged(
+        tariff_digest=other.tariff.digest(),
+        bill_ciphertext=s.bill_from([(r, 19000) for r in s.records]),
+    )
     d = _disputed(s, st_, "tariff")
     assert isinstance(d.error(), TariffRejected)
     with pytest.raises(TariffRejected):
@@ -284,7 +357,9 @@ def test_changed_tariff(flat: Scenario) -> None:
 def test_prices_that_encode_readings(rt: Scenario) -> None:
     """price_t = 2**(20 t): the household refuses; a published plan bounds prices."""
     s = rt
-    greedy = PriceFeed.publish(FEED_KEY, "t-feed", 900, {DAY0 + i: 2 ** (20 * (i % 3)) for i in range(N)})
+    greedy = PriceFeed.publish(
+        FEED_KEY, "t-feed", 900, {DAY0 + i: 2 ** (20 * (i % 3)) for i in range(N)}
+    )
     st_ = s.forged(feed_digest=greedy.digest())
     _disputed(s, st_, "feed")  # differs from the published feed
     out = s.settle(st_, feed=greedy)  # even if the utility publishes it: out of the plan's bounds
@@ -318,12 +393,23 @@ def test_other_checks_of_the_household(flat: Scenario, paillier_2048) -> None:
     with pytest.raises(InvalidSignature):
         s.audit(wrong_signer)
     with pytest.raises(KeyMismatch):
-        audit(s.statement, s.records, s.plan, None, s.settle(), headend_key=s.headend.verify_key,
-              meter_key=s.meter.verify_key, household_pk=paillier_2048[0])
-    _disputed(s, s.statement, "log", meter_key=paillier_meter_key())  # records not signed by our meter
+        audit(
+            s.statement,
+            s.records,
+            s.plan,
+            None,
+            s.settle(),
+            headend_key=s.headend.verify_key,
+            meter_key=s.meter.verify_key,
+            household_pk=paillier_2048[0],
+        )
+    _disputed(
+        s, s.statement, "log", meter_key=paillier_meter_key()
+    )  # records not signed by our meter
 
 
 # -- attacks by the household -----------------------------------------------------------------------
+
 
 def test_household_under_reports(flat: Scenario) -> None:
     s = flat

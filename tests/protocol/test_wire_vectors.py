@@ -27,7 +27,9 @@ ROOT = Path(__file__).parents[2]
 WIRE = ROOT / "tests" / "vectors" / "wire"
 BENCH_ONLY = {"agg.bench.paillier": "privmeter.bench.aggregation"}  # not a message between parties
 
-_spec = importlib.util.spec_from_file_location("gen_wire_vectors", ROOT / "tests" / "vectors" / "gen_wire_vectors.py")
+_spec = importlib.util.spec_from_file_location(
+    "gen_wire_vectors", ROOT / "tests" / "vectors" / "gen_wire_vectors.py"
+)
 assert _spec is not None and _spec.loader is not None
 gen = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(gen)
@@ -74,8 +76,13 @@ def _declared_tags() -> dict[str, str]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ClassDef):
                 for d in node.decorator_list:
-                    if (isinstance(d, ast.Call) and isinstance(d.func, ast.Name) and d.func.id == "message"
-                            and d.args and isinstance(d.args[0], ast.Constant)):
+                    if (
+                        isinstance(d, ast.Call)
+                        and isinstance(d.func, ast.Name)
+                        and d.func.id == "message"
+                        and d.args
+                        and isinstance(d.args[0], ast.Constant)
+                    ):
                         out[d.args[0].value] = module
     return out
 

@@ -12,14 +12,32 @@ from privmeter.sim.clock import SimClock
 
 
 def test_bench_headend_json(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["bench", "headend", "--json", "--meters", "4", "--intervals", "2", "--group", "6",
-                 "--key-bits", "512"])
+    code = main(
+        [
+            "bench",
+            "headend",
+            "--json",
+            "--meters",
+            "4",
+            "--intervals",
+            "2",
+            "--group",
+            "6",
+            "--key-bits",
+            "512",
+        ]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["meters_per_core_at_1min"] > 0
     assert out["records"] == 8
-    for k in ("total", "billing_end_to_end_over_tcp", "signature_verify", "persistence_sqlite_wal",
-              "aggregation_headend_share"):
+    for k in (
+        "total",
+        "billing_end_to_end_over_tcp",
+        "signature_verify",
+        "persistence_sqlite_wal",
+        "aggregation_headend_share",
+    ):
         assert out["per_reading_us"][k] > 0
     assert out["transport"]["errors"] == {}
 

@@ -22,16 +22,38 @@ from ..conftest import tiny_scenario
 N = 8
 
 
-def _start(scen: Path, tmp: Path, tag: str, speed: str) -> tuple[subprocess.Popen[str], subprocess.Popen[bytes], str]:
+def _start(
+    scen: Path, tmp: Path, tag: str, speed: str
+) -> tuple[subprocess.Popen[str], subprocess.Popen[bytes], str]:
     py = [sys.executable, "-m", "privmeter.sim.parties"]
-    he = subprocess.Popen([*py, "headend", "--scenario", str(scen), "--port", "0", "--db", str(tmp / "he.db"),
-                           "--report", str(tmp / f"he-{tag}.json"), "--speed", speed, "--round-timeout", "20"],
-                          stdout=subprocess.PIPE, text=True)
+    he = subprocess.Popen(
+        [
+            *py,
+            "headend",
+            "--scenario",
+            str(scen),
+            "--port",
+            "0",
+            "--db",
+            str(tmp / "he.db"),
+            "--report",
+            str(tmp / f"he-{tag}.json"),
+            "--speed",
+            speed,
+            "--round-timeout",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert he.stdout is not None
     line = he.stdout.readline()  # "head-end listening on HOST:PORT, key HEX"
     port, key = line.split()[3].rstrip(",").rsplit(":", 1)[1], line.split()[-1]
-    fleet = subprocess.Popen([*py, "meter", "--scenario", str(scen), "--port", port, "--headend-key", key],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fleet = subprocess.Popen(
+        [*py, "meter", "--scenario", str(scen), "--port", port, "--headend-key", key],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return he, fleet, line
 
 
@@ -52,13 +74,17 @@ def _stored(db: Path) -> list[int]:
         store.close()
 
 
-def test_headend_killed_mid_run_resumes_after_the_last_stored_total(sim_cache: Path, tmp_path: Path) -> None:
+def test_headend_killed_mid_run_resumes_after_the_last_stored_total(
+    sim_cache: Path, tmp_path: Path
+) -> None:
     sc = tiny_scenario(sim_cache, demand=False, max_intervals=N)
     world = build(sc)
     scen = tmp_path / "scenario.json"
     scen.write_text(json.dumps(scenario_json(sc)))
     first = world.first_interval
-    truth = {t: sum(h.load.energy_wh(t) or 0 for h in world.households) for t in range(first, first + N)}
+    truth = {
+        t: sum(h.load.energy_wh(t) or 0 for h in world.households) for t in range(first, first + N)
+    }
 
     he, fleet, _ = _start(scen, tmp_path, "1", "900")  # one interval a second: time to kill it
     try:

@@ -27,12 +27,16 @@ N = 4
 
 
 def _bill(plan, readings: dict[int, int], lo: int, hi: int) -> int:  # type: ignore[no-untyped-def]
-    energy = sum(wh * plan.tariff.price_at(t, plan.interval_seconds, None) for t, wh in readings.items())
+    energy = sum(
+        wh * plan.tariff.price_at(t, plan.interval_seconds, None) for t, wh in readings.items()
+    )
     return energy + int(plan.fixed_charge(range(lo, hi)))
 
 
 @pytest.mark.parametrize("honest", [True, False])
-def test_household_on_its_own_line_proves_its_bill(sim_cache: Path, tmp_path: Path, honest: bool) -> None:
+def test_household_on_its_own_line_proves_its_bill(
+    sim_cache: Path, tmp_path: Path, honest: bool
+) -> None:
     """honest: its export matches what the meter reported -> proof, paid.
     Otherwise (one reading 1 Wh off in the household's copy) it disputes the
     statement instead of proving a bill it cannot reproduce."""
@@ -48,28 +52,64 @@ def test_household_on_its_own_line_proves_its_bill(sim_cache: Path, tmp_path: Pa
     if not honest:
         mine[first + 1] += 1
     csv = tmp_path / "readings.csv"
-    write_csv_readings(csv, [IntervalReading(interval=t, energy_wh=wh) for t, wh in mine.items()],
-                       sc.interval_seconds)
+    write_csv_readings(
+        csv,
+        [IntervalReading(interval=t, energy_wh=wh) for t, wh in mine.items()],
+        sc.interval_seconds,
+    )
 
     py = [sys.executable, "-m", "privmeter.sim.parties"]
-    he = subprocess.Popen([*py, "headend", "--scenario", str(scen), "--port", "0", "--db",
-                           str(tmp_path / "he.db"), "--report", str(tmp_path / "he.json"),
-                           "--round-timeout", "20", "--wait-meters", "60"],
-                          stdout=subprocess.PIPE, text=True)
+    he = subprocess.Popen(
+        [
+            *py,
+            "headend",
+            "--scenario",
+            str(scen),
+            "--port",
+            "0",
+            "--db",
+            str(tmp_path / "he.db"),
+            "--report",
+            str(tmp_path / "he.json"),
+            "--round-timeout",
+            "20",
+            "--wait-meters",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     procs = [he]
     try:
         assert he.stdout is not None
         line = he.stdout.readline()  # "head-end listening on HOST:PORT, key HEX"
         port = line.split()[3].rstrip(",").rsplit(":", 1)[1]
         key = line.split()[-1]
-        hh = subprocess.Popen([*py, "household", "--scenario", str(scen), "--meter", home.meter_id,
-                               "--readings", str(csv), "--port", port, "--headend-key", key],
-                              stdout=subprocess.PIPE, text=True)
+        hh = subprocess.Popen(
+            [
+                *py,
+                "household",
+                "--scenario",
+                str(scen),
+                "--meter",
+                home.meter_id,
+                "--readings",
+                str(csv),
+                "--port",
+                port,
+                "--headend-key",
+                key,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         procs.append(hh)
         assert hh.stdout is not None
         assert "connected" in hh.stdout.readline()  # on its line before the meters start the run
-        fleet = subprocess.Popen([*py, "meter", "--scenario", str(scen), "--port", port,
-                                  "--headend-key", key], stdout=subprocess.DEVNULL)
+        fleet = subprocess.Popen(
+            [*py, "meter", "--scenario", str(scen), "--port", port, "--headend-key", key],
+            stdout=subprocess.DEVNULL,
+        )
         procs.append(fleet)
         assert he.wait(timeout=240) == 0
         out, _ = hh.communicate(timeout=60)

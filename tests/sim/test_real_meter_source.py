@@ -40,7 +40,9 @@ N = 4  # intervals simulated
 P1_METER = "m00003"
 
 
-def _telegrams(test_data: Path, first: int, gap: range | None = None) -> tuple[bytes, dict[int, int]]:
+def _telegrams(
+    test_data: Path, first: int, gap: range | None = None
+) -> tuple[bytes, dict[int, int]]:
     """DSMR v5 stream covering intervals first..first+N-1; returns (bytes, truth per interval)."""
     with open(test_data / "dsmr" / "v5.txt", newline="", encoding="latin-1") as f:
         template = f.read()
@@ -48,8 +50,11 @@ def _telegrams(test_data: Path, first: int, gap: range | None = None) -> tuple[b
     b0 = first * IV
     start = b0 - 30  # the stream starts mid-interval, before the first boundary
     powers = [rng.randint(-1500, 4000) for _ in range((30 + N * IV) // 10)]
-    tel = list(synthesize_telegrams(template, start_unix=start, power_w=powers,
-                                    import_wh=4_426, export_wh=2_444))
+    tel = list(
+        synthesize_telegrams(
+            template, start_unix=start, power_w=powers, import_wh=4_426, export_wh=2_444
+        )
+    )
     by_t = {t.unix: t for t in tel}
 
     def net(u: int) -> int:
@@ -74,7 +79,7 @@ def _p1_bridge() -> Iterator[tuple[int, list[bytes]]]:
         with conn:
             data = payload[0]
             for i in range(0, len(data), 1400):
-                conn.sendall(data[i:i + 1400])
+                conn.sendall(data[i : i + 1400])
 
     th = threading.Thread(target=run, daemon=True)
     th.start()
@@ -89,12 +94,16 @@ def _spec(port: int) -> str:
     return f"p1-tcp:127.0.0.1:{port}?spec=v5&reconnect_delay_s=none"
 
 
-def _sim_truth(world, t: int) -> int:  # the simulated neighbours (no demand management: loads unchanged)
+def _sim_truth(
+    world, t: int
+) -> int:  # the simulated neighbours (no demand management: loads unchanged)
     return sum(h.load.energy_wh(t) or 0 for h in world.households if h.meter_id != P1_METER)
 
 
 def _bill(plan, readings: dict[int, int], lo: int, hi: int) -> int:
-    energy = sum(wh * plan.tariff.price_at(t, plan.interval_seconds, None) for t, wh in readings.items())
+    energy = sum(
+        wh * plan.tariff.price_at(t, plan.interval_seconds, None) for t, wh in readings.items()
+    )
     return energy + int(plan.fixed_charge(range(lo, hi)))
 
 
@@ -105,7 +114,9 @@ def test_p1_meter_in_memory_neighbourhood(test_data, sim_cache, paillier_2048):
     assert all(v != 0 for v in truth.values())
     with _p1_bridge() as (port, payload):
         payload.append(data)
-        world = build(tiny_scenario(sim_cache, demand=False, max_intervals=N, sources={P1_METER: _spec(port)}))
+        world = build(
+            tiny_scenario(sim_cache, demand=False, max_intervals=N, sources={P1_METER: _spec(port)})
+        )
         spec = next(h for h in world.households if h.meter_id == P1_METER)
         assert spec.source == _spec(port) and spec.truth_kwh_profile == "source"
         spec.secret_key = paillier_2048[1]  # the real household: a 2048-bit key
@@ -128,14 +139,39 @@ def test_p1_gap_drops_the_meter_over_loopback_sockets(test_data, sim_cache, tmp_
     """``privmeter simulate --source m00003=p1-tcp:...``: head-end, fleet process, TCP bridge."""
     first = build(tiny_scenario(sim_cache, demand=False, max_intervals=N)).first_interval
     b1 = (first + 1) * IV
-    data, truth = _telegrams(test_data, first, gap=range(b1 - 20, b1 + 60))  # boundary 1 seen too late
+    data, truth = _telegrams(
+        test_data, first, gap=range(b1 - 20, b1 + 60)
+    )  # boundary 1 seen too late
     out = tmp_path / "out"
     with _p1_bridge() as (port, payload):
         payload.append(data)
-        code = main(["simulate", "--households", "6", "--days", "1", "--max-intervals", str(N), "--seed", "7",
-                     "--key-bits", "512", "--dgk-bits", "1024", "--insecure-small-keys", "--no-demand",
-                     "--cache-dir", str(sim_cache), "--out", str(out), "--fleets", "1",
-                     "--source", f"{P1_METER}={_spec(port)}"])
+        code = main(
+            [
+                "simulate",
+                "--households",
+                "6",
+                "--days",
+                "1",
+                "--max-intervals",
+                str(N),
+                "--seed",
+                "7",
+                "--key-bits",
+                "512",
+                "--dgk-bits",
+                "1024",
+                "--insecure-small-keys",
+                "--no-demand",
+                "--cache-dir",
+                str(sim_cache),
+                "--out",
+                str(out),
+                "--fleets",
+                "1",
+                "--source",
+                f"{P1_METER}={_spec(port)}",
+            ]
+        )
     rep = json.loads((out / "report.json").read_text())
     assert code == 0
     assert rep["scenario"]["sources"] == {P1_METER: _spec(port)}
@@ -150,7 +186,11 @@ def test_p1_gap_drops_the_meter_over_loopback_sockets(test_data, sim_cache, tmp_
     p1_bill = bills[P1_METER]
     billed = {t: v for t, v in truth.items() if t not in missing}
     assert p1_bill["records"] == N - 2 and p1_bill["energy_wh"] == sum(billed.values())
-    assert p1_bill["proven"] == p1_bill["truth"] == _bill(sim.households[3].plan, billed, first, first + N)
+    assert (
+        p1_bill["proven"]
+        == p1_bill["truth"]
+        == _bill(sim.households[3].plan, billed, first, first + N)
+    )
     assert rep["billing"]["verified"] == rep["billing"]["households"] == 6
 
 
@@ -167,7 +207,10 @@ class _ListSource:
 
 
 def test_source_readings_missing_and_failed_sources():
-    rs = [IntervalReading(interval=10, energy_wh=5, power_w=20), IntervalReading(interval=11, energy_wh=None)]
+    rs = [
+        IntervalReading(interval=10, energy_wh=5, power_w=20),
+        IntervalReading(interval=11, energy_wh=None),
+    ]
     feed = SourceReadings(_ListSource(rs, fail=True))
     load = MeterLoad(IV, 10 * IV, fixed=feed)
     assert [load.energy_wh(t) for t in (9, 10, 11, 12)] == [None, 5, None, None]
@@ -178,8 +221,12 @@ def test_source_readings_missing_and_failed_sources():
 
 def test_source_arguments():
     assert parse_source_args(["m1=p1-tcp:h:1?spec=v5", "m2=csv:a=b.csv"]) == {
-        "m1": "p1-tcp:h:1?spec=v5", "m2": "csv:a=b.csv"}
-    assert parse_source_args(["p1:/dev/ttyUSB0?spec=v5"], ["m7"]) == {"m7": "p1:/dev/ttyUSB0?spec=v5"}
+        "m1": "p1-tcp:h:1?spec=v5",
+        "m2": "csv:a=b.csv",
+    }
+    assert parse_source_args(["p1:/dev/ttyUSB0?spec=v5"], ["m7"]) == {
+        "m7": "p1:/dev/ttyUSB0?spec=v5"
+    }
     with pytest.raises(ConfigError, match="METER_ID=SPEC"):
         parse_source_args(["p1:/dev/ttyUSB0"], ["m1", "m2"])
     with pytest.raises(ConfigError, match="repeated"):
@@ -197,9 +244,31 @@ def test_unknown_meter_and_meter_cli_errors(tiny_world, sim_cache, tmp_path, cap
 
     scen = tmp_path / "scenario.json"
     scen.write_text(json.dumps(scenario_json(tiny_scenario(sim_cache))))
-    code = parties_main(["meter", "--scenario", str(scen), "--fleet", "0/2", "--headend-key", "00" * 32,
-                         "--source", "p1-tcp:127.0.0.1:1"])
+    code = parties_main(
+        [
+            "meter",
+            "--scenario",
+            str(scen),
+            "--fleet",
+            "0/2",
+            "--headend-key",
+            "00" * 32,
+            "--source",
+            "p1-tcp:127.0.0.1:1",
+        ]
+    )
     assert code == 1 and "METER_ID=SPEC" in capsys.readouterr().err
-    code = parties_main(["meter", "--scenario", str(scen), "--fleet", "0/2", "--headend-key", "00" * 32,
-                         "--source", "m00001=p1-tcp:127.0.0.1:1"])
+    code = parties_main(
+        [
+            "meter",
+            "--scenario",
+            str(scen),
+            "--fleet",
+            "0/2",
+            "--headend-key",
+            "00" * 32,
+            "--source",
+            "m00001=p1-tcp:127.0.0.1:1",
+        ]
+    )
     assert code == 1 and "not in this fleet" in capsys.readouterr().err

@@ -22,17 +22,49 @@ from privmeter.sim.scenario import (
 
 from ..conftest import tiny_scenario
 
-REQUIRED = [("aggregation", "max_abs_error"), ("aggregation", "intervals"), ("billing", "households"),
-            ("billing", "verified"), ("billing", "max_abs_error"), ("demand_response", "events"),
-            ("performance", "headend_cpu_s")]
+REQUIRED = [
+    ("aggregation", "max_abs_error"),
+    ("aggregation", "intervals"),
+    ("billing", "households"),
+    ("billing", "verified"),
+    ("billing", "max_abs_error"),
+    ("demand_response", "events"),
+    ("performance", "headend_cpu_s"),
+]
 
 
 def test_simulate_over_loopback_sockets(tmp_path: Path, sim_cache: Path) -> None:
     out = tmp_path / "out"
-    code = main(["simulate", "--households", "6", "--days", "1", "--max-intervals", "6", "--seed", "7",
-                 "--key-bits", "512", "--dgk-bits", "1024", "--insecure-small-keys", "--cache-dir",
-                 str(sim_cache), "--out", str(out), "--fleets", "1", "--dropout", "0.05",
-                 "--min-survivors", "3", "--latency-ms", "1"])
+    code = main(
+        [
+            "simulate",
+            "--households",
+            "6",
+            "--days",
+            "1",
+            "--max-intervals",
+            "6",
+            "--seed",
+            "7",
+            "--key-bits",
+            "512",
+            "--dgk-bits",
+            "1024",
+            "--insecure-small-keys",
+            "--cache-dir",
+            str(sim_cache),
+            "--out",
+            str(out),
+            "--fleets",
+            "1",
+            "--dropout",
+            "0.05",
+            "--min-survivors",
+            "3",
+            "--latency-ms",
+            "1",
+        ]
+    )
     assert code == 0
     rep = json.loads((out / "report.json").read_text())
     for a, b in REQUIRED:
@@ -49,8 +81,13 @@ def test_simulate_over_loopback_sockets(tmp_path: Path, sim_cache: Path) -> None
 
 
 def test_real_data_lcl_flat_and_dtou(sim_cache: Path) -> None:
-    sc = tiny_scenario(sim_cache, lcl=True, interval_seconds=1800, max_intervals=12,
-                       start=datetime.date(2013, 3, 4))
+    sc = tiny_scenario(
+        sim_cache,
+        lcl=True,
+        interval_seconds=1800,
+        max_intervals=12,
+        start=datetime.date(2013, 3, 4),
+    )
     res = run_memory(build(sc))
     bills = {b["meter_id"]: b for b in res["billing"]["bills"]}
     assert bills["lcl000"]["plan"] == "lcl-flat" and bills["lcl001"]["plan"] == "lcl-dtou"
@@ -70,7 +107,9 @@ def test_report_files(tmp_path: Path, tiny_world) -> None:  # type: ignore[no-un
     assert hp.stat().st_size > 1_000_000  # plotly.js inlined
     # time axes show times: the first interval's start, not its number (1508352 -> "1.50836M")
     sc = tiny_world.scenario
-    first = datetime.datetime.fromtimestamp(tiny_world.first_interval * sc.interval_seconds, datetime.UTC)
+    first = datetime.datetime.fromtimestamp(
+        tiny_world.first_interval * sc.interval_seconds, datetime.UTC
+    )
     html = hp.read_text()
     assert f'"x":["{first.isoformat()}"' in html.replace(", ", ",")
     assert f'"x":[{tiny_world.first_interval},' not in html.replace(", ", ",")

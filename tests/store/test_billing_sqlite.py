@@ -41,16 +41,31 @@ PLAN = Plan(plan_id="t-flat", name="Flat", currency="GBP", interval_seconds=900,
 
 
 def flat_plan() -> Plan:
-    return Plan(plan_id="t-flat", name="Flat", currency="GBP", interval_seconds=900,
-                tariff=Tariff(kind="flat", price=14228), standing_charge_per_day=45_000)
+    return Plan(
+        plan_id="t-flat",
+        name="Flat",
+        currency="GBP",
+        interval_seconds=900,
+        tariff=Tariff(kind="flat", price=14228),
+        standing_charge_per_day=45_000,
+    )
 
 
 def _ledger(store, keys, register: bool = True) -> BillingLedger:
     pk, sk = keys
-    ledger = BillingLedger(SigningKey.from_seed(b"h" * 32), [flat_plan()], store=store, min_key_bits=512)
+    ledger = BillingLedger(
+        SigningKey.from_seed(b"h" * 32), [flat_plan()], store=store, min_key_bits=512
+    )
     if register:
-        ledger.register("m1", SigningKey.from_seed(b"m" * 32).verify_key, pk, flat_plan(),
-                        wellformed_proof=sk.prove_wellformed(), period_start=DAY0, period_intervals=96)
+        ledger.register(
+            "m1",
+            SigningKey.from_seed(b"m" * 32).verify_key,
+            pk,
+            flat_plan(),
+            wellformed_proof=sk.prove_wellformed(),
+            period_start=DAY0,
+            period_intervals=96,
+        )
     return ledger
 
 
@@ -69,17 +84,24 @@ def test_sqlite_matches_memory_and_survives_reopen(paillier_small, tmp_path: Pat
     db = tmp_path / "b.sqlite"
     disk = _ledger(SqliteBillingStore(db), paillier_small)
     for rec in recs[:50]:
-        assert mem.receive(rec, current_interval=rec.interval) == disk.receive(rec, current_interval=rec.interval)
+        assert mem.receive(rec, current_interval=rec.interval) == disk.receive(
+            rec, current_interval=rec.interval
+        )
     disk.store.close()
-    disk = _ledger(SqliteBillingStore(db), paillier_small, register=False)  # restart: registration is persisted
+    disk = _ledger(
+        SqliteBillingStore(db), paillier_small, register=False
+    )  # restart: registration is persisted
     with pytest.raises(ReplayedMessage):
         disk.receive(recs[10], current_interval=recs[10].interval)
     for rec in recs[50:]:
-        assert mem.receive(rec, current_interval=rec.interval) == disk.receive(rec, current_interval=rec.interval)
+        assert mem.receive(rec, current_interval=rec.interval) == disk.receive(
+            rec, current_interval=rec.interval
+        )
     a, b = mem.statement("m1", 0, now=5), disk.statement("m1", 0, now=5)
     assert a == b
     assert sk.decrypt(pk.ciphertext_from_bytes(b.bill_ciphertext)) == flat_plan().total_charge(
-        readings, range(DAY0, DAY0 + 96))
+        readings, range(DAY0, DAY0 + 96)
+    )
     disk.store.close()
     disk = _ledger(SqliteBillingStore(db), paillier_small, register=False)
     assert disk.statement("m1", 0, now=99) == b  # statements are stored, issued once
@@ -200,8 +222,11 @@ def test_sigkill_mid_stream_loses_no_acknowledged_record(paillier_small, tmp_pat
     assert out.stdout.splitlines()[-1] == "done"
     assert _check_consistent(db, pk) == 96
     store = SqliteBillingStore(db)
-    ledger = BillingLedger(SigningKey.from_seed(b"h" * 32), [flat_plan()], store=store, min_key_bits=512)
+    ledger = BillingLedger(
+        SigningKey.from_seed(b"h" * 32), [flat_plan()], store=store, min_key_bits=512
+    )
     st_ = ledger.statement("m1", 0, now=0)
     assert sk.decrypt(pk.ciphertext_from_bytes(st_.bill_ciphertext)) == flat_plan().total_charge(
-        readings, range(DAY0, DAY0 + 96))
+        readings, range(DAY0, DAY0 + 96)
+    )
     store.close()

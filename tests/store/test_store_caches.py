@@ -22,21 +22,39 @@ METER = SigningKey.from_seed(b"m" * 32)
 
 
 def _plan() -> Plan:
-    return Plan(plan_id="t-flat", name="Flat", currency="GBP", interval_seconds=900,
-                tariff=Tariff(kind="flat", price=14228), standing_charge_per_day=45_000)
+    return Plan(
+        plan_id="t-flat",
+        name="Flat",
+        currency="GBP",
+        interval_seconds=900,
+        tariff=Tariff(kind="flat", price=14228),
+        standing_charge_per_day=45_000,
+    )
 
 
 def _ledger(store, keys) -> BillingLedger:
     pk, sk = keys
-    ledger = BillingLedger(SigningKey.from_seed(b"h" * 32), [_plan()], store=store, min_key_bits=512)
-    ledger.register("m1", METER.verify_key, pk, _plan(), wellformed_proof=sk.prove_wellformed(),
-                    period_start=DAY0, period_intervals=96)
+    ledger = BillingLedger(
+        SigningKey.from_seed(b"h" * 32), [_plan()], store=store, min_key_bits=512
+    )
+    ledger.register(
+        "m1",
+        METER.verify_key,
+        pk,
+        _plan(),
+        wellformed_proof=sk.prove_wellformed(),
+        period_start=DAY0,
+        period_intervals=96,
+    )
     return ledger
 
 
 def _records(pk, n: int):
     r = random.Random(7)
-    return [make_record(METER, "m1", DAY0 + i, pk, pk.encrypt(r.randint(-500, 2000), rng=r)) for i in range(n)]
+    return [
+        make_record(METER, "m1", DAY0 + i, pk, pk.encrypt(r.randint(-500, 2000), rng=r))
+        for i in range(n)
+    ]
 
 
 class _Boom(Exception):
@@ -51,8 +69,13 @@ def test_rolled_back_batch_leaves_no_trace_in_the_caches(paillier_small, tmp_pat
     store = disk.store
     assert isinstance(store, HeadEndStore)
     with store.batch():
-        assert disk.receive(recs[0], current_interval=DAY0 + 5) == mem.receive(recs[0], current_interval=DAY0 + 5)
-    with pytest.raises(_Boom), store.batch():  # accepted, then the whole batch rolls back: never acknowledged
+        assert disk.receive(recs[0], current_interval=DAY0 + 5) == mem.receive(
+            recs[0], current_interval=DAY0 + 5
+        )
+    with (
+        pytest.raises(_Boom),
+        store.batch(),
+    ):  # accepted, then the whole batch rolls back: never acknowledged
         disk.receive(recs[1], current_interval=DAY0 + 5)
         disk.receive(recs[2], current_interval=DAY0 + 5)
         raise _Boom
@@ -60,7 +83,9 @@ def test_rolled_back_batch_leaves_no_trace_in_the_caches(paillier_small, tmp_pat
         with pytest.raises(ReplayedMessage):  # a failing record inside a batch: its savepoint only
             disk.receive(recs[0], current_interval=DAY0 + 5)
         for rec in recs[1:]:
-            assert disk.receive(rec, current_interval=DAY0 + 5) == mem.receive(rec, current_interval=DAY0 + 5)
+            assert disk.receive(rec, current_interval=DAY0 + 5) == mem.receive(
+                rec, current_interval=DAY0 + 5
+            )
     assert store.log_head() == mem.store.log_head() == (6, mem.store.log_head()[1])
     assert store.get_account("m1", 0) == mem.store.get_account("m1", 0)
     assert disk.statement("m1", 0, now=1) == mem.statement("m1", 0, now=1)
@@ -76,10 +101,14 @@ def test_tiny_or_no_cache_gives_the_same_receipts_and_statements(
     paillier_small, tmp_path: Path, cache_accounts: int
 ) -> None:
     pk, _ = paillier_small
-    recs = _records(pk, 100)  # periods 0 and 1, interleaved so a one-account cache evicts every time
+    recs = _records(
+        pk, 100
+    )  # periods 0 and 1, interleaved so a one-account cache evicts every time
     order = [r for pair in zip(recs[:4], recs[96:], strict=True) for r in pair] + recs[4:96]
     mem = _ledger(MemoryBillingStore(), paillier_small)
-    disk = _ledger(SqliteBillingStore(tmp_path / "b.db", cache_accounts=cache_accounts), paillier_small)
+    disk = _ledger(
+        SqliteBillingStore(tmp_path / "b.db", cache_accounts=cache_accounts), paillier_small
+    )
     for rec in order:
         now = max(rec.interval, DAY0 + 4)
         assert disk.receive(rec, current_interval=now) == mem.receive(rec, current_interval=now)

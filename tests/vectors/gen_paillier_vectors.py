@@ -28,8 +28,12 @@ def derived_base(n: int) -> int:
         material = b""
         block = 0
         while len(material) < nlen + 16:
-            material += hashlib.sha256(b"privmeter-paillier-djn-base-v1" + n.to_bytes(nlen, "big")
-                                       + counter.to_bytes(4, "big") + block.to_bytes(4, "big")).digest()
+            material += hashlib.sha256(
+                b"privmeter-paillier-djn-base-v1"
+                + n.to_bytes(nlen, "big")
+                + counter.to_bytes(4, "big")
+                + block.to_bytes(4, "big")
+            ).digest()
             block += 1
         x = int.from_bytes(material, "big") % n
         counter += 1

@@ -22,10 +22,19 @@ def make_engine(demo_cache: Path, tmp_path: Path) -> Iterator[Callable[..., Demo
 
     def make(**kw: object) -> DemoEngine:
         opts: dict[str, object] = {
-            "households": 6, "days": 2, "group_size": 6, "bill_intervals": 2, "key_bits": 2048,
-            "prosumer_share": 0.0, "cmin_w_per_household": 0, "speed": 1800.0,
-            "data_dir": tmp_path / f"run{len(engines)}", "cache_dir": demo_cache,
-            "transport": "tcp", "latency_ms": 2.0, "jitter_ms": 1.0,
+            "households": 6,
+            "days": 2,
+            "group_size": 6,
+            "bill_intervals": 2,
+            "key_bits": 2048,
+            "prosumer_share": 0.0,
+            "cmin_w_per_household": 0,
+            "speed": 1800.0,
+            "data_dir": tmp_path / f"run{len(engines)}",
+            "cache_dir": demo_cache,
+            "transport": "tcp",
+            "latency_ms": 2.0,
+            "jitter_ms": 1.0,
         }
         opts.update(kw)
         e = DemoEngine(DemoConfig(**opts))  # type: ignore[arg-type]

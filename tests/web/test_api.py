@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-with warnings.catch_warnings():  # starlette nudges towards its httpx fork; plain httpx is what we have
+with (
+    warnings.catch_warnings()
+):  # starlette nudges towards its httpx fork; plain httpx is what we have
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
@@ -42,7 +44,9 @@ def test_overview_and_page(client: tuple[TestClient, DemoEngine]) -> None:
     assert ov["households"] == 6 and [g["id"] for g in ov["groups"]] == ["feeder-001"]
     assert ov["crypto"]["household_key_bits"] == 2048 and ov["status"] == "paused"
     page = c.get("/")
-    assert page.status_code == 200 and "plotly.min.js" in page.text and "cdn" not in page.text.lower()
+    assert (
+        page.status_code == 200 and "plotly.min.js" in page.text and "cdn" not in page.text.lower()
+    )
     js = c.get("/static/plotly.min.js")
     assert js.status_code == 200 and len(js.content) > 1_000_000
     assert c.get("/static/app.js").status_code == 200
@@ -68,7 +72,9 @@ def test_totals_equal_truth_and_dropout_recovers(client: tuple[TestClient, DemoE
     members = e.groups["feeder-001"]
     for r in rows:
         assert r["total_w"] * 900 // 3600 == _truth(e, members, r["interval"])
-    assert c.post("/api/control/offline", json={"meter": "m00002", "offline": True}).json()["offline"]
+    assert c.post("/api/control/offline", json={"meter": "m00002", "offline": True}).json()[
+        "offline"
+    ]
     since = rows[-1]["interval"]
     _steps(c, 3)
     new = c.get(f"/api/groups/feeder-001/totals?since={since}").json()["totals"]
@@ -76,7 +82,9 @@ def test_totals_equal_truth_and_dropout_recovers(client: tuple[TestClient, DemoE
     assert dropped, "the offline meter is never reported as dropped"
     for r in dropped:  # the total of the survivors, exactly: the dropout was recovered
         survivors = [m for m in members if m not in r["dropped"]]
-        assert r["total_w"] is not None and r["total_w"] * 900 // 3600 == _truth(e, survivors, r["interval"])
+        assert r["total_w"] is not None and r["total_w"] * 900 // 3600 == _truth(
+            e, survivors, r["interval"]
+        )
 
 
 def test_too_few_survivors_is_not_unmasked(client: tuple[TestClient, DemoEngine]) -> None:
@@ -168,7 +176,9 @@ def test_stream_sends_overview(client: tuple[TestClient, DemoEngine]) -> None:
     assert "event: overview" in body and '"format":"privmeter.demo.overview/1"' in body
 
 
-def test_end_of_the_period_is_said_and_controls_refused(make_engine: Callable[..., DemoEngine]) -> None:
+def test_end_of_the_period_is_said_and_controls_refused(
+    make_engine: Callable[..., DemoEngine],
+) -> None:
     """After the last interval: the overview says so, and a control is refused (409), not left pending."""
     e = make_engine(max_intervals=3)
     e.paused = True
@@ -178,9 +188,14 @@ def test_end_of_the_period_is_said_and_controls_refused(make_engine: Callable[..
         ov = c.get("/api/overview").json()
         assert ov["status"] == "finished" and ov["end_time"] == (e.first + 3) * e.interval_seconds
         assert any(a["kind"] == "end" for a in ov["alerts"])
-        for path, body in (("event", {"group": "feeder-001"}), ("cheat", {"meter": "m00001"}), ("step", None),
-                           ("offline", {"meter": "m00001", "offline": True}), ("probe", {"meter": "m00001"}),
-                           ("resume", None)):
+        for path, body in (
+            ("event", {"group": "feeder-001"}),
+            ("cheat", {"meter": "m00001"}),
+            ("step", None),
+            ("offline", {"meter": "m00001", "offline": True}),
+            ("probe", {"meter": "m00001"}),
+            ("resume", None),
+        ):
             r = c.post(f"/api/control/{path}", json=body)
             assert r.status_code == 409 and "simulated period has ended" in r.json()["detail"], path
         assert c.get("/api/events").status_code == 200  # the final state stays readable
@@ -196,10 +211,12 @@ def test_privacy_score_is_the_one_measured(client: tuple[TestClient, DemoEngine]
     occ = e.occupancy("m00002")
     assert occ is not None
     i0 = (p["start_time"] - e.meters["m00002"].load.start_unix) // 60
-    again = score_occupancy(p["active"], occ[i0:i0 + len(p["active"])])
+    again = score_occupancy(p["active"], occ[i0 : i0 + len(p["active"])])
     assert again is not None and p["occupancy"] == again.to_json()
     o = p["occupancy"]
     assert o["minutes"] == len(p["minute_w"]) == 40 * 15 and o["guess_accuracy"] == 0.5
     if o["balanced_accuracy"] is not None:
-        assert o["balanced_accuracy"] == (o["active_found"] / o["active_minutes"]
-                                          + o["quiet_right"] / o["quiet_minutes"]) / 2
+        assert (
+            o["balanced_accuracy"]
+            == (o["active_found"] / o["active_minutes"] + o["quiet_right"] / o["quiet_minutes"]) / 2
+        )

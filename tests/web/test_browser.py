@@ -27,14 +27,25 @@ from privmeter.web.engine import DemoEngine
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing in CI (scripts/test.sh installs Debian's chromium)", pytrace=False)
+        pytest.fail(
+            f"{CHROMIUM} is missing in CI (scripts/test.sh installs Debian's chromium)",
+            pytrace=False,
+        )
     pytest.skip(f"{CHROMIUM} not installed", allow_module_level=True)
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -54,14 +65,24 @@ def engine_kw() -> dict[str, Any]:
 
 
 @pytest.fixture
-def server(make_engine: Callable[..., DemoEngine], engine_kw: dict[str, Any]) -> Iterator[tuple[str, DemoEngine]]:
+def server(
+    make_engine: Callable[..., DemoEngine], engine_kw: dict[str, Any]
+) -> Iterator[tuple[str, DemoEngine]]:
     import uvicorn
 
     engine = make_engine(**engine_kw)
     engine.start()
     port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning",
-                                        access_log=False, timeout_graceful_shutdown=2))
+    srv = uvicorn.Server(
+        uvicorn.Config(
+            create_app(engine),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+    )
     th = threading.Thread(target=srv.run, daemon=True)
     th.start()
     deadline = time.monotonic() + 20
@@ -83,7 +104,10 @@ def page(server: tuple[str, DemoEngine]) -> Iterator[tuple[Any, list[str], str, 
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         ctx = browser.new_context(viewport={"width": 1280, "height": 800})
         pg = ctx.new_page()
-        pg.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        pg.on(
+            "console",
+            lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None,
+        )
         pg.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
         pg.set_default_timeout(20_000)
         try:
@@ -106,9 +130,13 @@ def test_dashboard_live_in_chromium(page: tuple[Any, list[str], str, DemoEngine]
     pg.wait_for_selector("body[data-ready='1']")
     total = pg.locator("#total-feeder-001")
     # the feeder total updates live (server-sent events)
-    pg.wait_for_function("() => Number(document.querySelector('#total-feeder-001').dataset.interval || 0) > 0")
+    pg.wait_for_function(
+        "() => Number(document.querySelector('#total-feeder-001').dataset.interval || 0) > 0"
+    )
     first = int(total.get_attribute("data-interval"))
-    pg.wait_for_function(f"() => Number(document.querySelector('#total-feeder-001').dataset.interval) >= {first + 2}")
+    pg.wait_for_function(
+        f"() => Number(document.querySelector('#total-feeder-001').dataset.interval) >= {first + 2}"
+    )
     assert "W" in total.inner_text()
     _shot(pg, "1-live")
 
@@ -132,7 +160,9 @@ def test_dashboard_live_in_chromium(page: tuple[Any, list[str], str, DemoEngine]
     # a household under-reports; the utility probes a meter beyond its budget
     pg.select_option("#sel-meter", "m00004")
     pg.click("#btn-underreport")
-    pg.wait_for_selector("#bills-table tbody tr.flagged[data-meter='m00004']:has-text('INVALID PROOF')")
+    pg.wait_for_selector(
+        "#bills-table tbody tr.flagged[data-meter='m00004']:has-text('INVALID PROOF')"
+    )
     pg.click("#btn-probe")
     pg.wait_for_selector("#alerts li.caught[data-kind='probe']:has-text('BudgetExceeded')")
     shot = _shot(pg, "2-caught")
@@ -146,7 +176,9 @@ def test_dashboard_live_in_chromium(page: tuple[Any, list[str], str, DemoEngine]
     _shot(pg, "3-household")
     pg.click("#tab-privacy")
     pg.wait_for_selector("#pv-raw .main-svg")
-    pg.wait_for_function("() => document.querySelector('#pv-priv-text').textContent.includes('homes')")
+    pg.wait_for_function(
+        "() => document.querySelector('#pv-priv-text').textContent.includes('homes')"
+    )
     _shot(pg, "4-privacy")
 
     assert not errors, errors
@@ -166,12 +198,21 @@ def test_end_of_period_and_privacy_tab(page: tuple[Any, list[str], str, DemoEngi
     ended = pg.locator("#ended").inner_text()
     assert "The simulated period has ended" in ended and "restart privmeter demo" in ended
     assert "finished" in pg.locator("#status").inner_text().lower()
-    for button in ("#btn-event", "#btn-cheat", "#btn-probe", "#btn-underreport", "#btn-offline", "#btn-step",
-                   "#btn-pause"):
+    for button in (
+        "#btn-event",
+        "#btn-cheat",
+        "#btn-probe",
+        "#btn-underreport",
+        "#btn-offline",
+        "#btn-step",
+        "#btn-pause",
+    ):
         assert pg.locator(button).is_disabled(), button
     assert not pg.locator("#sel-meter").is_disabled()  # the final state can still be browsed
     pg.wait_for_selector("#alerts li[data-kind='end']")
-    for tr in pg.locator("#bills-table tbody tr[data-meter] td.audit").all()[:5]:  # whole audit results
+    for tr in pg.locator("#bills-table tbody tr[data-meter] td.audit").all()[
+        :5
+    ]:  # whole audit results
         text = tr.inner_text()
         assert text.startswith("verified: bill ") and text.endswith("signed records"), text
 
@@ -182,7 +223,9 @@ def test_end_of_period_and_privacy_tab(page: tuple[Any, list[str], str, DemoEngi
     pg.wait_for_selector("#pv-score:has-text('not scored yet')")
     pg.select_option("#sel-meter", "m00003")
     pg.wait_for_selector("#pv-score:has-text('balanced accuracy')")
-    measured = pg.evaluate("() => fetch('/api/privacy/m00003').then((r) => r.json())")["conventional"]["occupancy"]
+    measured = pg.evaluate("() => fetch('/api/privacy/m00003').then((r) => r.json())")[
+        "conventional"
+    ]["occupancy"]
     assert engine.finished and measured is not None and measured["balanced_accuracy"] is not None
     shown = pg.locator("#pv-score")
     assert float(shown.get_attribute("data-score")) == measured["balanced_accuracy"]

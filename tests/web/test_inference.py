@@ -20,7 +20,10 @@ def _curve() -> np.ndarray:
 def test_labels_and_activity() -> None:
     active, acts = infer_activities(_curve())
     assert [(a.minute, a.label) for a in acts] == [
-        (100, "kettle"), (300, "electric shower"), (400, "cooking (hob / microwave)")]
+        (100, "kettle"),
+        (300, "electric shower"),
+        (400, "cooking (hob / microwave)"),
+    ]
     assert acts[1].minutes == 8 and acts[1].watts == 8000
     assert active[101] and active[304] and active[415]
     assert not active[0] and not active[200] and not active[599]
@@ -30,7 +33,12 @@ def test_score_against_truth() -> None:
     active, _ = infer_activities(_curve())
     truth = np.where(np.asarray(active), 2, 1)
     s = score_occupancy(active, truth)
-    assert s is not None and s.balanced_accuracy == 1.0 and s.accuracy == 1.0 and s.guess_accuracy == 0.5
+    assert (
+        s is not None
+        and s.balanced_accuracy == 1.0
+        and s.accuracy == 1.0
+        and s.guess_accuracy == 0.5
+    )
     assert score_occupancy([], []) is None
 
 

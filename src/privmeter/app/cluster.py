@@ -40,8 +40,10 @@ def check_installed() -> None:
     """ConfigError (one line) unless Ray and psycopg are importable."""
     missing = [m for m in ("ray", "psycopg") if importlib.util.find_spec(m) is None]
     if missing:
-        raise ConfigError(f"the head-end's [cluster] settings need the cluster extra ({' and '.join(missing)} "
-                          f"not installed): {EXTRA}")
+        raise ConfigError(
+            f"the head-end's [cluster] settings need the cluster extra ({' and '.join(missing)} "
+            f"not installed): {EXTRA}"
+        )
 
 
 def check_postgres(dsn: str, timeout_s: int = 10) -> None:
@@ -78,8 +80,14 @@ class ClusterRun:
             ray.shutdown()
 
 
-def start(cfg: HeadendConfig, signing_key: Any, plans: Mapping[str, tuple[Plan, str]], registry: Registry,
-          *, interval_seconds: int) -> ClusterRun:
+def start(
+    cfg: HeadendConfig,
+    signing_key: Any,
+    plans: Mapping[str, tuple[Plan, str]],
+    registry: Registry,
+    *,
+    interval_seconds: int,
+) -> ClusterRun:
     cc: ClusterConfig | None = cfg.cluster
     if cc is None:
         raise ConfigError("no [cluster] in the config")
@@ -97,17 +105,30 @@ def start(cfg: HeadendConfig, signing_key: Any, plans: Mapping[str, tuple[Plan, 
         connect_ray(None, num_cpus=max(cc.shards, os.cpu_count() or 1))
     else:
         connect_ray(cc.address)
-    head = start_cluster(dsn=cc.postgres, headend_key=str(key_file), plans=[t for _, t in plans.values()],
-                         groups=[], shards=cc.shards, backend="ray", address=None if cc.address == "local"
-                         else cc.address, interval_seconds=interval_seconds,
-                         min_key_bits=cfg.min_household_key_bits)
+    head = start_cluster(
+        dsn=cc.postgres,
+        headend_key=str(key_file),
+        plans=[t for _, t in plans.values()],
+        groups=[],
+        shards=cc.shards,
+        backend="ray",
+        address=None if cc.address == "local" else cc.address,
+        interval_seconds=interval_seconds,
+        min_key_bits=cfg.min_household_key_bits,
+    )
     try:
         placed = head.restore()
     except BaseException:
         head.close()
         raise
-    log.info("cluster up: %d shards on Ray (%s), %d groups restored", cc.shards, cc.address, len(placed))
+    log.info(
+        "cluster up: %d shards on Ray (%s), %d groups restored", cc.shards, cc.address, len(placed)
+    )
     core = ClusterCore(head, signing_key, registry.member)
-    link = ClusterLink(core, FrontDoor(head), round_timeout=cfg.round_timeout_s,
-                       round_idle=min(2.0, cfg.round_timeout_s))
+    link = ClusterLink(
+        core,
+        FrontDoor(head),
+        round_timeout=cfg.round_timeout_s,
+        round_idle=min(2.0, cfg.round_timeout_s),
+    )
     return ClusterRun(core=core, link=link, engine=ClusterEngine, placed=placed)

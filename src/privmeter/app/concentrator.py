@@ -114,8 +114,10 @@ class ConcentratorService:
             msg = RosterUpdate(doc=saved["doc"], signature=bytes.fromhex(saved["signature"]))
             self.apply_roster(msg, save=False)
         except (OSError, ValueError, KeyError, TypeError, PrivmeterError) as exc:
-            raise ConfigError(f"{self.roster_path} is damaged or not signed by headend.key ({exc}); "
-                              "delete it: the head-end sends the roster again") from None
+            raise ConfigError(
+                f"{self.roster_path} is damaged or not signed by headend.key ({exc}); "
+                "delete it: the head-end sends the roster again"
+            ) from None
 
     def apply_roster(self, msg: RosterUpdate, *, save: bool = True) -> bool:
         """Take a head-end-signed roster of this feeder if it is newer; returns whether it was."""
@@ -138,8 +140,11 @@ class ConcentratorService:
         self.relay.meters = frozenset(members)
         self.metrics.roster.set(len(members))
         if save:
-            write_json_atomic(self.roster_path, {"format": ROSTER_FORMAT, "doc": msg.doc,
-                                                 "signature": msg.signature.hex()}, private=True)
+            write_json_atomic(
+                self.roster_path,
+                {"format": ROSTER_FORMAT, "doc": msg.doc, "signature": msg.signature.hex()},
+                private=True,
+            )
         log.info("roster version %d of %s: %d meters", version, self.cfg.group, len(members))
         for m in dropped:
             self._disconnect(m, "left the feeder's roster")
@@ -196,7 +201,9 @@ class ConcentratorService:
                 self._deliver(m, msg)
             return []
         if not isinstance(msg, Relayed):
-            raise UnexpectedMessage(f"a concentrator does not take {type(msg).__name__} from the head-end")
+            raise UnexpectedMessage(
+                f"a concentrator does not take {type(msg).__name__} from the head-end"
+            )
         try:
             meter_id, inner = self.relay.down(msg)
         except PrivmeterError as exc:
@@ -242,10 +249,18 @@ class ConcentratorService:
         self.metrics.connected.set(len(self.server.peers))
 
     async def start(self) -> int:
-        self.server = Server(self.cfg.listen_host, self.cfg.listen_port, self.identity, self.trust, self.from_meter,
-                             server_id=self.cid, max_frame=self.cfg.max_message_bytes + FRAME_SLACK,
-                             idle_timeout=3600.0, on_connect=self._connected_changed,
-                             on_disconnect=self._connected_changed)
+        self.server = Server(
+            self.cfg.listen_host,
+            self.cfg.listen_port,
+            self.identity,
+            self.trust,
+            self.from_meter,
+            server_id=self.cid,
+            max_frame=self.cfg.max_message_bytes + FRAME_SLACK,
+            idle_timeout=3600.0,
+            on_connect=self._connected_changed,
+            on_disconnect=self._connected_changed,
+        )
         await self.server.start()
         return self.server.port
 
@@ -255,7 +270,9 @@ class ConcentratorService:
         host, port = self.cfg.headend_host, self.cfg.headend_port
         while not stop.is_set():
             try:
-                conn = await connect(host, port, self.identity, self.headend_key, handler=self.from_headend)
+                conn = await connect(
+                    host, port, self.identity, self.headend_key, handler=self.from_headend
+                )
             except (TransportError, PrivmeterError) as exc:
                 log.warning("cannot reach the head-end (%s); retrying in %.1f s", exc, delay)
                 with contextlib.suppress(TimeoutError):
@@ -280,16 +297,23 @@ class ConcentratorService:
                 self.metrics.upstream.set(0)
                 await conn.close()
             if not stop.is_set():  # each meter says hello again through the next connection
-                log.warning("disconnected from the head-end; dropping the feeder's meters and reconnecting")
+                log.warning(
+                    "disconnected from the head-end; dropping the feeder's meters and reconnecting"
+                )
                 assert self.server is not None
                 for m in self.server.peers:
                     self._disconnect(m, "the head-end connection was lost")
 
     def health(self) -> dict[str, Any]:
         up = self.upstream is not None and not self.upstream.closed
-        return {"ok": up and self.roster_version >= 0, "role": "concentrator", "group": self.cfg.group,
-                "upstream": up, "meters": len(self.relay.meters),
-                "connected": 0 if self.server is None else len(self.server.peers)}
+        return {
+            "ok": up and self.roster_version >= 0,
+            "role": "concentrator",
+            "group": self.cfg.group,
+            "upstream": up,
+            "meters": len(self.relay.meters),
+            "connected": 0 if self.server is None else len(self.server.peers),
+        }
 
     async def close(self) -> None:
         for t in [*self._workers.values(), *self._tasks]:
@@ -309,9 +333,14 @@ async def serve(cfg: ConcentratorConfig, *, stop: asyncio.Event | None = None) -
     http = None
     try:
         if cfg.ops.http_port:
-            http = await serve_http(cfg.ops.http_host, cfg.ops.http_port, svc.metrics.registry, svc.health)
-        print(f"concentrator {svc.cid} listening on {cfg.listen_host}:{port} for feeder {cfg.group}, "
-              f"key {svc.identity.verify_key.hex()}", flush=True)
+            http = await serve_http(
+                cfg.ops.http_host, cfg.ops.http_port, svc.metrics.registry, svc.health
+            )
+        print(
+            f"concentrator {svc.cid} listening on {cfg.listen_host}:{port} for feeder {cfg.group}, "
+            f"key {svc.identity.verify_key.hex()}",
+            flush=True,
+        )
         await svc.run(stop)
     finally:
         log.info("concentrator stopping")
@@ -322,8 +351,12 @@ async def serve(cfg: ConcentratorConfig, *, stop: asyncio.Event | None = None) -
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, required=True,
-                   help="concentrator.toml (see `privmeter init concentrator`)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        required=True,
+        help="concentrator.toml (see `privmeter init concentrator`)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

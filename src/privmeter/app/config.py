@@ -99,7 +99,9 @@ class HouseholdConfig:
     headend_host: str = "127.0.0.1"
     headend_port: int = 7700
     clock_skew_s: int = 30
-    concentrator_host: str | None = None  # connect through the feeder's concentrator (its key: signed by the head-end)
+    concentrator_host: str | None = (
+        None  # connect through the feeder's concentrator (its key: signed by the head-end)
+    )
     concentrator_port: int = 7800
     ops: Ops = field(default_factory=Ops)
 
@@ -125,7 +127,9 @@ class ConcentratorConfig:
 
 CONCENTRATOR_PREFIX = "dc-"  # party ids of data concentrators; no meter id may start with it
 MIN_MESSAGE_BYTES = 64 * 1024  # a feeder's key bundle must fit
-MAX_RELAYED_BYTES = DEFAULT_MAX_BYTES - 64 * 1024  # wrapped in an envelope, it still fits one head-end frame
+MAX_RELAYED_BYTES = (
+    DEFAULT_MAX_BYTES - 64 * 1024
+)  # wrapped in an envelope, it still fits one head-end frame
 
 
 def concentrator_id(group: str) -> str:
@@ -137,20 +141,36 @@ _SCHEMA: dict[str, dict[str, dict[str, type | tuple[type, ...]]]] = {
     "headend": {
         "": {"format": str, "role": str, "state_dir": str},
         "listen": {"host": str, "port": int},
-        "billing": {"plans": list, "start": str, "period_days": int, "period_intervals": int,
-                    "settle_after_intervals": int},
+        "billing": {
+            "plans": list,
+            "start": str,
+            "period_days": int,
+            "period_intervals": int,
+            "settle_after_intervals": int,
+        },
         "aggregation": {"group_size": int, "min_survivors": int, "round_timeout_s": (int, float)},
         "keys": {"min_household_key_bits": int},
-        "demand": {"enabled": bool, "cmin_w_per_household": int, "cmax_w_per_household": int,
-                   "event_minutes": int},
+        "demand": {
+            "enabled": bool,
+            "cmin_w_per_household": int,
+            "cmax_w_per_household": int,
+            "event_minutes": int,
+        },
         "concentrators": {"*": str},
         "operations": {"http_host": str, "http_port": int, "log_format": str},
         "cluster": {"address": str, "shards": int},
         "store": {"postgres": str},
     },
     "household": {
-        "": {"format": str, "role": str, "state_dir": str, "meter_id": str, "source": str, "plan": str,
-             "clock_skew_s": int},
+        "": {
+            "format": str,
+            "role": str,
+            "state_dir": str,
+            "meter_id": str,
+            "source": str,
+            "plan": str,
+            "clock_skew_s": int,
+        },
         "headend": {"host": str, "port": int},
         "concentrator": {"host": str, "port": int},
         "operations": {"http_host": str, "http_port": int, "log_format": str},
@@ -176,19 +196,25 @@ def _flatten(doc: dict[str, Any], role: str, src: str) -> dict[str, Any]:
     for key, value in doc.items():
         if isinstance(value, dict):
             if key not in schema or key == "":
-                raise ConfigError(f"{src}: unknown table [{key}]; expected one of "
-                                  f"{', '.join(sorted(k for k in schema if k))}")
+                raise ConfigError(
+                    f"{src}: unknown table [{key}]; expected one of "
+                    f"{', '.join(sorted(k for k in schema if k))}"
+                )
             table = schema[key]
             for k, v in value.items():
                 if "*" in table:  # a free-form table: any key, one value type
                     out[f"{key}.{k}"] = _check(v, table["*"], f"{src}: {key}.{k}")
                     continue
                 if k not in table:
-                    raise ConfigError(f"{src}: unknown key {key}.{k}; expected one of {', '.join(sorted(table))}")
+                    raise ConfigError(
+                        f"{src}: unknown key {key}.{k}; expected one of {', '.join(sorted(table))}"
+                    )
                 out[f"{key}.{k}"] = _check(v, table[k], f"{src}: {key}.{k}")
         else:
             if key not in schema[""]:
-                raise ConfigError(f"{src}: unknown key {key!r}; expected one of {', '.join(sorted(schema['']))}")
+                raise ConfigError(
+                    f"{src}: unknown key {key!r}; expected one of {', '.join(sorted(schema['']))}"
+                )
             out[key] = _check(value, schema[""][key], f"{src}: {key}")
     return out
 
@@ -217,9 +243,11 @@ def _ops(f: dict[str, Any], src: str) -> Ops:
     fmt = f.get("operations.log_format", "json")
     if fmt not in ("json", "text"):
         raise ConfigError(f"{src}: operations.log_format: expected 'json' or 'text', got {fmt!r}")
-    return Ops(http_host=f.get("operations.http_host", "127.0.0.1"),
-               http_port=_port(f.get("operations.http_port", 0), f"{src}: operations.http_port", True),
-               log_format=fmt)
+    return Ops(
+        http_host=f.get("operations.http_host", "127.0.0.1"),
+        http_port=_port(f.get("operations.http_port", 0), f"{src}: operations.http_port", True),
+        log_format=fmt,
+    )
 
 
 def _key_hex(v: str, where: str) -> str:
@@ -229,8 +257,10 @@ def _key_hex(v: str, where: str) -> str:
     try:
         return VerifyKey.from_hex(v).hex()
     except (ValueError, TypeError, PrivmeterError):
-        raise ConfigError(f"{where}: expected an Ed25519 public key (64 hex digits, the verify_key of a "
-                          f"*.pub.json), got {v!r}") from None
+        raise ConfigError(
+            f"{where}: expected an Ed25519 public key (64 hex digits, the verify_key of a "
+            f"*.pub.json), got {v!r}"
+        ) from None
 
 
 def _group_id(g: str, where: str) -> str:
@@ -246,7 +276,9 @@ def _group_id(g: str, where: str) -> str:
 
 
 MAX_SHARDS = 1024
-_PASSWORD = re.compile(r"(^|\s)password\s*=|^postgres(ql)?://[^/@]*:[^/@]*@|[?&]password=", re.IGNORECASE)
+_PASSWORD = re.compile(
+    r"(^|\s)password\s*=|^postgres(ql)?://[^/@]*:[^/@]*@|[?&]password=", re.IGNORECASE
+)
 
 
 def cluster_address(address: str, where: str) -> str:
@@ -255,35 +287,50 @@ def cluster_address(address: str, where: str) -> str:
         return address
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit() or not 1 <= int(port) < 65536:
-        raise ConfigError(f"{where}: expected \"local\", \"auto\" or HOST:PORT of a Ray cluster, got {address!r}")
+        raise ConfigError(
+            f'{where}: expected "local", "auto" or HOST:PORT of a Ray cluster, got {address!r}'
+        )
     return address
 
 
-def cluster_settings(address: str | None, shards: int | None, postgres: str | None, *, src: str,
-                     table: bool) -> ClusterConfig | None:
+def cluster_settings(
+    address: str | None, shards: int | None, postgres: str | None, *, src: str, table: bool
+) -> ClusterConfig | None:
     """The ``[cluster]`` and ``[store]`` tables checked together (None: no cluster)."""
     if not table:
         if postgres is not None:
-            raise ConfigError(f"{src}: store.postgres is the sharded head-end's store: add a [cluster] table "
-                              "with shards = N (docs/scale.md), or remove it")
+            raise ConfigError(
+                f"{src}: store.postgres is the sharded head-end's store: add a [cluster] table "
+                "with shards = N (docs/scale.md), or remove it"
+            )
         return None
     if shards is None:
-        raise ConfigError(f"{src}: cluster.shards is missing: how many shards (shards = N in [cluster], "
-                          "or --shards N)")
+        raise ConfigError(
+            f"{src}: cluster.shards is missing: how many shards (shards = N in [cluster], "
+            "or --shards N)"
+        )
     if not 1 <= shards <= MAX_SHARDS:
         raise ConfigError(f"{src}: cluster.shards: expected 1..{MAX_SHARDS}, got {shards}")
     if not postgres:
-        raise ConfigError(f"{src}: the cluster needs store.postgres, the shards' PostgreSQL database "
-                          "(e.g. [store] postgres = \"host=/var/run/postgresql dbname=privmeter\")")
+        raise ConfigError(
+            f"{src}: the cluster needs store.postgres, the shards' PostgreSQL database "
+            '(e.g. [store] postgres = "host=/var/run/postgresql dbname=privmeter")'
+        )
     if _PASSWORD.search(postgres.strip()):
-        raise ConfigError(f"{src}: store.postgres: no password in the config file (it may be world-readable); "
-                          "put it in ~/.pgpass or PGPASSFILE")
-    return ClusterConfig(address=cluster_address(address or "local", f"{src}: cluster.address"), shards=shards,
-                         postgres=postgres.strip())
+        raise ConfigError(
+            f"{src}: store.postgres: no password in the config file (it may be world-readable); "
+            "put it in ~/.pgpass or PGPASSFILE"
+        )
+    return ClusterConfig(
+        address=cluster_address(address or "local", f"{src}: cluster.address"),
+        shards=shards,
+        postgres=postgres.strip(),
+    )
 
 
-def load_config(path: str | Path, role: str, *, cluster: str | None = None, shards: int | None = None
-                ) -> HeadendConfig | HouseholdConfig | ConcentratorConfig:
+def load_config(
+    path: str | Path, role: str, *, cluster: str | None = None, shards: int | None = None
+) -> HeadendConfig | HouseholdConfig | ConcentratorConfig:
     """Read, check and return the ``role``'s config file (see the module docstring).
 
     ``cluster``, ``shards`` (head-end; ``privmeter headend --cluster ADDRESS --shards N``):
@@ -311,7 +358,9 @@ def load_config(path: str | Path, role: str, *, cluster: str | None = None, shar
     if role == "headend":
         plans = f.get("billing.plans", ["economy7"])
         if not plans or not all(isinstance(x, str) and x for x in plans):
-            raise ConfigError(f"{src}: billing.plans: expected a non-empty list of plan names or files")
+            raise ConfigError(
+                f"{src}: billing.plans: expected a non-empty list of plan names or files"
+            )
         plans = [x if "/" not in x and not x.endswith(".toml") else str(base / x) for x in plans]
         import datetime
 
@@ -319,19 +368,31 @@ def load_config(path: str | Path, role: str, *, cluster: str | None = None, shar
         try:
             datetime.date.fromisoformat(start)
         except ValueError:
-            raise ConfigError(f"{src}: billing.start: expected a date YYYY-MM-DD, got {start!r}") from None
-        cmin = _positive(f.get("demand.cmin_w_per_household", 50), f"{src}: demand.cmin_w_per_household", 0)
-        cmax = _positive(f.get("demand.cmax_w_per_household", 1200), f"{src}: demand.cmax_w_per_household", 0)
+            raise ConfigError(
+                f"{src}: billing.start: expected a date YYYY-MM-DD, got {start!r}"
+            ) from None
+        cmin = _positive(
+            f.get("demand.cmin_w_per_household", 50), f"{src}: demand.cmin_w_per_household", 0
+        )
+        cmax = _positive(
+            f.get("demand.cmax_w_per_household", 1200), f"{src}: demand.cmax_w_per_household", 0
+        )
         if cmin > cmax:
-            raise ConfigError(f"{src}: demand.cmin_w_per_household ({cmin}) must not exceed "
-                              f"demand.cmax_w_per_household ({cmax})")
+            raise ConfigError(
+                f"{src}: demand.cmin_w_per_household ({cmin}) must not exceed "
+                f"demand.cmax_w_per_household ({cmax})"
+            )
         ev_min = f.get("demand.event_minutes", 30)
         if not 1 <= ev_min <= 1440:
-            raise ConfigError(f"{src}: demand.event_minutes: expected 1..1440 minutes, got {ev_min}")
+            raise ConfigError(
+                f"{src}: demand.event_minutes: expected 1..1440 minutes, got {ev_min}"
+            )
         pi = f.get("billing.period_intervals")
         pd = f.get("billing.period_days")
         if pi is None and pd is None and not start.endswith("-01"):
-            raise ConfigError(f"{src}: billing.start: monthly billing periods start on the 1st, got {start!r}")
+            raise ConfigError(
+                f"{src}: billing.start: monthly billing periods start on the 1st, got {start!r}"
+            )
         concs: list[tuple[str, str]] = []
         for k, v in f.items():
             if k.startswith("concentrators."):
@@ -342,30 +403,56 @@ def load_config(path: str | Path, role: str, *, cluster: str | None = None, shar
             raise ConfigError(f"{src}: concentrators: one key is listed for two feeders")
         bits = f.get("keys.min_household_key_bits", 2048)
         if bits not in (2048, 3072, 4096):
-            raise ConfigError(f"{src}: keys.min_household_key_bits: expected 2048, 3072 or 4096, got {bits}")
-        sharded = cluster_settings(cluster if cluster is not None else f.get("cluster.address"),
-                                   shards if shards is not None else f.get("cluster.shards"),
-                                   f.get("store.postgres"), src=src,
-                                   table="cluster" in doc or cluster is not None or shards is not None)
+            raise ConfigError(
+                f"{src}: keys.min_household_key_bits: expected 2048, 3072 or 4096, got {bits}"
+            )
+        sharded = cluster_settings(
+            cluster if cluster is not None else f.get("cluster.address"),
+            shards if shards is not None else f.get("cluster.shards"),
+            f.get("store.postgres"),
+            src=src,
+            table="cluster" in doc or cluster is not None or shards is not None,
+        )
         if sharded is not None and f.get("demand.enabled", False):
-            raise ConfigError(f"{src}: demand.enabled: demand management does not run on a sharded head-end yet "
-                              "(its shards hold the feeders); run it on one process, see docs/scale.md")
+            raise ConfigError(
+                f"{src}: demand.enabled: demand management does not run on a sharded head-end yet "
+                "(its shards hold the feeders); run it on one process, see docs/scale.md"
+            )
         if sharded is not None and concs:
-            raise ConfigError(f"{src}: concentrators: data concentrators cannot serve a sharded head-end yet "
-                              "(its front door routes by meter); see docs/scale.md")
+            raise ConfigError(
+                f"{src}: concentrators: data concentrators cannot serve a sharded head-end yet "
+                "(its front door routes by meter); see docs/scale.md"
+            )
         return HeadendConfig(
-            cluster=sharded, path=p, state_dir=state, host=f.get("listen.host", "0.0.0.0"),
-            port=_port(f.get("listen.port", 7700), f"{src}: listen.port", True), plans=tuple(plans),
-            billing_start=start, period_days=None if pd is None else _positive(pd, f"{src}: billing.period_days"),
-            period_intervals=None if pi is None else _positive(pi, f"{src}: billing.period_intervals"),
-            settle_after_intervals=_positive(f.get("billing.settle_after_intervals", 2),
-                                             f"{src}: billing.settle_after_intervals"),
-            group_size=_positive(f.get("aggregation.group_size", 50), f"{src}: aggregation.group_size", 3),
-            min_survivors=_positive(f.get("aggregation.min_survivors", 5), f"{src}: aggregation.min_survivors", 2),
+            cluster=sharded,
+            path=p,
+            state_dir=state,
+            host=f.get("listen.host", "0.0.0.0"),
+            port=_port(f.get("listen.port", 7700), f"{src}: listen.port", True),
+            plans=tuple(plans),
+            billing_start=start,
+            period_days=None if pd is None else _positive(pd, f"{src}: billing.period_days"),
+            period_intervals=None
+            if pi is None
+            else _positive(pi, f"{src}: billing.period_intervals"),
+            settle_after_intervals=_positive(
+                f.get("billing.settle_after_intervals", 2), f"{src}: billing.settle_after_intervals"
+            ),
+            group_size=_positive(
+                f.get("aggregation.group_size", 50), f"{src}: aggregation.group_size", 3
+            ),
+            min_survivors=_positive(
+                f.get("aggregation.min_survivors", 5), f"{src}: aggregation.min_survivors", 2
+            ),
             round_timeout_s=float(f.get("aggregation.round_timeout_s", 30.0)),
-            min_household_key_bits=bits, demand=f.get("demand.enabled", False),
-            cmin_w_per_household=cmin, cmax_w_per_household=cmax, event_minutes=ev_min,
-            concentrators=tuple(sorted(concs)), ops=ops)
+            min_household_key_bits=bits,
+            demand=f.get("demand.enabled", False),
+            cmin_w_per_household=cmin,
+            cmax_w_per_household=cmax,
+            event_minutes=ev_min,
+            concentrators=tuple(sorted(concs)),
+            ops=ops,
+        )
     if role == "household":
         from privmeter.protocol.codec import check_id
 
@@ -374,33 +461,50 @@ def load_config(path: str | Path, role: str, *, cluster: str | None = None, shar
         except ValueError as exc:
             raise ConfigError(f"{src}: meter_id: {exc}") from None
         if f["meter_id"].startswith(CONCENTRATOR_PREFIX):
-            raise ConfigError(f"{src}: meter_id: ids starting with {CONCENTRATOR_PREFIX!r} are data concentrators'")
+            raise ConfigError(
+                f"{src}: meter_id: ids starting with {CONCENTRATOR_PREFIX!r} are data concentrators'"
+            )
         if ("concentrator.port" in f) and "concentrator.host" not in f:
-            raise ConfigError(f"{src}: concentrator.host is missing (the [concentrator] table names its address)")
+            raise ConfigError(
+                f"{src}: concentrator.host is missing (the [concentrator] table names its address)"
+            )
         plan = f["plan"]
         if "/" in plan or plan.endswith(".toml"):
             plan = str(base / plan)
         return HouseholdConfig(
-            path=p, state_dir=state, meter_id=f["meter_id"], source=f["source"], plan=plan,
+            path=p,
+            state_dir=state,
+            meter_id=f["meter_id"],
+            source=f["source"],
+            plan=plan,
             headend_host=f.get("headend.host", "127.0.0.1"),
             headend_port=_port(f.get("headend.port", 7700), f"{src}: headend.port"),
             clock_skew_s=_positive(f.get("clock_skew_s", 30), f"{src}: clock_skew_s", 0),
             concentrator_host=f.get("concentrator.host"),
-            concentrator_port=_port(f.get("concentrator.port", 7800), f"{src}: concentrator.port"), ops=ops)
+            concentrator_port=_port(f.get("concentrator.port", 7800), f"{src}: concentrator.port"),
+            ops=ops,
+        )
     mmb = f.get("max_message_bytes", MAX_RELAYED_BYTES)
     if not MIN_MESSAGE_BYTES <= mmb <= MAX_RELAYED_BYTES:
-        raise ConfigError(f"{src}: max_message_bytes: expected {MIN_MESSAGE_BYTES}..{MAX_RELAYED_BYTES}, got {mmb}")
+        raise ConfigError(
+            f"{src}: max_message_bytes: expected {MIN_MESSAGE_BYTES}..{MAX_RELAYED_BYTES}, got {mmb}"
+        )
     return ConcentratorConfig(
-        path=p, state_dir=state, group=_group_id(f["group"], f"{src}: group"),
+        path=p,
+        state_dir=state,
+        group=_group_id(f["group"], f"{src}: group"),
         headend_key=_key_hex(f["headend.key"], f"{src}: headend.key"),
         listen_host=f.get("listen.host", "0.0.0.0"),
         listen_port=_port(f.get("listen.port", 7800), f"{src}: listen.port", True),
         headend_host=f.get("headend.host", "127.0.0.1"),
-        headend_port=_port(f.get("headend.port", 7700), f"{src}: headend.port"), max_message_bytes=mmb, ops=ops)
+        headend_port=_port(f.get("headend.port", 7700), f"{src}: headend.port"),
+        max_message_bytes=mmb,
+        ops=ops,
+    )
 
 
 _STARTERS = {
-    "headend": '''# privmeter head-end (the utility).  Documented in docs/deploy.md.
+    "headend": """# privmeter head-end (the utility).  Documented in docs/deploy.md.
 format = "privmeter.config/1"
 role = "headend"
 state_dir = "."                  # keys (0600), headend.db, registry.db; relative to this file
@@ -449,8 +553,8 @@ log_format = "json"              # "json" lines or "text"
 # shards = 2                     # feeder groups are spread over this many shards (never fewer later)
 # [store]
 # postgres = "host=/var/run/postgresql dbname=privmeter"   # libpq DSN or postgresql:// URI; password in ~/.pgpass
-''',
-    "household": '''# privmeter household (the Raspberry Pi beside the meter).  Documented in docs/deploy.md.
+""",
+    "household": """# privmeter household (the Raspberry Pi beside the meter).  Documented in docs/deploy.md.
 format = "privmeter.config/1"
 role = "household"
 state_dir = "."                  # keys (0600), state.db, enrolment.json; relative to this file
@@ -471,8 +575,8 @@ port = 7700
 http_host = "127.0.0.1"
 http_port = 9101                 # 0: no HTTP endpoint
 log_format = "json"
-''',
-    "concentrator": '''# privmeter data concentrator (an untrusted relay for one feeder).  Documented in docs/deploy.md.
+""",
+    "concentrator": """# privmeter data concentrator (an untrusted relay for one feeder).  Documented in docs/deploy.md.
 format = "privmeter.config/1"
 role = "concentrator"
 state_dir = "."                  # concentrator.key.json (0600), roster.json; relative to this file
@@ -494,7 +598,7 @@ key = ""                         # the head-end's Ed25519 key: verify_key of its
 http_host = "127.0.0.1"
 http_port = 9102                 # 0: no HTTP endpoint
 log_format = "json"
-''',
+""",
 }
 
 

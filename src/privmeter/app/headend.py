@@ -102,16 +102,30 @@ def load_plans(specs: Sequence[str]) -> dict[str, tuple[Plan, str]]:
         out[plan.plan_id] = (plan, text)
     intervals = {p.interval_seconds for p, _ in out.values()}
     if len(intervals) != 1:
-        raise ConfigError(f"the offered plans must share one interval length, got {sorted(intervals)}")
+        raise ConfigError(
+            f"the offered plans must share one interval length, got {sorted(intervals)}"
+        )
     return out
 
 
 class Deployment:
     """The head-end's view of who is enrolled, kept in step with the core and the registry."""
 
-    def __init__(self, cfg: HeadendConfig, core: HeadEndCore, registry: Registry,
-                 plans: Mapping[str, tuple[Plan, str]], metrics: HeadendMetrics) -> None:
-        self.cfg, self.core, self.registry, self.plans, self.metrics = cfg, core, registry, plans, metrics
+    def __init__(
+        self,
+        cfg: HeadendConfig,
+        core: HeadEndCore,
+        registry: Registry,
+        plans: Mapping[str, tuple[Plan, str]],
+        metrics: HeadendMetrics,
+    ) -> None:
+        self.cfg, self.core, self.registry, self.plans, self.metrics = (
+            cfg,
+            core,
+            registry,
+            plans,
+            metrics,
+        )
         self.interval_seconds = next(iter(plans.values()))[0].interval_seconds
         start = datetime.datetime.fromisoformat(cfg.billing_start).replace(tzinfo=datetime.UTC)
         self.period_start = int(start.timestamp()) // self.interval_seconds
@@ -130,7 +144,8 @@ class Deployment:
         self.link: NetLink | None = None
         # data concentrators from the config: party id -> (feeder group, key)
         self.concentrators: dict[str, tuple[str, VerifyKey]] = {
-            concentrator_id(g): (g, VerifyKey.from_hex(k)) for g, k in cfg.concentrators}
+            concentrator_id(g): (g, VerifyKey.from_hex(k)) for g, k in cfg.concentrators
+        }
         self._dc_by_key = {k.raw: cid for cid, (_g, k) in self.concentrators.items()}
         self._settled: set[tuple[str, int]] = set()
         self._closing: set[asyncio.Task[None]] = set()  # connections of revoked meters being closed
@@ -153,11 +168,22 @@ class Deployment:
                 task.add_done_callback(self._closing.discard)
         for mid, m in active.items():
             old = self.members.get(mid)
-            if old is None or old.meter_key != m.meter_key or old.household_json != m.household_json \
-                    or old.plan_id != m.plan_id:
+            if (
+                old is None
+                or old.meter_key != m.meter_key
+                or old.household_json != m.household_json
+                or old.plan_id != m.plan_id
+            ):
                 pk, proof = m.household_key(self.cfg.min_household_key_bits)
-                self.core.register(mid, m.meter_key, pk, self.plans[m.plan_id][0], wellformed_proof=proof,
-                                   period_start=self.period_start, period_intervals=self.period_intervals)
+                self.core.register(
+                    mid,
+                    m.meter_key,
+                    pk,
+                    self.plans[m.plan_id][0],
+                    wellformed_proof=proof,
+                    period_start=self.period_start,
+                    period_intervals=self.period_intervals,
+                )
                 self.since[mid] = self.registry.since(mid)
         self.members = active
         groups: dict[str, list[str]] = {}
@@ -168,19 +194,29 @@ class Deployment:
             if self.group_members.get(g) != roster:
                 plan = self.plans[active[roster[0]].plan_id][0]
                 dr = plan.demand_response  # as `privmeter simulate` configures a feeder
-                self.core.define_group(GroupConfig(
-                    group_id=g, members=roster, min_survivors=self.cfg.min_survivors,
-                    cmin_w=self.cfg.cmin_w_per_household * len(roster),
-                    cmax_w=self.cfg.cmax_w_per_household * len(roster),
-                    level_above_w=dr.cap_w if dr is not None else 3000,
-                    event_minutes=min(self.cfg.event_minutes, dr.max_event_minutes if dr is not None else 240),
-                    max_events_per_day=plan.privacy.comparisons_per_day,
-                    # what a meter of this plan requires before it answers (MeterDemandAgent)
-                    echo_quorum=max(len(roster) // 2 + 1, plan.privacy.min_group_size)))
+                self.core.define_group(
+                    GroupConfig(
+                        group_id=g,
+                        members=roster,
+                        min_survivors=self.cfg.min_survivors,
+                        cmin_w=self.cfg.cmin_w_per_household * len(roster),
+                        cmax_w=self.cfg.cmax_w_per_household * len(roster),
+                        level_above_w=dr.cap_w if dr is not None else 3000,
+                        event_minutes=min(
+                            self.cfg.event_minutes, dr.max_event_minutes if dr is not None else 240
+                        ),
+                        max_events_per_day=plan.privacy.comparisons_per_day,
+                        # what a meter of this plan requires before it answers (MeterDemandAgent)
+                        echo_quorum=max(len(roster) // 2 + 1, plan.privacy.min_group_size),
+                    )
+                )
                 self.group_members[g] = roster
         for g in set(self.group_members) - set(groups):
             del self.group_members[g]
-        for cid, (g, _k) in self.concentrators.items():  # the registry changed: members, keys or both
+        for cid, (
+            g,
+            _k,
+        ) in self.concentrators.items():  # the registry changed: members, keys or both
             self.core.register_concentrator(cid, self.group_members.get(g, ()))
             self._push_roster(cid, g)
         if self.link is not None:
@@ -198,13 +234,16 @@ class Deployment:
         with contextlib.suppress(PrivmeterError):
             assert self.server is not None
             await self.server.send_to(peer, msg)
+
     def groups(self) -> dict[str, tuple[str, ...]]:
         self.sync()
         return dict(self.group_members)
 
     def min_connected(self, group: str) -> int:
-        sizes = [self.plans[self.members[m].plan_id][0].privacy.min_group_size
-                 for m in self.group_members.get(group, ())]
+        sizes = [
+            self.plans[self.members[m].plan_id][0].privacy.min_group_size
+            for m in self.group_members.get(group, ())
+        ]
         return max([self.cfg.min_survivors, *sizes])
 
     def connected(self, meter_id: str) -> bool:
@@ -226,7 +265,9 @@ class Deployment:
         return period_of(interval, self.period_start, self.period_intervals, self.interval_seconds)
 
     def period_end(self, period: int) -> int:
-        return period_bounds(period, self.period_start, self.period_intervals, self.interval_seconds)[1]
+        return period_bounds(
+            period, self.period_start, self.period_intervals, self.interval_seconds
+        )[1]
 
     def settled(self, meter_id: str, period: int) -> bool:
         """Answered -- or nothing to settle: the period ended before the meter enrolled."""
@@ -236,9 +277,16 @@ class Deployment:
 
     # -- signed documents ---------------------------------------------------------------------
     def roster(self, group: str) -> RosterUpdate:
-        doc = {"kind": "roster", "group": group, "version": self.version, "demand": self.core.demand,
-               "members": {m: self.members[m].meter_key.hex() for m in self.group_members.get(group, ())},
-               "concentrator": self.concentrator_of(group)}
+        doc = {
+            "kind": "roster",
+            "group": group,
+            "version": self.version,
+            "demand": self.core.demand,
+            "members": {
+                m: self.members[m].meter_key.hex() for m in self.group_members.get(group, ())
+            },
+            "concentrator": self.concentrator_of(group),
+        }
         text, sig = sign_doc(self.core.signing_key, doc)
         return RosterUpdate(doc=text, signature=sig)
 
@@ -248,12 +296,21 @@ class Deployment:
 
     def enrolled(self, m: Member) -> Enrolled:
         plan, text = self.plans[m.plan_id]
-        doc = {"kind": "enrolled", "meter_id": m.meter_id, "group": m.group, "plan_id": m.plan_id,
-               "plan_toml": text, "plan_digest": plan.digest().hex(),
-               "interval_seconds": self.interval_seconds, "period_start": self.period_start,
-               "period_intervals": self.period_intervals, "min_survivors": self.cfg.min_survivors,
-               "headend_key": self.core.signing_key.verify_key.hex(), "demand": self.core.demand,
-               "concentrator": self.concentrator_of(m.group)}
+        doc = {
+            "kind": "enrolled",
+            "meter_id": m.meter_id,
+            "group": m.group,
+            "plan_id": m.plan_id,
+            "plan_toml": text,
+            "plan_digest": plan.digest().hex(),
+            "interval_seconds": self.interval_seconds,
+            "period_start": self.period_start,
+            "period_intervals": self.period_intervals,
+            "min_survivors": self.cfg.min_survivors,
+            "headend_key": self.core.signing_key.verify_key.hex(),
+            "demand": self.core.demand,
+            "concentrator": self.concentrator_of(m.group),
+        }
         text_, sig = sign_doc(self.core.signing_key, doc)
         return Enrolled(doc=text_, signature=sig)
 
@@ -270,9 +327,14 @@ class Deployment:
             raise UnexpectedMessage("an unenrolled key may only send an enrolment request")
         try:
             self._check_fits(msg)
-            m = self.registry.enrol(msg, peer_key(peer), self.core.signing_key.verify_key,
-                                    plans=set(self.plans), min_bits=self.cfg.min_household_key_bits,
-                                    group_size=self.cfg.group_size)
+            m = self.registry.enrol(
+                msg,
+                peer_key(peer),
+                self.core.signing_key.verify_key,
+                plans=set(self.plans),
+                min_bits=self.cfg.min_household_key_bits,
+                group_size=self.cfg.group_size,
+            )
         except PrivmeterError as exc:
             self.metrics.enrolments.labels("refused").inc()
             log.warning("enrolment of %s refused: %s", msg.meter_id, exc)
@@ -295,9 +357,16 @@ class Deployment:
         if not isinstance(doc, dict):
             raise ConfigError("household key is not a JSON object")
         pk, proof = household_key_and_proof(doc, min_bits=self.cfg.min_household_key_bits)
-        longest = self.period_intervals or 31 * 86400 // self.interval_seconds  # MONTHLY: 31 days at most
-        check_household_key(pk, proof, min_bits=self.cfg.min_household_key_bits, plan=entry[0],
-                            period_intervals=longest)
+        longest = (
+            self.period_intervals or 31 * 86400 // self.interval_seconds
+        )  # MONTHLY: 31 days at most
+        check_household_key(
+            pk,
+            proof,
+            min_bits=self.cfg.min_household_key_bits,
+            plan=entry[0],
+            period_intervals=longest,
+        )
 
     def handler(self, link: NetLink) -> Any:
         async def handle(peer: str, msg: Any) -> list[Any]:
@@ -308,7 +377,9 @@ class Deployment:
                 if isinstance(msg, Hello):  # the concentrator asks for its feeder's roster
                     group = self.concentrators[peer][0]
                     if (msg.meter_id, msg.group) != (peer, group):
-                        raise UnknownParty("concentrator hello for another feeder", peer=peer, group=msg.group)
+                        raise UnknownParty(
+                            "concentrator hello for another feeder", peer=peer, group=msg.group
+                        )
                     log.info("concentrator %s connected (feeder %s)", peer, group)
                     return [self.roster(group)]
                 if isinstance(msg, Relayed):  # the core checks the feeder and the inner message
@@ -338,8 +409,9 @@ class Deployment:
         return handle
 
 
-def record_event(core: HeadEndCore, store: HeadEndStore, metrics: HeadendMetrics, group: str,
-                 ev: DemandEvent) -> dict[str, Any]:
+def record_event(
+    core: HeadEndCore, store: HeadEndStore, metrics: HeadendMetrics, group: str, ev: DemandEvent
+) -> dict[str, Any]:
     """After an event's exchanges: persist what the utility learnt (its threshold, one bit per
     answering meter, the meters directed; no reading) with the event in ``he_events``, count
     it in the metrics and log it.  Returns the stored event."""
@@ -352,11 +424,24 @@ def record_event(core: HeadEndCore, store: HeadEndStore, metrics: HeadendMetrics
     metrics.comparisons.labels("answered").inc(len(out["bits"]))
     metrics.comparisons.labels("missing").inc(members - len(out["bits"]))
     metrics.directives.labels(ev.action).inc(len(out["directed"]))
-    log.info("demand event %s in %s at interval %d: total %d W outside [%d, %d] W; %s to meters %s T "
-             "from interval %d for %d min; %d echoes, %d of %d meters compared, %d directed",
-             ev.event_id, group, interval, info["trigger_total_w"], info["cmin_w"], info["cmax_w"], ev.action,
-             ev.side, ev.start_interval, ev.duration_minutes, info["echoes"], len(out["bits"]), members,
-             len(out["directed"]))
+    log.info(
+        "demand event %s in %s at interval %d: total %d W outside [%d, %d] W; %s to meters %s T "
+        "from interval %d for %d min; %d echoes, %d of %d meters compared, %d directed",
+        ev.event_id,
+        group,
+        interval,
+        info["trigger_total_w"],
+        info["cmin_w"],
+        info["cmax_w"],
+        ev.action,
+        ev.side,
+        ev.start_interval,
+        ev.duration_minutes,
+        info["echoes"],
+        len(out["bits"]),
+        members,
+        len(out["directed"]),
+    )
     return {**info, "event_id": ev.event_id, "group": group, "interval": interval}
 
 
@@ -371,10 +456,17 @@ async def serve(cfg: HeadendConfig, *, stop: asyncio.Event | None = None) -> int
     link: NetLink
     if cfg.cluster is None:  # one process on SQLite
         store = HeadEndStore(cfg.state_dir / "headend.db")
-        core = HeadEndCore(keys.signing_key, [p for p, _ in plans.values()], store=store,
-                           demand=bool(cfg.demand), interval_seconds=interval_seconds,
-                           min_key_bits=cfg.min_household_key_bits)
-        link = NetLink(core, round_timeout=cfg.round_timeout_s, round_idle=min(2.0, cfg.round_timeout_s))
+        core = HeadEndCore(
+            keys.signing_key,
+            [p for p, _ in plans.values()],
+            store=store,
+            demand=bool(cfg.demand),
+            interval_seconds=interval_seconds,
+            min_key_bits=cfg.min_household_key_bits,
+        )
+        link = NetLink(
+            core, round_timeout=cfg.round_timeout_s, round_idle=min(2.0, cfg.round_timeout_s)
+        )
         new_engine: Any = IntervalEngine
         first = max((x.interval for x in store.totals()), default=-1) + 1
         close_backend = store.close
@@ -382,7 +474,9 @@ async def serve(cfg: HeadendConfig, *, stop: asyncio.Event | None = None) -> int
         from privmeter.app import cluster
 
         try:
-            run_ = cluster.start(cfg, keys.signing_key, plans, registry, interval_seconds=interval_seconds)
+            run_ = cluster.start(
+                cfg, keys.signing_key, plans, registry, interval_seconds=interval_seconds
+            )
         except BaseException:
             registry.close()
             raise
@@ -405,9 +499,16 @@ async def serve(cfg: HeadendConfig, *, stop: asyncio.Event | None = None) -> int
             log.info("concentrator %s disconnected", peer)
         metrics.connected.set(len(server.peers))
 
-    server = Server(cfg.host, cfg.port, keys.signing_key, dep.trust, dep.handler(link),
-                    idle_timeout=max(600.0, 3.0 * interval_seconds),
-                    on_connect=lambda _p: metrics.connected.set(len(server.peers)), on_disconnect=gone)
+    server = Server(
+        cfg.host,
+        cfg.port,
+        keys.signing_key,
+        dep.trust,
+        dep.handler(link),
+        idle_timeout=max(600.0, 3.0 * interval_seconds),
+        on_connect=lambda _p: metrics.connected.set(len(server.peers)),
+        on_disconnect=gone,
+    )
     await server.start()
     link.server = dep.server = server
     stop = stop or asyncio.Event()
@@ -415,26 +516,41 @@ async def serve(cfg: HeadendConfig, *, stop: asyncio.Event | None = None) -> int
     beat = Heartbeat(max_age_s=3 * interval_seconds + 60)
     http = None
     if cfg.ops.http_port:
-        http = await serve_http(cfg.ops.http_host, cfg.ops.http_port, metrics.registry, lambda: {
-            "ok": beat.ok(), "role": "headend", "members": len(dep.members),
-            "connected": len(server.peers)})
-    print(f"head-end listening on {cfg.host}:{server.port}, key {keys.signing_key.verify_key.hex()}",
-          flush=True)
-    log.info("head-end up: %d members, interval %d s, billing periods of %s from interval %d",
-             len(dep.members), interval_seconds,
-             f"{dep.period_intervals} intervals" if dep.period_intervals else "a calendar month (UTC)",
-             dep.period_start)
+        http = await serve_http(
+            cfg.ops.http_host,
+            cfg.ops.http_port,
+            metrics.registry,
+            lambda: {
+                "ok": beat.ok(),
+                "role": "headend",
+                "members": len(dep.members),
+                "connected": len(server.peers),
+            },
+        )
+    print(
+        f"head-end listening on {cfg.host}:{server.port}, key {keys.signing_key.verify_key.hex()}",
+        flush=True,
+    )
+    log.info(
+        "head-end up: %d members, interval %d s, billing periods of %s from interval %d",
+        len(dep.members),
+        interval_seconds,
+        f"{dep.period_intervals} intervals" if dep.period_intervals else "a calendar month (UTC)",
+        dep.period_start,
+    )
     eng = new_engine(core, link)
     seen = [0, 0]  # results, events already counted
 
     def on_interval(t: int) -> None:
         beat.beat()
-        for _g, res in eng.log.results[seen[0]:]:
+        for _g, res in eng.log.results[seen[0] :]:
             metrics.intervals.labels("unmasked" if res.total is not None else "failed").inc()
         metrics.events.inc(len(eng.log.events) - seen[1])
         seen[:] = [len(eng.log.results), len(eng.log.events)]
 
-    def on_event(group: str, ev: DemandEvent) -> None:  # one process on SQLite (a cluster runs no events)
+    def on_event(
+        group: str, ev: DemandEvent
+    ) -> None:  # one process on SQLite (a cluster runs no events)
         record_event(core, core.store, metrics, group, ev)
 
     take_stale = getattr(eng, "take_stale", None)  # a cluster: groups whose shard restarted
@@ -443,14 +559,28 @@ async def serve(cfg: HeadendConfig, *, stop: asyncio.Event | None = None) -> int
         back = dep.restarted()
         return back | take_stale() if take_stale is not None else back
 
-    plan = RealtimePlan(groups=dep.groups, connected=dep.connected, min_connected=dep.min_connected,
-                        period_of=dep.period_of, period_end=dep.period_end, settled=dep.settled,
-                        preamble=dep.preamble)
+    plan = RealtimePlan(
+        groups=dep.groups,
+        connected=dep.connected,
+        min_connected=dep.min_connected,
+        period_of=dep.period_of,
+        period_end=dep.period_end,
+        settled=dep.settled,
+        preamble=dep.preamble,
+    )
     try:
-        await run_realtime(eng, plan, interval_seconds=interval_seconds, clock=WallClock(), stop=stop,
-                           restarted=restarted, settle_after=cfg.settle_after_intervals,
-                           on_interval=on_interval, first_interval=first,
-                           on_event=on_event if cfg.cluster is None else None)
+        await run_realtime(
+            eng,
+            plan,
+            interval_seconds=interval_seconds,
+            clock=WallClock(),
+            stop=stop,
+            restarted=restarted,
+            settle_after=cfg.settle_after_intervals,
+            on_interval=on_interval,
+            first_interval=first,
+            on_event=on_event if cfg.cluster is None else None,
+        )
     finally:
         log.info("head-end stopping")
         if http is not None:
@@ -462,23 +592,43 @@ async def serve(cfg: HeadendConfig, *, stop: asyncio.Event | None = None) -> int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", nargs="?", default="run", choices=("run", "invite", "revoke", "members"),
-                   help="run the service (default), or: invite / revoke a meter, list members")
-    p.add_argument("--config", type=Path, required=True, help="headend.toml (see `privmeter init headend`)")
+    p.add_argument(
+        "action",
+        nargs="?",
+        default="run",
+        choices=("run", "invite", "revoke", "members"),
+        help="run the service (default), or: invite / revoke a meter, list members",
+    )
+    p.add_argument(
+        "--config", type=Path, required=True, help="headend.toml (see `privmeter init headend`)"
+    )
     p.add_argument("--meter", default=None, help="invite / revoke: the meter id")
     p.add_argument("--group", default=None, help="invite: put the meter in this feeder group")
-    p.add_argument("--replace", action="store_true", help="invite: new meter or new keys for an enrolled id")
-    p.add_argument("--cluster", default=None, metavar="ADDRESS",
-                   help="run sharded on Ray: local (a private Ray), auto, or HOST:PORT; overrides cluster.address "
-                        "(needs store.postgres in the config and the cluster extra)")
-    p.add_argument("--shards", type=int, default=None, metavar="N",
-                   help="with a cluster: the number of shards; overrides cluster.shards")
+    p.add_argument(
+        "--replace", action="store_true", help="invite: new meter or new keys for an enrolled id"
+    )
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="ADDRESS",
+        help="run sharded on Ray: local (a private Ray), auto, or HOST:PORT; overrides cluster.address "
+        "(needs store.postgres in the config and the cluster extra)",
+    )
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with a cluster: the number of shards; overrides cluster.shards",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Errors propagate to :func:`privmeter.cli.main` (one line on stderr)."""
     os.umask(0o077)  # databases and logs this process creates: the utility's only
-    cfg = cast(HeadendConfig, load_config(args.config, "headend", cluster=args.cluster, shards=args.shards))
+    cfg = cast(
+        HeadendConfig, load_config(args.config, "headend", cluster=args.cluster, shards=args.shards)
+    )
     try:
         if args.action == "run":
             setup_logging(cfg.ops.log_format)
@@ -493,10 +643,19 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"headend {args.action}: --meter is required")
             if args.action == "invite":
                 if args.meter.startswith(CONCENTRATOR_PREFIX):
-                    raise ConfigError(f"meter ids starting with {CONCENTRATOR_PREFIX!r} are reserved for data "
-                                      "concentrators (listed in headend.toml [concentrators])")
+                    raise ConfigError(
+                        f"meter ids starting with {CONCENTRATOR_PREFIX!r} are reserved for data "
+                        "concentrators (listed in headend.toml [concentrators])"
+                    )
                 keys = load_headend(cfg.state_dir)
-                print(reg.invite(args.meter, keys.signing_key.verify_key, group=args.group, replace=args.replace))
+                print(
+                    reg.invite(
+                        args.meter,
+                        keys.signing_key.verify_key,
+                        group=args.group,
+                        replace=args.replace,
+                    )
+                )
             else:
                 reg.revoke(args.meter)
                 print(f"revoked {args.meter}")

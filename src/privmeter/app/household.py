@@ -91,16 +91,31 @@ __all__ = ["HouseholdService", "add_arguments", "add_enrol_arguments", "enrol", 
 log = logging.getLogger("privmeter.household")
 
 
-async def enrol(cfg: HouseholdConfig, st: HouseholdState, ticket: Ticket, *, force: bool = False) -> dict[str, Any]:
+async def enrol(
+    cfg: HouseholdConfig, st: HouseholdState, ticket: Ticket, *, force: bool = False
+) -> dict[str, Any]:
     """Enrol with the head-end named by ``ticket``; saves and returns the signed enrolment."""
     if ticket.meter_id != cfg.meter_id:
-        raise ConfigError(f"the ticket is for meter {ticket.meter_id!r}, this config is {cfg.meter_id!r}")
+        raise ConfigError(
+            f"the ticket is for meter {ticket.meter_id!r}, this config is {cfg.meter_id!r}"
+        )
     if st.enrolment() is not None and not force:
-        raise ConfigError(f"{st.enrolment_path} exists: already enrolled (use --force to enrol again)")
-    req = EnrolRequest(meter_id=cfg.meter_id, household_key_json=st.public_json, plan_id=cfg.plan,
-                       mac=enrol_mac(ticket.mac_key(), meter_id=cfg.meter_id, meter_key=st.meter_key.verify_key,
-                                     headend_key=ticket.headend_key, household_key_json=st.public_json,
-                                     plan_id=cfg.plan))
+        raise ConfigError(
+            f"{st.enrolment_path} exists: already enrolled (use --force to enrol again)"
+        )
+    req = EnrolRequest(
+        meter_id=cfg.meter_id,
+        household_key_json=st.public_json,
+        plan_id=cfg.plan,
+        mac=enrol_mac(
+            ticket.mac_key(),
+            meter_id=cfg.meter_id,
+            meter_key=st.meter_key.verify_key,
+            headend_key=ticket.headend_key,
+            household_key_json=st.public_json,
+            plan_id=cfg.plan,
+        ),
+    )
     conn = await connect(cfg.headend_host, cfg.headend_port, st.meter_key, ticket.headend_key)
     try:
         reply = await conn.request(req, expect=Enrolled)
@@ -108,11 +123,19 @@ async def enrol(cfg: HouseholdConfig, st: HouseholdState, ticket: Ticket, *, for
         await conn.close()
     doc = verify_doc(ticket.headend_key, reply.doc, reply.signature, kind="enrolled")
     plan = parse_plan(doc["plan_toml"], source="enrolment")
-    if (doc["meter_id"], doc["plan_id"], doc["headend_key"]) != (cfg.meter_id, cfg.plan, ticket.headend_key.hex()) \
-            or plan.digest().hex() != doc["plan_digest"]:
+    if (doc["meter_id"], doc["plan_id"], doc["headend_key"]) != (
+        cfg.meter_id,
+        cfg.plan,
+        ticket.headend_key.hex(),
+    ) or plan.digest().hex() != doc["plan_digest"]:
         raise ConfigError("the head-end's enrolment answer does not match the request")
-    saved = {"format": "privmeter.enrolment/1", "doc": reply.doc, "signature": reply.signature.hex(),
-             "headend_key": ticket.headend_key.hex(), "roster": None}
+    saved = {
+        "format": "privmeter.enrolment/1",
+        "doc": reply.doc,
+        "signature": reply.signature.hex(),
+        "headend_key": ticket.headend_key.hex(),
+        "roster": None,
+    }
     write_secret(st.enrolment_path, saved, force=True)
     return doc
 
@@ -120,13 +143,19 @@ async def enrol(cfg: HouseholdConfig, st: HouseholdState, ticket: Ticket, *, for
 class HouseholdService:
     """The meter agent and the household agent of one home, on one connection."""
 
-    def __init__(self, cfg: HouseholdConfig, st: HouseholdState, *, source: str | None = None) -> None:
+    def __init__(
+        self, cfg: HouseholdConfig, st: HouseholdState, *, source: str | None = None
+    ) -> None:
         saved = st.enrolment()
         if saved is None:
-            raise ConfigError(f"not enrolled yet: run `privmeter enrol --config {cfg.path} --ticket TICKET`")
+            raise ConfigError(
+                f"not enrolled yet: run `privmeter enrol --config {cfg.path} --ticket TICKET`"
+            )
         self.cfg, self.st, self.saved = cfg, st, saved
         self.headend_key = VerifyKey.from_hex(saved["headend_key"])
-        doc = verify_doc(self.headend_key, saved["doc"], bytes.fromhex(saved["signature"]), kind="enrolled")
+        doc = verify_doc(
+            self.headend_key, saved["doc"], bytes.fromhex(saved["signature"]), kind="enrolled"
+        )
         self.doc = doc
         self.plan = parse_plan(doc["plan_toml"], source="enrolment")
         self.interval_seconds = int(doc["interval_seconds"])
@@ -136,8 +165,12 @@ class HouseholdService:
         group_keys = {cfg.meter_id: st.meter_key.verify_key}
         demand = bool(doc.get("demand"))
         if saved.get("roster"):
-            r = verify_doc(self.headend_key, saved["roster"]["doc"], bytes.fromhex(saved["roster"]["signature"]),
-                           kind="roster")
+            r = verify_doc(
+                self.headend_key,
+                saved["roster"]["doc"],
+                bytes.fromhex(saved["roster"]["signature"]),
+                kind="roster",
+            )
             group_keys = {m: VerifyKey.from_hex(k) for m, k in r["members"].items()}
             self.roster_version = int(r["version"])
             demand = bool(r.get("demand", demand))
@@ -148,38 +181,64 @@ class HouseholdService:
         load = MeterLoad(self.interval_seconds, start, fixed=SourceReadings(src))
         # the meter's own one-use comparison keys; its demand agent is built on each signed
         # roster (a restart rebuilds it from the saved one), its budget ledger is in state.db
-        self.meter = MeterAgent(cfg.meter_id, st.meter_key, st.secret_key.public_key, self.headend_key, self.plan,
-                                load, group=doc["group"], group_keys=group_keys,
-                                comparison_group=GROUPS[DEFAULT_GROUP], min_survivors=int(doc["min_survivors"]),
-                                ledger=self.ledger)
+        self.meter = MeterAgent(
+            cfg.meter_id,
+            st.meter_key,
+            st.secret_key.public_key,
+            self.headend_key,
+            self.plan,
+            load,
+            group=doc["group"],
+            group_keys=group_keys,
+            comparison_group=GROUPS[DEFAULT_GROUP],
+            min_survivors=int(doc["min_survivors"]),
+            ledger=self.ledger,
+        )
         self.meter.set_roster(group_keys, demand=demand)
         restored = restore_journal(self.ledger, self.meter)
         if restored:
             log.info("restored %d readings from %s", restored, st.dir / "state.db")
         paid = {k: decode(b, expect=BillProof) for k, b in self.ledger.paid(cfg.meter_id).items()}
-        self.home = HouseholdAgent(cfg.meter_id, st.secret_key, self.plan, self.headend_key,
-                                   lambda: (self.meter.local_readings, self.meter.local_adjustments),
-                                   meter_key=st.meter_key.verify_key, period_start=int(doc["period_start"]),
-                                   period_intervals=int(doc["period_intervals"]), paid=paid,
-                                   on_paid=lambda k, proof: self.ledger.put_paid(cfg.meter_id, k, encode(proof)))
+        self.home = HouseholdAgent(
+            cfg.meter_id,
+            st.secret_key,
+            self.plan,
+            self.headend_key,
+            lambda: (self.meter.local_readings, self.meter.local_adjustments),
+            meter_key=st.meter_key.verify_key,
+            period_start=int(doc["period_start"]),
+            period_intervals=int(doc["period_intervals"]),
+            paid=paid,
+            on_paid=lambda k, proof: self.ledger.put_paid(cfg.meter_id, k, encode(proof)),
+        )
         self.beat = Heartbeat(max_age_s=3 * self.interval_seconds + 120)
         self.conn: Connection | None = None
         self.upstream = (cfg.headend_host, cfg.headend_port, self.headend_key, "head-end")
         if cfg.concentrator_host is not None:
-            self.upstream = (cfg.concentrator_host, cfg.concentrator_port, self._concentrator_key(),
-                             concentrator_id(doc["group"]))
+            self.upstream = (
+                cfg.concentrator_host,
+                cfg.concentrator_port,
+                self._concentrator_key(),
+                concentrator_id(doc["group"]),
+            )
 
     def _concentrator_key(self) -> VerifyKey:
         """The feeder concentrator's key, as the head-end signed it (latest roster, else the enrolment)."""
         key = None
         if self.saved.get("roster"):
-            key = verify_doc(self.headend_key, self.saved["roster"]["doc"],
-                             bytes.fromhex(self.saved["roster"]["signature"]), kind="roster").get("concentrator")
+            key = verify_doc(
+                self.headend_key,
+                self.saved["roster"]["doc"],
+                bytes.fromhex(self.saved["roster"]["signature"]),
+                kind="roster",
+            ).get("concentrator")
         key = key or self.doc.get("concentrator")
         if not key:
-            raise ConfigError(f"{self.cfg.path}: [concentrator] is set, but the utility's signed enrolment names no "
-                              f"concentrator for group {self.doc['group']!r} (remove [concentrator], or run once "
-                              "without it to receive a newer roster)")
+            raise ConfigError(
+                f"{self.cfg.path}: [concentrator] is set, but the utility's signed enrolment names no "
+                f"concentrator for group {self.doc['group']!r} (remove [concentrator], or run once "
+                "without it to receive a newer roster)"
+            )
         return VerifyKey.from_hex(key)
 
     def _roster(self, msg: RosterUpdate) -> None:
@@ -193,12 +252,19 @@ class HouseholdService:
         changed = v != self.roster_version
         self.roster_version = v
         was = self.meter.demand is not None
-        self.meter.set_roster({m: VerifyKey.from_hex(k) for m, k in r["members"].items()},
-                              demand=bool(r.get("demand", self.doc.get("demand"))))
+        self.meter.set_roster(
+            {m: VerifyKey.from_hex(k) for m, k in r["members"].items()},
+            demand=bool(r.get("demand", self.doc.get("demand"))),
+        )
         self.saved["roster"] = {"doc": msg.doc, "signature": msg.signature.hex()}
         write_secret(self.st.enrolment_path, self.saved, force=True)
         if changed:
-            log.info("roster version %d of %s: %d members", v, self.meter.group, len(self.meter.group_keys))
+            log.info(
+                "roster version %d of %s: %d members",
+                v,
+                self.meter.group,
+                len(self.meter.group_keys),
+            )
         if changed or was != (self.meter.demand is not None):
             self._demand_state()
 
@@ -208,9 +274,14 @@ class HouseholdService:
         if m.budget is not None:
             self.metrics.comparisons_used_today.set(m.budget.used_today(int(time.time())))
         if m.demand is not None:
-            log.info("demand management: on (echo quorum %d of %d members; %d of %d comparisons of "
-                     "today's readings used)", m.demand.quorum, len(m.group_keys),
-                     m.budget.used_today(int(time.time())) if m.budget else 0, self.plan.privacy.comparisons_per_day)
+            log.info(
+                "demand management: on (echo quorum %d of %d members; %d of %d comparisons of "
+                "today's readings used)",
+                m.demand.quorum,
+                len(m.group_keys),
+                m.budget.used_today(int(time.time())) if m.budget else 0,
+                self.plan.privacy.comparisons_per_day,
+            )
         elif self.roster_version < 0 and self.doc.get("demand"):
             log.info("demand management: waiting for the head-end's signed roster of %s", m.group)
         else:
@@ -223,16 +294,30 @@ class HouseholdService:
             self.metrics.comparisons.labels("answered", "").inc()
             if m.budget is not None:
                 self.metrics.comparisons_used_today.set(m.budget.used_today(now))
-            log.info("comparison of event %s answered (one bit; %d of %d comparisons of today's readings used)",
-                     msg.event_id, m.budget.used_today(now) if m.budget else 0,
-                     self.plan.privacy.comparisons_per_day)
+            log.info(
+                "comparison of event %s answered (one bit; %d of %d comparisons of today's readings used)",
+                msg.event_id,
+                m.budget.used_today(now) if m.budget else 0,
+                self.plan.privacy.comparisons_per_day,
+            )
         elif isinstance(msg, Directive):
             ins = m.directives[-1]
             self.metrics.directives.labels(ins.action).inc()
-            log.info("directive for event %s: %s from interval %d for %d min (limit %s W)", ins.event_id,
-                     ins.action, ins.start_interval, ins.duration_minutes, ins.limit_w)
+            log.info(
+                "directive for event %s: %s from interval %d for %d min (limit %s W)",
+                ins.event_id,
+                ins.action,
+                ins.start_interval,
+                ins.duration_minutes,
+                ins.limit_w,
+            )
         elif isinstance(msg, DemandEvent):
-            log.info("demand event %s (%s, meters %s T): offer and echo sent", msg.event_id, msg.action, msg.side)
+            log.info(
+                "demand event %s (%s, meters %s T): offer and echo sent",
+                msg.event_id,
+                msg.action,
+                msg.side,
+            )
 
     async def handle(self, _peer: str, msg: Any) -> list[Any]:
         if isinstance(msg, ErrorMessage):
@@ -269,7 +354,12 @@ class HouseholdService:
                 self.metrics.rounds.labels("refused").inc()
             if isinstance(msg, DemandEvent | ComparisonQuery | EchoBundle | Directive):
                 self.metrics.comparisons.labels("refused", exc.code).inc()
-                log.warning("demand-management message %s refused: %s (%s)", type(msg).__name__, exc.code, exc)
+                log.warning(
+                    "demand-management message %s refused: %s (%s)",
+                    type(msg).__name__,
+                    exc.code,
+                    exc,
+                )
             raise
         sync_journal(self.ledger, self.meter)  # saved before the answers leave
         if isinstance(msg, DemandEvent | ComparisonQuery | Directive):
@@ -285,8 +375,9 @@ class HouseholdService:
         host, port, key, server_id = self.upstream
         while not stop.is_set():
             try:
-                self.conn = await connect(host, port, self.st.meter_key, key, server_id=server_id,
-                                          handler=self.handle)
+                self.conn = await connect(
+                    host, port, self.st.meter_key, key, server_id=server_id, handler=self.handle
+                )
             except (TransportError, PrivmeterError) as exc:
                 log.warning("cannot reach %s (%s); retrying in %.1f s", server_id, exc, delay)
                 with contextlib.suppress(TimeoutError):
@@ -298,7 +389,9 @@ class HouseholdService:
             last = max(self.meter.local_readings) if self.meter.local_readings else -1
             log.info("connected to %s at %s:%d as %s", server_id, host, port, self.cfg.meter_id)
             try:
-                await self.conn.send(Hello(meter_id=self.cfg.meter_id, group=self.meter.group, last_interval=last))
+                await self.conn.send(
+                    Hello(meter_id=self.cfg.meter_id, group=self.meter.group, last_interval=last)
+                )
                 closed = asyncio.ensure_future(self.conn.wait_closed())
                 stopping = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -319,18 +412,34 @@ class HouseholdService:
         self.ledger.close()
 
 
-async def serve(cfg: HouseholdConfig, st: HouseholdState, *, source: str | None = None,
-                stop: asyncio.Event | None = None) -> int:
+async def serve(
+    cfg: HouseholdConfig,
+    st: HouseholdState,
+    *,
+    source: str | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
     svc = HouseholdService(cfg, st, source=source)
     svc._demand_state()  # logged once the service is built (a config error stays one line)
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
     http = None
     if cfg.ops.http_port:
-        http = await serve_http(cfg.ops.http_host, cfg.ops.http_port, svc.metrics.registry, lambda: {
-            "ok": svc.beat.ok(), "role": "household", "meter_id": cfg.meter_id,
-            "connected": bool(svc.conn is not None and not svc.conn.closed)})
-    print(f"household {cfg.meter_id} running (group {svc.meter.group}, plan {svc.plan.plan_id})", flush=True)
+        http = await serve_http(
+            cfg.ops.http_host,
+            cfg.ops.http_port,
+            svc.metrics.registry,
+            lambda: {
+                "ok": svc.beat.ok(),
+                "role": "household",
+                "meter_id": cfg.meter_id,
+                "connected": bool(svc.conn is not None and not svc.conn.closed),
+            },
+        )
+    print(
+        f"household {cfg.meter_id} running (group {svc.meter.group}, plan {svc.plan.plan_id})",
+        flush=True,
+    )
     try:
         await svc.run(stop)
     finally:
@@ -348,7 +457,9 @@ def _load(path: Path) -> tuple[HouseholdConfig, HouseholdState]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, required=True, help="household.toml (see `privmeter init household`)")
+    p.add_argument(
+        "--config", type=Path, required=True, help="household.toml (see `privmeter init household`)"
+    )
     p.add_argument("--source", default=None, help="read this meter instead of the config's source")
 
 
@@ -365,8 +476,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_enrol_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, required=True, help="household.toml (see `privmeter init household`)")
-    p.add_argument("--ticket", required=True, help="the one-time ticket from the utility (privmeter-enrol/1:...)")
+    p.add_argument(
+        "--config", type=Path, required=True, help="household.toml (see `privmeter init household`)"
+    )
+    p.add_argument(
+        "--ticket",
+        required=True,
+        help="the one-time ticket from the utility (privmeter-enrol/1:...)",
+    )
     p.add_argument("--force", action="store_true", help="enrol again (new meter or new keys)")
 
 
@@ -376,6 +493,8 @@ def run_enrol(args: argparse.Namespace) -> int:
         doc = asyncio.run(enrol(cfg, st, Ticket.parse(args.ticket), force=args.force))
     except KeyError as exc:
         raise ConfigError(f"the head-end's enrolment answer lacks {exc}") from None
-    print(f"enrolled {doc['meter_id']} in group {doc['group']} on plan {doc['plan_id']}; "
-          f"head-end key {doc['headend_key']} pinned in {st.enrolment_path}")
+    print(
+        f"enrolled {doc['meter_id']} in group {doc['group']} on plan {doc['plan_id']}; "
+        f"head-end key {doc['headend_key']} pinned in {st.enrolment_path}"
+    )
     return 0

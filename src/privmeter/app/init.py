@@ -30,10 +30,19 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("role", choices=ROLES, help="which party this machine runs")
-    p.add_argument("--dir", type=Path, required=True, help="the party's state directory (created 0700)")
-    p.add_argument("--meter-id", default="m-0001", help="household: the meter id on your enrolment ticket")
-    p.add_argument("--key-bits", type=int, default=DEFAULT_KEY_BITS, choices=(2048, 3072, 4096),
-                   help="household: Paillier modulus size (default 3072)")
+    p.add_argument(
+        "--dir", type=Path, required=True, help="the party's state directory (created 0700)"
+    )
+    p.add_argument(
+        "--meter-id", default="m-0001", help="household: the meter id on your enrolment ticket"
+    )
+    p.add_argument(
+        "--key-bits",
+        type=int,
+        default=DEFAULT_KEY_BITS,
+        choices=(2048, 3072, 4096),
+        help="household: Paillier modulus size (default 3072)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite existing keys and config")
 
 
@@ -56,5 +65,5 @@ def run(args: argparse.Namespace) -> int:
         key = json.loads((d / f"{args.role}.pub.json").read_text())["verify_key"]
         print(f"public key: {key}")
         if args.role == "concentrator":
-            print(f"for the head-end's headend.toml, [concentrators]: <group> = \"{key}\"")
+            print(f'for the head-end\'s headend.toml, [concentrators]: <group> = "{key}"')
     return 0

@@ -35,15 +35,27 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-__all__ = ["ConcentratorMetrics", "HeadendMetrics", "HouseholdMetrics", "JsonFormatter", "serve_http", "setup_logging", "stop_on_signals"]
+__all__ = [
+    "ConcentratorMetrics",
+    "HeadendMetrics",
+    "HouseholdMetrics",
+    "JsonFormatter",
+    "serve_http",
+    "setup_logging",
+    "stop_on_signals",
+]
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message (and the exception, if any)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        d: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(),
-                             "logger": record.name, "msg": record.getMessage()}
+        d: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         if record.exc_info:
             d["exc"] = self.formatException(record.exc_info)
         return json.dumps(d, separators=(",", ":"))
@@ -51,8 +63,11 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(fmt: str, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -63,32 +78,56 @@ class HeadendMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.connected = Gauge("privmeter_connected_meters", "meters connected now", registry=r)
-        self.intervals = Counter("privmeter_intervals", "group intervals closed", ["result"], registry=r)
-        self.records = Counter("privmeter_records", "billing records", ["result", "reason"], registry=r)
+        self.intervals = Counter(
+            "privmeter_intervals", "group intervals closed", ["result"], registry=r
+        )
+        self.records = Counter(
+            "privmeter_records", "billing records", ["result", "reason"], registry=r
+        )
         self.events = Counter("privmeter_demand_events", "demand-management events", registry=r)
-        self.comparisons = Counter("privmeter_comparisons", "secure comparisons of demand-management events",
-                                   ["result"], registry=r)
-        self.directives = Counter("privmeter_directives", "demand-management directives sent", ["action"],
-                                  registry=r)
-        self.settlements = Counter("privmeter_settlements", "settlement answers", ["kind"], registry=r)
-        self.enrolments = Counter("privmeter_enrolments", "enrolment requests", ["result"], registry=r)
+        self.comparisons = Counter(
+            "privmeter_comparisons",
+            "secure comparisons of demand-management events",
+            ["result"],
+            registry=r,
+        )
+        self.directives = Counter(
+            "privmeter_directives", "demand-management directives sent", ["action"], registry=r
+        )
+        self.settlements = Counter(
+            "privmeter_settlements", "settlement answers", ["kind"], registry=r
+        )
+        self.enrolments = Counter(
+            "privmeter_enrolments", "enrolment requests", ["result"], registry=r
+        )
 
 
 class HouseholdMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.connected = Gauge("privmeter_connected", "1 while connected to the head-end", registry=r)
+        self.connected = Gauge(
+            "privmeter_connected", "1 while connected to the head-end", registry=r
+        )
         self.readings = Counter("privmeter_readings", "interval readings reported", registry=r)
         self.rounds = Counter("privmeter_rounds", "head-end rounds", ["result"], registry=r)
-        self.settlements = Counter("privmeter_settlements", "statements answered", ["kind"], registry=r)
-        self.comparisons = Counter("privmeter_comparisons", "demand-management messages answered or refused",
-                                   ["result", "reason"], registry=r)
-        self.comparisons_used_today = Gauge("privmeter_comparisons_used_today",
-                                            "comparisons charged on today's readings (the plan's budget)",
-                                            registry=r)
-        self.directives = Counter("privmeter_directives", "demand-management directives received", ["action"],
-                                  registry=r)
+        self.settlements = Counter(
+            "privmeter_settlements", "statements answered", ["kind"], registry=r
+        )
+        self.comparisons = Counter(
+            "privmeter_comparisons",
+            "demand-management messages answered or refused",
+            ["result", "reason"],
+            registry=r,
+        )
+        self.comparisons_used_today = Gauge(
+            "privmeter_comparisons_used_today",
+            "comparisons charged on today's readings (the plan's budget)",
+            registry=r,
+        )
+        self.directives = Counter(
+            "privmeter_directives", "demand-management directives received", ["action"], registry=r
+        )
 
 
 class ConcentratorMetrics:
@@ -96,15 +135,26 @@ class ConcentratorMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.connected = Gauge("privmeter_connected_meters", "meters connected now", registry=r)
-        self.upstream = Gauge("privmeter_upstream_connected", "1 while connected to the head-end", registry=r)
-        self.roster = Gauge("privmeter_roster_meters", "meters of the feeder's signed roster", registry=r)
-        self.messages = Counter("privmeter_relayed_messages", "messages relayed", ["direction"], registry=r)
-        self.bytes = Counter("privmeter_relayed_bytes", "payload bytes relayed", ["direction"], registry=r)
-        self.refused = Counter("privmeter_refused", "messages refused", ["direction", "reason"], registry=r)
+        self.upstream = Gauge(
+            "privmeter_upstream_connected", "1 while connected to the head-end", registry=r
+        )
+        self.roster = Gauge(
+            "privmeter_roster_meters", "meters of the feeder's signed roster", registry=r
+        )
+        self.messages = Counter(
+            "privmeter_relayed_messages", "messages relayed", ["direction"], registry=r
+        )
+        self.bytes = Counter(
+            "privmeter_relayed_bytes", "payload bytes relayed", ["direction"], registry=r
+        )
+        self.refused = Counter(
+            "privmeter_refused", "messages refused", ["direction", "reason"], registry=r
+        )
 
 
-async def serve_http(host: str, port: int, registry: CollectorRegistry,
-                     health: Callable[[], dict[str, Any]]) -> asyncio.Server:
+async def serve_http(
+    host: str, port: int, registry: CollectorRegistry, health: Callable[[], dict[str, Any]]
+) -> asyncio.Server:
     """``/healthz`` and ``/metrics`` over plain HTTP/1.0 (GET only); returns the started server."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -115,15 +165,22 @@ async def serve_http(host: str, port: int, registry: CollectorRegistry,
             parts = line.decode("latin-1").split()
             path = parts[1] if len(parts) >= 2 and parts[0] == "GET" else ""
             if path == "/metrics":
-                status, ctype, body = "200 OK", "text/plain; version=0.0.4", generate_latest(registry)
+                status, ctype, body = (
+                    "200 OK",
+                    "text/plain; version=0.0.4",
+                    generate_latest(registry),
+                )
             elif path == "/healthz":
                 h = health()
                 status = "200 OK" if h.get("ok") else "503 Service Unavailable"
                 ctype, body = "application/json", json.dumps(h).encode()
             else:
                 status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
-            writer.write(f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                         "Connection: close\r\n\r\n".encode() + body)
+            writer.write(
+                f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + body
+            )
             await writer.drain()
         except (TimeoutError, ConnectionError, UnicodeDecodeError):
             pass

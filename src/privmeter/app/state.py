@@ -86,13 +86,17 @@ def _signing_files(d: Path, stem: str, role: str, force: bool, **extra: str) -> 
     return sk
 
 
-def generate(role: str, d: Path, *, force: bool = False, key_bits: int = DEFAULT_KEY_BITS) -> list[Path]:
+def generate(
+    role: str, d: Path, *, force: bool = False, key_bits: int = DEFAULT_KEY_BITS
+) -> list[Path]:
     """Fresh keys for ``role`` in ``d`` (see the module docstring); returns the files written."""
     ensure_dir(d)
     if not force:
         for name in SECRET_FILES[role]:
             if (d / name).exists():
-                raise ConfigError(f"{d / name} exists: refusing to overwrite a secret key (use --force)")
+                raise ConfigError(
+                    f"{d / name} exists: refusing to overwrite a secret key (use --force)"
+                )
     if role == "headend":
         feed = SigningKey.generate()
         _signing_files(d, "headend", "utility", force, feed_verify_key=feed.verify_key.hex())
@@ -101,7 +105,9 @@ def generate(role: str, d: Path, *, force: bool = False, key_bits: int = DEFAULT
         write_secret(d / "headend.key.json", doc, force=True)
     elif role == "household":
         if key_bits < MIN_KEY_BITS:
-            raise ConfigError(f"household keys below {MIN_KEY_BITS} bits are refused, got {key_bits}")
+            raise ConfigError(
+                f"household keys below {MIN_KEY_BITS} bits are refused, got {key_bits}"
+            )
         _signing_files(d, "meter", "meter", force)
         hk = HouseholdKeys.generate(key_bits)
         write_secret(d / "household.key.json", hk.private_dict(), force=force)
@@ -131,7 +137,9 @@ def load_headend(d: Path) -> HeadendKeys:
 def load_concentrator(d: Path) -> SigningKey:
     """The concentrator's identity key from its state directory."""
     if not (d / "concentrator.key.json").exists():
-        raise ConfigError(f"no concentrator key in {d}: run `privmeter init concentrator --dir {d}` first")
+        raise ConfigError(
+            f"no concentrator key in {d}: run `privmeter init concentrator --dir {d}` first"
+        )
     return signing_key_from(load_keyfile(d / "concentrator.key.json"))
 
 
@@ -143,8 +151,12 @@ class HouseholdState:
         self.meter_key = signing_key_from(load_keyfile(d / "meter.key.json"))
         hh = load_keyfile(d / "household.key.json")
         self.secret_key = PaillierPrivateKey.from_dict(hh["paillier_private_key"])
-        self.public_json = json.dumps(HouseholdKeys(self.secret_key, [int(x, 16) for x in hh["wellformed_proof"]])
-                                      .public_dict(), sort_keys=True)
+        self.public_json = json.dumps(
+            HouseholdKeys(
+                self.secret_key, [int(x, 16) for x in hh["wellformed_proof"]]
+            ).public_dict(),
+            sort_keys=True,
+        )
         self.enrolment_path = d / "enrolment.json"
 
     def enrolment(self) -> dict[str, Any] | None:
@@ -158,5 +170,7 @@ class HouseholdState:
 
 def load_household(d: Path) -> HouseholdState:
     if not (d / "meter.key.json").exists() or not (d / "household.key.json").exists():
-        raise ConfigError(f"no household keys in {d}: run `privmeter init household --dir {d}` first")
+        raise ConfigError(
+            f"no household keys in {d}: run `privmeter init household --dir {d}` first"
+        )
     return HouseholdState(d)

@@ -24,10 +24,14 @@ __all__ = ["add_json_flag", "cpu_per_call", "emit", "progress", "stopwatch"]
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object and nothing else"
+    )
 
 
-def cpu_per_call(fn: Callable[[], object], *, min_calls: int = 3, min_seconds: float = 0.5) -> float:
+def cpu_per_call(
+    fn: Callable[[], object], *, min_calls: int = 3, min_seconds: float = 0.5
+) -> float:
     """Median-free robust estimate: CPU seconds per call over >= min_seconds of calls."""
     fn()  # warm caches (tables, imports)
     calls = 0
@@ -72,8 +76,14 @@ def progress(enabled: bool | None = None) -> Progress:
     )
 
 
-def emit(result: dict[str, Any], *, as_json: bool, title: str, rows: list[list[str]] | None = None,
-         columns: list[str] | None = None) -> None:
+def emit(
+    result: dict[str, Any],
+    *,
+    as_json: bool,
+    title: str,
+    rows: list[list[str]] | None = None,
+    columns: list[str] | None = None,
+) -> None:
     """Print ``result`` as JSON (machines) or as a table (people)."""
     if as_json:
         json.dump(result, sys.stdout, indent=None, sort_keys=False)

@@ -90,22 +90,41 @@ mpc.run(main())
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser)
-    parser.add_argument("--samples", type=at_least(1), default=30, help="comparisons per configuration")
-    parser.add_argument("--meters", type=at_least(1), default=1000, help="meters in the end-to-end event")
-    parser.add_argument("--key-bits", type=int, default=3072, help="comparison group size: 2048 or 3072")
-    parser.add_argument("--mpyc-batch", type=at_least(1), default=200, help="comparisons per MPyC batch")
-    parser.add_argument("--quorum", type=at_least(1), default=8,
-                        help="echoes each meter checks before answering (same threshold for the group)")
+    parser.add_argument(
+        "--samples", type=at_least(1), default=30, help="comparisons per configuration"
+    )
+    parser.add_argument(
+        "--meters", type=at_least(1), default=1000, help="meters in the end-to-end event"
+    )
+    parser.add_argument(
+        "--key-bits", type=int, default=3072, help="comparison group size: 2048 or 3072"
+    )
+    parser.add_argument(
+        "--mpyc-batch", type=at_least(1), default=200, help="comparisons per MPyC batch"
+    )
+    parser.add_argument(
+        "--quorum",
+        type=at_least(1),
+        default=8,
+        help="echoes each meter checks before answering (same threshold for the group)",
+    )
     parser.add_argument("--no-mpyc", action="store_true", help="skip the MPyC peer")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 512-bit INSECURE group, few samples, 20 meters")
-    parser.add_argument("--bits", type=at_least(1), nargs="*", default=list(BITS), help="bit lengths")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 512-bit INSECURE group, few samples, 20 meters",
+    )
+    parser.add_argument(
+        "--bits", type=at_least(1), nargs="*", default=list(BITS), help="bit lengths"
+    )
 
 
 # -- per-comparison costs -------------------------------------------------------------
 
-def _comparison_row(group: elgamal.Group, bits: int, radix: int, samples: int,
-                    rng: random.Random) -> dict[str, Any]:
+
+def _comparison_row(
+    group: elgamal.Group, bits: int, radix: int, samples: int, rng: random.Random
+) -> dict[str, Any]:
     half = 1 << (bits - 1)
     util = meter = offer_cpu = 0.0
     offer_bytes = challenge_bytes = answer_bytes = 0
@@ -116,8 +135,13 @@ def _comparison_row(group: elgamal.Group, bits: int, radix: int, samples: int,
         mc = cmp.MeterComparison(group, x, bits=bits, radix=radix)
         wire_offer = encode(mc.offer)
         c1 = time.process_time()
-        uc = cmp.UtilityComparison(decode(wire_offer, expect=cmp.ComparisonOffer), t, bits=bits, radix=radix,
-                                   allow_insecure=group.insecure)
+        uc = cmp.UtilityComparison(
+            decode(wire_offer, expect=cmp.ComparisonOffer),
+            t,
+            bits=bits,
+            radix=radix,
+            allow_insecure=group.insecure,
+        )
         wire_ch = encode(uc.challenge)
         c2 = time.process_time()
         zero = mc.answer(decode(wire_ch, expect=cmp.ComparisonChallenge))
@@ -167,8 +191,12 @@ def mpyc_comparison(bits: int, batch: int, timeout: float = 300.0) -> dict[str, 
     base = _free_base_port()
     common = ["-M3", "-B", str(base), "--no-log", "--bits", str(bits), "--batch", str(batch)]
     procs = [
-        subprocess.Popen([sys.executable, "-c", MPYC_WORKER, *common, "-I", str(i)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", MPYC_WORKER, *common, "-I", str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in (1, 2, 0)
     ]
     try:
@@ -187,22 +215,42 @@ def mpyc_comparison(bits: int, batch: int, timeout: float = 300.0) -> dict[str, 
 
 # -- the 1,000-meter event -------------------------------------------------------------
 
+
 def _meter_seed(i: int) -> bytes:
     return (b"bench-meter-%08d" % i).ljust(32, b"\0")
 
 
-def _meter_worker(conn: Any, group_name: str, he_vk: bytes, ids: list[str], readings: dict[str, int],
-                  roster_hex: dict[str, str], quorum: int, now: int) -> None:
+def _meter_worker(
+    conn: Any,
+    group_name: str,
+    he_vk: bytes,
+    ids: list[str],
+    readings: dict[str, int],
+    roster_hex: dict[str, str],
+    quorum: int,
+    now: int,
+) -> None:
     """A forked process running a share of the meters; talks codec bytes over ``conn``."""
     c0 = time.process_time()
     group = elgamal.GROUPS[group_name]
     roster = {m: VerifyKey.from_hex(h) for m, h in roster_hex.items()}
     agents = {
         m: MeterDemandAgent(
-            m, "feeder-1", SigningKey.from_seed(_meter_seed(int(m[1:]))), VerifyKey(he_vk),
-            ComparisonBudget(comparisons_per_interval=1, comparisons_per_day=4,
-                                same_threshold_for_group=True, min_group_size=min(5, quorum)),
-            roster=roster, quorum=quorum, cap_w=1500, key_group=group.name, allow_insecure_group=group.insecure,
+            m,
+            "feeder-1",
+            SigningKey.from_seed(_meter_seed(int(m[1:]))),
+            VerifyKey(he_vk),
+            ComparisonBudget(
+                comparisons_per_interval=1,
+                comparisons_per_day=4,
+                same_threshold_for_group=True,
+                min_group_size=min(5, quorum),
+            ),
+            roster=roster,
+            quorum=quorum,
+            cap_w=1500,
+            key_group=group.name,
+            allow_insecure_group=group.insecure,
         )
         for m in ids
     }
@@ -235,7 +283,9 @@ def _meter_worker(conn: Any, group_name: str, he_vk: bytes, ids: list[str], read
     conn.close()
 
 
-def event_benchmark(group: elgamal.Group, n_meters: int, *, quorum: int = 8, seed: int = 7) -> dict[str, Any]:
+def event_benchmark(
+    group: elgamal.Group, n_meters: int, *, quorum: int = 8, seed: int = 7
+) -> dict[str, Any]:
     """One event over ``n_meters`` meters: utility here, meters in 2 forked workers."""
     rng = random.Random(seed)
     ids = [f"m{i:05d}" for i in range(n_meters)]
@@ -245,9 +295,17 @@ def event_benchmark(group: elgamal.Group, n_meters: int, *, quorum: int = 8, see
     quorum = min(quorum, n_meters)
     he = SigningKey.from_seed(b"bench-headend".ljust(32, b"\0"))
     total = sum(readings.values())
-    mgr = DemandManager(he, "feeder-1", roster, cmin_w=total // 3, cmax_w=total * 3 // 4,
-                           level_above_w=1500, level_below_w=1500, quorum=quorum,
-                           min_group_bits=group.bits)
+    mgr = DemandManager(
+        he,
+        "feeder-1",
+        roster,
+        cmin_w=total // 3,
+        cmax_w=total * 3 // 4,
+        level_above_w=1500,
+        level_below_w=1500,
+        quorum=quorum,
+        min_group_bits=group.bits,
+    )
     now = 1_750_000_000
     group.g_pow(1)  # the fixed-base table, built before the clock starts (as on a running meter)
     ctx = multiprocessing.get_context("fork")
@@ -257,9 +315,19 @@ def event_benchmark(group: elgamal.Group, n_meters: int, *, quorum: int = 8, see
     u0 = time.process_time()
     for share in shares:
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=_meter_worker, args=(
-            child, group.name, he.verify_key.raw, share, {m: readings[m] for m in share},
-            {m: vk.hex() for m, vk in roster.items()}, quorum, now))
+        p = ctx.Process(
+            target=_meter_worker,
+            args=(
+                child,
+                group.name,
+                he.verify_key.raw,
+                share,
+                {m: readings[m] for m in share},
+                {m: vk.hex() for m, vk in roster.items()},
+                quorum,
+                now,
+            ),
+        )
         p.start()
         child.close()
         conns.append(parent)
@@ -327,6 +395,7 @@ def event_benchmark(group: elgamal.Group, n_meters: int, *, quorum: int = 8, see
 
 # -- driver ----------------------------------------------------------------------------------
 
+
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     quick = bool(args.quick)
     key_bits = 512 if quick else args.key_bits
@@ -340,8 +409,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         c0 = time.process_time()
         group = elgamal.group_for_bits(key_bits, insecure_for_tests=quick)
         group.g_pow(1)
-        result["group"] = {"name": group.name, "bits": group.bits, "exp_bits": group.exp_bits,
-                           "table_cpu_s": time.process_time() - c0, "insecure_quick_run": quick}
+        result["group"] = {
+            "name": group.name,
+            "bits": group.bits,
+            "exp_bits": group.exp_bits,
+            "table_cpu_s": time.process_time() - c0,
+            "insecure_quick_run": quick,
+        }
         rows: list[dict[str, Any]] = []
         textbook: list[dict[str, Any]] = []
         bar.update(task, description="comparisons", total=len(args.bits) * 2, completed=0)
@@ -363,7 +437,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         result["mpyc_mode"] = (
             f"3 local MPyC {__import__('mpyc').__version__} processes on loopback (-M3 -I i), "
             f"secint(bits) secure arrays, one batch of {batch} comparisons x >= t; "
-            "mpyc_s = party 0 CPU per comparison" if not args.no_mpyc else "skipped"
+            "mpyc_s = party 0 CPU per comparison"
+            if not args.no_mpyc
+            else "skipped"
         )
         bar.update(task, description=f"event over {meters} meters", total=None)
         result["event_1000"] = event_benchmark(group, meters, quorum=args.quorum)
@@ -372,19 +448,42 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     result = run_benchmark(args)
+
     def ms(s: float | None) -> str:
         return "-" if s is None else f"{s * 1e3:.2f}"
 
     rows = []
-    for label, group in (("radix 4", result["comparisons"]), ("radix 2", result["textbook_radix2"])):
+    for label, group in (
+        ("radix 4", result["comparisons"]),
+        ("radix 2", result["textbook_radix2"]),
+    ):
         for r in group:
-            rows.append([f"{r['bits']} bits, {label}", ms(r["utility_s"]), ms(r["meter_s"]),
-                         str(r["bytes"]), ms(r["mpyc_s"])])
+            rows.append(
+                [
+                    f"{r['bits']} bits, {label}",
+                    ms(r["utility_s"]),
+                    ms(r["meter_s"]),
+                    str(r["bytes"]),
+                    ms(r["mpyc_s"]),
+                ]
+            )
     ev = result["event_1000"]
-    rows.append([f"event, {ev['meters']} meters", f"{ev['utility_cpu_s']:.2f} s cpu",
-                 f"{ev['meter_cpu_s']:.2f} s cpu", f"{ev['wall_s']:.2f} s wall", "-"])
-    emit(result, as_json=args.json, title=f"Meter-keyed comparison ({result['group']['name']}) vs MPyC",
-         rows=rows, columns=["case", "utility ms", "meter ms", "bytes", "MPyC ms/party"])
+    rows.append(
+        [
+            f"event, {ev['meters']} meters",
+            f"{ev['utility_cpu_s']:.2f} s cpu",
+            f"{ev['meter_cpu_s']:.2f} s cpu",
+            f"{ev['wall_s']:.2f} s wall",
+            "-",
+        ]
+    )
+    emit(
+        result,
+        as_json=args.json,
+        title=f"Meter-keyed comparison ({result['group']['name']}) vs MPyC",
+        rows=rows,
+        columns=["case", "utility ms", "meter ms", "bytes", "MPyC ms/party"],
+    )
     return 0
 
 

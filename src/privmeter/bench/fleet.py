@@ -72,21 +72,33 @@ class World:
         return sorted(self.meter_keys)
 
     def group_configs(self) -> list[GroupConfig]:
-        return [GroupConfig(group_id=g, members=ms, min_survivors=self.min_survivors)
-                for g, ms in sorted(self.groups.items())]
+        return [
+            GroupConfig(group_id=g, members=ms, min_survivors=self.min_survivors)
+            for g, ms in sorted(self.groups.items())
+        ]
 
     def registrations(self) -> list[tuple[str, str, str, str, int, int]]:
         plan_id = parse_plan(self.plan_toml).plan_id
         hh = json.dumps(HouseholdKeys(self.household).public_dict())  # the key file, with its proof
-        return [(m, self.meter_keys[m].verify_key.hex(), hh, plan_id, self.first, self.intervals)
-                for m in self.meters]
+        return [
+            (m, self.meter_keys[m].verify_key.hex(), hh, plan_id, self.first, self.intervals)
+            for m in self.meters
+        ]
 
     def write_headend_key(self, directory: Path) -> str:
         """The utility key file the shards load (as ``privmeter keygen utility`` writes it)."""
         path = directory / "utility.json"
         sk = self.headend_key
-        write_json_atomic(path, {"format": KEYFILE_FORMAT, "role": "utility", "verify_key": sk.verify_key.hex(),
-                                 "signing_seed": sk.seed().hex()}, private=True)
+        write_json_atomic(
+            path,
+            {
+                "format": KEYFILE_FORMAT,
+                "role": "utility",
+                "verify_key": sk.verify_key.hex(),
+                "signing_seed": sk.seed().hex(),
+            },
+            private=True,
+        )
         return str(path)
 
     def true_total(self, group: str, interval: int) -> int:
@@ -97,12 +109,22 @@ def _key(*parts: object) -> SigningKey:
     return SigningKey.from_seed(hashlib.sha256("/".join(map(str, parts)).encode()).digest())
 
 
-def make_world(*, groups: int, per_group: int, intervals: int, key_bits: int = 3072, seed: int = 1,
-               household: PaillierPrivateKey | None = None, min_survivors: int = 5) -> World:
+def make_world(
+    *,
+    groups: int,
+    per_group: int,
+    intervals: int,
+    key_bits: int = 3072,
+    seed: int = 1,
+    household: PaillierPrivateKey | None = None,
+    min_survivors: int = 5,
+) -> World:
     """A seeded world (see the module docstring); records are signed and encrypted here."""
     rng = random.Random(seed)
     if household is None:
-        _, household = generate_keypair(key_bits, rng=random.Random(seed), insecure_for_tests=key_bits < 2048)
+        _, household = generate_keypair(
+            key_bits, rng=random.Random(seed), insecure_for_tests=key_bits < 2048
+        )
     pk = household.public_key
     enc = MeterEncryptor(pk)
     gs = {f"g{g:03d}": tuple(f"g{g:03d}m{j:04d}" for j in range(per_group)) for g in range(groups)}
@@ -114,9 +136,18 @@ def make_world(*, groups: int, per_group: int, intervals: int, key_bits: int = 3
             wh = rng.randrange(-500, 3000)
             readings[(m, t)] = wh
             records[(m, t)] = encode(make_record(keys[m], m, t, pk, enc.encrypt(wh, rng)))
-    return World(seed=seed, groups=gs, meter_keys=keys, headend_key=_key("scale-headend", seed),
-                 household=household, first=T0, intervals=intervals,
-                 min_survivors=min(min_survivors, per_group), readings=readings, records=records)
+    return World(
+        seed=seed,
+        groups=gs,
+        meter_keys=keys,
+        headend_key=_key("scale-headend", seed),
+        household=household,
+        first=T0,
+        intervals=intervals,
+        min_survivors=min(min_survivors, per_group),
+        readings=readings,
+        records=records,
+    )
 
 
 class Fleet:
@@ -126,7 +157,9 @@ class Fleet:
         self.world = world
         self.agg: dict[str, AggregationMeter] = {}
         self.unacked: dict[str, dict[int, bytes]] = {m: {} for m in world.meters}
-        self.digests = {k: hashlib.sha256(record_bytes(_record(v))).digest() for k, v in world.records.items()}
+        self.digests = {
+            k: hashlib.sha256(record_bytes(_record(v))).digest() for k, v in world.records.items()
+        }
         self.headend_vk: VerifyKey = world.headend_key.verify_key
         self.group_of = {m: g for g, ms in world.groups.items() for m in ms}
         self.rejected: Counter[str] = Counter()
@@ -143,9 +176,15 @@ class Fleet:
                     g = self.group_of[m]
                     reg = {x: self.world.meter_keys[x].verify_key for x in self.world.groups[g]}
                     self.agg[m] = AggregationMeter(
-                        m, self.world.meter_keys[m], reg, self.headend_vk, group=g, epoch=msg.epoch,
+                        m,
+                        self.world.meter_keys[m],
+                        reg,
+                        self.headend_vk,
+                        group=g,
+                        epoch=msg.epoch,
                         min_survivors=self.world.min_survivors,
-                        rng=random.Random(f"{self.world.seed}/{m}/{msg.epoch}"))
+                        rng=random.Random(f"{self.world.seed}/{m}/{msg.epoch}"),
+                    )
                     replies.append((m, encode(self.agg[m].advertise())))
         return replies
 
@@ -165,7 +204,14 @@ class Fleet:
                     t = s.announcement.interval
                     self._count("down:interval_start", data)
                     try:
-                        out.append((m, encode(self.agg[m].handle_start(s, self.world.readings.get((m, t), 0)))))
+                        out.append(
+                            (
+                                m,
+                                encode(
+                                    self.agg[m].handle_start(s, self.world.readings.get((m, t), 0))
+                                ),
+                            )
+                        )
                         self._count("up:masked_input", out[-1][1])
                     except PrivmeterError as exc:  # the meter refuses (e.g. too few survivors)
                         self.rejected["meter:" + exc.code] += 1
@@ -224,7 +270,9 @@ class Stopwatch:
     cpu: float = 0.0
     sections: int = 0
     external: dict[str, Callable[[], float]] = field(default_factory=dict)
-    external_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per external process class
+    external_cpu: dict[str, float] = field(
+        default_factory=dict
+    )  # CPU seconds per external process class
 
     @contextmanager
     def timed(self) -> Iterator[None]:
@@ -256,8 +304,15 @@ def _setup_epochs(head: ClusterHeadEnd, fleet: Fleet, groups: Sequence[str], fir
         fleet.on_bundle(head.make_bundle(g))
 
 
-def run_world(head: ClusterHeadEnd, world: World, fleet: Fleet, *, watch: Stopwatch | None = None,
-              hook: Callable[[int, str], None] | None = None, settle: bool = True) -> RunLog:
+def run_world(
+    head: ClusterHeadEnd,
+    world: World,
+    fleet: Fleet,
+    *,
+    watch: Stopwatch | None = None,
+    hook: Callable[[int, str], None] | None = None,
+    settle: bool = True,
+) -> RunLog:
     """Run every interval of ``world`` (plus a warm-up and the drain intervals that make the
     last one final: one, or two for a sparse aggregation graph) on ``head``; see the
     module docstring.  ``hook(t, "forward")`` runs just before interval ``t``'s messages are

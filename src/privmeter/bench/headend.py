@@ -66,8 +66,9 @@ def _headend_key(seed: int) -> SigningKey:
 
 PLAN_TOML = (  # the benchmarks' plan: flat price, 1-minute intervals
     'version = 1\n[plan]\nid = "bench-1min"\nname = "bench flat, 1-minute"\ncurrency = "GBP"\n'
-    'interval_seconds = 60\nmin_price = 0\nmax_price = 100000\nstanding_charge_per_day = 0\n'
-    '[tariff]\nkind = "flat"\nprice = 14228\n')
+    "interval_seconds = 60\nmin_price = 0\nmax_price = 100000\nstanding_charge_per_day = 0\n"
+    '[tariff]\nkind = "flat"\nprice = 14228\n'
+)
 
 
 def _plan() -> Any:
@@ -78,7 +79,9 @@ def _plan() -> Any:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_json_flag(p)
-    p.add_argument("--meters", type=at_least(1), default=300, help="meters streamed by the load generator")
+    p.add_argument(
+        "--meters", type=at_least(1), default=300, help="meters streamed by the load generator"
+    )
     p.add_argument("--intervals", type=at_least(1), default=3, help="1-minute intervals per meter")
     p.add_argument("--group", type=at_least(2), default=200, help="meters in the aggregation group")
     p.add_argument("--key-bits", type=int, default=3072)
@@ -89,6 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # -- the load generator (a separate process) -------------------------------------------------
+
 
 def _loadgen(args: argparse.Namespace) -> int:
     from privmeter.net.transport import connect
@@ -102,8 +106,15 @@ def _loadgen(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     keys = [_meter_key(args.seed, i) for i in range(args.meters)]
     t0 = time.process_time()
-    batches = [[make_record(keys[i], f"b{i:06d}", T0 + t, pk, enc.encrypt(rng.randrange(-500, 3000), rng))
-                for t in range(args.intervals)] for i in range(args.meters)]
+    batches = [
+        [
+            make_record(
+                keys[i], f"b{i:06d}", T0 + t, pk, enc.encrypt(rng.randrange(-500, 3000), rng)
+            )
+            for t in range(args.intervals)
+        ]
+        for i in range(args.meters)
+    ]
     prep = time.process_time() - t0
     total = args.meters * args.intervals
 
@@ -135,28 +146,48 @@ def _loadgen(args: argparse.Namespace) -> int:
         return wall
 
     wall = asyncio.run(main())
-    print(json.dumps({"prepare_cpu_s": round(prep, 3), "stream_wall_s": round(wall, 3), "receipts": total}),
-          flush=True)
+    print(
+        json.dumps(
+            {"prepare_cpu_s": round(prep, 3), "stream_wall_s": round(wall, 3), "receipts": total}
+        ),
+        flush=True,
+    )
     return 0
 
 
 # -- the head-end side -------------------------------------------------------------------------
 
-async def _serve(args: argparse.Namespace, sk: PaillierPrivateKey, key_file: Path, db: Path) -> dict[str, Any]:
+
+async def _serve(
+    args: argparse.Namespace, sk: PaillierPrivateKey, key_file: Path, db: Path
+) -> dict[str, Any]:
     from privmeter.net.handshake import TrustStore
     from privmeter.parties.headend import HeadEndCore
     from privmeter.parties.headend_service import NetLink, start_server
     from privmeter.parties.headend_store import HeadEndStore
 
     plan = _plan()
-    core = HeadEndCore(_headend_key(args.seed), [plan], store=HeadEndStore(db), interval_seconds=60,
-                       window_back=10**6, min_key_bits=min(args.key_bits, 2048))
+    core = HeadEndCore(
+        _headend_key(args.seed),
+        [plan],
+        store=HeadEndStore(db),
+        interval_seconds=60,
+        window_back=10**6,
+        min_key_bits=min(args.key_bits, 2048),
+    )
     trust = TrustStore()
     proof = sk.prove_wellformed()
     for i in range(args.meters):
         k = _meter_key(args.seed, i)
-        core.register(f"b{i:06d}", k.verify_key, sk.public_key, plan, wellformed_proof=proof,
-                      period_start=T0, period_intervals=10**6)
+        core.register(
+            f"b{i:06d}",
+            k.verify_key,
+            sk.public_key,
+            plan,
+            wellformed_proof=proof,
+            period_start=T0,
+            period_intervals=10**6,
+        )
         trust.add(k.verify_key, f"b{i:06d}")
     link = NetLink(core)
     link.interval, link.now = T0 + args.intervals, (T0 + args.intervals) * 60
@@ -173,9 +204,24 @@ async def _serve(args: argparse.Namespace, sk: PaillierPrivateKey, key_file: Pat
     server = await start_server(core, link, trust, host="127.0.0.1", port=0, max_handshakes=512)
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "privmeter", "bench", "headend", "--loadgen", "--meters", str(args.meters),
-            "--intervals", str(args.intervals), "--seed", str(args.seed), "--port", str(server.port),
-            "--key-file", str(key_file), stdout=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "privmeter",
+            "bench",
+            "headend",
+            "--loadgen",
+            "--meters",
+            str(args.meters),
+            "--intervals",
+            str(args.intervals),
+            "--seed",
+            str(args.seed),
+            "--port",
+            str(server.port),
+            "--key-file",
+            str(key_file),
+            stdout=asyncio.subprocess.PIPE,
+        )
         if proc.stdout is None:
             raise TransportError("load generator process has no stdout pipe")
         lines = []
@@ -193,9 +239,13 @@ async def _serve(args: argparse.Namespace, sk: PaillierPrivateKey, key_file: Pat
     if "c1" not in marks or proc.returncode != 0 or core.calls["records"] != total:
         raise RuntimeError(f"load generator failed: {lines[-3:]}")
     gen = json.loads(lines[-1])
-    return {"cpu_s": marks["c1"] - marks["c0"], "records": total, "billing_core_cpu_s": core.cpu["billing"],
-            "loadgen": gen, "transport": {"records_in": server.stats.records_in,
-                                          "errors": dict(server.stats.errors)}}
+    return {
+        "cpu_s": marks["c1"] - marks["c0"],
+        "records": total,
+        "billing_core_cpu_s": core.cpu["billing"],
+        "loadgen": gen,
+        "transport": {"records_in": server.stats.records_in, "errors": dict(server.stats.errors)},
+    }
 
 
 def _micro(sk: PaillierPrivateKey, db: Path, seed: int) -> dict[str, float]:
@@ -235,8 +285,17 @@ def _micro(sk: PaillierPrivateKey, db: Path, seed: int) -> dict[str, float]:
         i = next(counter)
         store.find_record("b000000", i, "energy", "")
         store.get_account("b000000", 0)
-        store.commit_record(meter_id="b000000", interval=i, kind="energy", event_id="", record=record_bytes(rec),
-                            period=0, count=i + 1, changed={"g14228": c}, removed=())
+        store.commit_record(
+            meter_id="b000000",
+            interval=i,
+            kind="energy",
+            event_id="",
+            record=record_bytes(rec),
+            period=0,
+            count=i + 1,
+            changed={"g14228": c},
+            removed=(),
+        )
 
     out["persistence_sqlite_wal_1_per_commit"] = cpu_per_call(persist) * 1e6
 
@@ -282,8 +341,9 @@ def run(args: argparse.Namespace) -> int:
         return _loadgen(args)
     with progress() as bar, tempfile.TemporaryDirectory(prefix="privmeter-bench-") as tmp:
         task = bar.add_task("household key", total=3)
-        _, sk = generate_keypair(args.key_bits, rng=random.Random(args.seed),
-                                 insecure_for_tests=args.key_bits < 2048)
+        _, sk = generate_keypair(
+            args.key_bits, rng=random.Random(args.seed), insecure_for_tests=args.key_bits < 2048
+        )
         key_file = Path(tmp) / "household.json"
         key_file.write_text(sk.to_json())
         os.chmod(key_file, 0o600)
@@ -317,6 +377,11 @@ def run(args: argparse.Namespace) -> int:
     }
     rows = [[k, f"{v}"] for k, v in result["per_reading_us"].items()]
     rows.insert(0, ["meters per core at 1 min", str(result["meters_per_core_at_1min"])])
-    emit(result, as_json=args.json, title="head-end core: CPU per reading (us)", rows=rows,
-         columns=["what", "value"])
+    emit(
+        result,
+        as_json=args.json,
+        title="head-end core: CPU per reading (us)",
+        rows=rows,
+        columns=["what", "value"],
+    )
     return 0

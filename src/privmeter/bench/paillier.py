@@ -62,16 +62,26 @@ def _best_of(repeats: int, fn: Callable[[], T]) -> tuple[float, T]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bits", type=int, choices=(2048, 3072), default=3072,
-                        help="Paillier modulus size (default 3072)")
-    parser.add_argument("--min-seconds", type=positive, default=1.0,
-                        help="CPU seconds spent per timed operation (default 1.0)")
+    parser.add_argument(
+        "--bits",
+        type=int,
+        choices=(2048, 3072),
+        default=3072,
+        help="Paillier modulus size (default 3072)",
+    )
+    parser.add_argument(
+        "--min-seconds",
+        type=positive,
+        default=1.0,
+        help="CPU seconds spent per timed operation (default 1.0)",
+    )
     parser.add_argument("--insecure-test-bits", type=int, default=None, help=argparse.SUPPRESS)
     add_json_flag(parser)
 
 
-def _paired(ours: Callable[[], object], theirs: Callable[[], object], min_seconds: float,
-            rounds: int = 3) -> tuple[float, float]:
+def _paired(
+    ours: Callable[[], object], theirs: Callable[[], object], min_seconds: float, rounds: int = 3
+) -> tuple[float, float]:
     """Per-call CPU of both, measured in alternating rounds; the best round of each."""
     a, b = [], []
     for _ in range(rounds):
@@ -115,8 +125,9 @@ def measure(
             ops[name] = {"privmeter_s": ours, "phe_s": theirs, "speedup": theirs / ours}
 
         m = 123_456
-        ours_enc, phe_enc = _paired(lambda: pk.encrypt(m, rng=rng), lambda: ppk.encrypt(m),
-                                    min_seconds)
+        ours_enc, phe_enc = _paired(
+            lambda: pk.encrypt(m, rng=rng), lambda: ppk.encrypt(m), min_seconds
+        )
         pair("encrypt", ours_enc, phe_enc)
         bar.advance(task)
 
@@ -209,15 +220,27 @@ def measure(
 def run(args: argparse.Namespace) -> int:
     insecure_bits = getattr(args, "insecure_test_bits", None)
     bits = insecure_bits if insecure_bits is not None else args.bits
-    result = measure(bits, insecure=insecure_bits is not None,
-                     min_seconds=args.min_seconds, show_progress=None)
+    result = measure(
+        bits, insecure=insecure_bits is not None, min_seconds=args.min_seconds, show_progress=None
+    )
     rows = [
         [name, f"{v['privmeter_s'] * 1e3:.3f}", f"{v['phe_s'] * 1e3:.3f}", f"{v['speedup']:.1f}x"]
         for name, v in result["operations"].items()
     ]
     b = result["bill_month"]
-    rows.append(["bill_month floor (2,975 mults)", f"{b['floor_s'] * 1e3:.3f}", "",
-                 f"privmeter {b['ratio_to_floor']:.2f}x floor"])
-    emit(result, as_json=args.json, title=f"Paillier, {bits}-bit n (CPU ms per operation)",
-         rows=rows, columns=["operation", "privmeter ms", "phe ms", "speedup"])
+    rows.append(
+        [
+            "bill_month floor (2,975 mults)",
+            f"{b['floor_s'] * 1e3:.3f}",
+            "",
+            f"privmeter {b['ratio_to_floor']:.2f}x floor",
+        ]
+    )
+    emit(
+        result,
+        as_json=args.json,
+        title=f"Paillier, {bits}-bit n (CPU ms per operation)",
+        rows=rows,
+        columns=["operation", "privmeter ms", "phe ms", "speedup"],
+    )
     return 0

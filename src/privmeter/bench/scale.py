@@ -84,7 +84,9 @@ def _proc_cpu(pids: list[int]) -> float:
     return total / _TICK
 
 
-def _measure(head: ClusterHeadEnd, world: World, *, dsn: str | None = None) -> tuple[Stopwatch, RunLog]:
+def _measure(
+    head: ClusterHeadEnd, world: World, *, dsn: str | None = None
+) -> tuple[Stopwatch, RunLog]:
     """Run the world on ``head``; with ``dsn`` (PostgreSQL) also the shards' and their database
     backends' CPU, and the WAL and database bytes the run wrote (in ``log.bytes``)."""
     watch = Stopwatch()
@@ -99,12 +101,18 @@ def _measure(head: ClusterHeadEnd, world: World, *, dsn: str | None = None) -> t
         lsn0 = _scalar(con, "SELECT pg_current_wal_lsn()")
         size0 = _scalar(con, "SELECT pg_database_size(current_database())")
         log = run_world(head, world, Fleet(world), watch=watch)
-        log.written["wal"] = int(_scalar(con, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn0,)))
-        log.written["database"] = int(_scalar(con, "SELECT pg_database_size(current_database())")) - int(size0)
+        log.written["wal"] = int(
+            _scalar(con, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn0,))
+        )
+        log.written["database"] = int(
+            _scalar(con, "SELECT pg_database_size(current_database())")
+        ) - int(size0)
     return watch, log
 
 
-def _scalar(con: psycopg.Connection[Any], query: LiteralString, params: tuple[Any, ...] = ()) -> Any:
+def _scalar(
+    con: psycopg.Connection[Any], query: LiteralString, params: tuple[Any, ...] = ()
+) -> Any:
     """The one value a one-row query returns (an LSN or a size: PostgreSQL's own type)."""
     row = con.execute(query, params).fetchone()
     if row is None:
@@ -113,7 +121,10 @@ def _scalar(con: psycopg.Connection[Any], query: LiteralString, params: tuple[An
 
 
 def _figures(watch: Stopwatch, readings: int) -> dict[str, float]:
-    out = {"readings_per_s": readings / watch.wall, "coordinator_cpu_us": watch.cpu / readings * 1e6}
+    out = {
+        "readings_per_s": readings / watch.wall,
+        "coordinator_cpu_us": watch.cpu / readings * 1e6,
+    }
     for k, v in watch.external_cpu.items():
         out[f"{k}_cpu_us"] = v / readings * 1e6
     return out
@@ -159,9 +170,14 @@ class _TwoNodes:
 
     def _start(self, *args: str) -> None:
         ray_cli = str(Path(sys.executable).with_name("ray"))
-        self.procs.append(subprocess.Popen(
-            [ray_cli, "start", *args, "--num-cpus=1", "--disable-usage-stats", "--block"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        self.procs.append(
+            subprocess.Popen(
+                [ray_cli, "start", *args, "--num-cpus=1", "--disable-usage-stats", "--block"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
 
     def __enter__(self) -> _TwoNodes:
         import ray
@@ -170,8 +186,19 @@ class _TwoNodes:
         self.address = f"{ray.util.get_node_ip_address()}:{port}"  # type: ignore[no-untyped-call]  # ray: untyped
         self._start("--head", f"--port={port}", "--include-dashboard=false")
         for _ in range(120):
-            if subprocess.run([str(Path(sys.executable).with_name("ray")), "health-check", "--address",
-                               self.address], capture_output=True, check=False).returncode == 0:
+            if (
+                subprocess.run(
+                    [
+                        str(Path(sys.executable).with_name("ray")),
+                        "health-check",
+                        "--address",
+                        self.address,
+                    ],
+                    capture_output=True,
+                    check=False,
+                ).returncode
+                == 0
+            ):
                 break
             time.sleep(0.5)
         else:
@@ -202,27 +229,43 @@ class _TwoNodes:
 def run(args: argparse.Namespace) -> int:
     from privmeter.cluster.ray_backend import WORKER_NICENESS
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # private local clusters only (see docstring)
+    os.environ.setdefault(
+        "RAY_AUTH_MODE", "disabled"
+    )  # private local clusters only (see docstring)
     os.environ.setdefault(WORKER_NICENESS, "0")  # shards at the priority of the single process
     try:
         import psycopg  # noqa: F401
         import ray
     except ImportError:
-        print('privmeter bench scale: needs the cluster extra: pip install "privmeter[cluster]"', file=sys.stderr)
+        print(
+            'privmeter bench scale: needs the cluster extra: pip install "privmeter[cluster]"',
+            file=sys.stderr,
+        )
         return 2
     from privmeter.cluster.ray_backend import connect_ray
 
     load_before = os.getloadavg()
-    world = make_world(groups=args.groups, per_group=args.per_group, intervals=args.intervals,
-                       key_bits=args.key_bits, seed=args.seed)
+    world = make_world(
+        groups=args.groups,
+        per_group=args.per_group,
+        intervals=args.intervals,
+        key_bits=args.key_bits,
+        seed=args.seed,
+    )
     readings = len(world.records)
     fig: dict[str, dict[str, float]] = {}
     same: dict[str, bool] = {}
     with tempfile.TemporaryDirectory(prefix="privmeter-scale-") as tmp, LocalPostgres() as pg:
         common: dict[str, Any] = {
-            "headend_key": world.write_headend_key(Path(tmp)), "plans": [world.plan_toml],
-            "groups": world.group_configs(), "interval_seconds": 60, "min_key_bits": min(args.key_bits, 2048)}
-        head = start_cluster(dsn=f"sqlite:{Path(tmp) / 'single.db'}", shards=1, backend="local", **common)
+            "headend_key": world.write_headend_key(Path(tmp)),
+            "plans": [world.plan_toml],
+            "groups": world.group_configs(),
+            "interval_seconds": 60,
+            "min_key_bits": min(args.key_bits, 2048),
+        }
+        head = start_cluster(
+            dsn=f"sqlite:{Path(tmp) / 'single.db'}", shards=1, backend="local", **common
+        )
         watch, base = _measure(head, world)
         head.close()
         fig["single_process"] = _figures(watch, readings)
@@ -256,15 +299,20 @@ def run(args: argparse.Namespace) -> int:
                 placed = sorted({i["node"] for i in head.info()})
                 watch, log = _measure(head, world, dsn=dsn)
                 head.close()
-                two = {"nodes": len(ids), "shards_on_distinct_nodes": len(placed) == 2,
-                       "identical": _same(base, log),
-                       "readings_per_s": round(readings / watch.wall, 1)}
+                two = {
+                    "nodes": len(ids),
+                    "shards_on_distinct_nodes": len(placed) == 2,
+                    "identical": _same(base, log),
+                    "readings_per_s": round(readings / watch.wall, 1),
+                }
     single_us = fig["single_process"]["cpu_us"]
     one, two_ = fig["1"], fig["2"]
     result: dict[str, Any] = {
         "readings_per_s": {k: round(v["readings_per_s"], 1) for k, v in fig.items()},
         "shard_cost_ratio": _ratio(one["shard_cpu_us"], single_us),
-        "shard_cost_ratio_with_postgres": _ratio(one["shard_cpu_us"] + one["postgres_cpu_us"], single_us),
+        "shard_cost_ratio_with_postgres": _ratio(
+            one["shard_cpu_us"] + one["postgres_cpu_us"], single_us
+        ),
         "efficiency": _ratio(two_["readings_per_s"], 2 * one["readings_per_s"]),
         # the work per reading does not grow when the groups are split (1.0 = none added)
         "cpu_efficiency": _ratio(one["shard_cpu_us"], two_["shard_cpu_us"]),
@@ -273,21 +321,46 @@ def run(args: argparse.Namespace) -> int:
         "per_reading_cpu_us": {
             "single_process": round(single_us, 1),
             "single_process_on_postgres": round(in_process_pg_us, 1),
-            **{f"shards_{n}": {"shard": round(fig[n]["shard_cpu_us"], 1),
-                               "postgres_backend": round(fig[n]["postgres_cpu_us"], 1),
-                               "coordinator": round(fig[n]["coordinator_cpu_us"], 1)} for n in ("1", "2")}},
+            **{
+                f"shards_{n}": {
+                    "shard": round(fig[n]["shard_cpu_us"], 1),
+                    "postgres_backend": round(fig[n]["postgres_cpu_us"], 1),
+                    "coordinator": round(fig[n]["coordinator_cpu_us"], 1),
+                }
+                for n in ("1", "2")
+            },
+        },
         "ray_call_us": round(call_us, 1),
         "message_bytes": {k: round(v, 1) for k, v in last.sizes.items()},
         "postgres_bytes_per_reading": {k: round(v / readings, 1) for k, v in last.written.items()},
-        "readings": readings, "meters": len(world.meters), "groups": len(world.groups),
-        "intervals": world.intervals, "key_bits": args.key_bits,
-        "machine": {"cpus": os.cpu_count(), "load_before": [round(x, 2) for x in load_before],
-                    "load_after": [round(x, 2) for x in os.getloadavg()]},
+        "readings": readings,
+        "meters": len(world.meters),
+        "groups": len(world.groups),
+        "intervals": world.intervals,
+        "key_bits": args.key_bits,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_before": [round(x, 2) for x in load_before],
+            "load_after": [round(x, 2) for x in os.getloadavg()],
+        },
         "targets": {"efficiency": 0.85, "shard_cost_ratio": 1.25},
     }
     rows = [[f"readings/s, {k}", str(v)] for k, v in result["readings_per_s"].items()]
-    rows += [[k, str(result[k])] for k in ("shard_cost_ratio", "shard_cost_ratio_with_postgres", "efficiency",
-                                           "identical", "ray_call_us")]
-    emit(result, as_json=args.json, title="sharded head-end: 1 and 2 shards vs one process", rows=rows,
-         columns=["what", "value"])
+    rows += [
+        [k, str(result[k])]
+        for k in (
+            "shard_cost_ratio",
+            "shard_cost_ratio_with_postgres",
+            "efficiency",
+            "identical",
+            "ray_call_us",
+        )
+    ]
+    emit(
+        result,
+        as_json=args.json,
+        title="sharded head-end: 1 and 2 shards vs one process",
+        rows=rows,
+        columns=["what", "value"],
+    )
     return 0

@@ -67,10 +67,14 @@ class FrontDoor:
     async def _flush(self) -> None:
         while self._queue:
             await asyncio.sleep(0)  # let this tick's messages from other connections join
-            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             try:
-                results = await asyncio.to_thread(self.head.forward, [(p, d) for p, d, _ in batch],
-                                                  now=self.now, interval=self.interval)
+                results = await asyncio.to_thread(
+                    self.head.forward,
+                    [(p, d) for p, d, _ in batch],
+                    now=self.now,
+                    interval=self.interval,
+                )
             except PrivmeterError as exc:
                 results = [exc] * len(batch)
             self.batches += 1

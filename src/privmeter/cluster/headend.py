@@ -95,8 +95,12 @@ class ClusterHeadEnd:
         return {m: [decode(b) for b in msgs] for m, msgs in out.items()}
 
     # -- setup -----------------------------------------------------------------------------------
-    def register(self, rows: Iterable[tuple[str, str, str, str, int, int]], *,
-                 groups: Mapping[str, str] | None = None) -> None:
+    def register(
+        self,
+        rows: Iterable[tuple[str, str, str, str, int, int]],
+        *,
+        groups: Mapping[str, str] | None = None,
+    ) -> None:
         """(meter id, verify key hex, household public key file JSON, plan id, period start, intervals per period);
         ``groups``: meter id -> its group, for meters not yet on their group's roster."""
         per: dict[int, list[tuple[str, str, str, str, int, int]]] = {}
@@ -138,8 +142,9 @@ class ClusterHeadEnd:
         return [_raise(r) for r in self._control([(i, "info", ()) for i in range(self.map.shards)])]
 
     # -- messages ---------------------------------------------------------------------------------
-    def forward(self, items: Sequence[tuple[str, bytes]], *, now: int, interval: int
-                ) -> list[list[bytes] | PrivmeterError]:
+    def forward(
+        self, items: Sequence[tuple[str, bytes]], *, now: int, interval: int
+    ) -> list[list[bytes] | PrivmeterError]:
         """Handle ``(authenticated peer, message bytes)`` items on their shards; per item its
         replies (codec bytes, ready for the meter's channel) or its error.  Routing needs only
         the peer (its meter's group): the message bytes go to the shard as they came, and the
@@ -155,7 +160,7 @@ class ClusterHeadEnd:
         owners: list[list[int]] = []
         for shard, ks in sorted(per.items()):
             for j in range(0, len(ks), MAX_SHARD_BATCH):
-                part = ks[j:j + MAX_SHARD_BATCH]
+                part = ks[j : j + MAX_SHARD_BATCH]
                 owners.append(part)
                 calls.append((shard, "handle_batch", (now, interval, [items[k] for k in part])))
         for part, res in zip(owners, self.shards.call_many(calls), strict=True):
@@ -187,32 +192,44 @@ class ClusterHeadEnd:
         """Open the next interval of several groups (one call per shard, all concurrently); per
         meter its interval start, encoded (it goes to the meter as is)."""
         out: dict[str, list[bytes]] = {}
-        for res in self._control([(i, "open_many", (gs,)) for i, gs in sorted(self._by_shard(groups).items())]):
+        for res in self._control(
+            [(i, "open_many", (gs,)) for i, gs in sorted(self._by_shard(groups).items())]
+        ):
             out.update(_raise(res))
         return out
 
-    def close_intervals(self, groups: Sequence[str], *, now: int, interval: int
-                        ) -> dict[str, list[StoredTotal]]:
+    def close_intervals(
+        self, groups: Sequence[str], *, now: int, interval: int
+    ) -> dict[str, list[StoredTotal]]:
         """Close ``interval`` of several groups (one call and one commit per shard); per group
         the totals that became final."""
         per = sorted(self._by_shard(groups).items())
         out: dict[str, list[StoredTotal]] = {}
-        for (_, gs), res in zip(per, self._control([(i, "close_many", (gs, now, interval)) for i, gs in per]),
-                                strict=True):
+        for (_, gs), res in zip(
+            per,
+            self._control([(i, "close_many", (gs, now, interval)) for i, gs in per]),
+            strict=True,
+        ):
             for g, rows in zip(gs, _raise(res), strict=True):
                 out[g] = [StoredTotal.from_row((g, *r)) for r in rows]
         return {g: out[g] for g in groups}
 
-    def close_results(self, groups: Sequence[str], *, now: int, interval: int
-                      ) -> dict[str, list[AggregateResult]]:
+    def close_results(
+        self, groups: Sequence[str], *, now: int, interval: int
+    ) -> dict[str, list[AggregateResult]]:
         """As :meth:`close_intervals`, each total with the ids of who took part and who dropped."""
         per = sorted(self._by_shard(groups).items())
         out: dict[str, list[AggregateResult]] = {}
-        for (_, gs), res in zip(per, self._control([(i, "close_results", (gs, now, interval)) for i, gs in per]),
-                                strict=True):
+        for (_, gs), res in zip(
+            per,
+            self._control([(i, "close_results", (gs, now, interval)) for i, gs in per]),
+            strict=True,
+        ):
             for g, rows in zip(gs, _raise(res), strict=True):
-                out[g] = [AggregateResult(t, None if total is None else (total,), tuple(s), tuple(d), err)
-                          for t, total, s, d, err in rows]
+                out[g] = [
+                    AggregateResult(t, None if total is None else (total,), tuple(s), tuple(d), err)
+                    for t, total, s, d, err in rows
+                ]
         return {g: out[g] for g in groups}
 
     def needing_epoch(self, groups: Sequence[str]) -> list[str]:
@@ -222,16 +239,21 @@ class ClusterHeadEnd:
 
     # -- settlement and queries ------------------------------------------------------------------
     def statement(self, meter_id: str, period: int, *, now: int) -> Statement:
-        st: Statement = decode(self._call(self.map.shard_of_meter(meter_id), "statement", meter_id, period, now),
-                               expect=Statement)
+        st: Statement = decode(
+            self._call(self.map.shard_of_meter(meter_id), "statement", meter_id, period, now),
+            expect=Statement,
+        )
         return st
 
     def statements(self, meters: Sequence[str], period: int, *, now: int) -> dict[str, Statement]:
-        res = self._control([(self.map.shard_of_meter(m), "statement", (m, period, now)) for m in meters])
+        res = self._control(
+            [(self.map.shard_of_meter(m), "statement", (m, period, now)) for m in meters]
+        )
         return {m: decode(_raise(r), expect=Statement) for m, r in zip(meters, res, strict=True)}
 
-    def settle_requests(self, meters: Sequence[str], period: int, *, now: int
-                        ) -> dict[str, SettleRequest | PrivmeterError]:
+    def settle_requests(
+        self, meters: Sequence[str], period: int, *, now: int
+    ) -> dict[str, SettleRequest | PrivmeterError]:
         """Per meter, its statement of ``period`` with its log, or why there is none yet (one
         call per shard, all concurrently)."""
         per: dict[int, list[str]] = {}
@@ -239,23 +261,34 @@ class ClusterHeadEnd:
             per.setdefault(self.map.shard_of_meter(m), []).append(m)
         items = sorted(per.items())
         out: dict[str, SettleRequest | PrivmeterError] = {}
-        for (_, ms), res in zip(items, self._control([(i, "settle_many", (ms, period, now)) for i, ms in items]),
-                                strict=True):
+        for (_, ms), res in zip(
+            items,
+            self._control([(i, "settle_many", (ms, period, now)) for i, ms in items]),
+            strict=True,
+        ):
             for m, (status, body) in zip(ms, _raise(res), strict=True):
-                out[m] = (decode(body[0], expect=SettleRequest) if status == "ok"
-                          else error_from(status, str(body)))
+                out[m] = (
+                    decode(body[0], expect=SettleRequest)
+                    if status == "ok"
+                    else error_from(status, str(body))
+                )
         return out
 
     def records(self, meter_id: str, start: int, end: int) -> list[bytes]:
         return list(self._call(self.map.shard_of_meter(meter_id), "records", meter_id, start, end))
 
     def _everywhere(self, name: str) -> list[Any]:
-        return [row for r in self._control([(i, name, ()) for i in range(self.map.shards)])
-                for row in _raise(r)]
+        return [
+            row
+            for r in self._control([(i, name, ()) for i in range(self.map.shards)])
+            for row in _raise(r)
+        ]
 
     def totals(self) -> list[StoredTotal]:
-        return sorted((StoredTotal.from_row(r) for r in self._everywhere("totals")),
-                      key=lambda t: (t.group, t.interval))
+        return sorted(
+            (StoredTotal.from_row(r) for r in self._everywhere("totals")),
+            key=lambda t: (t.group, t.interval),
+        )
 
     def settlements(self) -> list[tuple[str, int, str, bytes, int | None]]:
         return sorted(self._everywhere("settlements"))
@@ -286,10 +319,19 @@ def start_cluster(
     """Start ``shards`` shards over ``groups`` (see the module docstring)."""
     smap = ShardMap({g.group_id: g.members for g in groups}, shards)
     by_id = {g.group_id: g for g in groups}
-    specs = [ShardSpec(index=i, dsn=dsn, headend_key=headend_key, plans=tuple(plans),
-                       groups=tuple(_group_dict(by_id[g]) for g in smap.groups_of(i)),
-                       interval_seconds=interval_seconds, min_key_bits=min_key_bits, window_back=window_back)
-             for i in range(shards)]
+    specs = [
+        ShardSpec(
+            index=i,
+            dsn=dsn,
+            headend_key=headend_key,
+            plans=tuple(plans),
+            groups=tuple(_group_dict(by_id[g]) for g in smap.groups_of(i)),
+            interval_seconds=interval_seconds,
+            min_key_bits=min_key_bits,
+            window_back=window_back,
+        )
+        for i in range(shards)
+    ]
     backend_: Shards
     if backend == "local":
         backend_ = LocalShards([ShardCore(s.to_json()) for s in specs])

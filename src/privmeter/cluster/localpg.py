@@ -39,7 +39,9 @@ def postgres_bindir() -> Path:
     """The directory holding ``initdb`` and ``pg_ctl`` (ConfigError if PostgreSQL is not installed)."""
     found = shutil.which("pg_config")
     if found:
-        out = subprocess.run([found, "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
+        out = subprocess.run(
+            [found, "--bindir"], capture_output=True, text=True, check=False
+        ).stdout.strip()
         if out and (Path(out) / "initdb").exists():
             return Path(out)
     for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
@@ -82,22 +84,51 @@ class LocalPostgres:
 
     def create_database(self, dbname: str) -> str:
         """A fresh database on this server (one per run keeps runs apart); returns its DSN."""
-        self._pg(str(self.bindir / "createdb"), "-h", str(self.dir), "-p", str(self.port), "-U", self.user,
-                 dbname)
+        self._pg(
+            str(self.bindir / "createdb"),
+            "-h",
+            str(self.dir),
+            "-p",
+            str(self.port),
+            "-U",
+            self.user,
+            dbname,
+        )
         return self.dsn_for(dbname)
 
     def _pg(self, *args: str) -> None:
         res = subprocess.run([*self._run_as, *args], capture_output=True, text=True, check=False)
         if res.returncode != 0:
-            raise ConfigError(f"{Path(args[0]).name} failed: {(res.stderr or res.stdout).strip()[-500:]}")
+            raise ConfigError(
+                f"{Path(args[0]).name} failed: {(res.stderr or res.stdout).strip()[-500:]}"
+            )
 
     def start(self) -> LocalPostgres:
         data = self.dir / "data"
-        self._pg(str(self.bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", self.user, "-E", "UTF8",
-                 "--no-sync")
+        self._pg(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            self.user,
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses='' -c max_connections=50"
-        self._pg(str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "server.log"), "-w",
-                 "-o", opts, "start")
+        self._pg(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(self.dir / "server.log"),
+            "-w",
+            "-o",
+            opts,
+            "start",
+        )
         self.started = True
         self.create_database(self.dbname)
         return self
@@ -105,7 +136,15 @@ class LocalPostgres:
     def stop(self) -> None:
         if self.started:
             self.started = False
-            self._pg(str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+            self._pg(
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.dir / "data"),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            )
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> LocalPostgres:
@@ -115,5 +154,7 @@ class LocalPostgres:
             self.stop()
             raise
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

@@ -46,9 +46,13 @@ CREATE TABLE IF NOT EXISTS he_settlements (
         with self._tx():
             row = self._q("SELECT value FROM he_meta WHERE key = 'schema'")
             if not row:
-                self._conn.execute("INSERT INTO he_meta VALUES ('schema', %s)", (str(HEADEND_SCHEMA_VERSION),))
+                self._conn.execute(
+                    "INSERT INTO he_meta VALUES ('schema', %s)", (str(HEADEND_SCHEMA_VERSION),)
+                )
             elif row[0][0] != str(HEADEND_SCHEMA_VERSION):
-                raise StoreError(f"head-end tables have schema {row[0][0]}, expected {HEADEND_SCHEMA_VERSION}")
+                raise StoreError(
+                    f"head-end tables have schema {row[0][0]}, expected {HEADEND_SCHEMA_VERSION}"
+                )
 
     def meta_get(self, key: str) -> str | None:
         rows = self._q("SELECT value FROM he_meta WHERE key = %s", (key,))
@@ -56,19 +60,29 @@ CREATE TABLE IF NOT EXISTS he_settlements (
 
     def meta_set(self, key: str, value: str) -> None:
         with self._tx():
-            self._conn.execute("INSERT INTO he_meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET "
-                               "value = EXCLUDED.value", (key, value))
+            self._conn.execute(
+                "INSERT INTO he_meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET "
+                "value = EXCLUDED.value",
+                (key, value),
+            )
 
     def put_total(self, t: StoredTotal) -> None:
         with self._tx():
-            rows = self._q("SELECT grp, interval, total, survivors, dropped, error FROM he_totals WHERE "
-                           "grp = %s AND interval = %s", (t.group, t.interval))
+            rows = self._q(
+                "SELECT grp, interval, total, survivors, dropped, error FROM he_totals WHERE "
+                "grp = %s AND interval = %s",
+                (t.group, t.interval),
+            )
             if rows:
                 if StoredTotal.from_row(rows[0]) != t:
-                    raise StoreError(f"total of {t.group}/{t.interval} already stored with another value")
+                    raise StoreError(
+                        f"total of {t.group}/{t.interval} already stored with another value"
+                    )
                 return
-            self._conn.execute("INSERT INTO he_totals VALUES (%s, %s, %s, %s, %s, %s)",
-                               (t.group, t.interval, t.total, t.survivors, t.dropped, t.error))
+            self._conn.execute(
+                "INSERT INTO he_totals VALUES (%s, %s, %s, %s, %s, %s)",
+                (t.group, t.interval, t.total, t.survivors, t.dropped, t.error),
+            )
 
     def totals(self, group: str | None = None) -> list[StoredTotal]:
         q = "SELECT grp, interval, total, survivors, dropped, error FROM he_totals"
@@ -80,30 +94,45 @@ CREATE TABLE IF NOT EXISTS he_settlements (
 
     def put_event(self, event_id: str, group: str, interval: int, info: dict[str, Any]) -> None:
         with self._tx():
-            self._conn.execute("INSERT INTO he_events VALUES (%s, %s, %s, %s) ON CONFLICT (event_id) DO UPDATE "
-                               "SET info = EXCLUDED.info", (event_id, group, interval, json.dumps(info, sort_keys=True)))
+            self._conn.execute(
+                "INSERT INTO he_events VALUES (%s, %s, %s, %s) ON CONFLICT (event_id) DO UPDATE "
+                "SET info = EXCLUDED.info",
+                (event_id, group, interval, json.dumps(info, sort_keys=True)),
+            )
 
     def events(self) -> list[dict[str, Any]]:
         out = []
-        for eid, grp, iv, info in self._q("SELECT event_id, grp, interval, info FROM he_events "
-                                          "ORDER BY interval, event_id"):
+        for eid, grp, iv, info in self._q(
+            "SELECT event_id, grp, interval, info FROM he_events ORDER BY interval, event_id"
+        ):
             d = json.loads(info)
             d.update(event_id=eid, group=grp, interval=int(iv))
             out.append(d)
         return out
 
-    def put_settlement(self, meter_id: str, period: int, kind: str, answer: bytes, bill: int | None) -> None:
+    def put_settlement(
+        self, meter_id: str, period: int, kind: str, answer: bytes, bill: int | None
+    ) -> None:
         with self._tx():
             self._conn.execute(
                 "INSERT INTO he_settlements VALUES (%s, %s, %s, %s, %s) ON CONFLICT (meter_id, period) DO UPDATE "
                 "SET kind = EXCLUDED.kind, answer = EXCLUDED.answer, bill = EXCLUDED.bill",
-                (meter_id, period, kind, answer, bill))
+                (meter_id, period, kind, answer, bill),
+            )
 
     def settled(self) -> list[tuple[str, int]]:
         """(meter, period) of every answered statement, without the answers (a cheap poll)."""
-        return [(r[0], int(r[1])) for r in self._q("SELECT meter_id, period FROM he_settlements "
-                                                   "ORDER BY meter_id, period")]
+        return [
+            (r[0], int(r[1]))
+            for r in self._q(
+                "SELECT meter_id, period FROM he_settlements ORDER BY meter_id, period"
+            )
+        ]
 
     def settlements(self) -> list[tuple[str, int, str, bytes, int | None]]:
-        return [(r[0], int(r[1]), r[2], bytes(r[3]), None if r[4] is None else int(r[4])) for r in self._q(
-            "SELECT meter_id, period, kind, answer, bill FROM he_settlements ORDER BY meter_id, period")]
+        return [
+            (r[0], int(r[1]), r[2], bytes(r[3]), None if r[4] is None else int(r[4]))
+            for r in self._q(
+                "SELECT meter_id, period, kind, answer, bill FROM he_settlements ORDER BY meter_id, period"
+            )
+        ]

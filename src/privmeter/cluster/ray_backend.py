@@ -49,8 +49,11 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> N
         raise ConfigError('the cluster needs Ray: pip install "privmeter[cluster]"') from None
     if ray.is_initialized():
         return
-    kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                          "configure_logging": False}
+    kw: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "configure_logging": False,
+    }
     if address is None:  # a private cluster, even if another one runs on this machine
         kw["num_cpus"] = num_cpus
         os.environ.setdefault(WORKER_NICENESS, "0")  # shards at normal priority (Ray's default: 15)
@@ -63,8 +66,14 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> N
 class RayShards:
     """One restartable Ray actor per shard spec."""
 
-    def __init__(self, specs: Sequence[ShardSpec], *, num_cpus: float = 1.0,
-                 placement: Sequence[str | None] | None = None, max_restarts: int = -1) -> None:
+    def __init__(
+        self,
+        specs: Sequence[ShardSpec],
+        *,
+        num_cpus: float = 1.0,
+        placement: Sequence[str | None] | None = None,
+        max_restarts: int = -1,
+    ) -> None:
         """``placement``: per shard, a Ray node id to *prefer* (soft: the shard moves if it dies)."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -73,11 +82,17 @@ class RayShards:
         actor = ray.remote(ShardCore)
         self.actors: list[ActorHandle[ShardCore]] = []
         for k, spec in enumerate(specs):
-            opts: dict[str, Any] = {"max_restarts": max_restarts, "max_task_retries": 0,
-                                    "num_cpus": num_cpus, "name": f"privmeter-shard-{spec.index}"}
+            opts: dict[str, Any] = {
+                "max_restarts": max_restarts,
+                "max_task_retries": 0,
+                "num_cpus": num_cpus,
+                "name": f"privmeter-shard-{spec.index}",
+            }
             node = placement[k] if placement else None
             if node is not None:
-                opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
+                opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                    node_id=node, soft=True
+                )
             # ray annotates options(...).remote() as ActorHandle | the class itself: it is the handle
             self.actors.append(actor.options(**opts).remote(spec.to_json()))  # type: ignore[arg-type]
         self.call_many([(k, "info", ()) for k in range(len(self.actors))])  # wait until all are up
@@ -90,8 +105,12 @@ class RayShards:
                 out.append(self._ray.get(ref))
             except self._ray.exceptions.RayTaskError as exc:  # the shard raised: its own error
                 out.append(exc.cause if isinstance(exc.cause, Exception) else exc)
-            except self._ray.exceptions.RayError as exc:  # the shard died (or its node): not applied
-                out.append(ShardUnavailable(f"shard {i} unavailable during {name}: {type(exc).__name__}"))
+            except (
+                self._ray.exceptions.RayError
+            ) as exc:  # the shard died (or its node): not applied
+                out.append(
+                    ShardUnavailable(f"shard {i} unavailable during {name}: {type(exc).__name__}")
+                )
         return out
 
     def kill(self, shard: int) -> None:

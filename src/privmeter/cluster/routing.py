@@ -32,6 +32,7 @@ class ShardUnavailable(StoreError):
 
     code = "unavailable"
 
+
 Call = tuple[int, str, tuple[Any, ...]]  # (shard index, method name, arguments)
 
 
@@ -73,7 +74,9 @@ class ShardMap:
             load = self.load()
             shard = min(range(self.shards), key=lambda k: (load[k], k))
         elif not 0 <= shard < self.shards:
-            raise ConfigError(f"group {group!r} lives on shard {shard}, beyond the {self.shards} shards")
+            raise ConfigError(
+                f"group {group!r} lives on shard {shard}, beyond the {self.shards} shards"
+            )
         for m in [m for m, g in self.meter_group.items() if g == group]:
             del self.meter_group[m]
         self.group_shard[group] = shard

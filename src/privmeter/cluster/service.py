@@ -65,17 +65,29 @@ class ClusterCore:
 
     demand = False  # demand management does not run on a cluster yet (the config refuses it)
 
-    def __init__(self, head: ClusterHeadEnd, signing_key: SigningKey,
-                 member: Callable[[str], Member | None]) -> None:
+    def __init__(
+        self, head: ClusterHeadEnd, signing_key: SigningKey, member: Callable[[str], Member | None]
+    ) -> None:
         self.head = head
         self.signing_key = signing_key
         self.member = member
-        self.concentrators: dict[str, frozenset[str]] = {}  # none behind a cluster (see docs/scale.md)
+        self.concentrators: dict[
+            str, frozenset[str]
+        ] = {}  # none behind a cluster (see docs/scale.md)
         self._pending: dict[str, tuple[str, tuple[str, str, str, str, int, int]]] = {}
         self._lock = threading.Lock()
 
-    def register(self, meter_id: str, verify_key: VerifyKey, household_pk: PaillierPublicKey, plan: Plan, *,
-                 wellformed_proof: Sequence[int], period_start: int, period_intervals: int) -> None:
+    def register(
+        self,
+        meter_id: str,
+        verify_key: VerifyKey,
+        household_pk: PaillierPublicKey,
+        plan: Plan,
+        *,
+        wellformed_proof: Sequence[int],
+        period_start: int,
+        period_intervals: int,
+    ) -> None:
         """Queue a registration; it reaches its shard (which runs the registration check) once its
         group is placed (:meth:`define_group`) and before the next call that needs it."""
         del household_pk, wellformed_proof  # the shard reads both from the member's key file
@@ -83,16 +95,29 @@ class ClusterCore:
         if m is None:
             raise UnknownParty("not enrolled", meter_id=meter_id)
         with self._lock:
-            self._pending[meter_id] = (m.group, (meter_id, verify_key.hex(), m.household_json, plan.plan_id,
-                                                 period_start, period_intervals))
+            self._pending[meter_id] = (
+                m.group,
+                (
+                    meter_id,
+                    verify_key.hex(),
+                    m.household_json,
+                    plan.plan_id,
+                    period_start,
+                    period_intervals,
+                ),
+            )
 
     def flush(self) -> None:
         """Send the queued registrations whose group is placed (one call per shard)."""
         with self._lock:
-            ready = {mid: gr for mid, gr in self._pending.items() if gr[0] in self.head.map.group_shard}
+            ready = {
+                mid: gr for mid, gr in self._pending.items() if gr[0] in self.head.map.group_shard
+            }
             if not ready:
                 return
-            self.head.register([row for _, row in ready.values()], groups={m: g for m, (g, _) in ready.items()})
+            self.head.register(
+                [row for _, row in ready.values()], groups={m: g for m, (g, _) in ready.items()}
+            )
             for mid in ready:
                 del self._pending[mid]
 
@@ -137,7 +162,9 @@ class ClusterLink(NetLink):
 
     async def _forward(self, peer: str, msg: Any) -> list[Any]:
         pending = self.door.handle(peer, msg)
-        out: list[Any] = await pending if isinstance(pending, asyncio.Future) else pending  # the shard's error
+        out: list[Any] = (
+            await pending if isinstance(pending, asyncio.Future) else pending
+        )  # the shard's error
         relay = self.door.head.relay
         items = []
         while relay:
@@ -146,8 +173,9 @@ class ClusterLink(NetLink):
         self.observe(type(msg), peer)
         return out
 
-    async def exchange(self, outgoing: Mapping[str, Sequence[Any]], *, expect: Any, now: int,
-                       interval: int) -> set[str]:
+    async def exchange(
+        self, outgoing: Mapping[str, Sequence[Any]], *, expect: Any, now: int, interval: int
+    ) -> set[str]:
         self.door.now, self.door.interval = now, interval
         return await super().exchange(outgoing, expect=expect, now=now, interval=interval)
 
@@ -175,18 +203,34 @@ class ClusterEngine(IntervalEngine):
         out, self.stale = self.stale, set()
         return out
 
-    async def setup(self, group: str, first_interval: int, *, now: int, interval: int | None = None,
-                    preamble: Mapping[str, Sequence[Any]] | None = None) -> None:
+    async def setup(
+        self,
+        group: str,
+        first_interval: int,
+        *,
+        now: int,
+        interval: int | None = None,
+        preamble: Mapping[str, Sequence[Any]] | None = None,
+    ) -> None:
         t0 = time.perf_counter()
         warm = first_interval - 1 if interval is None else interval
         epoch = await asyncio.to_thread(self.cluster.new_epoch, group, first_interval)
-        await self.link.exchange(_merge(preamble or {}, epoch), expect=KeyAdvert, now=now, interval=warm)
+        await self.link.exchange(
+            _merge(preamble or {}, epoch), expect=KeyAdvert, now=now, interval=warm
+        )
         bundle = await asyncio.to_thread(self.cluster.make_bundle, group)
         await self.link.exchange(bundle, expect=None, now=now, interval=warm)
         self._lap("setup", t0)
 
-    async def interval(self, groups: Mapping[str, Sequence[str]], t: int, *, now: int,
-                       close: Any = None, on_event: Any = None) -> None:
+    async def interval(
+        self,
+        groups: Mapping[str, Sequence[str]],
+        t: int,
+        *,
+        now: int,
+        close: Any = None,
+        on_event: Any = None,
+    ) -> None:
         """Serve interval ``t`` in every group of ``groups`` (no demand management: ``close`` and
         ``on_event`` are not supported on a cluster)."""
         if close is not None or on_event is not None:
@@ -197,7 +241,9 @@ class ClusterEngine(IntervalEngine):
         outs = {m: [decode(b) for b in bs] for m, bs in opened.items()}
         for g, ms in groups.items():
             if not any(m in opened for m in ms):  # no epoch on its shard: it restarted
-                log.warning("group %s has no epoch on its shard (restarted?): a new one next interval", g)
+                log.warning(
+                    "group %s has no epoch on its shard (restarted?): a new one next interval", g
+                )
                 self.stale.update(ms)
         got = await self.link.exchange(outs, expect=MaskedInput, now=now, interval=t)
         self.log.answered.append(len(got))
@@ -208,16 +254,22 @@ class ClusterEngine(IntervalEngine):
         for g in groups:
             self.log.results.extend((g, r) for r in closed[g])
 
-    async def settle(self, members: Sequence[str], period: int, *, now: int, interval: int) -> set[str]:
+    async def settle(
+        self, members: Sequence[str], period: int, *, now: int, interval: int
+    ) -> set[str]:
         t0 = time.perf_counter()
         reqs: dict[str, list[Any]] = {}
-        found = await asyncio.to_thread(self.cluster.head.settle_requests, list(members), period, now=now)
+        found = await asyncio.to_thread(
+            self.cluster.head.settle_requests, list(members), period, now=now
+        )
         for m, r in found.items():
             if isinstance(r, PrivmeterError):  # e.g. prices still missing: try again later
                 log.warning("no statement for %s period %d: %s", m, period, r)
                 continue
             reqs[m] = [r]
-        got = await self.link.exchange(reqs, expect=(BillProof, Dispute), now=now, interval=interval)
+        got = await self.link.exchange(
+            reqs, expect=(BillProof, Dispute), now=now, interval=interval
+        )
         self.log.settled |= set(got)
         self._lap("settlement", t0)
         return got

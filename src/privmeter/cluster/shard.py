@@ -56,7 +56,15 @@ from privmeter.protocol.aggregation import AggregateResult
 from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.records import ReadingRecord, sign_receipt
 
-__all__ = ["MAX_LOST", "SHARD_RESTARTED", "Outcome", "ShardCore", "ShardSpec", "error_from", "group_config"]
+__all__ = [
+    "MAX_LOST",
+    "SHARD_RESTARTED",
+    "Outcome",
+    "ShardCore",
+    "ShardSpec",
+    "error_from",
+    "group_config",
+]
 
 GROUPS_META = "cluster:groups"  # he_meta key: the groups defined at run time (JSON)
 SHARDS_META = "cluster:shards"  # he_meta key (shard 0): the most shards the cluster ran with
@@ -149,10 +157,14 @@ class ShardCore:
             regs = self.store.meters()
         self._prefetch = getattr(self.store, "prefetch", None)
         plans = [parse_plan(t, source=f"<plan {i}>") for i, t in enumerate(spec.plans)]
-        self.core = HeadEndCore(signing_key_from(load_keyfile(spec.headend_key)), plans,
-                                store=self.store,
-                                interval_seconds=spec.interval_seconds, min_key_bits=spec.min_key_bits,
-                                window_back=spec.window_back)
+        self.core = HeadEndCore(
+            signing_key_from(load_keyfile(spec.headend_key)),
+            plans,
+            store=self.store,
+            interval_seconds=spec.interval_seconds,
+            min_key_bits=spec.min_key_bits,
+            window_back=spec.window_back,
+        )
         for g in spec.groups:
             self.core.define_group(group_config(g))
         for g in self._defined().values():  # groups defined at run time (a deployment's enrolment)
@@ -173,8 +185,15 @@ class ShardCore:
         plans = self.core.ledger.plans
         for meter_id, vk, hh, plan_id, start, per in rows:
             pk, proof = household_key_and_proof(json.loads(hh), min_bits=self.spec.min_key_bits)
-            self.core.register(meter_id, VerifyKey.from_hex(vk), pk, plans[plan_id], wellformed_proof=proof,
-                               period_start=start, period_intervals=per)
+            self.core.register(
+                meter_id,
+                VerifyKey.from_hex(vk),
+                pk,
+                plans[plan_id],
+                wellformed_proof=proof,
+                period_start=start,
+                period_intervals=per,
+            )
         return len(rows)
 
     def _defined(self) -> dict[str, dict[str, Any]]:
@@ -201,8 +220,10 @@ class ShardCore:
         before: the groups of the missing shards live in their schemas."""
         before = int(self.store.meta_get(SHARDS_META) or 0)
         if shards < before:
-            raise errors.ConfigError(f"the cluster ran with {before} shards: it cannot shrink to {shards} "
-                                     "(their groups live in their shards' schemas)")
+            raise errors.ConfigError(
+                f"the cluster ran with {before} shards: it cannot shrink to {shards} "
+                "(their groups live in their shards' schemas)"
+            )
         if shards > before:
             self.store.meta_set(SHARDS_META, str(shards))
         return before
@@ -215,14 +236,22 @@ class ShardCore:
 
     def info(self) -> dict[str, Any]:
         """Where and since when this shard runs, and the CPU it used (benchmarks, fault tests)."""
-        return {"index": self.spec.index, "pid": os.getpid(), "host": socket.gethostname(), "node": _ray_node(),
-                "resumed": self.resumed, "started": self.started,
-                "store_pid": getattr(self.store, "backend_pid", 0),
-                "cpu_s": time.process_time() - self._cpu0, "records": self.core.calls["records"]}
+        return {
+            "index": self.spec.index,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "node": _ray_node(),
+            "resumed": self.resumed,
+            "started": self.started,
+            "store_pid": getattr(self.store, "backend_pid", 0),
+            "cpu_s": time.process_time() - self._cpu0,
+            "records": self.core.calls["records"],
+        }
 
     # -- messages ----------------------------------------------------------------------------
-    def handle_batch(self, now: int, interval: int, items: Sequence[tuple[str, bytes]]
-                     ) -> tuple[list[Outcome], list[tuple[str, bytes]]]:
+    def handle_batch(
+        self, now: int, interval: int, items: Sequence[tuple[str, bytes]]
+    ) -> tuple[list[Outcome], list[tuple[str, bytes]]]:
         """Decode and handle ``(peer, message bytes)`` items in one group commit.
 
         Returns each item's outcome and the meter-to-meter payloads to relay;
@@ -295,7 +324,10 @@ class ShardCore:
 
     def _close(self, group: str, now: int, interval: int) -> list[AggregateResult]:
         if self.needs_epoch(group):
-            return [AggregateResult(t.interval, None, (), (), t.error) for t in self._report_lost(group, interval)]
+            return [
+                AggregateResult(t.interval, None, (), (), t.error)
+                for t in self._report_lost(group, interval)
+            ]
         res = self.core.close_interval(group, now=now).result
         return [] if res is None else [res]
 
@@ -304,15 +336,36 @@ class ShardCore:
         ``(interval, total or None, survivors, dropped, error)``.  A group without a running
         epoch (this shard restarted mid-interval) reports every interval after its last stored
         total up to ``interval`` failed (stored so: total None, :data:`SHARD_RESTARTED`)."""
-        return [(r.interval, None if r.total is None else r.total[0], len(r.survivors), len(r.dropped), r.error)
-                for r in self._close(group, now, interval)]
+        return [
+            (
+                r.interval,
+                None if r.total is None else r.total[0],
+                len(r.survivors),
+                len(r.dropped),
+                r.error,
+            )
+            for r in self._close(group, now, interval)
+        ]
 
-    def close_results(self, groups: Sequence[str], now: int, interval: int) -> list[list[tuple[Any, ...]]]:
+    def close_results(
+        self, groups: Sequence[str], now: int, interval: int
+    ) -> list[list[tuple[Any, ...]]]:
         """As :meth:`close_many`, each total with who took part: ``(interval, total or None,
         survivors, dropped, error)`` with the meter ids (the deployed head-end's log)."""
         with self.store.batch():
-            return [[(r.interval, None if r.total is None else r.total[0], list(r.survivors), list(r.dropped),
-                      r.error) for r in self._close(g, now, interval)] for g in groups]
+            return [
+                [
+                    (
+                        r.interval,
+                        None if r.total is None else r.total[0],
+                        list(r.survivors),
+                        list(r.dropped),
+                        r.error,
+                    )
+                    for r in self._close(g, now, interval)
+                ]
+                for g in groups
+            ]
 
     def open_many(self, groups: Sequence[str]) -> dict[str, list[bytes]]:
         """:meth:`open_interval` of several groups in one call."""
@@ -321,7 +374,9 @@ class ShardCore:
             out.update(self.open_interval(g))
         return out
 
-    def close_many(self, groups: Sequence[str], now: int, interval: int) -> list[list[tuple[Any, ...]]]:
+    def close_many(
+        self, groups: Sequence[str], now: int, interval: int
+    ) -> list[list[tuple[Any, ...]]]:
         """:meth:`close_interval` of several groups in one call and one commit (one fsync per
         shard and interval, not one per group)."""
         with self.store.batch():
@@ -333,8 +388,10 @@ class ShardCore:
         done = [t.interval for t in self.store.totals(group)]
         if not done:
             return []
-        lost = [StoredTotal(group, t, None, 0, 0, SHARD_RESTARTED)
-                for t in range(max(max(done) + 1, upto - MAX_LOST + 1), upto + 1)]
+        lost = [
+            StoredTotal(group, t, None, 0, 0, SHARD_RESTARTED)
+            for t in range(max(max(done) + 1, upto - MAX_LOST + 1), upto + 1)
+        ]
         for t in lost:
             self.store.put_total(t)
         return lost
@@ -356,7 +413,10 @@ class ShardCore:
         return out
 
     def totals(self) -> list[tuple[str, int, int | None, int, int, str]]:
-        return [(t.group, t.interval, t.total, t.survivors, t.dropped, t.error) for t in self.store.totals()]
+        return [
+            (t.group, t.interval, t.total, t.survivors, t.dropped, t.error)
+            for t in self.store.totals()
+        ]
 
     def records(self, meter_id: str, start: int, end: int) -> list[bytes]:
         rows: list[bytes] = self.store.records(meter_id, start, end)

@@ -152,7 +152,9 @@ class FixedBaseTable:
 
     def pow(self, exp: int) -> mpz:
         if exp < 0 or exp.bit_length() > self.max_bits:
-            raise ValueError(f"exponent must be in [0, 2**{self.max_bits}), got {exp.bit_length()} bits")
+            raise ValueError(
+                f"exponent must be in [0, 2**{self.max_bits}), got {exp.bit_length()} bits"
+            )
         m = mpz(self.modulus)
         mask = (1 << self.window) - 1
         acc = mpz(1)
@@ -330,4 +332,3 @@ def product_mod(values: Iterable[int], modulus: int) -> int:
     for v in values:
         acc = acc * v % m
     return int(acc)
-

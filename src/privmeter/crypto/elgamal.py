@@ -68,7 +68,9 @@ _FFDHE2048 = int(
     "bc0ab182b324fb61d108a94bb2c8e3fbb96adab760d7f4681d4f42a3de394df4"
     "ae56ede76372bb190b07a7c8ee0a6d709e02fce1cdf7e2ecc03404cd28342f61"
     "9172fe9ce98583ff8e4f1232eef28183c3fe3b1b4c6fad733bb5fcbc2ec22005"
-    "c58ef1837d1683b2c6f34a26c1b2effa886b423861285c97ffffffffffffffff", 16)
+    "c58ef1837d1683b2c6f34a26c1b2effa886b423861285c97ffffffffffffffff",
+    16,
+)
 _FFDHE3072 = int(
     "ffffffffffffffffadf85458a2bb4a9aafdc5620273d3cf1d8b9c583ce2d3695"
     "a9e13641146433fbcc939dce249b3ef97d2fe363630c75d8f681b202aec4617a"
@@ -81,11 +83,15 @@ _FFDHE3072 = int(
     "bc34f4def99c023861b46fc9d6e6c9077ad91d2691f7f7ee598cb0fac186d91c"
     "aefe130985139270b4130c93bc437944f4fd4452e2d74dd364f2e21e71f54bff"
     "5cae82ab9c9df69ee86d2bc522363a0dabc521979b0deada1dbf9a42d5c4484e"
-    "0abcd06bfa53ddef3c1b20ee3fd59d7c25e41d2b66c62e37ffffffffffffffff", 16)
+    "0abcd06bfa53ddef3c1b20ee3fd59d7c25e41d2b66c62e37ffffffffffffffff",
+    16,
+)
 # a 512-bit safe prime with p = 7 mod 8 (so 2 is a residue): fast tests only, INSECURE
 _TEST512 = int(
     "83142633533b9efe2e95a04da2cb3e1e145f0dbedd7a675b3cbec3ff5b9fcfc9"
-    "27fa4a62a6762fa46a8c051e09ae1831c7c74507ad073d5113195441336811f7", 16)
+    "27fa4a62a6762fa46a8c051e09ae1831c7c74507ad073d5113195441336811f7",
+    16,
+)
 
 G_WINDOW = 6  # fixed-base window for g: ~(2 exp_bits)/6 multiplications per power
 
@@ -145,7 +151,9 @@ GROUPS: dict[str, Group] = {
     "ffdhe2048": Group("ffdhe2048", _FFDHE2048, 225),
     "test512": Group("test512", _TEST512, 128, insecure=True),
 }
-DEFAULT_GROUP = "ffdhe3072"  # ~128-bit security, like the Paillier default: readings are kept for years
+DEFAULT_GROUP = (
+    "ffdhe3072"  # ~128-bit security, like the Paillier default: readings are kept for years
+)
 
 
 def get_group(name: str, *, allow_insecure: bool = False) -> Group:

@@ -55,13 +55,21 @@ def advert_payload(group: str, epoch: int, party_id: str, public: bytes, nonce: 
     return _lp(group.encode(), struct.pack(">Q", epoch), party_id.encode(), public, nonce)
 
 
-def sign_advert(key: SigningKey, group: str, epoch: int, party_id: str, public: bytes,
-                nonce: bytes) -> bytes:
+def sign_advert(
+    key: SigningKey, group: str, epoch: int, party_id: str, public: bytes, nonce: bytes
+) -> bytes:
     return key.sign(ADVERT_CONTEXT, advert_payload(group, epoch, party_id, public, nonce))
 
 
-def verify_advert(key: VerifyKey, group: str, epoch: int, party_id: str, public: bytes,
-                  nonce: bytes, signature: bytes) -> None:
+def verify_advert(
+    key: VerifyKey,
+    group: str,
+    epoch: int,
+    party_id: str,
+    public: bytes,
+    nonce: bytes,
+    signature: bytes,
+) -> None:
     """Raise :class:`~privmeter.errors.InvalidSignature` unless ``party_id`` signed it."""
     key.verify(ADVERT_CONTEXT, advert_payload(group, epoch, party_id, public, nonce), signature)
 
@@ -97,8 +105,9 @@ class AgreementKey:
         raw = rng.getrandbits(256).to_bytes(32, "little")
         return cls(X25519PrivateKey.from_private_bytes(raw))
 
-    def agree(self, peer_public: bytes, *, group: str, epoch: int, id_a: str,
-              id_b: str) -> PairSecrets:
+    def agree(
+        self, peer_public: bytes, *, group: str, epoch: int, id_a: str, id_b: str
+    ) -> PairSecrets:
         """Derive the secrets shared with ``peer_public`` (ids in any order)."""
         if not isinstance(peer_public, bytes) or len(peer_public) != PUBLIC_BYTES:
             raise InvalidKey("X25519 public key must be 32 bytes")
@@ -111,7 +120,8 @@ class AgreementKey:
             algorithm=hashes.SHA256(),
             length=80,
             salt=None,
-            info=_KDF_INFO + _lp(group.encode(), struct.pack(">Q", epoch), lo.encode(), hi.encode()),
+            info=_KDF_INFO
+            + _lp(group.encode(), struct.pack(">Q", epoch), lo.encode(), hi.encode()),
         ).derive(shared)
         return PairSecrets(mask_seed=okm[:16], aead_key=okm[16:48], mac_key=okm[48:80])
 

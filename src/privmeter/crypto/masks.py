@@ -78,8 +78,9 @@ def expand_bytes(seed: bytes, nbytes: int, *, domain: int, interval: int, index:
     return out[:nbytes]
 
 
-def expand_many(seed: bytes, items: Sequence[tuple[int, int]], *, domain: int,
-                interval: int) -> bytes:
+def expand_many(
+    seed: bytes, items: Sequence[tuple[int, int]], *, domain: int, interval: int
+) -> bytes:
     """``expand_bytes(seed, nbytes, index=i)`` for each ``(i, nbytes)``, concatenated.
 
     One call for the head-end's recovery of a dropped meter (one pad per live
@@ -92,8 +93,11 @@ def expand_many(seed: bytes, items: Sequence[tuple[int, int]], *, domain: int,
     parts = []
     for index, nbytes in items:
         if nbytes <= _BLOCK:
-            parts.append(b2(_label(domain, interval, index, 0), key=seed, person=_PERSON,
-                            digest_size=nbytes).digest())
+            parts.append(
+                b2(
+                    _label(domain, interval, index, 0), key=seed, person=_PERSON, digest_size=nbytes
+                ).digest()
+            )
         else:
             parts.append(expand_bytes(seed, nbytes, domain=domain, interval=interval, index=index))
     return b"".join(parts)
@@ -108,16 +112,18 @@ def expand_each(seeds: Sequence[bytes], nbytes: int, *, domain: int, interval: i
     if nbytes <= _BLOCK:
         label = _label(domain, interval, 0, 0)
         b2 = hashlib.blake2b
-        return b"".join([b2(label, key=s, person=_PERSON, digest_size=nbytes).digest()
-                         for s in seeds])
+        return b"".join(
+            [b2(label, key=s, person=_PERSON, digest_size=nbytes).digest() for s in seeds]
+        )
     return b"".join([expand_bytes(s, nbytes, domain=domain, interval=interval) for s in seeds])
 
 
 def expand_sum_ints(seeds: Sequence[bytes], dim: int, *, domain: int, interval: int) -> list[int]:
     """:func:`expand_sum` as ``dim`` Python ints in ``[0, 2**64)``, without numpy:
     cheaper for one meter's few short vectors, where numpy's per-call cost dominates."""
-    words = struct.unpack(f"<{len(seeds) * dim}Q",
-                          expand_each(seeds, 8 * dim, domain=domain, interval=interval))
+    words = struct.unpack(
+        f"<{len(seeds) * dim}Q", expand_each(seeds, 8 * dim, domain=domain, interval=interval)
+    )
     return [sum(words[i::dim]) % MODULUS for i in range(dim)]
 
 

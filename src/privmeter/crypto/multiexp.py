@@ -82,8 +82,18 @@ class StreamingMultiExp:
     window by window, digit ``1`` first.
     """
 
-    __slots__ = ("_buckets", "_limit", "_m", "_mask", "_nwin", "_stride", "exp_bits",
-                 "modulus", "terms", "window")
+    __slots__ = (
+        "_buckets",
+        "_limit",
+        "_m",
+        "_mask",
+        "_nwin",
+        "_stride",
+        "exp_bits",
+        "modulus",
+        "terms",
+        "window",
+    )
 
     def __init__(self, modulus: int, exp_bits: int, window: int | None = None) -> None:
         _check_int("modulus", modulus)
@@ -146,7 +156,11 @@ class StreamingMultiExp:
         """Fold ``other``'s terms into this accumulator (same modulus, exp_bits, window)."""
         if not isinstance(other, StreamingMultiExp):
             raise TypeError(f"can only merge a StreamingMultiExp, got {type(other).__name__}")
-        if (other.modulus, other.exp_bits, other.window) != (self.modulus, self.exp_bits, self.window):
+        if (other.modulus, other.exp_bits, other.window) != (
+            self.modulus,
+            self.exp_bits,
+            self.window,
+        ):
             raise ValueError(
                 "cannot merge accumulators with different parameters: "
                 f"{(other.modulus.bit_length(), other.exp_bits, other.window)!r} vs "
@@ -213,8 +227,10 @@ class StreamingMultiExp:
         return acc
 
     def __repr__(self) -> str:
-        return (f"StreamingMultiExp(modulus=<{self.modulus.bit_length()} bits>, "
-                f"exp_bits={self.exp_bits}, window={self.window}, terms={self.terms})")
+        return (
+            f"StreamingMultiExp(modulus=<{self.modulus.bit_length()} bits>, "
+            f"exp_bits={self.exp_bits}, window={self.window}, terms={self.terms})"
+        )
 
 
 class GroupedProduct:
@@ -286,5 +302,7 @@ class GroupedProduct:
         return acc
 
     def __repr__(self) -> str:
-        return (f"GroupedProduct(modulus=<{self.modulus.bit_length()} bits>, "
-                f"groups={len(self._buckets)}, terms={self.terms})")
+        return (
+            f"GroupedProduct(modulus=<{self.modulus.bit_length()} bits>, "
+            f"groups={len(self._buckets)}, terms={self.terms})"
+        )

@@ -117,8 +117,6 @@ def _small_primes() -> tuple[int, ...]:
     return _SMALL_PRIMES
 
 
-
-
 def derived_base(n: int) -> int:
     """The DJN base ``h_s`` of modulus ``n``: ``h**n mod n**2`` with ``h = -x**2 mod n``.
 
@@ -136,8 +134,10 @@ def derived_base(n: int) -> int:
         block = 0
         while len(material) < nlen + 16:
             material += hashlib.sha256(
-                b"privmeter-paillier-djn-base-v1" + n.to_bytes(nlen, "big")
-                + counter.to_bytes(4, "big") + block.to_bytes(4, "big")
+                b"privmeter-paillier-djn-base-v1"
+                + n.to_bytes(nlen, "big")
+                + counter.to_bytes(4, "big")
+                + block.to_bytes(4, "big")
             ).digest()
             block += 1
         x = int.from_bytes(material, "big") % n
@@ -156,21 +156,35 @@ class PaillierPublicKey(JsonKey):
 
     JSON_WHAT = "public key"
 
-    __slots__ = ("_base_ok", "_djn_shape", "_djn_table", "_mn", "_mn2", "hs", "key_id", "max_int", "n",
-                 "nbytes", "nsquare")
+    __slots__ = (
+        "_base_ok",
+        "_djn_shape",
+        "_djn_table",
+        "_mn",
+        "_mn2",
+        "hs",
+        "key_id",
+        "max_int",
+        "n",
+        "nbytes",
+        "nsquare",
+    )
 
     def __init__(self, n: int, hs: int) -> None:
         self.n = int(n)
         self.nsquare = self.n * self.n
         if self.n < 3 or not 0 <= int(hs) < self.nsquare:  # the full checks are in check()
-            raise InvalidKey(f"not a Paillier public key: n of {self.n.bit_length()} bits, h_s out of range")
+            raise InvalidKey(
+                f"not a Paillier public key: n of {self.n.bit_length()} bits, h_s out of range"
+            )
         self._mn = nt.mpz(self.n)
         self._mn2 = nt.mpz(self.nsquare)
         self.hs = int(hs)
         self.max_int = self.n // 3
         self.nbytes = (self.nsquare.bit_length() + 7) // 8
         self.key_id = hashlib.sha256(
-            b"privmeter-paillier-v1" + self.n.to_bytes((self.n.bit_length() + 7) // 8, "big")
+            b"privmeter-paillier-v1"
+            + self.n.to_bytes((self.n.bit_length() + 7) // 8, "big")
             + self.hs.to_bytes(self.nbytes, "big")
         ).digest()[:16]
         self._djn_table: nt.CombTable | None = None
@@ -233,7 +247,9 @@ class PaillierPublicKey(JsonKey):
         """The fixed-base comb table for h_s (built once, on first use)."""
         if self._djn_table is None:
             rows, tables = self._djn_shape
-            self._djn_table = nt.CombTable(self.hs, self.nsquare, self.djn_exponent_bits, rows, tables)
+            self._djn_table = nt.CombTable(
+                self.hs, self.nsquare, self.djn_exponent_bits, rows, tables
+            )
         return self._djn_table
 
     def size_djn_table(self, rows: int, tables: int) -> None:
@@ -309,7 +325,9 @@ class PaillierPublicKey(JsonKey):
             raise InvalidCiphertext(f"ciphertext must be int, got {type(c).__name__}")
         if not 0 < c < self.nsquare:
             raise InvalidCiphertext(
-                "ciphertext outside (0, n^2)" if c > 0 else f"ciphertext must be positive, got {c!r}"
+                "ciphertext outside (0, n^2)"
+                if c > 0
+                else f"ciphertext must be positive, got {c!r}"
             )
         if nt.gcd(c, self._mn) != 1:
             raise InvalidCiphertext("ciphertext is not a unit of Z*_{n^2}")
@@ -344,7 +362,9 @@ class PaillierPublicKey(JsonKey):
         if not isinstance(d, dict):
             raise MalformedMessage("ciphertext must be a mapping")
         if d.get("format") != CIPHERTEXT_FORMAT:
-            raise UnsupportedVersion(f"expected format {CIPHERTEXT_FORMAT!r}, got {d.get('format')!r}")
+            raise UnsupportedVersion(
+                f"expected format {CIPHERTEXT_FORMAT!r}, got {d.get('format')!r}"
+            )
         kid = d.get("key_id")
         if not isinstance(kid, str) or len(kid) != 32:
             raise MalformedMessage("ciphertext key_id must be 32 hex digits")
@@ -374,7 +394,10 @@ class PaillierPublicKey(JsonKey):
     @classmethod
     def from_dict(cls, d: Any, *, min_bits: int = MIN_KEY_BITS) -> PaillierPublicKey:
         d = key_mapping(d, PUBLIC_KEY_FORMAT, cls.JSON_WHAT)
-        pk = cls(unhex_int(d.get("n"), "n", max_chars=_HEX_MAX), unhex_int(d.get("hs"), "hs", max_chars=_HEX_MAX))
+        pk = cls(
+            unhex_int(d.get("n"), "n", max_chars=_HEX_MAX),
+            unhex_int(d.get("hs"), "hs", max_chars=_HEX_MAX),
+        )
         pk.check(min_bits=min_bits)
         return pk
 
@@ -390,7 +413,9 @@ class PaillierPublicKey(JsonKey):
         """
         n = self.n
         if n.bit_length() < min_bits:
-            raise InvalidKey(f"Paillier modulus of {n.bit_length()} bits; at least {min_bits} required")
+            raise InvalidKey(
+                f"Paillier modulus of {n.bit_length()} bits; at least {min_bits} required"
+            )
         if n.bit_length() > MAX_KEY_BITS:
             raise InvalidKey(f"Paillier modulus of {n.bit_length()} bits; at most {MAX_KEY_BITS}")
         if n % 2 == 0 or nt.is_prime(n):
@@ -403,7 +428,9 @@ class PaillierPublicKey(JsonKey):
             if self.hs != derived_base(n):
                 raise BaseNotDerived(
                     "h_s is not the DJN base derived from n (keys made before privmeter derived it, "
-                    "or by another tool, must be regenerated)", key_id=self.key_id.hex())
+                    "or by another tool, must be regenerated)",
+                    key_id=self.key_id.hex(),
+                )
             self._base_ok = True
 
     def wellformedness_challenges(self) -> list[int]:
@@ -416,8 +443,10 @@ class PaillierPublicKey(JsonKey):
             block = 0
             while len(material) < nlen + 16:
                 material += hashlib.sha256(
-                    b"privmeter-paillier-keyproof-v1" + self.key_id
-                    + counter.to_bytes(4, "big") + block.to_bytes(4, "big")
+                    b"privmeter-paillier-keyproof-v1"
+                    + self.key_id
+                    + counter.to_bytes(4, "big")
+                    + block.to_bytes(4, "big")
                 ).digest()
                 block += 1
             rho = int.from_bytes(material, "big") % self.n
@@ -458,8 +487,25 @@ class PaillierPrivateKey(JsonKey):
 
     JSON_WHAT = "private key"
 
-    __slots__ = ("_d_n_p", "_d_n_q", "_mp", "_mpm1", "_mps", "_mq", "_mqm1", "_mqs", "hp", "hq",
-                 "p", "p_inv_q", "psquare", "public_key", "q", "q_inv_p", "qsquare")
+    __slots__ = (
+        "_d_n_p",
+        "_d_n_q",
+        "_mp",
+        "_mpm1",
+        "_mps",
+        "_mq",
+        "_mqm1",
+        "_mqs",
+        "hp",
+        "hq",
+        "p",
+        "p_inv_q",
+        "psquare",
+        "public_key",
+        "q",
+        "q_inv_p",
+        "qsquare",
+    )
 
     def __init__(self, public_key: PaillierPublicKey, p: int, q: int) -> None:
         if p * q != public_key.n:
@@ -583,7 +629,11 @@ class PaillierPrivateKey(JsonKey):
     def from_dict(cls, d: Any, *, min_bits: int = MIN_KEY_BITS) -> PaillierPrivateKey:
         d = key_mapping(d, PRIVATE_KEY_FORMAT, cls.JSON_WHAT)
         pk = PaillierPublicKey.from_dict(d.get("public_key"), min_bits=min_bits)
-        return cls(pk, unhex_int(d.get("p"), "p", max_chars=_HEX_MAX), unhex_int(d.get("q"), "q", max_chars=_HEX_MAX))
+        return cls(
+            pk,
+            unhex_int(d.get("p"), "p", max_chars=_HEX_MAX),
+            unhex_int(d.get("q"), "q", max_chars=_HEX_MAX),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -666,8 +716,11 @@ class EncryptedNumber:
 
     def to_dict(self) -> dict[str, Any]:
         """Versioned JSON form: format, key id (hex) and value (hex)."""
-        return {"format": CIPHERTEXT_FORMAT, "key_id": self.public_key.key_id.hex(),
-                "c": hex_int(self.value)}
+        return {
+            "format": CIPHERTEXT_FORMAT,
+            "key_id": self.public_key.key_id.hex(),
+            "c": hex_int(self.value),
+        }
 
     def __repr__(self) -> str:
         return f"EncryptedNumber(key_id={self.public_key.key_id.hex()}, value=<{self.value.bit_length()} bits>)"

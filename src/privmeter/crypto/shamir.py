@@ -61,15 +61,17 @@ def _check_xs(xs: Sequence[int]) -> None:
             raise ValueError(f"share x-coordinate must be in [1, PRIME), got {x!r}")
 
 
-def share(secret: int, xs: Sequence[int], threshold: int, *,
-          rng: RandomSource = SYSTEM_RNG) -> list[int]:
+def share(
+    secret: int, xs: Sequence[int], threshold: int, *, rng: RandomSource = SYSTEM_RNG
+) -> list[int]:
     """Shares ``f(x)`` for each ``x`` in ``xs`` of a random degree ``threshold-1``
     polynomial with ``f(0) = secret``."""
     return [share_from_bytes(b) for b in share_bytes([secret], xs, threshold, rng=rng)]
 
 
-def share_bytes(secrets: Sequence[int], xs: Sequence[int], threshold: int, *,
-                rng: RandomSource = SYSTEM_RNG) -> list[bytes]:
+def share_bytes(
+    secrets: Sequence[int], xs: Sequence[int], threshold: int, *, rng: RandomSource = SYSTEM_RNG
+) -> list[bytes]:
     """:func:`share` of several secrets at the same points, as wire bytes: for
     each ``x`` in ``xs``, the :func:`share_to_bytes` of every secret's share at
     ``x``, concatenated in the order of ``secrets``.
@@ -97,7 +99,7 @@ def share_bytes(secrets: Sequence[int], xs: Sequence[int], threshold: int, *,
         packed = (packed << (8 * SHARE_BYTES)) + table.reduce(sum(map(mul, coeffs, table.cols)))
     data = packed.to_bytes(len(xs) * slot, "big")
     width = SHARE_BYTES * len(secrets)
-    return [data[end - width:end] for end in range(slot, len(data) + 1, slot)]
+    return [data[end - width : end] for end in range(slot, len(data) + 1, slot)]
 
 
 class _PowerTable:
@@ -125,7 +127,8 @@ class _PowerTable:
         n = len(xs)
         self.cols = tuple(
             mpz(int.from_bytes(b"".join(r[i].to_bytes(slot, "big") for r in rows), "big"))
-            for i in range(threshold))
+            for i in range(threshold)
+        )
 
         def every_slot(v: int) -> mpz:
             return mpz(int.from_bytes(v.to_bytes(slot, "big") * n, "big"))
@@ -239,7 +242,7 @@ def lagrange_many(sets: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
             _MANY_CACHE.clear()
         k = 0
         for i, m in order:
-            out[i] = _MANY_CACHE[sets[i]] = tuple(lam[k:k + m])
+            out[i] = _MANY_CACHE[sets[i]] = tuple(lam[k : k + m])
             k += m
     return out  # type: ignore[return-value]
 
@@ -325,12 +328,15 @@ def subset_interpolators(xsets: Sequence[tuple[int, ...]]) -> list[SubsetInterpo
     for k in range(len(distinct) - 1, -1, -1):
         inv[distinct[k]] = inv_all * prefix[k] % PRIME
         inv_all = inv_all * distinct[k] % PRIME
-    return [SubsetInterpolator(xs, lam, [inv[x] for x in xs])
-            for xs, lam in zip(xsets, lams, strict=True)]
+    return [
+        SubsetInterpolator(xs, lam, [inv[x] for x in xs])
+        for xs, lam in zip(xsets, lams, strict=True)
+    ]
 
 
-def interpolate_subsets(jobs: Sequence[tuple[SubsetInterpolator, Sequence[int], Sequence[int]]],
-                        threshold: int) -> list[int]:
+def interpolate_subsets(
+    jobs: Sequence[tuple[SubsetInterpolator, Sequence[int], Sequence[int]]], threshold: int
+) -> list[int]:
     """``ip.at_zero(present, ys)`` for each job, after checking every job has
     at least ``threshold`` points and every share is a field element (raises
     ``ValueError`` otherwise, before computing anything)."""
@@ -341,8 +347,9 @@ def interpolate_subsets(jobs: Sequence[tuple[SubsetInterpolator, Sequence[int], 
             raise ValueError(f"need {threshold} shares, got {len(ys)}")
         if ys and (min(ys) < 0 or max(ys) >= PRIME):
             raise ValueError("share outside the field")
-        if len(set(present)) != len(present) or (present and (
-                min(present) < 0 or max(present) >= len(ip.xs))):
+        if len(set(present)) != len(present) or (
+            present and (min(present) < 0 or max(present) >= len(ip.xs))
+        ):
             raise ValueError("share positions must be distinct positions of the x-set")
     return [ip.at_zero(present, ys) for ip, present, ys in jobs]
 

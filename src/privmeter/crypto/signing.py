@@ -85,7 +85,9 @@ class SigningKey:
     def __init__(self, key: Ed25519PrivateKey) -> None:
         self._key = key
         self.verify_key = VerifyKey(
-            key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            key.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
         )
 
     @classmethod

@@ -126,16 +126,24 @@ class DlmsSettings:
 
     def __post_init__(self) -> None:
         if self.authentication not in _AUTH:
-            raise ConfigError(f"authentication must be one of {sorted(_AUTH)}, "
-                              f"got {self.authentication!r}")
+            raise ConfigError(
+                f"authentication must be one of {sorted(_AUTH)}, got {self.authentication!r}"
+            )
         if self.authentication == "lls" and not self.password:
             raise ConfigError("LLS authentication needs a password (password= or password_file=)")
-        if self.authentication == "hls-gmac" and not (self.encryption_key and self.authentication_key):
+        if self.authentication == "hls-gmac" and not (
+            self.encryption_key and self.authentication_key
+        ):
             raise ConfigError("HLS-GMAC needs encryption_key and authentication_key (hex)")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be within 1..65535, got {self.port}")
-        for name in ("import_obis", "export_obis", "import_power_obis", "export_power_obis",
-                     "profile_obis"):
+        for name in (
+            "import_obis",
+            "export_obis",
+            "import_power_obis",
+            "export_power_obis",
+            "profile_obis",
+        ):
             value = getattr(self, name)
             if value is not None:
                 try:
@@ -169,9 +177,12 @@ class DlmsSettings:
         for key in ("encryption_key", "authentication_key", "client_system_title"):
             if key in opts:
                 kw[key] = _hex_bytes(opts.pop(key), key)
-        for key, target in (("client", "client_address"), ("server", "server_address"),
-                            ("client_address", "client_address"),
-                            ("server_address", "server_address")):
+        for key, target in (
+            ("client", "client_address"),
+            ("server", "server_address"),
+            ("client_address", "client_address"),
+            ("server_address", "server_address"),
+        ):
             if key in opts:
                 try:
                     kw[target] = int(opts.pop(key))
@@ -182,8 +193,14 @@ class DlmsSettings:
         if "profile" in opts:
             p = str(opts.pop("profile"))
             kw["profile_obis"] = None if p.lower() in ("none", "") else p
-        for key in ("authentication", "import_obis", "export_obis", "import_power_obis",
-                    "export_power_obis", "tz"):
+        for key in (
+            "authentication",
+            "import_obis",
+            "export_obis",
+            "import_power_obis",
+            "export_power_obis",
+            "tz",
+        ):
             if key in opts:
                 v = opts.pop(key)
                 kw[key] = None if v in (None, "none") and key != "tz" else str(v)
@@ -216,7 +233,9 @@ class _WrapperTransport:
         try:
             self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except OSError as exc:
-            raise TransportError(f"cannot connect to DLMS meter {self.host}:{self.port}: {exc}") from exc
+            raise TransportError(
+                f"cannot connect to DLMS meter {self.host}:{self.port}: {exc}"
+            ) from exc
 
     def disconnect(self) -> None:
         if self._sock is not None:
@@ -226,8 +245,11 @@ class _WrapperTransport:
     def send(self, apdu: bytes) -> bytes:
         if self._sock is None:
             raise TransportError("DLMS transport not connected")
-        header = WrapperHeader(source_wport=self.client_logical_address,
-                               destination_wport=self.server_logical_address, length=len(apdu))
+        header = WrapperHeader(
+            source_wport=self.client_logical_address,
+            destination_wport=self.server_logical_address,
+            length=len(apdu),
+        )
         try:
             self._sock.sendall(WrapperProtocolDataUnit(apdu, header).to_bytes())
             reply = WrapperHeader.from_bytes(self._recv(8))
@@ -238,8 +260,9 @@ class _WrapperTransport:
         if reply.length > self._max:
             raise MessageTooLarge(f"meter announced a {reply.length}-byte APDU (max {self._max})")
         if reply.source_wport != self.server_logical_address:
-            raise MalformedMessage(f"reply from wPort {reply.source_wport}, "
-                                   f"expected {self.server_logical_address}")
+            raise MalformedMessage(
+                f"reply from wPort {reply.source_wport}, expected {self.server_logical_address}"
+            )
         return self._recv(reply.length)
 
     def _recv(self, n: int) -> bytes:
@@ -283,8 +306,11 @@ def cosem_datetime_to_unix(raw: bytes, tz: str | ZoneInfo = DEFAULT_TZ) -> int:
 def _scaled(value: Any, scaler_unit: Any, expect_unit: int, what: str) -> Decimal:
     if not isinstance(value, int) or isinstance(value, bool):
         raise MalformedMessage(f"{what}: integer value expected, got {value!r}")
-    if (not isinstance(scaler_unit, list) or len(scaler_unit) != 2
-            or not all(isinstance(x, int) for x in scaler_unit)):
+    if (
+        not isinstance(scaler_unit, list)
+        or len(scaler_unit) != 2
+        or not all(isinstance(x, int) for x in scaler_unit)
+    ):
         raise MalformedMessage(f"{what}: scaler_unit structure expected, got {scaler_unit!r}")
     scaler, unit = scaler_unit
     if unit != expect_unit:
@@ -329,11 +355,12 @@ class DlmsMeter:
         self._client.connect()
         try:
             self._client.associate()
-        except (exceptions.DlmsClientException, exceptions.LocalDlmsProtocolError,
-                HLSError) as exc:
+        except (exceptions.DlmsClientException, exceptions.LocalDlmsProtocolError, HLSError) as exc:
             self._client.disconnect()
-            raise TransportError(f"meter {self.settings.host}:{self.settings.port} rejected "
-                                 f"the association (check authentication settings): {exc}") from exc
+            raise TransportError(
+                f"meter {self.settings.host}:{self.settings.port} rejected "
+                f"the association (check authentication settings): {exc}"
+            ) from exc
         except Exception:
             self._client.disconnect()
             raise
@@ -348,10 +375,16 @@ class DlmsMeter:
         finally:
             self._client.disconnect()
 
-    def _get(self, interface: enumerations.CosemInterface, obis: str, attribute: int,
-             access: RangeDescriptor | None = None) -> Any:
-        attr = cosem.CosemAttribute(interface=interface, instance=cosem.Obis.from_string(obis),
-                                    attribute=attribute)
+    def _get(
+        self,
+        interface: enumerations.CosemInterface,
+        obis: str,
+        attribute: int,
+        access: RangeDescriptor | None = None,
+    ) -> Any:
+        attr = cosem.CosemAttribute(
+            interface=interface, instance=cosem.Obis.from_string(obis), attribute=attribute
+        )
         try:
             raw = self._client.get(attr, access_descriptor=access)
             return utils.parse_as_dlms_data(raw)
@@ -394,9 +427,13 @@ class DlmsMeter:
             raise MalformedMessage(f"capture period must be a positive int, got {period!r}")
         columns = self._columns(captures)
         rng = RangeDescriptor(
-            restricting_object=CaptureObject(cosem_attribute=cosem.CosemAttribute(
-                interface=enumerations.CosemInterface.CLOCK,
-                instance=cosem.Obis.from_string(_CLOCK_OBIS), attribute=2)),
+            restricting_object=CaptureObject(
+                cosem_attribute=cosem.CosemAttribute(
+                    interface=enumerations.CosemInterface.CLOCK,
+                    instance=cosem.Obis.from_string(_CLOCK_OBIS),
+                    attribute=2,
+                )
+            ),
             from_value=datetime.fromtimestamp(start_unix, ZoneInfo("UTC")),
             to_value=datetime.fromtimestamp(end_unix, ZoneInfo("UTC")),
         )
@@ -408,7 +445,9 @@ class DlmsMeter:
             raise MalformedMessage(f"capture_objects must be an array, got {captures!r}")
         index: dict[str, int] = {}
         for i, obj in enumerate(captures):
-            if not (isinstance(obj, list) and len(obj) == 4 and isinstance(obj[1], bytes | bytearray)):
+            if not (
+                isinstance(obj, list) and len(obj) == 4 and isinstance(obj[1], bytes | bytearray)
+            ):
                 raise MalformedMessage(f"capture object {i} malformed: {obj!r}")
             obis = cosem.Obis.from_bytes(bytes(obj[1])).to_string(".")
             index.setdefault(obis, i)
@@ -477,8 +516,9 @@ class DlmsSource:
         self._name = name or f"dlms:{settings.host}:{settings.port}"
         self._clock = clock
         self._delay, self._poll_s, self._backfill = poll_delay_s, poll_s, backfill_intervals
-        self.reconciler = P1Reconciler(interval_seconds, max_boundary_lag_s=max_boundary_lag_s,
-                                       name=self._name)
+        self.reconciler = P1Reconciler(
+            interval_seconds, max_boundary_lag_s=max_boundary_lag_s, name=self._name
+        )
         self._since: int | None = None  # newest profile row consumed
         self._closed = threading.Event()
         self.latest_power_w: int | None = None
@@ -499,8 +539,9 @@ class DlmsSource:
             return out + self.reconciler.tick(t)
         if out and out[-1].energy_wh is not None and self.latest_power_w is not None:
             last = out[-1]
-            out[-1] = IntervalReading(interval=last.interval, energy_wh=last.energy_wh,
-                                      power_w=self.latest_power_w)
+            out[-1] = IntervalReading(
+                interval=last.interval, energy_wh=last.energy_wh, power_w=self.latest_power_w
+            )
         return out + self.reconciler.tick(t)
 
     def _poll(self, meter: DlmsMeter, now: int) -> list[IntervalReading]:
@@ -509,22 +550,33 @@ class DlmsSource:
         if s.profile_obis is None:
             imp = _floor(meter.read_register(s.import_obis))
             exp = _floor(meter.read_register(s.export_obis)) if s.export_obis else 0
-            sample = P1Sample(unix=now, import_wh=imp, export_wh=exp, power_w=None,
-                              received=float(now))
+            sample = P1Sample(
+                unix=now, import_wh=imp, export_wh=exp, power_w=None, received=float(now)
+            )
             return self.reconciler.push(sample)
-        start = self._since + 1 if self._since is not None else (
-            (now // size - self._backfill) * size)
+        start = (
+            self._since + 1 if self._since is not None else ((now // size - self._backfill) * size)
+        )
         period, rows = meter.read_profile(start, now)
         if size % period:
-            raise ConfigError(f"load-profile capture period {period} s does not divide the "
-                              f"interval ({size} s)")
+            raise ConfigError(
+                f"load-profile capture period {period} s does not divide the interval ({size} s)"
+            )
         for row in sorted(rows, key=lambda r: r.unix):
             if self._since is not None and row.unix <= self._since:
                 continue  # the meter sent a row we already consumed
             self._since = row.unix
-            out.extend(self.reconciler.push(P1Sample(
-                unix=row.unix, import_wh=row.import_wh, export_wh=row.export_wh,
-                power_w=None, received=float(row.unix))))
+            out.extend(
+                self.reconciler.push(
+                    P1Sample(
+                        unix=row.unix,
+                        import_wh=row.import_wh,
+                        export_wh=row.export_wh,
+                        power_w=None,
+                        received=float(row.unix),
+                    )
+                )
+            )
         return out
 
     def readings(self) -> Iterator[IntervalReading]:

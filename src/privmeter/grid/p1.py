@@ -283,7 +283,9 @@ class P1Decoder:
         self._clock = clock
         self._name = name
         self._buf = ""
-        self._parsers = {k: TelegramParser(v, apply_checksum_validation=False) for k, v in P1_SPECS.items()}
+        self._parsers = {
+            k: TelegramParser(v, apply_checksum_validation=False) for k, v in P1_SPECS.items()
+        }
         self.stats: Counter[str] = Counter()
 
     def _reject(self, reason: str, detail: str) -> None:
@@ -333,8 +335,13 @@ class P1Decoder:
         self._buf = self._buf[n:]
         if junk.strip(" \r\n\0"):
             self.stats["garbage"] += 1
-            _log_counted(self._name, self.stats["garbage"],
-                         "discarded %d bytes between telegrams: %r", n, junk[:40])
+            _log_counted(
+                self._name,
+                self.stats["garbage"],
+                "discarded %d bytes between telegrams: %r",
+                n,
+                junk[:40],
+            )
 
     def _decode(self, telegram: str, crc_text: str) -> P1Sample | None:
         spec = _detect_spec(telegram) if self._spec == "auto" else self._spec
@@ -447,24 +454,38 @@ class P1Reconciler:
                         "clock-back",
                         "meter clock went backwards (%d -> %d); ignoring telegrams until it "
                         "passes %d, interval %s reported missing",
-                        last.unix, s.unix, last.unix, self._cur,
+                        last.unix,
+                        s.unix,
+                        last.unix,
+                        self._cur,
                     )
                 self._clock_back += 1
                 self._start = None
                 return []
             if self._clock_back:
-                log.warning("%s: meter clock recovered after %d ignored telegrams",
-                            self._name, self._clock_back)
+                log.warning(
+                    "%s: meter clock recovered after %d ignored telegrams",
+                    self._name,
+                    self._clock_back,
+                )
                 self._clock_back = 0
             d_imp, d_exp = s.import_wh - last.import_wh, s.export_wh - last.export_wh
             if d_imp < 0 or d_exp < 0 or s.equipment_id != last.equipment_id:
-                what = ("meter replaced" if s.equipment_id != last.equipment_id
-                        else "register went backwards (meter reset?)")
+                what = (
+                    "meter replaced"
+                    if s.equipment_id != last.equipment_id
+                    else "register went backwards (meter reset?)"
+                )
                 self._warn(
                     "replaced" if s.equipment_id != last.equipment_id else "reset",
                     "%s: import %d -> %d Wh, export %d -> %d Wh; interval %s reported "
                     "missing, new baseline taken",
-                    what, last.import_wh, s.import_wh, last.export_wh, s.export_wh, self._cur,
+                    what,
+                    last.import_wh,
+                    s.import_wh,
+                    last.export_wh,
+                    s.export_wh,
+                    self._cur,
                 )
                 self._start = None
             else:
@@ -474,7 +495,11 @@ class P1Reconciler:
                     self._warn(
                         "implausible",
                         "telegram rejected: registers rose by +%d/-%d Wh in %.0f s "
-                        "(more than %d W)", d_imp, d_exp, dt, self._max_power,
+                        "(more than %d W)",
+                        d_imp,
+                        d_exp,
+                        dt,
+                        self._max_power,
                     )
                     return []
         self._last = s
@@ -485,8 +510,12 @@ class P1Reconciler:
             self._cur, self._next_emit = j, j
             self._start = regs if lag_ok else None
             if not lag_ok:
-                log.info("%s: started %d s into interval %d; it is reported missing",
-                         self._name, s.unix - j * size, j)
+                log.info(
+                    "%s: started %d s into interval %d; it is reported missing",
+                    self._name,
+                    s.unix - j * size,
+                    j,
+                )
             self._power = s.power_w
             return []
         out: list[IntervalReading] = []
@@ -504,11 +533,19 @@ class P1Reconciler:
                 self._warn(
                     "late-boundary",
                     "first telegram after the end of interval %d came %d s late (> %d s); "
-                    "interval %d reported missing", cur, s.unix - (cur + 1) * size, self._lag, cur,
+                    "interval %d reported missing",
+                    cur,
+                    s.unix - (cur + 1) * size,
+                    self._lag,
+                    cur,
                 )
         if j > cur + 1:
-            self._warn("gap", "no telegram in intervals %d..%d (outage or clock jump); "
-                       "reported missing", cur + 1, j - 1)
+            self._warn(
+                "gap",
+                "no telegram in intervals %d..%d (outage or clock jump); reported missing",
+                cur + 1,
+                j - 1,
+            )
             out.extend(IntervalReading(interval=k, energy_wh=None) for k in range(cur + 1, j))
         self._cur, self._power = j, s.power_w
         self._start = regs if lag_ok else None
@@ -521,12 +558,20 @@ class P1Reconciler:
         size, out = self.interval_seconds, []
         k = self._next_emit
         while (k + 1) * size + self._lag + self._grace <= meter_now:
-            out.append(IntervalReading(interval=k, energy_wh=None,
-                                       power_w=self._power if k == self._cur else None))
+            out.append(
+                IntervalReading(
+                    interval=k, energy_wh=None, power_w=self._power if k == self._cur else None
+                )
+            )
             k += 1
         if out:
-            self._warn("stall", "no telegram since %s; intervals %d..%d reported missing",
-                       self._last.unix if self._last else None, out[0].interval, out[-1].interval)
+            self._warn(
+                "stall",
+                "no telegram since %s; intervals %d..%d reported missing",
+                self._last.unix if self._last else None,
+                out[0].interval,
+                out[-1].interval,
+            )
         return self._emit(out)
 
     def _emit(self, readings: list[IntervalReading]) -> list[IntervalReading]:
@@ -644,31 +689,48 @@ class P1Source:
         self._name = name
         self.decoder = P1Decoder(spec=spec, tz=tz, clock=clock, name=name)
         self.reconciler = P1Reconciler(
-            interval_seconds, max_boundary_lag_s=max_boundary_lag_s,
-            max_power_w=max_power_w, name=name,
+            interval_seconds,
+            max_boundary_lag_s=max_boundary_lag_s,
+            max_power_w=max_power_w,
+            name=name,
         )
         self._closed = threading.Event()
         self.connected = threading.Event()  # set while the device/socket is open
 
     @classmethod
-    def serial(cls, device: str, *, interval_seconds: int, baudrate: int = 115200,
-               framing: str = "8N1", read_timeout_s: float = 1.0, **kw: Any) -> P1Source:
+    def serial(
+        cls,
+        device: str,
+        *,
+        interval_seconds: int,
+        baudrate: int = 115200,
+        framing: str = "8N1",
+        read_timeout_s: float = 1.0,
+        **kw: Any,
+    ) -> P1Source:
         """DSMR v4/v5: 115200 8N1 (the default); v2.2/v3: ``baudrate=9600, framing="7E1"``."""
         if framing not in _FRAMING:
             raise ConfigError(f"framing must be one of {sorted(_FRAMING)}, got {framing!r}")
         bits, parity, stop = _FRAMING[framing]
         settings = {"baudrate": baudrate, "bytesize": bits, "parity": parity, "stopbits": stop}
         kw.setdefault("name", f"p1:{device}")
-        return cls(lambda: _SerialReader(device, read_timeout_s, settings),
-                   interval_seconds=interval_seconds, **kw)
+        return cls(
+            lambda: _SerialReader(device, read_timeout_s, settings),
+            interval_seconds=interval_seconds,
+            **kw,
+        )
 
     @classmethod
-    def tcp(cls, host: str, port: int, *, interval_seconds: int,
-            read_timeout_s: float = 1.0, **kw: Any) -> P1Source:
+    def tcp(
+        cls, host: str, port: int, *, interval_seconds: int, read_timeout_s: float = 1.0, **kw: Any
+    ) -> P1Source:
         """A raw TCP stream of telegrams (ser2net, ESP-Link, most P1 Wi-Fi dongles)."""
         kw.setdefault("name", f"p1-tcp:{host}:{port}")
-        return cls(lambda: _SocketReader(host, port, read_timeout_s),
-                   interval_seconds=interval_seconds, **kw)
+        return cls(
+            lambda: _SocketReader(host, port, read_timeout_s),
+            interval_seconds=interval_seconds,
+            **kw,
+        )
 
     @classmethod
     def replay(cls, chunks: Iterable[bytes], *, interval_seconds: int, **kw: Any) -> P1Source:

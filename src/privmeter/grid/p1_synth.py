@@ -112,7 +112,9 @@ class SyntheticTelegram:
 
 
 def _has_line(template: str, key: str) -> bool:
-    return re.search(r"^\d-\d:" + re.escape(key) + r"(?:\*255)?\(", template, re.MULTILINE) is not None
+    return (
+        re.search(r"^\d-\d:" + re.escape(key) + r"(?:\*255)?\(", template, re.MULTILINE) is not None
+    )
 
 
 def synthesize_telegrams(
@@ -137,9 +139,10 @@ def synthesize_telegrams(
     """
     zone = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
     powers = list(power_w)
-    if not any(_has_line(template, k) for k in ("2.8.0", "2.8.1", "2.8.2")) and min(
-        powers, default=0
-    ) < 0:
+    if (
+        not any(_has_line(template, k) for k in ("2.8.0", "2.8.1", "2.8.2"))
+        and min(powers, default=0) < 0
+    ):
         raise ValueError("template has no export register (2.8.x): power must be >= 0")
     has_ts = _TIMESTAMP.search(template) is not None
     tariffs = {d: [k for k in (f"{d}.8.1", f"{d}.8.2") if _has_line(template, k)] for d in (1, 2)}
@@ -156,10 +159,16 @@ def synthesize_telegrams(
             if not tariffs[d] or totals[d]:
                 registers[f"{d}.8.0"] = sum(regs[d])
         registers = {k: v for k, v in registers.items() if _has_line(template, k)}
-        power = {k: v for k, v in (("1.7.0", max(p, 0)), ("2.7.0", max(-p, 0)))
-                 if _has_line(template, k)}
-        text = rewrite_telegram(template, timestamp=unix if has_ts else None, tz=zone,
-                                registers_wh=registers, power_w=power)
+        power = {
+            k: v for k, v in (("1.7.0", max(p, 0)), ("2.7.0", max(-p, 0))) if _has_line(template, k)
+        }
+        text = rewrite_telegram(
+            template,
+            timestamp=unix if has_ts else None,
+            tz=zone,
+            registers_wh=registers,
+            power_w=power,
+        )
         yield SyntheticTelegram(unix, sum(regs[1]), sum(regs[2]), p, text)
         if i == len(powers):
             return

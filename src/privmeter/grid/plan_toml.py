@@ -43,9 +43,27 @@ __all__ = ["MAX_PLAN_BYTES", "builtin_plan", "builtin_plan_names", "load_plan", 
 MAX_PLAN_BYTES = 1 << 20  # a plan file is a few KiB; refuse anything absurd
 _TIME_RE = re.compile(r"(\d{2}):(\d{2})")
 _TOP_KEYS = ("version", "plan", "tariff", "demand_response", "privacy")
-_PLAN_KEYS = ("id", "name", "description", "currency", "interval_seconds", "timezone",
-              "min_price", "max_price", "standing_charge_per_day")
-_TARIFF_KEYS = ("kind", "price", "timezone", "holidays", "tiers", "feed_id", "feed_key", "allowed_prices")
+_PLAN_KEYS = (
+    "id",
+    "name",
+    "description",
+    "currency",
+    "interval_seconds",
+    "timezone",
+    "min_price",
+    "max_price",
+    "standing_charge_per_day",
+)
+_TARIFF_KEYS = (
+    "kind",
+    "price",
+    "timezone",
+    "holidays",
+    "tiers",
+    "feed_id",
+    "feed_key",
+    "allowed_prices",
+)
 _KIND_KEYS = {
     "flat": ("price",),
     "tou": ("timezone", "holidays", "tiers"),
@@ -53,8 +71,14 @@ _KIND_KEYS = {
 }
 _TIER_KEYS = ("name", "price", "start", "end", "days")
 _DR_KEYS = ("cap_w", "penalty_price", "rebate_price", "max_event_minutes")
-_PRIVACY_KEYS = ("comparisons_per_interval", "comparisons_per_day", "same_threshold_for_group",
-                 "min_group_size", "min_survivors", "max_membership_changes_per_day")
+_PRIVACY_KEYS = (
+    "comparisons_per_interval",
+    "comparisons_per_day",
+    "same_threshold_for_group",
+    "min_group_size",
+    "min_survivors",
+    "max_membership_changes_per_day",
+)
 _TOML_NAMES = {"start_minute": "start", "end_minute": "end", "day_types": "days", "plan_id": "id"}
 _REQUIRED = object()
 
@@ -74,7 +98,9 @@ def _table(v: Any, path: str, known: tuple[str, ...], cls: type[ConfigError]) ->
     return v
 
 
-def _get(t: dict[str, Any], key: str, path: str, cls: type[ConfigError], default: Any = _REQUIRED) -> Any:
+def _get(
+    t: dict[str, Any], key: str, path: str, cls: type[ConfigError], default: Any = _REQUIRED
+) -> Any:
     if key in t:
         return t[key]
     if default is _REQUIRED:
@@ -120,7 +146,7 @@ def _renamed(exc: ConfigError, prefix: str = "") -> ConfigError:
     for py, toml in _TOML_NAMES.items():
         new_f = re.sub(rf"\b{py}\b", toml, new_f)
     if f and msg.startswith(f):
-        msg = new_f + msg[len(f):]
+        msg = new_f + msg[len(f) :]
     ctx = dict(exc.context)
     ctx["field"] = new_f
     return type(exc)(msg, **ctx)
@@ -128,8 +154,13 @@ def _renamed(exc: ConfigError, prefix: str = "") -> ConfigError:
 
 def _parse_tariff(t: dict[str, Any], plan_tz: str) -> Tariff:
     _table(t, "tariff", _TARIFF_KEYS, TariffError)
-    kind = _typed(_get(t, "kind", "tariff", TariffError), str, "tariff.kind", TariffError,
-                  "one of 'flat', 'tou', 'realtime'")
+    kind = _typed(
+        _get(t, "kind", "tariff", TariffError),
+        str,
+        "tariff.kind",
+        TariffError,
+        "one of 'flat', 'tou', 'realtime'",
+    )
     for k in t:
         if k != "kind" and kind in _KIND_KEYS and k not in _KIND_KEYS[kind]:
             raise TariffError(
@@ -144,8 +175,13 @@ def _parse_tariff(t: dict[str, Any], plan_tz: str) -> Tariff:
     if "feed_key" in t:
         kw["feed_key"] = t["feed_key"]
     if "allowed_prices" in t:
-        kw["allowed_prices"] = _typed(t["allowed_prices"], list, "tariff.allowed_prices", TariffError,
-                                      "an array of int prices")
+        kw["allowed_prices"] = _typed(
+            t["allowed_prices"],
+            list,
+            "tariff.allowed_prices",
+            TariffError,
+            "an array of int prices",
+        )
     if "holidays" in t:
         hol = _typed(t["holidays"], list, "tariff.holidays", TariffError, "an array of ISO dates")
         kw["holidays"] = tuple(_holiday(h, f"tariff.holidays[{i}]") for i, h in enumerate(hol))
@@ -154,21 +190,32 @@ def _parse_tariff(t: dict[str, Any], plan_tz: str) -> Tariff:
     elif kind == "tou":
         kw["timezone"] = plan_tz
     if "tiers" in t:
-        raw = _typed(t["tiers"], list, "tariff.tiers", TariffError, "an array of [[tariff.tiers]] tables")
+        raw = _typed(
+            t["tiers"], list, "tariff.tiers", TariffError, "an array of [[tariff.tiers]] tables"
+        )
         tiers = []
         for i, r in enumerate(raw):
             p = f"tariff.tiers[{i}]"
             _table(r, p, _TIER_KEYS, TariffError)
-            days = _typed(_get(r, "days", p, TariffError), list, f"{p}.days", TariffError,
-                          f"an array of day types {DAY_TYPES}")
+            days = _typed(
+                _get(r, "days", p, TariffError),
+                list,
+                f"{p}.days",
+                TariffError,
+                f"an array of day types {DAY_TYPES}",
+            )
             try:
-                tiers.append(TimeOfUseTier(
-                    name=_get(r, "name", p, TariffError),
-                    price=_get(r, "price", p, TariffError),
-                    start_minute=_minute(_get(r, "start", p, TariffError), f"{p}.start", end=False),
-                    end_minute=_minute(_get(r, "end", p, TariffError), f"{p}.end", end=True),
-                    day_types=tuple(days),
-                ))
+                tiers.append(
+                    TimeOfUseTier(
+                        name=_get(r, "name", p, TariffError),
+                        price=_get(r, "price", p, TariffError),
+                        start_minute=_minute(
+                            _get(r, "start", p, TariffError), f"{p}.start", end=False
+                        ),
+                        end_minute=_minute(_get(r, "end", p, TariffError), f"{p}.end", end=True),
+                        day_types=tuple(days),
+                    )
+                )
             except TariffError as exc:
                 f = str(exc.context.get("field", ""))
                 raise (exc if f.startswith("tariff.") else _renamed(exc, p + ".")) from None
@@ -185,7 +232,12 @@ def _plan_from_doc(doc: dict[str, Any]) -> Plan:
         raise PlanError("version: required key is missing (expected version = 1)", field="version")
     version = doc["version"]
     if not _is_int(version) or version != PLAN_FORMAT_VERSION:
-        raise _err(PlanError, "version", f"{PLAN_FORMAT_VERSION} (the plan format this code reads)", version)
+        raise _err(
+            PlanError,
+            "version",
+            f"{PLAN_FORMAT_VERSION} (the plan format this code reads)",
+            version,
+        )
     if "plan" not in doc:
         raise PlanError("plan: required table is missing", field="plan")
     pt = _table(doc["plan"], "plan", _PLAN_KEYS, PlanError)
@@ -257,6 +309,8 @@ def builtin_plan(name: str) -> Plan:
     """One of the shipped example plans: ``lcl-flat``, ``lcl-dtou``, ``economy7``, ``realtime-demo``."""
     names = builtin_plan_names()
     if name not in names:
-        raise PlanError(f"no built-in plan {name!r}; expected one of {', '.join(names)}", field="name")
+        raise PlanError(
+            f"no built-in plan {name!r}; expected one of {', '.join(names)}", field="name"
+        )
     res = resources.files("privmeter") / "data" / "plans" / f"{name}.toml"
     return parse_plan(res.read_text(encoding="utf-8"), source=f"<builtin {name}>")

@@ -87,8 +87,12 @@ __all__ = [
 ]
 
 PLAN_FORMAT_VERSION = 1
-DEFAULT_MAX_PRICE = 2**24  # 167.77 major units/kWh: far above any retail price, small enough to bound leakage
-MAX_PRICE_LIMIT = HARD_MAX_PRICE  # 2**32: no plan may declare more (the bill would carry too many bits)
+DEFAULT_MAX_PRICE = (
+    2**24
+)  # 167.77 major units/kWh: far above any retail price, small enough to bound leakage
+MAX_PRICE_LIMIT = (
+    HARD_MAX_PRICE  # 2**32: no plan may declare more (the bill would carry too many bits)
+)
 # The largest |average power| a bill accounts for in one interval: 2**23 W = 8.4 MW, the range of
 # the comparison's 24-bit signed readings; far above any household or small-business connection.
 MAX_POWER_W = 2**23
@@ -188,11 +192,21 @@ class PrivacyBudget:
                 field="privacy.comparisons_per_interval",
             )
         if not isinstance(self.same_threshold_for_group, bool):
-            raise _err(PlanError, "privacy.same_threshold_for_group", "a bool", self.same_threshold_for_group)
+            raise _err(
+                PlanError,
+                "privacy.same_threshold_for_group",
+                "a bool",
+                self.same_threshold_for_group,
+            )
         # 3: with 2 members each learns the other's reading from the total
         _int_in(self.min_group_size, 3, 1_000_000, "privacy.min_group_size")
         _int_in(self.min_survivors, 3, self.min_group_size, "privacy.min_survivors")
-        _int_in(self.max_membership_changes_per_day, 0, 1_000_000, "privacy.max_membership_changes_per_day")
+        _int_in(
+            self.max_membership_changes_per_day,
+            0,
+            1_000_000,
+            "privacy.max_membership_changes_per_day",
+        )
 
 
 # -- the plan ----------------------------------------------------------------------------
@@ -218,10 +232,16 @@ class Plan:
 
     def __post_init__(self) -> None:
         check_identifier(self.plan_id, "plan.id", PlanError)
-        if not isinstance(self.name, str) or not 1 <= len(self.name) <= 200 or not self.name.isprintable():
+        if (
+            not isinstance(self.name, str)
+            or not 1 <= len(self.name) <= 200
+            or not self.name.isprintable()
+        ):
             raise _err(PlanError, "plan.name", "a printable string of 1-200 chars", self.name)
         if not isinstance(self.description, str) or len(self.description) > 4000:
-            raise _err(PlanError, "plan.description", "a string of at most 4000 chars", self.description)
+            raise _err(
+                PlanError, "plan.description", "a string of at most 4000 chars", self.description
+            )
         if not isinstance(self.currency, str) or not _CURRENCY_RE.fullmatch(self.currency):
             raise _err(PlanError, "plan.currency", "an ISO 4217 code such as 'GBP'", self.currency)
         check_interval_seconds(self.interval_seconds, "plan.interval_seconds", PlanError)
@@ -229,12 +249,23 @@ class Plan:
         _int_in(self.min_price, 0, MAX_PRICE_LIMIT, "plan.min_price")
         _int_in(self.max_price, 0, MAX_PRICE_LIMIT, "plan.max_price")
         if self.min_price > self.max_price:
-            raise _err(PlanError, "plan.max_price", f"at least min_price ({self.min_price})", self.max_price)
-        _int_in(self.standing_charge_per_day, 0, MAX_STANDING_CHARGE, "plan.standing_charge_per_day")
+            raise _err(
+                PlanError,
+                "plan.max_price",
+                f"at least min_price ({self.min_price})",
+                self.max_price,
+            )
+        _int_in(
+            self.standing_charge_per_day, 0, MAX_STANDING_CHARGE, "plan.standing_charge_per_day"
+        )
         if not isinstance(self.tariff, Tariff):
             raise _err(PlanError, "tariff", "a Tariff", type(self.tariff).__name__)
-        if self.demand_response is not None and not isinstance(self.demand_response, DemandResponse):
-            raise _err(PlanError, "demand_response", "a DemandResponse or None", self.demand_response)
+        if self.demand_response is not None and not isinstance(
+            self.demand_response, DemandResponse
+        ):
+            raise _err(
+                PlanError, "demand_response", "a DemandResponse or None", self.demand_response
+            )
         if not isinstance(self.privacy, PrivacyBudget):
             raise _err(PlanError, "privacy", "a PrivacyBudget", self.privacy)
         self._check_tariff_fits()
@@ -243,7 +274,10 @@ class Plan:
             for name in ("penalty_price", "rebate_price"):
                 if getattr(dr, name) > self.max_price:
                     raise _err(
-                        PlanError, f"demand_response.{name}", f"at most max_price ({self.max_price})", getattr(dr, name)
+                        PlanError,
+                        f"demand_response.{name}",
+                        f"at most max_price ({self.max_price})",
+                        getattr(dr, name),
                     )
 
     def _check_tariff_fits(self) -> None:
@@ -256,7 +290,9 @@ class Plan:
         elif t.kind == "tou":
             if 3600 % self.interval_seconds:
                 raise _err(
-                    PlanError, "plan.interval_seconds", "a divisor of 3600 for a time-of-use tariff",
+                    PlanError,
+                    "plan.interval_seconds",
+                    "a divisor of 3600 for a time-of-use tariff",
                     self.interval_seconds,
                 )
             for i, tier in enumerate(t.tiers):
@@ -266,7 +302,8 @@ class Plan:
                     m = getattr(tier, name)
                     if (m * 60) % self.interval_seconds:
                         raise _err(
-                            TariffError, f"tariff.tiers[{i}].{name}",
+                            TariffError,
+                            f"tariff.tiers[{i}].{name}",
                             f"a tier boundary on an interval boundary ({self.interval_seconds} s)",
                             f"{m // 60:02d}:{m % 60:02d}",
                         )
@@ -341,19 +378,22 @@ class Plan:
             if p is None:
                 raise TariffRejected(
                     f"price feed {feed.feed_id!r} has no price for interval {iv}",
-                    plan_id=self.plan_id, interval=iv,
+                    plan_id=self.plan_id,
+                    interval=iv,
                 )
             if not self.min_price <= p <= self.max_price:
                 raise TariffRejected(
                     f"feed price {p} for interval {iv} outside the plan's bounds "
                     f"[{self.min_price}, {self.max_price}]",
-                    plan_id=self.plan_id, interval=iv,
+                    plan_id=self.plan_id,
+                    interval=iv,
                 )
             if allowed is not None and p not in allowed:
                 raise TariffRejected(
                     f"feed price {p} for interval {iv} is not one of the plan's allowed prices "
                     f"{sorted(allowed)}",
-                    plan_id=self.plan_id, interval=iv,
+                    plan_id=self.plan_id,
+                    interval=iv,
                 )
             out[iv] = p
         return out
@@ -453,7 +493,9 @@ class Plan:
             "max_price": self.max_price,
             "standing_charge_per_day": self.standing_charge_per_day,
             "tariff": self.tariff.canonical(),
-            "demand_response": None if dr is None else {
+            "demand_response": None
+            if dr is None
+            else {
                 "cap_w": dr.cap_w,
                 "penalty_price": dr.penalty_price,
                 "rebate_price": dr.rebate_price,
@@ -488,5 +530,10 @@ class Plan:
             prices = [[t, p] for t, p in sorted(checked.items())]
         return canonical_digest(
             BILLING_DIGEST_DOMAIN,
-            {"plan": self.digest().hex(), "start": intervals.start, "stop": intervals.stop, "prices": prices},
+            {
+                "plan": self.digest().hex(),
+                "start": intervals.start,
+                "stop": intervals.stop,
+                "prices": prices,
+            },
         )

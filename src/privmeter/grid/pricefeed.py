@@ -92,14 +92,10 @@ def _no_floats(obj: Any) -> None:
             _no_floats(v)
 
 
-def check_interval_seconds(
-    value: Any, field: str, error: type[ConfigError] = TariffError
-) -> int:
+def check_interval_seconds(value: Any, field: str, error: type[ConfigError] = TariffError) -> int:
     """Return ``value`` if it is an int that divides a day (86400 s), else raise ``error``."""
     if not _is_int(value) or not 1 <= value <= 86400 or 86400 % value:
-        raise error(
-            f"{field}: expected a positive int dividing 86400, got {value!r}", field=field
-        )
+        raise error(f"{field}: expected a positive int dividing 86400, got {value!r}", field=field)
     return int(value)
 
 
@@ -178,20 +174,28 @@ class PriceFeed:
 
     __slots__ = ("_entries", "_prices", "_verified", "feed_id", "interval_seconds")
 
-    def __init__(self, *, feed_id: str, interval_seconds: int, points: Iterable[PricePoint]) -> None:
+    def __init__(
+        self, *, feed_id: str, interval_seconds: int, points: Iterable[PricePoint]
+    ) -> None:
         self.feed_id = check_identifier(feed_id, "feed_id")
         self.interval_seconds = check_interval_seconds(interval_seconds, "interval_seconds")
         entries: dict[int, PricePoint] = {}
         for p in points:
             if not isinstance(p, PricePoint):
-                raise TariffError(f"points: expected PricePoint, got {type(p).__name__}", field="points")
+                raise TariffError(
+                    f"points: expected PricePoint, got {type(p).__name__}", field="points"
+                )
             if not p.signature:
                 raise TariffError(
-                    f"points: interval {p.interval} carries no signature", field="points", interval=p.interval
+                    f"points: interval {p.interval} carries no signature",
+                    field="points",
+                    interval=p.interval,
                 )
             if p.interval in entries:
                 raise TariffError(
-                    f"points: interval {p.interval} appears twice", field="points", interval=p.interval
+                    f"points: interval {p.interval} appears twice",
+                    field="points",
+                    interval=p.interval,
                 )
             entries[p.interval] = p
             if len(entries) > MAX_FEED_ENTRIES:
@@ -221,7 +225,9 @@ class PriceFeed:
             sig = signing_key.sign(
                 FEED_SIGNATURE_CONTEXT, _entry_payload(feed_id, interval_seconds, t, price)
             )
-            points.append(PricePoint(interval=unsigned.interval, price=unsigned.price, signature=sig))
+            points.append(
+                PricePoint(interval=unsigned.interval, price=unsigned.price, signature=sig)
+            )
         feed = cls(feed_id=feed_id, interval_seconds=interval_seconds, points=points)
         feed._verified.add(signing_key.verify_key.raw)
         return feed
@@ -378,10 +384,14 @@ class PriceFeed:
             try:
                 sig = bytes.fromhex(e[2])
             except ValueError:
-                raise TariffError(f"entries[{i}]: signature is not hex", field=f"entries[{i}]") from None
+                raise TariffError(
+                    f"entries[{i}]: signature is not hex", field=f"entries[{i}]"
+                ) from None
             points.append(PricePoint(interval=e[0], price=e[1], signature=sig))
         return cls(
-            feed_id=d.get("feed_id", ""), interval_seconds=d.get("interval_seconds", 0), points=points
+            feed_id=d.get("feed_id", ""),
+            interval_seconds=d.get("interval_seconds", 0),
+            points=points,
         )
 
     @classmethod
@@ -404,5 +414,9 @@ class PriceFeed:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        span = f"{next(iter(self._entries))}..{next(reversed(self._entries))}" if self._entries else "empty"
+        span = (
+            f"{next(iter(self._entries))}..{next(reversed(self._entries))}"
+            if self._entries
+            else "empty"
+        )
         return f"PriceFeed({self.feed_id!r}, {self.interval_seconds}s, {len(self)} prices, {span})"

@@ -500,5 +500,7 @@ def generate_households(
                         )
                     )
                 pv = pv_cache[kwp]
-        out.append(_assemble(maybe, household_id=f"hh{i:04d}", start_unix=start_unix, pv=pv, kwp=kwp))
+        out.append(
+            _assemble(maybe, household_id=f"hh{i:04d}", start_unix=start_unix, pv=pv, kwp=kwp)
+        )
     return out

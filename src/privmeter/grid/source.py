@@ -65,7 +65,9 @@ async def readings_in_executor(
             if item is done:
                 return
             if not isinstance(item, IntervalReading):
-                raise DataFormatError(f"a load source yielded {type(item).__name__}, not an IntervalReading")
+                raise DataFormatError(
+                    f"a load source yielded {type(item).__name__}, not an IntervalReading"
+                )
             yield item
     finally:
         close()

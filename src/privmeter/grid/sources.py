@@ -72,12 +72,15 @@ def parse_source_spec(spec: str) -> SourceSpec:
     scheme, _, target = body.partition(":")
     scheme = scheme.lower()
     if scheme not in SCHEMES:
-        raise ConfigError(f"unknown source scheme {scheme!r} in {spec!r}; "
-                          f"expected one of: {_schemes_text()}")
+        raise ConfigError(
+            f"unknown source scheme {scheme!r} in {spec!r}; expected one of: {_schemes_text()}"
+        )
     try:
         options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
     except ValueError as exc:
-        raise ConfigError(f"malformed options {query!r} in {spec!r}: use key=value&key=value") from exc
+        raise ConfigError(
+            f"malformed options {query!r} in {spec!r}: use key=value&key=value"
+        ) from exc
     return SourceSpec(scheme, target, options)
 
 
@@ -105,9 +108,16 @@ def _host_port(target: str, default_port: int | None, spec: str) -> tuple[str, i
 
 
 _NUMBER: dict[str, Callable[[str], Any]] = {
-    "baudrate": int, "max_boundary_lag_s": int, "max_power_w": int, "read_timeout_s": float,
-    "poll_delay_s": float, "poll_s": float, "backfill_intervals": int, "household": int,
-    "days": int, "prosumer_share": float,
+    "baudrate": int,
+    "max_boundary_lag_s": int,
+    "max_power_w": int,
+    "read_timeout_s": float,
+    "poll_delay_s": float,
+    "poll_s": float,
+    "backfill_intervals": int,
+    "household": int,
+    "days": int,
+    "prosumer_share": float,
 }
 
 
@@ -115,8 +125,10 @@ def _typed(options: Mapping[str, Any], allowed: set[str], spec: str) -> dict[str
     out: dict[str, Any] = {}
     unknown = set(options) - allowed
     if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} for {spec!r}; "
-                          f"accepted: {', '.join(sorted(allowed))}")
+        raise ConfigError(
+            f"unknown option(s) {', '.join(sorted(unknown))} for {spec!r}; "
+            f"accepted: {', '.join(sorted(allowed))}"
+        )
     for key, value in options.items():
         if isinstance(value, str) and key in _NUMBER:
             try:
@@ -130,12 +142,22 @@ def _typed(options: Mapping[str, Any], allowed: set[str], spec: str) -> dict[str
 
 
 def _missing_extra(scheme: str, exc: ImportError) -> ConfigError:
-    return ConfigError(f"{scheme} sources need the meter libraries: "
-                       f"pip install -e '.[meters]' in the privmeter checkout ({exc})")
+    return ConfigError(
+        f"{scheme} sources need the meter libraries: "
+        f"pip install -e '.[meters]' in the privmeter checkout ({exc})"
+    )
 
 
-_P1_OPTIONS = {"spec", "tz", "max_boundary_lag_s", "max_power_w", "reconnect_delay_s",
-               "read_timeout_s", "clock", "name"}
+_P1_OPTIONS = {
+    "spec",
+    "tz",
+    "max_boundary_lag_s",
+    "max_power_w",
+    "reconnect_delay_s",
+    "read_timeout_s",
+    "clock",
+    "name",
+}
 
 
 def open_source(spec: str, *, interval_seconds: int, **options: Any) -> LoadSource:
@@ -170,11 +192,18 @@ def open_source(spec: str, *, interval_seconds: int, **options: Any) -> LoadSour
         except ImportError as exc:
             raise _missing_extra(scheme, exc) from exc
         host, port = _host_port(target, dlms.DLMS_DEFAULT_PORT, spec)
-        source_keys = {"poll_delay_s", "poll_s", "backfill_intervals", "max_boundary_lag_s",
-                       "clock", "name"}
+        source_keys = {
+            "poll_delay_s",
+            "poll_s",
+            "backfill_intervals",
+            "max_boundary_lag_s",
+            "clock",
+            "name",
+        }
         src_kw = _typed({k: v for k, v in opts.items() if k in source_keys}, source_keys, spec)
         settings = dlms.DlmsSettings.from_options(
-            host, port, {k: v for k, v in opts.items() if k not in source_keys})
+            host, port, {k: v for k, v in opts.items() if k not in source_keys}
+        )
         return dlms.DlmsSource(settings, interval_seconds=interval_seconds, **src_kw)
     if scheme == "csv":
         if not target:

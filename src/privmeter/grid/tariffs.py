@@ -107,7 +107,11 @@ class TimeOfUseTier:
     day_types: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not 1 <= len(self.name) <= _MAX_NAME or not self.name.isprintable():
+        if (
+            not isinstance(self.name, str)
+            or not 1 <= len(self.name) <= _MAX_NAME
+            or not self.name.isprintable()
+        ):
             raise _err("name", f"a printable string of 1-{_MAX_NAME} chars", self.name)
         _check_price(self.price, "price")
         if not _is_int(self.start_minute) or not 0 <= self.start_minute < MINUTES_PER_DAY:
@@ -146,7 +150,13 @@ class TimeOfUseTier:
 
 
 def _tier_key(t: TimeOfUseTier) -> tuple[Any, ...]:
-    return (tuple(DAY_TYPES.index(d) for d in t.day_types), t.start_minute, t.end_minute, t.name, t.price)
+    return (
+        tuple(DAY_TYPES.index(d) for d in t.day_types),
+        t.start_minute,
+        t.end_minute,
+        t.name,
+        t.price,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,8 +189,15 @@ class Tariff:
             "tou": ("tiers", "timezone", "holidays"),
             "realtime": ("feed_id", "feed_key", "allowed_prices"),
         }
-        defaults = {"price": None, "tiers": (), "timezone": None, "holidays": (), "feed_id": None,
-                    "feed_key": None, "allowed_prices": None}
+        defaults = {
+            "price": None,
+            "tiers": (),
+            "timezone": None,
+            "holidays": (),
+            "feed_id": None,
+            "feed_key": None,
+            "allowed_prices": None,
+        }
         for name, default in defaults.items():
             if name not in allowed[self.kind] and getattr(self, name) != default:
                 raise TariffError(
@@ -253,7 +270,9 @@ class Tariff:
                         "(the tiers of each day type must cover every minute exactly once)",
                         field="tariff.tiers",
                     )
-        table = {dt_: tuple(tiers[j].price for j in owner[dt_] if j is not None) for dt_ in DAY_TYPES}
+        table = {
+            dt_: tuple(tiers[j].price for j in owner[dt_] if j is not None) for dt_ in DAY_TYPES
+        }
         object.__setattr__(self, "tiers", tuple(tiers))
         object.__setattr__(self, "holidays", tuple(d.isoformat() for d in dates_in_order))
         object.__setattr__(self, "_lookup", (tz, frozenset(dates), table))
@@ -319,7 +338,9 @@ class Tariff:
         """:class:`TariffError` unless ``feed`` is this realtime tariff's feed at ``interval_seconds``."""
         if feed is None:
             raise TariffError(
-                f"realtime tariff {self.feed_id!r} needs its price feed", field="feed", feed_id=self.feed_id
+                f"realtime tariff {self.feed_id!r} needs its price feed",
+                field="feed",
+                feed_id=self.feed_id,
             )
         if not isinstance(feed, PriceFeed):
             raise _err("feed", "a PriceFeed", type(feed).__name__)
@@ -378,4 +399,3 @@ class Tariff:
         if self.kind != "tou":
             raise TariffError(f"not a time-of-use tariff (kind {self.kind!r})", field="tariff.kind")
         return self._lookup  # type: ignore[no-any-return]
-

@@ -143,7 +143,9 @@ class Channel:
         """
         if len(payload) < _RECORD_HEADER.size + TAG_BYTES:
             if payload[:1] not in (b"", bytes([SEALED])):
-                raise UnexpectedMessage(f"expected a sealed record, got frame type {payload[0]:#04x}")
+                raise UnexpectedMessage(
+                    f"expected a sealed record, got frame type {payload[0]:#04x}"
+                )
             raise MalformedMessage(f"sealed record of {len(payload)} bytes is too short")
         kind, ctr = _RECORD_HEADER.unpack_from(payload)
         if kind != SEALED:
@@ -151,10 +153,14 @@ class Channel:
         if ctr < self._recv_ctr:
             raise ReplayedMessage(f"record counter {ctr} already seen (expected {self._recv_ctr})")
         if ctr > self._recv_ctr:
-            raise UnexpectedMessage(f"record counter {ctr} out of order (expected {self._recv_ctr})")
+            raise UnexpectedMessage(
+                f"record counter {ctr} out of order (expected {self._recv_ctr})"
+            )
         header = payload[: _RECORD_HEADER.size]
         try:
-            body = self._recv.decrypt(_NONCE_PAD + header[1:], payload[_RECORD_HEADER.size :], header)
+            body = self._recv.decrypt(
+                _NONCE_PAD + header[1:], payload[_RECORD_HEADER.size :], header
+            )
         except InvalidTag:
             raise InvalidCiphertext(f"record {ctr} failed authentication") from None
         self._recv_ctr = ctr + 1
@@ -199,6 +205,7 @@ def unpack_body(body: bytes) -> tuple[int, int, list[bytes]]:
 
 
 # -- control messages ---------------------------------------------------------------
+
 
 @message("net.error")
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -296,12 +303,15 @@ class RelayCipher:
         self.me = me
         self.peer = peer
 
-    def seal(self, context: str, plaintext: bytes, *, rng: RandomSource = SYSTEM_RNG) -> RelayEnvelope:
+    def seal(
+        self, context: str, plaintext: bytes, *, rng: RandomSource = SYSTEM_RNG
+    ) -> RelayEnvelope:
         """Seal ``plaintext`` for :attr:`peer`, bound to ``context``."""
         nonce = rng.getrandbits(8 * RELAY_NONCE_BYTES).to_bytes(RELAY_NONCE_BYTES, "big")
         ct = self._aead.encrypt(nonce, plaintext, _relay_aad(self.me, self.peer, context))
-        return RelayEnvelope(sender=self.me, recipient=self.peer, context=context, nonce=nonce,
-                             ciphertext=ct)
+        return RelayEnvelope(
+            sender=self.me, recipient=self.peer, context=context, nonce=nonce, ciphertext=ct
+        )
 
     def open(self, env: RelayEnvelope, *, context: str | None = None) -> bytes:
         """The plaintext of an envelope from :attr:`peer` to us.
@@ -313,16 +323,20 @@ class RelayCipher:
         if authentication fails (tampering, or ids/context rewritten).
         """
         if env.sender != self.peer or env.recipient != self.me:
-            raise UnknownParty(f"envelope {env.sender!r}->{env.recipient!r}, "
-                               f"expected {self.peer!r}->{self.me!r}")
+            raise UnknownParty(
+                f"envelope {env.sender!r}->{env.recipient!r}, expected {self.peer!r}->{self.me!r}"
+            )
         if context is not None and env.context != context:
             raise UnexpectedMessage(f"envelope context {env.context!r}, expected {context!r}")
         if env.nonce in self._seen:
             raise ReplayedMessage("relay envelope already received", sender=env.sender)
         try:
-            pt = self._aead.decrypt(env.nonce, env.ciphertext,
-                                    _relay_aad(env.sender, env.recipient, env.context))
+            pt = self._aead.decrypt(
+                env.nonce, env.ciphertext, _relay_aad(env.sender, env.recipient, env.context)
+            )
         except InvalidTag:
-            raise InvalidCiphertext("relay envelope failed authentication", sender=env.sender) from None
+            raise InvalidCiphertext(
+                "relay envelope failed authentication", sender=env.sender
+            ) from None
         self._seen.add(env.nonce)
         return pt

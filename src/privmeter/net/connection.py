@@ -199,8 +199,9 @@ class Connection:
         self._clock = clock
         self.stats = stats
         self.write_timeout = write_timeout
-        self._bucket = (_TokenBucket(rate_limit[0], rate_limit[1], clock())
-                        if rate_limit is not None else None)
+        self._bucket = (
+            _TokenBucket(rate_limit[0], rate_limit[1], clock()) if rate_limit is not None else None
+        )
         self._pending: dict[int, asyncio.Future[list[Any]]] = {}
         self._next_ref = 1
         self._inbox: asyncio.Queue[Any] = asyncio.Queue()
@@ -287,16 +288,18 @@ class Connection:
             async with asyncio.timeout(timeout):
                 reply = await fut
         except TimeoutError:
-            raise TransportError(f"no reply from {self.peer_id!r} within {timeout} s",
-                                 peer=self.peer_id) from None
+            raise TransportError(
+                f"no reply from {self.peer_id!r} within {timeout} s", peer=self.peer_id
+            ) from None
         finally:
             self._pending.pop(ref, None)
         if len(reply) == 1 and isinstance(reply[0], ErrorMessage):
             raise remote_error(reply[0].code, self.peer_id)
         return reply
 
-    async def request(self, msg: Any, *, expect: type[Any] | None = None,
-                      timeout: float | None = 30.0) -> Any:
+    async def request(
+        self, msg: Any, *, expect: type[Any] | None = None, timeout: float | None = 30.0
+    ) -> Any:
         """Send ``msg`` and return the peer's single reply message (of class ``expect``)."""
         reply = await self.request_all(msg, timeout=timeout)
         if len(reply) != 1:
@@ -312,8 +315,9 @@ class Connection:
         if pong.nonce != self._ping_nonce:
             raise UnexpectedMessage("pong for another ping")
 
-    async def _send_record(self, kind: int, ref: int, msgs: list[bytes], *,
-                           emulate: bool = True) -> None:
+    async def _send_record(
+        self, kind: int, ref: int, msgs: list[bytes], *, emulate: bool = True
+    ) -> None:
         if self.closed:
             raise TransportError(f"connection closed: {self.close_reason}", peer=self.peer_id)
         body = pack_body(kind, ref, msgs)
@@ -322,8 +326,9 @@ class Connection:
                 f"record of {len(body)} bytes exceeds the {self.max_frame}-byte frame limit"
             )
         if self._emu is not None and emulate:
-            d = self._emu.decide(self.peer_id, self._dir_out, len(body) + RECORD_OVERHEAD,
-                                 self._clock())
+            d = self._emu.decide(
+                self.peer_id, self._dir_out, len(body) + RECORD_OVERHEAD, self._clock()
+            )
             if d.drop:
                 self.stats.emulated_drops += 1
                 return
@@ -338,8 +343,9 @@ class Connection:
         self._count_out(len(msgs), len(frame))
         self._writer.write(frame)
         if not await self._drain():
-            raise TransportError(f"connection to {self.peer_id!r} lost: {self.close_reason}",
-                                 peer=self.peer_id)
+            raise TransportError(
+                f"connection to {self.peer_id!r} lost: {self.close_reason}", peer=self.peer_id
+            )
 
     async def _drain(self) -> bool:
         """Wait for the socket buffer; close a peer that stops reading (False if closed).
@@ -391,7 +397,9 @@ class Connection:
         log.info("closing %s<->%s: %s", self.local_id, self.peer_id, exc)
         if not self.closed:
             with contextlib.suppress(Exception):
-                payload = self._channel.seal(pack_body(KIND_PUSH, 0, [encode(ErrorMessage(code=exc.code))]))
+                payload = self._channel.seal(
+                    pack_body(KIND_PUSH, 0, [encode(ErrorMessage(code=exc.code))])
+                )
                 self._writer.write(encode_frame(payload, max_frame=self.max_frame))
                 await asyncio.wait_for(self._writer.drain(), 1.0)
         self._shutdown(f"{exc.code}: {exc}")
@@ -404,8 +412,9 @@ class Connection:
             async with asyncio.timeout(timeout):
                 item = await self._inbox.get()
         except TimeoutError:
-            raise TransportError(f"nothing from {self.peer_id!r} within {timeout} s",
-                                 peer=self.peer_id) from None
+            raise TransportError(
+                f"nothing from {self.peer_id!r} within {timeout} s", peer=self.peer_id
+            ) from None
         if item is _CLOSED:
             self._inbox.put_nowait(_CLOSED)
             raise TransportError(f"connection closed: {self.close_reason}", peer=self.peer_id)
@@ -517,7 +526,9 @@ class Connection:
                     break
             except Exception:
                 self.stats.errors[INTERNAL_ERROR_CODE] += 1
-                log.exception("handler of %s failed on a message from %s", self.local_id, self.peer_id)
+                log.exception(
+                    "handler of %s failed on a message from %s", self.local_id, self.peer_id
+                )
                 answers.append(encode(ErrorMessage(code=INTERNAL_ERROR_CODE)))
                 if kind == KIND_REQUEST:
                     answers = answers[-1:]

@@ -73,8 +73,12 @@ class LinkProfile:
 
     @property
     def is_ideal(self) -> bool:
-        return (self.latency_ms == 0 and self.jitter_ms == 0 and self.loss == 0
-                and self.bandwidth_bps is None)
+        return (
+            self.latency_ms == 0
+            and self.jitter_ms == 0
+            and self.loss == 0
+            and self.bandwidth_bps is None
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,7 +99,9 @@ class OutageSchedule:
         for peer, ws in self.windows.items():
             for start, end in ws:
                 if not 0 <= start < end:
-                    raise ValueError(f"outage window {(start, end)!r} of {peer!r} is empty or negative")
+                    raise ValueError(
+                        f"outage window {(start, end)!r} of {peer!r} is empty or negative"
+                    )
         if self.mtbf_s is not None and not self.mtbf_s > 0:
             raise ValueError("mtbf_s must be > 0")
         if not self.mttr_s > 0:
@@ -152,9 +158,14 @@ class NetworkEmulator:
 
     __slots__ = ("_links", "_random_outages", "default", "outages", "profiles", "seed")
 
-    def __init__(self, default: LinkProfile | None = None, *,
-                 links: Mapping[str, LinkProfile] | None = None,
-                 outages: OutageSchedule | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        default: LinkProfile | None = None,
+        *,
+        links: Mapping[str, LinkProfile] | None = None,
+        outages: OutageSchedule | None = None,
+        seed: int = 0,
+    ) -> None:
         self.default = default if default is not None else LinkProfile()
         self.profiles: dict[str, LinkProfile] = dict(links or {})
         self.outages = outages if outages is not None else OutageSchedule()
@@ -198,8 +209,9 @@ class NetworkEmulator:
             return None
         r = self._random_outages.get(peer)
         if r is None:
-            r = self._random_outages[peer] = _Outages(_rng(self.seed, "outage", peer), o.mtbf_s,
-                                                      o.mttr_s)
+            r = self._random_outages[peer] = _Outages(
+                _rng(self.seed, "outage", peer), o.mtbf_s, o.mttr_s
+            )
         return r
 
     def windows(self, peer: str, until: float) -> list[tuple[float, float]]:
@@ -224,4 +236,3 @@ class NetworkEmulator:
     def stats(self) -> dict[str, int]:
         """Records decided per link, for reports (``"peer/direction" -> count``)."""
         return {f"{p}/{d}": st.index for (p, d), st in sorted(self._links.items())}
-

@@ -107,10 +107,14 @@ class FrameDecoder:
     def eof(self) -> None:
         """The stream ended: raise :class:`~privmeter.errors.TransportError` if mid-frame."""
         if self._buf:
-            raise TransportError(f"stream truncated inside a frame ({len(self._buf)} bytes pending)")
+            raise TransportError(
+                f"stream truncated inside a frame ({len(self._buf)} bytes pending)"
+            )
 
 
-async def read_frame(reader: asyncio.StreamReader, max_frame: int = DEFAULT_MAX_FRAME) -> bytes | None:
+async def read_frame(
+    reader: asyncio.StreamReader, max_frame: int = DEFAULT_MAX_FRAME
+) -> bytes | None:
     """Read one frame payload; ``None`` on a clean end of stream (frame boundary).
 
     Raises :class:`~privmeter.errors.MessageTooLarge` for a header over
@@ -122,7 +126,9 @@ async def read_frame(reader: asyncio.StreamReader, max_frame: int = DEFAULT_MAX_
     except asyncio.IncompleteReadError as exc:
         if not exc.partial:
             return None
-        raise TransportError(f"stream truncated inside a frame header ({len(exc.partial)} bytes)") from None
+        raise TransportError(
+            f"stream truncated inside a frame header ({len(exc.partial)} bytes)"
+        ) from None
     (n,) = _HEADER.unpack(header)
     if n > max_frame:
         raise MessageTooLarge(f"peer announced a frame of {n} bytes; limit is {max_frame}")

@@ -111,6 +111,7 @@ Trust = Callable[[VerifyKey], "str | None"]
 
 # -- messages ---------------------------------------------------------------------
 
+
 def _check_eph(value: bytes) -> None:
     if len(value) != EPHEMERAL_BYTES:
         raise ValueError(f"ephemeral key must be {EPHEMERAL_BYTES} bytes")
@@ -168,6 +169,7 @@ class _Auth:
 
 # -- helpers ----------------------------------------------------------------------
 
+
 def plain_frame(msg: Any) -> bytes:
     """A PLAIN frame payload: ``0x00 | codec message``."""
     return bytes([PLAIN]) + encode(msg)
@@ -181,7 +183,9 @@ def read_plain(payload: bytes, expect: type[Any], what: str) -> Any:
     if isinstance(msg, ErrorMessage):
         raise remote_error(msg.code, what)
     if type(msg) is not expect:
-        raise UnexpectedMessage(f"expected {expect.__name__} from the {what}, got {type(msg).__name__}")
+        raise UnexpectedMessage(
+            f"expected {expect.__name__} from the {what}, got {type(msg).__name__}"
+        )
     return msg
 
 
@@ -281,7 +285,9 @@ class _State(enum.Enum):
 class _Base:
     __slots__ = ("_dh", "_eph", "_identity", "_rng", "_state", "_th", "_trust", "result")
 
-    def __init__(self, identity: SigningKey, trust: Trust, rng: RandomSource, state: _State) -> None:
+    def __init__(
+        self, identity: SigningKey, trust: Trust, rng: RandomSource, state: _State
+    ) -> None:
         self._identity = identity
         self._trust = trust
         self._rng = rng
@@ -315,9 +321,14 @@ class ClientHandshake(_Base):
 
     __slots__ = ("_hello", "_versions")
 
-    def __init__(self, identity: SigningKey, trust: Trust, *,
-                 versions: tuple[int, ...] = SUPPORTED_VERSIONS,
-                 rng: RandomSource = SYSTEM_RNG) -> None:
+    def __init__(
+        self,
+        identity: SigningKey,
+        trust: Trust,
+        *,
+        versions: tuple[int, ...] = SUPPORTED_VERSIONS,
+        rng: RandomSource = SYSTEM_RNG,
+    ) -> None:
         super().__init__(identity, trust, rng, _State.START)
         self._versions = versions
         self._hello = b""
@@ -326,7 +337,9 @@ class ClientHandshake(_Base):
         """The first frame payload to send (``net.hello``)."""
         self._expect(_State.START, "start")
         self._eph = _ephemeral(self._rng)
-        self._hello = plain_frame(ClientHello(versions=self._versions, ephemeral=_public(self._eph)))
+        self._hello = plain_frame(
+            ClientHello(versions=self._versions, ephemeral=_public(self._eph))
+        )
         self._th = _h(_LABEL, self._hello)
         self._state = _State.SENT_HELLO
         return self._hello
@@ -348,7 +361,9 @@ class ClientHandshake(_Base):
     def _receive(self, payload: bytes) -> bytes:
         sh: ServerHello = read_plain(payload, ServerHello, "server")
         if sh.version not in self._versions:
-            raise UnsupportedVersion(f"server chose version {sh.version}, we offered {self._versions}")
+            raise UnsupportedVersion(
+                f"server chose version {sh.version}, we offered {self._versions}"
+            )
         if self._eph is None:
             raise LocalProtocolError("a server hello before our client hello")
         dh = _dh(self._eph, sh.ephemeral)
@@ -364,8 +379,14 @@ class ClientHandshake(_Base):
         sealed = _seal_auth(k_hs_c, _Auth(identity=me, signature=sig), th_b)
         th_c = _h(th_b, sealed)
         k_c2s, k_s2c = _kdf(dh, th_c, _APP_INFO)
-        self.result = HandshakeResult(peer_id=peer_id, peer_key=server_key, version=sh.version,
-                                      session_id=th_c, send_key=k_c2s, recv_key=k_s2c)
+        self.result = HandshakeResult(
+            peer_id=peer_id,
+            peer_key=server_key,
+            version=sh.version,
+            session_id=th_c,
+            send_key=k_c2s,
+            recv_key=k_s2c,
+        )
         self._eph = None
         return plain_frame(ClientAuth(sealed=sealed))
 
@@ -375,9 +396,14 @@ class ServerHandshake(_Base):
 
     __slots__ = ("_k_hs_c", "_server_versions", "_version")
 
-    def __init__(self, identity: SigningKey, trust: Trust, *,
-                 versions: tuple[int, ...] = SUPPORTED_VERSIONS,
-                 rng: RandomSource = SYSTEM_RNG) -> None:
+    def __init__(
+        self,
+        identity: SigningKey,
+        trust: Trust,
+        *,
+        versions: tuple[int, ...] = SUPPORTED_VERSIONS,
+        rng: RandomSource = SYSTEM_RNG,
+    ) -> None:
         super().__init__(identity, trust, rng, _State.WAIT_HELLO)
         self._version = 0
         self._k_hs_c = b""
@@ -429,12 +455,19 @@ class ServerHandshake(_Base):
         auth = _open_auth(self._k_hs_c, ca.sealed, th_b, "client")
         client_key = VerifyKey(auth.identity)
         peer_id = self._trusted(client_key, "client")
-        client_key.verify(_SIG_CLIENT, th_b + self._identity.verify_key.raw + auth.identity,
-                          auth.signature)
+        client_key.verify(
+            _SIG_CLIENT, th_b + self._identity.verify_key.raw + auth.identity, auth.signature
+        )
         th_c = _h(th_b, ca.sealed)
         k_c2s, k_s2c = _kdf(self._dh, th_c, _APP_INFO)
-        self.result = HandshakeResult(peer_id=peer_id, peer_key=client_key, version=self._version,
-                                      session_id=th_c, send_key=k_s2c, recv_key=k_c2s)
+        self.result = HandshakeResult(
+            peer_id=peer_id,
+            peer_key=client_key,
+            version=self._version,
+            session_id=th_c,
+            send_key=k_s2c,
+            recv_key=k_c2s,
+        )
         self._dh = b""
         self._state = _State.DONE
         return None

@@ -109,6 +109,7 @@ DEFAULT_SERVER_ID = "head-end"
 
 # -- server -----------------------------------------------------------------------
 
+
 class Server:
     """The accepting side: authenticates peers by its trust store, dispatches to ``handler``.
 
@@ -183,8 +184,9 @@ class Server:
         """Bind and listen (``port=0`` picks a free port: see :attr:`port`)."""
         loop = asyncio.get_running_loop()
         self._t0 = loop.time()
-        self._server = await asyncio.start_server(self._accept, self.host, self._port,
-                                                  limit=1 << 16, backlog=1024)
+        self._server = await asyncio.start_server(
+            self._accept, self.host, self._port, limit=1 << 16, backlog=1024
+        )
 
     def now(self) -> float:
         """The emulator's time base: ``clock()`` if given, else seconds since :meth:`start`."""
@@ -260,8 +262,11 @@ class Server:
 
     async def broadcast(self, msg: Any, peers: Sequence[str] | None = None) -> list[str]:
         """Push ``msg`` to ``peers`` (default: all connected), concurrently; returns who got it."""
-        targets = [(pid, c) for pid in list(peers if peers is not None else self._conns)
-                   if (c := self._conns.get(pid)) is not None]
+        targets = [
+            (pid, c)
+            for pid in list(peers if peers is not None else self._conns)
+            if (c := self._conns.get(pid)) is not None
+        ]
 
         async def one(conn: Connection) -> bool:
             try:
@@ -293,8 +298,11 @@ class Server:
             self._tasks.discard(task)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if (self._closing or len(self._sockets) >= self.max_connections
-                or self._handshaking >= self.max_handshakes):
+        if (
+            self._closing
+            or len(self._sockets) >= self.max_connections
+            or self._handshaking >= self.max_handshakes
+        ):
             self.stats.refused_capacity += 1
             writer.transport.abort()
             return
@@ -313,10 +321,19 @@ class Server:
             log.info("refusing %s: emulated outage", peer_id)
             return
         conn = Connection(
-            reader, writer, result, local_id=self.server_id, max_frame=self.max_frame,
-            idle_timeout=self.idle_timeout, handler=self._dispatch_handler,
-            emulation=self.emulation, directions=("down", "up"), clock=self.now,
-            stats=self.stats, rate_limit=self.rate_limit, write_timeout=self.write_timeout,
+            reader,
+            writer,
+            result,
+            local_id=self.server_id,
+            max_frame=self.max_frame,
+            idle_timeout=self.idle_timeout,
+            handler=self._dispatch_handler,
+            emulation=self.emulation,
+            directions=("down", "up"),
+            clock=self.now,
+            stats=self.stats,
+            rate_limit=self.rate_limit,
+            write_timeout=self.write_timeout,
         )
         old = self._conns.get(peer_id)
         if old is not None:
@@ -349,8 +366,9 @@ class Server:
                     except Exception:
                         log.exception("on_disconnect(%r) failed", peer_id)
 
-    async def _handshake(self, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> HandshakeResult | None:
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> HandshakeResult | None:
         hs = ServerHandshake(self.identity, self.trust, rng=self.rng)
         try:
             async with asyncio.timeout(self.handshake_timeout):
@@ -400,6 +418,7 @@ class Server:
 
 
 # -- client -----------------------------------------------------------------------
+
 
 async def connect(
     host: str,
@@ -471,9 +490,17 @@ async def connect(
             raise
         raise TransportError(f"connection to {host}:{port} lost during the handshake") from None
     conn = Connection(
-        reader, writer, hs.result, local_id=welcome.party_id, max_frame=max_frame,
-        idle_timeout=idle_timeout, handler=handler, emulation=emulation,
-        directions=("up", "down"), clock=lambda: loop.time() - t0, stats=ServerStats(),
+        reader,
+        writer,
+        hs.result,
+        local_id=welcome.party_id,
+        max_frame=max_frame,
+        idle_timeout=idle_timeout,
+        handler=handler,
+        emulation=emulation,
+        directions=("up", "down"),
+        clock=lambda: loop.time() - t0,
+        stats=ServerStats(),
         channel=channel_check,  # it has already opened the welcome record
     )
     conn._reader_task = asyncio.create_task(conn.run())

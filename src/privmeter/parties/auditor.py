@@ -82,7 +82,14 @@ LOG_FORMAT = "privmeter.bill.log/1"
 AUDIT_KEYS_FORMAT = "privmeter.bill.audit-keys/1"
 MAX_FILE_BYTES = 1 << 30  # a log of a year of 15-minute records for ~1,000 meters
 
-_BYTES_FIELDS = ("key_id", "tariff_digest", "feed_digest", "log_digest", "bill_ciphertext", "signature")
+_BYTES_FIELDS = (
+    "key_id",
+    "tariff_digest",
+    "feed_digest",
+    "log_digest",
+    "bill_ciphertext",
+    "signature",
+)
 _INT_FIELDS = ("start", "end", "record_count", "fixed_charge", "issued_at")
 
 
@@ -115,7 +122,11 @@ def _check_format(d: Any, fmt: str, what: str, keys: Iterable[str]) -> dict[str,
 
 
 def statement_to_dict(st: Statement) -> dict[str, Any]:
-    out: dict[str, Any] = {"format": STATEMENT_FORMAT, "meter_id": st.meter_id, "plan_id": st.plan_id}
+    out: dict[str, Any] = {
+        "format": STATEMENT_FORMAT,
+        "meter_id": st.meter_id,
+        "plan_id": st.plan_id,
+    }
     out.update({k: getattr(st, k).hex() for k in _BYTES_FIELDS})
     out.update({k: getattr(st, k) for k in _INT_FIELDS})
     return out
@@ -137,8 +148,13 @@ def statement_from_dict(d: Any) -> Statement:
 
 
 def proof_to_dict(p: BillProof) -> dict[str, Any]:
-    return {"format": PROOF_FORMAT, "meter_id": p.meter_id, "statement_digest": p.statement_digest.hex(),
-            "bill": p.bill, "r": format(p.r, "x")}
+    return {
+        "format": PROOF_FORMAT,
+        "meter_id": p.meter_id,
+        "statement_digest": p.statement_digest.hex(),
+        "bill": p.bill,
+        "r": format(p.r, "x"),
+    }
 
 
 def proof_from_dict(d: Any) -> BillProof:
@@ -153,19 +169,31 @@ def proof_from_dict(d: Any) -> BillProof:
     if not isinstance(d.get("meter_id"), str):
         raise MalformedMessage("proof.meter_id: expected a string")
     try:
-        return BillProof(meter_id=d["meter_id"], statement_digest=_hex(d, "statement_digest", "proof"),
-                         bill=_int(d, "bill", "proof"), r=r_int)
+        return BillProof(
+            meter_id=d["meter_id"],
+            statement_digest=_hex(d, "statement_digest", "proof"),
+            bill=_int(d, "bill", "proof"),
+            r=r_int,
+        )
     except ValueError as exc:
         raise MalformedMessage(f"proof: {exc}") from None
 
 
-def keys_to_dict(headend_key: VerifyKey, meter_key: VerifyKey, household_public: dict[str, Any]) -> dict[str, Any]:
+def keys_to_dict(
+    headend_key: VerifyKey, meter_key: VerifyKey, household_public: dict[str, Any]
+) -> dict[str, Any]:
     """The audit key file: head-end and meter verify keys, the household's public key file."""
-    return {"format": AUDIT_KEYS_FORMAT, "headend_verify_key": headend_key.hex(),
-            "meter_verify_key": meter_key.hex(), "household": household_public}
+    return {
+        "format": AUDIT_KEYS_FORMAT,
+        "headend_verify_key": headend_key.hex(),
+        "meter_verify_key": meter_key.hex(),
+        "household": household_public,
+    }
 
 
-def write_log_jsonl(entries: Iterable[tuple[int, bytes, bytes]], path: str | os.PathLike[str]) -> None:
+def write_log_jsonl(
+    entries: Iterable[tuple[int, bytes, bytes]], path: str | os.PathLike[str]
+) -> None:
     """Export ``(seq, record bytes, chain)`` log rows as a ``privmeter.bill.log/1`` JSON-lines file."""
     with open(path, "w") as f:
         f.write(json.dumps({"format": LOG_FORMAT}) + "\n")
@@ -242,8 +270,12 @@ def audit_files(
     """Audit from files; returns the report and whether the log chain reached genesis."""
     st = statement_from_dict(_read_json(statement, "statement"))
     pr = proof_from_dict(_read_json(proof, "proof"))
-    kd = _check_format(_read_json(keys, "keys"), AUDIT_KEYS_FORMAT, "keys",
-                       ("headend_verify_key", "meter_verify_key", "household"))
+    kd = _check_format(
+        _read_json(keys, "keys"),
+        AUDIT_KEYS_FORMAT,
+        "keys",
+        ("headend_verify_key", "meter_verify_key", "household"),
+    )
     if not isinstance(kd.get("household"), dict):
         raise MalformedMessage("keys.household: expected the household's public key file")
     household_pk: PaillierPublicKey = public_household_key(kd["household"], min_bits=min_key_bits)
@@ -254,8 +286,17 @@ def audit_files(
     entries = load_log(log)
     full = check_chain(entries)
     records: list[ReadingRecord] = [record_from_bytes(rec) for _, rec, _ in entries]
-    report = audit(st, records, the_plan, the_feed, pr, headend_key=headend_key, meter_key=meter_key,
-                   household_pk=household_pk, min_key_bits=min_key_bits)
+    report = audit(
+        st,
+        records,
+        the_plan,
+        the_feed,
+        pr,
+        headend_key=headend_key,
+        meter_key=meter_key,
+        household_pk=household_pk,
+        min_key_bits=min_key_bits,
+    )
     return report, full
 
 
@@ -266,34 +307,62 @@ UNREADABLE = (ConfigError, MalformedMessage, UnsupportedVersion, InvalidKey, Sto
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--statement", required=True, help="statement JSON (privmeter.bill.statement/1)")
-    p.add_argument("--log", required=True, help="signed log: .jsonl (privmeter.bill.log/1) or the head-end's .sqlite")
+    p.add_argument(
+        "--log",
+        required=True,
+        help="signed log: .jsonl (privmeter.bill.log/1) or the head-end's .sqlite",
+    )
     p.add_argument("--plan", required=True, help="plan TOML, or builtin:NAME")
     p.add_argument("--feed", default=None, help="published price feed JSON (real-time plans)")
     p.add_argument("--proof", required=True, help="household proof JSON (privmeter.bill.proof/1)")
     p.add_argument("--keys", required=True, help="public keys JSON (privmeter.bill.audit-keys/1)")
     p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.add_argument("--insecure-min-key-bits", type=int, default=MIN_KEY_BITS, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--insecure-min-key-bits", type=int, default=MIN_KEY_BITS, help=argparse.SUPPRESS
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        report, full = audit_files(statement=args.statement, log=args.log, plan=args.plan, proof=args.proof,
-                                   keys=args.keys, feed=args.feed, min_key_bits=args.insecure_min_key_bits)
+        report, full = audit_files(
+            statement=args.statement,
+            log=args.log,
+            plan=args.plan,
+            proof=args.proof,
+            keys=args.keys,
+            feed=args.feed,
+            min_key_bits=args.insecure_min_key_bits,
+        )
     except PrivmeterError as exc:
         if args.json:
             print(json.dumps({"verified": False, "error": type(exc).__name__, "message": str(exc)}))
-        elif isinstance(exc, UNREADABLE):  # the audit could not start: a user's error, not a verdict
+        elif isinstance(
+            exc, UNREADABLE
+        ):  # the audit could not start: a user's error, not a verdict
             raise
         else:
             print(f"FAILED {type(exc).__name__}: {exc}", file=sys.stdout)
         return 1
     if args.json:
-        print(json.dumps({
-            "verified": True, "meter_id": report.meter_id, "start": report.start, "end": report.end,
-            "record_count": report.record_count, "bill": report.bill,
-            "statement_digest": report.statement_digest.hex(), "log_digest": report.log_digest.hex(),
-            "chain_from_genesis": full,
-        }, sort_keys=True))
+        print(
+            json.dumps(
+                {
+                    "verified": True,
+                    "meter_id": report.meter_id,
+                    "start": report.start,
+                    "end": report.end,
+                    "record_count": report.record_count,
+                    "bill": report.bill,
+                    "statement_digest": report.statement_digest.hex(),
+                    "log_digest": report.log_digest.hex(),
+                    "chain_from_genesis": full,
+                },
+                sort_keys=True,
+            )
+        )
     else:
-        print(report.summary() + ("" if full else " (log excerpt: chain checked between its entries only)"))
+        print(
+            report.summary()
+            + ("" if full else " (log excerpt: chain checked between its entries only)")
+        )
     return 0

@@ -51,7 +51,9 @@ def unwrap(env: Relayed, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
 class Concentrator:
     """A feeder's relay (sans-IO): wrap upstream, unwrap downstream, count bytes."""
 
-    def __init__(self, concentrator_id: str, meters: Iterable[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self, concentrator_id: str, meters: Iterable[str], *, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
         if not 0 < max_bytes <= DEFAULT_MAX_BYTES:
             raise ValueError(f"max_bytes must be within 1..{DEFAULT_MAX_BYTES}")
         self.concentrator_id = concentrator_id
@@ -62,15 +64,20 @@ class Concentrator:
 
     def _check(self, meter_id: str) -> None:
         if meter_id not in self.meters:
-            raise UnknownParty("meter is not behind this concentrator", meter_id=meter_id,
-                               concentrator=self.concentrator_id)
+            raise UnknownParty(
+                "meter is not behind this concentrator",
+                meter_id=meter_id,
+                concentrator=self.concentrator_id,
+            )
 
     def up(self, meter_id: str, msg: Any) -> Relayed:
         """A meter's message, wrapped for the head-end."""
         self._check(meter_id)
         data = encode(msg)
         if len(data) > self.max_bytes:
-            raise MessageTooLarge(f"message of {len(data)} bytes, more than {self.max_bytes}", meter_id=meter_id)
+            raise MessageTooLarge(
+                f"message of {len(data)} bytes, more than {self.max_bytes}", meter_id=meter_id
+            )
         self.bytes_up[meter_id] += len(data)
         return Relayed(meter_id=meter_id, payload=data)
 
@@ -82,8 +89,9 @@ class Concentrator:
         return env.meter_id, inner
 
 
-def hierarchical_totals(feeder_totals: Mapping[str, Mapping[int, int | None]],
-                        parent: Mapping[str, str]) -> dict[str, dict[int, int | None]]:
+def hierarchical_totals(
+    feeder_totals: Mapping[str, Mapping[int, int | None]], parent: Mapping[str, str]
+) -> dict[str, dict[int, int | None]]:
     """Sum feeder totals up the tree: ``parent`` maps a node to its parent (root has none).
 
     A node's total for an interval is None as soon as one of its children's

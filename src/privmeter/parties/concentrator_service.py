@@ -38,8 +38,16 @@ log = logging.getLogger(__name__)
 class ConcentratorService:
     """Meters below (server), head-end above (client)."""
 
-    def __init__(self, relay: Concentrator, identity: SigningKey, meter_keys: dict[str, VerifyKey], *,
-                 headend: tuple[str, int], headend_key: VerifyKey, listen: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        relay: Concentrator,
+        identity: SigningKey,
+        meter_keys: dict[str, VerifyKey],
+        *,
+        headend: tuple[str, int],
+        headend_key: VerifyKey,
+        listen: tuple[str, int],
+    ) -> None:
         self.relay = relay
         self.identity = identity
         self.trust = TrustStore((k, m) for m, k in meter_keys.items() if m in relay.meters)
@@ -73,10 +81,21 @@ class ConcentratorService:
         return []
 
     async def start(self) -> int:
-        self.upstream = await connect(self.headend[0], self.headend[1], self.identity, self.headend_key,
-                                      handler=self._from_headend)
-        self.server = Server(self.listen[0], self.listen[1], self.identity, self.trust, self._from_meter,
-                             server_id=self.relay.concentrator_id)
+        self.upstream = await connect(
+            self.headend[0],
+            self.headend[1],
+            self.identity,
+            self.headend_key,
+            handler=self._from_headend,
+        )
+        self.server = Server(
+            self.listen[0],
+            self.listen[1],
+            self.identity,
+            self.trust,
+            self._from_meter,
+            server_id=self.relay.concentrator_id,
+        )
         await self.server.start()
         return self.server.port
 

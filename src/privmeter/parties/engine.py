@@ -53,8 +53,14 @@ log = logging.getLogger(__name__)
 class Link(Protocol):
     """Delivers head-end messages and hands the answers to the core."""
 
-    async def exchange(self, outgoing: Mapping[str, Sequence[Any]], *, expect: type | tuple[type, ...] | None,
-                       now: int, interval: int) -> set[str]:
+    async def exchange(
+        self,
+        outgoing: Mapping[str, Sequence[Any]],
+        *,
+        expect: type | tuple[type, ...] | None,
+        now: int,
+        interval: int,
+    ) -> set[str]:
         """Send; wait for an ``expect`` answer from each recipient (or the deadline); return who answered."""
         ...
 
@@ -115,31 +121,51 @@ class IntervalEngine:
     def _lap(self, step: str, t0: float) -> None:
         self.log.step_wall[step] = self.log.step_wall.get(step, 0.0) + time.perf_counter() - t0
 
-    async def publish_feeds(self, feeds: Iterable[Any], members: Sequence[str], *, now: int,
-                            interval: int) -> None:
+    async def publish_feeds(
+        self, feeds: Iterable[Any], members: Sequence[str], *, now: int, interval: int
+    ) -> None:
         """Day-ahead price feeds: published before the first interval they price."""
         t0 = time.perf_counter()
         for feed in feeds:
             self.core.publish_feed(feed)
             msg = FeedPublished(feed_json=feed.to_json())
-            await self.link.exchange({m: [msg] for m in members}, expect=None, now=now, interval=interval)
+            await self.link.exchange(
+                {m: [msg] for m in members}, expect=None, now=now, interval=interval
+            )
         self._lap("feeds", t0)
 
-    async def setup(self, group: str, first_interval: int, *, now: int, interval: int | None = None,
-                    preamble: Mapping[str, Sequence[Any]] | None = None) -> None:
+    async def setup(
+        self,
+        group: str,
+        first_interval: int,
+        *,
+        now: int,
+        interval: int | None = None,
+        preamble: Mapping[str, Sequence[Any]] | None = None,
+    ) -> None:
         """A new aggregation epoch for ``group`` starting at ``first_interval``
         (``interval``: the head-end's current interval, default the one before;
         ``preamble``: messages that precede the epoch request, e.g. the signed roster)."""
         t0 = time.perf_counter()
         warm = first_interval - 1 if interval is None else interval
-        await self.link.exchange(_merge(preamble or {}, self.core.new_epoch(group, first_interval)),
-                                 expect=KeyAdvert, now=now, interval=warm)
+        await self.link.exchange(
+            _merge(preamble or {}, self.core.new_epoch(group, first_interval)),
+            expect=KeyAdvert,
+            now=now,
+            interval=warm,
+        )
         await self.link.exchange(self.core.make_bundle(group), expect=None, now=now, interval=warm)
         self._lap("setup", t0)
 
-    async def interval(self, groups: Mapping[str, Sequence[str]], t: int, *, now: int,
-                       close: Callable[[str, int], IntervalOutcome] | None = None,
-                       on_event: Callable[[str, DemandEvent], None] | None = None) -> None:
+    async def interval(
+        self,
+        groups: Mapping[str, Sequence[str]],
+        t: int,
+        *,
+        now: int,
+        close: Callable[[str, int], IntervalOutcome] | None = None,
+        on_event: Callable[[str, DemandEvent], None] | None = None,
+    ) -> None:
         """Serve interval ``t`` (ended at ``now``) in every group of ``groups``.
 
         ``close(group, now)`` replaces the core's ``close_interval`` (the demo's
@@ -162,26 +188,43 @@ class IntervalEngine:
                 if on_event is not None:
                     on_event(g, oc.event)
 
-    async def event(self, group: str, ev: DemandEvent, members: Sequence[str], *, now: int,
-                    interval: int) -> None:
+    async def event(
+        self, group: str, ev: DemandEvent, members: Sequence[str], *, now: int, interval: int
+    ) -> None:
         """A demand-management event: the event to the group, the comparisons, the directives."""
         t0 = time.perf_counter()
-        await self.link.exchange({m: [ev] for m in members}, expect=Echo, now=now, interval=interval)
-        await self.link.exchange(self.core.event_queries(ev.event_id, now=now),
-                                 expect=ComparisonAnswer, now=now, interval=interval)
-        await self.link.exchange(self.core.event_directives(ev.event_id, now=now), expect=None,
-                                 now=now, interval=interval)
+        await self.link.exchange(
+            {m: [ev] for m in members}, expect=Echo, now=now, interval=interval
+        )
+        await self.link.exchange(
+            self.core.event_queries(ev.event_id, now=now),
+            expect=ComparisonAnswer,
+            now=now,
+            interval=interval,
+        )
+        await self.link.exchange(
+            self.core.event_directives(ev.event_id, now=now),
+            expect=None,
+            now=now,
+            interval=interval,
+        )
         self.log.events.append({"event_id": ev.event_id, "group": group, "interval": interval})
         self._lap("demand", t0)
 
     async def flush(self, members: Sequence[str], *, now: int, interval: int) -> None:
         """Every meter resends what it has not had a receipt for."""
         t0 = time.perf_counter()
-        await self.link.exchange({m: [Tick(now=now, interval=interval)] for m in members}, expect=None,
-                                 now=now, interval=interval)
+        await self.link.exchange(
+            {m: [Tick(now=now, interval=interval)] for m in members},
+            expect=None,
+            now=now,
+            interval=interval,
+        )
         self._lap("flush", t0)
 
-    async def settle(self, members: Sequence[str], period: int, *, now: int, interval: int) -> set[str]:
+    async def settle(
+        self, members: Sequence[str], period: int, *, now: int, interval: int
+    ) -> set[str]:
         """Statements of ``period`` to ``members``; returns who answered (proof or dispute)."""
         t0 = time.perf_counter()
         reqs: dict[str, list[Any]] = {}
@@ -192,7 +235,9 @@ class IntervalEngine:
                 log.warning("no statement for %s period %d: %s", m, period, exc)
                 continue
             reqs[m] = [self.core.settle_request(st, period)]
-        got = await self.link.exchange(reqs, expect=(BillProof, Dispute), now=now, interval=interval)
+        got = await self.link.exchange(
+            reqs, expect=(BillProof, Dispute), now=now, interval=interval
+        )
         self.log.settled |= set(got)
         self._lap("settlement", t0)
         return got
@@ -275,7 +320,9 @@ async def run_realtime(
     the last one it has a total for).  ``on_event(group, event)``: after each
     demand-management event's exchanges (echoes, comparisons, directives)."""
     epoch_next: dict[str, int] = {}  # group -> the interval its running epoch opens next
-    rosters: dict[str, tuple[str, ...]] = {}  # group -> the members its running epoch was set up for
+    rosters: dict[
+        str, tuple[str, ...]
+    ] = {}  # group -> the members its running epoch was set up for
     t = clock.now() // interval_seconds  # the interval in progress: served once it has ended
     if first_interval is not None:
         t = max(t, first_interval)
@@ -297,7 +344,9 @@ async def run_realtime(
         running: dict[str, Sequence[str]] = {}
         for g, ms in groups.items():
             live = [m for m in ms if plan.connected(m)]
-            needs = epoch_next.get(g) != t or rosters.get(g) != tuple(ms) or any(m in back for m in ms)
+            needs = (
+                epoch_next.get(g) != t or rosters.get(g) != tuple(ms) or any(m in back for m in ms)
+            )
             if needs:
                 epoch_next.pop(g, None)
                 if len(live) < plan.min_connected(g):
@@ -315,8 +364,14 @@ async def run_realtime(
             for g in running:
                 epoch_next[g] = t + 1
             for g, res in eng.log.results[before:]:
-                log.info("total group=%s interval=%d survivors=%d dropped=%d ok=%s", g, res.interval,
-                         len(res.survivors), len(res.dropped), res.total is not None)
+                log.info(
+                    "total group=%s interval=%d survivors=%d dropped=%d ok=%s",
+                    g,
+                    res.interval,
+                    len(res.survivors),
+                    len(res.dropped),
+                    res.total is not None,
+                )
         members = sorted(m for ms in groups.values() for m in ms)
         if members and (t % flush_every == 0):
             await eng.flush([m for m in members if plan.connected(m)], now=now, interval=t)

@@ -123,16 +123,30 @@ def peer_key(peer: str) -> VerifyKey:
     """The key inside a provisional party id (:func:`enrol_peer`)."""
     if not peer.startswith(ENROL_PREFIX):
         raise MalformedMessage("not a provisional enrolment peer", peer=peer)
-    raw = base64.urlsafe_b64decode(peer[len(ENROL_PREFIX):] + "=")
+    raw = base64.urlsafe_b64decode(peer[len(ENROL_PREFIX) :] + "=")
     return VerifyKey.from_hex(raw.hex())
 
 
-def enrol_mac(mac_key: bytes, *, meter_id: str, meter_key: VerifyKey, headend_key: VerifyKey,
-              household_key_json: str, plan_id: str) -> bytes:
+def enrol_mac(
+    mac_key: bytes,
+    *,
+    meter_id: str,
+    meter_key: VerifyKey,
+    headend_key: VerifyKey,
+    household_key_json: str,
+    plan_id: str,
+) -> bytes:
     """HMAC-SHA256 under the ticket's :meth:`Ticket.mac_key` over everything the request binds."""
-    body = json.dumps([meter_id, meter_key.hex(), headend_key.hex(),
-                       hashlib.sha256(household_key_json.encode()).hexdigest(), plan_id],
-                      separators=(",", ":")).encode()
+    body = json.dumps(
+        [
+            meter_id,
+            meter_key.hex(),
+            headend_key.hex(),
+            hashlib.sha256(household_key_json.encode()).hexdigest(),
+            plan_id,
+        ],
+        separators=(",", ":"),
+    ).encode()
     return hmac.new(mac_key, _MAC_CONTEXT + body, hashlib.sha256).digest()
 
 

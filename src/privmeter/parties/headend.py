@@ -99,7 +99,9 @@ class GroupConfig:
     level_below_w: int = 500
     event_minutes: int = 30
     max_events_per_day: int = 4
-    echo_quorum: int | None = None  # echoes a meter needs (its plan's rule); None: a strict majority
+    echo_quorum: int | None = (
+        None  # echoes a meter needs (its plan's rule); None: a strict majority
+    )
     mode: str = "star"  # "star": robust masked aggregation; "ring": the founding paper's ring
 
 
@@ -154,14 +156,18 @@ class HeadEndCore:
         self.household_keys: dict[str, PaillierPublicKey] = {}
         self.groups: dict[str, _Group] = {}
         self.meter_group: dict[str, str] = {}
-        self.errors: Counter[str] = Counter()  # error code -> count (peer misbehaviour, dropouts...)
+        self.errors: Counter[str] = (
+            Counter()
+        )  # error code -> count (peer misbehaviour, dropouts...)
         self.cpu: defaultdict[str, float] = defaultdict(float)  # step -> CPU seconds
         self.calls: Counter[str] = Counter()
         self.feed: PriceFeed | None = None
         self._statements: dict[tuple[str, int], Statement] = {}
         self._ring_first = 0
         self.concentrators: dict[str, frozenset[str]] = {}  # tree topology: relay -> its meters
-        self.outbox: list[tuple[str, Any]] = []  # meter-to-meter payloads to relay (end-to-end sealed)
+        self.outbox: list[
+            tuple[str, Any]
+        ] = []  # meter-to-meter payloads to relay (end-to-end sealed)
 
     # -- setup -----------------------------------------------------------------------------
     def define_group(self, cfg: GroupConfig) -> None:
@@ -199,11 +205,23 @@ class HeadEndCore:
         gcd(n, phi(n)) = 1, the plan's bills fit the key).
         """
         reg = self.store.get_meter(meter_id)
-        if reg is None or reg.verify_key != verify_key.raw or reg.plan_digest != plan.digest() \
-                or reg.period_start != period_start or reg.period_intervals != period_intervals \
-                or reg.paillier_public_key != household_pk.to_json():
-            self.ledger.register(meter_id, verify_key, household_pk, plan, wellformed_proof=wellformed_proof,
-                                 period_start=period_start, period_intervals=period_intervals)
+        if (
+            reg is None
+            or reg.verify_key != verify_key.raw
+            or reg.plan_digest != plan.digest()
+            or reg.period_start != period_start
+            or reg.period_intervals != period_intervals
+            or reg.paillier_public_key != household_pk.to_json()
+        ):
+            self.ledger.register(
+                meter_id,
+                verify_key,
+                household_pk,
+                plan,
+                wellformed_proof=wellformed_proof,
+                period_start=period_start,
+                period_intervals=period_intervals,
+            )
         elif plan.plan_id not in self.ledger.plans:
             self.ledger.plans[plan.plan_id] = plan
         self.registry[meter_id] = verify_key
@@ -243,16 +261,29 @@ class HeadEndCore:
             self._ring_first = first_interval
         else:
             g.agg = AggregationHeadEnd(
-                self.signing_key, members, group=group_id, epoch=g.epoch, first_interval=first_interval,
-                min_survivors=g.cfg.min_survivors, rng=self.rng,
-                degree=degree_for(len(members), self.observed_dropout(group_id, len(members))))
+                self.signing_key,
+                members,
+                group=group_id,
+                epoch=g.epoch,
+                first_interval=first_interval,
+                min_survivors=g.cfg.min_survivors,
+                rng=self.rng,
+                degree=degree_for(len(members), self.observed_dropout(group_id, len(members))),
+            )
         if self.demand:
             g.dm = DemandManager(
-                self.signing_key, group_id, members, min_group_bits=min(self.min_key_bits, MIN_KEY_BITS),
+                self.signing_key,
+                group_id,
+                members,
+                min_group_bits=min(self.min_key_bits, MIN_KEY_BITS),
                 cmin_w=g.cfg.cmin_w,
-                cmax_w=g.cfg.cmax_w, level_above_w=g.cfg.level_above_w,
-                level_below_w=g.cfg.level_below_w, duration_minutes=g.cfg.event_minutes,
-                interval_seconds=self.interval_seconds, quorum=g.cfg.echo_quorum)
+                cmax_w=g.cfg.cmax_w,
+                level_above_w=g.cfg.level_above_w,
+                level_below_w=g.cfg.level_below_w,
+                duration_minutes=g.cfg.event_minutes,
+                interval_seconds=self.interval_seconds,
+                quorum=g.cfg.echo_quorum,
+            )
         req = EpochRequest(group=group_id, epoch=g.epoch, first_interval=first_interval)
         return {m: [req] for m in members}
 
@@ -260,7 +291,9 @@ class HeadEndCore:
         """The share of the group's meters missing from its recent intervals (the
         last ``window`` stored totals), capped at 0.5: what the next epoch's
         neighbour degree is sized for (:func:`degree_for`)."""
-        recent = sorted((t for t in self.store.totals(group_id)), key=lambda t: t.interval)[-window:]
+        recent = sorted((t for t in self.store.totals(group_id)), key=lambda t: t.interval)[
+            -window:
+        ]
         if not recent or members <= 0:
             return 0.0
         present = sum(t.survivors for t in recent) / len(recent)
@@ -315,11 +348,24 @@ class HeadEndCore:
         ak = AgreementKey.generate(self.rng)
         nonce = self.rng.getrandbits(128).to_bytes(16, "big")
         gid = g.cfg.group_id
-        head = KeyAdvert(group=gid, epoch=g.epoch, party_id=HEADEND_ID, public=ak.public, nonce=nonce,
-                         signature=sign_advert(self.signing_key, gid, g.epoch, HEADEND_ID, ak.public, nonce))
+        head = KeyAdvert(
+            group=gid,
+            epoch=g.epoch,
+            party_id=HEADEND_ID,
+            public=ak.public,
+            nonce=nonce,
+            signature=sign_advert(self.signing_key, gid, g.epoch, HEADEND_ID, ak.public, nonce),
+        )
         roster = tuple(sorted(g.ring_adverts))
-        bundle = KeyBundle(group=gid, epoch=g.epoch, first_interval=self._ring_first, dim=1, degree=n - 1,
-                           headend=head, adverts=tuple(g.ring_adverts[m] for m in roster))
+        bundle = KeyBundle(
+            group=gid,
+            epoch=g.epoch,
+            first_interval=self._ring_first,
+            dim=1,
+            degree=n - 1,
+            headend=head,
+            adverts=tuple(g.ring_adverts[m] for m in roster),
+        )
         g.ring_roster = roster
         g.ring = RingCoordinator(gid, roster)
         return {m: [bundle] for m in roster}
@@ -351,8 +397,11 @@ class HeadEndCore:
         event = None
         if res is not None:
             total = res.total[0] if res.total is not None else None
-            self.store.put_total(StoredTotal(group_id, res.interval, total, len(res.survivors),
-                                             len(res.dropped), res.error))
+            self.store.put_total(
+                StoredTotal(
+                    group_id, res.interval, total, len(res.survivors), len(res.dropped), res.error
+                )
+            )
             if res.error:
                 self.errors["aggregation"] += 1
             if total is not None and g.dm is not None:
@@ -374,10 +423,23 @@ class HeadEndCore:
         g.events_by_day[day] += 1
         per = max(1, ev.duration_minutes * 60 // self.interval_seconds)
         g.event_until = ev.start_interval + per - 1
-        self.store.put_event(ev.event_id, g.cfg.group_id, current, {
-            "side": ev.side, "action": ev.action, "start_interval": ev.start_interval,
-            "duration_minutes": ev.duration_minutes, "trigger_total_w": total_w,
-            "cmin_w": g.cfg.cmin_w, "cmax_w": g.cfg.cmax_w, "echoes": 0, "answers": 0, "targets": 0})
+        self.store.put_event(
+            ev.event_id,
+            g.cfg.group_id,
+            current,
+            {
+                "side": ev.side,
+                "action": ev.action,
+                "start_interval": ev.start_interval,
+                "duration_minutes": ev.duration_minutes,
+                "trigger_total_w": total_w,
+                "cmin_w": g.cfg.cmin_w,
+                "cmax_w": g.cfg.cmax_w,
+                "echoes": 0,
+                "answers": 0,
+                "targets": 0,
+            },
+        )
         return ev
 
     def event_queries(self, event_id: str, *, now: int) -> dict[str, list[Any]]:
@@ -389,7 +451,9 @@ class HeadEndCore:
         if len(echoed) >= dm.quorum:
             bundle = dm.echo_bundle(event_id)
             offered = dm.offered(event_id)
-            for q in dm.queries(event_id, now=now, meters=[m for m in echoed if m in offered], rng=self.rng):
+            for q in dm.queries(
+                event_id, now=now, meters=[m for m in echoed if m in offered], rng=self.rng
+            ):
                 out[q.meter_id] = [bundle, q]
         else:
             self.errors["dr-quorum"] += 1
@@ -401,8 +465,11 @@ class HeadEndCore:
         t0 = time.process_time()
         ds = dm.directives(event_id, now=now)
         e = dm.events[event_id]
-        info = {k: v for k, v in self._event_info(event_id).items()
-                if k not in ("event_id", "group", "interval")}
+        info = {
+            k: v
+            for k, v in self._event_info(event_id).items()
+            if k not in ("event_id", "group", "interval")
+        }
         info.update(echoes=len(e.echoes), answers=len(e.results), targets=len(e.directed))
         self.store.put_event(event_id, g.cfg.group_id, self._event_info(event_id)["interval"], info)
         self.cpu["demand"] += time.process_time() - t0
@@ -414,9 +481,12 @@ class HeadEndCore:
         compared (from its signed offer), and the meters directed -- no reading."""
         _, dm = self._event_group(event_id)
         e = dm.events[event_id]
-        return {"threshold_w": e.threshold, "bits": {m: bool(b) for m, b in sorted(e.results.items())},
-                "reading_intervals": {m: o.reading_interval for m, o in sorted(e.offers.items())},
-                "directed": sorted(e.directed)}
+        return {
+            "threshold_w": e.threshold,
+            "bits": {m: bool(b) for m, b in sorted(e.results.items())},
+            "reading_intervals": {m: o.reading_interval for m, o in sorted(e.offers.items())},
+            "directed": sorted(e.directed),
+        }
 
     def _event_info(self, event_id: str) -> dict[str, Any]:
         for e in self.store.events():
@@ -445,16 +515,23 @@ class HeadEndCore:
         return SettleRequest(period=period, statement=encode(statement), log=tuple(log))
 
     def _receive_payment(self, peer: str, msg: BillProof | Dispute) -> None:
-        found = [(p, s) for (m, p), s in self._statements.items()
-                 if m == msg.meter_id and statement_digest(s) == msg.statement_digest]
+        found = [
+            (p, s)
+            for (m, p), s in self._statements.items()
+            if m == msg.meter_id and statement_digest(s) == msg.statement_digest
+        ]
         if not found:
             raise UnexpectedMessage("answer to no statement we issued", meter_id=msg.meter_id)
         period, st = found[0]
         if isinstance(msg, Dispute):
-            self.store.put_settlement(msg.meter_id, period, "dispute:" + msg.reason, encode(msg), None)
+            self.store.put_settlement(
+                msg.meter_id, period, "dispute:" + msg.reason, encode(msg), None
+            )
             return
         try:
-            bill = check_proof(st, msg, self.household_keys[msg.meter_id], self.ledger.plan_of(msg.meter_id))
+            bill = check_proof(
+                st, msg, self.household_keys[msg.meter_id], self.ledger.plan_of(msg.meter_id)
+            )
         except InvalidProof:
             self.store.put_settlement(msg.meter_id, period, "invalid-proof", encode(msg), None)
             raise
@@ -481,13 +558,18 @@ class HeadEndCore:
         if isinstance(msg, Relayed):
             served = self.concentrators.get(peer)
             if served is None or msg.meter_id not in served:
-                raise UnknownParty("relay from a concentrator that does not serve this meter",
-                                   meter_id=msg.meter_id, peer=peer)
+                raise UnknownParty(
+                    "relay from a concentrator that does not serve this meter",
+                    meter_id=msg.meter_id,
+                    peer=peer,
+                )
             inner = unwrap(msg)
             if isinstance(inner, Relayed):
                 raise UnexpectedMessage("nested relay envelope", meter_id=msg.meter_id)
-            return [Relayed(meter_id=msg.meter_id, payload=encode(r))
-                    for r in self._handle(msg.meter_id, inner, now=now, interval=interval)]
+            return [
+                Relayed(meter_id=msg.meter_id, payload=encode(r))
+                for r in self._handle(msg.meter_id, inner, now=now, interval=interval)
+            ]
         if isinstance(msg, ReadingRecord):
             self._same(peer, msg.meter_id)
             t0 = time.process_time()
@@ -514,7 +596,9 @@ class HeadEndCore:
         if isinstance(msg, RingTotal):
             g = self._group(self._group_of(peer))
             if g.ring is None or not g.ring_roster or peer != g.ring_roster[0]:
-                raise UnexpectedMessage("ring total from a meter that is not the leader", meter_id=peer)
+                raise UnexpectedMessage(
+                    "ring total from a meter that is not the leader", meter_id=peer
+                )
             self._same(peer, peer)
             g.ring.handle_total(msg)
             return []
@@ -525,8 +609,15 @@ class HeadEndCore:
                 raise UnexpectedMessage("advert for another group or epoch", meter_id=peer)
             if peer in g.ring_adverts:
                 raise ReplayedMessage("second advert", meter_id=peer)
-            verify_advert(self.registry[peer], msg.group, msg.epoch, msg.party_id, msg.public, msg.nonce,
-                          msg.signature)
+            verify_advert(
+                self.registry[peer],
+                msg.group,
+                msg.epoch,
+                msg.party_id,
+                msg.public,
+                msg.nonce,
+                msg.signature,
+            )
             g.ring_adverts[peer] = msg
             return []
         if isinstance(msg, KeyAdvert):
@@ -562,8 +653,11 @@ class HeadEndCore:
     # -- helpers ---------------------------------------------------------------------------
     def _same(self, peer: str, meter_id: str) -> None:
         if peer != meter_id and peer != f"hh:{meter_id}":
-            raise UnknownParty("message names another meter than the authenticated peer",
-                               meter_id=meter_id, peer=peer)
+            raise UnknownParty(
+                "message names another meter than the authenticated peer",
+                meter_id=meter_id,
+                peer=peer,
+            )
         if meter_id not in self.registry:
             raise UnknownParty("meter not registered", meter_id=meter_id)
 
@@ -594,4 +688,3 @@ class HeadEndCore:
     def statements(self) -> dict[tuple[str, int], Statement]:
         """Every statement issued, by ``(meter id, period)`` (for audit bundles and checks)."""
         return dict(self._statements)
-

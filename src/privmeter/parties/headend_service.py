@@ -51,8 +51,14 @@ log = logging.getLogger(__name__)
 class NetLink:
     """The interval loop's link over a transport :class:`~privmeter.net.transport.Server`."""
 
-    def __init__(self, core: HeadEndCore, *, round_timeout: float = 30.0, round_idle: float = 2.0,
-                 group_commit: bool = True) -> None:
+    def __init__(
+        self,
+        core: HeadEndCore,
+        *,
+        round_timeout: float = 30.0,
+        round_idle: float = 2.0,
+        group_commit: bool = True,
+    ) -> None:
         self.core = core
         self.group_commit = group_commit
         self._commit_q: list[tuple[str, Any, asyncio.Future[list[Any]]]] = []
@@ -70,7 +76,9 @@ class NetLink:
         self._relay: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._relay_task: asyncio.Task[None] | None = None
         self.via: dict[str, str] = {}  # tree: meter -> its concentrator (refresh_via)
-        self.hellos: set[str] = set()  # meters that said hello (reachable, also behind a concentrator)
+        self.hellos: set[str] = (
+            set()
+        )  # meters that said hello (reachable, also behind a concentrator)
         self.refresh_via()
 
     def refresh_via(self) -> None:
@@ -108,7 +116,9 @@ class NetLink:
                     for peer, msg, fut in batch:
                         try:
                             results.append((fut, self._handle_now(peer, msg)))
-                        except PrivmeterError as exc:  # this record only (its savepoint rolled back)
+                        except (
+                            PrivmeterError
+                        ) as exc:  # this record only (its savepoint rolled back)
                             results.append((fut, exc))
             except PrivmeterError as exc:  # the COMMIT failed: nothing of the batch is acknowledged
                 results = [(fut, exc) for _, _, fut in batch]
@@ -140,7 +150,9 @@ class NetLink:
 
     def observe(self, kind: type, owner: str, *, relayed: bool = False) -> None:
         """A message of ``kind`` from ``owner`` was handled: note hellos and the round's answers."""
-        if kind is Hello:  # reachable through its concentrator; a direct hello supersedes one relayed before
+        if (
+            kind is Hello
+        ):  # reachable through its concentrator; a direct hello supersedes one relayed before
             (self.hellos.add if relayed else self.hellos.discard)(owner)
         owner = owner[3:] if owner.startswith("hh:") else owner
         if self._expect is not None and issubclass(kind, self._expect) and owner in self._waiting:
@@ -168,8 +180,9 @@ class NetLink:
         conc = self.via.get(peer)
         return conc is not None and peer in self.hellos and self.server.is_connected(conc)
 
-    async def exchange(self, outgoing: Mapping[str, Sequence[Any]], *, expect: Any, now: int,
-                       interval: int) -> set[str]:
+    async def exchange(
+        self, outgoing: Mapping[str, Sequence[Any]], *, expect: Any, now: int, interval: int
+    ) -> set[str]:
         assert self.server is not None
         self.now, self.interval = now, interval
         self._expect = expect
@@ -181,7 +194,8 @@ class NetLink:
             peer = mid
             conc = self.via.get(mid)
             direct = self.server.is_connected(mid) or (
-                isinstance(msgs[0], SettleRequest) and self.server.is_connected(f"hh:{mid}"))
+                isinstance(msgs[0], SettleRequest) and self.server.is_connected(f"hh:{mid}")
+            )
             if conc is not None and not direct:  # tree: wrap for the meter's concentrator
                 if not self.server.is_connected(conc) or mid not in self.hellos:
                     continue
@@ -189,7 +203,8 @@ class NetLink:
                     self._waiting.add(mid)
                 with contextlib.suppress(PrivmeterError):
                     await self.server.send_many_to(
-                        conc, [Relayed(meter_id=mid, payload=encode(m)) for m in msgs])
+                        conc, [Relayed(meter_id=mid, payload=encode(m)) for m in msgs]
+                    )
                     sent.add(mid)
                 continue
             if isinstance(msgs[0], SettleRequest) and self.server.is_connected(f"hh:{mid}"):
@@ -217,11 +232,18 @@ class NetLink:
         return set(self._answered)
 
 
-async def start_server(core: HeadEndCore, link: NetLink, trust: TrustStore, *, host: str, port: int,
-                       emulation: NetworkEmulator | None = None, **kw: Any) -> Server:
+async def start_server(
+    core: HeadEndCore,
+    link: NetLink,
+    trust: TrustStore,
+    *,
+    host: str,
+    port: int,
+    emulation: NetworkEmulator | None = None,
+    **kw: Any,
+) -> Server:
     """Start the transport server for ``core`` (returns it started; ``port=0`` picks one)."""
     server = Server(host, port, core.signing_key, trust, link.handle, emulation=emulation, **kw)
     await server.start()
     link.server = server
     return server
-

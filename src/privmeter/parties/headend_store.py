@@ -101,7 +101,9 @@ class _Common:
     def events(self) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    def put_settlement(self, meter_id: str, period: int, kind: str, answer: bytes, bill: int | None) -> None:
+    def put_settlement(
+        self, meter_id: str, period: int, kind: str, answer: bytes, bill: int | None
+    ) -> None:
         raise NotImplementedError
 
     def settlements(self) -> list[tuple[str, int, str, bytes, int | None]]:
@@ -148,7 +150,9 @@ class MemoryHeadEndStore(MemoryBillingStore, _Common):
     def events(self) -> list[dict[str, Any]]:
         return sorted(self._events.values(), key=lambda e: (e["interval"], e["event_id"]))
 
-    def put_settlement(self, meter_id: str, period: int, kind: str, answer: bytes, bill: int | None) -> None:
+    def put_settlement(
+        self, meter_id: str, period: int, kind: str, answer: bytes, bill: int | None
+    ) -> None:
         self._settlements[(meter_id, period)] = (meter_id, period, kind, answer, bill)
 
     def settlements(self) -> list[tuple[str, int, str, bytes, int | None]]:
@@ -169,9 +173,13 @@ class HeadEndStore(SqliteBillingStore, _Common):
             self._db.executescript(f"BEGIN;{_SCHEMA}COMMIT;")
             row = self._db.execute("SELECT value FROM he_meta WHERE key = 'schema'").fetchone()
             if row is None:
-                self._db.execute("INSERT INTO he_meta VALUES ('schema', ?)", (str(HEADEND_SCHEMA_VERSION),))
+                self._db.execute(
+                    "INSERT INTO he_meta VALUES ('schema', ?)", (str(HEADEND_SCHEMA_VERSION),)
+                )
             elif row[0] != str(HEADEND_SCHEMA_VERSION):
-                raise StoreError(f"head-end tables have schema {row[0]}, expected {HEADEND_SCHEMA_VERSION}")
+                raise StoreError(
+                    f"head-end tables have schema {row[0]}, expected {HEADEND_SCHEMA_VERSION}"
+                )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot set up head-end tables in {self.path!r}: {exc}") from None
 
@@ -228,13 +236,19 @@ class HeadEndStore(SqliteBillingStore, _Common):
         with self._tx():
             row = self._db.execute(
                 "SELECT grp, interval, total, survivors, dropped, error FROM he_totals WHERE grp = ? AND "
-                "interval = ?", (t.group, t.interval)).fetchone()
+                "interval = ?",
+                (t.group, t.interval),
+            ).fetchone()
             if row is not None:
                 if StoredTotal.from_row(row) != t:
-                    raise StoreError(f"total of {t.group}/{t.interval} already stored with another value")
+                    raise StoreError(
+                        f"total of {t.group}/{t.interval} already stored with another value"
+                    )
                 return
-            self._db.execute("INSERT INTO he_totals VALUES (?, ?, ?, ?, ?, ?)",
-                             (t.group, t.interval, t.total, t.survivors, t.dropped, t.error))
+            self._db.execute(
+                "INSERT INTO he_totals VALUES (?, ?, ?, ?, ?, ?)",
+                (t.group, t.interval, t.total, t.survivors, t.dropped, t.error),
+            )
 
     def totals(self, group: str | None = None) -> list[StoredTotal]:
         q = "SELECT grp, interval, total, survivors, dropped, error FROM he_totals"
@@ -242,31 +256,43 @@ class HeadEndStore(SqliteBillingStore, _Common):
         if group is not None:
             q += " WHERE grp = ?"
             args = (group,)
-        return [StoredTotal.from_row(r) for r in self._db.execute(q + " ORDER BY grp, interval", args)]
+        return [
+            StoredTotal.from_row(r) for r in self._db.execute(q + " ORDER BY grp, interval", args)
+        ]
 
     def put_event(self, event_id: str, group: str, interval: int, info: dict[str, Any]) -> None:
         with self._tx():
-            self._db.execute("INSERT OR REPLACE INTO he_events VALUES (?, ?, ?, ?)",
-                             (event_id, group, interval, json.dumps(info, sort_keys=True)))
+            self._db.execute(
+                "INSERT OR REPLACE INTO he_events VALUES (?, ?, ?, ?)",
+                (event_id, group, interval, json.dumps(info, sort_keys=True)),
+            )
 
     def events(self) -> list[dict[str, Any]]:
         out = []
         for eid, grp, iv, info in self._db.execute(
-                "SELECT event_id, grp, interval, info FROM he_events ORDER BY interval, event_id"):
+            "SELECT event_id, grp, interval, info FROM he_events ORDER BY interval, event_id"
+        ):
             d = json.loads(info)
             d.update(event_id=eid, group=grp, interval=int(iv))
             out.append(d)
         return out
 
-    def put_settlement(self, meter_id: str, period: int, kind: str, answer: bytes, bill: int | None) -> None:
+    def put_settlement(
+        self, meter_id: str, period: int, kind: str, answer: bytes, bill: int | None
+    ) -> None:
         with self._tx():
-            self._db.execute("INSERT OR REPLACE INTO he_settlements VALUES (?, ?, ?, ?, ?)",
-                             (meter_id, period, kind, answer, bill))
+            self._db.execute(
+                "INSERT OR REPLACE INTO he_settlements VALUES (?, ?, ?, ?, ?)",
+                (meter_id, period, kind, answer, bill),
+            )
 
     def settlements(self) -> list[tuple[str, int, str, bytes, int | None]]:
-        return [(r[0], int(r[1]), r[2], bytes(r[3]), None if r[4] is None else int(r[4]))
-                for r in self._db.execute(
-                    "SELECT meter_id, period, kind, answer, bill FROM he_settlements ORDER BY meter_id, period")]
+        return [
+            (r[0], int(r[1]), r[2], bytes(r[3]), None if r[4] is None else int(r[4]))
+            for r in self._db.execute(
+                "SELECT meter_id, period, kind, answer, bill FROM he_settlements ORDER BY meter_id, period"
+            )
+        ]
 
 
 class _Savepoint:

@@ -83,7 +83,9 @@ class HouseholdAgent:
         self.period_intervals = period_intervals
         self.period_start = period_start
         self.answers: list[BillProof | Dispute] = []
-        self.paid: dict[int, BillProof] = dict(paid or {})  # billing period -> the one proof given for it
+        self.paid: dict[int, BillProof] = dict(
+            paid or {}
+        )  # billing period -> the one proof given for it
         self.on_paid = on_paid  # saves a new proof (durably) before it is sent; raising stops it
 
     def receive_feed(self, feed_json: str) -> None:
@@ -103,28 +105,48 @@ class HouseholdAgent:
 
     def settle(self, statement: Statement, log: Iterable[bytes] = ()) -> BillProof | Dispute:
         """Answer one statement; ``log``: the records it is built from (canonical bytes)."""
-        k, period = self.period_of(statement) if statement.start >= self.period_start else (-1, range(0))
+        k, period = (
+            self.period_of(statement) if statement.start >= self.period_start else (-1, range(0))
+        )
         done = self.paid.get(k)
         if k < 0:  # before the first billing period: not one of ours
-            ans: BillProof | Dispute = Dispute(meter_id=statement.meter_id,
-                                              statement_digest=statement_digest(statement), reason="range")
+            ans: BillProof | Dispute = Dispute(
+                meter_id=statement.meter_id,
+                statement_digest=statement_digest(statement),
+                reason="range",
+            )
         elif done is not None:
             ans = done
             if done.statement_digest != statement_digest(statement):
-                ans = Dispute(meter_id=statement.meter_id, statement_digest=statement_digest(statement),
-                              reason="settled")
+                ans = Dispute(
+                    meter_id=statement.meter_id,
+                    statement_digest=statement_digest(statement),
+                    reason="settled",
+                )
         else:
             try:
                 records = records_from_log(log)
             except PrivmeterError:
-                ans = Dispute(meter_id=statement.meter_id, statement_digest=statement_digest(statement),
-                              reason="log")
+                ans = Dispute(
+                    meter_id=statement.meter_id,
+                    statement_digest=statement_digest(statement),
+                    reason="log",
+                )
             else:
                 readings, adjustments = self.local_port()
-                ans = settle(statement, headend_key=self.headend_key, meter_key=self.meter_key,
-                             secret_key=self.secret_key, meter_id=self.meter_id, plan=self.plan,
-                             period=period, readings=readings, records=records, feed=self.feed,
-                             adjustments=adjustments)
+                ans = settle(
+                    statement,
+                    headend_key=self.headend_key,
+                    meter_key=self.meter_key,
+                    secret_key=self.secret_key,
+                    meter_id=self.meter_id,
+                    plan=self.plan,
+                    period=period,
+                    readings=readings,
+                    records=records,
+                    feed=self.feed,
+                    adjustments=adjustments,
+                )
                 if isinstance(ans, BillProof):
                     if self.on_paid is not None:
                         self.on_paid(k, ans)

@@ -37,8 +37,9 @@ __all__ = ["serve"]
 log = logging.getLogger(__name__)
 
 
-async def serve(agent: HouseholdAgent, identity: SigningKey, *, host: str, port: int,
-                headend_key: VerifyKey) -> list[Any]:
+async def serve(
+    agent: HouseholdAgent, identity: SigningKey, *, host: str, port: int, headend_key: VerifyKey
+) -> list[Any]:
     """Connect, answer settle requests until ``sys.bye``; returns the answers given."""
     done = asyncio.Event()
 

@@ -101,7 +101,9 @@ class HouseholdKeys:
         return d
 
 
-def household_key_and_proof(d: dict[str, Any], *, min_bits: int = MIN_KEY_BITS) -> tuple[PaillierPublicKey, list[int]]:
+def household_key_and_proof(
+    d: dict[str, Any], *, min_bits: int = MIN_KEY_BITS
+) -> tuple[PaillierPublicKey, list[int]]:
     """A household key file's public key and well-formedness proof, *verified*
     (:func:`~privmeter.protocol.records.check_household_key`: h_s derived from n,
     the proof; :class:`~privmeter.errors.UnprovenKey` if the proof is missing)."""
@@ -151,12 +153,22 @@ def verify_key_from(d: dict[str, Any], field: str = "verify_key") -> VerifyKey:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("role", choices=ROLES, help="whose keys to generate")
-    p.add_argument("--out", type=out_dir, required=True, help="directory for NAME.json and NAME.pub.json")
+    p.add_argument(
+        "--out", type=out_dir, required=True, help="directory for NAME.json and NAME.pub.json"
+    )
     p.add_argument("--name", default=None, help="file stem (default: the role)")
-    p.add_argument("--bits", type=at_least(MIN_KEY_BITS), default=DEFAULT_KEY_BITS,
-                   help=f"Paillier modulus size, household only (default {DEFAULT_KEY_BITS}, "
-                        f"at least {MIN_KEY_BITS})")
-    p.add_argument("--force", action="store_true", help="overwrite existing key files (the old secret key is lost)")
+    p.add_argument(
+        "--bits",
+        type=at_least(MIN_KEY_BITS),
+        default=DEFAULT_KEY_BITS,
+        help=f"Paillier modulus size, household only (default {DEFAULT_KEY_BITS}, "
+        f"at least {MIN_KEY_BITS})",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite existing key files (the old secret key is lost)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,8 +178,10 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     existing = [str(f) for f in (out / f"{name}.json", out / f"{name}.pub.json") if f.exists()]
     if existing and not args.force:
-        raise ConfigError(f"{existing[0]} already exists (a secret key would be lost); "
-                          f"choose another --out or --name, or pass --force to overwrite it")
+        raise ConfigError(
+            f"{existing[0]} already exists (a secret key would be lost); "
+            f"choose another --out or --name, or pass --force to overwrite it"
+        )
     out.mkdir(parents=True, exist_ok=True)
     if args.role == "household":
         keys = HouseholdKeys.generate(args.bits)
@@ -175,7 +189,11 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(out / f"{name}.pub.json", keys.public_dict())
     else:
         sk = SigningKey.generate()
-        pub: dict[str, Any] = {"format": KEYFILE_FORMAT, "role": args.role, "verify_key": sk.verify_key.hex()}
+        pub: dict[str, Any] = {
+            "format": KEYFILE_FORMAT,
+            "role": args.role,
+            "verify_key": sk.verify_key.hex(),
+        }
         priv = dict(pub, signing_seed=sk.seed().hex())
         if args.role == "utility":
             feed = SigningKey.generate()

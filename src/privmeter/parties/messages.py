@@ -27,7 +27,6 @@ __all__ = ["Bye", "EpochRequest", "FeedPublished", "Hello", "Relayed", "SettleRe
 MAX_FEED_JSON = 2 * 1024 * 1024  # a year of 15-minute signed prices fits
 
 
-
 @message("sys.hello")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Hello:

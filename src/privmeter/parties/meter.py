@@ -145,8 +145,10 @@ class SourceReadings(Mapping[int, int | None]):
     def wait_for(self, interval: int, timeout: float | None = None) -> bool:
         """Wait until ``interval`` is reported or the source ended; False on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._ended or self._high >= interval,
-                                       self.wait_s if timeout is None else timeout)
+            return self._cond.wait_for(
+                lambda: self._ended or self._high >= interval,
+                self.wait_s if timeout is None else timeout,
+            )
 
     @property
     def ended(self) -> bool:
@@ -200,8 +202,11 @@ class MeterLoad:
     def __post_init__(self) -> None:
         if self.minute_w is not None:
             self.minute_w = np.array(self.minute_w, dtype=np.int64)
-            self.deferrable_w = (np.zeros_like(self.minute_w) if self.deferrable_w is None
-                                 else np.array(self.deferrable_w, dtype=np.int64))
+            self.deferrable_w = (
+                np.zeros_like(self.minute_w)
+                if self.deferrable_w is None
+                else np.array(self.deferrable_w, dtype=np.int64)
+            )
             self._recompute()
 
     def _recompute(self) -> None:
@@ -229,8 +234,14 @@ class MeterLoad:
         if start_minute < 0 or start_minute >= len(self.minute_w):
             return
         dur = min(ins.duration_minutes, len(self.minute_w) - start_minute)
-        res = apply_directive(self.minute_w, start_minute=start_minute, duration_minutes=dur,
-                              action=ins.action, deferrable_w=self.deferrable_w, limit_w=ins.limit_w)
+        res = apply_directive(
+            self.minute_w,
+            start_minute=start_minute,
+            duration_minutes=dur,
+            action=ins.action,
+            deferrable_w=self.deferrable_w,
+            limit_w=ins.limit_w,
+        )
         self.minute_w = res.minute_w
         self.deferrable_w = res.deferrable_w
         self._recompute()
@@ -277,8 +288,9 @@ class MeterAgent:
         self.enc = encryptor if encryptor is not None else MeterEncryptor(household_pk)
         self.agg: AggregationMeter | None = None
         # the plan's roster rules (differencing defence), one record for all epochs
-        self.membership = MembershipPolicy(meter_id, plan.privacy,
-                                           interval_seconds=load.interval_seconds)
+        self.membership = MembershipPolicy(
+            meter_id, plan.privacy, interval_seconds=load.interval_seconds
+        )
         self.ring: RingMeter | None = None
         self._ring_key: tuple[AgreementKey, KeyAdvert] | None = None
         self.comparison_group = comparison_group
@@ -315,9 +327,16 @@ class MeterAgent:
             return
         try:
             self.demand = MeterDemandAgent.from_plan(
-                self.plan, self.meter_id, self.group, self.signing_key, self.headend_key,
-                roster=self.group_keys, budget=self.budget, key_group=self.comparison_group.name,
-                allow_insecure_group=self.comparison_group.insecure)
+                self.plan,
+                self.meter_id,
+                self.group,
+                self.signing_key,
+                self.headend_key,
+                roster=self.group_keys,
+                budget=self.budget,
+                key_group=self.comparison_group.name,
+                allow_insecure_group=self.comparison_group.insecure,
+            )
         except LocalProtocolError as exc:  # e.g. a roster below the plan's group size
             self.demand_error = str(exc)
 
@@ -337,8 +356,13 @@ class MeterAgent:
             self.demand.events = old.events
             self.demand._accepted_per_interval = old._accepted_per_interval
 
-    def restore(self, readings: Mapping[int, int], adjustments: Mapping[tuple[str, str, int], int],
-                unacked: Iterable[ReadingRecord], directives: Iterable[LoadInstruction] = ()) -> None:
+    def restore(
+        self,
+        readings: Mapping[int, int],
+        adjustments: Mapping[tuple[str, str, int], int],
+        unacked: Iterable[ReadingRecord],
+        directives: Iterable[LoadInstruction] = (),
+    ) -> None:
         """After a restart: what this meter reported before (its journal, see
         :mod:`privmeter.parties.meter_state`); it carries on after the last reading,
         inside the windows of the directives it received (their demand-response records)."""
@@ -358,9 +382,13 @@ class MeterAgent:
         return ins.event_id, ins.start_interval, ins.start_interval + per - 1
 
     # -- billing ---------------------------------------------------------------------------
-    def _record(self, interval: int, wh: int, kind: str = ENERGY, event_id: str = "") -> ReadingRecord:
+    def _record(
+        self, interval: int, wh: int, kind: str = ENERGY, event_id: str = ""
+    ) -> ReadingRecord:
         ct = self.enc.encrypt(wh, self.rng)
-        rec = make_record(self.signing_key, self.meter_id, interval, self.pk, ct, kind=kind, event_id=event_id)
+        rec = make_record(
+            self.signing_key, self.meter_id, interval, self.pk, ct, kind=kind, event_id=event_id
+        )
         if len(self.unacked) < MAX_UNACKED:
             self.unacked[rec.slot] = rec
         return rec
@@ -390,7 +418,9 @@ class MeterAgent:
                     self.local_adjustments[(kind, event_id, interval)] = amount
         return out
 
-    def resend(self, *, exclude: set[tuple[str, int, str, str]] | None = None) -> list[ReadingRecord]:
+    def resend(
+        self, *, exclude: set[tuple[str, int, str, str]] | None = None
+    ) -> list[ReadingRecord]:
         return [r for k, r in sorted(self.unacked.items()) if not exclude or k not in exclude]
 
     # -- dispatch ------------------------------------------------------------------------
@@ -417,6 +447,7 @@ class MeterAgent:
             rec = self.unacked.get((msg.meter_id, msg.interval, msg.kind, msg.event_id))
             if rec is not None:
                 import hashlib
+
                 if hashlib.sha256(record_bytes(rec)).digest() == msg.record_digest:
                     del self.unacked[rec.slot]
             return []
@@ -427,9 +458,16 @@ class MeterAgent:
                 raise UnexpectedMessage("epoch for another group")
             ak = AgreementKey.generate(self.rng)
             nonce = self.rng.getrandbits(128).to_bytes(16, "big")
-            adv = KeyAdvert(group=msg.group, epoch=msg.epoch, party_id=self.meter_id, public=ak.public,
-                            nonce=nonce, signature=sign_advert(self.signing_key, msg.group, msg.epoch,
-                                                               self.meter_id, ak.public, nonce))
+            adv = KeyAdvert(
+                group=msg.group,
+                epoch=msg.epoch,
+                party_id=self.meter_id,
+                public=ak.public,
+                nonce=nonce,
+                signature=sign_advert(
+                    self.signing_key, msg.group, msg.epoch, self.meter_id, ak.public, nonce
+                ),
+            )
             self._ring_key = (ak, adv)
             self.ring = None
             return [adv]
@@ -439,16 +477,25 @@ class MeterAgent:
             if msg.group != self.group:
                 raise UnexpectedMessage("epoch for another group")
             self.agg = AggregationMeter(
-                self.meter_id, self.signing_key, self.group_keys, self.headend_key,
-                group=msg.group, epoch=msg.epoch, min_survivors=self.min_survivors, rng=self.rng,
-                membership=self.membership)
+                self.meter_id,
+                self.signing_key,
+                self.group_keys,
+                self.headend_key,
+                group=msg.group,
+                epoch=msg.epoch,
+                min_survivors=self.min_survivors,
+                rng=self.rng,
+                membership=self.membership,
+            )
             return [self.agg.advertise()]
         if isinstance(msg, KeyBundle):
             if self.agg is None:
                 raise UnexpectedMessage("bundle before any epoch")
             self.agg.handle_bundle(msg)
             return []
-        if isinstance(msg, Tick):  # the head-end's "anything unacknowledged?" poll; its time is not ours
+        if isinstance(
+            msg, Tick
+        ):  # the head-end's "anything unacknowledged?" poll; its time is not ours
             return self.resend()
         if isinstance(msg, FeedPublished):
             self.feeds.append(msg.feed_json)
@@ -466,7 +513,9 @@ class MeterAgent:
         if (bundle.group, bundle.epoch) != (mine.group, mine.epoch) or mine not in bundle.adverts:
             raise UnexpectedMessage("ring bundle for another epoch, or without our advert")
         h = bundle.headend
-        verify_advert(self.headend_key, h.group, h.epoch, HEADEND_ID, h.public, h.nonce, h.signature)
+        verify_advert(
+            self.headend_key, h.group, h.epoch, HEADEND_ID, h.public, h.nonce, h.signature
+        )
         publics = {}
         for a in bundle.adverts:
             key = self.group_keys.get(a.party_id)
@@ -479,8 +528,9 @@ class MeterAgent:
             from privmeter.errors import GroupTooSmall
 
             raise GroupTooSmall(f"ring of {len(roster)} below the minimum {self.min_survivors}")
-        self.ring = RingMeter(self.meter_id, roster, ak, publics, group=bundle.group, epoch=bundle.epoch,
-                              rng=self.rng)
+        self.ring = RingMeter(
+            self.meter_id, roster, ak, publics, group=bundle.group, epoch=bundle.epoch, rng=self.rng
+        )
         return []
 
     def _ring_round(self, msg: RingStart | RingToken) -> list[Any]:
@@ -490,18 +540,27 @@ class MeterAgent:
         fresh = self.records_upto(t)
         old = self.resend(exclude={r.slot for r in fresh})
         wh = self.load.energy_wh(t) or 0
-        out = self.ring.handle_start(msg, wh) if isinstance(msg, RingStart) else self.ring.handle_token(msg, wh)
+        out = (
+            self.ring.handle_start(msg, wh)
+            if isinstance(msg, RingStart)
+            else self.ring.handle_token(msg, wh)
+        )
         return [*old, *fresh, out]
 
     def _demand(self, msg: Any) -> list[Any]:
         if self.demand is None:
             raise UnexpectedMessage(f"this meter runs no demand management ({self.demand_error})")
         now = self.now
-        if isinstance(msg, DemandEvent):  # the reading compared: the meter's last, of its own interval
+        if isinstance(
+            msg, DemandEvent
+        ):  # the reading compared: the meter's last, of its own interval
             last = max(self.local_readings) if self.local_readings else None
-            reading_w = None if last is None else self.local_readings[last] * 3600 // self.interval_seconds
-            offer, echo = self.demand.receive_event(msg, reading_interval=last, reading_w=reading_w, now=now,
-                                                    rng=self.rng)
+            reading_w = (
+                None if last is None else self.local_readings[last] * 3600 // self.interval_seconds
+            )
+            offer, echo = self.demand.receive_event(
+                msg, reading_interval=last, reading_w=reading_w, now=now, rng=self.rng
+            )
             return [offer, echo]
         if isinstance(msg, EchoBundle):
             self.demand.receive_echoes(msg, now=now)

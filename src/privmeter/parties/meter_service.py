@@ -63,10 +63,17 @@ def round_of(msg: Any) -> int | None:
 class MeterFleet:
     """Many meters, one event loop, one connection each."""
 
-    def __init__(self, meters: dict[str, MeterAgent], households: dict[str, HouseholdAgent], *,
-                 host: str, port: int, headend_key: VerifyKey,
-                 offline: Callable[[str, int], bool] | None = None,
-                 via: dict[str, tuple[int, VerifyKey, str]] | None = None) -> None:
+    def __init__(
+        self,
+        meters: dict[str, MeterAgent],
+        households: dict[str, HouseholdAgent],
+        *,
+        host: str,
+        port: int,
+        headend_key: VerifyKey,
+        offline: Callable[[str, int], bool] | None = None,
+        via: dict[str, tuple[int, VerifyKey, str]] | None = None,
+    ) -> None:
         self.meters = meters
         self.households = households
         self.host, self.port = host, port
@@ -112,7 +119,9 @@ class MeterFleet:
                 return []  # the meter is down for this interval: it never saw the round
             feed = meter.load.fixed
             if t is not None and isinstance(feed, SourceReadings) and not feed.ended:
-                await asyncio.to_thread(feed.wait_for, t)  # a real meter closes t a few s after its end
+                await asyncio.to_thread(
+                    feed.wait_for, t
+                )  # a real meter closes t a few s after its end
             if isinstance(msg, SettleRequest):
                 out = home.handle(msg)
             else:
@@ -133,10 +142,17 @@ class MeterFleet:
                 delay = 0.1
                 for _ in range(20):
                     try:
-                        port, key, sid = self.via.get(mid, (self.port, self.headend_key, "head-end"))
+                        port, key, sid = self.via.get(
+                            mid, (self.port, self.headend_key, "head-end")
+                        )
                         conn = await connect(
-                            self.host, port, self.meters[mid].signing_key, key, server_id=sid,
-                            handler=self._handler(mid))
+                            self.host,
+                            port,
+                            self.meters[mid].signing_key,
+                            key,
+                            server_id=sid,
+                            handler=self._handler(mid),
+                        )
                         self.conns[mid] = conn
                         m = self.meters[mid]
                         last = max(m.local_readings) if m.local_readings else -1
@@ -160,8 +176,17 @@ class MeterFleet:
         for mid, m in self.meters.items():
             first = m.load.first_interval
             last = max(m.local_readings) if m.local_readings else first
-            readings = {str(t): wh for t in range(first, last + 1) if (wh := m.load.energy_wh(t)) is not None}
-            out[mid] = {"readings": readings,
-                        "adjustments": [[k[0], k[1], k[2], v] for k, v in sorted(m.local_adjustments.items())],
-                        "bytes_up": self.bytes_up[mid], "bytes_down": self.bytes_down[mid]}
+            readings = {
+                str(t): wh
+                for t in range(first, last + 1)
+                if (wh := m.load.energy_wh(t)) is not None
+            }
+            out[mid] = {
+                "readings": readings,
+                "adjustments": [
+                    [k[0], k[1], k[2], v] for k, v in sorted(m.local_adjustments.items())
+                ],
+                "bytes_up": self.bytes_up[mid],
+                "bytes_down": self.bytes_down[mid],
+            }
         return out

@@ -69,8 +69,13 @@ class JournalledMeter(Protocol):
     directives: list[LoadInstruction]
     now: int
 
-    def restore(self, readings: Mapping[int, int], adjustments: Mapping[tuple[str, str, int], int],
-                unacked: Iterable[ReadingRecord], directives: Iterable[LoadInstruction] = ()) -> None: ...
+    def restore(
+        self,
+        readings: Mapping[int, int],
+        adjustments: Mapping[tuple[str, str, int], int],
+        unacked: Iterable[ReadingRecord],
+        directives: Iterable[LoadInstruction] = (),
+    ) -> None: ...
 
 
 class MeterLedgerStore:
@@ -80,7 +85,9 @@ class MeterLedgerStore:
         self._db = sqlite3.connect(str(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS ledger (meter_id TEXT PRIMARY KEY, doc TEXT NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS ledger (meter_id TEXT PRIMARY KEY, doc TEXT NOT NULL)"
+        )
         self._db.executescript(_JOURNAL)
         self._saved: dict[str, tuple[set[int], set[tuple[str, str, int]], set[str], set[str]]] = {}
 
@@ -97,24 +104,34 @@ class MeterLedgerStore:
         return doc
 
     def save(self, meter_id: str, doc: dict[str, Any]) -> None:
-        self._db.execute("INSERT OR REPLACE INTO ledger (meter_id, doc) VALUES (?, ?)",
-                         (meter_id, json.dumps(doc, separators=(",", ":"))))
+        self._db.execute(
+            "INSERT OR REPLACE INTO ledger (meter_id, doc) VALUES (?, ?)",
+            (meter_id, json.dumps(doc, separators=(",", ":"))),
+        )
 
     def paid(self, meter_id: str) -> dict[int, bytes]:
         """The proofs the household of ``meter_id`` gave, per billing period (codec bytes)."""
-        return {int(p): bytes(b) for p, b in self._db.execute(
-            "SELECT period, proof FROM paid WHERE meter_id = ?", (meter_id,))}
+        return {
+            int(p): bytes(b)
+            for p, b in self._db.execute(
+                "SELECT period, proof FROM paid WHERE meter_id = ?", (meter_id,)
+            )
+        }
 
     def put_paid(self, meter_id: str, period: int, proof: bytes) -> None:
         """Record the one proof of ``period`` (one autocommitted statement: durable before it is sent).
         A second, different proof for a period already paid is refused."""
-        row = self._db.execute("SELECT proof FROM paid WHERE meter_id = ? AND period = ?",
-                               (meter_id, period)).fetchone()
+        row = self._db.execute(
+            "SELECT proof FROM paid WHERE meter_id = ? AND period = ?", (meter_id, period)
+        ).fetchone()
         if row is not None and bytes(row[0]) != proof:
-            raise AlreadySettled("a proof for this billing period was given before", meter_id=meter_id,
-                                 period=period)
-        self._db.execute("INSERT OR IGNORE INTO paid (meter_id, period, proof) VALUES (?, ?, ?)",
-                         (meter_id, period, proof))
+            raise AlreadySettled(
+                "a proof for this billing period was given before", meter_id=meter_id, period=period
+            )
+        self._db.execute(
+            "INSERT OR IGNORE INTO paid (meter_id, period, proof) VALUES (?, ?, ?)",
+            (meter_id, period, proof),
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -142,12 +159,17 @@ def sync_journal(store: MeterLedgerStore, meter: JournalledMeter) -> None:
     mid = meter.meter_id
     seen_r, seen_a, seen_u, seen_d = store._saved.setdefault(mid, (set(), set(), set(), set()))
     new_r = [(mid, t, wh) for t, wh in meter.local_readings.items() if t not in seen_r]
-    new_a = [(mid, k[0], k[1], k[2], wh) for k, wh in meter.local_adjustments.items() if k not in seen_a]
+    new_a = [
+        (mid, k[0], k[1], k[2], wh) for k, wh in meter.local_adjustments.items() if k not in seen_a
+    ]
     unacked = {json.dumps(list(slot)): rec for slot, rec in meter.unacked.items()}
     gone = seen_u - set(unacked)
     fresh = [(mid, k, record_bytes(r)) for k, r in unacked.items() if k not in seen_u]
-    new_d = [(mid, d.event_id, d.action, d.start_interval, d.duration_minutes, d.limit_w, meter.now)
-             for d in meter.directives if d.event_id not in seen_d]
+    new_d = [
+        (mid, d.event_id, d.action, d.start_interval, d.duration_minutes, d.limit_w, meter.now)
+        for d in meter.directives
+        if d.event_id not in seen_d
+    ]
     if not (new_r or new_a or gone or fresh or new_d):
         return
     db = store._db
@@ -155,7 +177,9 @@ def sync_journal(store: MeterLedgerStore, meter: JournalledMeter) -> None:
     try:
         db.executemany("INSERT OR REPLACE INTO readings VALUES (?, ?, ?)", new_r)
         db.executemany("INSERT OR REPLACE INTO adjustments VALUES (?, ?, ?, ?, ?)", new_a)
-        db.executemany("DELETE FROM unacked WHERE meter_id = ? AND slot = ?", [(mid, k) for k in gone])
+        db.executemany(
+            "DELETE FROM unacked WHERE meter_id = ? AND slot = ?", [(mid, k) for k in gone]
+        )
         db.executemany("INSERT OR REPLACE INTO unacked VALUES (?, ?, ?)", fresh)
         db.executemany("INSERT OR IGNORE INTO directives VALUES (?, ?, ?, ?, ?, ?, ?)", new_d)
         db.execute("COMMIT")
@@ -174,25 +198,50 @@ def restore_journal(store: MeterLedgerStore, meter: JournalledMeter) -> int:
     the directives it received; returns the number of readings restored."""
     mid = meter.meter_id
     db = store._db
-    readings = {int(t): int(wh) for t, wh in db.execute(
-        "SELECT interval, wh FROM readings WHERE meter_id = ?", (mid,))}
-    adjustments = {(str(k), str(e), int(t)): int(wh) for k, e, t, wh in db.execute(
-        "SELECT kind, event_id, interval, wh FROM adjustments WHERE meter_id = ?", (mid,))}
-    unacked = [record_from_bytes(bytes(b)) for (b,) in db.execute(
-        "SELECT record FROM unacked WHERE meter_id = ?", (mid,))]
-    directives = [LoadInstruction(event_id=str(e), action=str(a), start_interval=int(t),
-                                  duration_minutes=int(d), limit_w=None if w is None else int(w))
-                  for e, a, t, d, w in db.execute(
-                      "SELECT event_id, action, start_interval, duration_minutes, limit_w FROM directives "
-                      "WHERE meter_id = ? ORDER BY received_at, event_id", (mid,))]
+    readings = {
+        int(t): int(wh)
+        for t, wh in db.execute("SELECT interval, wh FROM readings WHERE meter_id = ?", (mid,))
+    }
+    adjustments = {
+        (str(k), str(e), int(t)): int(wh)
+        for k, e, t, wh in db.execute(
+            "SELECT kind, event_id, interval, wh FROM adjustments WHERE meter_id = ?", (mid,)
+        )
+    }
+    unacked = [
+        record_from_bytes(bytes(b))
+        for (b,) in db.execute("SELECT record FROM unacked WHERE meter_id = ?", (mid,))
+    ]
+    directives = [
+        LoadInstruction(
+            event_id=str(e),
+            action=str(a),
+            start_interval=int(t),
+            duration_minutes=int(d),
+            limit_w=None if w is None else int(w),
+        )
+        for e, a, t, d, w in db.execute(
+            "SELECT event_id, action, start_interval, duration_minutes, limit_w FROM directives "
+            "WHERE meter_id = ? ORDER BY received_at, event_id",
+            (mid,),
+        )
+    ]
     meter.restore(readings, adjustments, unacked, directives)
-    store._saved[mid] = (set(readings), set(adjustments),
-                         {json.dumps(list(r.slot)) for r in unacked}, {d.event_id for d in directives})
+    store._saved[mid] = (
+        set(readings),
+        set(adjustments),
+        {json.dumps(list(r.slot)) for r in unacked},
+        {d.event_id for d in directives},
+    )
     return len(readings)
 
 
-def attach(store: MeterLedgerStore, meter_id: str, membership: MembershipPolicy,
-           comparisons: ComparisonBudget | None) -> None:
+def attach(
+    store: MeterLedgerStore,
+    meter_id: str,
+    membership: MembershipPolicy,
+    comparisons: ComparisonBudget | None,
+) -> None:
     """Restore ``membership`` and ``comparisons`` from ``store`` (if saved before),
     then save both after every change they record."""
     doc = store.load(meter_id)
@@ -205,8 +254,14 @@ def attach(store: MeterLedgerStore, meter_id: str, membership: MembershipPolicy,
             raise ConfigError(f"ledger of {meter_id!r}: {exc}") from None
 
     def save() -> None:
-        store.save(meter_id, {"format": FORMAT, "membership": membership.state(),
-                              "comparisons": None if comparisons is None else comparisons.state()})
+        store.save(
+            meter_id,
+            {
+                "format": FORMAT,
+                "membership": membership.state(),
+                "comparisons": None if comparisons is None else comparisons.state(),
+            },
+        )
 
     membership.on_change = save
     if comparisons is not None:

@@ -84,7 +84,9 @@ class Registry:
         self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
         if row is None:
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?), ('version', '0')", (FORMAT,))
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('format', ?), ('version', '0')", (FORMAT,)
+            )
         elif row[0] != FORMAT:
             raise ConfigError(f"{path}: registry format {row[0]!r}, expected {FORMAT!r}")
 
@@ -98,16 +100,28 @@ class Registry:
         self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='version'")
 
     # -- operator ---------------------------------------------------------------------------
-    def invite(self, meter_id: str, headend_key: VerifyKey, *, group: str | None = None,
-               replace: bool = False, now: int | None = None, ttl_s: int = TICKET_TTL_S) -> Ticket:
+    def invite(
+        self,
+        meter_id: str,
+        headend_key: VerifyKey,
+        *,
+        group: str | None = None,
+        replace: bool = False,
+        now: int | None = None,
+        ttl_s: int = TICKET_TTL_S,
+    ) -> Ticket:
         """A fresh one-time ticket for ``meter_id`` (``replace``: for an enrolled meter's new keys)."""
         now = int(time.time()) if now is None else now
         m = self.member(meter_id)
         if m is not None and m.status == "active" and not replace:
-            raise ConfigError(f"meter {meter_id!r} is enrolled; use --replace for a new meter or new keys")
+            raise ConfigError(
+                f"meter {meter_id!r} is enrolled; use --replace for a new meter or new keys"
+            )
         ticket = Ticket.new(meter_id, headend_key)
-        self._db.execute("INSERT OR REPLACE INTO invites VALUES (?, ?, ?, ?, 0)",
-                         (meter_id, ticket.mac_key().hex(), group, now + ttl_s))
+        self._db.execute(
+            "INSERT OR REPLACE INTO invites VALUES (?, ?, ?, ?, 0)",
+            (meter_id, ticket.mac_key().hex(), group, now + ttl_s),
+        )
         return ticket
 
     def revoke(self, meter_id: str) -> None:
@@ -121,17 +135,29 @@ class Registry:
         self._bump()
 
     # -- enrolment ----------------------------------------------------------------------------
-    def enrol(self, req: EnrolRequest, meter_key: VerifyKey, headend_key: VerifyKey, *,
-              plans: set[str], min_bits: int, group_size: int, now: int | None = None) -> Member:
+    def enrol(
+        self,
+        req: EnrolRequest,
+        meter_key: VerifyKey,
+        headend_key: VerifyKey,
+        *,
+        plans: set[str],
+        min_bits: int,
+        group_size: int,
+        now: int | None = None,
+    ) -> Member:
         """Check and record one enrolment (see the module docstring); returns the member."""
         now = int(time.time()) if now is None else now
-        row = self._db.execute("SELECT mac_key, grp, expires, used FROM invites WHERE meter_id=?",
-                               (req.meter_id,)).fetchone()
+        row = self._db.execute(
+            "SELECT mac_key, grp, expires, used FROM invites WHERE meter_id=?", (req.meter_id,)
+        ).fetchone()
         if row is None or row[3] or row[2] < now:
             raise UnknownParty("no open enrolment ticket for this meter", meter_id=req.meter_id)
         mac_key, grp, _, _ = row
         if req.plan_id not in plans:
-            raise ConfigError(f"plan {req.plan_id!r} is not offered; offered: {', '.join(sorted(plans))}")
+            raise ConfigError(
+                f"plan {req.plan_id!r} is not offered; offered: {', '.join(sorted(plans))}"
+            )
         try:
             hh = json.loads(req.household_key_json)
         except ValueError:
@@ -140,20 +166,31 @@ class Registry:
             raise ConfigError("household key is not a JSON object")
         public_household_key(hh, min_bits=min_bits)  # InvalidProof / InvalidKey before any change
         if self.meter_of(meter_key) not in (None, req.meter_id):
-            raise UnknownParty("this meter key is enrolled for another meter", meter_id=req.meter_id)
-        want = enrol_mac(bytes.fromhex(mac_key), meter_id=req.meter_id, meter_key=meter_key,
-                         headend_key=headend_key, household_key_json=req.household_key_json,
-                         plan_id=req.plan_id)
+            raise UnknownParty(
+                "this meter key is enrolled for another meter", meter_id=req.meter_id
+            )
+        want = enrol_mac(
+            bytes.fromhex(mac_key),
+            meter_id=req.meter_id,
+            meter_key=meter_key,
+            headend_key=headend_key,
+            household_key_json=req.household_key_json,
+            plan_id=req.plan_id,
+        )
         if not hmac.compare_digest(want, req.mac):
-            raise InvalidSignature("enrolment code does not match this meter's ticket", meter_id=req.meter_id)
+            raise InvalidSignature(
+                "enrolment code does not match this meter's ticket", meter_id=req.meter_id
+            )
         group = grp or self._assign_group(group_size)
         old = self.member(req.meter_id)
         with self._db:
             self._db.execute("BEGIN")
             if old is not None and old.meter_key != meter_key:
                 self._retire(old)
-            self._db.execute("INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?, ?, 'active', ?)",
-                             (req.meter_id, group, req.plan_id, meter_key.hex(), req.household_key_json, now))
+            self._db.execute(
+                "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?, ?, 'active', ?)",
+                (req.meter_id, group, req.plan_id, meter_key.hex(), req.household_key_json, now),
+            )
             self._db.execute("UPDATE invites SET used=1 WHERE meter_id=?", (req.meter_id,))
             self._bump()
         m = self.member(req.meter_id)
@@ -162,8 +199,10 @@ class Registry:
 
     def _retire(self, m: Member) -> None:
         """An old key of a replaced or revoked meter: refused at the handshake from now on."""
-        self._db.execute("INSERT OR IGNORE INTO retired VALUES (?, ?, ?)",
-                         (m.meter_key.hex(), m.meter_id, int(time.time())))
+        self._db.execute(
+            "INSERT OR IGNORE INTO retired VALUES (?, ?, ?)",
+            (m.meter_key.hex(), m.meter_id, int(time.time())),
+        )
 
     def _assign_group(self, group_size: int) -> str:
         counts: dict[str, int] = {}
@@ -176,14 +215,21 @@ class Registry:
 
     # -- queries ----------------------------------------------------------------------------
     def member(self, meter_id: str) -> Member | None:
-        row = self._db.execute("SELECT meter_id, grp, plan_id, meter_key, household_json, status FROM members "
-                               "WHERE meter_id=?", (meter_id,)).fetchone()
+        row = self._db.execute(
+            "SELECT meter_id, grp, plan_id, meter_key, household_json, status FROM members "
+            "WHERE meter_id=?",
+            (meter_id,),
+        ).fetchone()
         return None if row is None else _member(row)
 
     def active(self) -> list[Member]:
-        return [_member(r) for r in self._db.execute(
-            "SELECT meter_id, grp, plan_id, meter_key, household_json, status FROM members "
-            "WHERE status='active' ORDER BY meter_id")]
+        return [
+            _member(r)
+            for r in self._db.execute(
+                "SELECT meter_id, grp, plan_id, meter_key, household_json, status FROM members "
+                "WHERE status='active' ORDER BY meter_id"
+            )
+        ]
 
     def trust(self, key: VerifyKey) -> str | None:
         """The transport's trust function: an active meter's id; ``None`` (refused at the
@@ -203,17 +249,25 @@ class Registry:
 
     def meter_of(self, key: VerifyKey) -> str | None:
         """The active meter whose key this is (None: unknown, revoked or replaced)."""
-        row = self._db.execute("SELECT meter_id FROM members WHERE meter_key=? AND status='active'",
-                               (key.hex(),)).fetchone()
+        row = self._db.execute(
+            "SELECT meter_id FROM members WHERE meter_key=? AND status='active'", (key.hex(),)
+        ).fetchone()
         return None if row is None else str(row[0])
 
     def summary(self) -> dict[str, Any]:
-        return {"version": self.version(), "members": [
-            {"meter_id": m.meter_id, "group": m.group, "plan": m.plan_id, "status": m.status}
-            for m in (_member(r) for r in self._db.execute(
-                "SELECT meter_id, grp, plan_id, meter_key, household_json, status FROM members"))]}
+        return {
+            "version": self.version(),
+            "members": [
+                {"meter_id": m.meter_id, "group": m.group, "plan": m.plan_id, "status": m.status}
+                for m in (
+                    _member(r)
+                    for r in self._db.execute(
+                        "SELECT meter_id, grp, plan_id, meter_key, household_json, status FROM members"
+                    )
+                )
+            ],
+        }
 
 
 def _member(row: Any) -> Member:
     return Member(row[0], row[1], row[2], VerifyKey.from_hex(row[3]), row[4], row[5])
-

@@ -61,6 +61,8 @@ def wire_messages() -> dict[str, type[Any]]:
     return {t: c for t, c in sorted(codec.registered().items()) if c.__module__ in names}
 
 
-def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, expect: type[T] | None = None) -> Any:
+def decode(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, expect: type[T] | None = None
+) -> Any:
     """:func:`privmeter.protocol.codec.decode`, with every wire message's tag registered."""
     return codec.decode(data, max_bytes=max_bytes, expect=expect)

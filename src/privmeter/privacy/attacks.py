@@ -120,7 +120,9 @@ def _steps_up(view: SeriesView) -> FloatArray:
     p = view.power_w
     d = np.diff(p, axis=1, prepend=p[:, :1])
     n = p.shape[0]
-    return np.asarray(np.maximum(d, 0.0).reshape(n, -1, view.per_eval).max(axis=2), dtype=np.float64)
+    return np.asarray(
+        np.maximum(d, 0.0).reshape(n, -1, view.per_eval).max(axis=2), dtype=np.float64
+    )
 
 
 def occupancy_features(view: SeriesView) -> FloatArray:
@@ -331,6 +333,10 @@ def evaluate(
 def _combine(acc: Scores, f1: Scores) -> Scores:
     """Accuracy from the 0.5 threshold, F1 (and its precision/recall) from the F1 threshold."""
     return Scores(
-        accuracy=acc.accuracy, f1=f1.f1, precision=f1.precision, recall=f1.recall,
-        n=acc.n, positives=acc.positives,
+        accuracy=acc.accuracy,
+        f1=f1.f1,
+        precision=f1.precision,
+        recall=f1.recall,
+        n=acc.n,
+        positives=acc.positives,
     )

@@ -55,7 +55,9 @@ __all__ = [
     "probing_attack",
 ]
 
-PROBE_BITS = 14  # power in [0, 16384) W: a 100 A single-phase supply is ~23 kW; 16 kW covers homes here
+PROBE_BITS = (
+    14  # power in [0, 16384) W: a 100 A single-phase supply is ~23 kW; 16 kW covers homes here
+)
 IntArray = npt.NDArray[np.int64]
 
 
@@ -89,8 +91,9 @@ class DifferencingResult:
         }
 
 
-def _noisy_total(readings: IntArray, noise: NoiseConfig | None,
-                 gen: np.random.Generator) -> tuple[IntArray, IntArray]:
+def _noisy_total(
+    readings: IntArray, noise: NoiseConfig | None, gen: np.random.Generator
+) -> tuple[IntArray, IntArray]:
     """Sum of ``readings`` (members, T) with each member's noise share; and the exact sum."""
     exact = readings.sum(axis=0)
     if noise is None:
@@ -155,7 +158,9 @@ def differencing_attack(
                 members = rest if target == "G-v" else list(group)
                 try:  # all or nothing: every member must accept before anyone switches
                     for h in members:
-                        copy.deepcopy(pols[h]).admit(target, roster, from_interval=first_interval + t)
+                        copy.deepcopy(pols[h]).admit(
+                            target, roster, from_interval=first_interval + t
+                        )
                 except (MembershipChangeRefused, GroupTooSmall):
                     refused += 1
                 else:
@@ -166,7 +171,7 @@ def differencing_attack(
                     else:
                         boundaries.append((t, t - 1))  # G-{v} at t-1, G at t: x_v(t)
                     current = target
-            for h in (group if current == "G" else rest):
+            for h in group if current == "G" else rest:
                 pols[h].serve(current, first_interval + t)
         minus, _ = _noisy_total(energy[rest], noise, gen)
         pairs = np.array(boundaries, dtype=np.int64).reshape(-1, 2)
@@ -239,7 +244,9 @@ def probing_attack(
     answered = refused = 0
     estimates = np.empty(len(power_w), dtype=np.float64)
     for t, x in enumerate(power_w.tolist()):
-        reading = start_unix // interval_seconds + t  # the budget is keyed on the reading's interval
+        reading = (
+            start_unix // interval_seconds + t
+        )  # the budget is keyed on the reading's interval
         x = min(max(int(x), 0), top - 1)
         while hi - lo > 1:
             mid = (lo + hi) // 2

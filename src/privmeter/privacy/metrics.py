@@ -142,6 +142,7 @@ class LogisticModel:
         w[0] = np.log(prior / (1 - prior))
         reg = np.full(d.shape[1], self.l2)
         reg[0] = 1e-9
+
         def loss(w: FloatArray) -> float:
             z = d @ w
             return float(np.sum(np.logaddexp(0.0, z) - t * z) + 0.5 * np.sum(reg * w * w))
@@ -220,6 +221,7 @@ def bootstrap_gain(
     ba = np.asarray(baseline, dtype=bool)
     units, inv = np.unique(u, return_inverse=True)
     k = len(units)
+
     # per-unit confusion counts for both attackers: (k, 4)
     def per_unit(g: BoolArray) -> npt.NDArray[np.int64]:
         cells = np.stack([ya & g, ~ya & g, ya & ~g, ~ya & ~g], axis=1).astype(np.int64)

@@ -67,19 +67,27 @@ def rdp_skellam(alpha: float, mu: float, sensitivity: float) -> float:
     return first + second
 
 
-def epsilon(mu: float, sensitivity: float, *, compositions: int = 1,
-            delta: float = DEFAULT_DELTA) -> float:
+def epsilon(
+    mu: float, sensitivity: float, *, compositions: int = 1, delta: float = DEFAULT_DELTA
+) -> float:
     """(eps, delta)-DP of ``compositions`` releases, each with ``Sk(mu)`` noise."""
     if mu <= 0:
         return math.inf
-    return float(min(
-        compositions * rdp_skellam(a, mu, sensitivity) + math.log(1 / delta) / (a - 1)
-        for a in _ALPHAS
-    ))
+    return float(
+        min(
+            compositions * rdp_skellam(a, mu, sensitivity) + math.log(1 / delta) / (a - 1)
+            for a in _ALPHAS
+        )
+    )
 
 
-def calibrate(target_epsilon: float, sensitivity: float, *, compositions: int = 1,
-              delta: float = DEFAULT_DELTA) -> float:
+def calibrate(
+    target_epsilon: float,
+    sensitivity: float,
+    *,
+    compositions: int = 1,
+    delta: float = DEFAULT_DELTA,
+) -> float:
     """The smallest ``mu`` (to 0.1 %) with ``epsilon(mu, ...) <= target_epsilon``."""
     if target_epsilon <= 0:
         raise ValueError(f"target epsilon must be positive, got {target_epsilon!r}")
@@ -109,8 +117,15 @@ class NoiseConfig:
     n_min: int
 
     @classmethod
-    def for_target(cls, target_epsilon: float, *, sensitivity_wh: int, compositions: int,
-                   n_min: int, delta: float = DEFAULT_DELTA) -> NoiseConfig:
+    def for_target(
+        cls,
+        target_epsilon: float,
+        *,
+        sensitivity_wh: int,
+        compositions: int,
+        n_min: int,
+        delta: float = DEFAULT_DELTA,
+    ) -> NoiseConfig:
         mu = calibrate(target_epsilon, sensitivity_wh, compositions=compositions, delta=delta)
         return cls(target_epsilon, delta, sensitivity_wh, compositions, mu, n_min)
 
@@ -126,8 +141,9 @@ class NoiseConfig:
         return np.clip(readings, -self.sensitivity_wh, self.sensitivity_wh)
 
 
-def skellam_shares(share_mu: float, shape: tuple[int, ...],
-                   rng: np.random.Generator) -> npt.NDArray[np.int64]:
+def skellam_shares(
+    share_mu: float, shape: tuple[int, ...], rng: np.random.Generator
+) -> npt.NDArray[np.int64]:
     """Integer noise shares ``Poisson(share_mu) - Poisson(share_mu)`` (one per meter/interval)."""
     if share_mu < 0:
         raise ValueError(f"share_mu must be non-negative, got {share_mu!r}")

@@ -104,8 +104,9 @@ def _conventional(pop: Population, r: int) -> SeriesView:
 VARIANTS = ("totals", "totals+bill", "totals+bill+bits")
 
 
-def _privmeter_series(pop: Population, gv: GroupView, *, variant: str,
-                      mean_price: float) -> SeriesView:
+def _privmeter_series(
+    pop: Population, gv: GroupView, *, variant: str, mean_price: float
+) -> SeriesView:
     n = pop.n
     e_slots = pop.eval_slots()
     hours = pop.days * 24
@@ -145,8 +146,11 @@ def run_evaluation(
     pb = plan.privacy
     say("households")
     profiles = generate_households(
-        cfg.households, days=cfg.days, seed=cfg.seed,
-        cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None, workers=cfg.workers,
+        cfg.households,
+        days=cfg.days,
+        seed=cfg.seed,
+        cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None,
+        workers=cfg.workers,
     )
     pop = Population.from_profiles(profiles, cfg.appliances)
     y_home = pop.labels_home()
@@ -161,15 +165,30 @@ def run_evaluation(
     group_views: dict[int, GroupView] = {}
     reused: dict[int, bool] = {}
     for g in cfg.group_sizes:
-        gv = privmeter_view(pop, g, plan, PROBE, rng=random.Random(rng.getrandbits(64)),
-                            energy=e15, comparisons=comparisons)
+        gv = privmeter_view(
+            pop,
+            g,
+            plan,
+            PROBE,
+            rng=random.Random(rng.getrandbits(64)),
+            energy=e15,
+            comparisons=comparisons,
+        )
         group_views[g] = gv
         reused[g] = gv.reused
-        meta = {"kind": "privmeter", "group_size": g, "reused_traces": gv.reused,
-                "allowed_by_plan": g >= pb.min_group_size}
+        meta = {
+            "kind": "privmeter",
+            "group_size": g,
+            "reused_traces": gv.reused,
+            "allowed_by_plan": g >= pb.min_group_size,
+        }
         for variant in VARIANTS:
-            views.append((_privmeter_series(pop, gv, variant=variant, mean_price=mean_price),
-                          {**meta, "variant": variant}))
+            views.append(
+                (
+                    _privmeter_series(pop, gv, variant=variant, mean_price=mean_price),
+                    {**meta, "variant": variant},
+                )
+            )
 
     occupancy: list[dict[str, Any]] = []
     appliances: list[dict[str, Any]] = []
@@ -179,8 +198,18 @@ def run_evaluation(
         say(f"attacks: {view.name}")
         f = occupancy_features(view)
         for task, y, mask in (("home/away", y_home, None), ("asleep/awake", y_awake, y_home)):
-            row = _row(evaluate(task, view.name, f, y, mask=mask, folds=cfg.folds,
-                                rng=random.Random(rng.getrandbits(64))), **meta)
+            row = _row(
+                evaluate(
+                    task,
+                    view.name,
+                    f,
+                    y,
+                    mask=mask,
+                    folds=cfg.folds,
+                    rng=random.Random(rng.getrandbits(64)),
+                ),
+                **meta,
+            )
             if row:
                 occupancy.append(row)
         if meta.get("kind") == "privmeter" and meta.get("variant") == "totals+bill+bits":
@@ -188,13 +217,24 @@ def run_evaluation(
         for a in pop.appliance_on:
             rising, falling = edges[a]
 
-            def feats(train: list[int], v: SeriesView = view, ri: Any = rising,
-                      fa: Any = falling) -> Any:
+            def feats(
+                train: list[int], v: SeriesView = view, ri: Any = rising, fa: Any = falling
+            ) -> Any:
                 return appliance_features(v, learn_signature(v, ri, fa, train))
 
-            row = _row(evaluate(a, view.name, None, starts[a], folds=cfg.folds,
-                                fold_features=feats, rng=random.Random(rng.getrandbits(64))),
-                       appliance=a, **meta)
+            row = _row(
+                evaluate(
+                    a,
+                    view.name,
+                    None,
+                    starts[a],
+                    folds=cfg.folds,
+                    fold_features=feats,
+                    rng=random.Random(rng.getrandbits(64)),
+                ),
+                appliance=a,
+                **meta,
+            )
             if row:
                 appliances.append(row)
 
@@ -213,49 +253,74 @@ def run_evaluation(
         results = []
         for v in victims:
             rows = group_rows(v, g)
-            results.append(differencing_attack(
-                rows, 0, list(range(len(rows))), pb, protections=prot,
-                rng=random.Random(rng.getrandbits(64))))
+            results.append(
+                differencing_attack(
+                    rows,
+                    0,
+                    list(range(len(rows))),
+                    pb,
+                    protections=prot,
+                    rng=random.Random(rng.getrandbits(64)),
+                )
+            )
         diff_rows.append(_merge_diff(results))
     noise_rows: list[dict[str, Any]] = []
     for eps in cfg.epsilons:
-        nc = NoiseConfig.for_target(eps, sensitivity_wh=cfg.sensitivity_wh, compositions=1,
-                                    n_min=pb.min_survivors)
+        nc = NoiseConfig.for_target(
+            eps, sensitivity_wh=cfg.sensitivity_wh, compositions=1, n_min=pb.min_survivors
+        )
         for ng in cfg.noise_group_sizes:
             gsize = ng
             res = []
             for v in victims:
                 rows = group_rows(v, ng)
-                res.append(differencing_attack(
-                    rows, 0, list(range(len(rows))), pb, protections=False, noise=nc,
-                    rng=random.Random(rng.getrandbits(64))))
+                res.append(
+                    differencing_attack(
+                        rows,
+                        0,
+                        list(range(len(rows))),
+                        pb,
+                        protections=False,
+                        noise=nc,
+                        rng=random.Random(rng.getrandbits(64)),
+                    )
+                )
             row = _merge_diff(res)
-            row.update({
-                "epsilon_per_interval": eps,
-                "epsilon_per_day": round(epsilon(nc.mu, cfg.sensitivity_wh,
-                                                 compositions=per_day, delta=nc.delta), 2),
-                "delta": nc.delta,
-                "mu": round(nc.mu, 1),
-                "noise_std_total_wh": round(nc.total_std(gsize), 1),
-                "sensitivity_wh": cfg.sensitivity_wh,
-                "requested_group_size": ng,
-            })
+            row.update(
+                {
+                    "epsilon_per_interval": eps,
+                    "epsilon_per_day": round(
+                        epsilon(nc.mu, cfg.sensitivity_wh, compositions=per_day, delta=nc.delta), 2
+                    ),
+                    "delta": nc.delta,
+                    "mu": round(nc.mu, 1),
+                    "noise_std_total_wh": round(nc.total_std(gsize), 1),
+                    "sensitivity_wh": cfg.sensitivity_wh,
+                    "requested_group_size": ng,
+                }
+            )
             noise_rows.append(row)
     power = pop.power_at_end(AGG_INTERVAL_S)
     median_w = int(np.median(power))
     probe_rows = []
     for prot in (False, True):
-        pr = [probing_attack(power[v], pb, protections=prot, start_unix=pop.start_unix,
-                             prior_median_w=median_w) for v in victims]
-        probe_rows.append({
-            "protections": prot,
-            "households": len(pr),
-            "answered": sum(p.answered for p in pr),
-            "refused": sum(p.refused for p in pr),
-            "bits_per_day": round(statistics.fmean(p.bits_per_day for p in pr), 2),
-            "mae_w": round(statistics.fmean(p.mae_w for p in pr), 1),
-            "baseline_mae_w": round(statistics.fmean(p.baseline_mae_w for p in pr), 1),
-        })
+        pr = [
+            probing_attack(
+                power[v], pb, protections=prot, start_unix=pop.start_unix, prior_median_w=median_w
+            )
+            for v in victims
+        ]
+        probe_rows.append(
+            {
+                "protections": prot,
+                "households": len(pr),
+                "answered": sum(p.answered for p in pr),
+                "refused": sum(p.refused for p in pr),
+                "bits_per_day": round(statistics.fmean(p.bits_per_day for p in pr), 2),
+                "mae_w": round(statistics.fmean(p.mae_w for p in pr), 1),
+                "baseline_mae_w": round(statistics.fmean(p.baseline_mae_w for p in pr), 1),
+            }
+        )
 
     say("ledger")
     main_g = min((s for s in cfg.group_sizes if s >= pb.min_group_size), default=pb.min_group_size)
@@ -265,8 +330,10 @@ def run_evaluation(
     if cfg.cross_check and pop.n >= 3:
         say("cross-check through the masked aggregation")
         members = list(range(min(5, pop.n)))
-        cross = [{"protocol_total_wh": a, "plaintext_total_wh": b}
-                 for a, b in cross_check_aggregation(pop, members, 3, seed=cfg.seed)]
+        cross = [
+            {"protocol_total_wh": a, "plaintext_total_wh": b}
+            for a, b in cross_check_aggregation(pop, members, 3, seed=cfg.seed)
+        ]
 
     return {
         "format": REPORT_FORMAT,
@@ -281,9 +348,12 @@ def run_evaluation(
             "reused_traces": reused,
         },
         "plan": {"id": plan.plan_id, "privacy": asdict(pb)},
-        "probe": {"slots": list(PROBE.slots), "threshold_w": PROBE.threshold_w,
-                  "answered_per_day": float(comparisons.answered.mean()),
-                  "refused_per_day": float(comparisons.refused.mean())},
+        "probe": {
+            "slots": list(PROBE.slots),
+            "threshold_w": PROBE.threshold_w,
+            "answered_per_day": float(comparisons.answered.mean()),
+            "refused_per_day": float(comparisons.refused.mean()),
+        },
         "cross_check": cross,
         "occupancy": occupancy,
         "appliances": appliances,
@@ -298,10 +368,10 @@ def run_evaluation(
             "conventional_bits_per_day": {
                 str(r): round(readings_bits_per_day(r), 1) for r in cfg.resolutions
             },
-            "privmeter_mean_bits_per_day": round(
-                statistics.fmean(e.total_bits for e in ledger), 3),
+            "privmeter_mean_bits_per_day": round(statistics.fmean(e.total_bits for e in ledger), 3),
             "unprotected_mean_bits_per_day": round(
-                statistics.fmean(e.total_bits for e in ledger_off), 1),
+                statistics.fmean(e.total_bits for e in ledger_off), 1
+            ),
             "entries": [e.as_dict() for e in ledger],
         },
         "verdict": _verdict(occupancy, appliances, pb.min_group_size),
@@ -331,10 +401,17 @@ def _merge_diff(results: list[Any]) -> dict[str, Any]:
 def _appliance_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for r in rows:
-        s = out.setdefault(r["view"], {"view": r["view"], "kind": r["kind"],
-                                        "group_size": r.get("group_size"),
-                                        "resolution_s": r.get("resolution_s"),
-                                        "gains": [], "leaking": []})
+        s = out.setdefault(
+            r["view"],
+            {
+                "view": r["view"],
+                "kind": r["kind"],
+                "group_size": r.get("group_size"),
+                "resolution_s": r.get("resolution_s"),
+                "gains": [],
+                "leaking": [],
+            },
+        )
         s["gains"].append(r["gain_f1"]["gain"])
         if not r["gain_f1"]["at_baseline"]:
             s["leaking"].append(r["appliance"])
@@ -346,13 +423,20 @@ def _appliance_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _verdict(occ: list[dict[str, Any]], app: list[dict[str, Any]], min_g: int) -> dict[str, Any]:
-    conv_leaks = [r for r in occ if r["kind"] == "conventional" and not r["gain_accuracy"]["at_baseline"]]
+    conv_leaks = [
+        r for r in occ if r["kind"] == "conventional" and not r["gain_accuracy"]["at_baseline"]
+    ]
     pm_rows = [r for r in occ if r["kind"] == "privmeter" and r["group_size"] >= min_g]
-    pm_above = [f"{r['view']} {r['task']} (+{r['gain_accuracy']['gain']:.3f})"
-                for r in pm_rows if not r["gain_accuracy"]["at_baseline"]]
-    app_pm = [f"{r['view']} {r['appliance']} (F1 +{r['gain_f1']['gain']:.3f})" for r in app
-              if r["kind"] == "privmeter" and r["group_size"] >= min_g
-              and not r["gain_f1"]["at_baseline"]]
+    pm_above = [
+        f"{r['view']} {r['task']} (+{r['gain_accuracy']['gain']:.3f})"
+        for r in pm_rows
+        if not r["gain_accuracy"]["at_baseline"]
+    ]
+    app_pm = [
+        f"{r['view']} {r['appliance']} (F1 +{r['gain_f1']['gain']:.3f})"
+        for r in app
+        if r["kind"] == "privmeter" and r["group_size"] >= min_g and not r["gain_f1"]["at_baseline"]
+    ]
     return {
         "conventional_occupancy_leaks": len(conv_leaks),
         "privmeter_rows_at_baseline": len(pm_rows) - len(pm_above),
@@ -367,22 +451,37 @@ def _verdict(occ: list[dict[str, Any]], app: list[dict[str, Any]], min_g: int) -
 
 def summary_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The occupancy table (columns, rows) for the terminal."""
-    cols = ["view", "task", "acc", "baseline acc", "acc gain [95% CI]", "F1", "baseline F1",
-            "F1 gain [95% CI]"]
+    cols = [
+        "view",
+        "task",
+        "acc",
+        "baseline acc",
+        "acc gain [95% CI]",
+        "F1",
+        "baseline F1",
+        "F1 gain [95% CI]",
+    ]
     rows = []
     for r in report["occupancy"]:
         ga, gf = r["gain_accuracy"], r["gain_f1"]
-        rows.append([
-            r["view"], r["task"],
-            f"{r['attacker']['accuracy']:.3f}", f"{r['baseline']['accuracy']:.3f}",
-            f"{ga['gain']:+.3f} [{ga['ci95'][0]:+.3f}, {ga['ci95'][1]:+.3f}]",
-            f"{r['attacker']['f1']:.3f}", f"{r['baseline']['f1']:.3f}",
-            f"{gf['gain']:+.3f} [{gf['ci95'][0]:+.3f}, {gf['ci95'][1]:+.3f}]",
-        ])
+        rows.append(
+            [
+                r["view"],
+                r["task"],
+                f"{r['attacker']['accuracy']:.3f}",
+                f"{r['baseline']['accuracy']:.3f}",
+                f"{ga['gain']:+.3f} [{ga['ci95'][0]:+.3f}, {ga['ci95'][1]:+.3f}]",
+                f"{r['attacker']['f1']:.3f}",
+                f"{r['baseline']['f1']:.3f}",
+                f"{gf['gain']:+.3f} [{gf['ci95'][0]:+.3f}, {gf['ci95'][1]:+.3f}]",
+            ]
+        )
     return cols, rows
 
 
-def _bar(title: str, rows: list[dict[str, Any]], key: str, label: Callable[[dict[str, Any]], str]) -> Any:
+def _bar(
+    title: str, rows: list[dict[str, Any]], key: str, label: Callable[[dict[str, Any]], str]
+) -> Any:
     import plotly.graph_objects as go
 
     x = [label(r) for r in rows]
@@ -390,10 +489,14 @@ def _bar(title: str, rows: list[dict[str, Any]], key: str, label: Callable[[dict
     lo = [r[key]["gain"] - r[key]["ci95"][0] for r in rows]
     hi = [r[key]["ci95"][1] - r[key]["gain"] for r in rows]
     colors = ["#c0392b" if r["kind"] == "conventional" else "#2471a3" for r in rows]
-    fig = go.Figure(go.Bar(x=x, y=y, marker_color=colors,
-                           error_y={"type": "data", "array": hi, "arrayminus": lo}))
-    fig.update_layout(title=title, yaxis_title="gain over the time-of-day baseline",
-                      height=420, margin={"b": 140})
+    fig = go.Figure(
+        go.Bar(
+            x=x, y=y, marker_color=colors, error_y={"type": "data", "array": hi, "arrayminus": lo}
+        )
+    )
+    fig.update_layout(
+        title=title, yaxis_title="gain over the time-of-day baseline", height=420, margin={"b": 140}
+    )
     return fig
 
 
@@ -405,36 +508,65 @@ def write_html(report: dict[str, Any], path: Path) -> None:
     figs = []
     for task in ("home/away", "asleep/awake"):
         rows = [r for r in report["occupancy"] if r["task"] == task]
-        figs.append(_bar(f"Occupancy {task}: accuracy gain (95 % CI by household)", rows,
-                         "gain_accuracy", lambda r: r["view"]))
+        figs.append(
+            _bar(
+                f"Occupancy {task}: accuracy gain (95 % CI by household)",
+                rows,
+                "gain_accuracy",
+                lambda r: r["view"],
+            )
+        )
     summ = report["appliance_summary"]
-    figs.append(go.Figure(
-        go.Bar(x=[s["view"] for s in summ], y=[s["mean_f1_gain"] for s in summ],
-               marker_color=["#c0392b" if s["kind"] == "conventional" else "#2471a3" for s in summ]),
-        layout={"title": "Appliance switch-on detection: mean F1 gain over appliances",
-                "height": 420}))
+    figs.append(
+        go.Figure(
+            go.Bar(
+                x=[s["view"] for s in summ],
+                y=[s["mean_f1_gain"] for s in summ],
+                marker_color=[
+                    "#c0392b" if s["kind"] == "conventional" else "#2471a3" for s in summ
+                ],
+            ),
+            layout={
+                "title": "Appliance switch-on detection: mean F1 gain over appliances",
+                "height": 420,
+            },
+        )
+    )
     nz = report["noise"]
     if nz:
         fig = go.Figure()
         for ng in sorted({r["requested_group_size"] for r in nz}):
             rs = [r for r in nz if r["requested_group_size"] == ng]
-            fig.add_trace(go.Scatter(
-                x=[r["total_relative_error"] for r in rs], y=[r["rmse_wh"] for r in rs],
-                text=[f"eps={r['epsilon_per_interval']}" for r in rs], mode="lines+markers+text",
-                name=f"group {ng}"))
-        fig.update_layout(title="Distributed noise: differencing error vs cost on totals",
-                          xaxis_title="relative RMS error of the group total",
-                          yaxis_title="RMS error of the victim's reading by differencing (Wh)",
-                          height=420)
+            fig.add_trace(
+                go.Scatter(
+                    x=[r["total_relative_error"] for r in rs],
+                    y=[r["rmse_wh"] for r in rs],
+                    text=[f"eps={r['epsilon_per_interval']}" for r in rs],
+                    mode="lines+markers+text",
+                    name=f"group {ng}",
+                )
+            )
+        fig.update_layout(
+            title="Distributed noise: differencing error vs cost on totals",
+            xaxis_title="relative RMS error of the group total",
+            yaxis_title="RMS error of the victim's reading by differencing (Wh)",
+            height=420,
+        )
         figs.append(fig)
     led = report["ledger"]
     per_hh: dict[str, list[float]] = {}
     for e in led["entries"]:
         per_hh.setdefault(e["household_id"], []).append(e["total_bits"])
-    figs.append(go.Figure(
-        go.Bar(x=list(per_hh), y=[statistics.fmean(v) for v in per_hh.values()]),
-        layout={"title": f"Leakage ledger: bits per day per household (privmeter, group "
-                         f"{led['group_size']}, protections on)", "height": 380}))
+    figs.append(
+        go.Figure(
+            go.Bar(x=list(per_hh), y=[statistics.fmean(v) for v in per_hh.values()]),
+            layout={
+                "title": f"Leakage ledger: bits per day per household (privmeter, group "
+                f"{led['group_size']}, protections on)",
+                "height": 380,
+            },
+        )
+    )
 
     cols, rows = summary_rows(report)
     table = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"

@@ -212,13 +212,15 @@ _Held = tuple[int, int, bytes]  # a held peer's (b-share, z-share, view key or b
 
 def _view_digest(interval: int, survivors: bytes, dropped: bytes) -> bytes:
     """The announcement's decision about ``interval``, as the view pads bind it."""
-    return hashlib.sha256(b"privmeter/agg/view/v1" + struct.pack(">Q", interval)
-                          + survivors + b"|" + dropped).digest()
+    return hashlib.sha256(
+        b"privmeter/agg/view/v1" + struct.pack(">Q", interval) + survivors + b"|" + dropped
+    ).digest()
 
 
 def _enrol_digest(interval: int, enrolled: bytes) -> bytes:
-    return hashlib.sha256(b"privmeter/agg/enrol/v1" + struct.pack(">Q", interval)
-                          + enrolled).digest()
+    return hashlib.sha256(
+        b"privmeter/agg/enrol/v1" + struct.pack(">Q", interval) + enrolled
+    ).digest()
 
 
 def _view_pad(key: bytes, view: bytes, alive: bool, xpow: Sequence[int]) -> int:
@@ -298,8 +300,9 @@ class _Epoch:
         # u and w's position among u's neighbours, i.e. where u's record for w is
         self.k = len(self.nbrs[0]) if self.n else 0
         self.relay_u = np.array(self.nbrs, dtype=np.intp).reshape(self.n, self.k)
-        self.relay_p = np.array([[self.pos[u][w] for u in lst] for w, lst in enumerate(self.nbrs)],
-                                dtype=np.intp).reshape(self.n, self.k)
+        self.relay_p = np.array(
+            [[self.pos[u][w] for u in lst] for w, lst in enumerate(self.nbrs)], dtype=np.intp
+        ).reshape(self.n, self.k)
 
     def isolated(self, survivors: frozenset[int], held: Iterable[int], m: int) -> int | None:
         """A survivor whose connected set of survivors has fewer than ``m`` meters,
@@ -370,6 +373,7 @@ SHARED_EPOCHS = EpochCache()
 # meter
 # ============================================================================
 
+
 class AggregationMeter:
     """One meter's side of masked aggregation for one (group, epoch)."""
 
@@ -420,7 +424,11 @@ class AggregationMeter:
         self._ak = AgreementKey.generate(rng)
         nonce = rng.getrandbits(128).to_bytes(16, "big")
         self._advert = KeyAdvert(
-            group=group, epoch=epoch, party_id=meter_id, public=self._ak.public, nonce=nonce,
+            group=group,
+            epoch=epoch,
+            party_id=meter_id,
+            public=self._ak.public,
+            nonce=nonce,
             signature=sign_advert(signing_key, group, epoch, meter_id, self._ak.public, nonce),
         )
         self.state = MeterState.ADVERTISED
@@ -449,8 +457,9 @@ class AggregationMeter:
         if (bundle.group, bundle.epoch) != (self.group, self.epoch) or bundle.dim != self.dim:
             raise MalformedMessage("bundle for another group, epoch or dimension")
         h = bundle.headend
-        verify_advert(self._headend_key, h.group, h.epoch, HEADEND_ID, h.public, h.nonce,
-                      h.signature)
+        verify_advert(
+            self._headend_key, h.group, h.epoch, HEADEND_ID, h.public, h.nonce, h.signature
+        )
         if (h.group, h.epoch) != (self.group, self.epoch):
             raise MalformedMessage("head-end advert for another group or epoch")
         ids = [a.party_id for a in bundle.adverts]
@@ -468,16 +477,21 @@ class AggregationMeter:
             raise GroupTooSmall(f"group of {n} below the minimum {self.min_survivors}")
         # the meter's own floor, from the roster alone: the head-end may only ask for more
         if bundle.degree < default_degree(n) or (bundle.degree < n - 1 and bundle.degree % 2):
-            raise MalformedMessage(f"neighbour degree {bundle.degree} below {default_degree(n)}, "
-                                   f"the floor for {n} meters")
+            raise MalformedMessage(
+                f"neighbour degree {bundle.degree} below {default_degree(n)}, "
+                f"the floor for {n} meters"
+            )
         ep = self._epochs.get(bundle)
         me = ep.index[self.meter_id]
         # Verify every neighbour's advert (no MITM on what we use) and a random
         # sample of the others (the graph seed hashes all adverts: a head-end
         # forging one to grind the graph is caught by each meter w.p. >= sample/n).
         others = [i for i in range(n) if i != me and i not in ep.pos[me]]
-        sample = others if len(others) <= VERIFY_SAMPLE else [
-            others[self._rng.getrandbits(32) % len(others)] for _ in range(VERIFY_SAMPLE)]
+        sample = (
+            others
+            if len(others) <= VERIFY_SAMPLE
+            else [others[self._rng.getrandbits(32) % len(others)] for _ in range(VERIFY_SAMPLE)]
+        )
         for i in [*ep.nbrs[me], *sample]:
             a = bundle.adverts[i]
             key = self._registry[a.party_id]
@@ -487,12 +501,18 @@ class AggregationMeter:
                 self._verified.add(digest)
         seeds, aeads = {}, {}
         for v in ep.nbrs[me]:
-            ps = self._ak.agree(bundle.adverts[v].public, group=self.group, epoch=self.epoch,
-                                id_a=self.meter_id, id_b=ep.roster[v])
+            ps = self._ak.agree(
+                bundle.adverts[v].public,
+                group=self.group,
+                epoch=self.epoch,
+                id_a=self.meter_id,
+                id_b=ep.roster[v],
+            )
             seeds[v] = ps.mask_seed
             aeads[v] = ChaCha20Poly1305(ps.aead_key)
-        mac = self._ak.agree(h.public, group=self.group, epoch=self.epoch,
-                             id_a=self.meter_id, id_b=HEADEND_ID).mac_key
+        mac = self._ak.agree(
+            h.public, group=self.group, epoch=self.epoch, id_a=self.meter_id, id_b=HEADEND_ID
+        ).mac_key
         if self._membership is not None:  # last check: it records the roster when it passes
             self._membership.admit(self.group, frozenset(ids), from_interval=bundle.first_interval)
         # commit
@@ -500,8 +520,9 @@ class AggregationMeter:
         self.state = MeterState.RUNNING
 
     # -- per interval ------------------------------------------------------------------
-    def handle_start(self, start: IntervalStart | bytes,
-                     reading: Sequence[int] | int | None) -> MaskedInput:
+    def handle_start(
+        self, start: IntervalStart | bytes, reading: Sequence[int] | int | None
+    ) -> MaskedInput:
         """Answer one interval: masked ``reading`` (None: nothing to report) and shares."""
         if self.state is not MeterState.RUNNING or self._ep is None:
             raise UnexpectedMessage(f"interval start in state {self.state.value!r}")
@@ -557,8 +578,7 @@ class AggregationMeter:
         if decision is not None and prev is None and start.late:
             # we missed r: its records, relayed again, still let us reveal
             prev_enrolled = survivors | dropped
-            late = self._open_records(start.late, r,
-                                      [u for u in ep.nbrs[me] if u in prev_enrolled])
+            late = self._open_records(start.late, r, [u for u in ep.nbrs[me] if u in prev_enrolled])
             own_prev = self._own.get(r)
             if me in prev_enrolled and own_prev is not None:
                 late[me] = own_prev[2]
@@ -566,20 +586,26 @@ class AggregationMeter:
         if decision is not None and prev is not None and prev[1]:
             prev_enrolled, prev_held = prev
             if survivors & dropped or (survivors | dropped) != prev_enrolled:
-                raise MalformedMessage("survivors and dropped must partition the enrolled set",
-                                       interval=r)
+                raise MalformedMessage(
+                    "survivors and dropped must partition the enrolled set", interval=r
+                )
             if len(survivors) < self.min_survivors:
                 raise GroupTooSmall(
                     f"{len(survivors)} survivors, below the minimum {self.min_survivors}",
-                    interval=r)
+                    interval=r,
+                )
             small = ep.isolated(survivors, prev_held, self.min_survivors)
             if small is not None:
                 raise IsolationRefused(
                     f"survivor {ep.roster[small]!r} would be unmasked in a connected set of "
-                    f"fewer than {self.min_survivors} survivors", interval=r)
+                    f"fewer than {self.min_survivors} survivors",
+                    interval=r,
+                )
             view = _view_digest(r, decision.survivors, decision.dropped) if ep.dense else b""
             enrol = _enrol_digest(r, bitmap_from(prev_enrolled, ep.n))
-            xpow = [pow(me + 1, j, shamir.PRIME) for j in range(1, ep.threshold)] if ep.dense else []
+            xpow = (
+                [pow(me + 1, j, shamir.PRIME) for j in range(1, ep.threshold)] if ep.dense else []
+            )
             out = []
             for u in sorted(prev_held):
                 b_share, z_share, key = prev_held[u]
@@ -598,13 +624,17 @@ class AggregationMeter:
         if me in enrolled:
             own = self._own.get(t)
             if own is None:
-                raise MalformedMessage("enrolled for an interval we sent no shares for",
-                                       interval=t)
+                raise MalformedMessage("enrolled for an interval we sent no shares for", interval=t)
             held[me] = own[2]
             if reading is not None:
                 # the self-mask seed the head-end rebuilds only with our enrolled set
-                b_self = ((int.from_bytes(own[0], "big") + _enrol_pad(
-                    own[2][2], _enrol_digest(t, ann.enrolled))) % shamir.PRIME).to_bytes(16, "big")
+                b_self = (
+                    (
+                        int.from_bytes(own[0], "big")
+                        + _enrol_pad(own[2][2], _enrol_digest(t, ann.enrolled))
+                    )
+                    % shamir.PRIME
+                ).to_bytes(16, "big")
                 masked = self._mask(t, reading, b_self, enrolled)
         # 4. fresh secrets for t+1, shared to every neighbour
         b_int = self._rng.getrandbits(shamir.SECRET_BITS)
@@ -612,8 +642,9 @@ class AggregationMeter:
         b_seed, z_seed = b_int.to_bytes(16, "big"), z_int.to_bytes(16, "big")
         nbrs = ep.nbrs[me]
         # per holder (neighbours, then us): its b-share || z-share, the record plaintext
-        pts = shamir.share_bytes([b_int, z_int], [v + 1 for v in nbrs] + [me + 1],
-                                 ep.threshold, rng=self._rng)
+        pts = shamir.share_bytes(
+            [b_int, z_int], [v + 1 for v in nbrs] + [me + 1], ep.threshold, rng=self._rng
+        )
         own_pt = pts.pop()
         own_b, own_z = shamir.share_from_bytes(own_pt[:_S]), shamir.share_from_bytes(own_pt[_S:])
         # one fresh view key for t+1, sent to every holder with its shares
@@ -621,22 +652,34 @@ class AggregationMeter:
         pts = [pt + view_key for pt in pts]
         nonce = _share_nonce(t + 1, me)
         aead = self._aead
-        recs = [aead[v].encrypt(nonce, pt, _share_ad(self.group, self.epoch, t + 1, me, v))
-                for v, pt in zip(nbrs, pts, strict=True)]
+        recs = [
+            aead[v].encrypt(nonce, pt, _share_ad(self.group, self.epoch, t + 1, me, v))
+            for v, pt in zip(nbrs, pts, strict=True)
+        ]
         # per neighbour v: PRG(s_uv, t+1) XOR PRG(z_{t+1}, v), all neighbours in one XOR
         nbytes = 8 * self.dim
         pads = masks.xor_bytes(
-            masks.expand_each([self._seeds[v] for v in nbrs], nbytes,
-                              domain=masks.DOMAIN_PAIR, interval=t + 1),
-            masks.expand_many(z_seed, [(v, nbytes) for v in nbrs],
-                              domain=masks.DOMAIN_RECOVERY, interval=t + 1))
+            masks.expand_each(
+                [self._seeds[v] for v in nbrs], nbytes, domain=masks.DOMAIN_PAIR, interval=t + 1
+            ),
+            masks.expand_many(
+                z_seed, [(v, nbytes) for v in nbrs], domain=masks.DOMAIN_RECOVERY, interval=t + 1
+            ),
+        )
         # sparse: endorse the announcement we were shown (our only one for t)
         payload = b"" if ep.dense else endorsement_payload(ep.digest, ann)
         msg = MaskedInput(
-            group=self.group, epoch=self.epoch, interval=t, meter_id=self.meter_id,
-            masked=masked, shares=b"".join(recs), recovery=pads,
-            reveal_interval=reveal_interval, reveals=reveals,
-            endorsement=self._sk.sign(ENDORSE_CONTEXT, payload) if payload else b"", tag=b"",
+            group=self.group,
+            epoch=self.epoch,
+            interval=t,
+            meter_id=self.meter_id,
+            masked=masked,
+            shares=b"".join(recs),
+            recovery=pads,
+            reveal_interval=reveal_interval,
+            reveals=reveals,
+            endorsement=self._sk.sign(ENDORSE_CONTEXT, payload) if payload else b"",
+            tag=b"",
         )
         msg = dataclasses.replace(msg, tag=_mac(self._mac_key, msg))
         if masked and self._membership is not None:  # last check: it records the interval
@@ -668,19 +711,24 @@ class AggregationMeter:
         if len(signers) < ep.quorum:
             raise EquivocationRefused(
                 f"announcement of interval {t - 1} endorsed by {len(signers)} committee "
-                f"members, the quorum is {ep.quorum}", interval=t - 2)
+                f"members, the quorum is {ep.quorum}",
+                interval=t - 2,
+            )
         if len(signers) > ep.quorum:
-            raise MalformedMessage(f"more than the quorum of {ep.quorum} endorsements",
-                                   interval=t - 2)
+            raise MalformedMessage(
+                f"more than the quorum of {ep.quorum} endorsements", interval=t - 2
+            )
         payload = endorsement_payload(ep.digest, cert.announcement)
         mine = self._endorsed.get(t - 1)
         if mine is not None and mine != payload:
             raise EquivocationRefused(
                 f"a quorum endorsed another announcement of interval {t - 1} than the one we "
-                "were shown", interval=t - 2)
+                "were shown",
+                interval=t - 2,
+            )
         sigs = cert.signatures
         for k, i in enumerate(sorted(signers)):
-            sig = sigs[64 * k:64 * k + 64]
+            sig = sigs[64 * k : 64 * k + 64]
             key = self._registry[ep.roster[i]]
             if self._cache_endorsements:
                 tag = hashlib.sha256(b"endorse" + key.raw + payload + sig).digest()
@@ -704,21 +752,30 @@ class AggregationMeter:
         rb = ep.rb
         if len(blob) != rb * len(senders):
             raise MalformedMessage(
-                f"expected {len(senders)} relayed shares, got {len(blob) // rb}", interval=t)
+                f"expected {len(senders)} relayed shares, got {len(blob) // rb}", interval=t
+            )
         held: dict[int, _Held] = {}
         for k, u in enumerate(senders):
             try:
-                pt = self._aead[u].decrypt(_share_nonce(t, u), blob[k * rb:(k + 1) * rb],
-                                           _share_ad(self.group, self.epoch, t, u, me))
-                held[u] = (shamir.share_from_bytes(pt[:_S]),
-                           shamir.share_from_bytes(pt[_S:2 * _S]), pt[2 * _S:])
+                pt = self._aead[u].decrypt(
+                    _share_nonce(t, u),
+                    blob[k * rb : (k + 1) * rb],
+                    _share_ad(self.group, self.epoch, t, u, me),
+                )
+                held[u] = (
+                    shamir.share_from_bytes(pt[:_S]),
+                    shamir.share_from_bytes(pt[_S : 2 * _S]),
+                    pt[2 * _S :],
+                )
             except (InvalidTag, ValueError):
-                raise InvalidCiphertext("relayed share does not authenticate",
-                                        interval=t, meter_id=ep.roster[u]) from None
+                raise InvalidCiphertext(
+                    "relayed share does not authenticate", interval=t, meter_id=ep.roster[u]
+                ) from None
         return held
 
-    def _mask(self, t: int, reading: Sequence[int] | int, b_seed: bytes,
-              enrolled: frozenset[int]) -> tuple[int, ...]:
+    def _mask(
+        self, t: int, reading: Sequence[int] | int, b_seed: bytes, enrolled: frozenset[int]
+    ) -> tuple[int, ...]:
         values = [reading] if isinstance(reading, int) else list(reading)
         if len(values) != self.dim:
             raise ValueError(f"reading must have {self.dim} values")
@@ -727,17 +784,21 @@ class AggregationMeter:
         live = [v for v in self._tables().nbrs[me] if v in enrolled]
         seeds, dim = self._seeds, self.dim
         own = masks.expand_sum_ints([b_seed], dim, domain=masks.DOMAIN_SELF, interval=t)
-        plus = masks.expand_sum_ints([seeds[v] for v in live if me < v], dim,
-                                     domain=masks.DOMAIN_PAIR, interval=t)
-        minus = masks.expand_sum_ints([seeds[v] for v in live if v < me], dim,
-                                      domain=masks.DOMAIN_PAIR, interval=t)
-        return tuple((a + b + c - d) % masks.MODULUS
-                     for a, b, c, d in zip(y, own, plus, minus, strict=True))
+        plus = masks.expand_sum_ints(
+            [seeds[v] for v in live if me < v], dim, domain=masks.DOMAIN_PAIR, interval=t
+        )
+        minus = masks.expand_sum_ints(
+            [seeds[v] for v in live if v < me], dim, domain=masks.DOMAIN_PAIR, interval=t
+        )
+        return tuple(
+            (a + b + c - d) % masks.MODULUS for a, b, c, d in zip(y, own, plus, minus, strict=True)
+        )
 
 
 # ============================================================================
 # head-end
 # ============================================================================
+
 
 class AggregationHeadEnd:
     """The head-end's side for one (group, epoch): relay, collect, unmask.
@@ -775,8 +836,13 @@ class AggregationHeadEnd:
         self._ak = AgreementKey.generate(rng)
         nonce = rng.getrandbits(128).to_bytes(16, "big")
         self._advert = KeyAdvert(
-            group=group, epoch=epoch, party_id=HEADEND_ID, public=self._ak.public, nonce=nonce,
-            signature=sign_advert(signing_key, group, epoch, HEADEND_ID, self._ak.public, nonce))
+            group=group,
+            epoch=epoch,
+            party_id=HEADEND_ID,
+            public=self._ak.public,
+            nonce=nonce,
+            signature=sign_advert(signing_key, group, epoch, HEADEND_ID, self._ak.public, nonce),
+        )
         self._adverts: dict[str, KeyAdvert] = {}
         self._ep: _Epoch | None = None
         self._macs: list[bytes] = []
@@ -785,7 +851,9 @@ class AggregationHeadEnd:
         self._inputs: dict[int, dict[int, MaskedInput]] = {}
         self._outcome: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
         self._anns: dict[int, Announcement] = {}  # sparse: the announcement of t, to certify
-        self._certified: dict[int, bool] = {}  # sparse: t -> a certificate for t's announcement went out
+        self._certified: dict[
+            int, bool
+        ] = {}  # sparse: t -> a certificate for t's announcement went out
         self._interp: list[shamir.SubsetInterpolator] | None = None
 
     # -- setup -------------------------------------------------------------------
@@ -803,8 +871,15 @@ class AggregationHeadEnd:
             raise StaleMessage("advert for another group or epoch", meter_id=advert.party_id)
         if advert.party_id in self._adverts:
             raise ReplayedMessage("second advert", meter_id=advert.party_id)
-        verify_advert(key, advert.group, advert.epoch, advert.party_id, advert.public,
-                      advert.nonce, advert.signature)
+        verify_advert(
+            key,
+            advert.group,
+            advert.epoch,
+            advert.party_id,
+            advert.public,
+            advert.nonce,
+            advert.signature,
+        )
         self._adverts[advert.party_id] = advert
 
     def make_bundle(self) -> KeyBundle:
@@ -813,13 +888,21 @@ class AggregationHeadEnd:
             raise GroupTooSmall(f"{n} meters advertised, below the minimum {self.min_survivors}")
         degree = self._degree if self._degree is not None else default_degree(n)
         bundle = KeyBundle(
-            group=self.group, epoch=self.epoch, first_interval=self.first_interval, dim=self.dim,
-            degree=min(degree, n - 1), headend=self._advert,
-            adverts=tuple(self._adverts[m] for m in sorted(self._adverts)))
+            group=self.group,
+            epoch=self.epoch,
+            first_interval=self.first_interval,
+            dim=self.dim,
+            degree=min(degree, n - 1),
+            headend=self._advert,
+            adverts=tuple(self._adverts[m] for m in sorted(self._adverts)),
+        )
         ep = self._epochs.get(bundle)
         self._macs = [
-            self._ak.agree(a.public, group=self.group, epoch=self.epoch, id_a=a.party_id,
-                           id_b=HEADEND_ID).mac_key for a in bundle.adverts]
+            self._ak.agree(
+                a.public, group=self.group, epoch=self.epoch, id_a=a.party_id, id_b=HEADEND_ID
+            ).mac_key
+            for a in bundle.adverts
+        ]
         self._ep = ep
         self._interp = None
         self._interpolators()  # per-meter Lagrange tables: epoch set-up, not per interval
@@ -839,21 +922,31 @@ class AggregationHeadEnd:
     def open_interval(self) -> dict[str, IntervalStart]:
         """Start the next interval: one :class:`IntervalStart` per roster meter."""
         ann, sig, cert, shares, late = self._open()
-        return {mid: IntervalStart(announcement=ann, signature=sig, certificate=cert, shares=sh,
-                                   late=late.get(mid, b""))
-                for mid, sh in shares.items()}
+        return {
+            mid: IntervalStart(
+                announcement=ann,
+                signature=sig,
+                certificate=cert,
+                shares=sh,
+                late=late.get(mid, b""),
+            )
+            for mid, sh in shares.items()
+        }
 
     def open_interval_wire(self) -> dict[str, bytes]:
         """:meth:`open_interval`, already encoded: ``encode(open_interval()[m])``
         byte for byte, but the common prefix (announcement and signature) is
         encoded once, not once per meter."""
         ann, sig, cert, shares, late = self._open()
-        per_meter = tail_encoder(IntervalStart(announcement=ann, signature=sig, certificate=cert, shares=b"",
-                                               late=b""), ("shares", "late"))
+        per_meter = tail_encoder(
+            IntervalStart(announcement=ann, signature=sig, certificate=cert, shares=b"", late=b""),
+            ("shares", "late"),
+        )
         return {mid: per_meter(sh, late.get(mid, b"")) for mid, sh in shares.items()}
 
-    def _relay(self, inputs: Mapping[int, MaskedInput], receivers: Sequence[int]
-               ) -> dict[str, bytes]:
+    def _relay(
+        self, inputs: Mapping[int, MaskedInput], receivers: Sequence[int]
+    ) -> dict[str, bytes]:
         """For each receiver w, the share records addressed to it by the senders
         in ``inputs``, in w's neighbour order, relayed untouched (opaque AEAD
         ciphertexts): one numpy gather over the whole group."""
@@ -861,10 +954,11 @@ class AggregationHeadEnd:
         rb, k = ep.rb, ep.k
         buf = bytearray(ep.n * k * rb)
         for u, msg in inputs.items():
-            buf[u * k * rb:(u + 1) * k * rb] = msg.shares
+            buf[u * k * rb : (u + 1) * k * rb] = msg.shares
         recv = np.asarray(receivers, dtype=np.intp)
         recs = np.frombuffer(buf, dtype=np.uint8).reshape(ep.n, k, rb)[
-            ep.relay_u[recv], ep.relay_p[recv]]  # (receiver, its neighbour, record)
+            ep.relay_u[recv], ep.relay_p[recv]
+        ]  # (receiver, its neighbour, record)
         if len(inputs) == ep.n:
             flat, ends = recs.tobytes(), np.arange(1, len(recv) + 1) * (k * rb)
         else:
@@ -873,19 +967,25 @@ class AggregationHeadEnd:
             keep = sent[ep.relay_u[recv]]  # (receiver, its neighbour): did that neighbour send?
             flat, ends = recs[keep].tobytes(), np.cumsum(keep.sum(axis=1)) * rb
         bounds = [0, *ends.tolist()]
-        return {ep.roster[w]: flat[bounds[i]:bounds[i + 1]] for i, w in enumerate(recv.tolist())}
+        return {ep.roster[w]: flat[bounds[i] : bounds[i + 1]] for i, w in enumerate(recv.tolist())}
 
-    def _open(self) -> tuple[Announcement, bytes, Certificate | None, dict[str, bytes],
-                             dict[str, bytes]]:
+    def _open(
+        self,
+    ) -> tuple[Announcement, bytes, Certificate | None, dict[str, bytes], dict[str, bytes]]:
         ep = self._require_epoch()
         t = self.first_interval if self.current < 0 else self.current + 1
         prev_inputs = self._inputs.get(t - 1, {})
         enrolled = frozenset(prev_inputs)
         surv, drop = self._outcome.get(t - 1, (frozenset(), frozenset()))
         ann = Announcement(
-            group=self.group, epoch=self.epoch, interval=t, roster_size=ep.n,
-            enrolled=bitmap_from(enrolled, ep.n), survivors=bitmap_from(surv, ep.n),
-            dropped=bitmap_from(drop, ep.n))
+            group=self.group,
+            epoch=self.epoch,
+            interval=t,
+            roster_size=ep.n,
+            enrolled=bitmap_from(enrolled, ep.n),
+            survivors=bitmap_from(surv, ep.n),
+            dropped=bitmap_from(drop, ep.n),
+        )
         sig = self._sk.sign(ANNOUNCE_CONTEXT, encode(ann))
         cert = None if ep.dense else self._certificate(t - 1)
         out = self._relay(prev_inputs, range(ep.n))
@@ -929,8 +1029,9 @@ class AggregationHeadEnd:
             sigs.append(msg.endorsement)
             if len(signers) == ep.quorum:
                 self._certified[t] = True
-                return Certificate(announcement=ann, signers=bitmap_from(signers, ep.n),
-                                   signatures=b"".join(sigs))
+                return Certificate(
+                    announcement=ann, signers=bitmap_from(signers, ep.n), signatures=b"".join(sigs)
+                )
         self._certified[t] = False
         return None
 
@@ -945,15 +1046,18 @@ class AggregationHeadEnd:
             raise MalformedMessage(f"expected MaskedInput, got {type(msg).__name__}")
         w = ep.index.get(msg.meter_id)
         if w is None:
-            raise UnknownParty(f"meter {msg.meter_id!r} is not in this epoch", meter_id=msg.meter_id)
+            raise UnknownParty(
+                f"meter {msg.meter_id!r} is not in this epoch", meter_id=msg.meter_id
+            )
         if (msg.group, msg.epoch) != (self.group, self.epoch):
             raise StaleMessage("input for another group or epoch", meter_id=msg.meter_id)
         t = msg.interval
         if t < self.current:
             raise StaleMessage(f"input for closed interval {t}", meter_id=msg.meter_id, interval=t)
         if t != self.current:
-            raise UnexpectedMessage(f"input for interval {t}, open is {self.current}",
-                                    meter_id=msg.meter_id)
+            raise UnexpectedMessage(
+                f"input for interval {t}, open is {self.current}", meter_id=msg.meter_id
+            )
         if not hmac.compare_digest(msg.tag, _mac(self._macs[w], msg, wire)):
             raise InvalidSignature("input MAC does not verify", meter_id=msg.meter_id, interval=t)
         box = self._inputs[t]
@@ -961,23 +1065,36 @@ class AggregationHeadEnd:
             raise ReplayedMessage("second input this interval", meter_id=msg.meter_id, interval=t)
         k = len(ep.nbrs[w])
         if len(msg.shares) != ep.rb * k or len(msg.recovery) != 8 * self.dim * k:
-            raise MalformedMessage("shares / recovery pads must cover every neighbour",
-                                   meter_id=msg.meter_id, interval=t)
+            raise MalformedMessage(
+                "shares / recovery pads must cover every neighbour",
+                meter_id=msg.meter_id,
+                interval=t,
+            )
         if msg.masked and (len(msg.masked) != self.dim or w not in self._enrolled[t]):
-            raise MalformedMessage("masked value of wrong size or from a meter not enrolled",
-                                   meter_id=msg.meter_id, interval=t)
+            raise MalformedMessage(
+                "masked value of wrong size or from a meter not enrolled",
+                meter_id=msg.meter_id,
+                interval=t,
+            )
         if len(msg.endorsement) != (0 if ep.dense else 64):
-            raise MalformedMessage("a sparse graph's input carries an endorsement, a complete "
-                                   "graph's none", meter_id=msg.meter_id, interval=t)
+            raise MalformedMessage(
+                "a sparse graph's input carries an endorsement, a complete graph's none",
+                meter_id=msg.meter_id,
+                interval=t,
+            )
         if msg.reveal_interval >= 0:
             if msg.reveal_interval != t - ep.lag:
-                raise MalformedMessage(f"reveals for interval {msg.reveal_interval}, due are "
-                                       f"those for {t - ep.lag}", meter_id=msg.meter_id, interval=t)
+                raise MalformedMessage(
+                    f"reveals for interval {msg.reveal_interval}, due are those for {t - ep.lag}",
+                    meter_id=msg.meter_id,
+                    interval=t,
+                )
             prev = self._enrolled.get(t - ep.lag, frozenset())
             held = len(ep.holder_sets[w]) if len(prev) == ep.n else len(ep.holder_sets[w] & prev)
             if len(msg.reveals) != _S * held:
-                raise MalformedMessage(f"expected {held} revealed shares",
-                                       meter_id=msg.meter_id, interval=t)
+                raise MalformedMessage(
+                    f"expected {held} revealed shares", meter_id=msg.meter_id, interval=t
+                )
         box[w] = msg
 
     def close_interval(self) -> AggregateResult | None:
@@ -1007,15 +1124,24 @@ class AggregationHeadEnd:
     def _finalize(self, t: int) -> AggregateResult:
         ep = self._require_epoch()
         surv, drop = self._outcome[t]
+
         def res(total: tuple[int, ...] | None, err: str = "") -> AggregateResult:
-            return AggregateResult(t, total, tuple(ep.roster[i] for i in sorted(surv)),
-                                   tuple(ep.roster[i] for i in sorted(drop)), err)
+            return AggregateResult(
+                t,
+                total,
+                tuple(ep.roster[i] for i in sorted(surv)),
+                tuple(ep.roster[i] for i in sorted(drop)),
+                err,
+            )
 
         if len(surv) < self.min_survivors:
             return res(None, f"{len(surv)} survivors below the minimum {self.min_survivors}")
         if not ep.dense and not self._certified.get(t + 1, False):
-            return res(None, f"no quorum of {ep.quorum} committee endorsements for the "
-                             f"announcement of interval {t + 1}: nothing was revealed")
+            return res(
+                None,
+                f"no quorum of {ep.quorum} committee endorsements for the "
+                f"announcement of interval {t + 1}: nothing was revealed",
+            )
         enrolled = surv | drop
         y_in = self._inputs[t]
         reveal_in = self._inputs[t + ep.lag]
@@ -1035,7 +1161,7 @@ class AggregationHeadEnd:
             if msg.reveal_interval != t:
                 continue
             data = msg.reveals
-            ys_w = [from_bytes(data[i:i + _S], "big") for i in range(0, len(data), _S)]
+            ys_w = [from_bytes(data[i : i + _S], "big") for i in range(0, len(data), _S)]
             if ys_w and max(ys_w) >= shamir.PRIME:
                 return res(None, f"holder {ep.roster[w]} revealed a share outside the field")
             if full:
@@ -1054,15 +1180,19 @@ class AggregationHeadEnd:
         order = sorted(surv) + need_z
         for u in order:
             if len(got_ys[u]) < thr:
-                what = ("b-shares to remove a survivor's self mask" if u in surv
-                        else "z-shares to recover a dropped meter's masks")
+                what = (
+                    "b-shares to remove a survivor's self mask"
+                    if u in surv
+                    else "z-shares to recover a dropped meter's masks"
+                )
                 return res(None, f"too few {what}")
         # (positions distinct and in range by construction, shares checked above)
         interp = self._interpolators()
         seeds = {u: interp[u].at_zero(got_pos[u], got_ys[u]) for u in order}
         b_seeds = [seeds[u].to_bytes(16, "big") for u in sorted(surv)]
         total = np.array([y_in[u].masked for u in sorted(surv)], dtype=np.uint64).sum(
-            axis=0, dtype=np.uint64)
+            axis=0, dtype=np.uint64
+        )
         total -= masks.expand_sum(b_seeds, self.dim, domain=masks.DOMAIN_SELF, interval=t)
         dim = self.dim
         for u in sorted(drop):
@@ -1075,9 +1205,11 @@ class AggregationHeadEnd:
             pos = ep.pos[u]
             rows = rec[[pos[v] for v in live]]
             pads = np.frombuffer(
-                masks.expand_many(z_seed, [(v, 8 * dim) for v in live],
-                                  domain=masks.DOMAIN_RECOVERY, interval=t),
-                dtype="<u8").reshape(len(live), dim)
+                masks.expand_many(
+                    z_seed, [(v, 8 * dim) for v in live], domain=masks.DOMAIN_RECOVERY, interval=t
+                ),
+                dtype="<u8",
+            ).reshape(len(live), dim)
             m = (rows ^ pads).astype(np.uint64)
             lower = np.array([v < u for v in live])
             total -= m[lower].sum(axis=0, dtype=np.uint64)
@@ -1089,7 +1221,8 @@ class AggregationHeadEnd:
         if self._interp is None:
             ep = self._require_epoch()
             self._interp = shamir.subset_interpolators(
-                [tuple(w + 1 for w in h) for h in ep.holders])
+                [tuple(w + 1 for w in h) for h in ep.holders]
+            )
         return self._interp
 
     def _require_epoch(self) -> _Epoch:

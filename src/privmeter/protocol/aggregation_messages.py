@@ -64,7 +64,9 @@ __all__ = [
     "threshold_for",
 ]
 
-HEADEND_ID = "@headend"  # the head-end's party id in key derivation (meter ids never start with "@")
+HEADEND_ID = (
+    "@headend"  # the head-end's party id in key derivation (meter ids never start with "@")
+)
 MAX_ROSTER = 20_000  # a feeder of "a few thousand" meters, with margin
 MAX_DEGREE = 1_024
 MAX_DIM = 64  # values per reading vector (e.g. energy, power, per-phase ...)
@@ -233,10 +235,17 @@ class IntervalStart:
             if len(blob) % 16 or len(blob) > DENSE_RECORD_BYTES * MAX_DEGREE:
                 raise ValueError("relayed shares must be whole records, at most one per neighbour")
         c = self.certificate
-        if c is not None and (c.announcement.group, c.announcement.epoch, c.announcement.roster_size,
-                              c.announcement.interval + 1) != (
-                self.announcement.group, self.announcement.epoch, self.announcement.roster_size,
-                self.announcement.interval):
+        if c is not None and (
+            c.announcement.group,
+            c.announcement.epoch,
+            c.announcement.roster_size,
+            c.announcement.interval + 1,
+        ) != (
+            self.announcement.group,
+            self.announcement.epoch,
+            self.announcement.roster_size,
+            self.announcement.interval,
+        ):
             raise ValueError("the certificate must be for the previous announcement of this group")
 
 
@@ -298,9 +307,17 @@ class MaskedInput:
 
 _INPUT_TAG = "agg.input.v2"
 _INPUT_FIELDS: tuple[tuple[str, type[Any] | None], ...] = (
-    ("group", str), ("epoch", int), ("interval", int), ("meter_id", str), ("masked", None),
-    ("shares", bytes), ("recovery", bytes), ("reveal_interval", int), ("reveals", bytes),
-    ("endorsement", bytes), ("tag", bytes),
+    ("group", str),
+    ("epoch", int),
+    ("interval", int),
+    ("meter_id", str),
+    ("masked", None),
+    ("shares", bytes),
+    ("recovery", bytes),
+    ("reveal_interval", int),
+    ("reveals", bytes),
+    ("endorsement", bytes),
+    ("tag", bytes),
 )
 
 
@@ -327,8 +344,7 @@ def decode_input(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> MaskedIn
     if len(data) > max_bytes:
         raise MessageTooLarge(f"message of {len(data)} bytes exceeds the {max_bytes}-byte limit")
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext,
-                              use_list=True)
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True)
         if type(obj) is not list or len(obj) != 3:
             raise _NotPlain
         version, tag, fields = obj
@@ -354,6 +370,7 @@ def decode_input(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> MaskedIn
 
 # -- bitmaps -------------------------------------------------------------------
 
+
 def bitmap_from(indices: Iterable[int], size: int) -> bytes:
     out = bytearray((size + 7) // 8)
     for i in indices:
@@ -370,6 +387,7 @@ def bitmap_to_set(data: bytes, size: int) -> frozenset[int]:
 
 
 # -- neighbour graph -------------------------------------------------------------
+
 
 def default_degree(n: int) -> int:
     """Neighbours per meter: everyone in small groups, else ~4 log2 n in [32, 64]."""
@@ -456,7 +474,7 @@ def ring(n: int, seed: bytes) -> list[int]:
     draws = hashlib.shake_256(seed).digest(8 * n)
     perm = list(range(n))
     for i in range(n - 1, 0, -1):  # Fisher-Yates with 64-bit draws (bias < 2**-40)
-        j = int.from_bytes(draws[8 * i: 8 * i + 8], "little") % (i + 1)
+        j = int.from_bytes(draws[8 * i : 8 * i + 8], "little") % (i + 1)
         perm[i], perm[j] = perm[j], perm[i]
     return perm
 

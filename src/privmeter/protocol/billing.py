@@ -109,10 +109,14 @@ class _Meter:
     plan: Plan
 
     def period_of(self, interval: int) -> int:
-        return period_of(interval, self.reg.period_start, self.reg.period_intervals, self.plan.interval_seconds)
+        return period_of(
+            interval, self.reg.period_start, self.reg.period_intervals, self.plan.interval_seconds
+        )
 
     def bounds(self, period: int) -> tuple[int, int]:
-        return period_bounds(period, self.reg.period_start, self.reg.period_intervals, self.plan.interval_seconds)
+        return period_bounds(
+            period, self.reg.period_start, self.reg.period_intervals, self.plan.interval_seconds
+        )
 
 
 class BillingLedger:
@@ -168,9 +172,16 @@ class BillingLedger:
         """
         check_id(meter_id, "meter_id")
         check_layout(period_start, period_intervals, plan.interval_seconds)
-        longest = period_intervals or 31 * 86400 // plan.interval_seconds  # MONTHLY: at most 31 days
-        check_household_key(household_pk, wellformed_proof, min_bits=self.min_key_bits, plan=plan,
-                            period_intervals=longest)
+        longest = (
+            period_intervals or 31 * 86400 // plan.interval_seconds
+        )  # MONTHLY: at most 31 days
+        check_household_key(
+            household_pk,
+            wellformed_proof,
+            min_bits=self.min_key_bits,
+            plan=plan,
+            period_intervals=longest,
+        )
         if plan.plan_id not in self.plans:
             self.plans[plan.plan_id] = plan
         reg = Registration(
@@ -213,7 +224,11 @@ class BillingLedger:
         if record.key_id != m.pk.key_id:
             raise KeyMismatch("record is not under the registered household key", **ctx)
         verify_record(record, m.verify_key)
-        if not current_interval - self.window_back <= record.interval <= current_interval + self.window_ahead:
+        if (
+            not current_interval - self.window_back
+            <= record.interval
+            <= current_interval + self.window_ahead
+        ):
             raise StaleMessage(
                 f"interval outside [{current_interval - self.window_back}, "
                 f"{current_interval + self.window_ahead}]",
@@ -229,7 +244,9 @@ class BillingLedger:
         if prior is not None:
             if prior == data:
                 raise ReplayedMessage("record already received", **ctx)
-            raise DuplicateReading(f"a different {record.kind!r} record for this interval is already billed", **ctx)
+            raise DuplicateReading(
+                f"a different {record.kind!r} record for this interval is already billed", **ctx
+            )
         c = m.pk.ciphertext_from_bytes(record.ciphertext).value  # InvalidCiphertext
         count, cells = self.store.get_account(record.meter_id, period) or (0, {})
         acc = BillAccumulator(m.pk, price_bits(m.plan), _acc_cells(cells))
@@ -271,15 +288,21 @@ class BillingLedger:
         :class:`~privmeter.errors.TariffError` (equivocation) and changes nothing.
         """
         users = [
-            p for p in self.plans.values() if p.tariff.kind == "realtime" and p.tariff.feed_id == feed.feed_id
+            p
+            for p in self.plans.values()
+            if p.tariff.kind == "realtime" and p.tariff.feed_id == feed.feed_id
         ]
         if not users:
-            raise TariffError(f"no registered plan bills with feed {feed.feed_id!r}", feed_id=feed.feed_id)
+            raise TariffError(
+                f"no registered plan bills with feed {feed.feed_id!r}", feed_id=feed.feed_id
+            )
         for plan in users:
             vk = plan.tariff.verify_key
             if vk is None:
-                raise TariffError(f"plan {plan.plan_id!r} bills with feed {feed.feed_id!r} but has no feed key",
-                                  feed_id=feed.feed_id)
+                raise TariffError(
+                    f"plan {plan.plan_id!r} bills with feed {feed.feed_id!r} but has no feed key",
+                    feed_id=feed.feed_id,
+                )
             feed.verify(vk)  # InvalidSignature
         merged = feed if self.feed is None else self.feed.merge(feed)
         self.store.put_feed(feed.digest(), feed.to_json())
@@ -301,7 +324,9 @@ class BillingLedger:
                 acc.add_record(c, m.plan, kind, record_price(m.plan, kind, interval, merged))
                 removed.append(name)
             if removed:
-                self.store.commit_account(meter_id, period, count, _diff(before, acc.cells()), removed)
+                self.store.commit_account(
+                    meter_id, period, count, _diff(before, acc.cells()), removed
+                )
                 folded += len(removed)
         return folded
 
@@ -325,10 +350,14 @@ class BillingLedger:
         start, end = m.bounds(period)
         count, cells = self.store.get_account(meter_id, period) or (0, {})
         if any(k.startswith("p") for k in cells):
-            raise LocalProtocolError("records of this period still await real-time prices", meter_id=meter_id)
+            raise LocalProtocolError(
+                "records of this period still await real-time prices", meter_id=meter_id
+            )
         records = self.store.records(meter_id, start, end)
         if len(records) != count:
-            raise StoreError(f"account counts {count} records, log holds {len(records)}", meter_id=meter_id)
+            raise StoreError(
+                f"account counts {count} records, log holds {len(records)}", meter_id=meter_id
+            )
         acc = BillAccumulator(m.pk, price_bits(m.plan), _acc_cells(cells))
         fixed = int(m.plan.fixed_charge(range(start, end)))
         bill_c = acc.bill(fixed)

@@ -96,6 +96,7 @@ def _hints(cls: type[Any]) -> dict[str, Any]:
 
 # -- encoding ------------------------------------------------------------------
 
+
 def _int_to_bytes(x: int) -> bytes:
     length = (x.bit_length() + 8) // 8
     return x.to_bytes(length, "big", signed=True)
@@ -162,9 +163,13 @@ def tail_encoder(msg: Any, last: Sequence[str]) -> Callable[..., bytes]:
         raise ValueError(f"{list(last)} are not the last fields of {cls.__name__} {names}")
     packer = msgpack.Packer(default=_default, use_bin_type=True)
     pack = packer.pack
-    prefix: bytes = (packer.pack_array_header(3) + pack(WIRE_VERSION) + pack(tag)
-                     + packer.pack_map_header(len(names))
-                     + b"".join([pack(n) + pack(_prep(getattr(msg, n))) for n in names[:-k]]))
+    prefix: bytes = (
+        packer.pack_array_header(3)
+        + pack(WIRE_VERSION)
+        + pack(tag)
+        + packer.pack_map_header(len(names))
+        + b"".join([pack(n) + pack(_prep(getattr(msg, n))) for n in names[:-k]])
+    )
     heads: list[bytes] = [pack(n) for n in last]
 
     def encode_tail(*values: Any) -> bytes:
@@ -180,6 +185,7 @@ def tail_encoder(msg: Any, last: Sequence[str]) -> Callable[..., bytes]:
 
 
 # -- decoding ------------------------------------------------------------------
+
 
 def _ext_hook(code: int, data: bytes) -> Any:
     if code == _EXT_BIGINT:
@@ -242,7 +248,10 @@ def _check(value: Any, hint: Any, where: str, depth: int, max_bytes: int) -> Any
             raise MalformedMessage(f"{where}: expected array, got {type(value).__name__}")
         args = typing.get_args(hint)
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_check(v, args[0], f"{where}[{i}]", depth + 1, max_bytes) for i, v in enumerate(value))
+            return tuple(
+                _check(v, args[0], f"{where}[{i}]", depth + 1, max_bytes)
+                for i, v in enumerate(value)
+            )
         if len(args) != len(value):
             raise MalformedMessage(f"{where}: expected {len(args)} items, got {len(value)}")
         return tuple(
@@ -269,7 +278,9 @@ def _check(value: Any, hint: Any, where: str, depth: int, max_bytes: int) -> Any
     raise TypeError(f"codec cannot check type {hint!r} at {where}")
 
 
-def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, expect: type[T] | None = None) -> Any:
+def decode(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, expect: type[T] | None = None
+) -> Any:
     """Decode and fully validate one message; ``expect`` pins its class."""
     msg = _decode(data, max_bytes, 0)
     if expect is not None and type(msg) is not expect:
@@ -292,7 +303,13 @@ def _decode(data: bytes, max_bytes: int, depth: int) -> Any:
         )
     except MalformedMessage:
         raise
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+    ) as exc:
         raise MalformedMessage(f"undecodable message: {type(exc).__name__}") from None
     except Exception as exc:  # msgpack raises a few odd types on garbage
         raise MalformedMessage(f"undecodable message: {type(exc).__name__}") from None
@@ -312,7 +329,9 @@ def _decode(data: bytes, max_bytes: int, depth: int) -> Any:
         missing = sorted(set(names) - set(fields))
         extra = sorted(set(fields) - set(names), key=str)
         raise MalformedMessage(f"{tag}: missing fields {missing}, unexpected fields {extra}")
-    kwargs = {name: _check(fields[name], hints[name], f"{tag}.{name}", depth, max_bytes) for name in names}
+    kwargs = {
+        name: _check(fields[name], hints[name], f"{tag}.{name}", depth, max_bytes) for name in names
+    }
     try:
         return cls(**kwargs)
     except MalformedMessage:

@@ -94,7 +94,9 @@ __all__ = [
 ]
 
 DEFAULT_BITS = 24  # readings in W up to +-8.3 MW: any household or feeder
-DEFAULT_RADIX = 4  # same offer size as radix 2 (radix * D = 48 at 24 bits), half the blindings and tests
+DEFAULT_RADIX = (
+    4  # same offer size as radix 2 (radix * D = 48 at 24 bits), half the blindings and tests
+)
 RADICES = (2, 4, 8, 16)
 MIN_BITS, MAX_BITS = 2, 64
 MIN_GROUP_BITS = 2048  # the utility refuses smaller groups unless told otherwise (tests)
@@ -161,6 +163,7 @@ def _ints(values: tuple[int, ...], what: str) -> None:
 
 # -- messages --------------------------------------------------------------------
 
+
 @message("cmp.offer")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ComparisonOffer:
@@ -215,6 +218,7 @@ class SessionState(enum.Enum):
 
 # -- meter side ----------------------------------------------------------------------
 
+
 class MeterComparison:
     """One comparison, meter side: a fresh key, the offer, then one bit.
 
@@ -226,8 +230,15 @@ class MeterComparison:
 
     __slots__ = ("_key", "digest", "ndig", "offer", "state")
 
-    def __init__(self, group: Group, x: int, *, bits: int = DEFAULT_BITS, radix: int = DEFAULT_RADIX,
-                 rng: nt.RandomSource = nt.SYSTEM_RNG) -> None:
+    def __init__(
+        self,
+        group: Group,
+        x: int,
+        *,
+        bits: int = DEFAULT_BITS,
+        radix: int = DEFAULT_RADIX,
+        rng: nt.RandomSource = nt.SYSTEM_RNG,
+    ) -> None:
         self.ndig = _check_shape(bits, radix)
         a = digits_of(offset_value(clamp_value(x, bits), bits), radix, self.ndig)
         key = OneUseKey(group, rng=rng)
@@ -236,7 +247,9 @@ class MeterComparison:
             for d in range(radix):
                 vals.extend(key.encrypt(1 if d == ai else 0, rng=rng))
         self._key = key
-        self.offer = ComparisonOffer(group=group.name, public=key.y, bits=bits, radix=radix, values=tuple(vals))
+        self.offer = ComparisonOffer(
+            group=group.name, public=key.y, bits=bits, radix=radix, values=tuple(vals)
+        )
         self.digest = self.offer.digest()
         self.state = SessionState.OFFERED
 
@@ -264,8 +277,15 @@ class MeterComparison:
 
 # -- utility side ----------------------------------------------------------------------
 
-def check_offer(offer: ComparisonOffer, *, bits: int, radix: int, min_group_bits: int = MIN_GROUP_BITS,
-                allow_insecure: bool = False) -> Group:
+
+def check_offer(
+    offer: ComparisonOffer,
+    *,
+    bits: int,
+    radix: int,
+    min_group_bits: int = MIN_GROUP_BITS,
+    allow_insecure: bool = False,
+) -> Group:
     """Validate a meter's offer (group, shape, every element); returns its group."""
     if not isinstance(offer, ComparisonOffer):
         raise MalformedMessage(f"expected ComparisonOffer, got {type(offer).__name__}")
@@ -273,7 +293,9 @@ def check_offer(offer: ComparisonOffer, *, bits: int, radix: int, min_group_bits
     if grp.bits < min_group_bits and not allow_insecure:
         raise InvalidKey(f"comparison group of {grp.bits} bits; at least {min_group_bits} required")
     if (offer.bits, offer.radix) != (bits, radix):
-        raise MalformedMessage(f"offer for {offer.bits} bits radix {offer.radix}, event asks {bits}/{radix}")
+        raise MalformedMessage(
+            f"offer for {offer.bits} bits radix {offer.radix}, event asks {bits}/{radix}"
+        )
     grp.check_element(offer.public)
     if offer.public == 1:
         raise InvalidCiphertext("trivial public key")
@@ -287,19 +309,35 @@ class UtilityComparison:
 
     __slots__ = ("challenge", "result", "sign", "state")
 
-    def __init__(self, offer: ComparisonOffer, threshold: int, *, bits: int = DEFAULT_BITS,
-                 radix: int = DEFAULT_RADIX, min_group_bits: int = MIN_GROUP_BITS, allow_insecure: bool = False,
-                 rng: nt.RandomSource = nt.SYSTEM_RNG) -> None:
+    def __init__(
+        self,
+        offer: ComparisonOffer,
+        threshold: int,
+        *,
+        bits: int = DEFAULT_BITS,
+        radix: int = DEFAULT_RADIX,
+        min_group_bits: int = MIN_GROUP_BITS,
+        allow_insecure: bool = False,
+        rng: nt.RandomSource = nt.SYSTEM_RNG,
+    ) -> None:
         half = 1 << (bits - 1)
         if not -half < threshold < half:
-            raise PlaintextOverflow(f"threshold {threshold!r} outside (-2**{bits - 1}, 2**{bits - 1})")
-        grp = check_offer(offer, bits=bits, radix=radix, min_group_bits=min_group_bits,
-                          allow_insecure=allow_insecure)
+            raise PlaintextOverflow(
+                f"threshold {threshold!r} outside (-2**{bits - 1}, 2**{bits - 1})"
+            )
+        grp = check_offer(
+            offer,
+            bits=bits,
+            radix=radix,
+            min_group_bits=min_group_bits,
+            allow_insecure=allow_insecure,
+        )
         self.sign = rng.getrandbits(1)
         ndig = num_digits(bits, radix)
         t = digits_of(offset_value(threshold, bits) - self.sign, radix, ndig)
         self.challenge = ComparisonChallenge(
-            offer_digest=offer.digest(), values=_blinded_values(grp, offer, t, self.sign, rng))
+            offer_digest=offer.digest(), values=_blinded_values(grp, offer, t, self.sign, rng)
+        )
         self.state = SessionState.OFFERED
         self.result: bool | None = None
 
@@ -314,8 +352,9 @@ class UtilityComparison:
         return self.result
 
 
-def _blinded_values(grp: Group, offer: ComparisonOffer, t: list[int], sign: int,
-                    rng: nt.RandomSource) -> tuple[int, ...]:
+def _blinded_values(
+    grp: Group, offer: ComparisonOffer, t: list[int], sign: int, rng: nt.RandomSource
+) -> tuple[int, ...]:
     p = nt.mpz(grp.p)
     radix, vals = offer.radix, offer.values
     ndig = len(t)

@@ -129,6 +129,7 @@ __all__ = ["DemandManager", "MeterDemandAgent"]
 
 # -- utility side -------------------------------------------------------------------------
 
+
 @dataclass(slots=True)
 class _Event:
     msg: DemandEvent
@@ -204,28 +205,49 @@ class DemandManager:
             side, action, level = "below", "take_more", self.level_below_w
             gap = self.cmin_w - total_w
         t = choose_threshold(total_w, n, gap, level, side, bits=self.bits)
-        return self.open_event(t, side=side, action=action, start_interval=interval + 1, now=now, rng=rng)
+        return self.open_event(
+            t, side=side, action=action, start_interval=interval + 1, now=now, rng=rng
+        )
 
     def open_event(
-        self, threshold: int, *, side: str, action: str, start_interval: int, now: int,
+        self,
+        threshold: int,
+        *,
+        side: str,
+        action: str,
+        start_interval: int,
+        now: int,
         rng: nt.RandomSource = nt.SYSTEM_RNG,
     ) -> DemandEvent:
         """Open an event with an explicit threshold (tests, operators)."""
         self._counter += 1
         eid = hashlib.sha256(
-            b"privmeter.dr.event-id" + self.group_id.encode() + self._counter.to_bytes(8, "big")
+            b"privmeter.dr.event-id"
+            + self.group_id.encode()
+            + self._counter.to_bytes(8, "big")
             + rng.getrandbits(128).to_bytes(16, "big")
         ).hexdigest()[:32]
         half = 1 << (self.bits - 1)
         if not -half < threshold < half:
-            raise LocalProtocolError(f"threshold {threshold!r} outside (-2**{self.bits - 1}, 2**{self.bits - 1})")
+            raise LocalProtocolError(
+                f"threshold {threshold!r} outside (-2**{self.bits - 1}, 2**{self.bits - 1})"
+            )
         fields: dict[str, Any] = {
-            "event_id": eid, "group_id": self.group_id, "action": action, "side": side,
-            "start_interval": start_interval, "duration_minutes": self.duration_minutes,
-            "issued_at": now, "expires_at": now + self.lifetime_s, "bits": self.bits, "radix": self.radix,
+            "event_id": eid,
+            "group_id": self.group_id,
+            "action": action,
+            "side": side,
+            "start_interval": start_interval,
+            "duration_minutes": self.duration_minutes,
+            "issued_at": now,
+            "expires_at": now + self.lifetime_s,
+            "bits": self.bits,
+            "radix": self.radix,
         }
         unsigned = DemandEvent(**fields, signature=bytes(64))
-        ev = DemandEvent(**fields, signature=self.signing_key.sign(EVENT_CONTEXT, unsigned.signed_payload()))
+        ev = DemandEvent(
+            **fields, signature=self.signing_key.sign(EVENT_CONTEXT, unsigned.signed_payload())
+        )
         self.events[eid] = _Event(ev, {}, {}, {}, {}, threshold, set())
         return ev
 
@@ -267,15 +289,21 @@ class DemandManager:
     def offered(self, event_id: str) -> set[str]:
         return set(self._event(event_id).offers)
 
-    def queries(self, event_id: str, *, now: int, meters: Sequence[str] | None = None,
-                rng: nt.RandomSource = nt.SYSTEM_RNG) -> list[ComparisonQuery]:
+    def queries(
+        self,
+        event_id: str,
+        *,
+        now: int,
+        meters: Sequence[str] | None = None,
+        rng: nt.RandomSource = nt.SYSTEM_RNG,
+    ) -> list[ComparisonQuery]:
         """One signed challenge per meter of the group (or of ``meters``) that made an offer.
 
         A meter whose offer is malformed is skipped (counted in ``bad_offers``).
         """
         e = self._event(event_id)
         out = []
-        for m in (meters if meters is not None else sorted(self.roster)):
+        for m in meters if meters is not None else sorted(self.roster):
             if m not in self.roster:
                 raise LocalProtocolError(f"{m!r} is not in the group")
             off = e.offers.get(m)
@@ -283,19 +311,30 @@ class DemandManager:
                 continue
             try:
                 sess = UtilityComparison(
-                    off.offer, e.threshold, bits=self.bits, radix=self.radix,
-                    min_group_bits=self.min_group_bits, allow_insecure=self.min_group_bits < MIN_GROUP_BITS,
-                    rng=rng)
+                    off.offer,
+                    e.threshold,
+                    bits=self.bits,
+                    radix=self.radix,
+                    min_group_bits=self.min_group_bits,
+                    allow_insecure=self.min_group_bits < MIN_GROUP_BITS,
+                    rng=rng,
+                )
             except PrivmeterError:
                 self.bad_offers += 1
                 continue
             qid = self._next_query
             self._next_query += 1
             payload = canonical(event_id, m, qid, now, sess.challenge.digest())
-            out.append(ComparisonQuery(
-                event_id=event_id, meter_id=m, query_id=qid, issued_at=now, challenge=sess.challenge,
-                signature=self.signing_key.sign(QUERY_CONTEXT, payload),
-            ))
+            out.append(
+                ComparisonQuery(
+                    event_id=event_id,
+                    meter_id=m,
+                    query_id=qid,
+                    issued_at=now,
+                    challenge=sess.challenge,
+                    signature=self.signing_key.sign(QUERY_CONTEXT, payload),
+                )
+            )
             e.queries[m] = qid
             e.sessions[m] = sess
         return out
@@ -334,17 +373,26 @@ class DemandManager:
         e = self._event(event_id)
         out = []
         for m in sorted(self.targets(event_id) - e.directed):
-            payload = canonical(event_id, m, e.msg.action, e.msg.start_interval, e.msg.duration_minutes, now)
-            out.append(Directive(
-                event_id=event_id, meter_id=m, action=e.msg.action,
-                start_interval=e.msg.start_interval, duration_minutes=e.msg.duration_minutes,
-                issued_at=now, signature=self.signing_key.sign(DIRECTIVE_CONTEXT, payload),
-            ))
+            payload = canonical(
+                event_id, m, e.msg.action, e.msg.start_interval, e.msg.duration_minutes, now
+            )
+            out.append(
+                Directive(
+                    event_id=event_id,
+                    meter_id=m,
+                    action=e.msg.action,
+                    start_interval=e.msg.start_interval,
+                    duration_minutes=e.msg.duration_minutes,
+                    issued_at=now,
+                    signature=self.signing_key.sign(DIRECTIVE_CONTEXT, payload),
+                )
+            )
             e.directed.add(m)
         return out
 
 
 # -- meter side ---------------------------------------------------------------------------
+
 
 @dataclass(slots=True)
 class _MeterEvent:
@@ -405,16 +453,30 @@ class MeterDemandAgent:
         self._accepted_per_interval: dict[int, int] = {}
 
     @classmethod
-    def from_plan(cls, plan: Any, meter_id: str, group_id: str, signing_key: SigningKey,
-                  headend_key: VerifyKey, *, budget: ComparisonBudget | None = None,
-                  **kw: Any) -> MeterDemandAgent:
+    def from_plan(
+        cls,
+        plan: Any,
+        meter_id: str,
+        group_id: str,
+        signing_key: SigningKey,
+        headend_key: VerifyKey,
+        *,
+        budget: ComparisonBudget | None = None,
+        **kw: Any,
+    ) -> MeterDemandAgent:
         """Budget, cap and maximum event length from a :class:`privmeter.grid.plans.Plan`
         (``budget``: a ledger the meter already keeps, e.g. restored after a restart)."""
         dr = plan.demand_response
         kw.setdefault("cap_w", dr.cap_w if dr is not None else None)
         kw.setdefault("max_event_minutes", dr.max_event_minutes if dr is not None else 240)
-        return cls(meter_id, group_id, signing_key, headend_key,
-                   budget if budget is not None else ComparisonBudget.from_plan(plan), **kw)
+        return cls(
+            meter_id,
+            group_id,
+            signing_key,
+            headend_key,
+            budget if budget is not None else ComparisonBudget.from_plan(plan),
+            **kw,
+        )
 
     def _fresh(self, ev: DemandEvent, now: int) -> None:
         if now + CLOCK_SKEW_S < ev.issued_at:
@@ -429,7 +491,12 @@ class MeterDemandAgent:
         return me
 
     def receive_event(
-        self, ev: DemandEvent, *, reading_interval: int | None, reading_w: int | None, now: int,
+        self,
+        ev: DemandEvent,
+        *,
+        reading_interval: int | None,
+        reading_w: int | None,
+        now: int,
         rng: nt.RandomSource = nt.SYSTEM_RNG,
     ) -> tuple[Offer, Echo]:
         """Validate and accept an event for the reading of ``reading_interval`` (W).
@@ -449,31 +516,68 @@ class MeterDemandAgent:
             raise UnexpectedMessage("event for another group", event_id=ev.event_id)
         self._fresh(ev, now)
         if ev.duration_minutes > self.max_event_minutes:
-            raise PolicyError(f"event of {ev.duration_minutes} min exceeds the plan's {self.max_event_minutes}")
+            raise PolicyError(
+                f"event of {ev.duration_minutes} min exceeds the plan's {self.max_event_minutes}"
+            )
         if ev.bits > self.max_bits:
             raise MalformedMessage(f"{ev.bits}-bit comparison exceeds the meter's {self.max_bits}")
         current = now // self.budget.interval_seconds
-        if reading_interval is None or reading_w is None \
-                or not current - MAX_READING_AGE <= reading_interval <= current:
-            raise NoFreshReading(f"no reading of the last {MAX_READING_AGE} intervals to compare",
-                                 event_id=ev.event_id, interval=reading_interval)
-        if self._accepted_per_interval.get(reading_interval, 0) >= max(self.budget.comparisons_per_interval, 0):
-            raise BudgetExceeded("no more events accepted for this reading", interval=reading_interval)
+        if (
+            reading_interval is None
+            or reading_w is None
+            or not current - MAX_READING_AGE <= reading_interval <= current
+        ):
+            raise NoFreshReading(
+                f"no reading of the last {MAX_READING_AGE} intervals to compare",
+                event_id=ev.event_id,
+                interval=reading_interval,
+            )
+        if self._accepted_per_interval.get(reading_interval, 0) >= max(
+            self.budget.comparisons_per_interval, 0
+        ):
+            raise BudgetExceeded(
+                "no more events accepted for this reading", interval=reading_interval
+            )
         self.budget.check(reading_interval)
         session = MeterComparison(self.key_group, reading_w, bits=ev.bits, radix=ev.radix, rng=rng)
         digest = ev.digest()
-        self.events[ev.event_id] = _MeterEvent(ev, digest, session, reading_interval,
-                                               certified=not self.budget.same_threshold_for_group)
-        self._accepted_per_interval = {k: v for k, v in self._accepted_per_interval.items()
-                                       if k >= reading_interval - MAX_READING_AGE}
-        self._accepted_per_interval[reading_interval] = self._accepted_per_interval.get(reading_interval, 0) + 1
+        self.events[ev.event_id] = _MeterEvent(
+            ev,
+            digest,
+            session,
+            reading_interval,
+            certified=not self.budget.same_threshold_for_group,
+        )
+        self._accepted_per_interval = {
+            k: v
+            for k, v in self._accepted_per_interval.items()
+            if k >= reading_interval - MAX_READING_AGE
+        }
+        self._accepted_per_interval[reading_interval] = (
+            self._accepted_per_interval.get(reading_interval, 0) + 1
+        )
         payload = canonical(ev.event_id, self.group_id, self.meter_id, digest)
-        echo = Echo(event_id=ev.event_id, group_id=self.group_id, meter_id=self.meter_id, digest=digest,
-                    signature=self.signing_key.sign(ECHO_CONTEXT, payload))
-        unsigned = Offer(event_id=ev.event_id, meter_id=self.meter_id, reading_interval=reading_interval,
-                         offer=session.offer, signature=bytes(64))
-        offer = Offer(event_id=ev.event_id, meter_id=self.meter_id, reading_interval=reading_interval,
-                      offer=session.offer, signature=self.signing_key.sign(OFFER_CONTEXT, unsigned.signed_payload()))
+        echo = Echo(
+            event_id=ev.event_id,
+            group_id=self.group_id,
+            meter_id=self.meter_id,
+            digest=digest,
+            signature=self.signing_key.sign(ECHO_CONTEXT, payload),
+        )
+        unsigned = Offer(
+            event_id=ev.event_id,
+            meter_id=self.meter_id,
+            reading_interval=reading_interval,
+            offer=session.offer,
+            signature=bytes(64),
+        )
+        offer = Offer(
+            event_id=ev.event_id,
+            meter_id=self.meter_id,
+            reading_interval=reading_interval,
+            offer=session.offer,
+            signature=self.signing_key.sign(OFFER_CONTEXT, unsigned.signed_payload()),
+        )
         return offer, echo
 
     def receive_echoes(self, bundle: EchoBundle, *, now: int) -> bool:
@@ -490,7 +594,8 @@ class MeterDemandAgent:
             vk.verify(ECHO_CONTEXT, echo.signed_payload(), echo.signature)
             if echo.group_id != self.group_id or echo.digest != me.digest:
                 raise ThresholdEquivocation(
-                    "a group member was shown another broadcast", event_id=bundle.event_id,
+                    "a group member was shown another broadcast",
+                    event_id=bundle.event_id,
                     meter_id=echo.meter_id,
                 )
             good.add(echo.meter_id)
@@ -516,19 +621,29 @@ class MeterDemandAgent:
         if me.answered_query is not None:
             raise ReplayedMessage("this event was already answered", event_id=q.event_id)
         self._fresh(me.msg, now)
-        if abs(q.issued_at - now) > CLOCK_SKEW_S + MAX_EVENT_LIFETIME_S or q.issued_at + CLOCK_SKEW_S < me.msg.issued_at:
+        if (
+            abs(q.issued_at - now) > CLOCK_SKEW_S + MAX_EVENT_LIFETIME_S
+            or q.issued_at + CLOCK_SKEW_S < me.msg.issued_at
+        ):
             raise StaleMessage("query outside the event's lifetime", event_id=q.event_id)
         if not me.certified:
-            raise UnexpectedMessage("event not certified by the group's echoes", event_id=q.event_id)
+            raise UnexpectedMessage(
+                "event not certified by the group's echoes", event_id=q.event_id
+            )
         me.session.check(q.challenge)
         self.budget.charge(me.reading_interval)
         me.answered_query = q.query_id
         zero = me.session.answer(q.challenge)
         digest = q.challenge.digest()
         payload = canonical(q.event_id, self.meter_id, q.query_id, digest, int(zero))
-        return ComparisonAnswer(event_id=q.event_id, meter_id=self.meter_id, query_id=q.query_id,
-                                challenge_digest=digest, zero_found=zero,
-                                signature=self.signing_key.sign(ANSWER_CONTEXT, payload))
+        return ComparisonAnswer(
+            event_id=q.event_id,
+            meter_id=self.meter_id,
+            query_id=q.query_id,
+            challenge_digest=digest,
+            zero_found=zero,
+            signature=self.signing_key.sign(ANSWER_CONTEXT, payload),
+        )
 
     def receive_directive(self, d: Directive, *, now: int) -> LoadInstruction:
         """Check a directive against its event and turn it into a load instruction."""
@@ -539,14 +654,25 @@ class MeterDemandAgent:
             raise UnexpectedMessage("directive for another meter", meter_id=d.meter_id)
         me = self._known(d.event_id)
         if me.answered_query is None:
-            raise UnexpectedMessage("directive for an event this meter did not answer", event_id=d.event_id)
+            raise UnexpectedMessage(
+                "directive for an event this meter did not answer", event_id=d.event_id
+            )
         if me.directive_seen:
             raise ReplayedMessage("directive already applied", event_id=d.event_id)
         ev = me.msg
-        if (d.action, d.start_interval, d.duration_minutes) != (ev.action, ev.start_interval, ev.duration_minutes):
+        if (d.action, d.start_interval, d.duration_minutes) != (
+            ev.action,
+            ev.start_interval,
+            ev.duration_minutes,
+        ):
             raise UnexpectedMessage("directive differs from its event", event_id=d.event_id)
         if now > ev.expires_at + CLOCK_SKEW_S or d.issued_at + CLOCK_SKEW_S < ev.issued_at:
             raise StaleMessage("directive outside the event's lifetime", event_id=d.event_id)
         me.directive_seen = True
-        return LoadInstruction(event_id=d.event_id, action=d.action, start_interval=d.start_interval,
-                               duration_minutes=d.duration_minutes, limit_w=self.cap_w)
+        return LoadInstruction(
+            event_id=d.event_id,
+            action=d.action,
+            start_interval=d.start_interval,
+            duration_minutes=d.duration_minutes,
+            limit_w=self.cap_w,
+        )

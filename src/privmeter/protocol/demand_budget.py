@@ -30,10 +30,13 @@ __all__ = [
 ]
 
 DAY_S = 86400
-MAX_READING_AGE = 2  # intervals: a meter compares only a reading of its own clock's last two intervals
+MAX_READING_AGE = (
+    2  # intervals: a meter compares only a reading of its own clock's last two intervals
+)
 
 
 # -- budget ---------------------------------------------------------------------------
+
 
 @dataclass(slots=True)
 class ComparisonBudget:
@@ -77,11 +80,14 @@ class ComparisonBudget:
         iv, day = self._slots(reading_interval)
         if self._per_interval.get(iv, 0) >= self.comparisons_per_interval:
             raise BudgetExceeded(
-                f"{self.comparisons_per_interval} comparisons of this reading already used", interval=iv
+                f"{self.comparisons_per_interval} comparisons of this reading already used",
+                interval=iv,
             )
         if self._per_day.get(day, 0) >= self.comparisons_per_day:
-            raise BudgetExceeded(f"{self.comparisons_per_day} comparisons of this day's readings already used",
-                                 day=day)
+            raise BudgetExceeded(
+                f"{self.comparisons_per_day} comparisons of this day's readings already used",
+                day=day,
+            )
 
     def charge(self, reading_interval: int) -> None:
         """Check, then record one comparison of the reading of ``reading_interval``.
@@ -105,16 +111,24 @@ class ComparisonBudget:
 
     def state(self) -> dict[str, Any]:
         """The ledger as JSON-ready data (``privmeter.comparisons/1``)."""
-        return {"format": "privmeter.comparisons/1",
-                "per_interval": sorted(self._per_interval.items()),
-                "per_day": sorted(self._per_day.items())}
+        return {
+            "format": "privmeter.comparisons/1",
+            "per_interval": sorted(self._per_interval.items()),
+            "per_day": sorted(self._per_day.items()),
+        }
 
     def restore(self, st: Any) -> None:
         """Load a :meth:`state` (raises ``ValueError`` on anything malformed, unchanged)."""
         try:
-            ok = isinstance(st, dict) and st.get("format") == "privmeter.comparisons/1" and all(
-                len(x) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in x)
-                for key in ("per_interval", "per_day") for x in st[key])
+            ok = (
+                isinstance(st, dict)
+                and st.get("format") == "privmeter.comparisons/1"
+                and all(
+                    len(x) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in x)
+                    for key in ("per_interval", "per_day")
+                    for x in st[key]
+                )
+            )
         except (KeyError, TypeError):
             ok = False
         if not ok:
@@ -128,6 +142,7 @@ class ComparisonBudget:
 
 
 # -- threshold policy -------------------------------------------------------------------
+
 
 def choose_threshold(
     total_w: int, group_size: int, gap_w: int, level_w: int, side: str, *, bits: int = DEFAULT_BITS
@@ -187,9 +202,10 @@ def choose_threshold(
     return min(max(t, -half + 1), half - 1)
 
 
-def plaintext_targets(readings_w: Mapping[str, int], threshold: int, side: str, bits: int = DEFAULT_BITS) -> set[str]:
+def plaintext_targets(
+    readings_w: Mapping[str, int], threshold: int, side: str, bits: int = DEFAULT_BITS
+) -> set[str]:
     """Plaintext reference of who is targeted (readings clamped as the meters do)."""
     return {
-        m for m, x in readings_w.items()
-        if (clamp_value(x, bits) >= threshold) == (side == "above")
+        m for m, x in readings_w.items() if (clamp_value(x, bits) >= threshold) == (side == "above")
     }

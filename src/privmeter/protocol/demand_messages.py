@@ -63,6 +63,7 @@ def _check_sig(sig: bytes) -> None:
 
 # -- messages ---------------------------------------------------------------------
 
+
 @message("dr.event")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DemandEvent:
@@ -97,8 +98,16 @@ class DemandEvent:
 
     def signed_payload(self) -> bytes:
         return canonical(
-            self.event_id, self.group_id, self.action, self.side, self.start_interval,
-            self.duration_minutes, self.issued_at, self.expires_at, self.bits, self.radix,
+            self.event_id,
+            self.group_id,
+            self.action,
+            self.side,
+            self.start_interval,
+            self.duration_minutes,
+            self.issued_at,
+            self.expires_at,
+            self.bits,
+            self.radix,
         )
 
     def digest(self) -> bytes:
@@ -189,7 +198,9 @@ class ComparisonQuery:
         _check_sig(self.signature)
 
     def signed_payload(self) -> bytes:
-        return canonical(self.event_id, self.meter_id, self.query_id, self.issued_at, self.challenge.digest())
+        return canonical(
+            self.event_id, self.meter_id, self.query_id, self.issued_at, self.challenge.digest()
+        )
 
 
 @message("dr.answer")
@@ -214,8 +225,9 @@ class ComparisonAnswer:
         _check_sig(self.signature)
 
     def signed_payload(self) -> bytes:
-        return canonical(self.event_id, self.meter_id, self.query_id, self.challenge_digest,
-                         int(self.zero_found))
+        return canonical(
+            self.event_id, self.meter_id, self.query_id, self.challenge_digest, int(self.zero_found)
+        )
 
 
 @message("dr.directive")
@@ -244,8 +256,12 @@ class Directive:
 
     def signed_payload(self) -> bytes:
         return canonical(
-            self.event_id, self.meter_id, self.action, self.start_interval,
-            self.duration_minutes, self.issued_at,
+            self.event_id,
+            self.meter_id,
+            self.action,
+            self.start_interval,
+            self.duration_minutes,
+            self.issued_at,
         )
 
 

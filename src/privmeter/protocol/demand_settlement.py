@@ -63,5 +63,9 @@ def event_records(
         ex, rb = event_amounts(energy_wh[t], cap_wh)
         for kind, wh in ((DR_EXCESS, ex), (DR_REBATE, rb)):
             ct = household_key.encrypt(wh, rng=rng)
-            out.append(make_record(signing_key, meter_id, t, household_key, ct, kind=kind, event_id=event_id))
+            out.append(
+                make_record(
+                    signing_key, meter_id, t, household_key, ct, kind=kind, event_id=event_id
+                )
+            )
     return out

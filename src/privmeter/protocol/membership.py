@@ -84,7 +84,8 @@ class MembershipPolicy:
         if self.enforce and len(roster) < self.budget.min_group_size:
             raise GroupTooSmall(
                 f"roster of {len(roster)} meters, expected at least {self.budget.min_group_size}",
-                meter_id=self.meter_id, group=group_id,
+                meter_id=self.meter_id,
+                group=group_id,
             )
         if self.group_id == group_id and self.roster == roster:
             return  # no change
@@ -94,14 +95,16 @@ class MembershipPolicy:
                 raise MembershipChangeRefused(
                     f"roster change back to interval {from_interval}, already served "
                     f"interval {self.last_served}: one group per interval",
-                    meter_id=self.meter_id, interval=from_interval,
+                    meter_id=self.meter_id,
+                    interval=from_interval,
                 )
             day = self._day(from_interval)
             if self._changes.get(day, 0) >= self.budget.max_membership_changes_per_day:
                 raise MembershipChangeRefused(
                     f"{self.budget.max_membership_changes_per_day} roster changes already "
                     f"made on day {day}",
-                    meter_id=self.meter_id, day=day,
+                    meter_id=self.meter_id,
+                    day=day,
                 )
         if not first:
             day = self._day(from_interval)
@@ -117,23 +120,28 @@ class MembershipPolicy:
                 raise MembershipChangeRefused(
                     f"asked to serve {group_id!r} at interval {interval}, current group is "
                     f"{self.group_id!r} since {self.since}",
-                    meter_id=self.meter_id, interval=interval,
+                    meter_id=self.meter_id,
+                    interval=interval,
                 )
             served = self._served.get(interval, set())
             if served and group_id not in served:
                 raise MembershipChangeRefused(
                     f"interval {interval} already served for another group",
-                    meter_id=self.meter_id, interval=interval,
+                    meter_id=self.meter_id,
+                    interval=interval,
                 )
             if group_id in served:  # e.g. a new epoch re-running an interval: a second total
                 raise MembershipChangeRefused(
                     f"interval {interval} already served for {group_id!r}: one reading, one total",
-                    meter_id=self.meter_id, interval=interval,
+                    meter_id=self.meter_id,
+                    interval=interval,
                 )
             if interval <= self.last_served - self._memory():  # older than what we remember
                 raise MembershipChangeRefused(
                     f"interval {interval} is more than {SERVED_MEMORY_DAYS} days before the last "
-                    f"one served ({self.last_served})", meter_id=self.meter_id, interval=interval,
+                    f"one served ({self.last_served})",
+                    meter_id=self.meter_id,
+                    interval=interval,
                 )
         self._served.setdefault(interval, set()).add(group_id)
         self.last_served = max(self.last_served, interval)
@@ -149,24 +157,37 @@ class MembershipPolicy:
     # -- persistence: a meter keeps its ledger across restarts ---------------------------
     def state(self) -> dict[str, Any]:
         """The ledger as JSON-ready data (versioned: ``STATE_FORMAT``)."""
-        return {"format": STATE_FORMAT, "group_id": self.group_id, "roster": sorted(self.roster),
-                "since": self.since, "last_served": self.last_served,
-                "changes": [[d, n] for d, n in sorted(self._changes.items())],
-                "served": [[t, sorted(gs)] for t, gs in sorted(self._served.items())]}
+        return {
+            "format": STATE_FORMAT,
+            "group_id": self.group_id,
+            "roster": sorted(self.roster),
+            "since": self.since,
+            "last_served": self.last_served,
+            "changes": [[d, n] for d, n in sorted(self._changes.items())],
+            "served": [[t, sorted(gs)] for t, gs in sorted(self._served.items())],
+        }
 
     def restore(self, st: Any) -> None:
         """Load a :meth:`state` (raises ``ValueError`` on anything malformed, unchanged)."""
+
         def ints(v: Any) -> bool:
             return isinstance(v, int) and not isinstance(v, bool)
 
         try:
-            ok = (isinstance(st, dict) and st.get("format") == STATE_FORMAT
-                  and (st["group_id"] is None or isinstance(st["group_id"], str))
-                  and isinstance(st["roster"], list) and all(isinstance(m, str) for m in st["roster"])
-                  and ints(st["since"]) and ints(st["last_served"])
-                  and all(len(x) == 2 and ints(x[0]) and ints(x[1]) for x in st["changes"])
-                  and all(len(x) == 2 and ints(x[0]) and all(isinstance(g, str) for g in x[1])
-                          for x in st["served"]))
+            ok = (
+                isinstance(st, dict)
+                and st.get("format") == STATE_FORMAT
+                and (st["group_id"] is None or isinstance(st["group_id"], str))
+                and isinstance(st["roster"], list)
+                and all(isinstance(m, str) for m in st["roster"])
+                and ints(st["since"])
+                and ints(st["last_served"])
+                and all(len(x) == 2 and ints(x[0]) and ints(x[1]) for x in st["changes"])
+                and all(
+                    len(x) == 2 and ints(x[0]) and all(isinstance(g, str) for g in x[1])
+                    for x in st["served"]
+                )
+            )
         except (KeyError, TypeError):
             ok = False
         if not ok:

@@ -41,17 +41,23 @@ def check_layout(period_start: int, period_intervals: int, interval_seconds: int
     if period_intervals == MONTHLY:
         unix = period_start * interval_seconds
         if 86400 % interval_seconds or _month_start(_month_index(unix)) != unix:
-            raise ValueError(f"monthly periods must start at a UTC month start, got interval {period_start}")
+            raise ValueError(
+                f"monthly periods must start at a UTC month start, got interval {period_start}"
+            )
 
 
-def period_of(interval: int, period_start: int, period_intervals: int, interval_seconds: int) -> int:
+def period_of(
+    interval: int, period_start: int, period_intervals: int, interval_seconds: int
+) -> int:
     """The billing period that ``interval`` falls in (negative: before the first)."""
     if period_intervals != MONTHLY:
         return (interval - period_start) // period_intervals
     return _month_index(interval * interval_seconds) - _month_index(period_start * interval_seconds)
 
 
-def period_bounds(period: int, period_start: int, period_intervals: int, interval_seconds: int) -> tuple[int, int]:
+def period_bounds(
+    period: int, period_start: int, period_intervals: int, interval_seconds: int
+) -> tuple[int, int]:
     """``[start, end)`` intervals of billing period ``period``."""
     if period_intervals != MONTHLY:
         start = period_start + period * period_intervals

@@ -125,7 +125,6 @@ def canonical(*parts: bytes | str | int) -> bytes:
     return b"".join(out)
 
 
-
 @message("bill.record")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReadingRecord:
@@ -153,9 +152,13 @@ class ReadingRecord:
         if len(self.key_id) != 16:
             raise ValueError(f"key_id must be 16 bytes, got {len(self.key_id)}")
         if not 0 < len(self.ciphertext) <= MAX_CIPHERTEXT_BYTES:
-            raise ValueError(f"ciphertext must be 1-{MAX_CIPHERTEXT_BYTES} bytes, got {len(self.ciphertext)}")
+            raise ValueError(
+                f"ciphertext must be 1-{MAX_CIPHERTEXT_BYTES} bytes, got {len(self.ciphertext)}"
+            )
         if len(self.signature) != SIGNATURE_BYTES:
-            raise ValueError(f"signature must be {SIGNATURE_BYTES} bytes, got {len(self.signature)}")
+            raise ValueError(
+                f"signature must be {SIGNATURE_BYTES} bytes, got {len(self.signature)}"
+            )
 
     @property
     def slot(self) -> tuple[str, int, str, str]:
@@ -163,7 +166,9 @@ class ReadingRecord:
         return (self.meter_id, self.interval, self.kind, self.event_id)
 
     def signed_payload(self) -> bytes:
-        return canonical(self.meter_id, self.interval, self.kind, self.event_id, self.key_id, self.ciphertext)
+        return canonical(
+            self.meter_id, self.interval, self.kind, self.event_id, self.key_id, self.ciphertext
+        )
 
 
 def make_record(
@@ -222,7 +227,9 @@ def record_price(plan: Plan, kind: str, interval: int, feed: PriceFeed | None) -
         return int(plan.tariff.price_at(interval, plan.interval_seconds, feed))
     dr = plan.demand_response
     if dr is None:
-        raise UnexpectedMessage(f"plan {plan.plan_id!r} has no demand response; got a {kind!r} record")
+        raise UnexpectedMessage(
+            f"plan {plan.plan_id!r} has no demand response; got a {kind!r} record"
+        )
     if kind == DR_EXCESS:
         return int(dr.penalty_price)
     if kind == DR_REBATE:
@@ -278,11 +285,15 @@ def check_household_key(
             _VERIFIED_KEYS.clear()
         _VERIFIED_KEYS.add(memo)
     if plan is not None and period_intervals is not None:
-        lo, hi = plan.bill_bounds(range(0, period_intervals), RECORDS_PER_INTERVAL * period_intervals)
+        lo, hi = plan.bill_bounds(
+            range(0, period_intervals), RECORDS_PER_INTERVAL * period_intervals
+        )
         if 2 * max(-lo, hi) > pk.max_int:
             raise PlaintextOverflow(
                 f"a {pk.bits}-bit key cannot hold the largest bill of plan {plan.plan_id!r} "
-                f"over {period_intervals} intervals", key_id=pk.key_id.hex())
+                f"over {period_intervals} intervals",
+                key_id=pk.key_id.hex(),
+            )
 
 
 def price_bits(plan: Plan) -> int:
@@ -306,14 +317,18 @@ class BillAccumulator:
 
     __slots__ = ("_exp_bits", "_grouped", "_nsq", "_streaming", "pk")
 
-    def __init__(self, pk: PaillierPublicKey, exp_bits: int, cells: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self, pk: PaillierPublicKey, exp_bits: int, cells: Mapping[str, int] | None = None
+    ) -> None:
         self.pk = pk
         self._nsq = pk.nsquare
         self._exp_bits = max(int(exp_bits), 1)
         cells = cells or {}
         grouped = {int(k[1:]): int(v) for k, v in cells.items() if k.startswith("g")}
         stream = sorted(((int(k[1:]), int(v)) for k, v in cells.items() if k.startswith("s")))
-        self._grouped = GroupedProduct.from_state(self._nsq, grouped) if grouped else GroupedProduct(self._nsq)
+        self._grouped = (
+            GroupedProduct.from_state(self._nsq, grouped) if grouped else GroupedProduct(self._nsq)
+        )
         if stream:
             self._streaming: StreamingMultiExp | None = StreamingMultiExp.from_state(
                 self._nsq, self._exp_bits, STREAM_WINDOW, [v for _, v in stream]
@@ -378,7 +393,15 @@ class Receipt:
     signature: bytes
 
     def signed_payload(self) -> bytes:
-        return canonical(self.meter_id, self.interval, self.kind, self.event_id, self.record_digest, self.seq, self.chain)
+        return canonical(
+            self.meter_id,
+            self.interval,
+            self.kind,
+            self.event_id,
+            self.record_digest,
+            self.seq,
+            self.chain,
+        )
 
     def verify(self, headend_key: VerifyKey) -> None:
         headend_key.verify(RECEIPT_CONTEXT, self.signed_payload(), self.signature)
@@ -389,7 +412,16 @@ def sign_receipt(signing_key: SigningKey, record: ReadingRecord, seq: int, chain
     (Ed25519): the same logged record always gets the same receipt, so a head-end may send it
     again when a meter resends a record whose receipt was lost."""
     rd = hashlib.sha256(record_bytes(record)).digest()
-    payload = canonical(record.meter_id, record.interval, record.kind, record.event_id, rd, seq, chain)
-    return Receipt(meter_id=record.meter_id, interval=record.interval, kind=record.kind,
-                   event_id=record.event_id, record_digest=rd, seq=seq, chain=chain,
-                   signature=signing_key.sign(RECEIPT_CONTEXT, payload))
+    payload = canonical(
+        record.meter_id, record.interval, record.kind, record.event_id, rd, seq, chain
+    )
+    return Receipt(
+        meter_id=record.meter_id,
+        interval=record.interval,
+        kind=record.kind,
+        event_id=record.event_id,
+        record_digest=rd,
+        seq=seq,
+        chain=chain,
+        signature=signing_key.sign(RECEIPT_CONTEXT, payload),
+    )

@@ -123,17 +123,28 @@ def _nonce(round_: int, sender_pos: int) -> bytes:
 class RingMeter:
     """One meter of the random-number ring."""
 
-    def __init__(self, meter_id: str, ring: Sequence[str], key: AgreementKey,
-                 publics: Mapping[str, bytes], *, group: str, epoch: int = 1,
-                 rng: RandomSource = SYSTEM_RNG) -> None:
+    def __init__(
+        self,
+        meter_id: str,
+        ring: Sequence[str],
+        key: AgreementKey,
+        publics: Mapping[str, bytes],
+        *,
+        group: str,
+        epoch: int = 1,
+        rng: RandomSource = SYSTEM_RNG,
+    ) -> None:
         self.meter_id, self.group, self.ring = meter_id, group, tuple(ring)
         self.pos = self.ring.index(meter_id)
         self.pred = self.ring[self.pos - 1]
         self.succ = self.ring[(self.pos + 1) % len(self.ring)]
 
         def agree(peer: str) -> ChaCha20Poly1305:
-            return ChaCha20Poly1305(key.agree(
-                publics[peer], group=group, epoch=epoch, id_a=meter_id, id_b=peer).aead_key)
+            return ChaCha20Poly1305(
+                key.agree(
+                    publics[peer], group=group, epoch=epoch, id_a=meter_id, id_b=peer
+                ).aead_key
+            )
 
         self._to_succ, self._from_pred = agree(self.succ), agree(self.pred)
         self._rng = rng
@@ -145,10 +156,12 @@ class RingMeter:
 
     def _send(self, round_: int, value: int) -> RingToken:
         self.last_sent = value % MODULUS
-        ct = self._to_succ.encrypt(_nonce(round_, self.pos), self.last_sent.to_bytes(8, "big"),
-                                   self.group.encode())
-        return RingToken(group=self.group, round=round_, sender=self.meter_id,
-                         receiver=self.succ, ciphertext=ct)
+        ct = self._to_succ.encrypt(
+            _nonce(round_, self.pos), self.last_sent.to_bytes(8, "big"), self.group.encode()
+        )
+        return RingToken(
+            group=self.group, round=round_, sender=self.meter_id, receiver=self.succ, ciphertext=ct
+        )
 
     def handle_start(self, start: RingStart, reading: int) -> RingToken:
         if self.pos != 0:
@@ -160,13 +173,20 @@ class RingMeter:
         return self._send(start.round, r + reading)
 
     def handle_token(self, token: RingToken, reading: int) -> RingToken | RingTotal:
-        if token.receiver != self.meter_id or token.sender != self.pred or token.group != self.group:
+        if (
+            token.receiver != self.meter_id
+            or token.sender != self.pred
+            or token.group != self.group
+        ):
             raise MalformedMessage("ring token not from our predecessor to us")
         if token.round in self._done:
             raise ReplayedMessage("round already handled", interval=token.round)
         try:
-            pt = self._from_pred.decrypt(_nonce(token.round, (self.pos - 1) % len(self.ring)),
-                                         token.ciphertext, self.group.encode())
+            pt = self._from_pred.decrypt(
+                _nonce(token.round, (self.pos - 1) % len(self.ring)),
+                token.ciphertext,
+                self.group.encode(),
+            )
         except InvalidTag:
             raise InvalidCiphertext("ring token does not authenticate") from None
         s = int.from_bytes(pt, "big")
@@ -204,15 +224,23 @@ class RingCoordinator:
         """The runner's deadline passed: the round is lost (a ring cannot route around)."""
         if round_ in self._open:
             self._open.discard(round_)
-            raise AggregationError("ring round stalled: a meter did not pass the token",
-                                   interval=round_)
+            raise AggregationError(
+                "ring round stalled: a meter did not pass the token", interval=round_
+            )
 
 
 class PaillierRingMeter:
     """One meter of the Paillier ring: multiplies in E(reading) under the utility's key."""
 
-    def __init__(self, meter_id: str, ring: Sequence[str], utility_key: PaillierPublicKey, *,
-                 group: str, rng: RandomSource = SYSTEM_RNG) -> None:
+    def __init__(
+        self,
+        meter_id: str,
+        ring: Sequence[str],
+        utility_key: PaillierPublicKey,
+        *,
+        group: str,
+        rng: RandomSource = SYSTEM_RNG,
+    ) -> None:
         self.meter_id, self.group, self.ring = meter_id, group, tuple(ring)
         self.pos = self.ring.index(meter_id)
         self.pred = self.ring[self.pos - 1]
@@ -221,8 +249,13 @@ class PaillierRingMeter:
 
     def _out(self, round_: int, value: int) -> PaillierToken:
         self._done.add(round_)
-        return PaillierToken(group=self.group, round=round_, sender=self.meter_id, ciphertext=value,
-                             final=self.pos == len(self.ring) - 1)
+        return PaillierToken(
+            group=self.group,
+            round=round_,
+            sender=self.meter_id,
+            ciphertext=value,
+            final=self.pos == len(self.ring) - 1,
+        )
 
     def handle_start(self, start: RingStart, reading: int) -> PaillierToken:
         if self.pos != 0:

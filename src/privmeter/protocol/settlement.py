@@ -190,9 +190,18 @@ class Statement:
 
     def signed_payload(self) -> bytes:
         return canonical(
-            self.meter_id, self.key_id, self.plan_id, self.tariff_digest, self.feed_digest,
-            self.start, self.end, self.record_count, self.log_digest, self.bill_ciphertext,
-            self.fixed_charge, self.issued_at,
+            self.meter_id,
+            self.key_id,
+            self.plan_id,
+            self.tariff_digest,
+            self.feed_digest,
+            self.start,
+            self.end,
+            self.record_count,
+            self.log_digest,
+            self.bill_ciphertext,
+            self.fixed_charge,
+            self.issued_at,
         )
 
 
@@ -230,8 +239,11 @@ class Dispute:
 
     def error(self) -> PrivmeterError:
         """The specific error this dispute stands for (to raise or log locally)."""
-        return DISPUTE_REASONS[self.reason](f"household disputes the statement: {self.reason}",
-                                            meter_id=self.meter_id, reason=self.reason)
+        return DISPUTE_REASONS[self.reason](
+            f"household disputes the statement: {self.reason}",
+            meter_id=self.meter_id,
+            reason=self.reason,
+        )
 
 
 def sign_statement(signing_key: SigningKey, **fields: object) -> Statement:
@@ -248,22 +260,28 @@ def verify_statement(statement: Statement, headend_key: VerifyKey) -> None:
 
 def statement_digest(statement: Statement) -> bytes:
     """SHA-256 of the signed statement (what a proof or dispute refers to)."""
-    return hashlib.sha256(STATEMENT_CONTEXT + statement.signed_payload() + statement.signature).digest()
+    return hashlib.sha256(
+        STATEMENT_CONTEXT + statement.signed_payload() + statement.signature
+    ).digest()
 
 
 def _record_order(rec: ReadingRecord) -> tuple[int, str, str]:
     return (rec.interval, rec.kind, rec.event_id)
 
 
-def log_digest(meter_id: str, start: int, end: int, records: Iterable[bytes | ReadingRecord]) -> bytes:
+def log_digest(
+    meter_id: str, start: int, end: int, records: Iterable[bytes | ReadingRecord]
+) -> bytes:
     """Digest of exactly one household's logged records in ``[start, end)``, in interval order.
 
     ``SHA-256(domain || canonical(meter_id, start, end) || canonical(rec_1) || ...)``
     over the canonical record bytes sorted by (interval, kind, event id).
     ``records``: logged bytes or decoded records.
     """
-    recs = sorted((r if isinstance(r, ReadingRecord) else record_from_bytes(r) for r in records),
-                  key=_record_order)
+    recs = sorted(
+        (r if isinstance(r, ReadingRecord) else record_from_bytes(r) for r in records),
+        key=_record_order,
+    )
     h = hashlib.sha256(LOG_DIGEST_DOMAIN + canonical(meter_id, start, end))
     for rec in recs:
         if rec.meter_id != meter_id or not start <= rec.interval < end:
@@ -274,10 +292,13 @@ def log_digest(meter_id: str, start: int, end: int, records: Iterable[bytes | Re
 
 # -- shared by the household and the auditor ------------------------------------------
 
+
 def _check_tariff(statement: Statement, plan: Plan, feed: PriceFeed | None) -> PriceFeed | None:
     """Steps 1-2 shared by the household and the auditor; returns the feed cut to the period."""
     if statement.plan_id != plan.plan_id:
-        raise TariffRejected(f"statement plan {statement.plan_id!r}, ours {plan.plan_id!r}", reason="plan")
+        raise TariffRejected(
+            f"statement plan {statement.plan_id!r}, ours {plan.plan_id!r}", reason="plan"
+        )
     if statement.tariff_digest != plan.tariff.digest():
         raise TariffRejected("statement tariff differs from the published tariff", reason="tariff")
     intervals = range(statement.start, statement.end)
@@ -348,29 +369,44 @@ def check_log(
     mine: list[ReadingRecord] = []
     seen: set[tuple[str, int, str, str]] = set()
     for rec in records:
-        if rec.meter_id != statement.meter_id or not statement.start <= rec.interval < statement.end:
+        if (
+            rec.meter_id != statement.meter_id
+            or not statement.start <= rec.interval < statement.end
+        ):
             continue
         try:
             verify_record(rec, meter_key)
         except InvalidSignature:
-            raise InvalidSignature("logged record not signed by the meter", interval=rec.interval,
-                                   reason="log", **ctx) from None
+            raise InvalidSignature(
+                "logged record not signed by the meter", interval=rec.interval, reason="log", **ctx
+            ) from None
         if rec.key_id != household_pk.key_id:
-            raise KeyMismatch("logged record under another key", interval=rec.interval, reason="log", **ctx)
+            raise KeyMismatch(
+                "logged record under another key", interval=rec.interval, reason="log", **ctx
+            )
         if rec.slot in seen:
-            raise DuplicateReading("log holds two records for one slot", interval=rec.interval,
-                                   reason="log", **ctx)
+            raise DuplicateReading(
+                "log holds two records for one slot", interval=rec.interval, reason="log", **ctx
+            )
         seen.add(rec.slot)
         mine.append(rec)
     if len(mine) != statement.record_count:
-        raise AuditFailure(f"statement counts {statement.record_count} records, the log holds {len(mine)}",
-                           reason="count", **ctx)
+        raise AuditFailure(
+            f"statement counts {statement.record_count} records, the log holds {len(mine)}",
+            reason="count",
+            **ctx,
+        )
     mine.sort(key=_record_order)
     ld = log_digest(statement.meter_id, statement.start, statement.end, mine)
     if ld != statement.log_digest:
         raise AuditFailure("log digest differs from the statement's", reason="log", **ctx)
-    if rebuild_bill(mine, plan, feed, household_pk, statement.fixed_charge).to_bytes() != statement.bill_ciphertext:
-        raise RebuildMismatch("E(bill) differs from the one rebuilt from the signed log", reason="rebuild", **ctx)
+    if (
+        rebuild_bill(mine, plan, feed, household_pk, statement.fixed_charge).to_bytes()
+        != statement.bill_ciphertext
+    ):
+        raise RebuildMismatch(
+            "E(bill) differs from the one rebuilt from the signed log", reason="rebuild", **ctx
+        )
     return mine, ld
 
 
@@ -381,7 +417,9 @@ def check_bill_bounds(statement: Statement, plan: Plan, bill: int) -> None:
     if not lo <= bill <= hi:
         raise BillOutOfBounds(
             f"bill of {bill.bit_length()} bits outside the plan's bounds [{lo}, {hi}]",
-            meter_id=statement.meter_id, reason="bill-bounds")
+            meter_id=statement.meter_id,
+            reason="bill-bounds",
+        )
 
 
 def expected_bill(
@@ -404,6 +442,7 @@ def expected_bill(
 
 
 # -- the household ------------------------------------------------------------------
+
 
 def settle(
     statement: Statement,
@@ -440,8 +479,10 @@ def settle(
             raise KeyMismatch("statement is for another meter or key", reason="key")
         cut = _check_tariff(statement, plan, feed)
         if range(statement.start, statement.end) != period:
-            raise BillMismatch(f"statement covers [{statement.start}, {statement.end}), not {period}",
-                               reason="range")
+            raise BillMismatch(
+                f"statement covers [{statement.start}, {statement.end}), not {period}",
+                reason="range",
+            )
         if statement.fixed_charge != plan.fixed_charge(period):
             raise BillMismatch("fixed charge differs from the plan's", reason="fixed-charge")
         # step 4: the statement's log, and E(bill) rebuilt from it (public data only)
@@ -451,7 +492,9 @@ def settle(
         adj = {k: x for k, x in (adjustments or {}).items() if k[2] in period}
         slots = {(t, ENERGY, "") for t in ours} | {(t, kind, eid) for (kind, eid, t) in adj}
         if {(r.interval, r.kind, r.event_id) for r in mine} != slots:
-            raise BillMismatch(f"the log's {len(mine)} records are not the meter's {len(slots)}", reason="count")
+            raise BillMismatch(
+                f"the log's {len(mine)} records are not the meter's {len(slots)}", reason="count"
+            )
         # step 6: E(bill) is now the true bill's encryption; our own bill must open it
         bill = expected_bill(plan, cut, ours, adj, statement.start, statement.end)
         check_bill_bounds(statement, plan, bill)
@@ -493,13 +536,18 @@ def check_proof(statement: Statement, proof: BillProof, pk: PaillierPublicKey, p
     meter's records could add up to is, so such a "proof" opens a ciphertext
     that is not a bill (a key whose encryptions do not decrypt to the readings).
     """
-    if proof.statement_digest != statement_digest(statement) or proof.meter_id != statement.meter_id:
+    if (
+        proof.statement_digest != statement_digest(statement)
+        or proof.meter_id != statement.meter_id
+    ):
         raise InvalidProof("proof refers to another statement", meter_id=proof.meter_id)
     if statement.key_id != pk.key_id:
         raise KeyMismatch("statement is not under this household key", meter_id=statement.meter_id)
     if statement.plan_id != plan.plan_id:
-        raise TariffRejected(f"statement plan {statement.plan_id!r}, expected {plan.plan_id!r}",
-                             meter_id=statement.meter_id)
+        raise TariffRejected(
+            f"statement plan {statement.plan_id!r}, expected {plan.plan_id!r}",
+            meter_id=statement.meter_id,
+        )
     check_bill_bounds(statement, plan, proof.bill)
     ct = pk.ciphertext_from_bytes(statement.bill_ciphertext)
     try:
@@ -510,6 +558,7 @@ def check_proof(statement: Statement, proof: BillProof, pk: PaillierPublicKey, p
 
 
 # -- the auditor ----------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class AuditReport:
@@ -557,7 +606,9 @@ def audit(
     cut = _check_tariff(statement, plan, feed)
     if statement.fixed_charge != plan.fixed_charge(range(statement.start, statement.end)):
         raise AuditFailure("fixed charge differs from the plan's", meter_id=statement.meter_id)
-    mine, ld = check_log(statement, records, plan, cut, meter_key=meter_key, household_pk=household_pk)
+    mine, ld = check_log(
+        statement, records, plan, cut, meter_key=meter_key, household_pk=household_pk
+    )
     bill = check_proof(statement, proof, household_pk, plan)
     return AuditReport(
         meter_id=statement.meter_id,

@@ -53,8 +53,9 @@ class GroupSimulation:
             self.bytes_down += len(data)
             m.handle_bundle(bundle)
 
-    def step(self, reading: Reading, *, offline: Collection[str] = (),
-             no_reading: Collection[str] = ()) -> AggregateResult | None:
+    def step(
+        self, reading: Reading, *, offline: Collection[str] = (), no_reading: Collection[str] = ()
+    ) -> AggregateResult | None:
         """Run one interval; returns the result that became final (the previous one)."""
         starts = self.headend.open_interval_wire()
         t = self.headend.current
@@ -106,16 +107,32 @@ def make_group(
     if headend_key is None:
         headend_key = SigningKey.from_seed(rng.getrandbits(256).to_bytes(32, "big"))
     registry: dict[str, VerifyKey] = {m: k.verify_key for m, k in meter_keys.items()}
-    he = AggregationHeadEnd(headend_key, registry, group=group, epoch=epoch,
-                            first_interval=first_interval, min_survivors=min_survivors,
-                            dim=dim, degree=degree, rng=random.Random(rng.getrandbits(64)))
+    he = AggregationHeadEnd(
+        headend_key,
+        registry,
+        group=group,
+        epoch=epoch,
+        first_interval=first_interval,
+        min_survivors=min_survivors,
+        dim=dim,
+        degree=degree,
+        rng=random.Random(rng.getrandbits(64)),
+    )
     verified: set[bytes] = set()
     meters = {
-        m: AggregationMeter(m, k, registry, headend_key.verify_key, group=group, epoch=epoch,
-                            min_survivors=min_survivors, dim=dim,
-                            verified=verified if share_verified else None,
-                            rng=random.Random(rng.getrandbits(64)),
-                            membership=(membership or {}).get(m))
+        m: AggregationMeter(
+            m,
+            k,
+            registry,
+            headend_key.verify_key,
+            group=group,
+            epoch=epoch,
+            min_survivors=min_survivors,
+            dim=dim,
+            verified=verified if share_verified else None,
+            rng=random.Random(rng.getrandbits(64)),
+            membership=(membership or {}).get(m),
+        )
         for m, k in meter_keys.items()
     }
     return GroupSimulation(headend=he, meters=meters)

@@ -39,8 +39,20 @@ __all__ = ["audit_command", "write_audit_bundles"]
 
 def audit_command(bundle: Path, log: Path, plan: str, feed: Path | None = None) -> list[str]:
     """The ``privmeter audit`` argument list for one household's bundle directory."""
-    cmd = ["privmeter", "audit", "--statement", str(bundle / "statement.json"), "--log", str(log),
-           "--plan", plan, "--proof", str(bundle / "proof.json"), "--keys", str(bundle / "keys.json")]
+    cmd = [
+        "privmeter",
+        "audit",
+        "--statement",
+        str(bundle / "statement.json"),
+        "--log",
+        str(log),
+        "--plan",
+        plan,
+        "--proof",
+        str(bundle / "proof.json"),
+        "--keys",
+        str(bundle / "keys.json"),
+    ]
     return cmd + (["--feed", str(feed)] if feed is not None else [])
 
 
@@ -64,13 +76,20 @@ def write_audit_bundles(world: World, core: HeadEndCore, out: Path) -> Path:
         st = issued[(h.meter_id, period)]
         d = out / h.meter_id
         d.mkdir(exist_ok=True)
-        (d / "statement.json").write_text(json.dumps(statement_to_dict(st), indent=1), encoding="utf-8")
-        keys = keys_to_dict(world.headend_key.verify_key, h.signing_key.verify_key,
-                            HouseholdKeys(h.secret_key).public_dict())
+        (d / "statement.json").write_text(
+            json.dumps(statement_to_dict(st), indent=1), encoding="utf-8"
+        )
+        keys = keys_to_dict(
+            world.headend_key.verify_key,
+            h.signing_key.verify_key,
+            HouseholdKeys(h.secret_key).public_dict(),
+        )
         (d / "keys.json").write_text(json.dumps(keys, indent=1), encoding="utf-8")
         if (h.meter_id, period) in paid:
             proof = decode(paid[(h.meter_id, period)], expect=BillProof)
-            (d / "proof.json").write_text(json.dumps(proof_to_dict(proof), indent=1), encoding="utf-8")
+            (d / "proof.json").write_text(
+                json.dumps(proof_to_dict(proof), indent=1), encoding="utf-8"
+            )
         plan = h.plan.plan_id
         sc = world.scenario
         plan_arg = sc.plan if sc.plan.endswith(".toml") and not sc.lcl else f"builtin:{plan}"

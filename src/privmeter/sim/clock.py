@@ -32,7 +32,9 @@ class SimClock:
 
     def now(self) -> int:
         if self.speed > 0:
-            return max(self._t, self.start_unix + int((time.monotonic() - self._wall0) * self.speed))
+            return max(
+                self._t, self.start_unix + int((time.monotonic() - self._wall0) * self.speed)
+            )
         return self._t
 
     async def wait_until(self, unix: int) -> None:

@@ -20,12 +20,16 @@ __all__ = ["concentrator_key", "household_identity", "is_offline"]
 
 def household_identity(seed: int, meter_id: str) -> SigningKey:
     """The simulation's household identity key (deterministic from the scenario seed)."""
-    return SigningKey.from_seed(hashlib.sha256(f"privmeter-sim-household/{seed}/{meter_id}".encode()).digest())
+    return SigningKey.from_seed(
+        hashlib.sha256(f"privmeter-sim-household/{seed}/{meter_id}".encode()).digest()
+    )
 
 
 def concentrator_key(seed: int, concentrator_id: str) -> SigningKey:
     """The simulation's key of a concentrator (deterministic from the scenario seed)."""
-    return SigningKey.from_seed(hashlib.sha256(f"privmeter-sim-dc/{seed}/{concentrator_id}".encode()).digest())
+    return SigningKey.from_seed(
+        hashlib.sha256(f"privmeter-sim-dc/{seed}/{concentrator_id}".encode()).digest()
+    )
 
 
 def is_offline(seed: int, meter_id: str, interval: int, dropout: float) -> bool:

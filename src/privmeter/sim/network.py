@@ -48,7 +48,9 @@ __all__ = ["emulator_for", "headend_main", "resume_point", "run_network", "trust
 def trust_for(world: World) -> TrustStore:
     trust = TrustStore((h.signing_key.verify_key, h.meter_id) for h in world.households)
     for h in world.households:  # households on their own line (``privmeter household``)
-        trust.add(household_identity(world.scenario.seed, h.meter_id).verify_key, f"hh:{h.meter_id}")
+        trust.add(
+            household_identity(world.scenario.seed, h.meter_id).verify_key, f"hh:{h.meter_id}"
+        )
     if world.scenario.topology == "tree":
         for g in world.groups:
             trust.add(concentrator_key(world.scenario.seed, f"dc-{g}").verify_key, f"dc-{g}")
@@ -56,13 +58,21 @@ def trust_for(world: World) -> TrustStore:
 
 
 def emulator_for(sc: Scenario) -> NetworkEmulator | None:
-    prof = LinkProfile(latency_ms=sc.latency_ms, jitter_ms=sc.jitter_ms, loss=sc.loss,
-                       bandwidth_bps=sc.bandwidth_bps)
+    prof = LinkProfile(
+        latency_ms=sc.latency_ms,
+        jitter_ms=sc.jitter_ms,
+        loss=sc.loss,
+        bandwidth_bps=sc.bandwidth_bps,
+    )
     return None if prof.is_ideal else NetworkEmulator(prof, seed=sc.seed)
 
 
-async def _wait_connected(link: NetLink, ids: list[str], timeout: float,
-                          procs: list[asyncio.subprocess.Process] | None = None) -> None:
+async def _wait_connected(
+    link: NetLink,
+    ids: list[str],
+    timeout: float,
+    procs: list[asyncio.subprocess.Process] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         missing = [m for m in ids if not link.connected(m)]
@@ -71,12 +81,16 @@ async def _wait_connected(link: NetLink, ids: list[str], timeout: float,
         if procs and any(p.returncode not in (None, 0) for p in procs):
             raise TransportError("a meter fleet exited before connecting")
         if time.monotonic() > deadline:
-            raise TransportError(f"{len(missing)} meters did not connect within {timeout:.0f} s "
-                                 f"(first: {missing[0]})")
+            raise TransportError(
+                f"{len(missing)} meters did not connect within {timeout:.0f} s "
+                f"(first: {missing[0]})"
+            )
         await asyncio.sleep(0.05)
 
 
-def resume_point(store: HeadEndStore | MemoryHeadEndStore, groups: Any, first: int, count: int) -> int:
+def resume_point(
+    store: HeadEndStore | MemoryHeadEndStore, groups: Any, first: int, count: int
+) -> int:
     """Where a restarted head-end carries on in ``[first, first + count]``: just
     after the last interval with a stored total in any group.  Never before
     it: aggregating an interval twice would give two totals of one interval
@@ -90,9 +104,17 @@ def resume_point(store: HeadEndStore | MemoryHeadEndStore, groups: Any, first: i
     return last + 1
 
 
-async def headend_main(sc: Scenario, *, host: str, port: int, db: Path, speed: float = 0.0,
-                       round_timeout: float = 30.0, wait_meters: float = 60.0,
-                       report: Path | None = None) -> int:
+async def headend_main(
+    sc: Scenario,
+    *,
+    host: str,
+    port: int,
+    db: Path,
+    speed: float = 0.0,
+    round_timeout: float = 30.0,
+    wait_meters: float = 60.0,
+    report: Path | None = None,
+) -> int:
     """``python -m privmeter.sim.parties headend``: serve a scenario's meters and drive it (no truth, no check).
 
     Restarted on the same ``db`` it resumes (:func:`resume_point`): intervals
@@ -103,38 +125,67 @@ async def headend_main(sc: Scenario, *, host: str, port: int, db: Path, speed: f
     core = make_core(world, HeadEndStore(db))
     start = resume_point(core.store, world.groups, world.first_interval, sc.intervals)
     link = NetLink(core, round_timeout=round_timeout)
-    server = await start_server(core, link, trust_for(world), host=host, port=port,
-                                emulation=emulator_for(sc))
-    print(f"head-end listening on {host}:{server.port}, key {core.signing_key.verify_key.hex()}",
-          flush=True)
+    server = await start_server(
+        core, link, trust_for(world), host=host, port=port, emulation=emulator_for(sc)
+    )
+    print(
+        f"head-end listening on {host}:{server.port}, key {core.signing_key.verify_key.hex()}",
+        flush=True,
+    )
     if start > world.first_interval:
-        print(f"resuming at interval {start}: {start - world.first_interval} of {sc.intervals} "
-              "already aggregated", flush=True)
+        print(
+            f"resuming at interval {start}: {start - world.first_interval} of {sc.intervals} "
+            "already aggregated",
+            flush=True,
+        )
     ids = [h.meter_id for h in world.households]
     try:
         await _wait_connected(link, ids, wait_meters)
-        log = await drive(core, link, world.groups, first_interval=start,
-                          count=world.first_interval + sc.intervals - start,
-                          interval_seconds=sc.interval_seconds,
-                          clock=SimClock(world.first_interval * sc.interval_seconds, speed=speed),
-                          feeds=list(world.feeds.values()))
+        log = await drive(
+            core,
+            link,
+            world.groups,
+            first_interval=start,
+            count=world.first_interval + sc.intervals - start,
+            interval_seconds=sc.interval_seconds,
+            clock=SimClock(world.first_interval * sc.interval_seconds, speed=speed),
+            feeds=list(world.feeds.values()),
+        )
         await server.broadcast(Bye(reason="run complete"))
         if report is not None:  # what the head-end itself knows (no truth here)
-            report.write_text(json.dumps({
-                "format": "privmeter.headend.summary/1",
-                "totals": [[t.group, t.interval, t.total, t.survivors, t.dropped] for t in core.totals()],
-                "events": core.store.events(),
-                "settlements": [[m, p, kind, bill] for m, p, kind, _a, bill in core.settlements()],
-                "answered_settlement": sorted(log.settled),
-                "headend_cpu_s": round(sum(core.cpu.values()), 3)}, indent=1))
+            report.write_text(
+                json.dumps(
+                    {
+                        "format": "privmeter.headend.summary/1",
+                        "totals": [
+                            [t.group, t.interval, t.total, t.survivors, t.dropped]
+                            for t in core.totals()
+                        ],
+                        "events": core.store.events(),
+                        "settlements": [
+                            [m, p, kind, bill] for m, p, kind, _a, bill in core.settlements()
+                        ],
+                        "answered_settlement": sorted(log.settled),
+                        "headend_cpu_s": round(sum(core.cpu.values()), 3),
+                    },
+                    indent=1,
+                )
+            )
     finally:
         await server.close()
         core.store.close()
     return 0
 
 
-async def _run(world: World, out: Path, fleets: int, speed: float, round_timeout: float,
-               progress: Callable[[int, int], None] | None, audit_dir: Path | None) -> dict[str, Any]:
+async def _run(
+    world: World,
+    out: Path,
+    fleets: int,
+    speed: float,
+    round_timeout: float,
+    progress: Callable[[int, int], None] | None,
+    audit_dir: Path | None,
+) -> dict[str, Any]:
     sc = world.scenario
     db = out / "headend.db"
     for suffix in ("", "-wal", "-shm"):
@@ -142,8 +193,9 @@ async def _run(world: World, out: Path, fleets: int, speed: float, round_timeout
     store = HeadEndStore(db)
     core = make_core(world, store)
     link = NetLink(core, round_timeout=round_timeout)
-    server = await start_server(core, link, trust_for(world), host="127.0.0.1", port=0,
-                                emulation=emulator_for(sc))
+    server = await start_server(
+        core, link, trust_for(world), host="127.0.0.1", port=0, emulation=emulator_for(sc)
+    )
     scen_path = out / "scenario.json"
     scen_path.write_text(json.dumps(scenario_json(sc), indent=1))
     procs = []
@@ -153,9 +205,23 @@ async def _run(world: World, out: Path, fleets: int, speed: float, round_timeout
     if sc.topology == "tree":  # one concentrator process per feeder, then the meters behind them
         for g in sorted(world.groups):
             cp = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "privmeter.sim.parties", "concentrator", "--scenario", str(scen_path), "--group", g,
-                "--host", "127.0.0.1", "--port", str(server.port), "--headend-key", hexkey,
-                stdout=asyncio.subprocess.PIPE, env=env)
+                sys.executable,
+                "-m",
+                "privmeter.sim.parties",
+                "concentrator",
+                "--scenario",
+                str(scen_path),
+                "--group",
+                g,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(server.port),
+                "--headend-key",
+                hexkey,
+                stdout=asyncio.subprocess.PIPE,
+                env=env,
+            )
             procs.append(cp)
             if cp.stdout is None:
                 raise TransportError("concentrator process has no stdout pipe")
@@ -165,19 +231,44 @@ async def _run(world: World, out: Path, fleets: int, speed: float, round_timeout
             via += ["--via", f"{g}={line[1]}"]
     n_aux = len(procs)
     for k in range(fleets):
-        procs.append(await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "privmeter.sim.parties", "meter", "--scenario", str(scen_path),
-            "--fleet", f"{k}/{fleets}", "--host", "127.0.0.1", "--port", str(server.port),
-            "--headend-key", hexkey, "--truth", str(out / f"fleet-{k}.json"), *via, env=env))
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "privmeter.sim.parties",
+                "meter",
+                "--scenario",
+                str(scen_path),
+                "--fleet",
+                f"{k}/{fleets}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(server.port),
+                "--headend-key",
+                hexkey,
+                "--truth",
+                str(out / f"fleet-{k}.json"),
+                *via,
+                env=env,
+            )
+        )
     t0 = time.perf_counter()
     try:
         await _wait_connected(link, [h.meter_id for h in world.households], 300.0, procs)
         connect_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        log = await drive(core, link, world.groups, first_interval=world.first_interval, count=sc.intervals,
-                          interval_seconds=sc.interval_seconds,
-                          clock=SimClock(world.first_interval * sc.interval_seconds, speed=speed),
-                          feeds=list(world.feeds.values()), progress=progress)
+        log = await drive(
+            core,
+            link,
+            world.groups,
+            first_interval=world.first_interval,
+            count=sc.intervals,
+            interval_seconds=sc.interval_seconds,
+            clock=SimClock(world.first_interval * sc.interval_seconds, speed=speed),
+            feeds=list(world.feeds.values()),
+            progress=progress,
+        )
         wall = time.perf_counter() - t0
         await server.broadcast(Bye(reason="run complete"))
         codes = [await asyncio.wait_for(p.wait(), 120) for p in procs][n_aux:]
@@ -202,20 +293,39 @@ async def _run(world: World, out: Path, fleets: int, speed: float, round_timeout
             bytes_up[m], bytes_down[m] = v["bytes_up"], v["bytes_down"]
     res = check(world, core, log, truth=truth, adjustments_of=adjust)
     n = max(len(bytes_up), 1)
-    res["performance"].update({
-        "mode": "network", "fleets": fleets, "fleet_exit_codes": codes, "connect_s": round(connect_s, 3),
-        "wall_s": round(wall, 3), "fleet_cpu_s": fleet_cpu,
-        "bytes_per_meter_up": round(sum(bytes_up.values()) / n, 1),
-        "bytes_per_meter_down": round(sum(bytes_down.values()) / n, 1),
-    })
-    res["bytes_per_meter"] = {m: {"up": bytes_up[m], "down": bytes_down[m]} for m in sorted(bytes_up)}
-    res["network"].update({
-        "transport": {"established": stats.established, "records_in": stats.records_in,
-                      "records_out": stats.records_out, "emulated_drops": stats.emulated_drops,
-                      "errors": dict(stats.errors)},
-        "emulation": {"latency_ms": sc.latency_ms, "jitter_ms": sc.jitter_ms, "loss": sc.loss,
-                      "bandwidth_bps": sc.bandwidth_bps, "dropout": sc.dropout},
-    })
+    res["performance"].update(
+        {
+            "mode": "network",
+            "fleets": fleets,
+            "fleet_exit_codes": codes,
+            "connect_s": round(connect_s, 3),
+            "wall_s": round(wall, 3),
+            "fleet_cpu_s": fleet_cpu,
+            "bytes_per_meter_up": round(sum(bytes_up.values()) / n, 1),
+            "bytes_per_meter_down": round(sum(bytes_down.values()) / n, 1),
+        }
+    )
+    res["bytes_per_meter"] = {
+        m: {"up": bytes_up[m], "down": bytes_down[m]} for m in sorted(bytes_up)
+    }
+    res["network"].update(
+        {
+            "transport": {
+                "established": stats.established,
+                "records_in": stats.records_in,
+                "records_out": stats.records_out,
+                "emulated_drops": stats.emulated_drops,
+                "errors": dict(stats.errors),
+            },
+            "emulation": {
+                "latency_ms": sc.latency_ms,
+                "jitter_ms": sc.jitter_ms,
+                "loss": sc.loss,
+                "bandwidth_bps": sc.bandwidth_bps,
+                "dropout": sc.dropout,
+            },
+        }
+    )
     if audit_dir is not None:
         from privmeter.sim.bundle import write_audit_bundles
 
@@ -224,9 +334,16 @@ async def _run(world: World, out: Path, fleets: int, speed: float, round_timeout
     return res
 
 
-def run_network(world: World, out: Path, *, fleets: int = 2, speed: float = 0.0, round_timeout: float = 30.0,
-                progress: Callable[[int, int], None] | None = None,
-                audit_dir: Path | None = None) -> dict[str, Any]:
+def run_network(
+    world: World,
+    out: Path,
+    *,
+    fleets: int = 2,
+    speed: float = 0.0,
+    round_timeout: float = 30.0,
+    progress: Callable[[int, int], None] | None = None,
+    audit_dir: Path | None = None,
+) -> dict[str, Any]:
     """Run ``world`` over loopback sockets (see the module docstring); returns the checked results.
 
     ``audit_dir``: also write every household's audit bundle there (:mod:`privmeter.sim.bundle`).

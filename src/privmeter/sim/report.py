@@ -48,13 +48,24 @@ def _figures(res: dict[str, Any]) -> list[tuple[str, Any]]:
     for g in groups:
         rows = [r for r in series if r["group"] == g]
         xs = _times(res, [r["interval"] for r in rows])
-        fig.add_scatter(x=xs, y=[r["total_wh"] for r in rows], name=f"{g} private total", mode="lines")
-        fig.add_scatter(x=xs, y=[r["truth_survivors_wh"] for r in rows], name=f"{g} true total",
-                        mode="markers", marker={"size": 4})
+        fig.add_scatter(
+            x=xs, y=[r["total_wh"] for r in rows], name=f"{g} private total", mode="lines"
+        )
+        fig.add_scatter(
+            x=xs,
+            y=[r["truth_survivors_wh"] for r in rows],
+            name=f"{g} true total",
+            mode="markers",
+            marker={"size": 4},
+        )
     for e in res["demand_response"]["list"]:
         fig.add_vline(x=_times(res, [e["interval"]])[0], line_dash="dot", line_color="red")
-    fig.update_layout(title="Private totals (masked aggregation) vs true totals; red: DR events",
-                      yaxis_title="Wh per interval", height=420, **when)
+    fig.update_layout(
+        title="Private totals (masked aggregation) vs true totals; red: DR events",
+        yaxis_title="Wh per interval",
+        height=420,
+        **when,
+    )
     figs.append(("Totals", fig))
     tree = res["aggregation"].get("tree")
     if tree:
@@ -62,14 +73,25 @@ def _figures(res: dict[str, Any]) -> list[tuple[str, Any]]:
         rs = tree["root_series"]
         xs = _times(res, [r["interval"] for r in rs])
         fig.add_scatter(x=xs, y=[r["total_wh"] for r in rs], name="substation (sum of feeders)")
-        fig.add_scatter(x=xs, y=[r["truth_wh"] for r in rs], name="true", mode="markers", marker={"size": 4})
-        fig.update_layout(title="Tree: hierarchical substation total from the concentrators' feeder totals",
-                          yaxis_title="Wh per interval", height=360, **when)
+        fig.add_scatter(
+            x=xs, y=[r["truth_wh"] for r in rs], name="true", mode="markers", marker={"size": 4}
+        )
+        fig.update_layout(
+            title="Tree: hierarchical substation total from the concentrators' feeder totals",
+            yaxis_title="Wh per interval",
+            height=360,
+            **when,
+        )
         figs.append(("Substation total", fig))
     fig = go.Figure()
-    fig.add_bar(x=_times(res, [r["interval"] for r in series]),
-                y=[r["error"] if r["error"] is not None else 0 for r in series], name="error (Wh)")
-    fig.update_layout(title="Aggregation error per interval (0 = exact)", yaxis_title="Wh", height=260, **when)
+    fig.add_bar(
+        x=_times(res, [r["interval"] for r in series]),
+        y=[r["error"] if r["error"] is not None else 0 for r in series],
+        name="error (Wh)",
+    )
+    fig.update_layout(
+        title="Aggregation error per interval (0 = exact)", yaxis_title="Wh", height=260, **when
+    )
     figs.append(("Aggregation error", fig))
     ev = res["demand_response"]["list"]
     if ev:
@@ -77,15 +99,24 @@ def _figures(res: dict[str, Any]) -> list[tuple[str, Any]]:
         xs = _times(res, [e["interval"] for e in ev])
         fig.add_bar(x=xs, y=[e.get("answers", 0) for e in ev], name="comparisons")
         fig.add_bar(x=xs, y=[e.get("targets", 0) for e in ev], name="directives")
-        fig.update_layout(title="Demand-management events: comparisons answered and directives sent",
-                          barmode="group", yaxis_title="households", height=320, **when)
+        fig.update_layout(
+            title="Demand-management events: comparisons answered and directives sent",
+            barmode="group",
+            yaxis_title="households",
+            height=320,
+            **when,
+        )
         figs.append(("Demand response", fig))
     bills = res["billing"]["bills"]
     fig = go.Figure()
     ids = [b["meter_id"] for b in bills]
     fig.add_bar(x=ids, y=[b["truth"] / 1e6 for b in bills], name="plaintext bill (minor units)")
-    fig.add_bar(x=ids, y=[(b["proven"] or 0) / 1e6 for b in bills], name="proven bill (minor units)")
-    fig.update_layout(title="Bills: plaintext truth vs the bill proven from E(bill)", barmode="group", height=360)
+    fig.add_bar(
+        x=ids, y=[(b["proven"] or 0) / 1e6 for b in bills], name="proven bill (minor units)"
+    )
+    fig.update_layout(
+        title="Bills: plaintext truth vs the bill proven from E(bill)", barmode="group", height=360
+    )
     figs.append(("Bills", fig))
     perf = res["performance"]
     steps = perf.get("headend_cpu_by_step_s", {})
@@ -96,15 +127,21 @@ def _figures(res: dict[str, Any]) -> list[tuple[str, Any]]:
     if perf.get("interval_wall_s"):
         fig = go.Figure()
         fig.add_scatter(y=perf["interval_wall_s"], mode="lines", name="wall s per interval")
-        fig.update_layout(title="Wall time per interval round (s)", xaxis_title="interval round (1, 2, ...)",
-                          yaxis_title="s", height=260)
+        fig.update_layout(
+            title="Wall time per interval round (s)",
+            xaxis_title="interval round (1, 2, ...)",
+            yaxis_title="s",
+            height=260,
+        )
         figs.append(("Rounds", fig))
     bpm = res.get("bytes_per_meter", {})
     if bpm:
         fig = go.Figure()
         fig.add_bar(x=list(bpm), y=[v["up"] for v in bpm.values()], name="up (meter -> head-end)")
         fig.add_bar(x=list(bpm), y=[v["down"] for v in bpm.values()], name="down")
-        fig.update_layout(title="Bytes per meter over the run (codec messages)", barmode="stack", height=320)
+        fig.update_layout(
+            title="Bytes per meter over the run (codec messages)", barmode="stack", height=320
+        )
         figs.append(("Bytes", fig))
     return figs
 
@@ -112,9 +149,14 @@ def _figures(res: dict[str, Any]) -> list[tuple[str, Any]]:
 def summary_lines(res: dict[str, Any]) -> list[str]:
     a, b, d, p = res["aggregation"], res["billing"], res["demand_response"], res["performance"]
     tree = a.get("tree")
-    extra = [] if not tree else [
-        f"tree: {tree['concentrators']} concentrators, substation total max |error| = "
-        f"{tree['root_max_abs_error']} Wh over {tree['root_intervals']} intervals"]
+    extra = (
+        []
+        if not tree
+        else [
+            f"tree: {tree['concentrators']} concentrators, substation total max |error| = "
+            f"{tree['root_max_abs_error']} Wh over {tree['root_intervals']} intervals"
+        ]
+    )
     return [
         f"aggregation ({a.get('topology', 'star')}): {a['intervals']} group-intervals unmasked "
         f"({a['failed_intervals']} failed), max |error| = {a['max_abs_error']} Wh",
@@ -145,5 +187,6 @@ def write_report(res: dict[str, Any], out: Path) -> tuple[Path, Path]:
         "<!doctype html><html><head><meta charset='utf-8'><title>privmeter simulation report</title>"
         f"<script>{js}</script><style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}</style>"
         f"</head><body><h1>privmeter simulation report</h1><ul>{summary}</ul>{body}"
-        f"<h2>Scenario</h2><pre>{scen}</pre></body></html>")
+        f"<h2>Scenario</h2><pre>{scen}</pre></body></html>"
+    )
     return jp, hp

@@ -66,37 +66,60 @@ def group_configs(world: World) -> list[GroupConfig]:
     for g, ms in sorted(world.groups.items()):
         plan = next(h.plan for h in world.households if h.meter_id == ms[0])
         dr = plan.demand_response
-        out.append(GroupConfig(
-            group_id=g, members=tuple(sorted(ms)), min_survivors=sc.min_survivors,
-            cmin_w=sc.cmin_w_per_household * len(ms), cmax_w=sc.cmax_w_per_household * len(ms),
-            level_above_w=dr.cap_w if dr else 3000, level_below_w=500,
-            event_minutes=min(30, dr.max_event_minutes if dr else 30),
-            max_events_per_day=plan.privacy.comparisons_per_day,
-            mode="ring" if sc.topology == "ring" else "star"))
+        out.append(
+            GroupConfig(
+                group_id=g,
+                members=tuple(sorted(ms)),
+                min_survivors=sc.min_survivors,
+                cmin_w=sc.cmin_w_per_household * len(ms),
+                cmax_w=sc.cmax_w_per_household * len(ms),
+                level_above_w=dr.cap_w if dr else 3000,
+                level_below_w=500,
+                event_minutes=min(30, dr.max_event_minutes if dr else 30),
+                max_events_per_day=plan.privacy.comparisons_per_day,
+                mode="ring" if sc.topology == "ring" else "star",
+            )
+        )
     return out
 
 
-def make_core(world: World, store: HeadEndStore | MemoryHeadEndStore | None = None,
-              *, rng: random.Random | None = None) -> HeadEndCore:
+def make_core(
+    world: World,
+    store: HeadEndStore | MemoryHeadEndStore | None = None,
+    *,
+    rng: random.Random | None = None,
+) -> HeadEndCore:
     sc = world.scenario
-    core = HeadEndCore(world.headend_key, world.plans, store=store, demand=world.comparison_group is not None,
-                       interval_seconds=sc.interval_seconds,
-                       min_key_bits=min(sc.key_bits, MIN_KEY_BITS),
-                       rng=rng or random.Random(sc.seed ^ 0x5EED))
+    core = HeadEndCore(
+        world.headend_key,
+        world.plans,
+        store=store,
+        demand=world.comparison_group is not None,
+        interval_seconds=sc.interval_seconds,
+        min_key_bits=min(sc.key_bits, MIN_KEY_BITS),
+        rng=rng or random.Random(sc.seed ^ 0x5EED),
+    )
     for cfg in group_configs(world):
         core.define_group(cfg)
     for h in world.households:
-        core.register(h.meter_id, h.signing_key.verify_key, h.secret_key.public_key, h.plan,
-                      wellformed_proof=h.secret_key.prove_wellformed(),
-                      period_start=world.first_interval, period_intervals=sc.intervals)
+        core.register(
+            h.meter_id,
+            h.signing_key.verify_key,
+            h.secret_key.public_key,
+            h.plan,
+            wellformed_proof=h.secret_key.prove_wellformed(),
+            period_start=world.first_interval,
+            period_intervals=sc.intervals,
+        )
     if sc.topology == "tree":
         for g, ms in sorted(world.groups.items()):
             core.register_concentrator(concentrator_id(g), ms)
     return core
 
 
-def make_meters(world: World, ids: Sequence[str] | None = None, *, ledger: MeterLedgerStore | None = None
-                ) -> tuple[dict[str, MeterAgent], dict[str, HouseholdAgent]]:
+def make_meters(
+    world: World, ids: Sequence[str] | None = None, *, ledger: MeterLedgerStore | None = None
+) -> tuple[dict[str, MeterAgent], dict[str, HouseholdAgent]]:
     sc = world.scenario
     keys = {h.meter_id: h.signing_key.verify_key for h in world.households}
     meters: dict[str, MeterAgent] = {}
@@ -110,20 +133,45 @@ def make_meters(world: World, ids: Sequence[str] | None = None, *, ledger: Meter
             from privmeter.grid.sources import open_source
 
             src = open_source(h.source, interval_seconds=sc.interval_seconds)
-            load = MeterLoad(sc.interval_seconds, world.first_interval * sc.interval_seconds,
-                             fixed=SourceReadings(src))
+            load = MeterLoad(
+                sc.interval_seconds,
+                world.first_interval * sc.interval_seconds,
+                fixed=SourceReadings(src),
+            )
         else:
-            load = MeterLoad(h.load.interval_seconds, h.load.start_unix, h.load.minute_w, h.load.deferrable_w,
-                             fixed=h.load.fixed)  # a copy: directives change the meter's load, not the world's
-        m = MeterAgent(h.meter_id, h.signing_key, h.secret_key.public_key, world.headend_key.verify_key,
-                       h.plan, load, group=h.group, group_keys=group_keys, comparison_group=world.comparison_group,
-                       min_survivors=sc.min_survivors, rng=random.Random(hash((sc.seed, i)) & 0xFFFFFFFF),
-                       mode="ring" if sc.topology == "ring" else "star", ledger=ledger)
+            load = MeterLoad(
+                h.load.interval_seconds,
+                h.load.start_unix,
+                h.load.minute_w,
+                h.load.deferrable_w,
+                fixed=h.load.fixed,
+            )  # a copy: directives change the meter's load, not the world's
+        m = MeterAgent(
+            h.meter_id,
+            h.signing_key,
+            h.secret_key.public_key,
+            world.headend_key.verify_key,
+            h.plan,
+            load,
+            group=h.group,
+            group_keys=group_keys,
+            comparison_group=world.comparison_group,
+            min_survivors=sc.min_survivors,
+            rng=random.Random(hash((sc.seed, i)) & 0xFFFFFFFF),
+            mode="ring" if sc.topology == "ring" else "star",
+            ledger=ledger,
+        )
         meters[h.meter_id] = m
         homes[h.meter_id] = HouseholdAgent(
-            h.meter_id, h.secret_key, h.plan, world.headend_key.verify_key,
-            _local_port(m), meter_key=h.signing_key.verify_key,
-            period_start=world.first_interval, period_intervals=sc.intervals)
+            h.meter_id,
+            h.secret_key,
+            h.plan,
+            world.headend_key.verify_key,
+            _local_port(m),
+            meter_key=h.signing_key.verify_key,
+            period_start=world.first_interval,
+            period_intervals=sc.intervals,
+        )
     return meters, homes
 
 
@@ -157,8 +205,14 @@ def concentrator_id(group: str) -> str:
 class MemoryLink:
     """Delivers messages in memory, through the codec, with seeded per-interval dropouts."""
 
-    def __init__(self, p: Parties, *, dropout: float = 0.0, seed: int = 0,
-                 offline: Callable[[str, int], bool] | None = None) -> None:
+    def __init__(
+        self,
+        p: Parties,
+        *,
+        dropout: float = 0.0,
+        seed: int = 0,
+        offline: Callable[[str, int], bool] | None = None,
+    ) -> None:
         self.p = p
         self.dropout = dropout
         self.seed = seed
@@ -175,11 +229,14 @@ class MemoryLink:
             return self._offline(meter_id, interval)
         return is_offline(self.seed, meter_id, interval, self.dropout)
 
-    async def exchange(self, outgoing: Mapping[str, Sequence[Any]], *, expect: Any, now: int,
-                       interval: int) -> set[str]:
+    async def exchange(
+        self, outgoing: Mapping[str, Sequence[Any]], *, expect: Any, now: int, interval: int
+    ) -> set[str]:
         p = self.p
         answered: set[str] = set()
-        queue: deque[tuple[str, Any]] = deque((mid, m) for mid, msgs in outgoing.items() for m in msgs)
+        queue: deque[tuple[str, Any]] = deque(
+            (mid, m) for mid, msgs in outgoing.items() for m in msgs
+        )
         with p.core.store.batch():
             while queue:
                 mid, msg = queue.popleft()
@@ -189,7 +246,9 @@ class MemoryLink:
                 data = encode(msg)
                 p.bytes_down[mid] += len(data)
                 conc = self.via.get(mid)
-                if conc is not None:  # tree: the head-end's message reaches the meter via its concentrator
+                if (
+                    conc is not None
+                ):  # tree: the head-end's message reaches the meter via its concentrator
                     env = decode(encode(Relayed(meter_id=mid, payload=data)))
                     _, msg = conc.down(env)
                 else:
@@ -210,8 +269,12 @@ class MemoryLink:
                     try:
                         if conc is not None:
                             env = decode(encode(conc.up(mid, r)))
-                            back = [conc.down(decode(encode(b)))[1] for b in
-                                    p.core.handle(conc.concentrator_id, env, now=now, interval=interval)]
+                            back = [
+                                conc.down(decode(encode(b)))[1]
+                                for b in p.core.handle(
+                                    conc.concentrator_id, env, now=now, interval=interval
+                                )
+                            ]
                         else:
                             back = p.core.handle(mid, decode(up), now=now, interval=interval)
                     except PrivmeterError as exc:  # a rejected message is counted, the run goes on
@@ -228,9 +291,13 @@ class MemoryLink:
         return answered
 
 
-def run_memory(world: World, *, store_path: str | None = None,
-               progress: Callable[[int, int], None] | None = None,
-               audit_dir: Path | None = None) -> dict[str, Any]:
+def run_memory(
+    world: World,
+    *,
+    store_path: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    audit_dir: Path | None = None,
+) -> dict[str, Any]:
     """Run the scenario in one process; returns the checked results (``report.json``).
 
     ``audit_dir``: also write every household's audit bundle there (:mod:`privmeter.sim.bundle`).
@@ -243,20 +310,36 @@ def run_memory(world: World, *, store_path: str | None = None,
     t0 = time.perf_counter()
     c0 = time.process_time()
     try:
-        log = asyncio.run(drive(
-            p.core, link, world.groups, first_interval=world.first_interval, count=sc.intervals,
-            interval_seconds=sc.interval_seconds, clock=clock, feeds=list(world.feeds.values()),
-            progress=progress))
+        log = asyncio.run(
+            drive(
+                p.core,
+                link,
+                world.groups,
+                first_interval=world.first_interval,
+                count=sc.intervals,
+                interval_seconds=sc.interval_seconds,
+                clock=clock,
+                feeds=list(world.feeds.values()),
+                progress=progress,
+            )
+        )
     finally:
         close_sources(p.meters)
     wall = time.perf_counter() - t0
     total_cpu = time.process_time() - c0
     out = check(world, p.core, log, meters=p.meters)
-    out["performance"].update({
-        "mode": "memory", "wall_s": round(wall, 3), "process_cpu_s": round(total_cpu, 3),
-        "bytes_per_meter_up": _mean(p.bytes_up.values()), "bytes_per_meter_down": _mean(p.bytes_down.values()),
-    })
-    out["bytes_per_meter"] = {m: {"up": p.bytes_up[m], "down": p.bytes_down[m]} for m in sorted(p.meters)}
+    out["performance"].update(
+        {
+            "mode": "memory",
+            "wall_s": round(wall, 3),
+            "process_cpu_s": round(total_cpu, 3),
+            "bytes_per_meter_up": _mean(p.bytes_up.values()),
+            "bytes_per_meter_down": _mean(p.bytes_down.values()),
+        }
+    )
+    out["bytes_per_meter"] = {
+        m: {"up": p.bytes_up[m], "down": p.bytes_down[m]} for m in sorted(p.meters)
+    }
     out["network"]["rejected"] = dict(link.rejected)
     out["network"]["refused_by_meters"] = dict(link.refused)
     if audit_dir is not None:
@@ -274,8 +357,15 @@ def _mean(vals: Any) -> float:
 
 # -- checking against the ground truth -----------------------------------------------------------
 
-def _truth_bill(plan: Plan, feed: PriceFeed | None, readings: Mapping[int, int],
-                adjustments: Mapping[tuple[str, str, int], int], start: int, end: int) -> int:
+
+def _truth_bill(
+    plan: Plan,
+    feed: PriceFeed | None,
+    readings: Mapping[int, int],
+    adjustments: Mapping[tuple[str, str, int], int],
+    start: int,
+    end: int,
+) -> int:
     """The plaintext bill, computed here from prices directly (independent of settlement)."""
     total = 0
     for t, wh in readings.items():
@@ -284,7 +374,9 @@ def _truth_bill(plan: Plan, feed: PriceFeed | None, readings: Mapping[int, int],
     dr = plan.demand_response
     for (kind, _e, _t), wh in adjustments.items():
         if dr is None:
-            raise PlanError(f"plan {plan.plan_id!r} has no demand response, yet the meter reported a {kind!r} amount")
+            raise PlanError(
+                f"plan {plan.plan_id!r} has no demand response, yet the meter reported a {kind!r} amount"
+            )
         total += wh * (dr.penalty_price if kind == DR_EXCESS else -dr.rebate_price)
     return total + int(plan.fixed_charge(range(start, end)))
 
@@ -302,10 +394,15 @@ class _AggRow(TypedDict):
     error: int | None
 
 
-def check(world: World, core: HeadEndCore, log: DriveLog, *,
-          meters: Mapping[str, MeterAgent] | None = None,
-          truth: Mapping[str, Mapping[int, int]] | None = None,
-          adjustments_of: Mapping[str, Mapping[tuple[str, str, int], int]] | None = None) -> dict[str, Any]:
+def check(
+    world: World,
+    core: HeadEndCore,
+    log: DriveLog,
+    *,
+    meters: Mapping[str, MeterAgent] | None = None,
+    truth: Mapping[str, Mapping[int, int]] | None = None,
+    adjustments_of: Mapping[str, Mapping[tuple[str, str, int], int]] | None = None,
+) -> dict[str, Any]:
     """Compare totals and bills with the truth; verify every bill by a third-party audit.
 
     The truth is each household's load after any directives: from the meter
@@ -339,9 +436,18 @@ def check(world: World, core: HeadEndCore, log: DriveLog, *,
             unmasked += 1
             err = st.total - truth_surv
             max_err = max(max_err, abs(err))
-        agg_rows.append({"group": st.group, "interval": st.interval, "total_wh": st.total,
-                         "truth_survivors_wh": truth_surv, "truth_all_wh": truth_all,
-                         "survivors": st.survivors, "dropped": st.dropped, "error": err})
+        agg_rows.append(
+            {
+                "group": st.group,
+                "interval": st.interval,
+                "total_wh": st.total,
+                "truth_survivors_wh": truth_surv,
+                "truth_all_wh": truth_all,
+                "survivors": st.survivors,
+                "dropped": st.dropped,
+                "error": err,
+            }
+        )
     # billing: proven bill == truth, and an independent audit from the signed log
     statements = {}
     for (m, _period), s in core.statements().items():
@@ -367,26 +473,41 @@ def check(world: World, core: HeadEndCore, log: DriveLog, *,
         adjustments = {k: v for k, v in adjustments.items() if lo <= k[2] < hi}
         dr = h.plan.demand_response
         # recompute the DR amounts from the truth (the meter's own numbers are not trusted here)
-        for (kind, eid, t) in list(adjustments):
+        for kind, eid, t in list(adjustments):
             if dr is not None:
                 from privmeter.protocol.demand_settlement import event_amounts
+
                 ex, rb = event_amounts(truth_readings.get(t, 0), dr.cap_wh(sc.interval_seconds))
                 adjustments[(kind, eid, t)] = ex if kind == DR_EXCESS else rb
         bill_truth = _truth_bill(h.plan, feed, truth_readings, adjustments, lo, hi)
         kind, ans, proven = settled.get(m, ("missing", b"", None))
-        row: dict[str, Any] = {"meter_id": m, "plan": h.plan.plan_id, "truth": bill_truth, "proven": proven,
-                               "status": kind, "records": len(log_records.get(m, [])),
-                               "energy_wh": sum(truth_readings.values()), "audited": False}
+        row: dict[str, Any] = {
+            "meter_id": m,
+            "plan": h.plan.plan_id,
+            "truth": bill_truth,
+            "proven": proven,
+            "status": kind,
+            "records": len(log_records.get(m, [])),
+            "energy_wh": sum(truth_readings.values()),
+            "audited": False,
+        }
         if proven is not None:
             err = proven - bill_truth
             row["error"] = err
             bill_max_err = max(bill_max_err, abs(err))
             try:
                 proof = decode(ans, expect=BillProof)
-                rep = audit(statements[m], log_records.get(m, []), h.plan, feed, proof,
-                            headend_key=world.headend_key.verify_key,
-                            meter_key=h.signing_key.verify_key, household_pk=h.secret_key.public_key,
-                            min_key_bits=min(sc.key_bits, MIN_KEY_BITS))
+                rep = audit(
+                    statements[m],
+                    log_records.get(m, []),
+                    h.plan,
+                    feed,
+                    proof,
+                    headend_key=world.headend_key.verify_key,
+                    meter_key=h.signing_key.verify_key,
+                    household_pk=h.secret_key.public_key,
+                    min_key_bits=min(sc.key_bits, MIN_KEY_BITS),
+                )
                 row["audited"] = rep.bill == proven
                 audit_ok += row["audited"]
             except Exception as exc:
@@ -407,11 +528,19 @@ def check(world: World, core: HeadEndCore, log: DriveLog, *,
         root = hierarchical_totals(feeders, parent).get("substation", {})
         troot = hierarchical_totals(truth_feeders, parent).get("substation", {})
         # the truth is never None (every meter's energy is known); a total is None if not unmasked
-        errs = [abs(v - tv) for t, v in root.items() if v is not None and (tv := troot[t]) is not None]
-        tree = {"levels": ["substation", "concentrators (feeders)", "meters"],
-                "concentrators": len(feeders), "root_intervals": len(errs),
-                "root_max_abs_error": max(errs) if errs else None,
-                "root_series": [{"interval": t, "total_wh": v, "truth_wh": troot[t]} for t, v in sorted(root.items())]}
+        errs = [
+            abs(v - tv) for t, v in root.items() if v is not None and (tv := troot[t]) is not None
+        ]
+        tree = {
+            "levels": ["substation", "concentrators (feeders)", "meters"],
+            "concentrators": len(feeders),
+            "root_intervals": len(errs),
+            "root_max_abs_error": max(errs) if errs else None,
+            "root_series": [
+                {"interval": t, "total_wh": v, "truth_wh": troot[t]}
+                for t, v in sorted(root.items())
+            ],
+        }
     events = core.store.events()
     cpu = {k: round(v, 3) for k, v in core.cpu.items()}
     intervals_checked = sum(1 for r in agg_rows if r["total_wh"] is not None)
@@ -461,4 +590,3 @@ def _scenario_summary(world: World) -> dict[str, Any]:
     d["plans"] = sorted(world.plans)
     d["groups"] = {g: len(ms) for g, ms in world.groups.items()}
     return d
-

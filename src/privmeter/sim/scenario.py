@@ -121,12 +121,18 @@ class Scenario:
         if self.min_survivors < 2:
             raise ConfigError("min_survivors must be at least 2")
         m = self.min_survivors
-        if self.households < m and not self.lcl:  # the LCL scenario adds simulated neighbours itself
-            raise ConfigError(f"at least {m} households are needed: a feeder group has at least "
-                              f"min_survivors = {m} meters (got {self.households})")
+        if (
+            self.households < m and not self.lcl
+        ):  # the LCL scenario adds simulated neighbours itself
+            raise ConfigError(
+                f"at least {m} households are needed: a feeder group has at least "
+                f"min_survivors = {m} meters (got {self.households})"
+            )
         if self.group_size < m:
-            raise ConfigError(f"a feeder group has at least min_survivors = {m} meters; "
-                              f"group size {self.group_size} is too small")
+            raise ConfigError(
+                f"a feeder group has at least min_survivors = {m} meters; "
+                f"group size {self.group_size} is too small"
+            )
         if not 0.0 <= self.loss < 1.0:
             raise ConfigError(f"loss is a probability below 1 (e.g. 0.01), got {self.loss!r}")
         if self.latency_ms < 0 or self.jitter_ms < 0:
@@ -136,12 +142,17 @@ class Scenario:
         if self.max_intervals is not None and self.max_intervals < 1:
             raise ConfigError(f"max_intervals must be at least 1, got {self.max_intervals!r}")
         if not isinstance(self.sources, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in self.sources.items()):
-            raise ConfigError("sources must map meter ids to source specs, e.g. {\"m00003\": \"csv:m3.csv\"}")
+            isinstance(k, str) and isinstance(v, str) for k, v in self.sources.items()
+        ):
+            raise ConfigError(
+                'sources must map meter ids to source specs, e.g. {"m00003": "csv:m3.csv"}'
+            )
         from privmeter.grid.sources import parse_source_spec
 
         for spec in self.sources.values():
-            parse_source_spec(spec)  # an unknown scheme or malformed options fail here, before any work
+            parse_source_spec(
+                spec
+            )  # an unknown scheme or malformed options fail here, before any work
 
     @property
     def intervals(self) -> int:
@@ -160,14 +171,18 @@ class HouseholdSpec:
     plan: Plan
     load: MeterLoad
     truth_kwh_profile: str = ""  # "sim", "lcl" or "source"
-    source: str | None = None  # load source spec: the meter reads it (the load above is then unused)
+    source: str | None = (
+        None  # load source spec: the meter reads it (the load above is then unused)
+    )
 
 
 @dataclass(slots=True)
 class World:
     scenario: Scenario
     headend_key: SigningKey
-    comparison_group: elgamal.Group | None  # the meters' one-use comparison keys (None: no demand management)
+    comparison_group: (
+        elgamal.Group | None
+    )  # the meters' one-use comparison keys (None: no demand management)
     households: list[HouseholdSpec]
     groups: dict[str, list[str]]
     first_interval: int
@@ -181,6 +196,7 @@ class World:
 
 
 # -- keys ------------------------------------------------------------------------------
+
 
 def _seeded(seed: int, *parts: object) -> random.Random:
     h = hashlib.sha256(repr((seed, *parts)).encode()).digest()
@@ -200,20 +216,28 @@ def household_key(sc: Scenario, index: int) -> PaillierPrivateKey:
     min_bits = sc.key_bits if sc.insecure_small_keys else MIN_KEY_BITS
     if path.exists():
         try:
-            return PaillierPrivateKey.from_json(path.read_text(), min_bits=min(min_bits, sc.key_bits))
-        except BaseNotDerived:  # cached before h_s was derived from n: same primes, the base re-derived
+            return PaillierPrivateKey.from_json(
+                path.read_text(), min_bits=min(min_bits, sc.key_bits)
+            )
+        except (
+            BaseNotDerived
+        ):  # cached before h_s was derived from n: same primes, the base re-derived
             try:
                 d = json.loads(path.read_text())
-                sk = PaillierPrivateKey.from_primes(int(d["p"], 16), int(d["q"], 16),
-                                                    min_bits=min(min_bits, sc.key_bits))
+                sk = PaillierPrivateKey.from_primes(
+                    int(d["p"], 16), int(d["q"], 16), min_bits=min(min_bits, sc.key_bits)
+                )
                 _write_atomic(path, sk.to_json())
                 return sk
             except Exception:
                 path.unlink(missing_ok=True)
         except Exception:
             path.unlink(missing_ok=True)
-    _, sk = generate_keypair(sc.key_bits, rng=_seeded(sc.seed, "paillier", index),
-                             insecure_for_tests=sc.insecure_small_keys)
+    _, sk = generate_keypair(
+        sc.key_bits,
+        rng=_seeded(sc.seed, "paillier", index),
+        insecure_for_tests=sc.insecure_small_keys,
+    )
     _write_atomic(path, sk.to_json())
     return sk
 
@@ -235,6 +259,7 @@ def comparison_group(sc: Scenario) -> elgamal.Group:
 
 # -- prices ------------------------------------------------------------------------------
 
+
 def day_ahead_prices(plan: Plan, first: int, count: int, seed: int) -> dict[int, int]:
     """The utility's published real-time prices for ``count`` intervals (seeded, documented).
 
@@ -248,7 +273,11 @@ def day_ahead_prices(plan: Plan, first: int, count: int, seed: int) -> dict[int,
     """
     rng = _seeded(seed, "prices", plan.plan_id)
     secs = plan.interval_seconds
-    allowed = sorted(plan.tariff.allowed_prices or ()) if getattr(plan.tariff, "allowed_prices", None) else []
+    allowed = (
+        sorted(plan.tariff.allowed_prices or ())
+        if getattr(plan.tariff, "allowed_prices", None)
+        else []
+    )
     out: dict[int, int] = {}
     for t in range(first, first + count):
         minute = (t * secs % 86400) // 60
@@ -277,6 +306,7 @@ def _load_plan(name: str) -> Plan:
 
 # -- building -------------------------------------------------------------------------------
 
+
 def build(sc: Scenario, *, progress: Callable[[str, int, int], None] | None = None) -> World:
     """Keys, loads, plans, groups and feeds for a scenario (profiles and keys cached)."""
     import time
@@ -294,23 +324,35 @@ def build(sc: Scenario, *, progress: Callable[[str, int, int], None] | None = No
         if plan.interval_seconds != sc.interval_seconds:
             raise ConfigError(
                 f"plan {plan.plan_id!r} bills {plan.interval_seconds} s intervals; "
-                f"run with --interval {plan.interval_seconds // 60}m")
+                f"run with --interval {plan.interval_seconds // 60}m"
+            )
         plans[plan.plan_id] = plan
         from privmeter.grid.profiles import generate_households
 
         homes = generate_households(
-            sc.households, days=sc.days, seed=sc.seed, start=sc.start, prosumer_share=sc.prosumer_share,
+            sc.households,
+            days=sc.days,
+            seed=sc.seed,
+            start=sc.start,
+            prosumer_share=sc.prosumer_share,
             cache_dir=sc.cache_dir,
-            progress=(lambda k: progress("profiles", k, sc.households)) if progress else None)
+            progress=(lambda k: progress("profiles", k, sc.households)) if progress else None,
+        )
         first = homes[0].start_unix // sc.interval_seconds
         for i, h in enumerate(homes):
             if progress:
                 progress("keys", i + 1, sc.households)
-            specs.append(HouseholdSpec(
-                meter_id=f"m{i:05d}", group="", signing_key=_meter_key(sc, i),
-                secret_key=household_key(sc, i), plan=plan,
-                load=MeterLoad(sc.interval_seconds, h.start_unix, h.minute_w, h.deferrable_w),
-                truth_kwh_profile="sim"))
+            specs.append(
+                HouseholdSpec(
+                    meter_id=f"m{i:05d}",
+                    group="",
+                    signing_key=_meter_key(sc, i),
+                    secret_key=household_key(sc, i),
+                    plan=plan,
+                    load=MeterLoad(sc.interval_seconds, h.start_unix, h.minute_w, h.deferrable_w),
+                    truth_kwh_profile="sim",
+                )
+            )
     attach_sources(specs, sc.sources)
     groups: dict[str, list[str]] = {}
     size = max(sc.group_size, sc.min_survivors)
@@ -326,8 +368,9 @@ def build(sc: Scenario, *, progress: Callable[[str, int, int], None] | None = No
             if fid is None:
                 raise PlanError(f"real-time plan {plan.plan_id!r} names no price feed")
             prices = day_ahead_prices(plan, first, sc.intervals, sc.seed)
-            world.feeds[plan.plan_id] = PriceFeed.publish(demo_feed_signing_key(fid), fid,
-                                                           plan.interval_seconds, prices)
+            world.feeds[plan.plan_id] = PriceFeed.publish(
+                demo_feed_signing_key(fid), fid, plan.interval_seconds, prices
+            )
     world.build_seconds = time.perf_counter() - t0
     return world
 
@@ -343,16 +386,24 @@ def attach_sources(specs: Iterable[HouseholdSpec], sources: Mapping[str, str]) -
     unknown = sorted(set(sources) - set(by_id))
     if unknown:
         ids = [h.meter_id for h in specs]
-        raise ConfigError(f"--source for unknown meter(s) {', '.join(unknown)}; "
-                          f"this scenario has {ids[0]}..{ids[-1]}" if ids else "no meters")
+        raise ConfigError(
+            f"--source for unknown meter(s) {', '.join(unknown)}; "
+            f"this scenario has {ids[0]}..{ids[-1]}"
+            if ids
+            else "no meters"
+        )
     for mid, spec in sources.items():
         h = by_id[mid]
         h.source = spec
         h.truth_kwh_profile = "source"
-        h.load = MeterLoad(h.load.interval_seconds, h.load.first_interval * h.load.interval_seconds, fixed={})
+        h.load = MeterLoad(
+            h.load.interval_seconds, h.load.first_interval * h.load.interval_seconds, fixed={}
+        )
 
 
-def parse_source_args(values: Iterable[str], meter_ids: Iterable[str] | None = None) -> dict[str, str]:
+def parse_source_args(
+    values: Iterable[str], meter_ids: Iterable[str] | None = None
+) -> dict[str, str]:
     """``--source`` values -> {meter id: spec}.
 
     ``METER_ID=SPEC`` names the meter; a bare ``SPEC`` (no ``=`` before the
@@ -376,7 +427,9 @@ def parse_source_args(values: Iterable[str], meter_ids: Iterable[str] | None = N
 
 
 def _meter_key(sc: Scenario, i: int) -> SigningKey:
-    return SigningKey.from_seed(hashlib.sha256(f"privmeter-sim-meter/{sc.seed}/{i}".encode()).digest())
+    return SigningKey.from_seed(
+        hashlib.sha256(f"privmeter-sim-meter/{sc.seed}/{i}".encode()).digest()
+    )
 
 
 def _lcl_households(sc: Scenario, plans: dict[str, Plan]) -> tuple[list[HouseholdSpec], int]:
@@ -392,7 +445,9 @@ def _lcl_households(sc: Scenario, plans: dict[str, Plan]) -> tuple[list[Househol
     from privmeter.grid.lcl import lcl_builtin
 
     if sc.interval_seconds != 1800:
-        raise ConfigError("the LCL scenario runs at the trial's 30-minute interval (--interval 30m)")
+        raise ConfigError(
+            "the LCL scenario runs at the trial's 30-minute interval (--interval 30m)"
+        )
     series = lcl_builtin()
     flat, dtou = builtin_plan("lcl-flat"), builtin_plan("lcl-dtou")
     plans[flat.plan_id] = flat
@@ -410,10 +465,17 @@ def _lcl_households(sc: Scenario, plans: dict[str, Plan]) -> tuple[list[Househol
         # align every copy on the same simulated calendar (real readings, shifted)
         fixed = {first + (t - base): v for t, v in readings.items()}
         plan = flat if i % 2 == 0 else dtou
-        specs.append(HouseholdSpec(
-            meter_id=f"lcl{i:03d}", group="", signing_key=_meter_key(sc, 10_000 + i),
-            secret_key=household_key(sc, 10_000 + i), plan=plan,
-            load=MeterLoad(1800, first * 1800, fixed=fixed), truth_kwh_profile="lcl"))
+        specs.append(
+            HouseholdSpec(
+                meter_id=f"lcl{i:03d}",
+                group="",
+                signing_key=_meter_key(sc, 10_000 + i),
+                secret_key=household_key(sc, 10_000 + i),
+                plan=plan,
+                load=MeterLoad(1800, first * 1800, fixed=fixed),
+                truth_kwh_profile="lcl",
+            )
+        )
     if first is None:
         raise ConfigError("the LCL scenario needs at least one household")
     return specs, first
@@ -441,7 +503,9 @@ def scenario_from_json(d: dict[str, object]) -> Scenario:
         try:
             kw["start"] = datetime.date.fromisoformat(str(kw["start"]))
         except ValueError:
-            raise ConfigError(f"scenario start: expected a date YYYY-MM-DD, got {kw['start']!r}") from None
+            raise ConfigError(
+                f"scenario start: expected a date YYYY-MM-DD, got {kw['start']!r}"
+            ) from None
     if kw.get("cache_dir") is not None:
         kw["cache_dir"] = Path(str(kw["cache_dir"]))
     try:

@@ -67,7 +67,9 @@ class BillingStore(Protocol):
 
     def put_meter(self, reg: Registration) -> None: ...
 
-    def find_record(self, meter_id: str, interval: int, kind: str, event_id: str) -> bytes | None: ...
+    def find_record(
+        self, meter_id: str, interval: int, kind: str, event_id: str
+    ) -> bytes | None: ...
 
     def get_account(self, meter_id: str, period: int) -> tuple[int, dict[str, int]] | None: ...
 
@@ -86,7 +88,12 @@ class BillingStore(Protocol):
     ) -> tuple[int, bytes]: ...
 
     def commit_account(
-        self, meter_id: str, period: int, count: int, changed: Mapping[str, int], removed: Iterable[str]
+        self,
+        meter_id: str,
+        period: int,
+        count: int,
+        changed: Mapping[str, int],
+        removed: Iterable[str],
     ) -> None: ...
 
     def open_accounts(self) -> list[tuple[str, int]]: ...
@@ -159,7 +166,12 @@ class MemoryBillingStore:
         return seq, self._head
 
     def commit_account(
-        self, meter_id: str, period: int, count: int, changed: Mapping[str, int], removed: Iterable[str]
+        self,
+        meter_id: str,
+        period: int,
+        count: int,
+        changed: Mapping[str, int],
+        removed: Iterable[str],
     ) -> None:
         _, cells = self._accounts.get((meter_id, period), (0, {}))
         cells = dict(cells)

@@ -114,8 +114,14 @@ class PostgresBillingStore:
 
     extra_schema = ""  # subclasses add their tables (created in the same transaction)
 
-    def __init__(self, dsn: str, *, schema: str = "headend", cache_accounts: int = 50_000,
-                 lock_wait: float = 30.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "headend",
+        cache_accounts: int = 50_000,
+        lock_wait: float = 30.0,
+    ) -> None:
         import psycopg
         from psycopg import sql
 
@@ -146,12 +152,18 @@ class PostgresBillingStore:
                 self._conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
                 self._conn.execute(sql.SQL("SET search_path TO {}").format(ident))
                 self._conn.execute(_SCHEMA + self.extra_schema)
-                row = self._conn.execute("SELECT value FROM store_meta WHERE key = 'billing_schema'").fetchone()
+                row = self._conn.execute(
+                    "SELECT value FROM store_meta WHERE key = 'billing_schema'"
+                ).fetchone()
                 if row is None:
-                    self._conn.execute("INSERT INTO store_meta VALUES ('billing_schema', %s)",
-                                       (str(SCHEMA_VERSION),))
+                    self._conn.execute(
+                        "INSERT INTO store_meta VALUES ('billing_schema', %s)",
+                        (str(SCHEMA_VERSION),),
+                    )
                 elif row[0] != str(SCHEMA_VERSION):
-                    raise StoreError(f"billing store {schema!r} has schema {row[0]}, expected {SCHEMA_VERSION}")
+                    raise StoreError(
+                        f"billing store {schema!r} has schema {row[0]}, expected {SCHEMA_VERSION}"
+                    )
         except psycopg.Error as exc:
             self._conn.close()
             raise StoreError(f"cannot open billing store {schema!r}: {exc}") from None
@@ -162,8 +174,9 @@ class PostgresBillingStore:
     def _lock(self, schema: str, wait: float) -> None:
         deadline = time.monotonic() + wait
         while True:
-            got = self._conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
-                                     ("privmeter:" + schema,)).fetchone()[0]
+            got = self._conn.execute(
+                "SELECT pg_try_advisory_lock(hashtext(%s))", ("privmeter:" + schema,)
+            ).fetchone()[0]
             if got:
                 return
             if time.monotonic() >= deadline:
@@ -238,23 +251,35 @@ class PostgresBillingStore:
     def _flush(self) -> None:
         cur = self._conn.cursor()
         if self._pend_log:
-            with cur.copy("COPY log (seq, meter_id, interval, kind, event_id, record, chain) FROM STDIN") as cp:
+            with cur.copy(
+                "COPY log (seq, meter_id, interval, kind, event_id, record, chain) FROM STDIN"
+            ) as cp:
                 for row in self._pend_log:
                     cp.write_row(row)
         if self._pend_acc:
             cur.executemany(
                 "INSERT INTO accounts VALUES (%s, %s, %s) ON CONFLICT (meter_id, period) "
                 "DO UPDATE SET count = EXCLUDED.count",
-                [(m, p, c) for (m, p), (c, _cells, _dirty, _gone) in self._pend_acc.items()])
-            gone = [(m, p, n) for (m, p), (_c, _cells, _dirty, g) in self._pend_acc.items() for n in g]
+                [(m, p, c) for (m, p), (c, _cells, _dirty, _gone) in self._pend_acc.items()],
+            )
+            gone = [
+                (m, p, n) for (m, p), (_c, _cells, _dirty, g) in self._pend_acc.items() for n in g
+            ]
             if gone:
-                cur.executemany("DELETE FROM cells WHERE meter_id = %s AND period = %s AND name = %s", gone)
-            rows = [(m, p, n, _b(cells[n])) for (m, p), (_c, cells, dirty, _g) in self._pend_acc.items()
-                    for n in dirty]
+                cur.executemany(
+                    "DELETE FROM cells WHERE meter_id = %s AND period = %s AND name = %s", gone
+                )
+            rows = [
+                (m, p, n, _b(cells[n]))
+                for (m, p), (_c, cells, dirty, _g) in self._pend_acc.items()
+                for n in dirty
+            ]
             if rows:
                 cur.executemany(
                     "INSERT INTO cells VALUES (%s, %s, %s, %s) ON CONFLICT (meter_id, period, name) "
-                    "DO UPDATE SET value = EXCLUDED.value", rows)
+                    "DO UPDATE SET value = EXCLUDED.value",
+                    rows,
+                )
 
     def prefetch(self, slots: Iterable[Slot]) -> None:
         """Inside a batch: read once which of ``slots`` are logged, and their meters' open accounts."""
@@ -266,7 +291,8 @@ class PostgresBillingStore:
             "SELECT l.meter_id, l.interval, l.kind, l.event_id, l.record FROM log l JOIN "
             "unnest(%s::text[], %s::bigint[], %s::text[], %s::text[]) AS w(m, i, k, e) "
             "ON l.meter_id = w.m AND l.interval = w.i AND l.kind = w.k AND l.event_id = w.e",
-            [list(c) for c in cols])
+            [list(c) for c in cols],
+        )
         for s in want:
             self._known[s] = None
         for m, i, k, e, rec in rows:
@@ -274,10 +300,14 @@ class PostgresBillingStore:
         cached = {m for (m, _p) in self._accounts}
         meters = sorted({s[0] for s in want} - cached - self._pre_meters)
         if meters:
-            accs = self._q("SELECT meter_id, period, count FROM accounts WHERE meter_id = ANY(%s)", (meters,))
+            accs = self._q(
+                "SELECT meter_id, period, count FROM accounts WHERE meter_id = ANY(%s)", (meters,)
+            )
             cells: dict[tuple[str, int], dict[str, int]] = {}
             for m, p, name, value in self._q(
-                    "SELECT meter_id, period, name, value FROM cells WHERE meter_id = ANY(%s)", (meters,)):
+                "SELECT meter_id, period, name, value FROM cells WHERE meter_id = ANY(%s)",
+                (meters,),
+            ):
                 cells.setdefault((m, int(p)), {})[name] = _i(bytes(value))
             for m, p, count in accs:
                 self._pre_acc[(m, int(p))] = (int(count), cells.get((m, int(p)), {}))
@@ -287,14 +317,20 @@ class PostgresBillingStore:
     def get_meter(self, meter_id: str) -> Registration | None:
         rows = self._q(
             "SELECT meter_id, verify_key, paillier_public_key, plan_id, plan_digest, period_start, "
-            "period_intervals FROM meters WHERE meter_id = %s", (meter_id,))
+            "period_intervals FROM meters WHERE meter_id = %s",
+            (meter_id,),
+        )
         return _registration(rows[0]) if rows else None
 
     def meters(self) -> list[Registration]:
         """Every registered meter (a restarted shard rebuilds its registry from these)."""
-        return [_registration(r) for r in self._q(
-            "SELECT meter_id, verify_key, paillier_public_key, plan_id, plan_digest, period_start, "
-            "period_intervals FROM meters ORDER BY meter_id")]
+        return [
+            _registration(r)
+            for r in self._q(
+                "SELECT meter_id, verify_key, paillier_public_key, plan_id, plan_digest, period_start, "
+                "period_intervals FROM meters ORDER BY meter_id"
+            )
+        ]
 
     def put_meter(self, reg: Registration) -> None:
         with self._tx():
@@ -303,8 +339,16 @@ class PostgresBillingStore:
                 "verify_key = EXCLUDED.verify_key, paillier_public_key = EXCLUDED.paillier_public_key, "
                 "plan_id = EXCLUDED.plan_id, plan_digest = EXCLUDED.plan_digest, "
                 "period_start = EXCLUDED.period_start, period_intervals = EXCLUDED.period_intervals",
-                (reg.meter_id, reg.verify_key, reg.paillier_public_key, reg.plan_id, reg.plan_digest,
-                 reg.period_start, reg.period_intervals))
+                (
+                    reg.meter_id,
+                    reg.verify_key,
+                    reg.paillier_public_key,
+                    reg.plan_id,
+                    reg.plan_digest,
+                    reg.period_start,
+                    reg.period_intervals,
+                ),
+            )
 
     # -- log and accounts ----------------------------------------------------------------------
     def find_record(self, meter_id: str, interval: int, kind: str, event_id: str) -> bytes | None:
@@ -314,14 +358,22 @@ class PostgresBillingStore:
             return hit
         if slot in self._known:
             return self._known[slot]
-        rows = self._q("SELECT record FROM log WHERE meter_id = %s AND interval = %s AND kind = %s "
-                       "AND event_id = %s", slot)
+        rows = self._q(
+            "SELECT record FROM log WHERE meter_id = %s AND interval = %s AND kind = %s "
+            "AND event_id = %s",
+            slot,
+        )
         return bytes(rows[0][0]) if rows else None
 
-    def log_position(self, meter_id: str, interval: int, kind: str, event_id: str) -> tuple[int, bytes] | None:
+    def log_position(
+        self, meter_id: str, interval: int, kind: str, event_id: str
+    ) -> tuple[int, bytes] | None:
         """``(seq, chain)`` of a committed record (to send its receipt again), or None."""
-        rows = self._q("SELECT seq, chain FROM log WHERE meter_id = %s AND interval = %s AND kind = %s "
-                       "AND event_id = %s", (meter_id, interval, kind, event_id))
+        rows = self._q(
+            "SELECT seq, chain FROM log WHERE meter_id = %s AND interval = %s AND kind = %s "
+            "AND event_id = %s",
+            (meter_id, interval, kind, event_id),
+        )
         return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
 
     def get_account(self, meter_id: str, period: int) -> tuple[int, dict[str, int]] | None:
@@ -335,11 +387,18 @@ class PostgresBillingStore:
         if hit is not None:
             self._accounts[(meter_id, period)] = hit  # most recently used last
             return hit[0], dict(hit[1])
-        rows = self._q("SELECT count FROM accounts WHERE meter_id = %s AND period = %s", (meter_id, period))
+        rows = self._q(
+            "SELECT count FROM accounts WHERE meter_id = %s AND period = %s", (meter_id, period)
+        )
         if not rows:
             return None
-        cells = {name: _i(bytes(v)) for name, v in self._q(
-            "SELECT name, value FROM cells WHERE meter_id = %s AND period = %s", (meter_id, period))}
+        cells = {
+            name: _i(bytes(v))
+            for name, v in self._q(
+                "SELECT name, value FROM cells WHERE meter_id = %s AND period = %s",
+                (meter_id, period),
+            )
+        }
         self._remember(meter_id, period, int(rows[0][0]), cells)
         return int(rows[0][0]), dict(cells)
 
@@ -351,8 +410,14 @@ class PostgresBillingStore:
         while len(self._accounts) > self.cache_accounts:
             del self._accounts[next(iter(self._accounts))]
 
-    def _stage(self, meter_id: str, period: int, count: int, changed: Mapping[str, int],
-               removed: Iterable[str]) -> None:
+    def _stage(
+        self,
+        meter_id: str,
+        period: int,
+        count: int,
+        changed: Mapping[str, int],
+        removed: Iterable[str],
+    ) -> None:
         """Buffer an account change inside a batch (written by :meth:`_flush`)."""
         cur = self._pend_acc.get((meter_id, period))
         if cur is None:
@@ -368,23 +433,39 @@ class PostgresBillingStore:
         gone.difference_update(changed)
         self._pend_acc[(meter_id, period)] = (count, cells, dirty, gone)
 
-    def _write_account(self, meter_id: str, period: int, count: int, changed: Mapping[str, int],
-                       removed: tuple[str, ...]) -> None:
+    def _write_account(
+        self,
+        meter_id: str,
+        period: int,
+        count: int,
+        changed: Mapping[str, int],
+        removed: tuple[str, ...],
+    ) -> None:
         self._conn.execute(
             "INSERT INTO accounts VALUES (%s, %s, %s) ON CONFLICT (meter_id, period) DO UPDATE SET count = %s",
-            (meter_id, period, count, count))
+            (meter_id, period, count, count),
+        )
         cur = self._conn.cursor()
         if removed:
-            cur.executemany("DELETE FROM cells WHERE meter_id = %s AND period = %s AND name = %s",
-                            [(meter_id, period, n) for n in removed])
+            cur.executemany(
+                "DELETE FROM cells WHERE meter_id = %s AND period = %s AND name = %s",
+                [(meter_id, period, n) for n in removed],
+            )
         if changed:
             cur.executemany(
                 "INSERT INTO cells VALUES (%s, %s, %s, %s) ON CONFLICT (meter_id, period, name) "
                 "DO UPDATE SET value = EXCLUDED.value",
-                [(meter_id, period, n, _b(v)) for n, v in changed.items()])
+                [(meter_id, period, n, _b(v)) for n, v in changed.items()],
+            )
 
-    def _cached_apply(self, meter_id: str, period: int, count: int, changed: Mapping[str, int],
-                      removed: tuple[str, ...]) -> None:
+    def _cached_apply(
+        self,
+        meter_id: str,
+        period: int,
+        count: int,
+        changed: Mapping[str, int],
+        removed: tuple[str, ...],
+    ) -> None:
         hit = self._accounts.get((meter_id, period))
         if hit is None:
             return
@@ -420,15 +501,22 @@ class PostgresBillingStore:
             self._stage(meter_id, period, count, changed, gone)
             return seq + 1, chain
         with self._tx():
-            self._conn.execute("INSERT INTO log VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                               (seq + 1, meter_id, interval, kind, event_id, record, chain))
+            self._conn.execute(
+                "INSERT INTO log VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (seq + 1, meter_id, interval, kind, event_id, record, chain),
+            )
             self._write_account(meter_id, period, count, changed, gone)
         self._head_cache = (seq + 1, chain)
         self._cached_apply(meter_id, period, count, changed, gone)
         return seq + 1, chain
 
     def commit_account(
-        self, meter_id: str, period: int, count: int, changed: Mapping[str, int], removed: Iterable[str]
+        self,
+        meter_id: str,
+        period: int,
+        count: int,
+        changed: Mapping[str, int],
+        removed: Iterable[str],
     ) -> None:
         gone = tuple(removed)
         if self._batch_depth:
@@ -442,12 +530,16 @@ class PostgresBillingStore:
         rows = self._q(
             "SELECT a.meter_id, a.period FROM accounts a LEFT JOIN statements s "
             "ON a.meter_id = s.meter_id AND a.period = s.period WHERE s.statement IS NULL "
-            "ORDER BY a.meter_id, a.period")
+            "ORDER BY a.meter_id, a.period"
+        )
         return [(r[0], int(r[1])) for r in rows]
 
     def records(self, meter_id: str, start: int, end: int) -> list[bytes]:
-        rows = self._q("SELECT record FROM log WHERE meter_id = %s AND interval >= %s AND interval < %s "
-                       "ORDER BY interval, kind, event_id", (meter_id, start, end))
+        rows = self._q(
+            "SELECT record FROM log WHERE meter_id = %s AND interval >= %s AND interval < %s "
+            "ORDER BY interval, kind, event_id",
+            (meter_id, start, end),
+        )
         return [bytes(r[0]) for r in rows]
 
     def iter_log(self) -> Iterator[tuple[int, bytes, bytes]]:
@@ -471,22 +563,31 @@ class PostgresBillingStore:
     # -- statements and feeds -------------------------------------------------------------------
     def get_statement(self, meter_id: str, period: int) -> bytes | None:
         if self._settled is None:
-            self._settled = {(m, int(p)) for m, p in self._q("SELECT meter_id, period FROM statements")}
+            self._settled = {
+                (m, int(p)) for m, p in self._q("SELECT meter_id, period FROM statements")
+            }
         if (meter_id, period) not in self._settled:
             return None
-        rows = self._q("SELECT statement FROM statements WHERE meter_id = %s AND period = %s", (meter_id, period))
+        rows = self._q(
+            "SELECT statement FROM statements WHERE meter_id = %s AND period = %s",
+            (meter_id, period),
+        )
         return bytes(rows[0][0]) if rows else None
 
     def put_statement(self, meter_id: str, period: int, statement: bytes) -> None:
         with self._tx():
-            self._conn.execute("INSERT INTO statements VALUES (%s, %s, %s)", (meter_id, period, statement))
+            self._conn.execute(
+                "INSERT INTO statements VALUES (%s, %s, %s)", (meter_id, period, statement)
+            )
             if self._settled is not None:
                 self._settled.add((meter_id, period))
 
     def put_feed(self, digest: bytes, feed_json: str) -> None:
         with self._tx():
-            self._conn.execute("INSERT INTO feeds (digest, feed) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                               (digest, feed_json))
+            self._conn.execute(
+                "INSERT INTO feeds (digest, feed) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (digest, feed_json),
+            )
 
     def feeds(self) -> list[str]:
         return [r[0] for r in self._q("SELECT feed FROM feeds ORDER BY ord")]
@@ -496,5 +597,12 @@ class PostgresBillingStore:
 
 
 def _registration(row: tuple[Any, ...]) -> Registration:
-    return Registration(meter_id=row[0], verify_key=bytes(row[1]), paillier_public_key=row[2], plan_id=row[3],
-                        plan_digest=bytes(row[4]), period_start=int(row[5]), period_intervals=int(row[6]))
+    return Registration(
+        meter_id=row[0],
+        verify_key=bytes(row[1]),
+        paillier_public_key=row[2],
+        plan_id=row[3],
+        plan_digest=bytes(row[4]),
+        period_start=int(row[5]),
+        period_intervals=int(row[6]),
+    )

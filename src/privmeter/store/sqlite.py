@@ -114,7 +114,9 @@ class SqliteBillingStore:
         self._settled: set[tuple[str, int]] | None = None  # None: not loaded (or dropped)
         try:
             if readonly:
-                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+                self._db = sqlite3.connect(
+                    f"file:{self.path}?mode=ro", uri=True, isolation_level=None
+                )
             else:
                 self._db = sqlite3.connect(self.path, isolation_level=None)
                 self._db.execute("PRAGMA journal_mode=WAL")
@@ -124,13 +126,17 @@ class SqliteBillingStore:
                 if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                     self._db.close()
                     raise StoreError(f"{self.path!r} is not a privmeter billing store")
-                self._db.executescript(f"BEGIN;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
+                self._db.executescript(
+                    f"BEGIN;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
+                )
                 version = SCHEMA_VERSION
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open billing store {self.path!r}: {exc}") from None
         if version != SCHEMA_VERSION:
             self._db.close()
-            raise StoreError(f"billing store {self.path!r} has schema {version}, expected {SCHEMA_VERSION}")
+            raise StoreError(
+                f"billing store {self.path!r} has schema {version}, expected {SCHEMA_VERSION}"
+            )
 
     # -- registrations -----------------------------------------------------------
 
@@ -143,16 +149,28 @@ class SqliteBillingStore:
         if row is None:
             return None
         return Registration(
-            meter_id=row[0], verify_key=bytes(row[1]), paillier_public_key=row[2], plan_id=row[3],
-            plan_digest=bytes(row[4]), period_start=row[5], period_intervals=row[6],
+            meter_id=row[0],
+            verify_key=bytes(row[1]),
+            paillier_public_key=row[2],
+            plan_id=row[3],
+            plan_digest=bytes(row[4]),
+            period_start=row[5],
+            period_intervals=row[6],
         )
 
     def put_meter(self, reg: Registration) -> None:
         with self._tx():
             self._db.execute(
                 "INSERT OR REPLACE INTO meters VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (reg.meter_id, reg.verify_key, reg.paillier_public_key, reg.plan_id, reg.plan_digest,
-                 reg.period_start, reg.period_intervals),
+                (
+                    reg.meter_id,
+                    reg.verify_key,
+                    reg.paillier_public_key,
+                    reg.plan_id,
+                    reg.plan_digest,
+                    reg.period_start,
+                    reg.period_intervals,
+                ),
             )
 
     # -- log and accounts -----------------------------------------------------------
@@ -177,7 +195,8 @@ class SqliteBillingStore:
         cells = {
             name: _i(value)
             for name, value in self._db.execute(
-                "SELECT name, value FROM cells WHERE meter_id = ? AND period = ?", (meter_id, period)
+                "SELECT name, value FROM cells WHERE meter_id = ? AND period = ?",
+                (meter_id, period),
             )
         }
         self._remember(meter_id, period, int(row[0]), cells)
@@ -191,7 +210,12 @@ class SqliteBillingStore:
             del self._accounts[next(iter(self._accounts))]
 
     def _cached_apply(
-        self, meter_id: str, period: int, count: int, changed: Mapping[str, int], removed: Iterable[str]
+        self,
+        meter_id: str,
+        period: int,
+        count: int,
+        changed: Mapping[str, int],
+        removed: Iterable[str],
     ) -> None:
         """Mirror a committed :meth:`_apply` in the account cache (if the account is cached)."""
         hit = self._accounts.get((meter_id, period))
@@ -210,7 +234,12 @@ class SqliteBillingStore:
         self._settled = None
 
     def _apply(
-        self, meter_id: str, period: int, count: int, changed: Mapping[str, int], removed: tuple[str, ...]
+        self,
+        meter_id: str,
+        period: int,
+        count: int,
+        changed: Mapping[str, int],
+        removed: tuple[str, ...],
     ) -> None:
         self._db.execute(
             "INSERT INTO accounts VALUES (?, ?, ?) ON CONFLICT (meter_id, period) DO UPDATE SET count = ?",
@@ -223,7 +252,9 @@ class SqliteBillingStore:
             )
         if len(changed) == 1:
             ((name, v),) = changed.items()
-            self._db.execute("INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?)", (meter_id, period, name, _b(v)))
+            self._db.execute(
+                "INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?)", (meter_id, period, name, _b(v))
+            )
         elif changed:
             self._db.executemany(
                 "INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?)",
@@ -258,7 +289,12 @@ class SqliteBillingStore:
         return seq + 1, chain
 
     def commit_account(
-        self, meter_id: str, period: int, count: int, changed: Mapping[str, int], removed: Iterable[str]
+        self,
+        meter_id: str,
+        period: int,
+        count: int,
+        changed: Mapping[str, int],
+        removed: Iterable[str],
     ) -> None:
         gone = tuple(removed)
         with self._tx():
@@ -290,7 +326,9 @@ class SqliteBillingStore:
             return self._head_cache
         row = self._db.execute("SELECT seq, chain FROM log ORDER BY seq DESC LIMIT 1").fetchone()
         head = (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
-        if self._caching and not self._db.in_transaction:  # inside a transaction it may still roll back
+        if (
+            self._caching and not self._db.in_transaction
+        ):  # inside a transaction it may still roll back
             self._head_cache = head
         return head
 
@@ -301,8 +339,13 @@ class SqliteBillingStore:
 
     def get_statement(self, meter_id: str, period: int) -> bytes | None:
         if self._settled is None and self._caching:
-            self._settled = {(r[0], int(r[1])) for r in self._db.execute("SELECT meter_id, period FROM statements")}
-        if self._settled is not None and (meter_id, period) not in self._settled:  # a negative cache: a miss is certain, a hit is re-read
+            self._settled = {
+                (r[0], int(r[1]))
+                for r in self._db.execute("SELECT meter_id, period FROM statements")
+            }
+        if (
+            self._settled is not None and (meter_id, period) not in self._settled
+        ):  # a negative cache: a miss is certain, a hit is re-read
             return None
         row = self._db.execute(
             "SELECT statement FROM statements WHERE meter_id = ? AND period = ?", (meter_id, period)
@@ -311,7 +354,9 @@ class SqliteBillingStore:
 
     def put_statement(self, meter_id: str, period: int, statement: bytes) -> None:
         with self._tx():
-            self._db.execute("INSERT INTO statements VALUES (?, ?, ?)", (meter_id, period, statement))
+            self._db.execute(
+                "INSERT INTO statements VALUES (?, ?, ?)", (meter_id, period, statement)
+            )
             if self._settled is not None:
                 self._settled.add((meter_id, period))  # before COMMIT: a stale hit is only re-read
 

@@ -42,8 +42,10 @@ from privmeter.web.engine import DemoEngine
 __all__ = ["DemoState", "create_app"]
 
 DemoState = DemoEngine  # the state the app serves (the engine owns it)
-PERIOD_ENDED = ("the simulated period has ended: the dashboard keeps its final state; restart privmeter demo "
-                "(--days N for a longer run)")
+PERIOD_ENDED = (
+    "the simulated period has ended: the dashboard keeps its final state; restart privmeter demo "
+    "(--days N for a longer run)"
+)
 CALL_TIMEOUT_S = 30.0
 HEARTBEAT_S = 15.0
 
@@ -94,14 +96,19 @@ def create_app(engine: DemoState, *, allowed_hosts: list[str] | None = None) -> 
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
     def plotly_js() -> Response:
-        return Response(_plotly_js(), media_type="application/javascript",
-                        headers={"Cache-Control": "public, max-age=86400"})
+        return Response(
+            _plotly_js(),
+            media_type="application/javascript",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
 
     app.mount("/static", StaticFiles(directory=_static_dir()), name="static")
 
     @app.get("/", include_in_schema=False)
     def index() -> HTMLResponse:
-        html = (resources.files("privmeter.web") / "static" / "index.html").read_text(encoding="utf-8")
+        html = (resources.files("privmeter.web") / "static" / "index.html").read_text(
+            encoding="utf-8"
+        )
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     @app.get("/favicon.ico", include_in_schema=False)
@@ -114,7 +121,9 @@ def create_app(engine: DemoState, *, allowed_hosts: list[str] | None = None) -> 
 
     @app.get("/api/groups/{group}/totals")
     async def totals(group: str, since: int = -1) -> dict[str, Any]:
-        result: dict[str, Any] = await on_engine(lambda: views.group_totals(engine.operator_snapshot(), group, since))
+        result: dict[str, Any] = await on_engine(
+            lambda: views.group_totals(engine.operator_snapshot(), group, since)
+        )
         return result
 
     @app.get("/api/events")
@@ -129,17 +138,23 @@ def create_app(engine: DemoState, *, allowed_hosts: list[str] | None = None) -> 
 
     @app.get("/api/households/{meter}")
     async def household(meter: str) -> dict[str, Any]:
-        result: dict[str, Any] = await on_engine(lambda: views.household(engine.household_snapshot(meter)))
+        result: dict[str, Any] = await on_engine(
+            lambda: views.household(engine.household_snapshot(meter))
+        )
         return result
 
     @app.get("/api/households/{meter}/utility-view")
     async def utility_view(meter: str) -> dict[str, Any]:
-        result: dict[str, Any] = await on_engine(lambda: views.utility_view(engine.operator_snapshot([meter]), meter))
+        result: dict[str, Any] = await on_engine(
+            lambda: views.utility_view(engine.operator_snapshot([meter]), meter)
+        )
         return result
 
     @app.get("/api/privacy/{meter}")
     async def privacy(meter: str) -> dict[str, Any]:
-        result: dict[str, Any] = await on_engine(lambda: views.privacy(engine.household_snapshot(meter)))
+        result: dict[str, Any] = await on_engine(
+            lambda: views.privacy(engine.household_snapshot(meter))
+        )
         return result
 
     # -- controls --------------------------------------------------------------------------
@@ -212,7 +227,10 @@ def create_app(engine: DemoState, *, allowed_hosts: list[str] | None = None) -> 
                     idle = 0.0
                     yield b": keep-alive\n\n"
 
-        return StreamingResponse(gen(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            gen(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     return app

@@ -122,7 +122,9 @@ class DemoConfig:
     dgk_bits: int = 2048
     cmin_w_per_household: int = 20  # the utility's private limits, W of average power per home
     cmax_w_per_household: int = 1200
-    transport: str = "tcp"  # "tcp": loopback sockets through the real transport; "memory": in process
+    transport: str = (
+        "tcp"  # "tcp": loopback sockets through the real transport; "memory": in process
+    )
     latency_ms: float = 20.0  # the emulated network on every link (tcp only)
     jitter_ms: float = 5.0
     loss: float = 0.0
@@ -145,12 +147,22 @@ class DemoConfig:
         cache = self.cache_dir
         if cache is None and self.data_dir is not None:
             cache = self.data_dir / "cache"
-        return Scenario(households=self.households, days=self.days, seed=self.seed, key_bits=self.key_bits,
-                        dgk_bits=self.dgk_bits, insecure_small_keys=self.insecure_small_keys,
-                        group_size=self.group_size, min_survivors=self.min_survivors, plan=self.plan,
-                        prosumer_share=self.prosumer_share, cache_dir=cache,
-                        cmin_w_per_household=self.cmin_w_per_household,
-                        cmax_w_per_household=self.cmax_w_per_household, max_intervals=self.max_intervals)
+        return Scenario(
+            households=self.households,
+            days=self.days,
+            seed=self.seed,
+            key_bits=self.key_bits,
+            dgk_bits=self.dgk_bits,
+            insecure_small_keys=self.insecure_small_keys,
+            group_size=self.group_size,
+            min_survivors=self.min_survivors,
+            plan=self.plan,
+            prosumer_share=self.prosumer_share,
+            cache_dir=cache,
+            cmin_w_per_household=self.cmin_w_per_household,
+            cmax_w_per_household=self.cmax_w_per_household,
+            max_intervals=self.max_intervals,
+        )
 
 
 @dataclass(slots=True)
@@ -160,21 +172,24 @@ class _Pending:
     underreport: set[str] = field(default_factory=set)  # households that will under-report
 
 
-
 class _DemoLink:
     """The interval engine's :class:`~privmeter.parties.engine.Link` over the demo's wire."""
 
     def __init__(self, demo: DemoEngine) -> None:
         self.demo = demo
 
-    async def exchange(self, outgoing: Mapping[str, Sequence[Any]], *, expect: Any, now: int,
-                       interval: int) -> set[str]:
+    async def exchange(
+        self, outgoing: Mapping[str, Sequence[Any]], *, expect: Any, now: int, interval: int
+    ) -> set[str]:
         return self.demo._deliver(outgoing, now=now, interval=interval, expect=expect)
+
 
 class DemoEngine:
     """A running deployment; see the module docstring."""
 
-    def __init__(self, config: DemoConfig, *, progress: Callable[[str, int, int], None] | None = None) -> None:
+    def __init__(
+        self, config: DemoConfig, *, progress: Callable[[str, int, int], None] | None = None
+    ) -> None:
         self.config = config
         t0 = time.perf_counter()
         self.world: World = build(config.scenario(), progress=progress)
@@ -206,12 +221,18 @@ class DemoEngine:
         self.speed = config.speed
         self.current = self.first - 1  # the last interval stepped
         self.finished = False
-        self.totals: dict[str, deque[dict[str, Any]]] = {g: deque(maxlen=MAX_POINTS) for g in self.groups}
+        self.totals: dict[str, deque[dict[str, Any]]] = {
+            g: deque(maxlen=MAX_POINTS) for g in self.groups
+        }
         self.events: list[dict[str, Any]] = []
         self.bills: dict[tuple[str, int], dict[str, Any]] = {}
         self.alerts: deque[dict[str, Any]] = deque(maxlen=MAX_ALERTS)
-        self.seen_records: dict[str, deque[dict[str, Any]]] = {m: deque(maxlen=SEEN_PER_METER) for m in self.meter_ids}
-        self.seen_masked: dict[str, deque[dict[str, Any]]] = {m: deque(maxlen=SEEN_PER_METER) for m in self.meter_ids}
+        self.seen_records: dict[str, deque[dict[str, Any]]] = {
+            m: deque(maxlen=SEEN_PER_METER) for m in self.meter_ids
+        }
+        self.seen_masked: dict[str, deque[dict[str, Any]]] = {
+            m: deque(maxlen=SEEN_PER_METER) for m in self.meter_ids
+        }
         self.probes: list[dict[str, Any]] = []
         self.next_period: dict[str, int] = {m: 0 for m in self.meter_ids}
         self.statements: dict[tuple[str, int], Statement] = {}
@@ -291,7 +312,11 @@ class DemoEngine:
                         self._step()
                     except Exception as exc:  # a bug must not freeze the dashboard silently
                         self.paused = True
-                        self._alert("caught", "engine-error", f"engine paused after {type(exc).__name__}: {exc}")
+                        self._alert(
+                            "caught",
+                            "engine-error",
+                            f"engine paused after {type(exc).__name__}: {exc}",
+                        )
                     self.step_seconds.append(time.perf_counter() - t0)
                     self._publish()
                     # keep the pace without bursts after a pause or a slow step
@@ -329,41 +354,80 @@ class DemoEngine:
     def _setup(self) -> None:
         w = self.world
         sc = w.scenario
-        store = HeadEndStore(self.store_path) if self.store_path is not None else MemoryHeadEndStore()
-        core = HeadEndCore(w.headend_key, w.plans, store=store, demand=w.comparison_group is not None,
-                           interval_seconds=sc.interval_seconds, min_key_bits=min(sc.key_bits, MIN_KEY_BITS),
-                           rng=random.Random(sc.seed ^ 0x5EED))
+        store = (
+            HeadEndStore(self.store_path) if self.store_path is not None else MemoryHeadEndStore()
+        )
+        core = HeadEndCore(
+            w.headend_key,
+            w.plans,
+            store=store,
+            demand=w.comparison_group is not None,
+            interval_seconds=sc.interval_seconds,
+            min_key_bits=min(sc.key_bits, MIN_KEY_BITS),
+            rng=random.Random(sc.seed ^ 0x5EED),
+        )
         for cfg in group_configs(w):
             core.define_group(cfg)
         b = self.config.bill_intervals
         for h in w.households:
-            core.register(h.meter_id, h.signing_key.verify_key, h.secret_key.public_key, h.plan,
-                          wellformed_proof=h.secret_key.prove_wellformed(),
-                          period_start=self.first, period_intervals=b)
+            core.register(
+                h.meter_id,
+                h.signing_key.verify_key,
+                h.secret_key.public_key,
+                h.plan,
+                wellformed_proof=h.secret_key.prove_wellformed(),
+                period_start=self.first,
+                period_intervals=b,
+            )
         self.core = core
         self._engine = IntervalEngine(core, _DemoLink(self))
         if self.config.transport == "tcp":
-            self._wire = SocketWire(w, latency_ms=self.config.latency_ms, jitter_ms=self.config.jitter_ms,
-                                    loss=self.config.loss)
+            self._wire = SocketWire(
+                w,
+                latency_ms=self.config.latency_ms,
+                jitter_ms=self.config.jitter_ms,
+                loss=self.config.loss,
+            )
         self.meters, homes = make_meters(w)
         self.homes = {m: self._household(m) for m in homes}
         now = (self.first - 1) * self.interval_seconds
         for feed in w.feeds.values():
             core.publish_feed(feed)
-            self._deliver({m: [FeedPublished(feed_json=feed.to_json())] for m in self.meter_ids},
-                          now=now, interval=self.first - 1, retries=3)
+            self._deliver(
+                {m: [FeedPublished(feed_json=feed.to_json())] for m in self.meter_ids},
+                now=now,
+                interval=self.first - 1,
+                retries=3,
+            )
         for g in self.groups:
-            self._deliver(core.new_epoch(g, self.first - 1), now=now, interval=self.first - 1, expect=KeyAdvert,
-                          retries=3)
+            self._deliver(
+                core.new_epoch(g, self.first - 1),
+                now=now,
+                interval=self.first - 1,
+                expect=KeyAdvert,
+                retries=3,
+            )
             self._deliver(core.make_bundle(g), now=now, interval=self.first - 1, retries=3)
-        self._alert("info", "start", f"deployment up: {len(self.meter_ids)} meters on {len(self.groups)} "
-                    f"feeders, {sc.key_bits}-bit household keys (built in {self.build_seconds:.1f} s)")
+        self._alert(
+            "info",
+            "start",
+            f"deployment up: {len(self.meter_ids)} meters on {len(self.groups)} "
+            f"feeders, {sc.key_bits}-bit household keys (built in {self.build_seconds:.1f} s)",
+        )
         self._publish()
 
     # -- message delivery (in memory, through the codec) ----------------------------------------
-    def _deliver(self, outgoing: Mapping[str, Sequence[Any]], *, now: int, interval: int,
-                 expect: type | tuple[type, ...] | None = None, skip_offline: bool = True,
-                 refusals: dict[str, str] | None = None, retries: int = 0) -> set[str]:
+    def _deliver(
+        self,
+        outgoing: Mapping[str, Sequence[Any]],
+        *,
+        now: int,
+        interval: int,
+        expect: type | tuple[type, ...] | None = None,
+        skip_offline: bool = True,
+        refusals: dict[str, str] | None = None,
+        retries: int = 0,
+    ) -> set[str]:
         """Head-end -> meters; answers -> head-end; receipts -> meters.  Errors are recorded, not raised.
 
         A meter's refusal goes to ``refusals`` (meter -> error name) if given, else to the alerts.
@@ -372,7 +436,11 @@ class DemoEngine:
         """
         core = self._running_core()
         answered: set[str] = set()
-        sent = {m: list(ms) for m, ms in outgoing.items() if ms and not (skip_offline and m in self.offline)}
+        sent = {
+            m: list(ms)
+            for m, ms in outgoing.items()
+            if ms and not (skip_offline and m in self.offline)
+        }
         ups: dict[str, list[Any]] = {}
         for mid, msgs in self._wire.down(sent, retries=retries).items():
             meter = self.meters[mid]
@@ -396,8 +464,13 @@ class DemoEngine:
                     try:
                         back = core.handle(mid, up, now=now, interval=interval)
                     except PrivmeterError as exc:
-                        self._alert("warn", "rejected", f"head-end rejected {type(up).__name__} from "
-                                    f"{mid}: {type(exc).__name__}", meter=mid)
+                        self._alert(
+                            "warn",
+                            "rejected",
+                            f"head-end rejected {type(up).__name__} from "
+                            f"{mid}: {type(exc).__name__}",
+                            meter=mid,
+                        )
                         continue
                     if expect is not None and isinstance(up, expect):
                         answered.add(mid)
@@ -411,15 +484,27 @@ class DemoEngine:
     def _saw(self, mid: str, msg: Any) -> None:
         """Keep what the utility receives from a meter, for the utility view."""
         if isinstance(msg, ReadingRecord):
-            self.seen_records[mid].append({"interval": msg.interval, "kind": msg.kind,
-                                           "ciphertext": msg.ciphertext.hex(), "bytes": len(msg.ciphertext)})
+            self.seen_records[mid].append(
+                {
+                    "interval": msg.interval,
+                    "kind": msg.kind,
+                    "ciphertext": msg.ciphertext.hex(),
+                    "bytes": len(msg.ciphertext),
+                }
+            )
         elif isinstance(msg, MaskedInput):
-            self.seen_masked[mid].append({"interval": msg.interval, "masked": [str(v) for v in msg.masked]})
+            self.seen_masked[mid].append(
+                {"interval": msg.interval, "masked": [str(v) for v in msg.masked]}
+            )
 
     def _refused(self, mid: str, msg: Any, exc: PrivmeterError, now: int) -> None:
-        self._alert("caught" if isinstance(exc, BudgetExceeded) else "warn", "meter-refused",
-                    f"meter {mid} refused {type(msg).__name__}: {type(exc).__name__}: {exc}", meter=mid,
-                    error=type(exc).__name__)
+        self._alert(
+            "caught" if isinstance(exc, BudgetExceeded) else "warn",
+            "meter-refused",
+            f"meter {mid} refused {type(msg).__name__}: {type(exc).__name__}: {exc}",
+            meter=mid,
+            error=type(exc).__name__,
+        )
 
     # -- one interval -----------------------------------------------------------------------------
     def _step(self) -> None:
@@ -428,14 +513,22 @@ class DemoEngine:
         drain = max((core.lag(g) for g in self.groups), default=1)
         if t > self.last + drain:  # the drain interval(s) finalise the last real one
             self.finished = True
-            self._alert("info", "end", "end of the simulated period: the dashboard keeps its final state; the controls are off")
+            self._alert(
+                "info",
+                "end",
+                "end of the simulated period: the dashboard keeps its final state; the controls are off",
+            )
             return
         now = (t + 1) * self.interval_seconds
         self._now = now
         if self._engine is None:
             raise LocalProtocolError("the demo deployment is not set up yet")
         # the one interval engine (parties/engine.py), on this thread, over _deliver
-        asyncio.run(self._engine.interval(self.groups, t, now=now, close=self._close, on_event=self._event_row))
+        asyncio.run(
+            self._engine.interval(
+                self.groups, t, now=now, close=self._close, on_event=self._event_row
+            )
+        )
         self.current = t
         self._settle_due(now)
 
@@ -460,17 +553,34 @@ class DemoEngine:
         total = res.total[0] if res.total is not None else None
         total_w = None if total is None else total * 3600 // self.interval_seconds
         self._event_context[g] = (total_w, forced)
-        self.totals[g].append({
-            "interval": res.interval, "time": res.interval * self.interval_seconds,
-            "total_w": total_w, "survivors": len(res.survivors), "dropped": sorted(res.dropped),
-            "error": res.error, "cmin_w": grp.cfg.cmin_w, "cmax_w": grp.cfg.cmax_w,
-        })
+        self.totals[g].append(
+            {
+                "interval": res.interval,
+                "time": res.interval * self.interval_seconds,
+                "total_w": total_w,
+                "survivors": len(res.survivors),
+                "dropped": sorted(res.dropped),
+                "error": res.error,
+                "cmin_w": grp.cfg.cmin_w,
+                "cmax_w": grp.cfg.cmax_w,
+            }
+        )
         if res.dropped and total is not None:
-            self._alert("ok", "recovered", f"{g}: total of interval {res.interval} recovered without "
-                        f"{', '.join(res.dropped)} ({len(res.survivors)} meters answered)", group=g)
+            self._alert(
+                "ok",
+                "recovered",
+                f"{g}: total of interval {res.interval} recovered without "
+                f"{', '.join(res.dropped)} ({len(res.survivors)} meters answered)",
+                group=g,
+            )
         if total is None:
-            self._alert("caught", "refused-total", f"{g}: interval {res.interval} NOT unmasked "
-                        f"({len(res.survivors)} meters < the minimum group): {res.error}", group=g)
+            self._alert(
+                "caught",
+                "refused-total",
+                f"{g}: interval {res.interval} NOT unmasked "
+                f"({len(res.survivors)} meters < the minimum group): {res.error}",
+                group=g,
+            )
         if forced:
             if oc.event is None:
                 if total is None:
@@ -496,17 +606,32 @@ class DemoEngine:
         e = dm.events[ev.event_id]
         per = max(1, ev.duration_minutes * 60 // self.interval_seconds)
         row = {
-            "event_id": ev.event_id, "group": g, "interval": t, "time": now, "forced": forced,
-            "side": ev.side, "action": ev.action, "trigger_total_w": total_w,
-            "cmin_w": core.groups[g].cfg.cmin_w, "cmax_w": core.groups[g].cfg.cmax_w,
-            "threshold_w": e.threshold, "start_interval": ev.start_interval,
-            "end_interval": ev.start_interval + per - 1, "echoes": len(e.echoes),
-            "answered": sorted(e.results), "targets": sorted(e.directed),
+            "event_id": ev.event_id,
+            "group": g,
+            "interval": t,
+            "time": now,
+            "forced": forced,
+            "side": ev.side,
+            "action": ev.action,
+            "trigger_total_w": total_w,
+            "cmin_w": core.groups[g].cfg.cmin_w,
+            "cmax_w": core.groups[g].cfg.cmax_w,
+            "threshold_w": e.threshold,
+            "start_interval": ev.start_interval,
+            "end_interval": ev.start_interval + per - 1,
+            "echoes": len(e.echoes),
+            "answered": sorted(e.results),
+            "targets": sorted(e.directed),
         }
         self.events.append(row)
-        self._alert("event", "event", f"{g}: demand event ({ev.action}, {ev.side} T) — {len(e.results)} "
-                    f"compared, directives to {len(e.directed)}: {', '.join(sorted(e.directed)) or 'none'}",
-                    group=g, event_id=ev.event_id)
+        self._alert(
+            "event",
+            "event",
+            f"{g}: demand event ({ev.action}, {ev.side} T) — {len(e.results)} "
+            f"compared, directives to {len(e.directed)}: {', '.join(sorted(e.directed)) or 'none'}",
+            group=g,
+            event_id=ev.event_id,
+        )
 
     # -- settlement ---------------------------------------------------------------------------------
     def _settle_due(self, now: int) -> None:
@@ -530,8 +655,9 @@ class DemoEngine:
         # every due statement goes out in one concurrent phase, every answer comes back in another
         issued = [(m, p, st) for m, p in due if (st := self._issue(m, p, now)) is not None]
         core = self._running_core()
-        got = self._wire.down({f"hh:{m}": [core.settle_request(st, p)] for m, p, st in issued},
-                              retries=3)  # the household's own line, retransmitted if the link loses it
+        got = self._wire.down(
+            {f"hh:{m}": [core.settle_request(st, p)] for m, p, st in issued}, retries=3
+        )  # the household's own line, retransmitted if the link loses it
         answers: dict[str, list[Any]] = {}
         for m, p, _st in issued:
             row = self.bills[(m, p)]
@@ -545,8 +671,12 @@ class DemoEngine:
                 if m in self._pending.underreport:
                     self._pending.underreport.discard(m)
                     row["underreport"] = True
-                    ans = BillProof(meter_id=ans.meter_id, statement_digest=ans.statement_digest,
-                                    bill=int(ans.bill * UNDERREPORT_FRACTION), r=ans.r)
+                    ans = BillProof(
+                        meter_id=ans.meter_id,
+                        statement_digest=ans.statement_digest,
+                        bill=int(ans.bill * UNDERREPORT_FRACTION),
+                        r=ans.r,
+                    )
             answers[f"hh:{m}"] = [ans]
         arrived = self._wire.up(answers, retries=3)
         for m, p, st in issued:
@@ -554,8 +684,9 @@ class DemoEngine:
                 continue
             up = arrived.get(f"hh:{m}")
             if not up:
-                self.bills[(m, p)].update(status="undelivered",
-                                          audit="the household's answer did not reach the head-end")
+                self.bills[(m, p)].update(
+                    status="undelivered", audit="the household's answer did not reach the head-end"
+                )
                 continue
             self._settled(m, p, st, up[0], now)
 
@@ -574,10 +705,21 @@ class DemoEngine:
             core._statements[(m, p)] = st
         self.statements[(m, p)] = st
         row: dict[str, Any] = {
-            "meter_id": m, "period": p, "start": st.start, "end": st.end, "records": st.record_count,
-            "issued_at": now, "statement": statement_digest(st).hex(), "ciphertext": st.bill_ciphertext.hex(),
-            "fixed_charge": st.fixed_charge, "cheat": cheat, "underreport": False, "status": "issued",
-            "bill": None, "audit": None, "household_bill": None,
+            "meter_id": m,
+            "period": p,
+            "start": st.start,
+            "end": st.end,
+            "records": st.record_count,
+            "issued_at": now,
+            "statement": statement_digest(st).hex(),
+            "ciphertext": st.bill_ciphertext.hex(),
+            "fixed_charge": st.fixed_charge,
+            "cheat": cheat,
+            "underreport": False,
+            "status": "issued",
+            "bill": None,
+            "audit": None,
+            "household_bill": None,
         }
         self.bills[(m, p)] = row
         return st
@@ -591,8 +733,13 @@ class DemoEngine:
             core.handle(f"hh:{m}", up, now=now, interval=self.current)
         except InvalidProof as exc:
             row.update(status="invalid-proof", audit=f"InvalidProof: {exc}")
-            self._alert("caught", "underreport", f"household {m} under-reported period {p} "
-                        f"(claimed {up.bill}): proof rejected — InvalidProof", meter=m)
+            self._alert(
+                "caught",
+                "underreport",
+                f"household {m} under-reported period {p} "
+                f"(claimed {up.bill}): proof rejected — InvalidProof",
+                meter=m,
+            )
             return
         except PrivmeterError as exc:
             row.update(status="rejected", audit=f"{type(exc).__name__}: {exc}")
@@ -601,8 +748,13 @@ class DemoEngine:
             row["status"] = "dispute:" + up.reason
             row["audit"] = self._audit(m, st, None)
             lvl = "caught" if cheat else "warn"
-            self._alert(lvl, "dispute", f"household {m} disputed the statement of period {p} "
-                        f"(reason: {up.reason}); auditor: {row['audit']}", meter=m)
+            self._alert(
+                lvl,
+                "dispute",
+                f"household {m} disputed the statement of period {p} "
+                f"(reason: {up.reason}); auditor: {row['audit']}",
+                meter=m,
+            )
             return
         row.update(status="paid", bill=up.bill, audit=self._audit(m, st, up))
 
@@ -613,16 +765,25 @@ class DemoEngine:
         def port() -> tuple[Mapping[int, int], Mapping[tuple[str, str, int], int]]:
             return meter.local_readings, meter.local_adjustments
 
-        return HouseholdAgent(m, self.specs[m].secret_key, self.specs[m].plan, self.world.headend_key.verify_key,
-                              port, meter_key=self.specs[m].signing_key.verify_key, period_start=self.first,
-                              period_intervals=self.config.bill_intervals)
+        return HouseholdAgent(
+            m,
+            self.specs[m].secret_key,
+            self.specs[m].plan,
+            self.world.headend_key.verify_key,
+            port,
+            meter_key=self.specs[m].signing_key.verify_key,
+            period_start=self.first,
+            period_intervals=self.config.bill_intervals,
+        )
 
     def _forge(self, st: Statement) -> Statement:
         """The cheating utility: E(bill) + CHEAT_INFLATION, re-signed (a valid head-end signature)."""
         core = self._running_core()
         pk = core.household_keys[st.meter_id]
         inflated = pk.ciphertext_from_bytes(st.bill_ciphertext) + CHEAT_INFLATION
-        fields = {f.name: getattr(st, f.name) for f in dataclasses.fields(st) if f.name != "signature"}
+        fields = {
+            f.name: getattr(st, f.name) for f in dataclasses.fields(st) if f.name != "signature"
+        }
         fields["bill_ciphertext"] = inflated.to_bytes()
         return sign_statement(core.signing_key, **fields)
 
@@ -634,10 +795,17 @@ class DemoEngine:
         # a disputed statement has no proof: the audit fails (or passes) on the log before the proof
         claim = proof or BillProof(meter_id=m, statement_digest=statement_digest(st), bill=0, r=1)
         try:
-            rep = audit(st, records, h.plan, self.world.feeds.get(h.plan.plan_id), claim,
-                        headend_key=self.world.headend_key.verify_key, meter_key=h.signing_key.verify_key,
-                        household_pk=h.secret_key.public_key,
-                        min_key_bits=min(self.world.scenario.key_bits, MIN_KEY_BITS))
+            rep = audit(
+                st,
+                records,
+                h.plan,
+                self.world.feeds.get(h.plan.plan_id),
+                claim,
+                headend_key=self.world.headend_key.verify_key,
+                meter_key=h.signing_key.verify_key,
+                household_pk=h.secret_key.public_key,
+                min_key_bits=min(self.world.scenario.key_bits, MIN_KEY_BITS),
+            )
         except AuditFailure as exc:
             return f"FAILED: AuditFailure: {exc}"
         except PrivmeterError as exc:
@@ -661,27 +829,39 @@ class DemoEngine:
         if group not in self.groups:
             raise KeyError(group)
         self._pending.force.add(group)
-        self._alert("info", "control", f"operator: demand event requested on {group} (Cmax tightened "
-                    "for the next interval)", group=group)
+        self._alert(
+            "info",
+            "control",
+            f"operator: demand event requested on {group} (Cmax tightened for the next interval)",
+            group=group,
+        )
         return {"group": group, "pending": True}
 
     def set_offline(self, meter: str, offline: bool) -> dict[str, Any]:
         self._meter(meter)
         (self.offline.add if offline else self.offline.discard)(meter)
-        self._alert("info", "control", f"meter {meter} {'taken offline' if offline else 'back online'}",
-                    meter=meter)
+        self._alert(
+            "info",
+            "control",
+            f"meter {meter} {'taken offline' if offline else 'back online'}",
+            meter=meter,
+        )
         return {"meter": meter, "offline": offline}
 
     def cheat_bill(self, meter: str) -> dict[str, Any]:
         self._meter(meter)
         self._pending.cheat.add(meter)
-        self._alert("info", "control", f"utility will inflate {meter}'s next statement", meter=meter)
+        self._alert(
+            "info", "control", f"utility will inflate {meter}'s next statement", meter=meter
+        )
         return {"meter": meter, "pending": True}
 
     def underreport(self, meter: str) -> dict[str, Any]:
         self._meter(meter)
         self._pending.underreport.add(meter)
-        self._alert("info", "control", f"household {meter} will under-report its next bill", meter=meter)
+        self._alert(
+            "info", "control", f"household {meter} will under-report its next bill", meter=meter
+        )
         return {"meter": meter, "pending": True}
 
     def probe(self, meter: str, *, attempts: int = 4) -> dict[str, Any]:
@@ -697,34 +877,73 @@ class DemoEngine:
         steps: list[dict[str, Any]] = []
         for k in range(attempts):
             thr = (lo + hi) // 2
-            ev = dm.open_event(thr, side="above", action="curtail", start_interval=self.current + 1, now=now,
-                               rng=core.rng)
+            ev = dm.open_event(
+                thr,
+                side="above",
+                action="curtail",
+                start_interval=self.current + 1,
+                now=now,
+                rng=core.rng,
+            )
             refusals: dict[str, str] = {}
-            echoed = self._deliver({m: [ev] for m in self.groups[g]}, now=now, interval=self.current,
-                                   expect=Echo, refusals=refusals)
+            echoed = self._deliver(
+                {m: [ev] for m in self.groups[g]},
+                now=now,
+                interval=self.current,
+                expect=Echo,
+                refusals=refusals,
+            )
             if meter not in echoed:
-                steps.append({"attempt": k + 1, "threshold_w": thr, "answered": False,
-                              "refused": refusals.get(meter, "no answer")})
+                steps.append(
+                    {
+                        "attempt": k + 1,
+                        "threshold_w": thr,
+                        "answered": False,
+                        "refused": refusals.get(meter, "no answer"),
+                    }
+                )
                 break
             q = dm.queries(ev.event_id, now=now, meters=[meter], rng=core.rng)
-            got = self._deliver({meter: [dm.echo_bundle(ev.event_id), *q]}, now=now, interval=self.current,
-                                expect=ComparisonAnswer, refusals=refusals)
+            got = self._deliver(
+                {meter: [dm.echo_bundle(ev.event_id), *q]},
+                now=now,
+                interval=self.current,
+                expect=ComparisonAnswer,
+                refusals=refusals,
+            )
             if meter not in got:
-                steps.append({"attempt": k + 1, "threshold_w": thr, "answered": False,
-                              "refused": refusals.get(meter, "no answer")})
+                steps.append(
+                    {
+                        "attempt": k + 1,
+                        "threshold_w": thr,
+                        "answered": False,
+                        "refused": refusals.get(meter, "no answer"),
+                    }
+                )
                 break
             bit = dm.results(ev.event_id)[meter]
             steps.append({"attempt": k + 1, "threshold_w": thr, "answered": True, "bit": bit})
             lo, hi = (thr, hi) if bit else (lo, thr)
         learned = sum(1 for s in steps if s["answered"])
         refused: str | None = next((s["refused"] for s in steps if not s["answered"]), None)
-        row = {"meter": meter, "group": g, "time": now, "interval": self.current, "steps": steps,
-               "bits_learned": learned, "refused": refused}
+        row = {
+            "meter": meter,
+            "group": g,
+            "time": now,
+            "interval": self.current,
+            "steps": steps,
+            "bits_learned": learned,
+            "refused": refused,
+        }
         self.probes.append(row)
-        self._alert("caught" if refused else "warn", "probe",
-                    f"utility probed {meter}: {learned} bit(s) learned, then "
-                    f"{'refused by the meter: ' + refused if refused else 'no refusal'}",
-                    meter=meter, error=refused)
+        self._alert(
+            "caught" if refused else "warn",
+            "probe",
+            f"utility probed {meter}: {learned} bit(s) learned, then "
+            f"{'refused by the meter: ' + refused if refused else 'no refusal'}",
+            meter=meter,
+            error=refused,
+        )
         return row
 
     def step_once(self) -> dict[str, Any]:
@@ -740,8 +959,14 @@ class DemoEngine:
             try:
                 from privmeter.grid.profiles import generate_households
 
-                homes = generate_households(sc.households, days=sc.days, seed=sc.seed, start=sc.start,
-                                            prosumer_share=sc.prosumer_share, cache_dir=sc.cache_dir)
+                homes = generate_households(
+                    sc.households,
+                    days=sc.days,
+                    seed=sc.seed,
+                    start=sc.start,
+                    prosumer_share=sc.prosumer_share,
+                    cache_dir=sc.cache_dir,
+                )
                 self._occupancy = {f"m{i:05d}": h.occupancy for i, h in enumerate(homes)}
             except Exception:
                 self._occupancy = {}
@@ -763,7 +988,9 @@ class DemoEngine:
     def _alert(self, level: str, kind: str, text: str, **extra: Any) -> None:
         self._seq += 1
         sim = (self.current + 1) * self.interval_seconds
-        self.alerts.append({"seq": self._seq, "level": level, "kind": kind, "text": text, "time": sim, **extra})
+        self.alerts.append(
+            {"seq": self._seq, "level": level, "kind": kind, "text": text, "time": sim, **extra}
+        )
 
     def operator_snapshot(self, meters: Sequence[str] = ()) -> OperatorSnapshot:
         """What the head-end holds now, frozen (engine thread); with :class:`MeterHoldings`
@@ -776,17 +1003,41 @@ class DemoEngine:
             limits[g] = (cfg.cmin_w, cfg.cmax_w) if cfg is not None else None
         return OperatorSnapshot(
             status="finished" if self.finished else "paused" if self.paused else "running",
-            paused=self.paused, speed=self.speed, current=self.current, first=self.first, last=self.last,
-            interval_seconds=self.interval_seconds, days=sc.days, key_bits=sc.key_bits, dgk_bits=sc.dgk_bits,
-            plan=sc.plan, bill_intervals=self.config.bill_intervals, transport=self.transport,
+            paused=self.paused,
+            speed=self.speed,
+            current=self.current,
+            first=self.first,
+            last=self.last,
+            interval_seconds=self.interval_seconds,
+            days=sc.days,
+            key_bits=sc.key_bits,
+            dgk_bits=sc.dgk_bits,
+            plan=sc.plan,
+            bill_intervals=self.config.bill_intervals,
+            transport=self.transport,
             network=freeze(self.wire_stats()),
-            step_ms=round(1000 * sum(self.step_seconds) / len(self.step_seconds), 1) if self.step_seconds else None,
-            meter_ids=tuple(self.meter_ids), groups=freeze(self.groups), group_of=freeze(self.group_of),
-            group_limits=freeze(limits), offline=frozenset(self.offline),
-            totals=freeze(self.totals), events=freeze(self.events), probes=freeze(self.probes),
-            bills=freeze({k: {f: v for f, v in b.items() if f != "household_bill"} for k, b in self.bills.items()}),
-            alerts=freeze(self.alerts), alert_count=self._seq,
-            holdings=freeze({m: self._holdings(m) for m in meters if m in self.meters and core is not None}),
+            step_ms=round(1000 * sum(self.step_seconds) / len(self.step_seconds), 1)
+            if self.step_seconds
+            else None,
+            meter_ids=tuple(self.meter_ids),
+            groups=freeze(self.groups),
+            group_of=freeze(self.group_of),
+            group_limits=freeze(limits),
+            offline=frozenset(self.offline),
+            totals=freeze(self.totals),
+            events=freeze(self.events),
+            probes=freeze(self.probes),
+            bills=freeze(
+                {
+                    k: {f: v for f, v in b.items() if f != "household_bill"}
+                    for k, b in self.bills.items()
+                }
+            ),
+            alerts=freeze(self.alerts),
+            alert_count=self._seq,
+            holdings=freeze(
+                {m: self._holdings(m) for m in meters if m in self.meters and core is not None}
+            ),
         )
 
     def _holdings(self, meter: str) -> MeterHoldings:
@@ -800,19 +1051,35 @@ class DemoEngine:
         if dm is not None:
             for eid, ev in dm.events.items():
                 if meter in ev.results:
-                    bits.append({"event_id": eid, "threshold_w": ev.threshold, "side": ev.msg.side,
-                                 "bit_x_ge_T": ev.results[meter], "directive": meter in ev.directed})
+                    bits.append(
+                        {
+                            "event_id": eid,
+                            "threshold_w": ev.threshold,
+                            "side": ev.msg.side,
+                            "bit_x_ge_T": ev.results[meter],
+                            "directive": meter in ev.directed,
+                        }
+                    )
         period = max(0, (self.current - self.first) // self.config.bill_intervals)
         acc = core.store.get_account(meter, period)
         return MeterHoldings(
             meter=meter,
-            registration=None if reg is None else freeze({
-                "meter_verify_key": reg.verify_key.hex(), "plan": reg.plan_id,
-                "household_key_id": None if pk is None else pk.key_id.hex(),
-                "period_intervals": reg.period_intervals}),
-            reading_ciphertexts=freeze(self.seen_records[meter]), masked_inputs=freeze(self.seen_masked[meter]),
+            registration=None
+            if reg is None
+            else freeze(
+                {
+                    "meter_verify_key": reg.verify_key.hex(),
+                    "plan": reg.plan_id,
+                    "household_key_id": None if pk is None else pk.key_id.hex(),
+                    "period_intervals": reg.period_intervals,
+                }
+            ),
+            reading_ciphertexts=freeze(self.seen_records[meter]),
+            masked_inputs=freeze(self.seen_masked[meter]),
             comparison_bits=freeze(bits),
-            account=None if acc is None else freeze({"period": period, "records": acc[0], "cells": acc[1]}),
+            account=None
+            if acc is None
+            else freeze({"period": period, "records": acc[0], "cells": acc[1]}),
         )
 
     def household_snapshot(self, meter: str) -> HouseholdSnapshot:
@@ -825,25 +1092,46 @@ class DemoEngine:
         if load.minute_w is not None:
             end = (now - load.start_unix) // 60
             start = max(0, end - 24 * 60)
-            t0, minute_w = load.start_unix + start * 60, tuple(int(v) for v in load.minute_w[start:end])
+            t0, minute_w = (
+                load.start_unix + start * 60,
+                tuple(int(v) for v in load.minute_w[start:end]),
+            )
         occ = self.occupancy(meter)
         occupancy = None
         if occ is not None and minute_w:
             i0 = (t0 - load.start_unix) // 60
-            occupancy = tuple(int(v) for v in occ[i0:i0 + len(minute_w)])
+            occupancy = tuple(int(v) for v in occ[i0 : i0 + len(minute_w)])
         g = self.group_of[meter]
         own = [b for (m, _p), b in sorted(self.bills.items()) if m == meter]
         recs = list(self.seen_records[meter])
         bits = sum(1 for ev in self.events if meter in ev["answered"]) + sum(
-            s["answered"] for p in self.probes if p["meter"] == meter for s in p["steps"])
+            s["answered"] for p in self.probes if p["meter"] == meter for s in p["steps"]
+        )
         return HouseholdSnapshot(
-            meter=meter, group=g, offline=meter in self.offline, interval_seconds=self.interval_seconds,
-            sim_time=now, load_start=t0, minute_w=minute_w, occupancy=occupancy,
-            readings=tuple(sorted(agent.local_readings.items())[-96:]), bills=freeze(own), plan=agent.plan,
+            meter=meter,
+            group=g,
+            offline=meter in self.offline,
+            interval_seconds=self.interval_seconds,
+            sim_time=now,
+            load_start=t0,
+            minute_w=minute_w,
+            occupancy=occupancy,
+            readings=tuple(sorted(agent.local_readings.items())[-96:]),
+            bills=freeze(own),
+            plan=agent.plan,
             used_today=agent.demand.budget.used_today(now) if agent.demand is not None else 0,
-            directives=freeze([{"event_id": d.event_id, "action": d.action,
-                                "start_time": d.start_interval * self.interval_seconds,
-                                "minutes": d.duration_minutes, "limit_w": d.limit_w} for d in agent.directives]),
+            directives=freeze(
+                [
+                    {
+                        "event_id": d.event_id,
+                        "action": d.action,
+                        "start_time": d.start_interval * self.interval_seconds,
+                        "minutes": d.duration_minutes,
+                        "limit_w": d.limit_w,
+                    }
+                    for d in agent.directives
+                ]
+            ),
             masked_seen=freeze(list(self.seen_masked[meter])[-4:][::-1]),
             ciphertexts_seen=tuple(r["ciphertext"] for r in recs[-4:][::-1]),
             feeder_members=len(self.groups[g]),

@@ -54,7 +54,12 @@ class Activity:
     label: str
 
     def to_json(self) -> dict[str, object]:
-        return {"minute": self.minute, "minutes": self.minutes, "watts": self.watts, "label": self.label}
+        return {
+            "minute": self.minute,
+            "minutes": self.minutes,
+            "watts": self.watts,
+            "label": self.label,
+        }
 
 
 def _label(watts: int, minutes: int) -> str:
@@ -67,7 +72,9 @@ def _label(watts: int, minutes: int) -> str:
     return "oven / washing / dishwasher cycle"
 
 
-def infer_activities(minute_w: Sequence[int] | npt.NDArray[np.int64]) -> tuple[list[bool], list[Activity]]:
+def infer_activities(
+    minute_w: Sequence[int] | npt.NDArray[np.int64],
+) -> tuple[list[bool], list[Activity]]:
     """Per-minute "someone active" flags and the appliance uses found in a raw curve."""
     x = np.asarray(minute_w, dtype=np.int64)
     if x.size == 0:
@@ -124,10 +131,16 @@ class OccupancyScore:
         return (self.active_found + self.quiet_right) / self.minutes
 
     def to_json(self) -> dict[str, object]:
-        return {"minutes": self.minutes, "active_minutes": self.active_minutes, "active_found": self.active_found,
-                "quiet_minutes": self.quiet_minutes, "quiet_right": self.quiet_right,
-                "balanced_accuracy": self.balanced_accuracy, "accuracy": self.accuracy,
-                "guess_accuracy": self.guess_accuracy}
+        return {
+            "minutes": self.minutes,
+            "active_minutes": self.active_minutes,
+            "active_found": self.active_found,
+            "quiet_minutes": self.quiet_minutes,
+            "quiet_right": self.quiet_right,
+            "balanced_accuracy": self.balanced_accuracy,
+            "accuracy": self.accuracy,
+            "guess_accuracy": self.guess_accuracy,
+        }
 
 
 def score_occupancy(
@@ -139,5 +152,10 @@ def score_occupancy(
         return None
     truth = np.asarray(occupancy[:n]) == 2
     guess = np.asarray(active[:n], dtype=bool)
-    return OccupancyScore(minutes=n, active_minutes=int(truth.sum()), active_found=int((guess & truth).sum()),
-                          quiet_minutes=int((~truth).sum()), quiet_right=int((~guess & ~truth).sum()))
+    return OccupancyScore(
+        minutes=n,
+        active_minutes=int(truth.sum()),
+        active_found=int((guess & truth).sum()),
+        quiet_minutes=int((~truth).sum()),
+        quiet_right=int((~guess & ~truth).sum()),
+    )

@@ -61,8 +61,12 @@ class MeterHoldings:
     registration: Mapping[str, Any] | None  # verify key, plan, household key id, period layout
     reading_ciphertexts: Sequence[Mapping[str, Any]]  # the latest records it received, oldest first
     masked_inputs: Sequence[Mapping[str, Any]]  # the latest masked inputs, oldest first
-    comparison_bits: Sequence[Mapping[str, Any]]  # per demand event: threshold, side, bit, directive
-    account: Mapping[str, Any] | None  # the open period's encrypted accumulator: period, records, cells
+    comparison_bits: Sequence[
+        Mapping[str, Any]
+    ]  # per demand event: threshold, side, bit, directive
+    account: (
+        Mapping[str, Any] | None
+    )  # the open period's encrypted accumulator: period, records, cells
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -37,7 +37,9 @@ ALERTS_SHOWN = 40
 
 
 def _short(hexstr: str) -> str:
-    return hexstr if len(hexstr) <= HEX_SHOWN else f"{hexstr[:HEX_SHOWN]}…({len(hexstr) // 2} bytes)"
+    return (
+        hexstr if len(hexstr) <= HEX_SHOWN else f"{hexstr[:HEX_SHOWN]}…({len(hexstr) // 2} bytes)"
+    )
 
 
 def overview(s: OperatorSnapshot) -> dict[str, Any]:
@@ -46,29 +48,54 @@ def overview(s: OperatorSnapshot) -> dict[str, Any]:
     for g, ms in s.groups.items():
         last = thaw(s.totals[g][-1]) if s.totals[g] else None
         limits = s.group_limits.get(g)
-        groups.append({
-            "id": g, "members": list(ms), "offline": sorted(set(ms) & s.offline),
-            "cmin_w": limits[0] if limits else None, "cmax_w": limits[1] if limits else None,
-            "last": last, "points": len(s.totals[g]),
-        })
+        groups.append(
+            {
+                "id": g,
+                "members": list(ms),
+                "offline": sorted(set(ms) & s.offline),
+                "cmin_w": limits[0] if limits else None,
+                "cmax_w": limits[1] if limits else None,
+                "last": last,
+                "points": len(s.totals[g]),
+            }
+        )
     flagged = sum(1 for b in s.bills.values() if b["status"] not in ("paid", "issued"))
     return {
         "format": "privmeter.demo.overview/1",
         "status": s.status,
-        "paused": s.paused, "speed": s.speed, "interval": s.current, "sim_time": s.sim_time,
-        "first_interval": s.first, "last_interval": s.last, "interval_seconds": s.interval_seconds,
-        "end_time": (s.last + 1) * s.interval_seconds, "days": s.days,
-        "households": len(s.meter_ids), "meters": [{"id": m, "group": s.group_of[m], "offline": m in s.offline}
-                                                    for m in s.meter_ids],
+        "paused": s.paused,
+        "speed": s.speed,
+        "interval": s.current,
+        "sim_time": s.sim_time,
+        "first_interval": s.first,
+        "last_interval": s.last,
+        "interval_seconds": s.interval_seconds,
+        "end_time": (s.last + 1) * s.interval_seconds,
+        "days": s.days,
+        "households": len(s.meter_ids),
+        "meters": [
+            {"id": m, "group": s.group_of[m], "offline": m in s.offline} for m in s.meter_ids
+        ],
         "groups": groups,
-        "counts": {"events": len(s.events), "bills": len(s.bills), "flagged": flagged,
-                   "paid": sum(1 for b in s.bills.values() if b["status"] == "paid"),
-                   "probes": len(s.probes), "alerts": s.alert_count},
+        "counts": {
+            "events": len(s.events),
+            "bills": len(s.bills),
+            "flagged": flagged,
+            "paid": sum(1 for b in s.bills.values() if b["status"] == "paid"),
+            "probes": len(s.probes),
+            "alerts": s.alert_count,
+        },
         "alerts": thaw(s.alerts[-ALERTS_SHOWN:]),
-        "crypto": {"household_key_bits": s.key_bits, "dgk_bits": s.dgk_bits,
-                   "default_key_bits": 3072, "aggregation": "masked sum mod 2^64, Shamir recovery"},
-        "plan": s.plan, "bill_intervals": s.bill_intervals,
-        "transport": s.transport, "network": dict(s.network),
+        "crypto": {
+            "household_key_bits": s.key_bits,
+            "dgk_bits": s.dgk_bits,
+            "default_key_bits": 3072,
+            "aggregation": "masked sum mod 2^64, Shamir recovery",
+        },
+        "plan": s.plan,
+        "bill_intervals": s.bill_intervals,
+        "transport": s.transport,
+        "network": dict(s.network),
         "step_ms": s.step_ms,
     }
 
@@ -84,13 +111,20 @@ def events(s: OperatorSnapshot) -> dict[str, Any]:
     """Demand events: trigger, who was compared, who got a directive, and what followed."""
     out = []
     for ev in s.events:
-        window = [r["total_w"] for r in s.totals[ev["group"]]
-                  if ev["start_interval"] <= r["interval"] <= ev["end_interval"] and r["total_w"] is not None]
+        window = [
+            r["total_w"]
+            for r in s.totals[ev["group"]]
+            if ev["start_interval"] <= r["interval"] <= ev["end_interval"]
+            and r["total_w"] is not None
+        ]
         followed = None
         if window:
             avg = sum(window) // len(window)
-            followed = {"intervals": len(window), "mean_total_w": avg,
-                        "change_w": None if ev["trigger_total_w"] is None else avg - ev["trigger_total_w"]}
+            followed = {
+                "intervals": len(window),
+                "mean_total_w": avg,
+                "change_w": None if ev["trigger_total_w"] is None else avg - ev["trigger_total_w"],
+            }
         out.append({**thaw(ev), "followed": followed})
     return {"events": out[::-1], "probes": thaw(s.probes[::-1])}
 
@@ -100,13 +134,21 @@ def bills(s: OperatorSnapshot) -> dict[str, Any]:
     rows = []
 
     def order(kv: tuple[tuple[str, int], Any]) -> tuple[bool, int, tuple[str, int]]:
-        flagged = kv[1]["status"] not in ("paid", "issued")  # flagged bills first, then newest first
+        flagged = kv[1]["status"] not in (
+            "paid",
+            "issued",
+        )  # flagged bills first, then newest first
         return (not flagged, -kv[1]["issued_at"], kv[0])
 
     for (_m, _p), b in sorted(s.bills.items(), key=order):
-        rows.append({k: thaw(v) for k, v in b.items() if k != "ciphertext"}
-                    | {"ciphertext": _short(b["ciphertext"]),
-                       "start_time": b["start"] * s.interval_seconds, "end_time": b["end"] * s.interval_seconds})
+        rows.append(
+            {k: thaw(v) for k, v in b.items() if k != "ciphertext"}
+            | {
+                "ciphertext": _short(b["ciphertext"]),
+                "start_time": b["start"] * s.interval_seconds,
+                "end_time": b["end"] * s.interval_seconds,
+            }
+        )
     return {"bills": rows}
 
 
@@ -116,23 +158,38 @@ def utility_view(s: OperatorSnapshot, meter: str) -> dict[str, Any]:
     if h is None:
         raise KeyError(meter)
     acc = h.account
-    statements = [{"period": p, "statement": b["statement"][:16], "ciphertext": _short(b["ciphertext"]),
-                   "status": b["status"], "proven_bill": b["bill"]}
-                  for (m, p), b in sorted(s.bills.items()) if m == meter]
+    statements = [
+        {
+            "period": p,
+            "statement": b["statement"][:16],
+            "ciphertext": _short(b["ciphertext"]),
+            "status": b["status"],
+            "proven_bill": b["bill"],
+        }
+        for (m, p), b in sorted(s.bills.items())
+        if m == meter
+    ]
     return {
-        "meter": meter, "group": s.group_of[meter],
+        "meter": meter,
+        "group": s.group_of[meter],
         "registration": thaw(h.registration),
-        "reading_ciphertexts": [{**thaw(r), "ciphertext": _short(r["ciphertext"])} for r in h.reading_ciphertexts[::-1]],
+        "reading_ciphertexts": [
+            {**thaw(r), "ciphertext": _short(r["ciphertext"])} for r in h.reading_ciphertexts[::-1]
+        ],
         "masked_inputs": thaw(h.masked_inputs[::-1]),
         "comparison_bits": thaw(h.comparison_bits),
-        "encrypted_bill_accumulator": None if acc is None else {
-            "period": acc["period"], "records": acc["records"],
-            "cells": {k: _short(format(v, "x")) for k, v in sorted(acc["cells"].items())}},
+        "encrypted_bill_accumulator": None
+        if acc is None
+        else {
+            "period": acc["period"],
+            "records": acc["records"],
+            "cells": {k: _short(format(v, "x")) for k, v in sorted(acc["cells"].items())},
+        },
         "statements": statements,
         "plaintext_readings_held": 0,
         "note": "ciphertexts are under the household's Paillier key (only the household can decrypt); "
-                "masked inputs are uniformly random mod 2^64 until summed with the whole feeder; "
-                "a comparison bit says only whether the meter's power was above the utility's threshold T.",
+        "masked inputs are uniformly random mod 2^64 until summed with the whole feeder; "
+        "a comparison bit says only whether the meter's power was above the utility's threshold T.",
     }
 
 
@@ -141,27 +198,56 @@ def household(h: HouseholdSnapshot) -> dict[str, Any]:
     plan = h.plan
     own_bills = []
     for b in h.bills:
-        own_bills.append({"period": b["period"], "start_time": b["start"] * h.interval_seconds,
-                          "end_time": b["end"] * h.interval_seconds, "status": b["status"],
-                          "my_bill": b["household_bill"], "proven_bill": b["bill"], "audit": thaw(b["audit"]),
-                          "proof_check": "verified by the head-end and the auditor" if b["status"] == "paid"
-                          else "disputed: the statement did not encrypt my bill; nothing revealed"
-                          if b["status"].startswith("dispute") else b["status"]})
+        own_bills.append(
+            {
+                "period": b["period"],
+                "start_time": b["start"] * h.interval_seconds,
+                "end_time": b["end"] * h.interval_seconds,
+                "status": b["status"],
+                "my_bill": b["household_bill"],
+                "proven_bill": b["bill"],
+                "audit": thaw(b["audit"]),
+                "proof_check": "verified by the head-end and the auditor"
+                if b["status"] == "paid"
+                else "disputed: the statement did not encrypt my bill; nothing revealed"
+                if b["status"].startswith("dispute")
+                else b["status"],
+            }
+        )
     dr = plan.demand_response
     return {
-        "meter": h.meter, "group": h.group, "offline": h.offline,
+        "meter": h.meter,
+        "group": h.group,
+        "offline": h.offline,
         "load": {"start_time": h.load_start, "minute_w": list(h.minute_w)},
-        "readings_wh": [{"interval": t, "time": t * h.interval_seconds, "wh": v} for t, v in h.readings],
-        "utility_saw": {"masked_inputs": thaw(h.masked_seen),
-                        "ciphertexts": [_short(c) for c in h.ciphertexts_seen],
-                        "feeder_members": h.feeder_members},
+        "readings_wh": [
+            {"interval": t, "time": t * h.interval_seconds, "wh": v} for t, v in h.readings
+        ],
+        "utility_saw": {
+            "masked_inputs": thaw(h.masked_seen),
+            "ciphertexts": [_short(c) for c in h.ciphertexts_seen],
+            "feeder_members": h.feeder_members,
+        },
         "bills": own_bills[::-1],
-        "plan": {"id": plan.plan_id, "name": plan.name, "tariff": plan.tariff.kind, "currency": plan.currency,
-                 "description": plan.description[:300],
-                 "demand_response": None if dr is None else {"cap_w": dr.cap_w, "penalty_price": dr.penalty_price,
-                                                             "rebate_price": dr.rebate_price}},
-        "budget": {"comparisons_per_day": plan.privacy.comparisons_per_day,
-                   "comparisons_per_interval": plan.privacy.comparisons_per_interval, "used_today": h.used_today},
+        "plan": {
+            "id": plan.plan_id,
+            "name": plan.name,
+            "tariff": plan.tariff.kind,
+            "currency": plan.currency,
+            "description": plan.description[:300],
+            "demand_response": None
+            if dr is None
+            else {
+                "cap_w": dr.cap_w,
+                "penalty_price": dr.penalty_price,
+                "rebate_price": dr.rebate_price,
+            },
+        },
+        "budget": {
+            "comparisons_per_day": plan.privacy.comparisons_per_day,
+            "comparisons_per_interval": plan.privacy.comparisons_per_interval,
+            "used_today": h.used_today,
+        },
         "directives": thaw(h.directives[::-1]),
     }
 
@@ -177,14 +263,22 @@ def privacy(h: HouseholdSnapshot) -> dict[str, Any]:
     bits = h.comparison_bits
     return {
         "meter": h.meter,
-        "conventional": {"start_time": h.load_start, "minute_w": minute_w, "active": active,
-                         "activities": [a.to_json() for a in acts], "occupancy": None if scored is None else scored.to_json(),
-                         "summary": f"{len(acts)} appliance uses and {sum(active)} active minutes read off "
-                                    "the raw curve"},
-        "privmeter": {"feeder": h.group, "feeder_members": n,
-                      "feeder_total": [{"time": r["time"], "total_w": r["total_w"]} for r in h.feeder_totals],
-                      "comparison_bits": bits,
-                      "bills": len(h.bills),
-                      "summary": f"the feeder total of {n} homes per interval, {bits} comparison bit(s), "
-                                 "one proven total per billing period"},
+        "conventional": {
+            "start_time": h.load_start,
+            "minute_w": minute_w,
+            "active": active,
+            "activities": [a.to_json() for a in acts],
+            "occupancy": None if scored is None else scored.to_json(),
+            "summary": f"{len(acts)} appliance uses and {sum(active)} active minutes read off "
+            "the raw curve",
+        },
+        "privmeter": {
+            "feeder": h.group,
+            "feeder_members": n,
+            "feeder_total": [{"time": r["time"], "total_w": r["total_w"]} for r in h.feeder_totals],
+            "comparison_bits": bits,
+            "bills": len(h.bills),
+            "summary": f"the feeder total of {n} homes per interval, {bits} comparison bit(s), "
+            "one proven total per billing period",
+        },
     }

@@ -63,16 +63,32 @@ class SocketWire:
 
     kind = "tcp"
 
-    def __init__(self, world: Any, *, latency_ms: float = 20.0, jitter_ms: float = 5.0, loss: float = 0.0,
-                 timeout: float | None = None, connect_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        world: Any,
+        *,
+        latency_ms: float = 20.0,
+        jitter_ms: float = 5.0,
+        loss: float = 0.0,
+        timeout: float | None = None,
+        connect_timeout: float = 60.0,
+    ) -> None:
         from privmeter.net.emulation import LinkProfile, NetworkEmulator
 
         self.world = world
         self.profile = LinkProfile(latency_ms=latency_ms, jitter_ms=jitter_ms, loss=loss)
-        self.emulator = None if self.profile.is_ideal else NetworkEmulator(self.profile, seed=world.scenario.seed)
-        self.timeout = timeout if timeout is not None else max(1.0, 0.02 * (latency_ms + 4 * jitter_ms))
+        self.emulator = (
+            None
+            if self.profile.is_ideal
+            else NetworkEmulator(self.profile, seed=world.scenario.seed)
+        )
+        self.timeout = (
+            timeout if timeout is not None else max(1.0, 0.02 * (latency_ms + 4 * jitter_ms))
+        )
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="privmeter-demo-net", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="privmeter-demo-net", daemon=True
+        )
         self._thread.start()
         self._up: dict[str, asyncio.Queue[Any]] = {}
         self._downq: dict[str, asyncio.Queue[Any]] = {}
@@ -114,26 +130,41 @@ class SocketWire:
             if q is not None:
                 q.put_nowait(msg)
 
-        self.server = Server("127.0.0.1", 0, w.headend_key, trust_for(w), on_up, emulation=self.emulator,
-                             idle_timeout=None)
+        self.server = Server(
+            "127.0.0.1",
+            0,
+            w.headend_key,
+            trust_for(w),
+            on_up,
+            emulation=self.emulator,
+            idle_timeout=None,
+        )
         await self.server.start()
         vk = w.headend_key.verify_key
         keys = {h.meter_id: h.signing_key for h in w.households}
         sem = asyncio.Semaphore(16)
 
         async def one(peer: str) -> None:
-            ident = household_identity(w.scenario.seed, peer[3:]) if peer.startswith("hh:") else keys[peer]
+            ident = (
+                household_identity(w.scenario.seed, peer[3:])
+                if peer.startswith("hh:")
+                else keys[peer]
+            )
             q = self._downq[peer]
 
             def on_down(_sid: str, msg: Any) -> None:
                 q.put_nowait(msg)
 
             async with sem:
-                self._conns[peer] = await connect("127.0.0.1", self.server.port, ident, vk, handler=on_down)
+                self._conns[peer] = await connect(
+                    "127.0.0.1", self.server.port, ident, vk, handler=on_down
+                )
 
         await asyncio.gather(*(one(p) for p in peers))
 
-    async def _exchange(self, batch: Batch, *, downwards: bool, retries: int) -> dict[str, list[Any]]:
+    async def _exchange(
+        self, batch: Batch, *, downwards: bool, retries: int
+    ) -> dict[str, list[Any]]:
         queues = self._downq if downwards else self._up
         want = {p: list(ms) for p, ms in batch.items() if ms}
         got: dict[str, list[Any]] = {p: [] for p in want}
@@ -167,20 +198,28 @@ class SocketWire:
 
     def down(self, batch: Batch, *, retries: int = 0) -> dict[str, list[Any]]:
         """Head-end -> peers; returns what each peer received."""
-        got: dict[str, list[Any]] = self._run(self._exchange(batch, downwards=True, retries=retries), None)
+        got: dict[str, list[Any]] = self._run(
+            self._exchange(batch, downwards=True, retries=retries), None
+        )
         return got
 
     def up(self, batch: Batch, *, retries: int = 0) -> dict[str, list[Any]]:
         """Peers -> head-end; returns what the head-end received from each."""
-        got: dict[str, list[Any]] = self._run(self._exchange(batch, downwards=False, retries=retries), None)
+        got: dict[str, list[Any]] = self._run(
+            self._exchange(batch, downwards=False, retries=retries), None
+        )
         return got
 
     def stats(self) -> dict[str, int]:
         s = self.server.stats if self.server is not None else None
         if s is None:
             return {}
-        return {"connections": len(self._conns), "records_in": s.records_in, "records_out": s.records_out,
-                "emulated_drops": s.emulated_drops}
+        return {
+            "connections": len(self._conns),
+            "records_in": s.records_in,
+            "records_out": s.records_out,
+            "emulated_drops": s.emulated_drops,
+        }
 
     def close(self) -> None:
         async def shut() -> None:
