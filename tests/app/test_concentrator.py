@@ -28,6 +28,14 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.procs import free_port as _free_port
+from tests.procs import get as _get
+from tests.procs import metric as _metric
+from tests.procs import query as _query
+from tests.procs import run_cli as _run
+from tests.procs import spawn as _spawn
+from tests.procs import stop as _stop
+from tests.procs import wait_for as _wait
 
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import UnknownParty
@@ -42,18 +50,7 @@ from privmeter.protocol.codec import decode
 from privmeter.protocol.records import record_from_bytes
 from privmeter.protocol.settlement import BillProof, Statement, audit
 
-from .test_pilot import (
-    _all_bytes,
-    _free_port,
-    _get,
-    _metric,
-    _query,
-    _run,
-    _secrets_of,
-    _spawn,
-    _stop,
-    _wait,
-)
+from .test_pilot import _all_bytes, _secrets_of
 
 pytestmark = pytest.mark.slow
 

@@ -26,17 +26,22 @@ import json
 import math
 import os
 import random
-import signal
 import socket
-import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.procs import free_port as _free_port
+from tests.procs import get as _get
+from tests.procs import metric as _metric
+from tests.procs import query as _query
+from tests.procs import run_cli as _run
+from tests.procs import spawn as _spawn
+from tests.procs import stop as _stop
+from tests.procs import wait_for as _wait
 
 from privmeter.cli import main
 from privmeter.grid.csvsource import write_csv_readings
@@ -57,12 +62,6 @@ N_HOMES = 6
 P1_HOME = 0
 RESTART_HOME = 2
 PERIOD = 8  # intervals per billing period (24 s)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -99,47 +98,6 @@ def _telegrams(test_data: Path, start: int, seconds: int) -> tuple[bytes, dict[i
     first = -(-start // IV)
     truth = {t: net[(t + 1) * IV] - net[t * IV] for t in range(first, (start + seconds) // IV - 1)}
     return b"".join(t.text.encode("latin-1") for t in tel), truth
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    code = main(argv)
-    out = capsys.readouterr()
-    assert code == 0, out.err
-    return out.out
-
-
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as f:  # the child keeps its own descriptor
-        return subprocess.Popen([sys.executable, "-m", "privmeter", *args], stdout=f, stderr=f)
-
-
-def _stop(p: subprocess.Popen[bytes]) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def _wait(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _query(db: Path, sql: str) -> list[tuple]:  # type: ignore[type-arg]
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        return con.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        con.close()
 
 
 def _secrets_of(d: Path) -> list[bytes]:
@@ -396,25 +354,6 @@ def test_pilot_six_households_real_time(tmp_path, capsys, test_data):
         for d in homes:
             assert s not in _all_bytes(d)
     assert os.path.getsize(he_log) > 0
-
-
-def _get(port: int, path: str) -> tuple[int, bytes]:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
-
-
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"no metric {name}")
 
 
 def _count(store: HeadEndStore) -> dict[int, int]:

@@ -24,17 +24,19 @@ comparisons and the directives.
 from __future__ import annotations
 
 import json
-import signal
-import socket
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from tests.procs import free_port as _free_port
+from tests.procs import get as _get
+from tests.procs import metric as _metric
+from tests.procs import query as _query
+from tests.procs import run_cli as _run
+from tests.procs import spawn as _spawn
+from tests.procs import stop as _stop
+from tests.procs import wait_for as _wait
 
-from privmeter.cli import main
 from privmeter.grid.csvsource import write_csv_readings
 from privmeter.grid.source import IntervalReading
 
@@ -44,71 +46,6 @@ PLAN = Path(__file__).with_name("plan-dr-3s.toml")
 IV = 3
 WH = [0, 1, 3, 4]  # per interval from HIGH_FROM on: 0, 1200, 3600, 4800 W
 RESTART = 3  # a household that will be directed (4800 W)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    code = main(argv)
-    out = capsys.readouterr()
-    assert code == 0, out.err
-    return out.out
-
-
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as f:
-        return subprocess.Popen([sys.executable, "-m", "privmeter", *args], stdout=f, stderr=f)
-
-
-def _stop(p: subprocess.Popen[bytes]) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def _wait(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _query(db: Path, sql: str) -> list[tuple]:  # type: ignore[type-arg]
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        return con.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        con.close()
-
-
-def _get(port: int, path: str) -> tuple[int, bytes]:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read()
-    except (urllib.error.URLError, ConnectionError):
-        return 0, b""
-
-
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"no metric {name}")
 
 
 def _events(db: Path) -> list[dict]:  # type: ignore[type-arg]

@@ -21,16 +21,16 @@ from __future__ import annotations
 import itertools
 import json
 import random
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from tests.procs import free_port as _free_port
+from tests.procs import run_cli as _run
+from tests.procs import spawn as _spawn
+from tests.procs import stop as _stop
+from tests.procs import wait_for as _wait
 
-from privmeter.cli import main
 from privmeter.cluster.localpg import LocalPostgres
 from privmeter.cluster.pgstore import PostgresHeadEndStore
 from privmeter.crypto.signing import VerifyKey
@@ -50,45 +50,6 @@ IV = 3
 HOMES = 4
 PERIOD = 6  # intervals per billing period (18 s)
 SHARDS = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    code = main(argv)
-    out = capsys.readouterr()
-    assert code == 0, out.err
-    return out.out
-
-
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as f:
-        return subprocess.Popen([sys.executable, "-m", "privmeter", *args], stdout=f, stderr=f)
-
-
-def _stop(p: subprocess.Popen[bytes]) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def _wait(cond, timeout: float, what: str, log: Path | None = None) -> None:  # type: ignore[no-untyped-def]
-    """Generous timeouts (a loaded CI machine): a passing run never waits for them."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.3)
-    tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
-    raise AssertionError(f"timed out waiting for {what}\n{tail}")
 
 
 def _rows(dsn: str, table: str, where: str = "") -> list[tuple]:  # type: ignore[type-arg]

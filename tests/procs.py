@@ -1,0 +1,101 @@
+"""Helpers for the end-to-end tests that run privmeter's services as separate processes.
+
+Used by tests/app/test_pilot.py, test_pilot_dr.py, test_concentrator.py and
+tests/cluster/test_deployed.py: a free loopback port, the CLI in this process, a service
+as a child process (SIGTERM, then kill), polling with a deadline, read-only SQLite
+queries, and the services' HTTP endpoints (/healthz, /metrics).
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from privmeter.cli import main
+
+__all__ = ["free_port", "get", "metric", "query", "run_cli", "spawn", "stop", "wait_for"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """``privmeter ARGV`` in this process; asserts exit 0 and returns its stdout."""
+    code = main(argv)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out
+
+
+def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m privmeter ARGS`` as a child process, stdout and stderr appended to LOG."""
+    with open(log, "ab") as f:  # the child keeps its own descriptor
+        return subprocess.Popen([sys.executable, "-m", "privmeter", *args], stdout=f, stderr=f)
+
+
+def stop(p: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the services' graceful shutdown), then kill after 15 s."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def wait_for(
+    cond: Callable[[], object], timeout: float, what: str, log: Path | None = None
+) -> None:
+    """Poll COND until it is true; on timeout fail with WHAT and the tail of LOG."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.3)
+    tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+    raise AssertionError(f"timed out waiting for {what}\n{tail}".rstrip())
+
+
+def query(db: Path, sql: str) -> list[tuple]:  # type: ignore[type-arg]
+    """Rows of SQL on a service's SQLite database, read-only; [] while the table is missing."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return con.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        con.close()
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    """GET http://127.0.0.1:PORT/PATH: (status, body), (0, b"") when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+    except (urllib.error.URLError, ConnectionError):
+        return 0, b""
+
+
+def metric(text: str, name: str) -> float:
+    """The value of an unlabelled Prometheus metric NAME in a /metrics page."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"no metric {name}")
