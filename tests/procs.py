@@ -22,8 +22,20 @@ from pathlib import Path
 import pytest
 
 from privmeter.cli import main
+from privmeter.grid.csvsource import write_csv_readings
+from privmeter.grid.source import IntervalReading
 
-__all__ = ["free_port", "get", "metric", "query", "run_cli", "spawn", "stop", "wait_for"]
+__all__ = [
+    "csv_household",
+    "free_port",
+    "get",
+    "metric",
+    "query",
+    "run_cli",
+    "spawn",
+    "stop",
+    "wait_for",
+]
 
 
 def free_port() -> int:
@@ -99,3 +111,34 @@ def metric(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     raise AssertionError(f"no metric {name}")
+
+
+def csv_household(
+    d: Path,
+    mid: str,
+    readings: dict[int, int],
+    interval_s: int,
+    plan: str,
+    port: int,
+    capsys: pytest.CaptureFixture[str],
+) -> str:
+    """``privmeter init household`` into D (2048-bit key), READINGS (interval -> Wh) as its
+    CSV source, and the starter config rewritten for a local test: the CSV source, PLAN, the
+    head-end on 127.0.0.1:PORT, no fixed HTTP port, 1 s clock skew.  Returns the config text
+    (not yet written: a caller may change more)."""
+    run_cli(["init", "household", "--dir", str(d), "--meter-id", mid, "--key-bits", "2048"], capsys)
+    write_csv_readings(
+        d / "readings.csv",
+        [IntervalReading(interval=t, energy_wh=wh) for t, wh in readings.items()],
+        interval_s,
+    )
+    return (
+        (d / "household.toml")
+        .read_text()
+        .replace('source = "p1:/dev/ttyUSB0"', f'source = "csv:{d / "readings.csv"}"')
+        .replace('plan = "economy7"', f'plan = "{plan}"')
+        .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
+        .replace("port = 7700", f"port = {port}")
+        .replace("http_port = 9101", "http_port = 0")
+        .replace("clock_skew_s = 30", "clock_skew_s = 1")
+    )

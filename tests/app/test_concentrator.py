@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.procs import csv_household as _csv_household
 from tests.procs import free_port as _free_port
 from tests.procs import get as _get
 from tests.procs import metric as _metric
@@ -39,9 +40,7 @@ from tests.procs import wait_for as _wait
 
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import UnknownParty
-from privmeter.grid.csvsource import write_csv_readings
 from privmeter.grid.plan_toml import load_plan
-from privmeter.grid.source import IntervalReading
 from privmeter.net.transport import connect
 from privmeter.parties.enrolment import verify_doc
 from privmeter.parties.headend_store import HeadEndStore
@@ -108,26 +107,9 @@ def test_feeder_behind_a_concentrator(tmp_path, capsys):
         for i in range(N_HOMES):
             mid = f"home-{i}"
             d = tmp_path / mid
-            _run(
-                ["init", "household", "--dir", str(d), "--meter-id", mid, "--key-bits", "2048"],
-                capsys,
-            )
             rng = random.Random(i)
             truth[mid] = {t: rng.randint(0, 400) for t in range(now // IV - 5, now // IV + 60)}
-            write_csv_readings(
-                d / "readings.csv",
-                [IntervalReading(interval=t, energy_wh=wh) for t, wh in truth[mid].items()],
-                IV,
-            )
-            text = (d / "household.toml").read_text()
-            text = (
-                text.replace('source = "p1:/dev/ttyUSB0"', f'source = "csv:{d / "readings.csv"}"')
-                .replace('plan = "economy7"', 'plan = "pilot-3s-4"')
-                .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
-                .replace("port = 7700", f"port = {port}")
-                .replace("http_port = 9101", "http_port = 0")
-                .replace("clock_skew_s = 30", "clock_skew_s = 1")
-            )
+            text = _csv_household(d, mid, truth[mid], IV, "pilot-3s-4", port, capsys)
             if i in BEHIND:
                 text = (
                     text.replace("# [concentrator]", "[concentrator]")

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.procs import csv_household as _csv_household
 from tests.procs import free_port as _free_port
 from tests.procs import run_cli as _run
 from tests.procs import spawn as _spawn
@@ -34,9 +35,7 @@ from tests.procs import wait_for as _wait
 from privmeter.cluster.localpg import LocalPostgres
 from privmeter.cluster.pgstore import PostgresHeadEndStore
 from privmeter.crypto.signing import VerifyKey
-from privmeter.grid.csvsource import write_csv_readings
 from privmeter.grid.plan_toml import load_plan
-from privmeter.grid.source import IntervalReading
 from privmeter.parties.registry import Registry
 from privmeter.protocol.codec import decode
 from privmeter.protocol.records import record_from_bytes
@@ -108,26 +107,9 @@ def test_deployed_headend_on_a_cluster(pg: LocalPostgres, tmp_path: Path, capsys
         for i in range(HOMES):  # while the head-end starts its cluster
             mid = f"home-{i}"
             d = tmp_path / mid
-            _run(
-                ["init", "household", "--dir", str(d), "--meter-id", mid, "--key-bits", "2048"],
-                capsys,
-            )
             rng = random.Random(i)
             truth[mid] = {t: rng.randint(0, 400) for t in range(now // IV - 5, now // IV + 100)}
-            write_csv_readings(
-                d / "readings.csv",
-                [IntervalReading(interval=t, energy_wh=wh) for t, wh in truth[mid].items()],
-                IV,
-            )
-            text = (d / "household.toml").read_text()
-            text = (
-                text.replace('source = "p1:/dev/ttyUSB0"', f'source = "csv:{d / "readings.csv"}"')
-                .replace('plan = "economy7"', 'plan = "cluster-3s"')
-                .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
-                .replace("port = 7700", f"port = {port}")
-                .replace("http_port = 9101", "http_port = 0")
-                .replace("clock_skew_s = 30", "clock_skew_s = 1")
-            )
+            text = _csv_household(d, mid, truth[mid], IV, "cluster-3s", port, capsys)
             (d / "household.toml").write_text(text)
             homes.append(d)
         _wait(
