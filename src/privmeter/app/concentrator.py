@@ -63,6 +63,7 @@ from privmeter.app.state import load_concentrator
 from privmeter.crypto.signing import VerifyKey
 from privmeter.errors import (
     ConfigError,
+    LocalProtocolError,
     MalformedMessage,
     PrivmeterError,
     TransportError,
@@ -219,7 +220,8 @@ class ConcentratorService:
 
     def _deliver(self, meter_id: str, msg: Any) -> None:
         """Queue for one meter (in order); a slow meter never holds up the others."""
-        assert self.server is not None
+        if self.server is None:
+            raise LocalProtocolError("the service is not started (no server)")
         if not self.server.is_connected(meter_id):
             self.metrics.refused.labels("down", "not-connected").inc()
             return
@@ -233,7 +235,8 @@ class ConcentratorService:
             self._workers[meter_id] = asyncio.get_running_loop().create_task(self._drain(meter_id))
 
     async def _drain(self, meter_id: str) -> None:
-        assert self.server is not None
+        if self.server is None:
+            raise LocalProtocolError("the service is not started (no server)")
         q = self._queues[meter_id]
         while q:
             batch = list(q)
@@ -245,7 +248,8 @@ class ConcentratorService:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _connected_changed(self, _peer: str) -> None:
-        assert self.server is not None
+        if self.server is None:
+            raise LocalProtocolError("the service is not started (no server)")
         self.metrics.connected.set(len(self.server.peers))
 
     async def start(self) -> int:
@@ -300,7 +304,8 @@ class ConcentratorService:
                 log.warning(
                     "disconnected from the head-end; dropping the feeder's meters and reconnecting"
                 )
-                assert self.server is not None
+                if self.server is None:
+                    raise LocalProtocolError("the service is not started (no server)")
                 for m in self.server.peers:
                     self._disconnect(m, "the head-end connection was lost")
 

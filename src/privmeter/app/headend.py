@@ -53,7 +53,13 @@ from privmeter.app.config import CONCENTRATOR_PREFIX, HeadendConfig, concentrato
 from privmeter.app.ops import HeadendMetrics, Heartbeat, serve_http, setup_logging, stop_on_signals
 from privmeter.app.state import load_headend
 from privmeter.crypto.signing import VerifyKey
-from privmeter.errors import ConfigError, PrivmeterError, UnexpectedMessage, UnknownParty
+from privmeter.errors import (
+    ConfigError,
+    LocalProtocolError,
+    PrivmeterError,
+    UnexpectedMessage,
+    UnknownParty,
+)
 from privmeter.grid.plan_toml import parse_plan
 from privmeter.grid.plans import Plan
 from privmeter.net.transport import Server
@@ -232,7 +238,8 @@ class Deployment:
 
     async def _send_quietly(self, peer: str, msg: Any) -> None:
         with contextlib.suppress(PrivmeterError):
-            assert self.server is not None
+            if self.server is None:
+                raise LocalProtocolError("the service is not started (no server)")
             await self.server.send_to(peer, msg)
 
     def groups(self) -> dict[str, tuple[str, ...]]:

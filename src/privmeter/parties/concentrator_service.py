@@ -23,7 +23,7 @@ import logging
 from typing import Any
 
 from privmeter.crypto.signing import SigningKey, VerifyKey
-from privmeter.errors import PrivmeterError, TransportError
+from privmeter.errors import LocalProtocolError, PrivmeterError, TransportError
 from privmeter.net.channel import ErrorMessage
 from privmeter.net.handshake import TrustStore
 from privmeter.net.transport import Connection, Server, Welcome, connect
@@ -66,7 +66,8 @@ class ConcentratorService:
 
     async def _from_headend(self, _peer: str, msg: Any) -> list[Any]:
         if isinstance(msg, Bye):
-            assert self.server is not None
+            if self.server is None:
+                raise LocalProtocolError("the service is not started (no server)")
             await self.server.broadcast(msg)
             self.done.set()
             return []
@@ -75,7 +76,8 @@ class ConcentratorService:
         if not isinstance(msg, Relayed):
             raise TransportError(f"unexpected {type(msg).__name__} from the head-end")
         meter_id, inner = self.relay.down(msg)
-        assert self.server is not None
+        if self.server is None:
+            raise LocalProtocolError("the service is not started (no server)")
         with contextlib.suppress(PrivmeterError):  # a meter that is down misses it
             await self.server.send_to(meter_id, inner)
         return []

@@ -371,7 +371,8 @@ class HeadEndCore:
         return {m: [bundle] for m in roster}
 
     def _ring_close(self, g: _Group) -> AggregateResult | None:
-        assert g.ring is not None
+        if g.ring is None:
+            raise LocalProtocolError("the group has no ring baseline")
         t = g.ring_current
         roster = g.ring_roster
         if t in g.ring.totals:
@@ -410,7 +411,8 @@ class HeadEndCore:
 
     # -- demand management -------------------------------------------------------------------
     def _maybe_event(self, g: _Group, total_wh: int, current: int, now: int) -> DemandEvent | None:
-        assert g.dm is not None
+        if g.dm is None:
+            raise LocalProtocolError("the group has no demand manager")
         day = now // 86400
         if current <= g.event_until or g.events_by_day[day] >= g.cfg.max_events_per_day:
             return None

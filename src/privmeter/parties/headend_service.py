@@ -30,7 +30,7 @@ import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
-from privmeter.errors import PrivmeterError
+from privmeter.errors import LocalProtocolError, PrivmeterError
 from privmeter.net.channel import ErrorMessage
 from privmeter.net.emulation import NetworkEmulator
 from privmeter.net.handshake import TrustStore
@@ -162,7 +162,8 @@ class NetLink:
                 self._done.set()
 
     async def _relay_loop(self) -> None:
-        assert self.server is not None
+        if self.server is None:
+            raise LocalProtocolError("the service is not started (no server)")
         while not self._relay.empty():
             peer, msg = self._relay.get_nowait()
             with contextlib.suppress(PrivmeterError):
@@ -174,7 +175,8 @@ class NetLink:
 
     def connected(self, peer: str) -> bool:
         """Reachable now: connected directly, or said hello through its (connected) concentrator."""
-        assert self.server is not None
+        if self.server is None:
+            raise LocalProtocolError("the service is not started (no server)")
         if self.server.is_connected(peer):
             return True
         conc = self.via.get(peer)
@@ -183,7 +185,8 @@ class NetLink:
     async def exchange(
         self, outgoing: Mapping[str, Sequence[Any]], *, expect: Any, now: int, interval: int
     ) -> set[str]:
-        assert self.server is not None
+        if self.server is None:
+            raise LocalProtocolError("the service is not started (no server)")
         self.now, self.interval = now, interval
         self._expect = expect
         self._answered = set()

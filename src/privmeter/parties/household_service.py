@@ -52,7 +52,7 @@ async def serve(
         return agent.handle(msg)
 
     conn = await connect(host, port, identity, headend_key, handler=handle)
-    print(f"household {agent.meter_id} connected to {host}:{port}", flush=True)
+    log.info("household %s connected to %s:%d", agent.meter_id, host, port)
     try:
         await done.wait()
     finally:

@@ -210,7 +210,8 @@ class MeterLoad:
             self._recompute()
 
     def _recompute(self) -> None:
-        assert self.minute_w is not None
+        if self.minute_w is None:
+            raise LocalProtocolError("the meter has no minute profile")
         e = interval_energy_wh(self.minute_w, self.interval_seconds)
         first = self.start_unix // self.interval_seconds
         self._energy = {first + i: int(v) for i, v in enumerate(e.tolist())}

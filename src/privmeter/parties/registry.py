@@ -38,7 +38,7 @@ from typing import Any
 
 from privmeter.crypto.paillier import PaillierPublicKey
 from privmeter.crypto.signing import VerifyKey
-from privmeter.errors import ConfigError, InvalidSignature, UnknownParty
+from privmeter.errors import ConfigError, InvalidSignature, LocalProtocolError, UnknownParty
 from privmeter.parties.enrolment import EnrolRequest, Ticket, enrol_mac, enrol_peer
 from privmeter.parties.keys import household_key_and_proof, public_household_key
 
@@ -194,7 +194,8 @@ class Registry:
             self._db.execute("UPDATE invites SET used=1 WHERE meter_id=?", (req.meter_id,))
             self._bump()
         m = self.member(req.meter_id)
-        assert m is not None
+        if m is None:
+            raise LocalProtocolError("the member vanished during the update")
         return m
 
     def _retire(self, m: Member) -> None:
