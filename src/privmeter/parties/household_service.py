@@ -52,7 +52,8 @@ async def serve(
         return agent.handle(msg)
 
     conn = await connect(host, port, identity, headend_key, handler=handle)
-    log.info("household %s connected to %s:%d", agent.meter_id, host, port)
+    # a parent process (sim.parties) reads this line on stdout: it is the handshake, not a log
+    print(f"household {agent.meter_id} connected to {host}:{port}", flush=True)
     try:
         await done.wait()
     finally:
