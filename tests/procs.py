@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from privmeter.cli import main
-from privmeter.grid.csvsource import write_csv_readings
-from privmeter.grid.source import IntervalReading
+from privmeter.grid.devices.csvsource import write_csv_readings
+from privmeter.grid.devices.source import IntervalReading
 
 __all__ = [
     "csv_household",

@@ -21,7 +21,7 @@ them and decides when an interval's deadline has passed.
 
 from __future__ import annotations
 
-from privmeter.grid.plans import PrivacyBudget
+from privmeter.grid.tariff.plans import PrivacyBudget
 from privmeter.protocol.aggregation import AggregateResult, AggregationHeadEnd, AggregationMeter
 from privmeter.protocol.aggregation_messages import (
     IntervalStart,

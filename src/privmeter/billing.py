@@ -21,9 +21,9 @@ Units: energy Wh, prices milli-minor-units per kWh, bills micro-minor-units.
 
 from __future__ import annotations
 
-from privmeter.grid.plan_toml import builtin_plan, builtin_plan_names, load_plan, parse_plan
-from privmeter.grid.plans import Plan
-from privmeter.grid.pricefeed import PriceFeed
+from privmeter.grid.tariff.plan_toml import builtin_plan, builtin_plan_names, load_plan, parse_plan
+from privmeter.grid.tariff.plans import Plan
+from privmeter.grid.tariff.pricefeed import PriceFeed
 from privmeter.protocol.billing import BillingLedger
 from privmeter.protocol.records import (
     DR_EXCESS,

@@ -18,7 +18,7 @@ The stable entry points for a library user (``docs/api.md``,
 
 from __future__ import annotations
 
-from privmeter.grid.plans import DemandResponse
+from privmeter.grid.tariff.plans import DemandResponse
 from privmeter.protocol.demand import DemandManager, MeterDemandAgent
 from privmeter.protocol.demand_budget import ComparisonBudget, choose_threshold, plaintext_targets
 from privmeter.protocol.demand_messages import ACTIONS, DemandEvent, Directive, LoadInstruction

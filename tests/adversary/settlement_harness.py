@@ -27,8 +27,8 @@ from typing import Any
 
 from privmeter.crypto.paillier import EncryptedNumber, PaillierPrivateKey, PaillierPublicKey
 from privmeter.crypto.signing import SigningKey
-from privmeter.grid.plans import Plan
-from privmeter.grid.tariffs import Tariff
+from privmeter.grid.tariff.plans import Plan
+from privmeter.grid.tariff.tariffs import Tariff
 from privmeter.parties.household import HouseholdAgent
 from privmeter.parties.messages import SettleRequest
 from privmeter.protocol.billing import BillingLedger

@@ -40,7 +40,7 @@ from tests.procs import wait_for as _wait
 
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import UnknownParty
-from privmeter.grid.plan_toml import load_plan
+from privmeter.grid.tariff.plan_toml import load_plan
 from privmeter.net.transport import connect
 from privmeter.parties.enrolment import verify_doc
 from privmeter.parties.headend_store import HeadEndStore

@@ -262,7 +262,7 @@ def test_a_household_behind_a_concentrator_the_head_end_never_named(
         main(["init", "household", "--dir", str(d), "--meter-id", "m-1", "--key-bits", "2048"]) == 0
     )
     plan = (Path(__file__).with_name("plan-3s.toml")).read_text()
-    from privmeter.grid.plan_toml import parse_plan
+    from privmeter.grid.tariff.plan_toml import parse_plan
 
     doc = {
         "kind": "enrolled",
@@ -291,8 +291,8 @@ def test_a_household_behind_a_concentrator_the_head_end_never_named(
             }
         )
     )
-    from privmeter.grid.csvsource import write_csv_readings
-    from privmeter.grid.source import IntervalReading
+    from privmeter.grid.devices.csvsource import write_csv_readings
+    from privmeter.grid.devices.source import IntervalReading
 
     write_csv_readings(
         d / "readings.csv", [IntervalReading(interval=t, energy_wh=1) for t in range(10, 20)], 3

@@ -44,10 +44,10 @@ from tests.procs import stop as _stop
 from tests.procs import wait_for as _wait
 
 from privmeter.cli import main
-from privmeter.grid.csvsource import write_csv_readings
-from privmeter.grid.p1_synth import synthesize_telegrams
-from privmeter.grid.plan_toml import load_plan
-from privmeter.grid.source import IntervalReading
+from privmeter.grid.devices.csvsource import write_csv_readings
+from privmeter.grid.devices.source import IntervalReading
+from privmeter.grid.synthetic.p1_synth import synthesize_telegrams
+from privmeter.grid.tariff.plan_toml import load_plan
 from privmeter.parties.headend_store import HeadEndStore
 from privmeter.parties.registry import Registry
 from privmeter.protocol.codec import decode

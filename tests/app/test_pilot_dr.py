@@ -37,8 +37,8 @@ from tests.procs import spawn as _spawn
 from tests.procs import stop as _stop
 from tests.procs import wait_for as _wait
 
-from privmeter.grid.csvsource import write_csv_readings
-from privmeter.grid.source import IntervalReading
+from privmeter.grid.devices.csvsource import write_csv_readings
+from privmeter.grid.devices.source import IntervalReading
 
 pytestmark = pytest.mark.slow
 

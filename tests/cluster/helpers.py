@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from privmeter.bench.fleet import RunLog, World
 from privmeter.cluster.headend import ClusterHeadEnd
-from privmeter.grid.plan_toml import parse_plan
+from privmeter.grid.tariff.plan_toml import parse_plan
 from privmeter.protocol.records import record_from_bytes
 from privmeter.protocol.settlement import BillProof, audit, settle
 

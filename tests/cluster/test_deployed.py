@@ -35,7 +35,7 @@ from tests.procs import wait_for as _wait
 from privmeter.cluster.localpg import LocalPostgres
 from privmeter.cluster.pgstore import PostgresHeadEndStore
 from privmeter.crypto.signing import VerifyKey
-from privmeter.grid.plan_toml import load_plan
+from privmeter.grid.tariff.plan_toml import load_plan
 from privmeter.parties.registry import Registry
 from privmeter.protocol.codec import decode
 from privmeter.protocol.records import record_from_bytes

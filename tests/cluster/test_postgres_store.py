@@ -11,8 +11,8 @@ from privmeter.cluster.localpg import LocalPostgres
 from privmeter.cluster.pgstore import PostgresHeadEndStore
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import ReplayedMessage, StoreError
-from privmeter.grid.plans import Plan
-from privmeter.grid.tariffs import Tariff
+from privmeter.grid.tariff.plans import Plan
+from privmeter.grid.tariff.tariffs import Tariff
 from privmeter.parties.headend_store import StoredTotal
 from privmeter.protocol.billing import BillingLedger
 from privmeter.protocol.records import make_record

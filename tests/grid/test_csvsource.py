@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privmeter.errors import DataFormatError
-from privmeter.grid.csvsource import open_csv_source, read_csv_readings, write_csv_readings
-from privmeter.grid.source import IntervalReading, LoadSource
+from privmeter.grid.devices.csvsource import open_csv_source, read_csv_readings, write_csv_readings
+from privmeter.grid.devices.source import IntervalReading, LoadSource
 
 T0 = 1357000200  # 2013-01-01T00:30:00Z, on the 900 s and 1800 s grids
 

@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privmeter.grid.curtailment import (
+from privmeter.grid.synthetic.curtailment import (
     apply_directive,
     apply_directive_to_profile,
     directive_window,
 )
-from privmeter.grid.profiles import HouseholdProfile, generate_households
+from privmeter.grid.synthetic.profiles import HouseholdProfile, generate_households
 
 
 @st.composite

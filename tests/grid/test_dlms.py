@@ -38,7 +38,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privmeter.errors import ConfigError, MalformedMessage, MessageTooLarge, TransportError
-from privmeter.grid.dlms import (
+from privmeter.grid.devices.dlms import (
     UNIT_W,
     UNIT_WH,
     DlmsMeter,
@@ -46,7 +46,7 @@ from privmeter.grid.dlms import (
     DlmsSource,
     cosem_datetime_to_unix,
 )
-from privmeter.grid.source import IntervalReading, LoadSource
+from privmeter.grid.devices.source import IntervalReading, LoadSource
 
 IV = 900
 T0 = 1_700_000_100 // IV * IV  # an interval boundary (2023-11-14)
@@ -390,7 +390,7 @@ def test_register_going_backwards_is_rebaselined(meter, caplog):
     rows[3] = (rows[3][0], 60, 0)
     rows[4] = (rows[4][0], 100, 0)
     d = meter(rows=rows)
-    with caplog.at_level(logging.WARNING, logger="privmeter.grid.p1"):
+    with caplog.at_level(logging.WARNING, logger="privmeter.grid.devices.p1"):
         got = DlmsSource(_settings(d), interval_seconds=IV, backfill_intervals=4).poll(
             now=T0 + 4 * IV + 40
         )

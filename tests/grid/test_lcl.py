@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 
 from privmeter.errors import ConfigError, DataFormatError
-from privmeter.grid.lcl import (
+from privmeter.grid.devices.lcl import (
     LCL_DTOU_PRICES,
     LCL_FLAT_PRICE,
     lcl_builtin,
     load_lcl,
     parse_kwh_to_wh,
 )
-from privmeter.grid.source import LoadSource
+from privmeter.grid.devices.source import LoadSource
 
 PACKAGE_DATA = Path(__file__).resolve().parents[2] / "src" / "privmeter" / "data"
 

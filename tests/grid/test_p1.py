@@ -3,7 +3,7 @@
 Truth comes from two independent places: the values printed in the shared
 example telegrams (decoded by dsmr-parser, checked against the text by
 hand), and the integer register accumulation of
-:func:`~privmeter.grid.p1_synth.synthesize_telegrams`.  The CRC is
+:func:`~privmeter.grid.synthetic.p1_synth.synthesize_telegrams`.  The CRC is
 cross-checked against dsmr-parser's own CRC routine.
 """
 
@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privmeter.errors import ConfigError, TransportError
-from privmeter.grid.p1 import (
+from privmeter.grid.devices.p1 import (
     P1Decoder,
     P1Reconciler,
     P1Sample,
@@ -33,8 +33,8 @@ from privmeter.grid.p1 import (
     p1_crc16,
     parse_p1_timestamp,
 )
-from privmeter.grid.p1_synth import rewrite_telegram, synthesize_telegrams
-from privmeter.grid.source import IntervalReading, LoadSource
+from privmeter.grid.devices.source import IntervalReading, LoadSource
+from privmeter.grid.synthetic.p1_synth import rewrite_telegram, synthesize_telegrams
 
 IV = 900
 NOW = 1_700_000_000.0

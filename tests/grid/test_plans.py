@@ -8,11 +8,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-import privmeter.grid.plan_toml as plan_toml_mod
-import privmeter.grid.plans as plans_mod
+import privmeter.grid.tariff.plan_toml as plan_toml_mod
+import privmeter.grid.tariff.plans as plans_mod
 from privmeter.errors import ConfigError, PlanError, TariffError, TariffRejected
-from privmeter.grid.plan_toml import builtin_plan, builtin_plan_names, load_plan, parse_plan
-from privmeter.grid.plans import (
+from privmeter.grid.tariff.plan_toml import builtin_plan, builtin_plan_names, load_plan, parse_plan
+from privmeter.grid.tariff.plans import (
     DEFAULT_MAX_PRICE,
     PLAN_FORMAT_VERSION,
     DemandResponse,
@@ -583,8 +583,8 @@ def test_economy7_local_clock_across_dst() -> None:
 
 
 def test_public_surface_is_pinned() -> None:
-    import privmeter.grid.pricefeed as pf
-    import privmeter.grid.tariffs as tf
+    import privmeter.grid.tariff.pricefeed as pf
+    import privmeter.grid.tariff.tariffs as tf
 
     for mod in (plans_mod, plan_toml_mod, pf, tf):
         for name in mod.__all__:

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privmeter.grid.plan_toml import parse_plan
-from privmeter.grid.plans import (
+from privmeter.grid.tariff.plan_toml import parse_plan
+from privmeter.grid.tariff.plans import (
     DAY_TYPES,
     Plan,
     PriceFeed,

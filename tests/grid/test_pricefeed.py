@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import InvalidSignature, TariffError, TariffRejected, UnsupportedVersion
-from privmeter.grid.plan_toml import builtin_plan
-from privmeter.grid.plans import Plan, PrivacyBudget, Tariff
-from privmeter.grid.pricefeed import (
+from privmeter.grid.tariff.plan_toml import builtin_plan
+from privmeter.grid.tariff.plans import Plan, PrivacyBudget, Tariff
+from privmeter.grid.tariff.pricefeed import (
     FEED_FORMAT,
     PriceFeed,
     PricePoint,

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from privmeter.grid import profiles
-from privmeter.grid.profiles import (
+from privmeter.grid.devices.source import LoadSource
+from privmeter.grid.synthetic import profiles
+from privmeter.grid.synthetic.profiles import (
     APPLIANCES,
     DEFERRABLE_APPLIANCES,
     HouseholdProfile,
@@ -17,7 +18,6 @@ from privmeter.grid.profiles import (
     occupancy_states,
     open_sim_source,
 )
-from privmeter.grid.source import LoadSource
 
 START = datetime.date(2013, 6, 14)  # a Friday: one weekday, one weekend day
 DAYS = 2

@@ -6,7 +6,7 @@ import datetime
 import numpy as np
 import pytest
 
-from privmeter.grid.pv import LONDON, PvSystem, Site, clear_sky_ghi_w_m2, pv_minute_w
+from privmeter.grid.synthetic.pv import LONDON, PvSystem, Site, clear_sky_ghi_w_m2, pv_minute_w
 
 
 def _midnight(d: datetime.date) -> int:

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privmeter.grid.resample import (
+from privmeter.grid.devices.resample import (
     coarsen_energy,
     interval_energy_wh,
     minutes_per_interval,

@@ -24,12 +24,12 @@ import pytest
 
 from privmeter.crypto.paillier import verify_decryption
 from privmeter.errors import ConfigError
-from privmeter.grid.csvsource import write_csv_readings
-from privmeter.grid.dlms import DlmsSource
-from privmeter.grid.p1 import P1Source
-from privmeter.grid.p1_synth import synthesize_telegrams
-from privmeter.grid.source import IntervalReading, LoadSource
+from privmeter.grid.devices.csvsource import write_csv_readings
+from privmeter.grid.devices.dlms import DlmsSource
+from privmeter.grid.devices.p1 import P1Source
+from privmeter.grid.devices.source import IntervalReading, LoadSource
 from privmeter.grid.sources import SCHEMES, open_source, parse_source_spec
+from privmeter.grid.synthetic.p1_synth import synthesize_telegrams
 from privmeter.protocol.records import BillAccumulator
 from privmeter.sim.aggregation_group import make_group
 

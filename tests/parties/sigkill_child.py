@@ -13,7 +13,7 @@ from pathlib import Path
 
 from privmeter.crypto.paillier import PaillierPrivateKey
 from privmeter.crypto.signing import SigningKey
-from privmeter.grid.plan_toml import builtin_plan
+from privmeter.grid.tariff.plan_toml import builtin_plan
 from privmeter.parties.headend import HeadEndCore
 from privmeter.parties.headend_store import HeadEndStore, StoredTotal
 from privmeter.parties.meter import MeterEncryptor

@@ -10,8 +10,8 @@ import pytest
 
 from privmeter.cli import main
 from privmeter.crypto.signing import SigningKey
-from privmeter.grid.plan_toml import builtin_plan
-from privmeter.grid.pricefeed import PriceFeed, demo_feed_signing_key
+from privmeter.grid.tariff.plan_toml import builtin_plan
+from privmeter.grid.tariff.pricefeed import PriceFeed, demo_feed_signing_key
 from privmeter.parties.auditor import (
     keys_to_dict,
     proof_from_dict,

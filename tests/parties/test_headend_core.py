@@ -224,7 +224,7 @@ def test_a_redefined_or_restarted_group_keeps_its_event_window_and_daily_count(
     redefined with a new roster) during an event's window opens no second event in it, and
     the day's events still count against ``max_events_per_day``."""
     from privmeter.crypto.signing import SigningKey
-    from privmeter.grid.plan_toml import load_plan
+    from privmeter.grid.tariff.plan_toml import load_plan
     from privmeter.parties.headend import GroupConfig, HeadEndCore
 
     plan = load_plan(Path(__file__).parents[1] / "app" / "plan-dr-3s.toml")

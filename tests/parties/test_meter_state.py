@@ -15,7 +15,7 @@ import pytest
 
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import BudgetExceeded, ConfigError, MembershipChangeRefused
-from privmeter.grid.plans import PrivacyBudget
+from privmeter.grid.tariff.plans import PrivacyBudget
 from privmeter.parties.meter_state import FORMAT, MeterLedgerStore, attach
 from privmeter.protocol.aggregation_messages import KeyBundle
 from privmeter.protocol.codec import decode, encode
@@ -138,7 +138,7 @@ DR_PLAN = Path(__file__).parents[1] / "app" / "plan-dr-3s.toml"
 
 def _dr_meter(store: MeterLedgerStore, pk, roster: dict[str, SigningKey]):  # type: ignore[no-untyped-def]
     from privmeter.crypto.elgamal import GROUPS
-    from privmeter.grid.plan_toml import load_plan
+    from privmeter.grid.tariff.plan_toml import load_plan
     from privmeter.parties.meter import MeterAgent, MeterLoad
 
     plan = load_plan(DR_PLAN)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from privmeter.grid.profiles import generate_households
+from privmeter.grid.synthetic.profiles import generate_households
 from privmeter.privacy.views import Population
 
 

@@ -10,7 +10,7 @@ import random
 
 import numpy as np
 
-from privmeter.grid.plan_toml import builtin_plan
+from privmeter.grid.tariff.plan_toml import builtin_plan
 from privmeter.privacy.attacks import (
     SeriesView,
     appliance_features,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from privmeter.errors import GroupTooSmall, MembershipChangeRefused
-from privmeter.grid.plans import PrivacyBudget
+from privmeter.grid.tariff.plans import PrivacyBudget
 from privmeter.privacy.differencing import PROBE_BITS, differencing_attack, probing_attack
 from privmeter.privacy.noise import NoiseConfig
 from privmeter.privacy.views import AGG_INTERVAL_S, Population

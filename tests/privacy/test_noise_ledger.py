@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privmeter.grid.plan_toml import builtin_plan
+from privmeter.grid.tariff.plan_toml import builtin_plan
 from privmeter.privacy.ledger import BITS_PER_READING, bill_bits_per_day, build_ledger
 from privmeter.privacy.noise import NoiseConfig, calibrate, epsilon, rdp_skellam, skellam_shares
 

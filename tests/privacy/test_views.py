@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from privmeter.errors import BudgetExceeded
-from privmeter.grid.plan_toml import builtin_plan
+from privmeter.grid.tariff.plan_toml import builtin_plan
 from privmeter.privacy.views import (
     AGG_INTERVAL_S,
     ComparisonProbe,

@@ -12,7 +12,7 @@ import pytest
 
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import GroupTooSmall, MembershipChangeRefused
-from privmeter.grid.plans import PrivacyBudget
+from privmeter.grid.tariff.plans import PrivacyBudget
 from privmeter.protocol.aggregation_messages import KeyBundle
 from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.membership import MembershipPolicy

@@ -25,9 +25,9 @@ from privmeter.errors import (
     UnexpectedMessage,
     UnknownParty,
 )
-from privmeter.grid.plans import DemandResponse, Plan
-from privmeter.grid.pricefeed import PriceFeed
-from privmeter.grid.tariffs import Tariff, TimeOfUseTier
+from privmeter.grid.tariff.plans import DemandResponse, Plan
+from privmeter.grid.tariff.pricefeed import PriceFeed
+from privmeter.grid.tariff.tariffs import Tariff, TimeOfUseTier
 from privmeter.protocol import billing
 from privmeter.protocol.billing import BillingLedger
 from privmeter.protocol.codec import decode, encode

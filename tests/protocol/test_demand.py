@@ -20,8 +20,8 @@ from privmeter.errors import (
     UnexpectedMessage,
     UnknownParty,
 )
-from privmeter.grid.curtailment import apply_directive
-from privmeter.grid.plan_toml import builtin_plan
+from privmeter.grid.synthetic.curtailment import apply_directive
+from privmeter.grid.tariff.plan_toml import builtin_plan
 from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.demand import DemandManager, MeterDemandAgent
 from privmeter.protocol.demand_budget import ComparisonBudget, choose_threshold, plaintext_targets

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privmeter.crypto.signing import SigningKey
-from privmeter.grid.plans import DemandResponse, Plan
-from privmeter.grid.tariffs import Tariff
+from privmeter.grid.tariff.plans import DemandResponse, Plan
+from privmeter.grid.tariff.tariffs import Tariff
 from privmeter.protocol.billing import BillingLedger
 from privmeter.protocol.demand_settlement import event_adjustments, event_amounts, event_records
 from privmeter.protocol.records import DR_EXCESS, DR_REBATE, make_record, record_from_bytes

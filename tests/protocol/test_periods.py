@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from privmeter.crypto.signing import SigningKey
-from privmeter.grid.plans import Plan
-from privmeter.grid.tariffs import Tariff
+from privmeter.grid.tariff.plans import Plan
+from privmeter.grid.tariff.tariffs import Tariff
 from privmeter.parties.household import HouseholdAgent
 from privmeter.protocol.billing import BillingLedger
 from privmeter.protocol.periods import MONTHLY, check_layout, period_bounds, period_of

@@ -18,9 +18,9 @@ from privmeter.errors import (
     RebuildMismatch,
     TariffRejected,
 )
-from privmeter.grid.plans import DemandResponse, Plan
-from privmeter.grid.pricefeed import PriceFeed
-from privmeter.grid.tariffs import Tariff, TimeOfUseTier
+from privmeter.grid.tariff.plans import DemandResponse, Plan
+from privmeter.grid.tariff.pricefeed import PriceFeed
+from privmeter.grid.tariff.tariffs import Tariff, TimeOfUseTier
 from privmeter.protocol.billing import BillingLedger
 from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.records import (

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from privmeter.grid.csvsource import write_csv_readings
-from privmeter.grid.source import IntervalReading
+from privmeter.grid.devices.csvsource import write_csv_readings
+from privmeter.grid.devices.source import IntervalReading
 from privmeter.sim.scenario import build, scenario_json
 
 from ..conftest import tiny_scenario

@@ -26,8 +26,8 @@ import pytest
 
 from privmeter.cli import main
 from privmeter.errors import ConfigError
-from privmeter.grid.p1_synth import synthesize_telegrams
-from privmeter.grid.source import IntervalReading
+from privmeter.grid.devices.source import IntervalReading
+from privmeter.grid.synthetic.p1_synth import synthesize_telegrams
 from privmeter.parties.meter import MeterLoad, SourceReadings
 from privmeter.sim.parties import main as parties_main
 from privmeter.sim.runner import run_memory

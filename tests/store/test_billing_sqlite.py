@@ -17,8 +17,8 @@ import pytest
 
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import ReplayedMessage, StoreError
-from privmeter.grid.plans import Plan
-from privmeter.grid.tariffs import Tariff
+from privmeter.grid.tariff.plans import Plan
+from privmeter.grid.tariff.tariffs import Tariff
 from privmeter.protocol.billing import BillingLedger
 from privmeter.protocol.records import (
     BillAccumulator,
@@ -33,8 +33,8 @@ from privmeter.store.sqlite import SCHEMA_VERSION, SqliteBillingStore, read_log
 DAY0 = 1699920000 // 900
 
 PLAN_SRC = """
-from privmeter.grid.plans import Plan
-from privmeter.grid.tariffs import Tariff
+from privmeter.grid.tariff.plans import Plan
+from privmeter.grid.tariff.tariffs import Tariff
 PLAN = Plan(plan_id="t-flat", name="Flat", currency="GBP", interval_seconds=900,
             tariff=Tariff(kind="flat", price=14228), standing_charge_per_day=45_000)
 """

@@ -9,8 +9,8 @@ import pytest
 
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import ReplayedMessage, StaleMessage
-from privmeter.grid.plans import Plan
-from privmeter.grid.tariffs import Tariff
+from privmeter.grid.tariff.plans import Plan
+from privmeter.grid.tariff.tariffs import Tariff
 from privmeter.parties.headend_store import HeadEndStore
 from privmeter.protocol.billing import BillingLedger
 from privmeter.protocol.records import make_record

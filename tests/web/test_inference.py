@@ -55,7 +55,7 @@ def test_any_constant_guess_scores_one_half() -> None:
 
 def test_inference_beats_guessing_on_simulated_homes(sim_cache) -> None:  # type: ignore[no-untyped-def]
     """What docs/demo.md claims, measured: well above the 50 % of a guess on every simulated home."""
-    from privmeter.grid.profiles import generate_households
+    from privmeter.grid.synthetic.profiles import generate_households
 
     homes = generate_households(6, days=1, seed=1, prosumer_share=0.25, cache_dir=sim_cache)
     scores = []

@@ -26,7 +26,7 @@ from typing import Any
 
 from privmeter.app.config import ClusterConfig, HeadendConfig
 from privmeter.errors import ConfigError
-from privmeter.grid.plans import Plan
+from privmeter.grid.tariff.plans import Plan
 from privmeter.parties.registry import Registry
 
 __all__ = ["ClusterRun", "check_installed", "check_postgres", "start"]

@@ -60,8 +60,8 @@ from privmeter.errors import (
     UnexpectedMessage,
     UnknownParty,
 )
-from privmeter.grid.plan_toml import parse_plan
-from privmeter.grid.plans import Plan
+from privmeter.grid.tariff.plan_toml import parse_plan
+from privmeter.grid.tariff.plans import Plan
 from privmeter.net.transport import Server
 from privmeter.parties.concentrator import Relayed, unwrap
 from privmeter.parties.engine import IntervalEngine, RealtimePlan, WallClock, run_realtime

@@ -66,7 +66,7 @@ from privmeter.app.state import HouseholdState, load_household, write_secret
 from privmeter.crypto.elgamal import DEFAULT_GROUP, GROUPS
 from privmeter.crypto.signing import VerifyKey
 from privmeter.errors import ConfigError, PrivmeterError, TransportError
-from privmeter.grid.plan_toml import parse_plan
+from privmeter.grid.tariff.plan_toml import parse_plan
 from privmeter.net.channel import ErrorMessage
 from privmeter.net.transport import Connection, Welcome, connect
 from privmeter.parties.enrolment import (

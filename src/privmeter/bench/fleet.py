@@ -36,7 +36,7 @@ from privmeter.cluster.headend import ClusterHeadEnd
 from privmeter.crypto.paillier import PaillierPrivateKey, generate_keypair
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import PrivmeterError
-from privmeter.grid.plan_toml import parse_plan
+from privmeter.grid.tariff.plan_toml import parse_plan
 from privmeter.parties.headend import GroupConfig
 from privmeter.parties.headend_store import StoredTotal
 from privmeter.parties.keys import KEYFILE_FORMAT, HouseholdKeys, write_json_atomic

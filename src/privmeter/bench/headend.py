@@ -72,7 +72,7 @@ PLAN_TOML = (  # the benchmarks' plan: flat price, 1-minute intervals
 
 
 def _plan() -> Any:
-    from privmeter.grid.plan_toml import parse_plan
+    from privmeter.grid.tariff.plan_toml import parse_plan
 
     return parse_plan(PLAN_TOML, source="<bench>")
 

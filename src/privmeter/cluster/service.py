@@ -44,7 +44,7 @@ from privmeter.cluster.headend import ClusterHeadEnd
 from privmeter.crypto.paillier import PaillierPublicKey
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import PrivmeterError, UnknownParty
-from privmeter.grid.plans import Plan
+from privmeter.grid.tariff.plans import Plan
 from privmeter.net.channel import ErrorMessage
 from privmeter.parties.engine import DriveLog, IntervalEngine
 from privmeter.parties.headend import GroupConfig

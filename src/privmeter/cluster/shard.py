@@ -48,7 +48,7 @@ from privmeter.cluster.pgstore import PostgresHeadEndStore
 from privmeter.crypto.paillier import PaillierPublicKey
 from privmeter.crypto.signing import VerifyKey
 from privmeter.errors import PrivmeterError, ReplayedMessage, UnexpectedMessage
-from privmeter.grid.plan_toml import parse_plan
+from privmeter.grid.tariff.plan_toml import parse_plan
 from privmeter.parties.headend import GroupConfig, HeadEndCore
 from privmeter.parties.headend_store import HeadEndStore, StoredTotal
 from privmeter.parties.keys import household_key_and_proof, load_keyfile, signing_key_from

@@ -1,9 +1,20 @@
-"""privmeter.grid: the domain -- plans and tariffs, the price feed, loads and meters.
+"""privmeter.grid: the domain -- tariffs and plans, meter inputs, synthetic households.
 
-Modules: ``plans``, ``tariffs``, ``pricefeed``; load sources (``source``,
-``sources``: the ``--source`` registry) for real meters (``p1``, ``dlms``,
-``csvsource``), real data (``lcl``) and simulated households (``profiles``,
-``pv``, ``curtailment``, ``p1_synth``); ``resample`` (exact integer energy).
+Sub-packages (a lower one never imports a higher one; see the import-linter
+contract in ``pyproject.toml``):
+
+* :mod:`privmeter.grid.synthetic` -- simulated data: households (``profiles``),
+  rooftop PV (``pv``), how a household carries out a directive
+  (``curtailment``), synthesized DSMR telegrams (``p1_synth``);
+* :mod:`privmeter.grid.devices` -- where a meter's readings come from: the
+  load-source interface (``source``), real meters (``p1``, ``dlms``), files
+  (``csvsource``, ``lcl``) and exact integer ``resample``;
+* :mod:`privmeter.grid.tariff` -- the price of energy: ``tariffs``, the signed
+  ``pricefeed``, the billing ``plans`` and their TOML reader ``plan_toml``.
+
+:mod:`privmeter.grid.sources` (the ``--source`` registry) sits above
+``devices`` and ``synthetic``: it opens either a real meter or a simulated
+household from one spec string.
 """
 
 __all__: list[str] = []

@@ -1,7 +1,7 @@
 """The ``--source`` registry: one string selects where a meter agent's readings come from.
 
 Purpose: ``privmeter meter --source SPEC`` (and anything else that needs a
-:class:`~privmeter.grid.source.LoadSource`) turns a short spec into a source:
+:class:`~privmeter.grid.devices.source.LoadSource`) turns a short spec into a source:
 
 ==============================  ===============================================
 ``p1:/dev/ttyUSB0``             DSMR P1 port on a serial device (115200 8N1;
@@ -40,7 +40,7 @@ from typing import Any, cast
 from urllib.parse import parse_qsl
 
 from privmeter.errors import ConfigError
-from privmeter.grid.source import LoadSource
+from privmeter.grid.devices.source import LoadSource
 
 __all__ = ["SCHEMES", "SourceSpec", "open_source", "parse_source_spec"]
 
@@ -161,7 +161,7 @@ _P1_OPTIONS = {
 
 
 def open_source(spec: str, *, interval_seconds: int, **options: Any) -> LoadSource:
-    """The :class:`~privmeter.grid.source.LoadSource` named by ``spec`` (see module doc)."""
+    """The :class:`~privmeter.grid.devices.source.LoadSource` named by ``spec`` (see module doc)."""
     if not isinstance(interval_seconds, int) or interval_seconds <= 0:
         raise ConfigError(f"interval_seconds must be a positive int, got {interval_seconds!r}")
     parsed = parse_source_spec(spec)
@@ -173,7 +173,7 @@ def open_source(spec: str, *, interval_seconds: int, **options: Any) -> LoadSour
         kw = _typed(opts, _P1_OPTIONS | {"baudrate", "framing"}, spec)
         kw.setdefault("reconnect_delay_s", 5.0)
         try:
-            from privmeter.grid.p1 import P1Source
+            from privmeter.grid.devices.p1 import P1Source
         except ImportError as exc:
             raise _missing_extra(scheme, exc) from exc
         return P1Source.serial(target, interval_seconds=interval_seconds, **kw)
@@ -182,13 +182,13 @@ def open_source(spec: str, *, interval_seconds: int, **options: Any) -> LoadSour
         kw = _typed(opts, _P1_OPTIONS, spec)
         kw.setdefault("reconnect_delay_s", 5.0)
         try:
-            from privmeter.grid.p1 import P1Source
+            from privmeter.grid.devices.p1 import P1Source
         except ImportError as exc:
             raise _missing_extra(scheme, exc) from exc
         return P1Source.tcp(host, port, interval_seconds=interval_seconds, **kw)
     if scheme == "dlms":
         try:
-            from privmeter.grid import dlms
+            from privmeter.grid.devices import dlms
         except ImportError as exc:
             raise _missing_extra(scheme, exc) from exc
         host, port = _host_port(target, dlms.DLMS_DEFAULT_PORT, spec)
@@ -209,7 +209,7 @@ def open_source(spec: str, *, interval_seconds: int, **options: Any) -> LoadSour
         if not target:
             raise ConfigError(f"{spec!r}: file path missing (csv:PATH)")
         _typed(opts, set(), spec)
-        from privmeter.grid.csvsource import open_csv_source
+        from privmeter.grid.devices.csvsource import open_csv_source
 
         return cast(LoadSource, open_csv_source(target, interval_seconds))
     # sim[:seed]
@@ -218,7 +218,7 @@ def open_source(spec: str, *, interval_seconds: int, **options: Any) -> LoadSour
         seed = int(target) if target else 0
     except ValueError:
         raise ConfigError(f"{spec!r}: seed must be an integer (sim:SEED)") from None
-    from privmeter.grid.profiles import generate_households, open_sim_source
+    from privmeter.grid.synthetic.profiles import generate_households, open_sim_source
 
     household = kw.pop("household", 0)
     if household < 0:

@@ -50,9 +50,9 @@ from privmeter.errors import (
     UnsupportedVersion,
 )
 from privmeter.files import read_json_file, read_text_file
-from privmeter.grid.plan_toml import builtin_plan, load_plan
-from privmeter.grid.plans import Plan
-from privmeter.grid.pricefeed import PriceFeed
+from privmeter.grid.tariff.plan_toml import builtin_plan, load_plan
+from privmeter.grid.tariff.plans import Plan
+from privmeter.grid.tariff.pricefeed import PriceFeed
 from privmeter.parties.keys import public_household_key
 from privmeter.protocol.records import ReadingRecord, record_from_bytes
 from privmeter.protocol.settlement import AuditReport, BillProof, Statement, audit

@@ -56,8 +56,8 @@ from privmeter.errors import (
     UnexpectedMessage,
     UnknownParty,
 )
-from privmeter.grid.plans import Plan
-from privmeter.grid.pricefeed import PriceFeed
+from privmeter.grid.tariff.plans import Plan
+from privmeter.grid.tariff.pricefeed import PriceFeed
 from privmeter.parties.concentrator import Relayed, unwrap
 from privmeter.parties.headend_store import HeadEndStore, MemoryHeadEndStore, StoredTotal
 from privmeter.parties.messages import EpochRequest, Hello, SettleRequest

@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterable, Mapping
 from privmeter.crypto.paillier import PaillierPrivateKey
 from privmeter.crypto.signing import VerifyKey
 from privmeter.errors import PrivmeterError, UnexpectedMessage
-from privmeter.grid.plans import Plan
-from privmeter.grid.pricefeed import PriceFeed
+from privmeter.grid.tariff.plans import Plan
+from privmeter.grid.tariff.pricefeed import PriceFeed
 from privmeter.parties.messages import FeedPublished, SettleRequest
 from privmeter.protocol.codec import decode
 from privmeter.protocol.periods import check_layout, period_bounds, period_of

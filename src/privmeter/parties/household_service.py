@@ -4,7 +4,7 @@ What it is for: the household's app, separate from its meter.  It connects to
 the head-end with its own Ed25519 identity (party ``hh:<meter id>``), holds
 the household's Paillier secret key, reads its own readings from its meter's
 local port -- here a ``privmeter-readings v1`` CSV the meter exported
-(:mod:`privmeter.grid.csvsource`) plus, if there were demand-response
+(:mod:`privmeter.grid.devices.csvsource`) plus, if there were demand-response
 events, a JSON list ``[[kind, event_id, interval, wh], ...]`` -- and answers
 every ``sys.settle`` with a :class:`~privmeter.protocol.settlement.BillProof`
 or a :class:`~privmeter.protocol.settlement.Dispute`

@@ -14,7 +14,7 @@ takes a message from the head-end and returns the messages to send back.
 * ``dr.event`` / ``dr.echoes`` / ``dr.query`` / ``dr.directive`` -> the
   :class:`~privmeter.protocol.demand.MeterDemandAgent` (budget enforced by
   the meter); a directive changes the household's future load
-  (:func:`~privmeter.grid.curtailment.apply_directive`).
+  (:func:`~privmeter.grid.synthetic.curtailment.apply_directive`).
 
 The meter keeps, for its household (the "local port"), the readings and the
 demand-response amounts it reported: :attr:`MeterAgent.local_readings`,
@@ -50,10 +50,10 @@ from privmeter.crypto.keyagreement import AgreementKey, sign_advert, verify_adve
 from privmeter.crypto.paillier import EncryptedNumber, PaillierPublicKey
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import LocalProtocolError, UnexpectedMessage
-from privmeter.grid.curtailment import apply_directive
-from privmeter.grid.plans import Plan
-from privmeter.grid.resample import interval_energy_wh
-from privmeter.grid.source import LoadSource
+from privmeter.grid.devices.resample import interval_energy_wh
+from privmeter.grid.devices.source import LoadSource
+from privmeter.grid.synthetic.curtailment import apply_directive
+from privmeter.grid.tariff.plans import Plan
 from privmeter.parties.messages import EpochRequest, FeedPublished, Tick
 from privmeter.parties.meter_state import MeterLedgerStore, attach
 from privmeter.protocol.aggregation import AggregationMeter
@@ -104,7 +104,7 @@ class MeterEncryptor:
 
 
 class SourceReadings(Mapping[int, int | None]):
-    """A :class:`~privmeter.grid.source.LoadSource`'s interval energies, as ``MeterLoad.fixed``.
+    """A :class:`~privmeter.grid.devices.source.LoadSource`'s interval energies, as ``MeterLoad.fixed``.
 
     A daemon thread pumps ``source.readings()`` into a table.  Looking an
     interval up waits (up to ``wait_s``) until the source has reported that

@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from privmeter.errors import BudgetExceeded, GroupTooSmall, MembershipChangeRefused
-from privmeter.grid.plans import PrivacyBudget
+from privmeter.grid.tariff.plans import PrivacyBudget
 from privmeter.privacy.noise import NoiseConfig, skellam_shares
 from privmeter.protocol.demand_budget import ComparisonBudget
 from privmeter.protocol.membership import MembershipPolicy

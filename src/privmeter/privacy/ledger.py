@@ -17,7 +17,7 @@ Channels (per household, per day):
   :data:`MAX_HOUSEHOLD_W` for 24 h x P) and ``k`` distinct prices, the bill
   takes at most ``(E_max + 1)^k`` values, and never more than
   ``max_price * E_max + 1`` (the plan's price bound, see
-  ``grid/plans.py``); the ledger charges ``log2`` of the smaller, spread
+  ``grid/tariff/plans.py``); the ledger charges ``log2`` of the smaller, spread
   over the ``P`` days.  Realtime tariffs: the ``max_price`` bound (or
   ``k = len(allowed_prices)`` when declared).
 * ``totals_bits``: 0 when the household's group has at least the plan's
@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from privmeter.grid.plans import Plan
+from privmeter.grid.tariff.plans import Plan
 
 __all__ = [
     "BITS_PER_READING",

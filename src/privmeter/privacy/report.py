@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from privmeter.grid.plan_toml import builtin_plan
-from privmeter.grid.plans import Plan
-from privmeter.grid.profiles import generate_households
+from privmeter.grid.synthetic.profiles import generate_households
+from privmeter.grid.tariff.plan_toml import builtin_plan
+from privmeter.grid.tariff.plans import Plan
 from privmeter.privacy.attacks import (
     AttackResult,
     SeriesView,

@@ -52,9 +52,9 @@ import numpy as np
 import numpy.typing as npt
 
 from privmeter.errors import BudgetExceeded
-from privmeter.grid.plans import Plan
-from privmeter.grid.profiles import MINUTES_PER_DAY, HouseholdProfile
-from privmeter.grid.resample import interval_energy_wh
+from privmeter.grid.devices.resample import interval_energy_wh
+from privmeter.grid.synthetic.profiles import MINUTES_PER_DAY, HouseholdProfile
+from privmeter.grid.tariff.plans import Plan
 from privmeter.protocol.demand_budget import ComparisonBudget
 
 __all__ = [

@@ -67,8 +67,8 @@ from privmeter.errors import (
     UnexpectedMessage,
     UnknownParty,
 )
-from privmeter.grid.plans import Plan
-from privmeter.grid.pricefeed import PriceFeed
+from privmeter.grid.tariff.plans import Plan
+from privmeter.grid.tariff.pricefeed import PriceFeed
 from privmeter.protocol.codec import check_id, decode, encode
 from privmeter.protocol.periods import check_layout, period_bounds, period_of
 from privmeter.protocol.records import (
@@ -122,7 +122,7 @@ class _Meter:
 class BillingLedger:
     """The head-end's billing state machine (sans-IO; persistence through a :class:`BillingStore`).
 
-    ``plans`` maps plan id -> :class:`~privmeter.grid.plans.Plan`, so a ledger
+    ``plans`` maps plan id -> :class:`~privmeter.grid.tariff.plans.Plan`, so a ledger
     reopened on a persistent store finds its meters' plans again (their
     digests must match what was registered, else :class:`~privmeter.errors.StoreError`).
     """

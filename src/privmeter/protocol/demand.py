@@ -8,7 +8,7 @@ sends a directive (curtail, shift, take_more) to exactly the meters on the
 wrong side.  Each meter (:class:`MeterDemandAgent`) enforces its plan's
 privacy budget, answers with one signed bit, and turns a directive into a
 :class:`LoadInstruction` for the load model
-(:func:`privmeter.grid.curtailment.apply_directive`).
+(:func:`privmeter.grid.synthetic.curtailment.apply_directive`).
 
 Flow (rules of the state machine; every message signed, Ed25519)::
 
@@ -464,7 +464,7 @@ class MeterDemandAgent:
         budget: ComparisonBudget | None = None,
         **kw: Any,
     ) -> MeterDemandAgent:
-        """Budget, cap and maximum event length from a :class:`privmeter.grid.plans.Plan`
+        """Budget, cap and maximum event length from a :class:`privmeter.grid.tariff.plans.Plan`
         (``budget``: a ledger the meter already keeps, e.g. restored after a restart)."""
         dr = plan.demand_response
         kw.setdefault("cap_w", dr.cap_w if dr is not None else None)

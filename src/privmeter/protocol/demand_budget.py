@@ -61,7 +61,7 @@ class ComparisonBudget:
 
     @classmethod
     def from_plan(cls, plan: Any) -> ComparisonBudget:
-        """From a :class:`privmeter.grid.plans.Plan` (its ``privacy`` section)."""
+        """From a :class:`privmeter.grid.tariff.plans.Plan` (its ``privacy`` section)."""
         pb = plan.privacy
         return cls(
             comparisons_per_interval=pb.comparisons_per_interval,

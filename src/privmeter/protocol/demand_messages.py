@@ -44,7 +44,7 @@ __all__ = [
     "Offer",
 ]
 
-ACTIONS = ("curtail", "shift", "take_more")  # as in privmeter.grid.curtailment
+ACTIONS = ("curtail", "shift", "take_more")  # as in privmeter.grid.synthetic.curtailment
 SIDES = ("above", "below")
 EVENT_CONTEXT = b"privmeter.dr.event/2"
 ECHO_CONTEXT = b"privmeter.dr.echo/1"
@@ -267,7 +267,7 @@ class Directive:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadInstruction:
-    """What the meter hands to the load model (``grid.curtailment.apply_directive``)."""
+    """What the meter hands to the load model (``grid.synthetic.curtailment.apply_directive``)."""
 
     event_id: str
     action: str

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from privmeter.errors import GroupTooSmall, MembershipChangeRefused
-from privmeter.grid.plans import PrivacyBudget
+from privmeter.grid.tariff.plans import PrivacyBudget
 
 __all__ = ["MembershipPolicy"]
 

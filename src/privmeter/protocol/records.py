@@ -57,8 +57,8 @@ from privmeter.errors import (
     UnexpectedMessage,
     UnprovenKey,
 )
-from privmeter.grid.plans import Plan
-from privmeter.grid.pricefeed import PriceFeed
+from privmeter.grid.tariff.plans import Plan
+from privmeter.grid.tariff.pricefeed import PriceFeed
 from privmeter.protocol.codec import check_id, decode, encode, message
 
 __all__ = [
@@ -262,7 +262,7 @@ def check_household_key(
     2. the well-formedness proof, gcd(n, phi(n)) = 1, so a decryption proof
        ``(bill, r)`` binds (:class:`~privmeter.errors.UnprovenKey`);
     3. with a plan and a period length: twice the largest bill of a period
-       (:meth:`~privmeter.grid.plans.Plan.bill_bounds` with
+       (:meth:`~privmeter.grid.tariff.plans.Plan.bill_bounds` with
        :data:`RECORDS_PER_INTERVAL` records per interval) fits the key's
        signed range, so no bill wraps around n
        (:class:`~privmeter.errors.PlaintextOverflow`).

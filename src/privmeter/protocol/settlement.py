@@ -16,7 +16,7 @@ before the last on public data only:
 2. plan id, tariff digest == the published tariff's; for a real-time tariff
    the feed must verify under the tariff's feed key and its digest over the
    period must equal the statement's; the plan's price bounds and allowed
-   prices must hold (:meth:`~privmeter.grid.plans.Plan.check_tariff`);
+   prices must hold (:meth:`~privmeter.grid.tariff.plans.Plan.check_tariff`);
 3. the interval range is exactly one of its billing periods and the fixed
    charge is the plan's for it;
 4. the statement's log (:func:`check_log`, the auditor's own code): every
@@ -28,7 +28,7 @@ before the last on public data only:
 5. the records are exactly the readings (and demand-response amounts) its
    meter gave it on the local port (slots, not values);
 6. only then: its bill from its own readings and the published tariff lies in
-   the plan's bounds (:meth:`~privmeter.grid.plans.Plan.bill_bounds`) and
+   the plan's bounds (:meth:`~privmeter.grid.tariff.plans.Plan.bill_bounds`) and
    opens E(bill): it derives ``r`` for that bill and checks
    ``c == (1 + bill*n) r^n mod n^2``, then returns ``BillProof(bill, r)``.
 
@@ -93,8 +93,8 @@ from privmeter.errors import (
     TariffError,
     TariffRejected,
 )
-from privmeter.grid.plans import Plan
-from privmeter.grid.pricefeed import PriceFeed
+from privmeter.grid.tariff.plans import Plan
+from privmeter.grid.tariff.pricefeed import PriceFeed
 from privmeter.protocol.codec import message
 from privmeter.protocol.records import (
     ENERGY,
@@ -412,7 +412,7 @@ def check_log(
 
 def check_bill_bounds(statement: Statement, plan: Plan, bill: int) -> None:
     """:class:`~privmeter.errors.BillOutOfBounds` unless ``bill`` lies in the plan's bounds for
-    the statement's range and record count (:meth:`~privmeter.grid.plans.Plan.bill_bounds`)."""
+    the statement's range and record count (:meth:`~privmeter.grid.tariff.plans.Plan.bill_bounds`)."""
     lo, hi = plan.bill_bounds(range(statement.start, statement.end), statement.record_count)
     if not lo <= bill <= hi:
         raise BillOutOfBounds(

@@ -225,7 +225,7 @@ def _household_args(p: argparse.ArgumentParser) -> None:
 
 
 def _household(args: argparse.Namespace) -> int:
-    from privmeter.grid.csvsource import open_csv_source
+    from privmeter.grid.devices.csvsource import open_csv_source
     from privmeter.sim.scenario import build
 
     sc = _scenario(args.scenario)

@@ -29,8 +29,8 @@ from typing import Any, TypedDict
 
 from privmeter.crypto.paillier import MIN_KEY_BITS
 from privmeter.errors import PlanError, PrivmeterError
-from privmeter.grid.plans import Plan
-from privmeter.grid.pricefeed import PriceFeed
+from privmeter.grid.tariff.plans import Plan
+from privmeter.grid.tariff.pricefeed import PriceFeed
 from privmeter.parties.concentrator import Concentrator, Relayed, hierarchical_totals
 from privmeter.parties.engine import DriveLog, drive
 from privmeter.parties.headend import GroupConfig, HeadEndCore

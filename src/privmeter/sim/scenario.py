@@ -4,7 +4,7 @@ What it is for: :class:`Scenario` is the full description of one run of
 ``privmeter simulate`` (households, days, interval, topology, seed, plan,
 prosumers, key sizes, network emulation, dropouts, demand limits);
 :func:`build` turns it into a :class:`World`: key material, household load
-profiles (richardsonpy via :func:`privmeter.grid.profiles.generate_households`,
+profiles (richardsonpy via :func:`privmeter.grid.synthetic.profiles.generate_households`,
 cached), the plan, groups and, for real-time tariffs, the day-ahead price
 feed.  ``Scenario(lcl=True)`` is the real-data scenario: the LCL household
 MAC000060 billed on the trial's flat and dynamic time-of-use tariffs.
@@ -34,10 +34,10 @@ from privmeter.crypto import elgamal
 from privmeter.crypto.paillier import MIN_KEY_BITS, PaillierPrivateKey, generate_keypair
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import BaseNotDerived, ConfigError, PlanError
-from privmeter.grid.plan_toml import builtin_plan, builtin_plan_names, load_plan
-from privmeter.grid.plans import Plan
-from privmeter.grid.pricefeed import PriceFeed, demo_feed_signing_key
-from privmeter.grid.profiles import default_cache_dir
+from privmeter.grid.synthetic.profiles import default_cache_dir
+from privmeter.grid.tariff.plan_toml import builtin_plan, builtin_plan_names, load_plan
+from privmeter.grid.tariff.plans import Plan
+from privmeter.grid.tariff.pricefeed import PriceFeed, demo_feed_signing_key
 from privmeter.parties.meter import MeterLoad
 
 __all__ = [
@@ -327,7 +327,7 @@ def build(sc: Scenario, *, progress: Callable[[str, int, int], None] | None = No
                 f"run with --interval {plan.interval_seconds // 60}m"
             )
         plans[plan.plan_id] = plan
-        from privmeter.grid.profiles import generate_households
+        from privmeter.grid.synthetic.profiles import generate_households
 
         homes = generate_households(
             sc.households,
@@ -442,7 +442,7 @@ def _lcl_households(sc: Scenario, plans: dict[str, Plan]) -> tuple[list[Househol
     shifted by whole days), which are aggregated but whose bills are also
     checked.
     """
-    from privmeter.grid.lcl import lcl_builtin
+    from privmeter.grid.devices.lcl import lcl_builtin
 
     if sc.interval_seconds != 1800:
         raise ConfigError(

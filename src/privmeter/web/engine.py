@@ -957,7 +957,7 @@ class DemoEngine:
         if self._occupancy is None:
             sc = self.world.scenario
             try:
-                from privmeter.grid.profiles import generate_households
+                from privmeter.grid.synthetic.profiles import generate_households
 
                 homes = generate_households(
                     sc.households,

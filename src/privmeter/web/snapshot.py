@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from privmeter.grid.plans import Plan
+from privmeter.grid.tariff.plans import Plan
 
 __all__ = ["HouseholdSnapshot", "MeterHoldings", "OperatorSnapshot", "freeze", "thaw"]
 

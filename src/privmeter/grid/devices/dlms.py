@@ -23,8 +23,8 @@ What is read:
   ``1.0.2.7.0.255`` at each poll (:attr:`DlmsSource.latest_power_w`; also the
   ``power_w`` of the newest interval a poll closes).
 
-Energy per interval follows exactly the rule of :mod:`privmeter.grid.p1`
-(the same :class:`~privmeter.grid.p1.P1Reconciler`): a register sample at or
+Energy per interval follows exactly the rule of :mod:`privmeter.grid.devices.p1`
+(the same :class:`~privmeter.grid.devices.p1.P1Reconciler`): a register sample at or
 just after each boundary, differences of Wh-floored registers, missing
 boundaries -> missing intervals, registers going backwards -> missing and
 re-baselined.  Times in the meter's COSEM date-time use its deviation field;
@@ -63,8 +63,8 @@ from dlms_cosem.cosem.selective_access import RangeDescriptor
 from dlms_cosem.protocol.wrappers import WrapperHeader, WrapperProtocolDataUnit
 
 from privmeter.errors import ConfigError, MalformedMessage, MessageTooLarge, TransportError
-from privmeter.grid.p1 import DEFAULT_BOUNDARY_LAG_S, DEFAULT_TZ, P1Reconciler, P1Sample
-from privmeter.grid.source import IntervalReading, readings_in_executor
+from privmeter.grid.devices.p1 import DEFAULT_BOUNDARY_LAG_S, DEFAULT_TZ, P1Reconciler, P1Sample
+from privmeter.grid.devices.source import IntervalReading, readings_in_executor
 
 __all__ = [
     "DLMS_DEFAULT_PORT",
@@ -489,7 +489,7 @@ class DlmsMeter:
 
 
 class DlmsSource:
-    """A :class:`~privmeter.grid.source.LoadSource` polling a DLMS/COSEM meter.
+    """A :class:`~privmeter.grid.devices.source.LoadSource` polling a DLMS/COSEM meter.
 
     ``poll(now)`` does one association and returns the intervals it closes;
     ``readings()`` polls ``poll_delay_s`` after every interval boundary

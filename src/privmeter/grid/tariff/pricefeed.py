@@ -26,7 +26,7 @@ belongs to the utility, so a signature proves *who published* a price and that
 it is the one everybody sees (two different signed prices for one interval
 are evidence of equivocation: :meth:`PriceFeed.merge` raises on them); it does
 not prove the price is *reasonable* -- that is what the plan's price bounds and
-``allowed_prices`` are for (:meth:`privmeter.grid.plans.Plan.check_tariff`).
+``allowed_prices`` are for (:meth:`privmeter.grid.tariff.plans.Plan.check_tariff`).
 
 Guarantee: a :class:`PriceFeed` is immutable; :meth:`PriceFeed.verify`
 succeeds only if every entry carries a valid signature by the given key over

@@ -1,10 +1,10 @@
-"""Plan files: the TOML reader and validator for :class:`~privmeter.grid.plans.Plan`.
+"""Plan files: the TOML reader and validator for :class:`~privmeter.grid.tariff.plans.Plan`.
 
 What it is for: a plan is written as a TOML file (format version
-:data:`~privmeter.grid.plans.PLAN_FORMAT_VERSION`, schema in
+:data:`~privmeter.grid.tariff.plans.PLAN_FORMAT_VERSION`, schema in
 ``docs/plan-format.md``).  :func:`parse_plan` checks the document's shape
 (tables, key names, types, ``HH:MM`` times, ISO dates) and builds the
-:class:`~privmeter.grid.plans.Plan`, whose own constructor checks the
+:class:`~privmeter.grid.tariff.plans.Plan`, whose own constructor checks the
 contents (bounds, tier alignment); :func:`load_plan` reads a file,
 :func:`builtin_plan` one of the shipped examples.
 
@@ -27,7 +27,7 @@ from importlib import resources
 from typing import Any
 
 from privmeter.errors import ConfigError, PlanError, TariffError
-from privmeter.grid.plans import (
+from privmeter.grid.tariff.plans import (
     PLAN_FORMAT_VERSION,
     DemandResponse,
     Plan,
@@ -36,7 +36,7 @@ from privmeter.grid.plans import (
     _err,
     _is_int,
 )
-from privmeter.grid.tariffs import DAY_TYPES, MINUTES_PER_DAY, Tariff, TimeOfUseTier
+from privmeter.grid.tariff.tariffs import DAY_TYPES, MINUTES_PER_DAY, Tariff, TimeOfUseTier
 
 __all__ = ["MAX_PLAN_BYTES", "builtin_plan", "builtin_plan_names", "load_plan", "parse_plan"]
 

@@ -42,8 +42,8 @@ from importlib import resources
 from pathlib import Path
 
 from privmeter.errors import DataFormatError
-from privmeter.grid.resample import resample_energy
-from privmeter.grid.source import IntervalReading
+from privmeter.grid.devices.resample import resample_energy
+from privmeter.grid.devices.source import IntervalReading
 
 __all__ = [
     "LCL_DTOU_PRICES",
@@ -119,7 +119,7 @@ class LclSeries:
 
 @dataclass(frozen=True, slots=True)
 class LclSource:
-    """:class:`~privmeter.grid.source.LoadSource` over an :class:`LclSeries` (no power: ``power_w`` None)."""
+    """:class:`~privmeter.grid.devices.source.LoadSource` over an :class:`LclSeries` (no power: ``power_w`` None)."""
 
     series: LclSeries
     interval_seconds: int

@@ -33,7 +33,7 @@ Reading (guarantee): a malformed file raises
 ``<path>:<line>:`` and says what was expected and what came; nothing is
 guessed or silently dropped.  :func:`open_csv_source` resamples exactly to
 the caller's interval (coarser: summed, missing if any part is; finer:
-split evenly with the carry rule of :mod:`privmeter.grid.resample`).
+split evenly with the carry rule of :mod:`privmeter.grid.devices.resample`).
 
 Security assumption: none; the parser is strict and bounded (line length,
 value magnitude).
@@ -53,8 +53,8 @@ from pathlib import Path
 
 from privmeter.errors import DataFormatError
 from privmeter.files import read_text_file
-from privmeter.grid.resample import resample_energy
-from privmeter.grid.source import IntervalReading
+from privmeter.grid.devices.resample import resample_energy
+from privmeter.grid.devices.source import IntervalReading
 
 __all__ = [
     "CSV_FORMAT_VERSION",

@@ -14,11 +14,11 @@ Three layers, each usable alone:
   truncated and oversized telegrams with one log line each.
 * :class:`P1Reconciler` (samples in, :class:`IntervalReading` out): turns
   cumulative registers into per-interval energy.
-* :class:`P1Source` (a :class:`~privmeter.grid.source.LoadSource`): the two
+* :class:`P1Source` (a :class:`~privmeter.grid.devices.source.LoadSource`): the two
   above over a serial port, a TCP socket or recorded bytes; ``readings()``
   is a blocking iterator, ``areadings()`` the same as an async iterator.
 
-:mod:`privmeter.grid.p1_synth` writes telegrams (rewritten examples,
+:mod:`privmeter.grid.synthetic.p1_synth` writes telegrams (rewritten examples,
 synthetic streams) for tests and demos.
 
 Interval rule (how a telegram is assigned to an interval): a telegram's time
@@ -75,7 +75,7 @@ from dsmr_parser.exceptions import ParseError as _DsmrParseError
 from dsmr_parser.parsers import TelegramParser
 
 from privmeter.errors import ConfigError, LocalProtocolError, TransportError
-from privmeter.grid.source import IntervalReading, readings_in_executor
+from privmeter.grid.devices.source import IntervalReading, readings_in_executor
 
 __all__ = [
     "DEFAULT_BOUNDARY_LAG_S",
@@ -659,7 +659,7 @@ _FRAMING = {"8N1": (8, "N", 1), "7E1": (7, "E", 1)}
 
 
 class P1Source:
-    """A :class:`~privmeter.grid.source.LoadSource` reading a DSMR P1 port.
+    """A :class:`~privmeter.grid.devices.source.LoadSource` reading a DSMR P1 port.
 
     Build with :meth:`serial`, :meth:`tcp` or :meth:`replay`.  ``readings()``
     blocks on the device and yields each interval when it closes;

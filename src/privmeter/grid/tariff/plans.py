@@ -3,8 +3,8 @@
 What it is for: a :class:`Plan` is the contract between a household and its
 utility, written as a TOML file (format version :data:`PLAN_FORMAT_VERSION`,
 schema in ``docs/plan-format.md``).  It says how every interval is priced
-(:class:`~privmeter.grid.tariffs.Tariff`: flat, time of use or real time from
-a signed :class:`~privmeter.grid.pricefeed.PriceFeed`), the bounds every price
+(:class:`~privmeter.grid.tariff.tariffs.Tariff`: flat, time of use or real time from
+a signed :class:`~privmeter.grid.tariff.pricefeed.PriceFeed`), the bounds every price
 must respect, the standing charge, the demand-response terms, and the privacy
 budget the household's meter enforces (comparisons per interval and day,
 group sizes...).  Protocols read their limits from here.
@@ -30,8 +30,8 @@ limits encoding: a bill over readings totalling E Wh can take at most about
 
 Guarantee: a constructed :class:`Plan` is internally consistent (all prices
 within its bounds, tiers aligned to its intervals).  Reading a plan file
-(:func:`~privmeter.grid.plan_toml.parse_plan`, ``load_plan``,
-``builtin_plan``) is :mod:`privmeter.grid.plan_toml`'s job; its errors are
+(:func:`~privmeter.grid.tariff.plan_toml.parse_plan`, ``load_plan``,
+``builtin_plan``) is :mod:`privmeter.grid.tariff.plan_toml`'s job; its errors are
 :class:`~privmeter.errors.PlanError` / :class:`~privmeter.errors.TariffError`
 whose message starts with the source and the field path (``plan.max_price``,
 ``tariff.tiers[1].start``) and whose ``context["field"]`` is that path;
@@ -54,7 +54,7 @@ from privmeter.errors import (
     TariffError,
     TariffRejected,
 )
-from privmeter.grid.pricefeed import (
+from privmeter.grid.tariff.pricefeed import (
     PriceFeed,
     PricePoint,
     canonical_digest,
@@ -62,7 +62,7 @@ from privmeter.grid.pricefeed import (
     check_interval_seconds,
     demo_feed_signing_key,
 )
-from privmeter.grid.tariffs import (
+from privmeter.grid.tariff.tariffs import (
     DAY_TYPES,
     HARD_MAX_PRICE,
     MINUTES_PER_DAY,

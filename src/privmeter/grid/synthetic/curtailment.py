@@ -4,7 +4,7 @@ Purpose: when the head-end's secure comparison finds a household above (or
 below) its threshold, the household gets a directive for a window of time.
 This module applies it to the household's 1-minute load, using only the
 *deferrable* part (wet appliances, storage water and space heaters: see
-:data:`privmeter.grid.profiles.DEFERRABLE_APPLIANCES`); lights, cooking, TV
+:data:`privmeter.grid.synthetic.profiles.DEFERRABLE_APPLIANCES`); lights, cooking, TV
 and cold appliances are never touched.
 
 Actions, for the window ``[start, start + D)`` (``D = duration_minutes``):
@@ -42,7 +42,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from privmeter.grid.profiles import HouseholdProfile
+from privmeter.grid.synthetic.profiles import HouseholdProfile
 
 __all__ = [
     "ACTIONS",

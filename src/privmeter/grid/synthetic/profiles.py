@@ -72,9 +72,9 @@ import numpy.typing as npt
 
 from privmeter import __version__
 from privmeter.errors import DataFormatError
-from privmeter.grid.pv import LONDON, PvSystem, Site, clear_sky_ghi_w_m2, pv_minute_w
-from privmeter.grid.resample import interval_energy_wh, minutes_per_interval
-from privmeter.grid.source import IntervalReading
+from privmeter.grid.devices.resample import interval_energy_wh, minutes_per_interval
+from privmeter.grid.devices.source import IntervalReading
+from privmeter.grid.synthetic.pv import LONDON, PvSystem, Site, clear_sky_ghi_w_m2, pv_minute_w
 
 __all__ = [
     "APPLIANCES",
@@ -156,7 +156,7 @@ class HouseholdProfile:
 
 @dataclass(frozen=True, slots=True)
 class SimSource:
-    """A :class:`~privmeter.grid.source.LoadSource` over a simulated profile."""
+    """A :class:`~privmeter.grid.devices.source.LoadSource` over a simulated profile."""
 
     profile: HouseholdProfile
     interval_seconds: int

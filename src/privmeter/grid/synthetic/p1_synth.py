@@ -4,7 +4,7 @@ Purpose: the shared example telegrams are single snapshots; tests, demos and
 the simulated neighbourhood need *sequences* a real meter would send.
 :func:`rewrite_telegram` changes a template's timestamp, registers and power
 lines in the template's own units and digit layout and recomputes the CRC
-(CRC-16/ARC, see :func:`privmeter.grid.p1.p1_crc16`);
+(CRC-16/ARC, see :func:`privmeter.grid.devices.p1.p1_crc16`);
 :func:`synthesize_telegrams` turns a power series into such a stream with
 exact integer register accumulation, and returns the truth next to each
 telegram so a test can compare the decoded readings with it.
@@ -24,7 +24,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from zoneinfo import ZoneInfo
 
-from privmeter.grid.p1 import DEFAULT_TZ, format_p1_timestamp, p1_crc16
+from privmeter.grid.devices.p1 import DEFAULT_TZ, format_p1_timestamp, p1_crc16
 
 __all__ = ["SyntheticTelegram", "rewrite_telegram", "synthesize_telegrams"]
 

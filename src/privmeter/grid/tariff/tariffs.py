@@ -9,7 +9,7 @@ cost in interval ``t`` -- for three kinds of tariff:
   ``sunday``, ``holiday``), in an IANA ``timezone`` with configurable holiday
   dates.  The tiers of each day type cover every minute exactly once;
 * ``"realtime"``: the price of interval ``t`` is the one the utility
-  published for ``t`` on its signed :class:`~privmeter.grid.pricefeed.PriceFeed`
+  published for ``t`` on its signed :class:`~privmeter.grid.tariff.pricefeed.PriceFeed`
   (``feed_id``, ``feed_key``), optionally restricted to a finite set of
   ``allowed_prices``.  There is no fallback: no published price, no bill.
 
@@ -45,7 +45,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from privmeter.crypto.signing import VerifyKey
 from privmeter.errors import InvalidKey, TariffError
-from privmeter.grid.pricefeed import PriceFeed, canonical_digest, check_identifier
+from privmeter.grid.tariff.pricefeed import PriceFeed, canonical_digest, check_identifier
 
 __all__ = [
     "DAY_TYPES",
@@ -317,7 +317,7 @@ class Tariff:
         Realtime: the price ``feed`` publishes for ``interval`` -- this is a
         lookup only; it checks that the feed is the tariff's (id, interval
         length) but not its signatures or bounds:
-        :meth:`privmeter.grid.plans.Plan.prices_for` does.  Raises
+        :meth:`privmeter.grid.tariff.plans.Plan.prices_for` does.  Raises
         :class:`TariffError` if the feed is missing, foreign or has no price.
         """
         if not _is_int(interval) or interval < 0:
