@@ -6,9 +6,48 @@ peer a party answers with one uninformative error code; the details go to the
 log.  Crypto and protocol failures carry context (meter id, interval) where
 one is known.
 
+The rule (enforced by ``tests/test_error_rule.py``, which walks ``src/``):
+every exception privmeter raises itself is a ``PrivmeterError``; no ``raise``
+in ``src/`` names a builtin exception class.  Pick the most specific class
+that says what went wrong:
+
+- a malformed file or setting: ``DataFormatError`` (a readings file),
+  ``PlanError``, ``TariffError``, ``ConfigError``;
+- a peer's message or field: ``MalformedMessage`` and its siblings;
+- a key, ciphertext or plaintext: ``InvalidKey``, ``InvalidCiphertext``,
+  ``PlaintextOverflow``...;
+- otherwise, a caller of a function passed a value outside its documented
+  domain: ``InvalidArgument``, or a value of the wrong type:
+  ``InvalidArgumentType``.
+
+``InvalidArgument`` is also a ``ValueError`` and ``InvalidArgumentType`` a
+``TypeError``, so a library caller's ``except ValueError`` / ``except
+TypeError`` keeps working; the other builtin-compatible classes
+(``InvalidState``, ``DependencyError``, ``NotFound``) do the same for the
+builtin they replace.  The specific classes are not ``ValueError``s: code that
+catches one names it (or ``PrivmeterError``).  The allowed exceptions, each with
+its reason in the test: ``NotImplementedError`` in an abstract method,
+``KeyError`` from ``__missing__``/``__getitem__`` (the mapping protocol),
+``StopIteration`` from ``__next__``, and an ``OSError`` of the machine re-raised
+with a clearer message but its ``errno`` (the CLI names EADDRINUSE by it).
+Errors of the environment (``OSError`` from files and sockets) and of the
+standard library propagate as they come.
+
 ::
 
     PrivmeterError
+    ├── InvalidArgument                 a caller passed a value outside the documented
+    │                                   domain (also a ValueError)
+    ├── InvalidArgumentType             a caller passed a value of the wrong type
+    │                                   (also a TypeError)
+    ├── InvalidState                    called before the object is ready, e.g. a model
+    │                                   before fit (also a RuntimeError)
+    ├── NotFound                        no such group / meter / record in a lookup
+    │                                   (also a KeyError)
+    ├── DependencyError                 a third-party tool or worker process failed or
+    │                                   returned something unusable (also a RuntimeError)
+    ├── SelfCheckFailed                 a benchmark's result differs from its plaintext
+    │                                   reference
     ├── ConfigError                     a plan, tariff or config file is invalid
     │   ├── PlanError
     │   ├── TariffError
@@ -72,13 +111,17 @@ __all__ = [
     "ConfigError",
     "CryptoError",
     "DataFormatError",
+    "DependencyError",
     "DuplicateReading",
     "EquivocationRefused",
     "GroupTooSmall",
+    "InvalidArgument",
+    "InvalidArgumentType",
     "InvalidCiphertext",
     "InvalidKey",
     "InvalidProof",
     "InvalidSignature",
+    "InvalidState",
     "IsolationRefused",
     "KeyMismatch",
     "LocalProtocolError",
@@ -86,6 +129,7 @@ __all__ = [
     "MembershipChangeRefused",
     "MessageTooLarge",
     "NoFreshReading",
+    "NotFound",
     "PlaintextOverflow",
     "PlanError",
     "PolicyError",
@@ -94,6 +138,7 @@ __all__ = [
     "RebuildMismatch",
     "RemoteProtocolError",
     "ReplayedMessage",
+    "SelfCheckFailed",
     "StaleMessage",
     "StoreError",
     "TariffError",
@@ -122,11 +167,48 @@ class PrivmeterError(Exception):
         self.context: dict[str, Any] = context
 
     def __str__(self) -> str:
-        base = super().__str__()
+        # Exception's str(), not a builtin base's: KeyError would quote the message.
+        base = Exception.__str__(self)
         if self.context:
             extra = ", ".join(f"{k}={v!r}" for k, v in sorted(self.context.items()))
             return f"{base} [{extra}]"
         return base
+
+
+class InvalidArgument(PrivmeterError, ValueError):
+    """A caller passed a value outside the function's documented domain (a ValueError too)."""
+
+    code = "invalid-argument"
+
+
+class InvalidArgumentType(PrivmeterError, TypeError):
+    """A caller passed a value of the wrong type (a TypeError too)."""
+
+    code = "invalid-argument-type"
+
+
+class InvalidState(PrivmeterError, RuntimeError):
+    """An object used before it is ready, e.g. a model before ``fit`` (a RuntimeError too)."""
+
+    code = "invalid-state"
+
+
+class NotFound(PrivmeterError, KeyError):
+    """A lookup by name found nothing: a group, meter or record (a KeyError too)."""
+
+    code = "not-found"
+
+
+class DependencyError(PrivmeterError, RuntimeError):
+    """A third-party tool or worker process failed or returned something unusable."""
+
+    code = "dependency"
+
+
+class SelfCheckFailed(PrivmeterError):
+    """A benchmark's or demo's result differs from its plaintext reference."""
+
+    code = "self-check"
 
 
 class ConfigError(PrivmeterError):
