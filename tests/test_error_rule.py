@@ -51,7 +51,6 @@ PENDING: frozenset[str] = frozenset(
         "cluster/",
         "crypto/",
         "grid/",
-        "net/",
         "parties/",
         "privacy/",
         "protocol/",

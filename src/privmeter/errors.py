@@ -24,7 +24,8 @@ that says what went wrong:
 ``TypeError``, so a library caller's ``except ValueError`` / ``except
 TypeError`` keeps working; the other builtin-compatible classes
 (``InvalidState``, ``DependencyError``, ``NotFound``) do the same for the
-builtin they replace.  The specific classes are not ``ValueError``s: code that
+builtin they replace, and their ``code`` is ``"error"``: a peer is told of
+them as of any internal error, as it was of the builtin.  The specific classes are not ``ValueError``s: code that
 catches one names it (or ``PrivmeterError``).  The allowed exceptions, each with
 its reason in the test: ``NotImplementedError`` in an abstract method,
 ``KeyError`` from ``__missing__``/``__getitem__`` (the mapping protocol),
@@ -178,31 +179,31 @@ class PrivmeterError(Exception):
 class InvalidArgument(PrivmeterError, ValueError):
     """A caller passed a value outside the function's documented domain (a ValueError too)."""
 
-    code = "invalid-argument"
+    code = "error"  # towards a peer: an internal error, like any bug (says nothing)
 
 
 class InvalidArgumentType(PrivmeterError, TypeError):
     """A caller passed a value of the wrong type (a TypeError too)."""
 
-    code = "invalid-argument-type"
+    code = "error"  # towards a peer: an internal error, like any bug (says nothing)
 
 
 class InvalidState(PrivmeterError, RuntimeError):
     """An object used before it is ready, e.g. a model before ``fit`` (a RuntimeError too)."""
 
-    code = "invalid-state"
+    code = "error"  # towards a peer: an internal error, like any bug (says nothing)
 
 
 class NotFound(PrivmeterError, KeyError):
     """A lookup by name found nothing: a group, meter or record (a KeyError too)."""
 
-    code = "not-found"
+    code = "error"  # towards a peer: an internal error, like any bug (says nothing)
 
 
 class DependencyError(PrivmeterError, RuntimeError):
     """A third-party tool or worker process failed or returned something unusable."""
 
-    code = "dependency"
+    code = "error"  # towards a peer: an internal error, like any bug (says nothing)
 
 
 class SelfCheckFailed(PrivmeterError):

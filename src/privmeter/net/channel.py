@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from privmeter.crypto.numtheory import SYSTEM_RNG, RandomSource
 from privmeter.errors import (
+    InvalidArgument,
     InvalidCiphertext,
     InvalidKey,
     LocalProtocolError,
@@ -170,9 +171,9 @@ class Channel:
 def pack_body(kind: int, ref: int, messages: Sequence[bytes]) -> bytes:
     """Body bytes: ``kind | ref | (len | codec message)*``."""
     if kind not in _KINDS:
-        raise ValueError(f"unknown body kind {kind!r}")
+        raise InvalidArgument(f"unknown body kind {kind!r}")
     if not 0 <= ref <= 0xFFFFFFFF:
-        raise ValueError(f"request reference {ref!r} out of u32 range")
+        raise InvalidArgument(f"request reference {ref!r} out of u32 range")
     parts = [_BODY_HEADER.pack(kind, ref)]
     for m in messages:
         parts.append(_LEN.pack(len(m)))
@@ -220,7 +221,7 @@ class ErrorMessage:
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.code) <= 64:
-            raise ValueError("error code must be 1..64 characters")
+            raise InvalidArgument("error code must be 1..64 characters")
 
 
 def _error_classes() -> dict[str, type[PrivmeterError]]:
@@ -265,11 +266,11 @@ class RelayEnvelope:
         for name in ("sender", "recipient", "context"):
             v = getattr(self, name)
             if not 1 <= len(v) <= 256:
-                raise ValueError(f"{name} must be 1..256 characters")
+                raise InvalidArgument(f"{name} must be 1..256 characters")
         if len(self.nonce) != RELAY_NONCE_BYTES:
-            raise ValueError(f"nonce must be {RELAY_NONCE_BYTES} bytes")
+            raise InvalidArgument(f"nonce must be {RELAY_NONCE_BYTES} bytes")
         if len(self.ciphertext) < TAG_BYTES:
-            raise ValueError("ciphertext shorter than its tag")
+            raise InvalidArgument("ciphertext shorter than its tag")
 
 
 def _relay_aad(sender: str, recipient: str, context: str) -> bytes:
@@ -294,7 +295,7 @@ class RelayCipher:
         if not isinstance(shared_key, bytes) or len(shared_key) < 16:
             raise InvalidKey("relay shared key must be at least 16 bytes")
         if me == peer:
-            raise ValueError("relay peers must differ")
+            raise InvalidArgument("relay peers must differ")
         sub = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=_RELAY_INFO).derive(
             shared_key
         )

@@ -33,6 +33,8 @@ from typing import Any
 
 from privmeter.crypto.signing import VerifyKey
 from privmeter.errors import (
+    InvalidArgument,
+    InvalidArgumentType,
     LocalProtocolError,
     MalformedMessage,
     MessageTooLarge,
@@ -93,7 +95,7 @@ class Ping:
 
     def __post_init__(self) -> None:
         if not 0 <= self.nonce < 1 << 64:
-            raise ValueError("ping nonce out of range")
+            raise InvalidArgument("ping nonce out of range")
 
 
 @message("net.pong")
@@ -103,7 +105,7 @@ class Pong:
 
     def __post_init__(self) -> None:
         if not 0 <= self.nonce < 1 << 64:
-            raise ValueError("pong nonce out of range")
+            raise InvalidArgument("pong nonce out of range")
 
 
 @dataclass(slots=True)
@@ -134,7 +136,7 @@ class _TokenBucket:
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
         if not (rate > 0 and burst >= 1):
-            raise ValueError("rate_limit must be (records/s > 0, burst >= 1)")
+            raise InvalidArgument("rate_limit must be (records/s > 0, burst >= 1)")
         self.rate = rate
         self.burst = burst
         self.tokens = burst
@@ -155,7 +157,9 @@ async def call_handler(handler: Handler, peer_id: str, msg: Any) -> list[Any]:
     if out is None:
         return []
     if not isinstance(out, list | tuple):
-        raise TypeError(f"handler must return a list of messages, got {type(out).__name__}")
+        raise InvalidArgumentType(
+            f"handler must return a list of messages, got {type(out).__name__}"
+        )
     return list(out)
 
 

@@ -43,6 +43,8 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from privmeter.errors import InvalidArgument
+
 __all__ = [
     "DIRECTIONS",
     "Decision",
@@ -65,11 +67,11 @@ class LinkProfile:
 
     def __post_init__(self) -> None:
         if not all(math.isfinite(x) and x >= 0 for x in (self.latency_ms, self.jitter_ms)):
-            raise ValueError("latency and jitter must be finite and >= 0 ms")
+            raise InvalidArgument("latency and jitter must be finite and >= 0 ms")
         if not 0.0 <= self.loss <= 1.0:
-            raise ValueError(f"loss must be a probability, got {self.loss!r}")
+            raise InvalidArgument(f"loss must be a probability, got {self.loss!r}")
         if self.bandwidth_bps is not None and not self.bandwidth_bps > 0:
-            raise ValueError("bandwidth must be > 0 bit/s (or None for unlimited)")
+            raise InvalidArgument("bandwidth must be > 0 bit/s (or None for unlimited)")
 
     @property
     def is_ideal(self) -> bool:
@@ -99,13 +101,13 @@ class OutageSchedule:
         for peer, ws in self.windows.items():
             for start, end in ws:
                 if not 0 <= start < end:
-                    raise ValueError(
+                    raise InvalidArgument(
                         f"outage window {(start, end)!r} of {peer!r} is empty or negative"
                     )
         if self.mtbf_s is not None and not self.mtbf_s > 0:
-            raise ValueError("mtbf_s must be > 0")
+            raise InvalidArgument("mtbf_s must be > 0")
         if not self.mttr_s > 0:
-            raise ValueError("mttr_s must be > 0")
+            raise InvalidArgument("mttr_s must be > 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +181,7 @@ class NetworkEmulator:
     def decide(self, peer: str, direction: str, nbytes: int, now: float) -> Decision:
         """The fate of the next record of ``nbytes`` on ``peer``'s ``direction`` link."""
         if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+            raise InvalidArgument(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         key = (peer, direction)
         st = self._links.get(key)
         if st is None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from privmeter.errors import MessageTooLarge, TransportError
+from privmeter.errors import InvalidArgument, MessageTooLarge, TransportError
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -45,7 +45,7 @@ _HEADER = struct.Struct(">I")
 
 def _check_limit(max_frame: int) -> int:
     if not isinstance(max_frame, int) or not 1 <= max_frame <= MAX_FRAME_LIMIT:
-        raise ValueError(f"max_frame must be in [1, {MAX_FRAME_LIMIT}], got {max_frame!r}")
+        raise InvalidArgument(f"max_frame must be in [1, {MAX_FRAME_LIMIT}], got {max_frame!r}")
     return max_frame
 
 

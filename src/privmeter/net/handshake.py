@@ -66,6 +66,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from privmeter.crypto.numtheory import SYSTEM_RNG, RandomSource
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import (
+    InvalidArgument,
     InvalidCiphertext,
     InvalidKey,
     LocalProtocolError,
@@ -114,7 +115,7 @@ Trust = Callable[[VerifyKey], "str | None"]
 
 def _check_eph(value: bytes) -> None:
     if len(value) != EPHEMERAL_BYTES:
-        raise ValueError(f"ephemeral key must be {EPHEMERAL_BYTES} bytes")
+        raise InvalidArgument(f"ephemeral key must be {EPHEMERAL_BYTES} bytes")
 
 
 @message("net.hello")
@@ -125,7 +126,7 @@ class ClientHello:
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.versions) <= 16 or not all(0 < v < 1 << 16 for v in self.versions):
-            raise ValueError("versions must be 1..16 integers in [1, 65535]")
+            raise InvalidArgument("versions must be 1..16 integers in [1, 65535]")
         _check_eph(self.ephemeral)
 
 
@@ -138,10 +139,10 @@ class ServerHello:
 
     def __post_init__(self) -> None:
         if not 0 < self.version < 1 << 16:
-            raise ValueError("version out of range")
+            raise InvalidArgument("version out of range")
         _check_eph(self.ephemeral)
         if not 16 < len(self.sealed) <= 512:
-            raise ValueError("sealed identity block has a wrong size")
+            raise InvalidArgument("sealed identity block has a wrong size")
 
 
 @message("net.client_auth")
@@ -151,7 +152,7 @@ class ClientAuth:
 
     def __post_init__(self) -> None:
         if not 16 < len(self.sealed) <= 512:
-            raise ValueError("sealed identity block has a wrong size")
+            raise InvalidArgument("sealed identity block has a wrong size")
 
 
 @message("net.auth")
@@ -164,7 +165,7 @@ class _Auth:
 
     def __post_init__(self) -> None:
         if len(self.identity) != 32 or len(self.signature) != 64:
-            raise ValueError("identity must be 32 bytes and signature 64")
+            raise InvalidArgument("identity must be 32 bytes and signature 64")
 
 
 # -- helpers ----------------------------------------------------------------------

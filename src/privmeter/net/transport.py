@@ -52,6 +52,7 @@ from typing import Any
 from privmeter.crypto.numtheory import SYSTEM_RNG, RandomSource
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import (
+    InvalidArgument,
     LocalProtocolError,
     MalformedMessage,
     PrivmeterError,
@@ -149,7 +150,7 @@ class Server:
         rng: RandomSource = SYSTEM_RNG,
     ) -> None:
         if max_handshakes < 1 or max_connections < 1:
-            raise ValueError("max_connections and max_handshakes must be >= 1")
+            raise InvalidArgument("max_connections and max_handshakes must be >= 1")
         self.host = host
         self._port = port
         self.identity = identity
