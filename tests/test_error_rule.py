@@ -52,7 +52,6 @@ PENDING: frozenset[str] = frozenset(
         "crypto/",
         "grid/",
         "parties/",
-        "privacy/",
         "protocol/",
         "sim/",
         "store/",

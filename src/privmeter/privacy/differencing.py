@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from privmeter.errors import BudgetExceeded, GroupTooSmall, MembershipChangeRefused
+from privmeter.errors import BudgetExceeded, GroupTooSmall, InvalidArgument, MembershipChangeRefused
 from privmeter.grid.tariff.plans import PrivacyBudget
 from privmeter.privacy.noise import NoiseConfig, skellam_shares
 from privmeter.protocol.demand_budget import ComparisonBudget
@@ -117,7 +117,7 @@ def differencing_attack(
 ) -> DifferencingResult:
     """Run the differencing attack on ``victim`` (a row of ``energy``) inside ``group``."""
     if victim not in group:
-        raise ValueError("the victim must be a member of the group")
+        raise InvalidArgument("the victim must be a member of the group")
     rest = [h for h in group if h != victim]
     n_t = energy.shape[1]
     gen = np.random.default_rng(rng.getrandbits(64))

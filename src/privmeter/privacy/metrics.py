@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from privmeter.errors import LocalProtocolError
+from privmeter.errors import InvalidArgument, InvalidState, LocalProtocolError
 
 __all__ = [
     "GainEstimate",
@@ -79,7 +79,7 @@ def score(y_true: npt.ArrayLike, guess: npt.ArrayLike) -> Scores:
     y = np.asarray(y_true, dtype=bool)
     g = np.asarray(guess, dtype=bool)
     if y.shape != g.shape:
-        raise ValueError(f"shapes differ: {y.shape} vs {g.shape}")
+        raise InvalidArgument(f"shapes differ: {y.shape} vs {g.shape}")
     tp, fp, fn, tn = _counts(y, g)
     n = tp + fp + fn + tn
     return Scores(
@@ -131,7 +131,7 @@ class LogisticModel:
         xa = np.asarray(x, dtype=np.float64)
         ya = np.asarray(y, dtype=bool)
         if xa.ndim != 2 or len(xa) != len(ya) or len(ya) == 0:
-            raise ValueError(f"fit needs X (n, k) and y (n,), got {xa.shape} and {ya.shape}")
+            raise InvalidArgument(f"fit needs X (n, k) and y (n,), got {xa.shape} and {ya.shape}")
         self.mean = xa.mean(axis=0)
         sd = xa.std(axis=0)
         self.scale = np.where(sd > 1e-12, sd, 1.0)
@@ -171,7 +171,7 @@ class LogisticModel:
 
     def predict_proba(self, x: npt.ArrayLike) -> FloatArray:
         if self.w is None:
-            raise RuntimeError("model is not fitted")
+            raise InvalidState("model is not fitted")
         d = self._design(np.asarray(x, dtype=np.float64))
         return 1.0 / (1.0 + np.exp(-np.clip(d @ self.w, -35, 35)))
 
@@ -214,7 +214,7 @@ def bootstrap_gain(
     are correlated, households are not.
     """
     if metric not in ("accuracy", "f1"):
-        raise ValueError(f"metric must be 'accuracy' or 'f1', got {metric!r}")
+        raise InvalidArgument(f"metric must be 'accuracy' or 'f1', got {metric!r}")
     u = np.asarray(unit)
     ya = np.asarray(y, dtype=bool)
     ga = np.asarray(guess, dtype=bool)

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from privmeter.errors import InvalidArgument
+
 __all__ = [
     "DEFAULT_DELTA",
     "NoiseConfig",
@@ -90,12 +92,12 @@ def calibrate(
 ) -> float:
     """The smallest ``mu`` (to 0.1 %) with ``epsilon(mu, ...) <= target_epsilon``."""
     if target_epsilon <= 0:
-        raise ValueError(f"target epsilon must be positive, got {target_epsilon!r}")
+        raise InvalidArgument(f"target epsilon must be positive, got {target_epsilon!r}")
     lo, hi = 1e-6, 1.0
     while epsilon(hi, sensitivity, compositions=compositions, delta=delta) > target_epsilon:
         hi *= 2
         if hi > 1e30:
-            raise ValueError("target unreachable")
+            raise InvalidArgument("target unreachable")
     while hi / lo > 1.001:
         mid = math.sqrt(lo * hi)
         if epsilon(mid, sensitivity, compositions=compositions, delta=delta) > target_epsilon:
@@ -146,7 +148,7 @@ def skellam_shares(
 ) -> npt.NDArray[np.int64]:
     """Integer noise shares ``Poisson(share_mu) - Poisson(share_mu)`` (one per meter/interval)."""
     if share_mu < 0:
-        raise ValueError(f"share_mu must be non-negative, got {share_mu!r}")
+        raise InvalidArgument(f"share_mu must be non-negative, got {share_mu!r}")
     a = rng.poisson(share_mu, size=shape).astype(np.int64)
     b = rng.poisson(share_mu, size=shape).astype(np.int64)
     return a - b

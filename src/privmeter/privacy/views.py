@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from privmeter.errors import BudgetExceeded
+from privmeter.errors import BudgetExceeded, InvalidArgument
 from privmeter.grid.devices.resample import interval_energy_wh
 from privmeter.grid.synthetic.profiles import MINUTES_PER_DAY, HouseholdProfile
 from privmeter.grid.tariff.plans import Plan
@@ -111,14 +111,14 @@ class Population:
         cls, profiles: Sequence[HouseholdProfile], appliances: Sequence[str] = EVAL_APPLIANCES
     ) -> Population:
         if not profiles:
-            raise ValueError("need at least one household")
+            raise InvalidArgument("need at least one household")
         starts = {p.start_unix for p in profiles}
         lengths = {p.minutes for p in profiles}
         if len(starts) != 1 or len(lengths) != 1:
-            raise ValueError("households must share start and length")
+            raise InvalidArgument("households must share start and length")
         minutes = lengths.pop()
         if minutes % MINUTES_PER_DAY:
-            raise ValueError(f"profiles must hold whole days, got {minutes} minutes")
+            raise InvalidArgument(f"profiles must hold whole days, got {minutes} minutes")
         on = {
             a: np.stack([p.appliance_on[a] for p in profiles]).astype(bool)
             for a in appliances
@@ -197,7 +197,7 @@ def group_members(
 ) -> tuple[list[tuple[int, int]], bool]:
     """``victim`` plus ``g - 1`` members as (household, day shift); True if any was reused."""
     if g < 1:
-        raise ValueError(f"group size must be >= 1, got {g!r}")
+        raise InvalidArgument(f"group size must be >= 1, got {g!r}")
     others = [h for h in range(n) if h != victim]
     same_day = [(h, 0) for h in others]
     rng.shuffle(same_day)
@@ -208,7 +208,7 @@ def group_members(
     if need <= len(pool):
         return [(victim, 0), *pool[:need]], False
     if not pool:
-        raise ValueError(f"cannot build a group of {g} from one household")
+        raise InvalidArgument(f"cannot build a group of {g} from one household")
     extra = [pool[rng.randrange(len(pool))] for _ in range(need - len(pool))]
     return [(victim, 0), *pool, *extra], True
 
@@ -344,7 +344,7 @@ def cross_check_aggregation(
     from privmeter.sim.aggregation_group import make_group
 
     if len(members) < 3:
-        raise ValueError("the masked aggregation needs at least 3 members")
+        raise InvalidArgument("the masked aggregation needs at least 3 members")
     energy = pop.energy(AGG_INTERVAL_S)
     sim = make_group(len(members), min_survivors=3, seed=seed, first_interval=0)
     ids = sorted(sim.meters)
