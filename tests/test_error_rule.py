@@ -48,7 +48,6 @@ ALLOWED = {
 PENDING: frozenset[str] = frozenset(
     {
         "bench/",
-        "cluster/",
         "crypto/",
         "grid/",
         "parties/",

@@ -40,7 +40,7 @@ from typing import Any
 
 from privmeter.cluster.routing import Call, LocalShards, ShardMap, Shards, ShardUnavailable
 from privmeter.cluster.shard import ShardCore, ShardSpec, error_from
-from privmeter.errors import PrivmeterError, StoreError
+from privmeter.errors import InvalidArgument, PrivmeterError, StoreError
 from privmeter.parties.headend import GroupConfig
 from privmeter.parties.headend_store import StoredTotal
 from privmeter.parties.messages import SettleRequest
@@ -341,7 +341,7 @@ def start_cluster(
         connect_ray(address)
         backend_ = RayShards(specs, num_cpus=num_cpus, placement=placement)
     else:
-        raise ValueError(f"backend must be 'ray' or 'local', got {backend!r}")
+        raise InvalidArgument(f"backend must be 'ray' or 'local', got {backend!r}")
     return ClusterHeadEnd(backend_, smap)
 
 

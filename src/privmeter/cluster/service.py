@@ -43,7 +43,7 @@ from privmeter.cluster.frontdoor import FrontDoor
 from privmeter.cluster.headend import ClusterHeadEnd
 from privmeter.crypto.paillier import PaillierPublicKey
 from privmeter.crypto.signing import SigningKey, VerifyKey
-from privmeter.errors import PrivmeterError, UnknownParty
+from privmeter.errors import InvalidArgument, PrivmeterError, UnknownParty
 from privmeter.grid.tariff.plans import Plan
 from privmeter.net.channel import ErrorMessage
 from privmeter.parties.engine import DriveLog, IntervalEngine
@@ -234,7 +234,7 @@ class ClusterEngine(IntervalEngine):
         """Serve interval ``t`` in every group of ``groups`` (no demand management: ``close`` and
         ``on_event`` are not supported on a cluster)."""
         if close is not None or on_event is not None:
-            raise NotImplementedError("close and on_event hooks need a local head-end core")
+            raise InvalidArgument("close and on_event hooks need a local head-end core")
         head = self.cluster.head
         t0 = time.perf_counter()
         opened = await asyncio.to_thread(head.open_intervals, list(groups))
