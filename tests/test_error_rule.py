@@ -52,7 +52,6 @@ PENDING: frozenset[str] = frozenset(
         "grid/",
         "parties/",
         "protocol/",
-        "sim/",
         "store/",
         "web/",
     }

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from privmeter.errors import InvalidArgument
+
 __all__ = ["SimClock"]
 
 
@@ -24,7 +26,7 @@ class SimClock:
 
     def __init__(self, start_unix: int, *, speed: float = 0.0) -> None:
         if speed < 0:
-            raise ValueError("speed must be >= 0")
+            raise InvalidArgument("speed must be >= 0")
         self.start_unix = int(start_unix)
         self.speed = speed
         self._t = int(start_unix)
