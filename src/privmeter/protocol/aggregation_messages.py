@@ -31,7 +31,7 @@ from typing import Any
 import msgpack
 
 from privmeter.crypto.keyagreement import PUBLIC_BYTES
-from privmeter.errors import MessageTooLarge
+from privmeter.errors import InvalidArgument, MessageTooLarge
 from privmeter.protocol.codec import DEFAULT_MAX_BYTES, WIRE_VERSION, decode, encode, message
 
 __all__ = [
@@ -82,14 +82,14 @@ SIGNATURE_BYTES = 64
 
 def _check_id(name: str, value: str) -> None:
     if not isinstance(value, str) or not 0 < len(value) <= 64 or value.startswith("@"):
-        raise ValueError(f"{name} must be 1..64 characters not starting with '@'")
+        raise InvalidArgument(f"{name} must be 1..64 characters not starting with '@'")
 
 
 def _check_group(group: str, epoch: int) -> None:
     if not isinstance(group, str) or not 0 < len(group) <= 64:
-        raise ValueError("group id must be 1..64 characters")
+        raise InvalidArgument("group id must be 1..64 characters")
     if not 0 <= epoch < 1 << 63:
-        raise ValueError("epoch out of range")
+        raise InvalidArgument("epoch out of range")
 
 
 @message("agg.advert")
@@ -107,11 +107,11 @@ class KeyAdvert:
     def __post_init__(self) -> None:
         _check_group(self.group, self.epoch)
         if not isinstance(self.party_id, str) or not 0 < len(self.party_id) <= 64:
-            raise ValueError("party id must be 1..64 characters")
+            raise InvalidArgument("party id must be 1..64 characters")
         if len(self.public) != PUBLIC_BYTES or len(self.nonce) != 16:
-            raise ValueError("advert public key must be 32 bytes and nonce 16 bytes")
+            raise InvalidArgument("advert public key must be 32 bytes and nonce 16 bytes")
         if len(self.signature) != SIGNATURE_BYTES:
-            raise ValueError("advert signature must be 64 bytes")
+            raise InvalidArgument("advert signature must be 64 bytes")
 
 
 @message("agg.bundle")
@@ -130,17 +130,17 @@ class KeyBundle:
     def __post_init__(self) -> None:
         _check_group(self.group, self.epoch)
         if not 0 <= self.first_interval < 1 << 62:
-            raise ValueError("first interval out of range")
+            raise InvalidArgument("first interval out of range")
         if not 1 <= self.dim <= MAX_DIM:
-            raise ValueError(f"dim must be in [1, {MAX_DIM}]")
+            raise InvalidArgument(f"dim must be in [1, {MAX_DIM}]")
         if not 2 <= len(self.adverts) <= MAX_ROSTER:
-            raise ValueError(f"a group has 2..{MAX_ROSTER} meters")
+            raise InvalidArgument(f"a group has 2..{MAX_ROSTER} meters")
         if not 1 <= self.degree <= min(MAX_DEGREE, len(self.adverts) - 1):
-            raise ValueError("degree out of range")
+            raise InvalidArgument("degree out of range")
         for a in self.adverts:
             _check_id("meter id", a.party_id)
         if self.headend.party_id != HEADEND_ID:
-            raise ValueError("head-end advert must use the head-end id")
+            raise InvalidArgument("head-end advert must use the head-end id")
 
 
 @message("agg.announce")
@@ -165,13 +165,13 @@ class Announcement:
     def __post_init__(self) -> None:
         _check_group(self.group, self.epoch)
         if not 0 <= self.interval < 1 << 62:
-            raise ValueError("interval out of range")
+            raise InvalidArgument("interval out of range")
         if not 2 <= self.roster_size <= MAX_ROSTER:
-            raise ValueError("roster size out of range")
+            raise InvalidArgument("roster size out of range")
         nb = (self.roster_size + 7) // 8
         for name in ("enrolled", "survivors", "dropped"):
             if len(getattr(self, name)) != nb:
-                raise ValueError(f"{name} bitmap must be {nb} bytes")
+                raise InvalidArgument(f"{name} bitmap must be {nb} bytes")
 
 
 @message("agg.cert")
@@ -193,15 +193,15 @@ class Certificate:
     def __post_init__(self) -> None:
         n = self.announcement.roster_size
         if len(self.signers) != (n + 7) // 8:
-            raise ValueError(f"signer bitmap must be {(n + 7) // 8} bytes")
+            raise InvalidArgument(f"signer bitmap must be {(n + 7) // 8} bytes")
         val = int.from_bytes(self.signers, "little")
         if val >> n:
-            raise ValueError("signer bitmap names a meter outside the roster")
+            raise InvalidArgument("signer bitmap names a meter outside the roster")
         count = val.bit_count()
         if not 1 <= count <= MAX_COMMITTEE:
-            raise ValueError(f"a certificate has 1..{MAX_COMMITTEE} signers")
+            raise InvalidArgument(f"a certificate has 1..{MAX_COMMITTEE} signers")
         if len(self.signatures) != SIGNATURE_BYTES * count:
-            raise ValueError("one 64-byte signature per signer")
+            raise InvalidArgument("one 64-byte signature per signer")
 
 
 @message("agg.start.v2")
@@ -230,10 +230,12 @@ class IntervalStart:
 
     def __post_init__(self) -> None:
         if len(self.signature) != SIGNATURE_BYTES:
-            raise ValueError("announcement signature must be 64 bytes")
+            raise InvalidArgument("announcement signature must be 64 bytes")
         for blob in (self.shares, self.late):
             if len(blob) % 16 or len(blob) > DENSE_RECORD_BYTES * MAX_DEGREE:
-                raise ValueError("relayed shares must be whole records, at most one per neighbour")
+                raise InvalidArgument(
+                    "relayed shares must be whole records, at most one per neighbour"
+                )
         c = self.certificate
         if c is not None and (
             c.announcement.group,
@@ -246,7 +248,9 @@ class IntervalStart:
             self.announcement.roster_size,
             self.announcement.interval,
         ):
-            raise ValueError("the certificate must be for the previous announcement of this group")
+            raise InvalidArgument(
+                "the certificate must be for the previous announcement of this group"
+            )
 
 
 @message("agg.input.v2")
@@ -284,23 +288,23 @@ class MaskedInput:
         _check_group(self.group, self.epoch)
         _check_id("meter id", self.meter_id)
         if not 0 <= self.interval < 1 << 62:
-            raise ValueError("interval out of range")
+            raise InvalidArgument("interval out of range")
         if self.reveal_interval not in (-1, self.interval - 1, self.interval - 2):
-            raise ValueError("reveals must be for one of the two previous intervals")
+            raise InvalidArgument("reveals must be for one of the two previous intervals")
         if len(self.masked) > MAX_DIM or any(not 0 <= v < 1 << 64 for v in self.masked):
-            raise ValueError("masked values must be uint64")
+            raise InvalidArgument("masked values must be uint64")
         if len(self.shares) % 16 or len(self.shares) > DENSE_RECORD_BYTES * MAX_DEGREE:
-            raise ValueError("shares must be whole records")
+            raise InvalidArgument("shares must be whole records")
         if len(self.recovery) > 8 * MAX_DIM * MAX_DEGREE or len(self.recovery) % 8:
-            raise ValueError("recovery pads too long")
+            raise InvalidArgument("recovery pads too long")
         if len(self.reveals) % 16 or len(self.reveals) > 16 * MAX_DEGREE:
-            raise ValueError("reveals must be whole 16-byte shares")
+            raise InvalidArgument("reveals must be whole 16-byte shares")
         if self.reveal_interval == -1 and self.reveals:
-            raise ValueError("reveals without an interval")
+            raise InvalidArgument("reveals without an interval")
         if len(self.endorsement) not in (0, SIGNATURE_BYTES):
-            raise ValueError("endorsement must be empty or a 64-byte signature")
+            raise InvalidArgument("endorsement must be empty or a 64-byte signature")
         if len(self.tag) not in (0, TAG_BYTES):
-            raise ValueError("tag must be 16 bytes")
+            raise InvalidArgument("tag must be 16 bytes")
 
 
 # -- fast decoding of the head-end's hot message ---------------------------------
@@ -382,7 +386,7 @@ def bitmap_to_set(data: bytes, size: int) -> frozenset[int]:
     """Decode a bitmap; raises ``ValueError`` if a bit beyond ``size`` is set."""
     val = int.from_bytes(data, "little")
     if val >> size:
-        raise ValueError("bitmap names a meter outside the roster")
+        raise InvalidArgument("bitmap names a meter outside the roster")
     return frozenset(i for i in range(size) if (val >> i) & 1)
 
 
@@ -419,7 +423,7 @@ def degree_for(n: int, dropout: float, *, target: float = 1e-6) -> int:
     graph if none is (small groups, heavy churn).  The head-end picks the
     degree of each epoch with it from the dropout it has observed."""
     if not 0.0 <= dropout < 1.0:
-        raise ValueError("dropout must be in [0, 1)")
+        raise InvalidArgument("dropout must be in [0, 1)")
     k = default_degree(n)
     top = min(n - 1, MAX_DEGREE)
     while k < top and failure_chance(n, k, dropout) > target:
@@ -485,7 +489,7 @@ def neighbours(n: int, degree: int, seed: bytes) -> list[list[int]]:
     if degree >= n - 1:
         return [[j for j in range(n) if j != i] for i in range(n)]
     if degree % 2:
-        raise ValueError("a sparse graph needs an even degree")
+        raise InvalidArgument("a sparse graph needs an even degree")
     perm = ring(n, seed)
     half = degree // 2
     out: list[list[int]] = [[] for _ in range(n)]

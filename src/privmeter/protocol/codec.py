@@ -28,7 +28,13 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from privmeter.errors import MalformedMessage, MessageTooLarge, UnsupportedVersion
+from privmeter.errors import (
+    InvalidArgument,
+    InvalidArgumentType,
+    MalformedMessage,
+    MessageTooLarge,
+    UnsupportedVersion,
+)
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -62,9 +68,9 @@ def message(tag: str) -> Callable[[type[T]], type[T]]:
 
     def deco(cls: type[T]) -> type[T]:
         if not dataclasses.is_dataclass(cls):
-            raise TypeError(f"{cls.__name__} must be a dataclass")
+            raise InvalidArgumentType(f"{cls.__name__} must be a dataclass")
         if tag in _REGISTRY and _REGISTRY[tag] is not cls:
-            raise ValueError(f"message tag {tag!r} registered twice")
+            raise InvalidArgument(f"message tag {tag!r} registered twice")
         _REGISTRY[tag] = cls
         _TAGS[cls] = tag
         return cls
@@ -75,10 +81,12 @@ def message(tag: str) -> Callable[[type[T]], type[T]]:
 def check_id(value: str, what: str) -> None:
     """Validate a party/group/event id inside a message's ``__post_init__``.
 
-    Raises ``ValueError`` (which :func:`decode` turns into MalformedMessage).
+    Raises ``InvalidArgument``, a ValueError (which :func:`decode` turns into MalformedMessage).
     """
     if not value or len(value) > MAX_ID_CHARS or not value.isprintable():
-        raise ValueError(f"{what} must be 1-{MAX_ID_CHARS} printable characters, got {value!r:.80}")
+        raise InvalidArgument(
+            f"{what} must be 1-{MAX_ID_CHARS} printable characters, got {value!r:.80}"
+        )
 
 
 def registered() -> dict[str, type[Any]]:
@@ -107,7 +115,7 @@ def _default(obj: Any) -> Any:
         return msgpack.ExtType(_EXT_BIGINT, _int_to_bytes(int(obj)))
     if dataclasses.is_dataclass(obj) and type(obj) in _TAGS:
         return msgpack.ExtType(_EXT_MESSAGE, encode(obj))
-    raise TypeError(f"cannot encode {type(obj).__name__}")
+    raise InvalidArgumentType(f"cannot encode {type(obj).__name__}")
 
 
 def _prep(v: Any) -> Any:
@@ -129,7 +137,7 @@ def encode(msg: Any) -> bytes:
     cls = type(msg)
     tag = _TAGS.get(cls)
     if tag is None:
-        raise TypeError(f"{cls.__name__} is not a registered message")
+        raise InvalidArgumentType(f"{cls.__name__} is not a registered message")
     fields = {f.name: _prep(getattr(msg, f.name)) for f in dataclasses.fields(msg)}
     packed: bytes = msgpack.packb([WIRE_VERSION, tag, fields], default=_default, use_bin_type=True)
     return packed
@@ -156,11 +164,11 @@ def tail_encoder(msg: Any, last: Sequence[str]) -> Callable[..., bytes]:
     cls = type(msg)
     tag = _TAGS.get(cls)
     if tag is None:
-        raise TypeError(f"{cls.__name__} is not a registered message")
+        raise InvalidArgumentType(f"{cls.__name__} is not a registered message")
     names = [f.name for f in dataclasses.fields(msg)]
     k = len(last)
     if k == 0 or names[-k:] != list(last):
-        raise ValueError(f"{list(last)} are not the last fields of {cls.__name__} {names}")
+        raise InvalidArgument(f"{list(last)} are not the last fields of {cls.__name__} {names}")
     packer = msgpack.Packer(default=_default, use_bin_type=True)
     pack = packer.pack
     prefix: bytes = (
@@ -174,7 +182,7 @@ def tail_encoder(msg: Any, last: Sequence[str]) -> Callable[..., bytes]:
 
     def encode_tail(*values: Any) -> bytes:
         if len(values) != k:
-            raise TypeError(f"expected {k} values ({', '.join(last)}), got {len(values)}")
+            raise InvalidArgumentType(f"expected {k} values ({', '.join(last)}), got {len(values)}")
         parts = [prefix]
         for h, v in zip(heads, values, strict=True):
             parts.append(h)
@@ -275,7 +283,7 @@ def _check(value: Any, hint: Any, where: str, depth: int, max_bytes: int) -> Any
         if type(inner) is not hint:
             raise MalformedMessage(f"{where}: expected {hint.__name__}, got {type(inner).__name__}")
         return inner
-    raise TypeError(f"codec cannot check type {hint!r} at {where}")
+    raise InvalidArgumentType(f"codec cannot check type {hint!r} at {where}")
 
 
 def decode(

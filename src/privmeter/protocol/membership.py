@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from privmeter.errors import GroupTooSmall, MembershipChangeRefused
+from privmeter.errors import GroupTooSmall, InvalidArgument, MembershipChangeRefused
 from privmeter.grid.tariff.plans import PrivacyBudget
 
 __all__ = ["MembershipPolicy"]
@@ -191,7 +191,7 @@ class MembershipPolicy:
         except (KeyError, TypeError):
             ok = False
         if not ok:
-            raise ValueError(f"not a {STATE_FORMAT} ledger")
+            raise InvalidArgument(f"not a {STATE_FORMAT} ledger")
         self.group_id, self.roster = st["group_id"], frozenset(st["roster"])
         self.since, self.last_served = st["since"], st["last_served"]
         self._changes = {d: n for d, n in st["changes"]}

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import datetime
 
+from privmeter.errors import InvalidArgument
+
 __all__ = ["MONTHLY", "check_layout", "period_bounds", "period_of"]
 
 MONTHLY = 0  # period_intervals meaning: calendar months (UTC)
@@ -37,11 +39,11 @@ def _month_start(index: int) -> int:
 def check_layout(period_start: int, period_intervals: int, interval_seconds: int) -> None:
     """ValueError unless the layout is usable (see the module docstring)."""
     if period_start < 0 or period_intervals < 0:
-        raise ValueError("period_start and period_intervals must be non-negative")
+        raise InvalidArgument("period_start and period_intervals must be non-negative")
     if period_intervals == MONTHLY:
         unix = period_start * interval_seconds
         if 86400 % interval_seconds or _month_start(_month_index(unix)) != unix:
-            raise ValueError(
+            raise InvalidArgument(
                 f"monthly periods must start at a UTC month start, got interval {period_start}"
             )
 

@@ -50,6 +50,8 @@ from privmeter.crypto.multiexp import GroupedProduct, StreamingMultiExp
 from privmeter.crypto.paillier import MIN_KEY_BITS, EncryptedNumber, PaillierPublicKey
 from privmeter.crypto.signing import SIGNATURE_BYTES, SigningKey, VerifyKey
 from privmeter.errors import (
+    InvalidArgument,
+    InvalidArgumentType,
     InvalidKey,
     KeyMismatch,
     PlaintextOverflow,
@@ -114,12 +116,12 @@ def canonical(*parts: bytes | str | int) -> bytes:
             out.append(b"s")
             data = p.encode("utf-8")
         elif isinstance(p, bool):
-            raise TypeError("canonical() takes no bools")
+            raise InvalidArgumentType("canonical() takes no bools")
         elif isinstance(p, int):
             out.append(b"i")
             data = p.to_bytes((p.bit_length() + 8) // 8, "big", signed=True)
         else:
-            raise TypeError(f"canonical() cannot encode {type(p).__name__}")
+            raise InvalidArgumentType(f"canonical() cannot encode {type(p).__name__}")
         out.append(_U32(len(data)))
         out.append(data)
     return b"".join(out)
@@ -141,22 +143,22 @@ class ReadingRecord:
     def __post_init__(self) -> None:
         check_id(self.meter_id, "meter_id")
         if not 0 <= self.interval < 2**48:
-            raise ValueError(f"interval must be in [0, 2**48), got {self.interval!r}")
+            raise InvalidArgument(f"interval must be in [0, 2**48), got {self.interval!r}")
         if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r:.40}")
+            raise InvalidArgument(f"kind must be one of {KINDS}, got {self.kind!r:.40}")
         if self.kind == ENERGY:
             if self.event_id:
-                raise ValueError("an energy record carries no event_id")
+                raise InvalidArgument("an energy record carries no event_id")
         else:
             check_id(self.event_id, "event_id")
         if len(self.key_id) != 16:
-            raise ValueError(f"key_id must be 16 bytes, got {len(self.key_id)}")
+            raise InvalidArgument(f"key_id must be 16 bytes, got {len(self.key_id)}")
         if not 0 < len(self.ciphertext) <= MAX_CIPHERTEXT_BYTES:
-            raise ValueError(
+            raise InvalidArgument(
                 f"ciphertext must be 1-{MAX_CIPHERTEXT_BYTES} bytes, got {len(self.ciphertext)}"
             )
         if len(self.signature) != SIGNATURE_BYTES:
-            raise ValueError(
+            raise InvalidArgument(
                 f"signature must be {SIGNATURE_BYTES} bytes, got {len(self.signature)}"
             )
 
@@ -234,7 +236,7 @@ def record_price(plan: Plan, kind: str, interval: int, feed: PriceFeed | None) -
         return int(dr.penalty_price)
     if kind == DR_REBATE:
         return -int(dr.rebate_price)
-    raise ValueError(f"unknown record kind {kind!r}")
+    raise InvalidArgument(f"unknown record kind {kind!r}")
 
 
 _VERIFIED_KEYS: set[tuple[bytes, int, int, tuple[int, ...], int]] = set()
