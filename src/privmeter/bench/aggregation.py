@@ -54,6 +54,7 @@ from typing import Any
 from privmeter.argtypes import at_least
 from privmeter.bench._common import add_json_flag, emit, progress
 from privmeter.crypto.paillier import generate_keypair
+from privmeter.errors import SelfCheckFailed
 from privmeter.protocol.aggregation import input_mac
 from privmeter.protocol.aggregation_messages import MaskedInput
 from privmeter.protocol.codec import decode, encode, encode_field, message
@@ -191,7 +192,7 @@ def _masked_case(
                 and res.total == (sum(_reading(m, res.interval) for m in want),)
             )
     if len(degrees) != 1:
-        raise AssertionError(f"meters used different degrees: {sorted(degrees)}")
+        raise SelfCheckFailed(f"meters used different degrees: {sorted(degrees)}")
     breakdown = {k: v / nmsg for k, v in sizes.items()}
     return _Measured(
         meter_cpu / nmsg,
@@ -232,10 +233,10 @@ def _paillier_case(group_size: int, dropout: float, seed: int, pk: Any, sk: Any)
         for data in msgs:
             msg = decode(data, expect=PaillierReading)
             if data[-tag_len:-16] != tag_head:  # tag last, 16 bytes (as for masked inputs)
-                raise AssertionError("baseline message not in canonical form")
+                raise SelfCheckFailed("baseline message not in canonical form")
             want = input_mac(macs[msg.meter_id], data[:-tag_len] + no_tag)
             if not hmac.compare_digest(want, msg.tag):
-                raise AssertionError("baseline MAC failed")
+                raise SelfCheckFailed("baseline MAC failed")
             acc = acc + pk.ciphertext_from_bytes(msg.ciphertext)
         total = sk.decrypt(acc)
         head = time.process_time() - c0

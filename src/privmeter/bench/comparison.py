@@ -45,6 +45,7 @@ from privmeter.argtypes import at_least
 from privmeter.bench._common import add_json_flag, emit, progress
 from privmeter.crypto import elgamal
 from privmeter.crypto.signing import SigningKey, VerifyKey
+from privmeter.errors import DependencyError, SelfCheckFailed, TransportError
 from privmeter.protocol import comparison as cmp
 from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.demand import DemandManager, MeterDemandAgent
@@ -149,7 +150,7 @@ def _comparison_row(
         ok = uc.receive(zero)
         c4 = time.process_time()
         if ok != (x >= t):
-            raise AssertionError(f"comparison wrong for x={x}, T={t}")
+            raise SelfCheckFailed(f"comparison wrong for x={x}, T={t}")
         offer_cpu += c1 - c0
         meter += (c1 - c0) + (c3 - c2)
         util += (c2 - c1) + (c4 - c3)
@@ -183,7 +184,7 @@ def _free_base_port(m: int = 3) -> int:
         finally:
             for s in socks:
                 s.close()
-    raise RuntimeError("no free loopback ports for MPyC")
+    raise TransportError("no free loopback ports for MPyC")
 
 
 def mpyc_comparison(bits: int, batch: int, timeout: float = 300.0) -> dict[str, float]:
@@ -208,7 +209,7 @@ def mpyc_comparison(bits: int, batch: int, timeout: float = 300.0) -> dict[str, 
                 p.wait()
     out0, err0 = outs[2]
     if procs[2].returncode != 0 or not out0.strip():
-        raise RuntimeError(f"MPyC party 0 failed: {err0.strip()[-400:]}")
+        raise DependencyError(f"MPyC party 0 failed: {err0.strip()[-400:]}")
     res = json.loads(out0.strip().splitlines()[-1])
     return {"cpu_s": float(res["cpu_s"]), "wall_s": float(res["wall_s"])}
 
@@ -267,7 +268,7 @@ def _meter_worker(
     for q in queries:
         a = agents[q.meter_id]
         if not a.receive_echoes(bundle, now=now):
-            raise RuntimeError("event not certified")
+            raise SelfCheckFailed("event not certified")
         chunk.append(encode(a.receive_query(q, now=now)))
         if len(chunk) >= 25:
             conn.send_bytes(msgpack.packb(chunk))
@@ -335,7 +336,7 @@ def event_benchmark(
     try:
         ev = mgr.check_total(total, interval=now // 900, now=now)
         if ev is None:
-            raise AssertionError("total inside [Cmin, Cmax]")
+            raise SelfCheckFailed("total inside [Cmin, Cmax]")
         wire_ev = encode(ev)
         for c in conns:
             c.send_bytes(wire_ev)
@@ -381,7 +382,7 @@ def event_benchmark(
     threshold = mgr.events[ev.event_id].threshold
     expected = plaintext_targets(readings, threshold, ev.side, ev.bits)
     if mgr.targets(ev.event_id) != expected or applied != len(expected):
-        raise AssertionError("event targets differ from the plaintext reference")
+        raise SelfCheckFailed("event targets differ from the plaintext reference")
     return {
         "meters": n_meters,
         "wall_s": wall,

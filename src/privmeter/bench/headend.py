@@ -48,7 +48,7 @@ from privmeter.argtypes import at_least
 from privmeter.bench._common import add_json_flag, cpu_per_call, emit, progress
 from privmeter.crypto.paillier import PaillierPrivateKey, generate_keypair
 from privmeter.crypto.signing import SigningKey, VerifyKey
-from privmeter.errors import ConfigError, TransportError
+from privmeter.errors import ConfigError, DependencyError, TransportError
 
 __all__ = ["PLAN_TOML", "T0", "add_arguments", "run"]
 
@@ -237,7 +237,7 @@ async def _serve(
         await server.close()
     core.store.close()
     if "c1" not in marks or proc.returncode != 0 or core.calls["records"] != total:
-        raise RuntimeError(f"load generator failed: {lines[-3:]}")
+        raise DependencyError(f"load generator failed: {lines[-3:]}")
     gen = json.loads(lines[-1])
     return {
         "cpu_s": marks["c1"] - marks["c0"],

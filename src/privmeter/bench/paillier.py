@@ -38,6 +38,7 @@ from privmeter.crypto.paillier import (
     RandomnessPool,
     generate_keypair,
 )
+from privmeter.errors import SelfCheckFailed
 
 T = TypeVar("T")
 
@@ -142,7 +143,7 @@ def measure(
         c = pk.encrypt(-m, rng=rng)
         pc = phe.EncryptedNumber(ppk, c.value)
         if not sk.decrypt(c) == psk.decrypt(pc) == -m:
-            raise RuntimeError("decryptions disagree")
+            raise SelfCheckFailed("decryptions disagree")
         pair("decrypt", *_paired(lambda: sk.decrypt(c), lambda: psk.decrypt(pc), min_seconds))
         bar.advance(task)
 
@@ -170,13 +171,13 @@ def measure(
 
         ours_bill, bill = _best_of(BILL_REPEATS, ours)
         if sk.decrypt(pk.ciphertext(bill)) != truth:
-            raise RuntimeError("privmeter bill is wrong")
+            raise SelfCheckFailed("privmeter bill is wrong")
         bar.advance(task)
 
         pcts = [phe.EncryptedNumber(ppk, ct.value) for ct in cts]
         phe_bill, pbill = _best_of(PHE_BILL_REPEATS, lambda: _phe_bill(pcts, prices))
         if psk.decrypt(pbill) != truth:
-            raise RuntimeError("phe bill is wrong")
+            raise SelfCheckFailed("phe bill is wrong")
 
         mvals = [nt.mpz(ct.value) for ct in cts]
         msq = nt.mpz(pk.nsquare)

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from privmeter.errors import StoreError
+
 __all__ = [
     "GENESIS",
     "BillingStore",
@@ -156,7 +158,7 @@ class MemoryBillingStore:
     ) -> tuple[int, bytes]:
         key = (meter_id, interval, kind, event_id)
         if key in self._index:
-            raise KeyError(f"record {key!r} already logged")
+            raise StoreError(f"record {key!r} already logged")
         self.commit_account(meter_id, period, count, changed, removed)
         self._head = chain_step(self._head, record)
         seq = len(self._log) + 1

@@ -87,8 +87,9 @@ def create_app(engine: DemoState, *, allowed_hosts: list[str] | None = None) -> 
     async def on_engine(fn: Callable[[], Any]) -> Any:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(engine.call(fn)), CALL_TIMEOUT_S)
-        except KeyError as exc:
-            raise HTTPException(404, f"unknown id {exc}") from None
+        except KeyError as exc:  # NotFound, or a dict's
+            what = exc.args[0] if exc.args else ""
+            raise HTTPException(404, f"unknown id {what!r}") from None
         except (ConfigError, ValueError) as exc:
             raise HTTPException(400, str(exc)) from None
         except PrivmeterError as exc:

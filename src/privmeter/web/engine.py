@@ -67,6 +67,7 @@ from privmeter.errors import (
     ConfigError,
     InvalidProof,
     LocalProtocolError,
+    NotFound,
     PrivmeterError,
 )
 from privmeter.parties.engine import IntervalEngine
@@ -827,7 +828,7 @@ class DemoEngine:
 
     def force_event(self, group: str) -> dict[str, Any]:
         if group not in self.groups:
-            raise KeyError(group)
+            raise NotFound(group)
         self._pending.force.add(group)
         self._alert(
             "info",
@@ -981,7 +982,7 @@ class DemoEngine:
     def _meter(self, meter: str) -> MeterAgent:
         m = self.meters.get(meter)
         if m is None:
-            raise KeyError(meter)
+            raise NotFound(meter)
         return m
 
     # -- snapshots -----------------------------------------------------------------------------------
@@ -1043,7 +1044,7 @@ class DemoEngine:
     def _holdings(self, meter: str) -> MeterHoldings:
         core = self.core
         if core is None:
-            raise KeyError(meter)
+            raise NotFound(meter)
         reg = core.store.get_meter(meter)
         pk = core.household_keys.get(meter)
         dm = core.groups[self.group_of[meter]].dm

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from privmeter.errors import NotFound
 from privmeter.web.inference import infer_activities, score_occupancy
 from privmeter.web.snapshot import HouseholdSnapshot, OperatorSnapshot, thaw
 
@@ -102,7 +103,7 @@ def overview(s: OperatorSnapshot) -> dict[str, Any]:
 
 def group_totals(s: OperatorSnapshot, group: str, since: int = -1) -> dict[str, Any]:
     if group not in s.groups:
-        raise KeyError(group)
+        raise NotFound(group)
     rows = [thaw(r) for r in s.totals[group] if r["interval"] > since]
     return {"group": group, "interval_seconds": s.interval_seconds, "totals": rows}
 
@@ -156,7 +157,7 @@ def utility_view(s: OperatorSnapshot, meter: str) -> dict[str, Any]:
     """Everything the head-end holds about one household: nothing readable."""
     h = s.holdings.get(meter)
     if h is None:
-        raise KeyError(meter)
+        raise NotFound(meter)
     acc = h.account
     statements = [
         {
