@@ -48,7 +48,6 @@ ALLOWED = {
 PENDING: frozenset[str] = frozenset(
     {
         "crypto/",
-        "grid/",
         "parties/",
         "protocol/aggregation.py",
         "protocol/comparison.py",

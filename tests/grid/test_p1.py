@@ -23,7 +23,7 @@ from dsmr_parser.parsers import TelegramParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privmeter.errors import ConfigError, TransportError
+from privmeter.errors import ConfigError, DataFormatError, TransportError
 from privmeter.grid.devices.p1 import (
     P1Decoder,
     P1Reconciler,
@@ -190,7 +190,7 @@ def test_rewrite_is_exact_and_crc_valid(test_data):
     TelegramParser.validate_checksum(out)  # dsmr-parser agrees with our CRC
     [s] = P1Decoder().feed(out.encode("latin-1"))
     assert (s.unix, s.import_wh, s.power_w) == (1_700_000_000, 123_456_789 + 2399, 1234)
-    with pytest.raises(ValueError, match=r"no 9\.9\.9 line"):
+    with pytest.raises(DataFormatError, match=r"no 9\.9\.9 line"):
         rewrite_telegram(tpl, registers_wh={"9.9.9": 1})
     with pytest.raises(ValueError, match="unsigned"):
         rewrite_telegram(tpl, registers_wh={"1.8.1": -1})

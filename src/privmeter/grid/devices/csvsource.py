@@ -51,7 +51,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from privmeter.errors import DataFormatError
+from privmeter.errors import DataFormatError, InvalidArgument
 from privmeter.files import read_text_file
 from privmeter.grid.devices.resample import resample_energy
 from privmeter.grid.devices.source import IntervalReading
@@ -96,15 +96,15 @@ def _parse_ts(text: str) -> int:
     try:
         t = datetime.datetime.fromisoformat(s.replace("Z", "+00:00") if s.endswith("Z") else s)
     except ValueError:
-        raise ValueError(
+        raise InvalidArgument(
             f"timestamp: expected ISO 8601 with offset or unix seconds, got {text!r}"
         ) from None
     if t.tzinfo is None or t.utcoffset() is None:
-        raise ValueError(
+        raise InvalidArgument(
             f"timestamp: expected an explicit UTC offset ('Z' or '+01:00'), got naive {text!r}"
         )
     if t.microsecond:
-        raise ValueError(f"timestamp: expected whole seconds, got {text!r}")
+        raise InvalidArgument(f"timestamp: expected whole seconds, got {text!r}")
     return int(t.timestamp())
 
 
@@ -113,10 +113,10 @@ def _parse_int(text: str, name: str) -> int | None:
     if s == "":
         return None
     if not re.fullmatch(r"[+-]?\d{1,13}", s):
-        raise ValueError(f"{name}: expected a signed integer or empty, got {text!r}")
+        raise InvalidArgument(f"{name}: expected a signed integer or empty, got {text!r}")
     v = int(s)
     if abs(v) > MAX_ABS_VALUE:
-        raise ValueError(f"{name}: |value| above {MAX_ABS_VALUE}, got {text!r}")
+        raise InvalidArgument(f"{name}: |value| above {MAX_ABS_VALUE}, got {text!r}")
     return v
 
 
@@ -225,7 +225,7 @@ def read_csv_readings(
 def open_csv_source(path: str | Path, interval_seconds: int) -> CsvSource:
     """Open a v1 readings file as a load source at ``interval_seconds``."""
     if not isinstance(interval_seconds, int) or interval_seconds < 1:  # seconds: real-time tests
-        raise ValueError(f"interval_seconds must be a positive int, got {interval_seconds!r}")
+        raise InvalidArgument(f"interval_seconds must be a positive int, got {interval_seconds!r}")
     file_interval, meta, readings = read_csv_readings(path)
     if file_interval == interval_seconds:
         return CsvSource(str(path), interval_seconds, meta, tuple(readings))
@@ -269,7 +269,7 @@ def write_csv_readings(
                 or "\n" in v
                 or k == "interval_seconds"
             ):
-                raise ValueError(f"bad metadata entry {k!r}: {v!r}")
+                raise InvalidArgument(f"bad metadata entry {k!r}: {v!r}")
             f.write(f"# {k}: {v}\n")
         f.write("timestamp,energy_wh,power_w\n")
         for r in readings:

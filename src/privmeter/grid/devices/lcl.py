@@ -41,7 +41,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
 
-from privmeter.errors import DataFormatError
+from privmeter.errors import DataFormatError, InvalidArgument
 from privmeter.grid.devices.resample import resample_energy
 from privmeter.grid.devices.source import IntervalReading
 
@@ -108,7 +108,7 @@ class LclSeries:
     def to_source(self, interval_seconds: int = LCL_INTERVAL_SECONDS) -> LclSource:
         """A load source at ``interval_seconds`` (coarser: summed; finer: split evenly)."""
         if self.start_unix % interval_seconds and interval_seconds > self.interval_seconds:
-            raise ValueError(
+            raise InvalidArgument(
                 f"series starts at {self.start_unix}, not on a {interval_seconds} s boundary"
             )
         return LclSource(self, interval_seconds)
@@ -137,13 +137,13 @@ def parse_kwh_to_wh(text: str) -> int:
     """Exact decimal kWh string -> whole Wh, rounded half-to-even.  Raises ValueError."""
     s = text.strip()
     if not s or len(s) > 40:
-        raise ValueError(f"expected a decimal kWh value, got {text!r}")
+        raise InvalidArgument(f"expected a decimal kWh value, got {text!r}")
     try:
         d = Decimal(s)
     except InvalidOperation:
-        raise ValueError(f"expected a decimal kWh value, got {text!r}") from None
+        raise InvalidArgument(f"expected a decimal kWh value, got {text!r}") from None
     if not d.is_finite() or abs(d) > _MAX_ABS_KWH:
-        raise ValueError(f"kWh value out of range: {text!r}")
+        raise InvalidArgument(f"kWh value out of range: {text!r}")
     return int((d * 1000).to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
@@ -152,7 +152,7 @@ def _parse_time(text: str, _day_cache: dict[str, int] = {}) -> int:  # noqa: B00
     s = text.strip()
     main, dot, frac = s.partition(".")
     if dot and (not frac.isdigit() or frac.strip("0")):
-        raise ValueError(f"expected a whole-second timestamp, got {text!r}")
+        raise InvalidArgument(f"expected a whole-second timestamp, got {text!r}")
     day_txt, sep, clock = main.partition(" ")
     day = _day_cache.get(day_txt)
     if day is None:
@@ -161,7 +161,7 @@ def _parse_time(text: str, _day_cache: dict[str, int] = {}) -> int:  # noqa: B00
         except ValueError:
             d = None
         if d is None or not sep:
-            raise ValueError(f"expected 'YYYY-MM-DD HH:MM:SS', got {text!r}")
+            raise InvalidArgument(f"expected 'YYYY-MM-DD HH:MM:SS', got {text!r}")
         day = (d - datetime.date(1970, 1, 1)).days * 86400
         if len(_day_cache) < 100_000:
             _day_cache[day_txt] = day
@@ -174,10 +174,10 @@ def _parse_time(text: str, _day_cache: dict[str, int] = {}) -> int:  # noqa: B00
         or int(parts[1]) > 59
         or int(parts[2]) > 59
     ):
-        raise ValueError(f"expected 'YYYY-MM-DD HH:MM:SS', got {text!r}")
+        raise InvalidArgument(f"expected 'YYYY-MM-DD HH:MM:SS', got {text!r}")
     unix = day + int(parts[0]) * 3600 + int(parts[1]) * 60 + int(parts[2])
     if unix % LCL_INTERVAL_SECONDS:
-        raise ValueError(f"timestamp is not on a half-hour boundary: {text!r}")
+        raise InvalidArgument(f"timestamp is not on a half-hour boundary: {text!r}")
     return unix
 
 

@@ -74,7 +74,7 @@ from dsmr_parser import telegram_specifications as _ts
 from dsmr_parser.exceptions import ParseError as _DsmrParseError
 from dsmr_parser.parsers import TelegramParser
 
-from privmeter.errors import ConfigError, LocalProtocolError, TransportError
+from privmeter.errors import ConfigError, InvalidArgument, LocalProtocolError, TransportError
 from privmeter.grid.devices.source import IntervalReading, readings_in_executor
 
 __all__ = [
@@ -171,7 +171,7 @@ def parse_p1_timestamp(text: str, tz: str | ZoneInfo = DEFAULT_TZ) -> int:
     zone = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
     m = re.fullmatch(r"(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})([SW]?)", text)
     if not m:
-        raise ValueError(f"P1 timestamp must be YYMMDDhhmmss[S|W], got {text!r}")
+        raise InvalidArgument(f"P1 timestamp must be YYMMDDhhmmss[S|W], got {text!r}")
     yy, mo, dd, hh, mi, ss = (int(g) for g in m.groups()[:6])
     naive = datetime(2000 + yy, mo, dd, hh, mi, ss)  # raises ValueError on a bad date
     o1 = naive.replace(tzinfo=zone, fold=0).utcoffset()
@@ -235,14 +235,14 @@ def _detect_spec(text: str) -> str:
 def _to_wh(obj: Any, name: str) -> Decimal:
     unit = getattr(obj, "unit", None)
     if unit not in _ENERGY_SCALE:
-        raise ValueError(f"{name}: expected kWh or Wh, got unit {unit!r}")
+        raise InvalidArgument(f"{name}: expected kWh or Wh, got unit {unit!r}")
     return Decimal(obj.value) * _ENERGY_SCALE[unit]
 
 
 def _to_w(obj: Any, name: str) -> Decimal:
     unit = getattr(obj, "unit", None)
     if unit not in _POWER_SCALE:
-        raise ValueError(f"{name}: expected kW or W, got unit {unit!r}")
+        raise InvalidArgument(f"{name}: expected kW or W, got unit {unit!r}")
     return Decimal(obj.value) * _POWER_SCALE[unit]
 
 

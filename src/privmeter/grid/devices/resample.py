@@ -30,6 +30,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from privmeter.errors import InvalidArgument, InvalidArgumentType
+
 __all__ = [
     "coarsen_energy",
     "interval_energy_wh",
@@ -49,7 +51,7 @@ def minutes_per_interval(interval_seconds: int) -> int:
         or interval_seconds < MIN_INTERVAL_SECONDS
         or interval_seconds % 60
     ):
-        raise ValueError(
+        raise InvalidArgument(
             f"interval_seconds must be a positive multiple of 60, got {interval_seconds!r}"
         )
     return interval_seconds // 60
@@ -72,11 +74,11 @@ def interval_energy_wh(minute_w: npt.ArrayLike, interval_seconds: int) -> npt.ND
     m = minutes_per_interval(interval_seconds)
     w = np.asarray(minute_w)
     if w.ndim != 1:
-        raise ValueError(f"minute_w must be one-dimensional, got shape {w.shape!r}")
+        raise InvalidArgument(f"minute_w must be one-dimensional, got shape {w.shape!r}")
     if not np.issubdtype(w.dtype, np.integer):
-        raise TypeError(f"minute_w must hold integers (W), got dtype {w.dtype}")
+        raise InvalidArgumentType(f"minute_w must hold integers (W), got dtype {w.dtype}")
     if len(w) % m:
-        raise ValueError(
+        raise InvalidArgument(
             f"minute_w holds {len(w)} minutes, not a whole number of {m}-minute intervals"
         )
     wmin = w.astype(np.int64)
@@ -90,7 +92,7 @@ def coarsen_energy(energy_wh: Sequence[int | None], factor: int) -> list[int | N
     A trailing partial group is dropped (it is not a whole coarse interval).
     """
     if not isinstance(factor, int) or factor < 1:
-        raise ValueError(f"factor must be a positive int, got {factor!r}")
+        raise InvalidArgument(f"factor must be a positive int, got {factor!r}")
     out: list[int | None] = []
     for i in range(0, len(energy_wh) - factor + 1, factor):
         group = energy_wh[i : i + factor]
@@ -110,7 +112,7 @@ def refine_energy(energy_wh: Sequence[int | None], factor: int) -> list[int | No
     this does not recover information the source never had.
     """
     if not isinstance(factor, int) or factor < 1:
-        raise ValueError(f"factor must be a positive int, got {factor!r}")
+        raise InvalidArgument(f"factor must be a positive int, got {factor!r}")
     out: list[int | None] = []
     for v in energy_wh:
         if v is None:
@@ -131,13 +133,13 @@ def resample_energy(
     """Move interval energy from one interval length to another (one must divide the other)."""
     for name, v in (("from_seconds", from_seconds), ("to_seconds", to_seconds)):
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+            raise InvalidArgument(f"{name} must be a positive int, got {v!r}")
     if from_seconds == to_seconds:
         return list(energy_wh)
     if to_seconds % from_seconds == 0:
         return coarsen_energy(energy_wh, to_seconds // from_seconds)
     if from_seconds % to_seconds == 0:
         return refine_energy(energy_wh, from_seconds // to_seconds)
-    raise ValueError(
+    raise InvalidArgument(
         f"cannot resample {from_seconds} s intervals to {to_seconds} s: neither divides the other"
     )

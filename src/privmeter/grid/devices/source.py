@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from privmeter.errors import DataFormatError
+from privmeter.errors import DataFormatError, InvalidArgument
 
 __all__ = ["IntervalReading", "LoadSource", "readings_in_executor"]
 
@@ -32,11 +32,11 @@ class IntervalReading:
 
     def __post_init__(self) -> None:
         if not isinstance(self.interval, int) or self.interval < 0:
-            raise ValueError(f"interval must be a non-negative int, got {self.interval!r}")
+            raise InvalidArgument(f"interval must be a non-negative int, got {self.interval!r}")
         for name in ("energy_wh", "power_w"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
-                raise ValueError(f"{name} must be int or None, got {type(v).__name__}")
+                raise InvalidArgument(f"{name} must be int or None, got {type(v).__name__}")
 
 
 @runtime_checkable

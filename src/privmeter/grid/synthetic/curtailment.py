@@ -42,6 +42,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from privmeter.errors import InvalidArgument
 from privmeter.grid.synthetic.profiles import HouseholdProfile
 
 __all__ = [
@@ -87,19 +88,23 @@ def directive_window(
 ) -> tuple[int, int]:
     """``(start_minute, duration_minutes)`` of intervals ``interval ..`` within a profile."""
     if interval_seconds % 60 or interval_seconds <= 0 or n_intervals < 1:
-        raise ValueError(
+        raise InvalidArgument(
             f"need whole-minute intervals and n_intervals >= 1, got {interval_seconds!r}, {n_intervals!r}"
         )
     offset = interval * interval_seconds - profile_start_unix
     if offset < 0 or offset % 60:
-        raise ValueError(f"interval {interval} starts before the profile or off a minute boundary")
+        raise InvalidArgument(
+            f"interval {interval} starts before the profile or off a minute boundary"
+        )
     return offset // 60, n_intervals * interval_seconds // 60
 
 
 def _as_int_array(a: npt.ArrayLike, name: str) -> npt.NDArray[np.int64]:
     arr = np.asarray(a)
     if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{name} must be a 1-D integer array, got {arr.dtype} shape {arr.shape}")
+        raise InvalidArgument(
+            f"{name} must be a 1-D integer array, got {arr.dtype} shape {arr.shape}"
+        )
     return arr.astype(np.int64, copy=True)
 
 
@@ -126,25 +131,25 @@ def apply_directive(
         )
     else:
         if deferrable_w is None:
-            raise ValueError("deferrable_w is required with a plain minute array")
+            raise InvalidArgument("deferrable_w is required with a plain minute array")
         net = _as_int_array(profile_or_minutes, "minute_w")
         dfr = _as_int_array(deferrable_w, "deferrable_w")
     if dfr.shape != net.shape:
-        raise ValueError(f"deferrable_w has {len(dfr)} minutes, minute_w has {len(net)}")
+        raise InvalidArgument(f"deferrable_w has {len(dfr)} minutes, minute_w has {len(net)}")
     if (dfr < 0).any():
-        raise ValueError("deferrable_w must be non-negative")
+        raise InvalidArgument("deferrable_w must be non-negative")
     if action not in ACTIONS:
-        raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
+        raise InvalidArgument(f"action must be one of {ACTIONS}, got {action!r}")
     for name, v in (("start_minute", start_minute), ("duration_minutes", duration_minutes)):
         if not isinstance(v, int) or isinstance(v, bool):
-            raise ValueError(f"{name} must be an int, got {v!r}")
+            raise InvalidArgument(f"{name} must be an int, got {v!r}")
     if start_minute < 0 or duration_minutes < 1 or start_minute + duration_minutes > len(net):
-        raise ValueError(
+        raise InvalidArgument(
             f"window [{start_minute}, {start_minute + duration_minutes}) is not inside "
             f"the {len(net)} minutes of the profile"
         )
     if not isinstance(extra_w, int) or extra_w < 0 or (extra_w and action != "take_more"):
-        raise ValueError(
+        raise InvalidArgument(
             f"extra_w must be a non-negative int, used only by take_more, got {extra_w!r}"
         )
     s, d, n = start_minute, duration_minutes, len(net)

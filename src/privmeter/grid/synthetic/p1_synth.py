@@ -11,7 +11,7 @@ telegram so a test can compare the decoded readings with it.
 
 Security assumption: none (test and demo tooling; a meter's own telegrams
 are never rewritten on the read path).  Guarantee: registers are written
-exactly or a ValueError is raised; nothing is rounded except instantaneous
+exactly or InvalidArgument (a ValueError) is raised; nothing is rounded except instantaneous
 power, to the template line's resolution.
 """
 
@@ -24,6 +24,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from zoneinfo import ZoneInfo
 
+from privmeter.errors import DataFormatError, InvalidArgument
 from privmeter.grid.devices.p1 import DEFAULT_TZ, format_p1_timestamp, p1_crc16
 
 __all__ = ["SyntheticTelegram", "rewrite_telegram", "synthesize_telegrams"]
@@ -40,9 +41,9 @@ def _format_value(
     places = len(template_dec)
     q = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
     if exact and q != value:
-        raise ValueError(f"{what}: {value} is not representable with {places} decimals")
+        raise InvalidArgument(f"{what}: {value} is not representable with {places} decimals")
     if q < 0:
-        raise ValueError(f"{what}: P1 registers are unsigned, got {value}")
+        raise InvalidArgument(f"{what}: P1 registers are unsigned, got {value}")
     width = len(template_int) + (places + 1 if places else 0)
     return format(q, f"0{width}.{places}f")
 
@@ -60,7 +61,7 @@ def rewrite_telegram(
     Keys are OBIS ``C.D.E`` codes (``"1.8.1"``, ``"2.8.2"``, ``"1.7.0"``...);
     values are written in the unit and digit layout of the template's line
     (kWh with 3 decimals, Wh, kW, W): registers exactly or not at all
-    (ValueError), power rounded to the line's resolution (it is a measurement).
+    (InvalidArgument; a template without the line: DataFormatError), power rounded to the line's resolution (it is a measurement).
     Used to build realistic telegram sequences from recorded examples.
     """
     text = template
@@ -76,24 +77,24 @@ def rewrite_telegram(
         )
         m = pat.search(text)
         if m is None:
-            raise ValueError(f"template has no {key} line")
+            raise DataFormatError(f"template has no {key} line")
         unit = m.group(4)
         if unit not in scales:
-            raise ValueError(f"{key}: unexpected unit {unit!r}")
+            raise DataFormatError(f"{key}: unexpected unit {unit!r}")
         new = _format_value(m.group(2), m.group(3) or "", value / scales[unit], key, exact)
         text = text[: m.start()] + f"{m.group(1)}{new}*{unit})" + text[m.end() :]
     if timestamp is not None:
         m = _TIMESTAMP.search(text)
         if m is None:
-            raise ValueError("template has no 0-0:1.0.0 timestamp line")
+            raise DataFormatError("template has no 0-0:1.0.0 timestamp line")
         stamp = format_p1_timestamp(timestamp, tz)
         text = text[: m.start(1)] + stamp + text[m.end(2) :]
     start, bang = text.find("/"), text.find("!")
     if start < 0 or bang < start:
-        raise ValueError("template is not a P1 telegram (/ ... !)")
+        raise DataFormatError("template is not a P1 telegram (/ ... !)")
     trailer = _TRAILER.match(text, bang)
     if trailer is None:
-        raise ValueError("template has no '!CRC\\r\\n' trailer")
+        raise DataFormatError("template has no '!CRC\\r\\n' trailer")
     if trailer.group(1):  # the meter sends a CRC: recompute it
         crc = p1_crc16(text[start : bang + 1].encode("latin-1"))
         text = text[: bang + 1] + f"{crc:04X}\r\n" + text[trailer.end() :]
@@ -143,7 +144,7 @@ def synthesize_telegrams(
         not any(_has_line(template, k) for k in ("2.8.0", "2.8.1", "2.8.2"))
         and min(powers, default=0) < 0
     ):
-        raise ValueError("template has no export register (2.8.x): power must be >= 0")
+        raise InvalidArgument("template has no export register (2.8.x): power must be >= 0")
     has_ts = _TIMESTAMP.search(template) is not None
     tariffs = {d: [k for k in (f"{d}.8.1", f"{d}.8.2") if _has_line(template, k)] for d in (1, 2)}
     totals = {d: _has_line(template, f"{d}.8.0") for d in (1, 2)}

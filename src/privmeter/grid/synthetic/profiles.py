@@ -71,7 +71,7 @@ import numpy as np
 import numpy.typing as npt
 
 from privmeter import __version__
-from privmeter.errors import DataFormatError
+from privmeter.errors import DataFormatError, DependencyError, InvalidArgument
 from privmeter.grid.devices.resample import interval_energy_wh, minutes_per_interval
 from privmeter.grid.devices.source import IntervalReading
 from privmeter.grid.synthetic.pv import LONDON, PvSystem, Site, clear_sky_ghi_w_m2, pv_minute_w
@@ -174,11 +174,11 @@ def open_sim_source(profile: HouseholdProfile, interval_seconds: int) -> SimSour
     """Readings of ``profile`` per interval: exact Wh (carry rule) and the last minute's W."""
     minutes_per_interval(interval_seconds)
     if profile.start_unix % interval_seconds:
-        raise ValueError(
+        raise InvalidArgument(
             f"profile starts at {profile.start_unix}, not on a {interval_seconds} s boundary"
         )
     if profile.minutes % (interval_seconds // 60):
-        raise ValueError(f"profile length {profile.minutes} min is not whole intervals")
+        raise InvalidArgument(f"profile length {profile.minutes} min is not whole intervals")
     return SimSource(profile, interval_seconds)
 
 
@@ -287,7 +287,7 @@ def _simulate(params: dict[str, Any]) -> dict[str, npt.NDArray[Any]]:
                 dtype=np.float64,
             )
             if apps.shape != (len(APPLIANCES), MINUTES_PER_DAY):
-                raise RuntimeError(f"richardsonpy returned appliance shape {apps.shape}")
+                raise DependencyError(f"richardsonpy returned appliance shape {apps.shape}")
             app_w[:, sl] = np.rint(apps).astype(np.int64)
             app_on[:, sl] = apps > standby[:, None] + 1e-9
             light_w[sl] = np.rint(np.sum(np.asarray(lights, dtype=np.float64), axis=0))
@@ -329,7 +329,7 @@ def _read_cache(path: Path, params: dict[str, Any]) -> dict[str, npt.NDArray[Any
     try:
         with open(path, "rb") as f:
             if f.read(4) != b"PK\x03\x04":  # an .npz is a zip archive
-                raise ValueError("not an npz archive")
+                raise DataFormatError("not an npz archive")
             f.seek(0)
             with np.load(f, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
@@ -348,7 +348,15 @@ def _read_cache(path: Path, params: dict[str, Any]) -> dict[str, npt.NDArray[Any
         )
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+    except (
+        OSError,
+        DataFormatError,
+        ValueError,
+        KeyError,
+        TypeError,
+        EOFError,
+        zipfile.BadZipFile,
+    ) as exc:
         log.warning("profile cache %s unreadable (%s); regenerating", path, exc)
         return None
     if not ok:
@@ -420,11 +428,11 @@ def generate_households(
     ``progress(k)`` is called with the number of households ready so far.
     """
     if not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
+        raise InvalidArgument(f"n must be a non-negative int, got {n!r}")
     if not isinstance(days, int) or not 1 <= days <= 3660:
-        raise ValueError(f"days must be an int within [1, 3660], got {days!r}")
+        raise InvalidArgument(f"days must be an int within [1, 3660], got {days!r}")
     if not 0.0 <= prosumer_share <= 1.0:
-        raise ValueError(f"prosumer_share must be within [0, 1], got {prosumer_share!r}")
+        raise InvalidArgument(f"prosumer_share must be within [0, 1], got {prosumer_share!r}")
     start_unix = _unix(start)
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     tmpdir: tempfile.TemporaryDirectory[str] | None = None
@@ -473,7 +481,7 @@ def generate_households(
                     fut.result()
                     got = _read_cache(paths[i], params[i])
                     if got is None:
-                        raise RuntimeError(f"worker output for household {i} is unreadable")
+                        raise DependencyError(f"worker output for household {i} is unreadable")
                     arrays[i] = got
                     done += 1
                     if progress is not None:

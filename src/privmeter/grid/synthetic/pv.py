@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from privmeter.errors import InvalidArgument
+
 __all__ = ["LONDON", "PvSystem", "Site", "clear_sky_ghi_w_m2", "pv_minute_w"]
 
 
@@ -46,9 +48,9 @@ class Site:
 
     def __post_init__(self) -> None:
         if not -90.0 <= self.latitude <= 90.0:
-            raise ValueError(f"latitude must be within [-90, 90], got {self.latitude!r}")
+            raise InvalidArgument(f"latitude must be within [-90, 90], got {self.latitude!r}")
         if not -180.0 <= self.longitude <= 180.0:
-            raise ValueError(f"longitude must be within [-180, 180], got {self.longitude!r}")
+            raise InvalidArgument(f"longitude must be within [-180, 180], got {self.longitude!r}")
 
 
 LONDON = Site()  # the LCL trial's city, and the default site
@@ -70,24 +72,26 @@ class PvSystem:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.kwp <= 1000.0:
-            raise ValueError(f"kwp must be within [0, 1000], got {self.kwp!r}")
+            raise InvalidArgument(f"kwp must be within [0, 1000], got {self.kwp!r}")
         if not 0.0 <= self.tilt_deg <= 90.0:
-            raise ValueError(f"tilt_deg must be within [0, 90], got {self.tilt_deg!r}")
+            raise InvalidArgument(f"tilt_deg must be within [0, 90], got {self.tilt_deg!r}")
         if not 0.0 <= self.cloud_factor <= 1.0:
-            raise ValueError(f"cloud_factor must be within [0, 1], got {self.cloud_factor!r}")
+            raise InvalidArgument(f"cloud_factor must be within [0, 1], got {self.cloud_factor!r}")
         if not 0.0 <= self.system_losses < 1.0:
-            raise ValueError(f"system_losses must be within [0, 1), got {self.system_losses!r}")
+            raise InvalidArgument(
+                f"system_losses must be within [0, 1), got {self.system_losses!r}"
+            )
         if self.inverter_ratio <= 0.0:
-            raise ValueError(f"inverter_ratio must be positive, got {self.inverter_ratio!r}")
+            raise InvalidArgument(f"inverter_ratio must be positive, got {self.inverter_ratio!r}")
 
 
 def _times(start_unix: int, minutes: int):  # type: ignore[no-untyped-def]
     import pandas as pd
 
     if start_unix % 60:
-        raise ValueError(f"start_unix must be a whole minute, got {start_unix!r}")
+        raise InvalidArgument(f"start_unix must be a whole minute, got {start_unix!r}")
     if minutes < 0:
-        raise ValueError(f"minutes must be non-negative, got {minutes!r}")
+        raise InvalidArgument(f"minutes must be non-negative, got {minutes!r}")
     # mid-minute timestamps: the minute's average is closer to its centre
     return pd.date_range(
         pd.Timestamp(start_unix + 30, unit="s", tz="UTC"), periods=minutes, freq="1min"

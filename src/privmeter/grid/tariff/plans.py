@@ -49,6 +49,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from privmeter.errors import (
     ConfigError,
+    InvalidArgument,
+    InvalidArgumentType,
     InvalidSignature,
     PlanError,
     TariffError,
@@ -360,7 +362,7 @@ class Plan:
         ivs = list(intervals)
         for iv in ivs:
             if not _is_int(iv) or iv < 0:
-                raise TypeError(f"intervals must be non-negative ints, got {iv!r}")
+                raise InvalidArgumentType(f"intervals must be non-negative ints, got {iv!r}")
         if t.kind != "realtime":
             return {iv: t.price_at(iv, self.interval_seconds) for iv in ivs}
         try:
@@ -408,18 +410,18 @@ class Plan:
         """
         for t, x in readings.items():
             if not _is_int(x):
-                raise TypeError(f"reading for interval {t!r} must be int Wh, got {x!r}")
+                raise InvalidArgumentType(f"reading for interval {t!r} must be int Wh, got {x!r}")
         prices = self.prices_for(readings.keys(), feed)
         return sum(x * prices[t] for t, x in readings.items())
 
     def days_touched(self, intervals: range) -> int:
         """Number of local calendar days (plan timezone) that ``[start, end)`` of the range overlaps."""
         if not isinstance(intervals, range) or intervals.step != 1:
-            raise TypeError(f"intervals must be a range with step 1, got {intervals!r}")
+            raise InvalidArgumentType(f"intervals must be a range with step 1, got {intervals!r}")
         if len(intervals) == 0:
             return 0
         if intervals.start < 0:
-            raise ValueError(f"intervals must be non-negative, got {intervals!r}")
+            raise InvalidArgument(f"intervals must be non-negative, got {intervals!r}")
         s = intervals.start * self.interval_seconds
         e = intervals.stop * self.interval_seconds - 1  # last second inside the span
         first = _dt.datetime.fromtimestamp(s, self._tz).date()
@@ -462,7 +464,7 @@ class Plan:
         garbage decryption) is outside.
         """
         if not _is_int(record_count) or record_count < 0:
-            raise ValueError(f"record_count must be a non-negative int, got {record_count!r}")
+            raise InvalidArgument(f"record_count must be a non-negative int, got {record_count!r}")
         fixed = self.fixed_charge(intervals)
         span = record_count * self.record_bound_wh() * self.max_price
         return fixed - span, fixed + span
@@ -473,7 +475,7 @@ class Plan:
         """Energy charge of ``readings`` (which must lie in ``intervals``) plus the fixed charge."""
         outside = [t for t in readings if t not in intervals]
         if outside:
-            raise ValueError(f"readings outside {intervals!r}: {outside[:5]!r}")
+            raise InvalidArgument(f"readings outside {intervals!r}: {outside[:5]!r}")
         return self.energy_charge(readings, feed) + self.fixed_charge(intervals)
 
     # -- digests -----------------------------------------------------------------------
@@ -523,7 +525,7 @@ class Plan:
         its own copy of the published plan and feed and refuses on mismatch.
         """
         if not isinstance(intervals, range) or intervals.step != 1:
-            raise TypeError(f"intervals must be a range with step 1, got {intervals!r}")
+            raise InvalidArgumentType(f"intervals must be a range with step 1, got {intervals!r}")
         prices = None
         if self.tariff.kind == "realtime":
             checked = self.prices_for(intervals, feed)

@@ -45,7 +45,13 @@ from types import MappingProxyType
 from typing import Any
 
 from privmeter.crypto.signing import SIGNATURE_BYTES, SigningKey, VerifyKey
-from privmeter.errors import ConfigError, InvalidSignature, TariffError, UnsupportedVersion
+from privmeter.errors import (
+    ConfigError,
+    InvalidArgumentType,
+    InvalidSignature,
+    TariffError,
+    UnsupportedVersion,
+)
 
 __all__ = [
     "FEED_FORMAT",
@@ -83,7 +89,7 @@ def canonical_digest(domain: str, obj: Any) -> bytes:
 
 def _no_floats(obj: Any) -> None:
     if isinstance(obj, float):
-        raise TypeError("canonical encoding takes no floats")
+        raise InvalidArgumentType("canonical encoding takes no floats")
     if isinstance(obj, dict):
         for v in obj.values():
             _no_floats(v)
