@@ -159,6 +159,8 @@ def test_builtin_compatible_classes() -> None:
     assert issubclass(e.InvalidState, RuntimeError)
     assert issubclass(e.NotFound, KeyError)
     assert issubclass(e.DependencyError, RuntimeError)
+    assert issubclass(e.RandomnessPoolEmpty, LookupError)
+    assert issubclass(e.RandomnessPoolEmpty, e.CryptoError)
     for cls in (e.InvalidArgument, e.InvalidArgumentType, e.InvalidState, e.NotFound):
         assert issubclass(cls, e.PrivmeterError)
     assert str(e.NotFound("no group 'g1'")) == "no group 'g1'"  # not KeyError's quoted repr

@@ -13,7 +13,9 @@ that says what went wrong:
 
 - a malformed file or setting: ``DataFormatError`` (a readings file),
   ``PlanError``, ``TariffError``, ``ConfigError``;
-- a peer's message or field: ``MalformedMessage`` and its siblings;
+- a peer's message or field: ``MalformedMessage`` and its siblings (a wire
+  message's own ``__post_init__`` checks raise ``InvalidArgument``, which
+  ``codec.decode`` turns into ``MalformedMessage`` naming the tag);
 - a key, ciphertext or plaintext: ``InvalidKey``, ``InvalidCiphertext``,
   ``PlaintextOverflow``...;
 - otherwise, a caller of a function passed a value outside its documented
@@ -23,16 +25,17 @@ that says what went wrong:
 ``InvalidArgument`` is also a ``ValueError`` and ``InvalidArgumentType`` a
 ``TypeError``, so a library caller's ``except ValueError`` / ``except
 TypeError`` keeps working; the other builtin-compatible classes
-(``InvalidState``, ``DependencyError``, ``NotFound``) do the same for the
-builtin they replace, and their ``code`` is ``"error"``: a peer is told of
-them as of any internal error, as it was of the builtin.  The specific classes are not ``ValueError``s: code that
-catches one names it (or ``PrivmeterError``).  The allowed exceptions, each with
-its reason in the test: ``NotImplementedError`` in an abstract method,
-``KeyError`` from ``__missing__``/``__getitem__`` (the mapping protocol),
-``StopIteration`` from ``__next__``, and an ``OSError`` of the machine re-raised
-with a clearer message but its ``errno`` (the CLI names EADDRINUSE by it).
-Errors of the environment (``OSError`` from files and sockets) and of the
-standard library propagate as they come.
+(``InvalidState``, ``DependencyError``, ``NotFound``, ``RandomnessPoolEmpty``)
+do the same for the builtin they replace, and their ``code`` is ``"error"``: a
+peer is told of them as of any internal error, as it was of the builtin. The
+specific classes are not ``ValueError``s: code that catches one names it (or
+``PrivmeterError``). The allowed exceptions, each with its reason in the test:
+``NotImplementedError`` in an abstract method, ``KeyError`` from
+``__missing__``/``__getitem__`` (the mapping protocol), ``StopIteration`` from
+``__next__``, and an ``OSError`` of the machine re-raised with a clearer
+message but its ``errno`` (the CLI names EADDRINUSE by it). Errors of the
+environment (``OSError`` from files and sockets) and of the standard library
+propagate as they come.
 
 ::
 
@@ -61,6 +64,8 @@ standard library propagate as they come.
     │   ├── InvalidCiphertext           out of range, not a unit, malformed
     │   ├── KeyMismatch                 ciphertext made under another key id
     │   ├── PlaintextOverflow           value outside the encodable signed range
+    │   ├── RandomnessPoolEmpty         a precomputed randomness pool is used up
+    │   │                               (also a LookupError)
     │   ├── InvalidProof                a decryption proof does not verify
     │   └── InvalidSignature            a signature does not verify
     ├── ProtocolError
@@ -136,6 +141,7 @@ __all__ = [
     "PolicyError",
     "PrivmeterError",
     "ProtocolError",
+    "RandomnessPoolEmpty",
     "RebuildMismatch",
     "RemoteProtocolError",
     "ReplayedMessage",
@@ -265,6 +271,12 @@ class KeyMismatch(CryptoError):
 
 class PlaintextOverflow(CryptoError):
     code = "overflow"
+
+
+class RandomnessPoolEmpty(CryptoError, LookupError):
+    """A precomputed randomness pool has nothing left: ``fill()`` it offline (a LookupError too)."""
+
+    code = "error"  # towards a peer: an internal error, like any bug (says nothing)
 
 
 class InvalidProof(CryptoError):
