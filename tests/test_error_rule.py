@@ -9,9 +9,12 @@ language asks for the builtin (below, each with its reason).
 
 from __future__ import annotations
 
+import argparse
 import ast
 import builtins
 from pathlib import Path
+
+import pytest
 
 import privmeter.errors as errors_module
 
@@ -182,3 +185,31 @@ def test_the_rule_catches_a_builtin_raise(tmp_path: Path) -> None:
         (8, "KeyError", "__missing__", True),
         (10, "RuntimeError", "h", True),
     ]
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        errors_module.InvalidArgumentType("speed must be a number, got 'x'"),
+        errors_module.InvalidState("model is not fitted"),
+        errors_module.SelfCheckFailed("privmeter bill is wrong"),
+    ],
+)
+def test_cli_reports_a_converted_error_in_one_line(
+    exc: Exception, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A TypeError or RuntimeError used to escape the CLI as a traceback; their privmeter
+    replacements are one line on stderr and exit 2."""
+    import privmeter.cli as cli
+
+    def run(args: argparse.Namespace) -> int:
+        raise exc
+
+    class Parser:
+        def parse_args(self, argv: list[str]) -> argparse.Namespace:
+            return argparse.Namespace(_run=run)
+
+    monkeypatch.setattr(cli, "build_parser", lambda argv: Parser())
+    assert cli.main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"privmeter demo: error: {exc.args[0]}\n"
