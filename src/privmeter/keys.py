@@ -28,8 +28,8 @@ from privmeter.crypto.paillier import (
     PaillierPrivateKey,
     PaillierPublicKey,
     generate_keypair,
-    verify_decryption,
 )
+from privmeter.crypto.paillier_proofs import verify_decryption
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.parties.keys import (
     HouseholdKeys,

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from privmeter.crypto.paillier import EncryptedNumber, PaillierPrivateKey, PaillierPublicKey
+from privmeter.crypto.paillier_proofs import prove_wellformed
 from privmeter.crypto.signing import SigningKey
 from privmeter.grid.tariff.plans import Plan
 from privmeter.grid.tariff.tariffs import Tariff
@@ -85,7 +86,7 @@ class World:
             METER.verify_key,
             self.pk,
             plan,
-            wellformed_proof=self.sk.prove_wellformed(),
+            wellformed_proof=prove_wellformed(self.sk),
             period_start=DAY0,
             period_intervals=N,
         )

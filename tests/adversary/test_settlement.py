@@ -23,7 +23,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from privmeter.crypto.hazmat.paillier import CrtPrivateKey
 from privmeter.crypto.paillier import PaillierPrivateKey, PaillierPublicKey
+from privmeter.crypto.paillier_proofs import prove_decryption, prove_wellformed
 from privmeter.errors import (
     AlreadySettled,
     BaseNotDerived,
@@ -136,8 +138,10 @@ def test_the_household_never_decrypts(
     def refuse(*_a: object, **_k: object) -> None:
         raise AssertionError("the household decrypted something")
 
-    for name in ("decrypt", "raw_decrypt", "prove"):
-        monkeypatch.setattr(PaillierPrivateKey, name, refuse)
+    # every decryption, the safe one and the raw CRT one under it (which also
+    # serves prove_decryption), refuses
+    monkeypatch.setattr(PaillierPrivateKey, "decrypt", refuse)
+    monkeypatch.setattr(CrtPrivateKey, "raw_decrypt", refuse)
     w = worlds[0]
     he, home = LyingHeadEnd(w), w.household()
     assert _answer(
@@ -228,7 +232,7 @@ def test_attack5_chosen_base_is_refused_at_registration(paillier_small) -> None:
             METER.verify_key,
             bad,
             flat_plan(),
-            wellformed_proof=bad_sk.prove_wellformed(),
+            wellformed_proof=prove_wellformed(bad_sk),
             period_start=DAY0,
             period_intervals=N,
         )
@@ -239,7 +243,7 @@ def test_attack5_chosen_base_is_refused_at_registration(paillier_small) -> None:
             METER.verify_key,
             bad,
             flat_plan(),
-            wellformed_proof=bad_sk.prove_wellformed(),
+            wellformed_proof=prove_wellformed(bad_sk),
             period_start=DAY0,
             period_intervals=N,
         )
@@ -251,7 +255,7 @@ def test_attack5_chosen_base_is_refused_at_registration(paillier_small) -> None:
 def test_attack5_key_proof_is_required_at_registration(paillier_small, paillier_2048) -> None:
     pk, sk = paillier_small
     ledger = BillingLedger(HEADEND, [flat_plan()], min_key_bits=512)
-    other = paillier_2048[1].prove_wellformed()
+    other = prove_wellformed(paillier_2048[1])
     for proof in ([], [1] * 8, other, "not a proof", [True] * 8):
         with pytest.raises(UnprovenKey):
             ledger.register(
@@ -272,7 +276,7 @@ def test_attack5_key_proof_is_required_at_registration(paillier_small, paillier_
         METER.verify_key,
         pk,
         flat_plan(),
-        wellformed_proof=sk.prove_wellformed(),
+        wellformed_proof=prove_wellformed(sk),
         period_start=DAY0,
         period_intervals=N,
     )
@@ -305,8 +309,10 @@ def test_attack5_the_pre_fix_absurd_bill_is_out_of_bounds(paillier_small) -> Non
     w = World(paillier_small, flat_plan(), readings_for(3))
     pk = w.pk
     # what a meter's encryption of 1000 Wh decrypts to under the chosen base: garbage of ~n bits
+    raw_bad_sk = CrtPrivateKey(bad_sk.p, bad_sk.q)  # hazmat: decrypt with no overflow check
     garbages = (
-        bad_sk.raw_decrypt(bad.encrypt(1000, rng=random.Random(seed)).value) for seed in range(50)
+        raw_bad_sk.raw_decrypt(bad.encrypt(1000, rng=random.Random(seed)).value)
+        for seed in range(50)
     )
     garbage = next(
         g - pk.n if g > pk.n // 2 else g for g in garbages if not pk.max_int < g < pk.n - pk.max_int
@@ -315,7 +321,7 @@ def test_attack5_the_pre_fix_absurd_bill_is_out_of_bounds(paillier_small) -> Non
     # replay it under the good key: a statement whose E(bill) opens to that garbage
     he = LyingHeadEnd(w)
     st_ = he.sign(bill_ciphertext=pk.encrypt(garbage, rng=random.Random(6)).to_bytes())
-    m, r = w.sk.prove(pk.ciphertext_from_bytes(st_.bill_ciphertext))
+    m, r = prove_decryption(w.sk, pk.ciphertext_from_bytes(st_.bill_ciphertext))
     proof = BillProof(meter_id="m1", statement_digest=statement_digest(st_), bill=m, r=r)
     with pytest.raises(BillOutOfBounds):
         check_proof(st_, proof, pk, w.plan)
@@ -332,7 +338,7 @@ def test_attack5_a_bill_out_of_bounds_is_refused_by_all_three(paillier_small) ->
         METER.verify_key,
         pk,
         plan,
-        wellformed_proof=sk.prove_wellformed(),
+        wellformed_proof=prove_wellformed(sk),
         period_start=DAY0,
         period_intervals=N,
     )
@@ -361,9 +367,8 @@ def test_attack5_a_bill_out_of_bounds_is_refused_by_all_three(paillier_small) ->
     (answer,) = home.handle(core.settle_request(statement, 0))
     assert isinstance(answer, Dispute) and answer.reason == "bill-bounds"
     assert isinstance(answer.error(), BillOutOfBounds)
-    m, r = sk.prove(
-        pk.ciphertext_from_bytes(statement.bill_ciphertext)
-    )  # the proof a lax household sends
+    # the proof a lax household sends
+    m, r = prove_decryption(sk, pk.ciphertext_from_bytes(statement.bill_ciphertext))
     proof = BillProof(meter_id="m1", statement_digest=statement_digest(statement), bill=m, r=r)
     with pytest.raises(BillOutOfBounds):
         core.handle("m1", proof, now=0, interval=DAY0 + N)

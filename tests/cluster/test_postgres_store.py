@@ -9,6 +9,7 @@ import pytest
 
 from privmeter.cluster.localpg import LocalPostgres
 from privmeter.cluster.pgstore import PostgresHeadEndStore
+from privmeter.crypto.paillier_proofs import prove_wellformed
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import ReplayedMessage, StoreError
 from privmeter.grid.tariff.plans import Plan
@@ -45,7 +46,7 @@ def _ledger(store, keys, register: bool = True) -> BillingLedger:
                 SigningKey.from_seed(m.encode() * 16).verify_key,
                 pk,
                 flat_plan(),
-                wellformed_proof=sk.prove_wellformed(),
+                wellformed_proof=prove_wellformed(sk),
                 period_start=DAY0,
                 period_intervals=96,
             )

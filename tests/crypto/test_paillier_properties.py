@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privmeter.crypto.paillier import RandomnessPool, verify_decryption
+from privmeter.crypto.paillier import RandomnessPool
+from privmeter.crypto.paillier_proofs import prove_decryption, verify_decryption
 from privmeter.errors import PlaintextOverflow
 
 SMALL = 2**400  # well inside max_int of the 512-bit key
@@ -54,7 +55,7 @@ def test_rerandomisation_changes_ciphertext_not_plaintext(
     c2 = c.rerandomize(rng=rng)
     assert c2.value != c.value
     assert sk.decrypt(c2) == a
-    m, r = sk.prove(c2)
+    m, r = prove_decryption(sk, c2)
     verify_decryption(pk, c2, m, r)
 
 

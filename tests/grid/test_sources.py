@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from privmeter.crypto.paillier import verify_decryption
+from privmeter.crypto.paillier_proofs import prove_decryption, verify_decryption
 from privmeter.errors import ConfigError
 from privmeter.grid.devices.csvsource import write_csv_readings
 from privmeter.grid.devices.dlms import DlmsSource
@@ -254,6 +254,6 @@ def test_bill_from_p1_readings_verifies(neighbourhood, paillier_2048):
     for r in got["A"]:
         acc.add(pk.encrypt(r.energy_wh).value, _tou_price(r.interval))
     bill_ct = pk.ciphertext(acc.value())
-    bill, proof_r = sk.prove(bill_ct)
+    bill, proof_r = prove_decryption(sk, bill_ct)
     verify_decryption(pk, bill_ct, bill, proof_r)
     assert bill == sum(x * _tou_price(K + k) for k, x in enumerate(truth["A"]))  # micro-pence

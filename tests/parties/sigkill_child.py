@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from privmeter.crypto.paillier import PaillierPrivateKey
+from privmeter.crypto.paillier_proofs import prove_wellformed
 from privmeter.crypto.signing import SigningKey
 from privmeter.grid.tariff.plan_toml import builtin_plan
 from privmeter.parties.headend import HeadEndCore
@@ -39,7 +40,7 @@ def core(db: str) -> HeadEndCore:
     he, ms, sk = keys()
     plan = builtin_plan("economy7")
     c = HeadEndCore(he, [plan], store=HeadEndStore(db), window_back=10**6)
-    proof = sk.prove_wellformed()
+    proof = prove_wellformed(sk)
     for m, k in ms.items():
         c.register(
             m,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from privmeter.cli import main
+from privmeter.crypto.paillier_proofs import prove_wellformed
 from privmeter.crypto.signing import SigningKey
 from privmeter.grid.tariff.plan_toml import builtin_plan
 from privmeter.grid.tariff.pricefeed import PriceFeed, demo_feed_signing_key
@@ -47,7 +48,7 @@ def bundle(paillier_2048, tmp_path_factory) -> dict[str, Path]:
     other_meter = SigningKey.from_seed(b"o" * 32)
     store = SqliteBillingStore(tmp / "headend.sqlite")
     ledger = BillingLedger(headend, [plan], store=store)
-    proof = sk.prove_wellformed()
+    proof = prove_wellformed(sk)
     ledger.register(
         "m1",
         meter.verify_key,

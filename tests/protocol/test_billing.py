@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privmeter.crypto.paillier import PaillierPublicKey, generate_keypair
+from privmeter.crypto.paillier_proofs import prove_wellformed
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import (
     DuplicateReading,
@@ -107,7 +108,7 @@ class World:
             self.meter.verify_key,
             self.pk,
             plan,
-            wellformed_proof=self.sk.prove_wellformed(),
+            wellformed_proof=prove_wellformed(self.sk),
             period_start=DAY0,
             period_intervals=periods,
         )
@@ -373,7 +374,7 @@ def test_ledger_refuses_small_keys_by_default(paillier_small) -> None:
             SigningKey.from_seed(b"m" * 32).verify_key,
             paillier_small[0],
             flat_plan(),
-            wellformed_proof=paillier_small[1].prove_wellformed(),
+            wellformed_proof=prove_wellformed(paillier_small[1]),
         )
 
 

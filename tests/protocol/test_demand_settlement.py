@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from privmeter.crypto.paillier_proofs import prove_wellformed
 from privmeter.crypto.signing import SigningKey
 from privmeter.grid.tariff.plans import DemandResponse, Plan
 from privmeter.grid.tariff.tariffs import Tariff
@@ -79,7 +80,7 @@ def test_event_settles_inside_the_encrypted_bill(paillier_2048, tampered: bool) 
         meter.verify_key,
         pk,
         p,
-        wellformed_proof=sk.prove_wellformed(),
+        wellformed_proof=prove_wellformed(sk),
         period_start=DAY0,
         period_intervals=N,
     )

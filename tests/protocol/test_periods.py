@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from privmeter.crypto.paillier_proofs import prove_wellformed
 from privmeter.crypto.signing import SigningKey
 from privmeter.grid.tariff.plans import Plan
 from privmeter.grid.tariff.tariffs import Tariff
@@ -75,7 +76,7 @@ def test_monthly_statement_settles_with_the_household(paillier_small) -> None:
         meter.verify_key,
         pk,
         plan,
-        wellformed_proof=sk.prove_wellformed(),
+        wellformed_proof=prove_wellformed(sk),
         period_start=JAN_2013,
         period_intervals=MONTHLY,
     )

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from privmeter.crypto.paillier import EncryptedNumber
+from privmeter.crypto.paillier_proofs import prove_wellformed
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import (
     AuditFailure,
@@ -113,7 +114,7 @@ class Scenario:
             self.meter.verify_key,
             self.pk,
             plan,
-            wellformed_proof=self.sk.prove_wellformed(),
+            wellformed_proof=prove_wellformed(self.sk),
             period_start=DAY0,
             period_intervals=N,
         )

@@ -15,6 +15,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from privmeter.crypto.paillier_proofs import prove_wellformed
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import ReplayedMessage, StoreError
 from privmeter.grid.tariff.plans import Plan
@@ -62,7 +63,7 @@ def _ledger(store, keys, register: bool = True) -> BillingLedger:
             SigningKey.from_seed(b"m" * 32).verify_key,
             pk,
             flat_plan(),
-            wellformed_proof=sk.prove_wellformed(),
+            wellformed_proof=prove_wellformed(sk),
             period_start=DAY0,
             period_intervals=96,
         )
@@ -191,7 +192,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_record(paillier_small, tmp_pat
     pk, sk = paillier_small
     readings, recs = _records(pk, 96, seed=8)
     db, keyfile, recfile = tmp_path / "b.sqlite", tmp_path / "pk.json", tmp_path / "recs.bin"
-    keyfile.write_text(json.dumps({"pk": pk.to_dict(), "proof": sk.prove_wellformed()}))
+    keyfile.write_text(json.dumps({"pk": pk.to_dict(), "proof": prove_wellformed(sk)}))
     recfile.write_bytes(msgpack.packb([record_bytes(r) for r in recs]))
     cmd = [sys.executable, "-c", CHILD, str(db), str(keyfile), str(recfile)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")

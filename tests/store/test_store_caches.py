@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from privmeter.crypto.paillier_proofs import prove_wellformed
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import ReplayedMessage, StaleMessage
 from privmeter.grid.tariff.plans import Plan
@@ -42,7 +43,7 @@ def _ledger(store, keys) -> BillingLedger:
         METER.verify_key,
         pk,
         _plan(),
-        wellformed_proof=sk.prove_wellformed(),
+        wellformed_proof=prove_wellformed(sk),
         period_start=DAY0,
         period_intervals=96,
     )

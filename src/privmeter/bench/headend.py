@@ -47,6 +47,7 @@ from typing import Any
 from privmeter.argtypes import at_least
 from privmeter.bench._common import add_json_flag, cpu_per_call, emit, progress
 from privmeter.crypto.paillier import PaillierPrivateKey, generate_keypair
+from privmeter.crypto.paillier_proofs import prove_wellformed
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import ConfigError, DependencyError, TransportError
 
@@ -176,7 +177,7 @@ async def _serve(
         min_key_bits=min(args.key_bits, 2048),
     )
     trust = TrustStore()
-    proof = sk.prove_wellformed()
+    proof = prove_wellformed(sk)
     for i in range(args.meters):
         k = _meter_key(args.seed, i)
         core.register(

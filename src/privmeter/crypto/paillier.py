@@ -1,8 +1,22 @@
-"""Paillier encryption with g = n+1, CRT decryption and public decryption proofs.
+"""Paillier encryption with g = n+1: the safe API (keys, ciphertexts, validation, formats).
 
 What it is for: each household owns a Paillier key; its meter encrypts
 readings under the household's public key, the utility computes the bill on
 ciphertexts, and the household proves the decrypted bill to anyone.
+
+Layers (after pyca/cryptography's recipes over ``hazmat``)
+-----------------------------------------------------------
+* :mod:`privmeter.crypto.hazmat.paillier` -- the raw number theory on ints
+  (``raw_encrypt``, ``CrtPrivateKey.raw_decrypt``, DJN randomisers,
+  ``derived_base``, n-th roots).  Correct only when used exactly as
+  documented: no validation, ints in and out.
+* this module -- the safe API built on it: :class:`PaillierPublicKey`,
+  :class:`PaillierPrivateKey`, :class:`EncryptedNumber` (key-checked
+  homomorphic operations), :class:`RandomnessPool`, :func:`generate_keypair`,
+  validation of everything from outside, signed-plaintext encoding with
+  overflow detection, and the JSON / byte formats.
+* :mod:`privmeter.crypto.paillier_proofs` -- the key well-formedness proof
+  and the public proof of correct decryption, on the safe keys.
 
 Security assumptions
 --------------------
@@ -45,13 +59,10 @@ Guarantees
 * Every ciphertext entering from outside is checked by
   :meth:`PaillierPublicKey.validate`: key id, ``0 < c < n**2``, and
   ``gcd(c, n) = 1``.
-* :meth:`PaillierPrivateKey.prove` returns ``(m, r)`` with
-  ``c = (1 + m*n) * r**n mod n**2``; :func:`verify_decryption` checks it with
+* :func:`~privmeter.crypto.paillier_proofs.prove_decryption` returns ``(m, r)``
+  with ``c = (1 + m*n) * r**n mod n**2``;
+  :func:`~privmeter.crypto.paillier_proofs.verify_decryption` checks it with
   the public key alone.
-
-Two safety levels (after pyca/cryptography and phe): ``encrypt``,
-``decrypt``, ``add`` and ``mul`` validate and re-randomise as needed;
-``raw_encrypt`` and ``raw_decrypt`` take and return residues and say so.
 """
 
 from __future__ import annotations
@@ -64,15 +75,15 @@ from typing import Any
 
 from privmeter.crypto import _numtheory as nt
 from privmeter.crypto._serial import JsonKey, hex_int, key_mapping, unhex_int
+from privmeter.crypto.hazmat import paillier as _hz
+from privmeter.crypto.hazmat.paillier import DJN_COMB_ROWS, DJN_COMB_TABLES
 from privmeter.errors import (
     BaseNotDerived,
     InvalidCiphertext,
     InvalidKey,
-    InvalidProof,
     KeyMismatch,
     MalformedMessage,
     PlaintextOverflow,
-    UnprovenKey,
     UnsupportedVersion,
 )
 
@@ -85,36 +96,16 @@ __all__ = [
     "RandomnessPool",
     "derived_base",
     "generate_keypair",
-    "verify_decryption",
 ]
 
 DEFAULT_KEY_BITS = 3072  # ~128-bit security; billing records are kept for years
 MIN_KEY_BITS = 2048  # ~112-bit security; the smallest size accepted outside tests
-DJN_WINDOW = 7  # legacy FixedBaseTable window (kept for callers); DJN now uses the comb below
-DJN_COMB_ROWS = 12  # comb digit width: 2**12 residues per table
-DJN_COMB_TABLES = 4  # 1536-bit exponent -> 32 squarings + <= 128 multiplications
 MAX_KEY_BITS = 16384  # refuse absurd moduli from outside (DoS bound)
 _HEX_MAX = 2 * MAX_KEY_BITS // 4 + 2  # hex digits of the largest value (mod n^2) we accept
-WELLFORMED_ROUNDS = 8  # n-th-root challenges in the key proof: error <= 2**-128
-SMALL_PRIME_BOUND = 1 << 16  # trial division bound used by the key proof
 
 PUBLIC_KEY_FORMAT = "privmeter.paillier.public-key/1"
 PRIVATE_KEY_FORMAT = "privmeter.paillier.private-key/1"
 CIPHERTEXT_FORMAT = "privmeter.paillier.ciphertext/1"
-
-_SMALL_PRIMES: tuple[int, ...] = ()
-
-
-def _small_primes() -> tuple[int, ...]:
-    global _SMALL_PRIMES
-    if not _SMALL_PRIMES:
-        sieve = bytearray([1]) * SMALL_PRIME_BOUND
-        sieve[0:2] = b"\x00\x00"
-        for i in range(2, int(SMALL_PRIME_BOUND**0.5) + 1):
-            if sieve[i]:
-                sieve[i * i :: i] = bytearray(len(sieve[i * i :: i]))
-        _SMALL_PRIMES = tuple(i for i in range(SMALL_PRIME_BOUND) if sieve[i])
-    return _SMALL_PRIMES
 
 
 def derived_base(n: int) -> int:
@@ -125,26 +116,12 @@ def derived_base(n: int) -> int:
     ``gcd(x, n) = 1``): nothing up anyone's sleeve, and h_s is an n-th residue
     by construction, which anyone holding n can check by recomputing it
     (deciding n-th residuosity of a given h_s is the DCR problem itself).
+    :class:`~privmeter.errors.InvalidKey` for a modulus out of range (the
+    computation is :func:`privmeter.crypto.hazmat.paillier.derived_base`).
     """
-    n = int(n)
-    nlen = (n.bit_length() + 7) // 8
-    counter = 0
-    while True:
-        material = b""
-        block = 0
-        while len(material) < nlen + 16:
-            material += hashlib.sha256(
-                b"privmeter-paillier-djn-base-v1"
-                + n.to_bytes(nlen, "big")
-                + counter.to_bytes(4, "big")
-                + block.to_bytes(4, "big")
-            ).digest()
-            block += 1
-        x = int.from_bytes(material, "big") % n
-        counter += 1
-        if x > 1 and nt.gcd(x, n) == 1:
-            break
-    return nt.powmod((-x * x) % n, n, n * n)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 15 or n.bit_length() > MAX_KEY_BITS:
+        raise InvalidKey(f"not a Paillier modulus: {n!r:.40}")
+    return _hz.derived_base(n)
 
 
 class PaillierPublicKey(JsonKey):
@@ -203,7 +180,7 @@ class PaillierPublicKey(JsonKey):
         n = int(n)
         if n < 15 or n.bit_length() > MAX_KEY_BITS:
             raise InvalidKey(f"modulus of {n.bit_length()} bits is out of range")
-        pk = cls(n, derived_base(n))
+        pk = cls(n, _hz.derived_base(n))
         pk._base_ok = True
         return pk
 
@@ -214,7 +191,7 @@ class PaillierPublicKey(JsonKey):
 
     @property
     def djn_exponent_bits(self) -> int:
-        return -(-self.bits // 2)
+        return _hz.djn_exponent_bits(self.bits)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PaillierPublicKey) and other.n == self.n and other.hs == self.hs
@@ -244,10 +221,16 @@ class PaillierPublicKey(JsonKey):
 
     # -- randomness -----------------------------------------------------------
     def djn_table(self) -> nt.CombTable:
-        """The fixed-base comb table for h_s (built once, on first use)."""
+        """The key's fixed-base comb table for h_s (built once, on first use).
+
+        Calling it early moves the build (~0.2-0.3 s) off the first
+        encryption.  The table itself is a hazmat object: the raw layer's
+        :func:`~privmeter.crypto.hazmat.paillier.random_rn` and
+        :func:`~privmeter.crypto.hazmat.paillier.djn_rn` take it.
+        """
         if self._djn_table is None:
             rows, tables = self._djn_shape
-            self._djn_table = nt.CombTable(
+            self._djn_table = _hz.djn_table(
                 self.hs, self.nsquare, self.djn_exponent_bits, rows, tables
             )
         return self._djn_table
@@ -264,31 +247,11 @@ class PaillierPublicKey(JsonKey):
             self._djn_shape = (rows, tables)
             self._djn_table = None
 
-    def djn_rn(self, a: int) -> int:
-        """The DJN randomiser ``h_s**a mod n**2`` for an explicit exponent ``a`` (vectors)."""
-        if not isinstance(a, int) or not 0 <= a < 1 << self.djn_exponent_bits:
-            raise ValueError(f"DJN exponent must be in [0, 2**{self.djn_exponent_bits})")
-        return int(self.djn_table().pow(a))
-
-    def random_rn(self, rng: nt.RandomSource = nt.SYSTEM_RNG) -> int:
+    def _random_rn(self, rng: nt.RandomSource) -> int:
         """A fresh randomiser h_s**a mod n**2, ``a`` uniform of ceil(k/2) bits (DJN)."""
-        return int(self.djn_table().pow(rng.getrandbits(self.djn_exponent_bits)))
-
-    def random_rn_full(self, rng: nt.RandomSource = nt.SYSTEM_RNG) -> int:
-        """A fresh randomiser r**n mod n**2 with r uniform in Z*_n (slow, textbook)."""
-        return nt.powmod(nt.random_unit(self.n, rng), self.n, self.nsquare)
+        return _hz.random_rn(self.djn_table(), self.djn_exponent_bits, rng)
 
     # -- encryption -----------------------------------------------------------
-    def raw_encrypt(self, m_mod_n: int, rn: int) -> int:
-        """Hazmat: ``(1 + m n) * rn mod n**2`` for a residue ``m_mod_n`` in Z_n.
-
-        Does no encoding or checking; use :meth:`encrypt`.  Computed as
-        ``rn + n * (m * rn mod n)`` (one half-size reduction instead of a
-        full product mod n**2).
-        """
-        n = self._mn
-        return int((rn + n * (m_mod_n * nt.mpz(rn) % n)) % self._mn2)
-
     def encrypt(
         self,
         m: int,
@@ -307,16 +270,15 @@ class PaillierPublicKey(JsonKey):
                 raise KeyMismatch("randomness pool belongs to another key")
             rn = pool.take()
         else:
-            rn = self.random_rn(rng)
-        return EncryptedNumber(self, self.raw_encrypt(mm, rn))
+            rn = self._random_rn(rng)
+        return EncryptedNumber(self, _hz.raw_encrypt(self._mn, self._mn2, mm, rn))
 
     def encrypt_with_r(self, m: int, r: int) -> EncryptedNumber:
         """Deterministic encryption with an explicit r in Z*_n (tests, proofs)."""
         if not 0 < r < self.n or nt.gcd(r, self.n) != 1:
             raise ValueError("r must be a unit of Z_n")
-        return EncryptedNumber(
-            self, self.raw_encrypt(self.encode(m), nt.powmod(r, self.n, self.nsquare))
-        )
+        rn = _hz.rn_from_r(r, self.n, self.nsquare)
+        return EncryptedNumber(self, _hz.raw_encrypt(self._mn, self._mn2, self.encode(m), rn))
 
     # -- validation -----------------------------------------------------------
     def validate_value(self, c: int) -> int:
@@ -375,13 +337,15 @@ class PaillierPublicKey(JsonKey):
     # -- homomorphic helpers ---------------------------------------------------
     def sum(self, cts: Iterable[EncryptedNumber]) -> EncryptedNumber:
         """Homomorphic sum of ciphertexts under this key (1 multiplication each)."""
-        acc = nt.mpz(1)
-        ns = self._mn2
-        for c in cts:
-            if c.public_key.key_id != self.key_id:
-                raise KeyMismatch("ciphertext under another key in sum()")
-            acc = acc * c.value % ns
-        return EncryptedNumber(self, int(acc))
+        kid = self.key_id
+
+        def values() -> Iterable[int]:
+            for c in cts:
+                if c.public_key.key_id != kid:
+                    raise KeyMismatch("ciphertext under another key in sum()")
+                yield c.value
+
+        return EncryptedNumber(self, _hz.raw_product(self._mn2, values()))
 
     def zero(self) -> EncryptedNumber:
         """The trivial (non-random) encryption of 0: the neutral accumulator."""
@@ -409,7 +373,9 @@ class PaillierPublicKey(JsonKey):
         residue (h_s = h**n), so that an encryption under this key decrypts
         to what was encrypted (a base with a (1+n)**k factor would add k*a to
         every plaintext).  The comparison costs one exponentiation mod n**2
-        (~30 ms at 3072 bits), once per key object.
+        (~30 ms at 3072 bits), once per key object.  The well-formedness
+        proof (gcd(n, phi(n)) = 1) is checked by
+        :func:`privmeter.crypto.paillier_proofs.verify_wellformed`, which runs this first.
         """
         n = self.n
         if n.bit_length() < min_bits:
@@ -425,7 +391,7 @@ class PaillierPublicKey(JsonKey):
         if not 1 < self.hs < self.nsquare or nt.gcd(self.hs, n) != 1:
             raise InvalidKey("h_s must be a unit of Z*_{n^2} other than 1")
         if not self._base_ok:
-            if self.hs != derived_base(n):
+            if self.hs != _hz.derived_base(n):
                 raise BaseNotDerived(
                     "h_s is not the DJN base derived from n (keys made before privmeter derived it, "
                     "or by another tool, must be regenerated)",
@@ -433,79 +399,17 @@ class PaillierPublicKey(JsonKey):
                 )
             self._base_ok = True
 
-    def wellformedness_challenges(self) -> list[int]:
-        """Deterministic challenges rho_i in Z*_n for the key proof (Fiat-Shamir)."""
-        out: list[int] = []
-        counter = 0
-        nlen = (self.n.bit_length() + 7) // 8
-        while len(out) < WELLFORMED_ROUNDS:
-            material = b""
-            block = 0
-            while len(material) < nlen + 16:
-                material += hashlib.sha256(
-                    b"privmeter-paillier-keyproof-v1"
-                    + self.key_id
-                    + counter.to_bytes(4, "big")
-                    + block.to_bytes(4, "big")
-                ).digest()
-                block += 1
-            rho = int.from_bytes(material, "big") % self.n
-            counter += 1
-            if rho > 1 and nt.gcd(rho, self.n) == 1:
-                out.append(rho)
-        return out
-
-    def verify_wellformed(self, proof: list[int], *, min_bits: int = MIN_KEY_BITS) -> None:
-        """Check the whole key: :meth:`check` (so h_s is the derived base) and a
-        proof that gcd(n, phi(n)) = 1 (so decryption is unique).
-
-        The owner gives n-th roots sigma_i of hash-derived rho_i mod n.  If
-        gcd(n, phi(n)) != 1 for a prime p | n, at most a 1/p fraction of Z*_n
-        are n-th residues; trial division excludes p < 2**16, so each round
-        fails with probability <= 2**-16 and eight rounds give 2**-128.  This
-        is what lets a verifier trust that a decryption proof is binding.
-        Raises :class:`~privmeter.errors.BaseNotDerived` (h_s),
-        :class:`~privmeter.errors.UnprovenKey` (the proof) or
-        :class:`~privmeter.errors.InvalidKey` (size, small factor).
-        """
-        self.check(min_bits=min_bits)
-        for p in _small_primes():
-            if self.n % p == 0:
-                raise InvalidKey(f"Paillier modulus has a small factor {p}")
-        rhos = self.wellformedness_challenges()
-        if not isinstance(proof, list) or len(proof) != len(rhos):
-            raise UnprovenKey("key proof has the wrong number of roots")
-        for sigma, rho in zip(proof, rhos, strict=True):
-            if not isinstance(sigma, int) or isinstance(sigma, bool) or not 0 < sigma < self.n:
-                raise UnprovenKey("key proof root out of range")
-            if nt.powmod(sigma, self.n, self.n) != rho:
-                raise UnprovenKey("key proof root does not verify")
-
 
 class PaillierPrivateKey(JsonKey):
-    """The factorisation of n with CRT precomputations."""
+    """The factorisation of n; decryption by CRT (precomputations in the raw layer).
+
+    ``_crt`` is the key's :class:`~privmeter.crypto.hazmat.paillier.CrtPrivateKey`;
+    only :mod:`privmeter.crypto.paillier_proofs` uses it besides this class.
+    """
 
     JSON_WHAT = "private key"
 
-    __slots__ = (
-        "_d_n_p",
-        "_d_n_q",
-        "_mp",
-        "_mpm1",
-        "_mps",
-        "_mq",
-        "_mqm1",
-        "_mqs",
-        "hp",
-        "hq",
-        "p",
-        "p_inv_q",
-        "psquare",
-        "public_key",
-        "q",
-        "q_inv_p",
-        "qsquare",
-    )
+    __slots__ = ("_crt", "p", "public_key", "q")
 
     def __init__(self, public_key: PaillierPublicKey, p: int, q: int) -> None:
         if p * q != public_key.n:
@@ -516,23 +420,10 @@ class PaillierPrivateKey(JsonKey):
             p, q = q, p
         self.public_key = public_key
         self.p, self.q = int(p), int(q)
-        self.psquare, self.qsquare = self.p * self.p, self.q * self.q
-        g = public_key.n + 1
-        self.hp = self._h(g, self.p, self.psquare)
-        self.hq = self._h(g, self.q, self.qsquare)
-        self.q_inv_p = nt.invert(self.q, self.p)
-        self.p_inv_q = nt.invert(self.p, self.q)
-        n = public_key.n
-        # exponents that take n-th roots mod p and mod q (gcd(n, p-1) = 1)
         try:
-            self._d_n_p = nt.invert(n, self.p - 1)
-            self._d_n_q = nt.invert(n, self.q - 1)
+            self._crt = _hz.CrtPrivateKey(self.p, self.q)
         except ZeroDivisionError:
             raise InvalidKey("gcd(n, phi(n)) != 1: not a valid Paillier key") from None
-        mpz = nt.mpz
-        self._mp, self._mq = mpz(self.p), mpz(self.q)
-        self._mpm1, self._mqm1 = mpz(self.p - 1), mpz(self.q - 1)
-        self._mps, self._mqs = mpz(self.psquare), mpz(self.qsquare)
 
     @classmethod
     def from_primes(cls, p: int, q: int, *, min_bits: int = MIN_KEY_BITS) -> PaillierPrivateKey:
@@ -554,25 +445,8 @@ class PaillierPrivateKey(JsonKey):
         if not (nt.is_prime(self.p) and nt.is_prime(self.q)):
             raise InvalidKey("p and q must be prime")
 
-    @staticmethod
-    def _h(g: int, p: int, psquare: int) -> int:
-        lp = (nt.powmod(g, p - 1, psquare) - 1) // p
-        return nt.invert(lp, p)
-
     def __repr__(self) -> str:
         return f"PaillierPrivateKey(bits={self.public_key.bits}, key_id={self.public_key.key_id.hex()})"
-
-    def raw_decrypt(self, c: int) -> int:
-        """Hazmat: decrypt a raw value to a residue in Z_n with no checks; use :meth:`decrypt`.
-
-        CRT: ``m_p = L_p(c**(p-1) mod p**2) * h_p mod p`` and likewise for q,
-        recombined by Garner (two half-size exponentiations, as phe does).
-        """
-        mc = nt.mpz(c)
-        p, q = self._mp, self._mq
-        mp = (nt.powmod_mpz(mc % self._mps, self._mpm1, self._mps) - 1) // p * self.hp % p
-        mq = (nt.powmod_mpz(mc % self._mqs, self._mqm1, self._mqs) - 1) // q * self.hq % q
-        return nt.crt_pair(mp, self.p, mq, self.q, self.q_inv_p)
 
     def decrypt(self, ct: EncryptedNumber) -> int:
         """Validate (key id, range, unit) and decrypt to a signed integer.
@@ -589,33 +463,10 @@ class PaillierPrivateKey(JsonKey):
         c = ct.value
         if not isinstance(c, int) or isinstance(c, bool) or not 0 < c < pk.nsquare:
             raise InvalidCiphertext("ciphertext outside (0, n^2)")
-        # unit test with the factors: two cheap reductions instead of a gcd
-        if c % self._mp == 0 or c % self._mq == 0:
+        crt = self._crt
+        if not crt.is_unit(c):  # with the factors: two cheap reductions instead of a gcd
             raise InvalidCiphertext("ciphertext is not a unit of Z*_{n^2}")
-        return pk.decode(self.raw_decrypt(c))
-
-    def recover_r(self, c: int, m_mod_n: int) -> int:
-        """The r in Z*_n with c = (1 + m n) r**n mod n**2 (m given as a residue)."""
-        # r**n = c * (1+n)**(-m) = c mod n, so r = (c mod n)**(n^-1 mod lambda).
-        rp = nt.powmod(c % self.p, self._d_n_p, self.p)
-        rq = nt.powmod(c % self.q, self._d_n_q, self.q)
-        return nt.crt_pair(rp, self.p, rq, self.q, self.q_inv_p)
-
-    def prove(self, ct: EncryptedNumber) -> tuple[int, int]:
-        """Decrypt and return ``(m, r)``: the public proof of correct decryption."""
-        m = self.decrypt(ct)
-        r = self.recover_r(ct.value, m % self.public_key.n)
-        return m, r
-
-    def prove_wellformed(self) -> list[int]:
-        """n-th roots of the key's public challenges (see ``verify_wellformed``)."""
-        n = self.public_key.n
-        out = []
-        for rho in self.public_key.wellformedness_challenges():
-            sp = nt.powmod(rho % self.p, self._d_n_p, self.p)
-            sq = nt.powmod(rho % self.q, self._d_n_q, self.q)
-            out.append(nt.crt_pair(sp, self.p, sq, self.q, self.q_inv_p) % n)
-        return out
+        return pk.decode(crt.raw_decrypt(c))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -657,9 +508,11 @@ class EncryptedNumber:
         pk = self.public_key
         if isinstance(other, EncryptedNumber):
             self._check_same_key(other)
-            return EncryptedNumber(pk, int(nt.mpz(self.value) * other.value % pk._mn2))
+            return EncryptedNumber(pk, _hz.raw_add(pk._mn2, self.value, other.value))
         if isinstance(other, int) and not isinstance(other, bool):
-            return EncryptedNumber(pk, pk.raw_encrypt(pk.encode(other), self.value))
+            return EncryptedNumber(
+                pk, _hz.raw_encrypt(pk._mn, pk._mn2, pk.encode(other), self.value)
+            )
         return NotImplemented
 
     __radd__ = __add__
@@ -667,7 +520,7 @@ class EncryptedNumber:
     def __neg__(self) -> EncryptedNumber:
         pk = self.public_key
         try:
-            return EncryptedNumber(pk, nt.invert(self.value, pk.nsquare))
+            return EncryptedNumber(pk, _hz.raw_negate(pk.nsquare, self.value))
         except ZeroDivisionError:
             raise InvalidCiphertext("ciphertext is not a unit of Z*_{n^2}") from None
 
@@ -685,15 +538,14 @@ class EncryptedNumber:
         # reduce the scalar into the plaintext ring: k and k mod n act alike, the
         # smaller exponent is cheaper, and a negative k becomes n - |k| (no inverse)
         if -pk.max_int <= k <= pk.max_int:
-            kk = k if k >= 0 else -k
-            v = nt.powmod_mpz(self.value, kk, pk._mn2)
+            v = _hz.raw_pow(pk._mn2, self.value, k if k >= 0 else -k)
             if k < 0:
                 try:
-                    v = nt.mpz(nt.invert(v, pk.nsquare))
+                    v = _hz.raw_negate(pk.nsquare, v)
                 except ZeroDivisionError:
                     raise InvalidCiphertext("ciphertext is not a unit of Z*_{n^2}") from None
-            return EncryptedNumber(pk, int(v))
-        return EncryptedNumber(pk, nt.powmod(self.value, k % pk.n, pk.nsquare))
+            return EncryptedNumber(pk, v)
+        return EncryptedNumber(pk, _hz.raw_pow(pk._mn2, self.value, k % pk.n))
 
     __rmul__ = __mul__
 
@@ -707,8 +559,8 @@ class EncryptedNumber:
                 raise KeyMismatch("randomness pool belongs to another key")
             rn = pool.take()
         else:
-            rn = pk.random_rn(rng)
-        return EncryptedNumber(pk, int(nt.mpz(self.value) * rn % pk._mn2))
+            rn = pk._random_rn(rng)
+        return EncryptedNumber(pk, _hz.raw_add(pk._mn2, self.value, rn))
 
     def to_bytes(self) -> bytes:
         """Fixed-length big-endian encoding (``public_key.nbytes`` bytes)."""
@@ -744,8 +596,10 @@ class RandomnessPool:
     def fill(self, count: int, *, rng: nt.RandomSource = nt.SYSTEM_RNG, full: bool = True) -> None:
         """Add ``count`` randomisers (``full=False`` uses the DJN fixed base instead)."""
         pk = self.public_key
-        make = pk.random_rn_full if full else pk.random_rn
-        self._items.extend(make(rng) for _ in range(count))
+        if full:
+            self._items.extend(_hz.random_rn_full(pk.n, pk.nsquare, rng) for _ in range(count))
+        else:
+            self._items.extend(pk._random_rn(rng) for _ in range(count))
 
     def take(self) -> int:
         if not self._items:
@@ -754,22 +608,6 @@ class RandomnessPool:
 
     def __len__(self) -> int:
         return len(self._items)
-
-
-def verify_decryption(pk: PaillierPublicKey, ct: EncryptedNumber, m: int, r: int) -> None:
-    """Check ``c = (1 + m n) r**n mod n**2`` with the public key only.
-
-    Raises :class:`~privmeter.errors.InvalidProof` if it does not hold.
-    """
-    pk.validate(ct)
-    if not isinstance(r, int) or not 0 < r < pk.n or nt.gcd(r, pk.n) != 1:
-        raise InvalidProof("proof randomness r is not a unit of Z_n")
-    try:
-        mm = pk.encode(m)
-    except (PlaintextOverflow, TypeError):
-        raise InvalidProof("claimed plaintext outside the encodable range") from None
-    if pk.raw_encrypt(mm, nt.powmod(r, pk.n, pk.nsquare)) != ct.value:
-        raise InvalidProof("c != (1 + m n) r^n mod n^2: the claimed decryption is wrong")
 
 
 def generate_keypair(

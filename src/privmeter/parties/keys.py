@@ -34,6 +34,7 @@ from privmeter.crypto.paillier import (
     PaillierPublicKey,
     generate_keypair,
 )
+from privmeter.crypto.paillier_proofs import prove_wellformed
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import ConfigError, MalformedMessage, UnprovenKey, UnsupportedVersion
 from privmeter.protocol.records import check_household_key
@@ -80,7 +81,7 @@ class HouseholdKeys:
     def __init__(self, secret_key: PaillierPrivateKey, proof: list[int] | None = None) -> None:
         self.secret_key = secret_key
         self.public_key: PaillierPublicKey = secret_key.public_key
-        self.proof = proof if proof is not None else secret_key.prove_wellformed()
+        self.proof = proof if proof is not None else prove_wellformed(secret_key)
 
     @classmethod
     def generate(cls, bits: int = DEFAULT_KEY_BITS) -> HouseholdKeys:

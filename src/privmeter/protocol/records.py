@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from privmeter.crypto import numtheory as nt
 from privmeter.crypto.multiexp import GroupedProduct, StreamingMultiExp
 from privmeter.crypto.paillier import MIN_KEY_BITS, EncryptedNumber, PaillierPublicKey
+from privmeter.crypto.paillier_proofs import verify_wellformed
 from privmeter.crypto.signing import SIGNATURE_BYTES, SigningKey, VerifyKey
 from privmeter.errors import (
     InvalidArgument,
@@ -282,7 +283,7 @@ def check_household_key(
         raise InvalidKey(f"expected a Paillier public key, got {type(pk).__name__}")
     memo = (pk.key_id, pk.n, pk.hs, tuple(roots), min_bits)  # the key id alone is a 128-bit hash
     if memo not in _VERIFIED_KEYS:
-        pk.verify_wellformed(roots, min_bits=min_bits)
+        verify_wellformed(pk, roots, min_bits=min_bits)
         if len(_VERIFIED_KEYS) >= 4096:
             _VERIFIED_KEYS.clear()
         _VERIFIED_KEYS.add(memo)

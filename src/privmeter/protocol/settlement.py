@@ -53,7 +53,7 @@ the meter is the trusted sensor; the household key is well formed (h_s derived
 from n; gcd(n, phi(n)) = 1, proven at registration,
 :func:`~privmeter.protocol.records.check_household_key`), so ``(bill, r)`` is
 a binding proof of the decryption
-(:func:`~privmeter.crypto.paillier.verify_decryption`) and a bill proven for a
+(:func:`~privmeter.crypto.paillier_proofs.verify_decryption`) and a bill proven for a
 statement lies within the plan's bounds (:func:`check_proof`).
 
 Guarantees: a household that under-reports cannot produce a proof that
@@ -74,8 +74,8 @@ from privmeter.crypto.paillier import (
     EncryptedNumber,
     PaillierPrivateKey,
     PaillierPublicKey,
-    verify_decryption,
 )
+from privmeter.crypto.paillier_proofs import prove_plaintext, verify_decryption
 from privmeter.crypto.signing import SIGNATURE_BYTES, SigningKey, VerifyKey
 from privmeter.errors import (
     AlreadySettled,
@@ -500,8 +500,7 @@ def settle(
         check_bill_bounds(statement, plan, bill)
         try:
             ct = pk.ciphertext_from_bytes(statement.bill_ciphertext)
-            r = secret_key.recover_r(ct.value, pk.encode(bill))
-            verify_decryption(pk, ct, bill, r)
+            r = prove_plaintext(secret_key, ct, bill)  # InvalidProof unless E(bill) opens to it
         except (InvalidProof, PrivmeterError, ValueError):
             raise BillMismatch("our readings do not open E(bill)", reason="bill") from None
     except PrivmeterError as exc:

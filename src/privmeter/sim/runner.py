@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from privmeter.crypto.paillier import MIN_KEY_BITS
+from privmeter.crypto.paillier_proofs import prove_wellformed
 from privmeter.errors import PlanError, PrivmeterError
 from privmeter.grid.tariff.plans import Plan
 from privmeter.grid.tariff.pricefeed import PriceFeed
@@ -107,7 +108,7 @@ def make_core(
             h.signing_key.verify_key,
             h.secret_key.public_key,
             h.plan,
-            wellformed_proof=h.secret_key.prove_wellformed(),
+            wellformed_proof=prove_wellformed(h.secret_key),
             period_start=world.first_interval,
             period_intervals=sc.intervals,
         )

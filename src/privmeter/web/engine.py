@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from privmeter.crypto.paillier import MIN_KEY_BITS
+from privmeter.crypto.paillier_proofs import prove_wellformed
 from privmeter.errors import (
     AuditFailure,
     BudgetExceeded,
@@ -376,7 +377,7 @@ class DemoEngine:
                 h.signing_key.verify_key,
                 h.secret_key.public_key,
                 h.plan,
-                wellformed_proof=h.secret_key.prove_wellformed(),
+                wellformed_proof=prove_wellformed(h.secret_key),
                 period_start=self.first,
                 period_intervals=b,
             )
