@@ -205,7 +205,7 @@ def test_days_of_ticks_give_one_reading_no_second_budget() -> None:
 def test_a_meter_agent_ignores_the_time_in_a_tick(tiny_world) -> None:
     from privmeter.sim.runner import make_meters
 
-    meters, _ = make_meters(tiny_world, [tiny_world.households[0].meter_id])
+    meters, _, _ = make_meters(tiny_world, [tiny_world.households[0].meter_id])
     (m,) = meters.values()
     own = (tiny_world.first_interval + 2) * tiny_world.scenario.interval_seconds
     m.handle(Tick(now=own, interval=0), now=own)

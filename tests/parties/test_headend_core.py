@@ -182,15 +182,15 @@ def test_check_detects_a_wrong_total(tiny_world: World) -> None:
             clock=SimClock(0),
         )
     )
-    res = check(tiny_world, p.core, log, meters=p.meters)
+    res = check(tiny_world, p.core, log, feeds=p.feeds)
     assert res["aggregation"]["max_abs_error"] == 0
     # a liar's truth: one meter's readings off by one -> the check reports error 1
     truth = {
         m: {
-            t: (a.load.energy_wh(t) or 0) + (m == "m00000")
+            t: (f.load.energy_wh(t) or 0) + (m == "m00000")
             for t in range(tiny_world.first_interval, tiny_world.first_interval + 8)
         }
-        for m, a in p.meters.items()
+        for m, f in p.feeds.items()
     }
     res2 = check(tiny_world, p.core, log, truth=truth)
     assert res2["aggregation"]["max_abs_error"] == 1

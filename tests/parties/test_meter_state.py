@@ -139,23 +139,26 @@ DR_PLAN = Path(__file__).parents[1] / "app" / "plan-dr-3s.toml"
 def _dr_meter(store: MeterLedgerStore, pk, roster: dict[str, SigningKey]):  # type: ignore[no-untyped-def]
     from privmeter.crypto.elgamal import GROUPS
     from privmeter.grid.tariff.plan_toml import load_plan
-    from privmeter.parties.meter import MeterAgent, MeterLoad
+    from privmeter.parties.meter import MeterAgent
 
     plan = load_plan(DR_PLAN)
-    load = MeterLoad(3, fixed={t: 4 for t in range(1000, 1100)})  # 4 Wh per 3 s: 4800 W
-    return MeterAgent(
+    meter = MeterAgent(
         "m00000",
         KEYS["m00000"],
         pk,
         HEADEND.verify_key,
         plan,
-        load,
+        3,
+        first_interval=1000,
         group="g",
         group_keys={m: k.verify_key for m, k in roster.items()},
         comparison_group=GROUPS["test512"],
         min_survivors=3,
         ledger=store,
     )
+    for t in range(1000, 1100):
+        meter.reading(t, 4)  # 4 Wh per 3 s: 4800 W
+    return meter
 
 
 def _event(meter, last: int, threshold: int):  # type: ignore[no-untyped-def]

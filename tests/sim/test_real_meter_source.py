@@ -28,7 +28,7 @@ from privmeter.cli import main
 from privmeter.errors import ConfigError
 from privmeter.grid.devices.source import IntervalReading
 from privmeter.grid.synthetic.p1_synth import synthesize_telegrams
-from privmeter.parties.meter import MeterLoad, SourceReadings
+from privmeter.parties.meter_feed import MeterLoad, SourceReadings
 from privmeter.sim.parties import main as parties_main
 from privmeter.sim.runner import run_memory
 from privmeter.sim.scenario import Scenario, attach_sources, build, parse_source_args

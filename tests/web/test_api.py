@@ -34,7 +34,7 @@ def _steps(c: TestClient, n: int) -> None:
 
 
 def _truth(e: DemoEngine, meters: list[str], t: int) -> int:
-    return sum(e.meters[m].load.energy_wh(t) or 0 for m in meters)
+    return sum(e.feeds[m].load.energy_wh(t) or 0 for m in meters)
 
 
 def test_overview_and_page(client: tuple[TestClient, DemoEngine]) -> None:
@@ -116,7 +116,7 @@ def test_bills_verified_cheat_and_underreport_caught(client: tuple[TestClient, D
             continue
         assert b["status"] == "paid" and b["audit"].startswith("verified")
         meter = e.meters[m]
-        readings = {t: meter.load.energy_wh(t) or 0 for t in range(b["start"], b["end"])}
+        readings = {t: e.feeds[m].load.energy_wh(t) or 0 for t in range(b["start"], b["end"])}
         adj = {k: v for k, v in meter.local_adjustments.items() if b["start"] <= k[2] < b["end"]}
         assert b["bill"] == expected_bill(meter.plan, None, readings, adj, b["start"], b["end"])
     # the household's own view: its bill, and the cheat (inflated by CHEAT_INFLATION) disputed
@@ -210,7 +210,7 @@ def test_privacy_score_is_the_one_measured(client: tuple[TestClient, DemoEngine]
     p = c.get("/api/privacy/m00002").json()["conventional"]
     occ = e.occupancy("m00002")
     assert occ is not None
-    i0 = (p["start_time"] - e.meters["m00002"].load.start_unix) // 60
+    i0 = (p["start_time"] - e.feeds["m00002"].load.start_unix) // 60
     again = score_occupancy(p["active"], occ[i0 : i0 + len(p["active"])])
     assert again is not None and p["occupancy"] == again.to_json()
     o = p["occupancy"]

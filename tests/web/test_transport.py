@@ -8,7 +8,7 @@ from privmeter.web.engine import DemoEngine
 
 
 def _truth(e: DemoEngine, meters: list[str], t: int) -> int:
-    return sum(e.meters[m].load.energy_wh(t) or 0 for m in meters)
+    return sum(e.feeds[m].load.energy_wh(t) or 0 for m in meters)
 
 
 def _check_totals(e: DemoEngine) -> list[dict[str, object]]:

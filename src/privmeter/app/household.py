@@ -79,8 +79,8 @@ from privmeter.parties.enrolment import (
 )
 from privmeter.parties.household import HouseholdAgent
 from privmeter.parties.messages import Bye, FeedPublished, Hello, SettleRequest
-from privmeter.parties.meter import MeterAgent, MeterLoad, SourceReadings
-from privmeter.parties.meter_service import round_of
+from privmeter.parties.meter import MeterAgent
+from privmeter.parties.meter_feed import MeterFeed, MeterLoad, SourceReadings, round_of
 from privmeter.parties.meter_state import MeterLedgerStore, restore_journal, sync_journal
 from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.demand_messages import ComparisonQuery, DemandEvent, Directive, EchoBundle
@@ -187,13 +187,15 @@ class HouseholdService:
             st.secret_key.public_key,
             self.headend_key,
             self.plan,
-            load,
+            self.interval_seconds,
+            first_interval=load.first_interval,
             group=doc["group"],
             group_keys=group_keys,
             comparison_group=GROUPS[DEFAULT_GROUP],
             min_survivors=int(doc["min_survivors"]),
             ledger=self.ledger,
         )
+        self.feed = MeterFeed(self.meter, load)  # pushes the source's readings into the meter
         self.meter.set_roster(group_keys, demand=demand)
         restored = restore_journal(self.ledger, self.meter)
         if restored:
@@ -335,9 +337,8 @@ class HouseholdService:
                 self.metrics.rounds.labels("early").inc()
                 log.warning("round for interval %d has not ended on this clock: ignored", t)
                 return []
-            feed = self.meter.load.fixed
-            if isinstance(feed, SourceReadings) and not feed.ended:
-                await asyncio.to_thread(feed.wait_for, t, self.interval_seconds)
+            if self.feed.needs_wait(t):  # the meter closes t a few s after its end
+                await asyncio.to_thread(self.feed.wait_for, t, self.interval_seconds)
         if isinstance(msg, SettleRequest):
             out = self.home.handle(msg)
             kind = "paid" if isinstance(out[0], BillProof) else "dispute"
@@ -348,7 +349,7 @@ class HouseholdService:
             self.home.handle(msg)
         n = len(self.meter.local_readings)
         try:
-            out = self.meter.handle(msg, now=now)
+            out = self.feed.handle(msg, now=now)
         except PrivmeterError as exc:
             if t is not None:
                 self.metrics.rounds.labels("refused").inc()
@@ -406,9 +407,7 @@ class HouseholdService:
                 log.warning("disconnected from %s; reconnecting", server_id)
 
     def close(self) -> None:
-        feed = self.meter.load.fixed
-        if isinstance(feed, SourceReadings):
-            feed.close(timeout=1.0)
+        self.feed.close(timeout=1.0)
         self.ledger.close()
 
 

@@ -1,8 +1,17 @@
-"""The meter agent: reads its load source, masks, encrypts, signs, answers comparisons.
+"""The meter agent: takes its readings, masks, encrypts, signs, answers comparisons.
 
 What it is for: one :class:`MeterAgent` is one smart meter (a fleet process
 runs many).  It is message-driven and sans-IO: :meth:`MeterAgent.handle`
-takes a message from the head-end and returns the messages to send back.
+takes a message from the head-end and the meter's time (``now``) and returns
+the messages to send back; the readings are pushed in by the meter's service
+(:meth:`MeterAgent.reading`, in any order; :meth:`MeterAgent.end_of_readings`
+when the source has ended).  The agent never waits, never reads a clock and
+holds no thread: waiting for a live source to close an interval, and the
+household's physical load, are the service's (:mod:`privmeter.parties.meter_feed`).
+A round whose interval has no reading pushed is answered without one (the
+meter is dropped from that total, nothing is billed), as for a reading the
+source reported missing; a reading pushed after its round is kept but never
+reported, as before.
 
 * ``sys.epoch`` -> a fresh :class:`~privmeter.protocol.aggregation.AggregationMeter`
   and its signed ``agg.advert``; ``agg.bundle`` -> epoch secrets;
@@ -13,8 +22,9 @@ takes a message from the head-end and returns the messages to send back.
 * ``bill.receipt`` -> verified (head-end key) and the record forgotten;
 * ``dr.event`` / ``dr.echoes`` / ``dr.query`` / ``dr.directive`` -> the
   :class:`~privmeter.protocol.demand.MeterDemandAgent` (budget enforced by
-  the meter); a directive changes the household's future load
-  (:func:`~privmeter.grid.synthetic.curtailment.apply_directive`).
+  the meter); a directive is kept (:attr:`MeterAgent.directives`) for the
+  household, whose load it changes (the service applies it:
+  :class:`~privmeter.parties.meter_feed.MeterFeed`).
 
 The meter keeps, for its household (the "local port"), the readings and the
 demand-response amounts it reported: :attr:`MeterAgent.local_readings`,
@@ -35,14 +45,10 @@ it arrives.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import threading
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from typing import Any
-
-import numpy as np
-import numpy.typing as npt
 
 from privmeter.crypto import numtheory as nt
 from privmeter.crypto.elgamal import Group
@@ -50,9 +56,6 @@ from privmeter.crypto.keyagreement import AgreementKey, sign_advert, verify_adve
 from privmeter.crypto.paillier import EncryptedNumber, PaillierPublicKey
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import LocalProtocolError, UnexpectedMessage
-from privmeter.grid.devices.resample import interval_energy_wh
-from privmeter.grid.devices.source import LoadSource
-from privmeter.grid.synthetic.curtailment import apply_directive
 from privmeter.grid.tariff.plans import Plan
 from privmeter.parties.messages import EpochRequest, FeedPublished, Tick
 from privmeter.parties.meter_state import MeterLedgerStore, attach
@@ -80,13 +83,14 @@ from privmeter.protocol.records import (
 )
 from privmeter.protocol.ring import RingMeter, RingStart, RingToken
 
-__all__ = ["MeterAgent", "MeterEncryptor", "MeterLoad", "SourceReadings"]
+__all__ = ["CATCH_UP", "MeterAgent", "MeterEncryptor"]
 
 log = logging.getLogger(__name__)
 
 COMB_ROWS = 8
 COMB_TABLES = 2
 MAX_UNACKED = 4 * 96  # records kept for resending (a day of 15-minute readings, plus DR records)
+CATCH_UP = 96  # intervals a round reports back after an outage (a day of 15-minute readings)
 
 
 class MeterEncryptor:
@@ -103,151 +107,6 @@ class MeterEncryptor:
         return self.pk.encrypt(m, rng=rng)
 
 
-class SourceReadings(Mapping[int, int | None]):
-    """A :class:`~privmeter.grid.devices.source.LoadSource`'s interval energies, as ``MeterLoad.fixed``.
-
-    A daemon thread pumps ``source.readings()`` into a table.  Looking an
-    interval up waits (up to ``wait_s``) until the source has reported that
-    interval or has ended: a live meter closes an interval a few seconds
-    after its end.  An interval the source reported missing, never reached
-    before ending, or did not report within ``wait_s`` is ``None``: the
-    meter sends no reading for it (dropped by aggregation, nothing billed).
-    A source that fails is logged and counts as ended.
-    """
-
-    def __init__(self, source: LoadSource, *, wait_s: float = 120.0) -> None:
-        self.source = source
-        self.interval_seconds = int(source.interval_seconds)
-        self.wait_s = wait_s
-        self.error: Exception | None = None
-        self._values: dict[int, int | None] = {}
-        self._high = -1
-        self._ended = False
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._pump, name="privmeter-source", daemon=True)
-        self._thread.start()
-
-    def _pump(self) -> None:
-        try:
-            for r in self.source.readings():
-                with self._cond:
-                    self._values[r.interval] = r.energy_wh
-                    self._high = max(self._high, r.interval)
-                    self._cond.notify_all()
-        except Exception as exc:  # a broken source ends the feed; later intervals are missing
-            log.warning("load source failed: %s: %s", type(exc).__name__, exc)
-            self.error = exc
-        finally:
-            with self._cond:
-                self._ended = True
-                self._cond.notify_all()
-
-    def wait_for(self, interval: int, timeout: float | None = None) -> bool:
-        """Wait until ``interval`` is reported or the source ended; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(
-                lambda: self._ended or self._high >= interval,
-                self.wait_s if timeout is None else timeout,
-            )
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
-    def get(self, interval: int, default: int | None = None) -> int | None:  # type: ignore[override]
-        self.wait_for(interval)
-        with self._cond:
-            v = self._values.get(interval)
-        return default if v is None else v
-
-    def __getitem__(self, interval: int) -> int | None:
-        self.wait_for(interval)
-        with self._cond:
-            return self._values[interval]
-
-    def __iter__(self) -> Iterator[int]:
-        with self._cond:
-            return iter(sorted(self._values))
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._values)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Close the source (if it can be closed) and wait briefly for the pump to stop."""
-        closer = getattr(self.source, "close", None)
-        if callable(closer):
-            closer()
-        self._thread.join(timeout)
-
-
-@dataclass(slots=True)
-class MeterLoad:
-    """The household's load as the meter sees it.
-
-    Either minute-resolution net power (simulated households: directives
-    reshape the future minutes) or fixed interval readings (real data such as
-    LCL, or a live :class:`SourceReadings` from a real meter: directives are
-    recorded but cannot change what the meter measures).  A ``None`` reading
-    is a missing interval.
-    """
-
-    interval_seconds: int
-    start_unix: int = 0
-    minute_w: npt.NDArray[np.int64] | None = None
-    deferrable_w: npt.NDArray[np.int64] | None = None
-    fixed: Mapping[int, int | None] | None = None
-    _energy: dict[int, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.minute_w is not None:
-            self.minute_w = np.array(self.minute_w, dtype=np.int64)
-            self.deferrable_w = (
-                np.zeros_like(self.minute_w)
-                if self.deferrable_w is None
-                else np.array(self.deferrable_w, dtype=np.int64)
-            )
-            self._recompute()
-
-    def _recompute(self) -> None:
-        if self.minute_w is None:
-            raise LocalProtocolError("the meter has no minute profile")
-        e = interval_energy_wh(self.minute_w, self.interval_seconds)
-        first = self.start_unix // self.interval_seconds
-        self._energy = {first + i: int(v) for i, v in enumerate(e.tolist())}
-
-    @property
-    def first_interval(self) -> int:
-        if self.fixed is not None and not isinstance(self.fixed, SourceReadings):
-            return min(self.fixed) if self.fixed else 0
-        return self.start_unix // self.interval_seconds
-
-    def energy_wh(self, interval: int) -> int | None:
-        if self.fixed is not None:
-            return self.fixed.get(interval)
-        return self._energy.get(interval)
-
-    def apply(self, ins: LoadInstruction) -> None:
-        """Carry out a directive from its start interval on (future minutes only)."""
-        if self.minute_w is None or self.deferrable_w is None:
-            return
-        start_minute = (ins.start_interval * self.interval_seconds - self.start_unix) // 60
-        if start_minute < 0 or start_minute >= len(self.minute_w):
-            return
-        dur = min(ins.duration_minutes, len(self.minute_w) - start_minute)
-        res = apply_directive(
-            self.minute_w,
-            start_minute=start_minute,
-            duration_minutes=dur,
-            action=ins.action,
-            deferrable_w=self.deferrable_w,
-            limit_w=ins.limit_w,
-        )
-        self.minute_w = res.minute_w
-        self.deferrable_w = res.deferrable_w
-        self._recompute()
-
-
 class MeterAgent:
     """One smart meter (see the module docstring)."""
 
@@ -258,8 +117,9 @@ class MeterAgent:
         household_pk: PaillierPublicKey,
         headend_key: VerifyKey,
         plan: Plan,
-        load: MeterLoad,
+        interval_seconds: int,
         *,
+        first_interval: int | None = None,
         group: str,
         group_keys: Mapping[str, VerifyKey],
         comparison_group: Group | None = None,
@@ -272,7 +132,9 @@ class MeterAgent:
         """``ledger``: where the meter keeps its privacy ledgers (roster record,
         comparison budget) across restarts (:mod:`privmeter.parties.meter_state`);
         None keeps them in memory only.  ``comparison_group``: the group of the
-        meter's own one-use comparison keys; None runs no demand management."""
+        meter's own one-use comparison keys; None runs no demand management.
+        ``first_interval``: the first interval the meter reports (a round reports
+        every interval since, up to :data:`CATCH_UP` back); None: from its first round."""
         if mode not in ("star", "ring"):
             raise ValueError(f"mode must be 'star' or 'ring', got {mode!r}")
         self.mode = mode
@@ -281,7 +143,6 @@ class MeterAgent:
         self.pk = household_pk
         self.headend_key = headend_key
         self.plan = plan
-        self.load = load
         self.group = group
         self.group_keys = dict(group_keys)
         self.min_survivors = min_survivors
@@ -290,7 +151,7 @@ class MeterAgent:
         self.agg: AggregationMeter | None = None
         # the plan's roster rules (differencing defence), one record for all epochs
         self.membership = MembershipPolicy(
-            meter_id, plan.privacy, interval_seconds=load.interval_seconds
+            meter_id, plan.privacy, interval_seconds=interval_seconds
         )
         self.ring: RingMeter | None = None
         self._ring_key: tuple[AgreementKey, KeyAdvert] | None = None
@@ -304,8 +165,11 @@ class MeterAgent:
         if ledger is not None:
             attach(ledger, meter_id, self.membership, self.budget)
         self._build_demand(enabled=True)
-        self.interval_seconds = load.interval_seconds
+        self.interval_seconds = interval_seconds
         self.now = 0
+        self._readings: dict[int, int | None] = {}  # pushed in by the service
+        self._readings_high = -1  # the latest interval with a reading pushed
+        self._readings_ended = False
         self.unacked: dict[tuple[str, int, str, str], ReadingRecord] = {}
         self.local_readings: dict[int, int] = {}
         self.local_adjustments: dict[tuple[str, str, int], int] = {}
@@ -313,7 +177,7 @@ class MeterAgent:
         self.feeds: list[str] = []
         self.bytes_out = 0
         self._dr_windows: list[tuple[str, int, int]] = []  # (event id, first, last interval)
-        self._next: int | None = load.first_interval  # first interval not yet reported
+        self._next: int | None = first_interval  # first interval not yet reported
 
     def _build_demand(self, *, enabled: bool) -> None:
         """(Re)build the demand agent for the current roster, around the one budget."""
@@ -382,6 +246,34 @@ class MeterAgent:
         per = max(1, ins.duration_minutes * 60 // self.interval_seconds)
         return ins.event_id, ins.start_interval, ins.start_interval + per - 1
 
+    # -- readings (pushed in by the service) -------------------------------------------------
+    def reading(self, interval: int, wh: int | None) -> None:
+        """The meter's measurement of ``interval`` in Wh (net), pushed in by its service.
+
+        ``None``: the source reported the interval missing.  Any order; a later
+        push for the same interval replaces the earlier one until its round has
+        reported it.
+        """
+        if not isinstance(interval, int) or isinstance(interval, bool):
+            raise LocalProtocolError(f"reading interval must be an int, got {interval!r}")
+        if wh is not None and (not isinstance(wh, int) or isinstance(wh, bool)):
+            raise LocalProtocolError(f"reading must be an int (Wh) or None, got {wh!r}")
+        self._readings[interval] = wh
+        self._readings_high = max(self._readings_high, interval)
+
+    def end_of_readings(self) -> None:
+        """The source has ended: no reading will be pushed any more."""
+        self._readings_ended = True
+
+    def wants_reading(self, interval: int) -> bool:
+        """Whether the round of ``interval`` would find its reading not in yet: nothing
+        pushed for it or a later interval, and the readings have not ended (a service
+        with a live source waits for it before the round)."""
+        return not self._readings_ended and self._readings_high < interval
+
+    def _energy_wh(self, interval: int) -> int | None:
+        return self._readings.get(interval)
+
     # -- billing ---------------------------------------------------------------------------
     def _record(
         self, interval: int, wh: int, kind: str = ENERGY, event_id: str = ""
@@ -394,7 +286,7 @@ class MeterAgent:
             self.unacked[rec.slot] = rec
         return rec
 
-    def records_upto(self, interval: int, *, catch_up: int = 96) -> list[ReadingRecord]:
+    def records_upto(self, interval: int, *, catch_up: int = CATCH_UP) -> list[ReadingRecord]:
         """Records of every interval not yet reported up to ``interval`` (after an outage too)."""
         start = interval if self._next is None else max(self._next, interval - catch_up)
         out: list[ReadingRecord] = []
@@ -405,7 +297,7 @@ class MeterAgent:
 
     def records_for(self, interval: int) -> list[ReadingRecord]:
         """Billing records of ``interval`` (energy, plus DR records inside an event window)."""
-        wh = self.load.energy_wh(interval)
+        wh = self._energy_wh(interval)
         if wh is None or interval in self.local_readings:
             return []
         self.local_readings[interval] = wh
@@ -440,15 +332,13 @@ class MeterAgent:
                 raise UnexpectedMessage("interval start before any epoch")
             fresh = self.records_upto(t)
             old = self.resend(exclude={r.slot for r in fresh})
-            wh = self.load.energy_wh(t)
+            wh = self._energy_wh(t)
             masked = self.agg.handle_start(msg, wh)
             return [*old, *fresh, masked]
         if isinstance(msg, Receipt):
             msg.verify(self.headend_key)
             rec = self.unacked.get((msg.meter_id, msg.interval, msg.kind, msg.event_id))
             if rec is not None:
-                import hashlib
-
                 if hashlib.sha256(record_bytes(rec)).digest() == msg.record_digest:
                     del self.unacked[rec.slot]
             return []
@@ -540,7 +430,7 @@ class MeterAgent:
         t = msg.round
         fresh = self.records_upto(t)
         old = self.resend(exclude={r.slot for r in fresh})
-        wh = self.load.energy_wh(t) or 0
+        wh = self._energy_wh(t) or 0
         out = (
             self.ring.handle_start(msg, wh)
             if isinstance(msg, RingStart)
@@ -570,6 +460,5 @@ class MeterAgent:
             return [self.demand.receive_query(msg, now=now)]
         ins = self.demand.receive_directive(msg, now=now)
         self.directives.append(ins)
-        self._dr_windows.append(self._window(ins))
-        self.load.apply(ins)
+        self._dr_windows.append(self._window(ins))  # the household's load is the service's
         return []

@@ -13,13 +13,16 @@ it ignores that interval's round.  :meth:`MeterFleet.truth` reports what
 the simulated households really consumed (for ``privmeter simulate``'s
 checks, ``sim/parties.py``).
 
-A meter whose load is a :class:`~privmeter.parties.meter.SourceReadings`
-reads a real meter (:func:`privmeter.grid.sources.open_source`: ``p1:``,
-``p1-tcp:``, ``dlms:``, ``csv:``, ``sim``).  Its readings are pumped in a
-thread (:class:`~privmeter.parties.meter.SourceReadings`); before answering a
-round the meter waits, off the event loop, until the source has closed that
-interval.  An interval the source reports missing gets no reading: the meter
-is dropped from that total and nothing is billed for it.
+Each meter is delivered its messages through its
+:class:`~privmeter.parties.meter_feed.MeterFeed`, which pushes the readings of
+a round into the sans-IO agent first.  A meter whose load is a
+:class:`~privmeter.parties.meter_feed.SourceReadings` reads a real meter
+(:func:`privmeter.grid.sources.open_source`: ``p1:``, ``p1-tcp:``, ``dlms:``,
+``csv:``, ``sim``).  Its readings are pumped in a thread; before answering a
+round the service waits, off the event loop, until the source has closed that
+interval (the agent itself never waits).  An interval the source reports
+missing gets no reading: the meter is dropped from that total and nothing is
+billed for it.
 
 Security assumption: each meter holds only its own keys; the head-end's key
 is pinned.  Guarantee: a message that fails a check is
@@ -41,23 +44,12 @@ from privmeter.net.channel import ErrorMessage
 from privmeter.net.transport import Connection, Welcome, connect
 from privmeter.parties.household import HouseholdAgent
 from privmeter.parties.messages import Bye, FeedPublished, Hello, SettleRequest, Tick
-from privmeter.parties.meter import MeterAgent, SourceReadings
-from privmeter.protocol.aggregation_messages import IntervalStart
+from privmeter.parties.meter_feed import MeterFeed, round_of
 from privmeter.protocol.codec import encode
-from privmeter.protocol.ring import RingStart, RingToken
 
-__all__ = ["MeterFleet", "round_of"]
+__all__ = ["MeterFleet"]
 
 log = logging.getLogger(__name__)
-
-
-def round_of(msg: Any) -> int | None:
-    """The interval a round message belongs to (outages are per meter and interval)."""
-    if isinstance(msg, IntervalStart):
-        return int(msg.announcement.interval)
-    if isinstance(msg, RingStart | RingToken):
-        return int(msg.round)
-    return None
 
 
 class MeterFleet:
@@ -65,7 +57,7 @@ class MeterFleet:
 
     def __init__(
         self,
-        meters: dict[str, MeterAgent],
+        feeds: dict[str, MeterFeed],
         households: dict[str, HouseholdAgent],
         *,
         host: str,
@@ -74,14 +66,15 @@ class MeterFleet:
         offline: Callable[[str, int], bool] | None = None,
         via: dict[str, tuple[int, VerifyKey, str]] | None = None,
     ) -> None:
-        self.meters = meters
+        self.feeds = feeds
+        self.meters = {m: f.agent for m, f in feeds.items()}
         self.households = households
         self.host, self.port = host, port
         self.headend_key = headend_key
         self.offline = offline  # simulated outages: (meter, interval) -> down
         self.conns: dict[str, Connection] = {}
-        self.bytes_up: dict[str, int] = dict.fromkeys(meters, 0)
-        self.bytes_down: dict[str, int] = dict.fromkeys(meters, 0)
+        self.bytes_up: dict[str, int] = dict.fromkeys(feeds, 0)
+        self.bytes_down: dict[str, int] = dict.fromkeys(feeds, 0)
         self.done = asyncio.Event()
         self.errors: dict[str, int] = {}
         self.via = via or {}  # tree: meter -> (concentrator port, its key, its id)
@@ -102,7 +95,7 @@ class MeterFleet:
         return self.now
 
     def _handler(self, mid: str) -> Any:
-        meter, home = self.meters[mid], self.households[mid]
+        feed, home = self.feeds[mid], self.households[mid]
 
         async def handle(_peer: str, msg: Any) -> list[Any]:
             self.bytes_down[mid] += len(encode(msg))
@@ -117,17 +110,14 @@ class MeterFleet:
             t = round_of(msg)
             if t is not None and self.offline is not None and self.offline(mid, t):
                 return []  # the meter is down for this interval: it never saw the round
-            feed = meter.load.fixed
-            if t is not None and isinstance(feed, SourceReadings) and not feed.ended:
-                await asyncio.to_thread(
-                    feed.wait_for, t
-                )  # a real meter closes t a few s after its end
+            if t is not None and feed.needs_wait(t):  # a real meter closes t a few s after its end
+                await asyncio.to_thread(feed.wait_for, t)
             if isinstance(msg, SettleRequest):
                 out = home.handle(msg)
             else:
                 if isinstance(msg, FeedPublished):
                     home.handle(msg)
-                out = meter.handle(msg, now=self._sim_now(msg, t))
+                out = feed.handle(msg, now=self._sim_now(msg, t))
             for m in out:
                 self.bytes_up[mid] += len(encode(m))
             return list(out)
@@ -173,13 +163,14 @@ class MeterFleet:
 
     def truth(self) -> dict[str, Any]:
         out = {}
-        for mid, m in self.meters.items():
-            first = m.load.first_interval
+        for mid, f in self.feeds.items():
+            m = f.agent
+            first = f.load.first_interval
             last = max(m.local_readings) if m.local_readings else first
             readings = {
                 str(t): wh
                 for t in range(first, last + 1)
-                if (wh := m.load.energy_wh(t)) is not None
+                if (wh := f.load.energy_wh(t)) is not None
             }
             out[mid] = {
                 "readings": readings,

@@ -157,7 +157,7 @@ def _meter(args: argparse.Namespace) -> int:
         )
     attach_sources(world.households, sources)
     ledger = MeterLedgerStore(args.state) if args.state is not None else None
-    meters, homes = make_meters(world, ids, ledger=ledger)
+    meters, homes, feeds = make_meters(world, ids, ledger=ledger)
     via: dict[str, tuple[int, VerifyKey, str]] = {}
     if args.via:
         ports = dict(v.split("=", 1) for v in args.via)
@@ -170,7 +170,7 @@ def _meter(args: argparse.Namespace) -> int:
                     cid,
                 )
     fleet = MeterFleet(
-        meters,
+        feeds,
         homes,
         host=args.host,
         port=args.port,
@@ -186,7 +186,7 @@ def _meter(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run())
     finally:
-        close_sources(meters)
+        close_sources(feeds)
         if ledger is not None:
             ledger.close()
     if args.truth is not None:

@@ -38,8 +38,8 @@ from privmeter.parties.headend import GroupConfig, HeadEndCore
 from privmeter.parties.headend_store import HeadEndStore, MemoryHeadEndStore
 from privmeter.parties.household import HouseholdAgent, LocalPort
 from privmeter.parties.messages import FeedPublished, SettleRequest
-from privmeter.parties.meter import MeterAgent, MeterLoad, SourceReadings
-from privmeter.parties.meter_service import round_of
+from privmeter.parties.meter import MeterAgent
+from privmeter.parties.meter_feed import MeterFeed, MeterLoad, SourceReadings, round_of
 from privmeter.parties.meter_state import MeterLedgerStore
 from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.records import DR_EXCESS, record_from_bytes
@@ -56,6 +56,7 @@ class Parties:
     core: HeadEndCore
     meters: dict[str, MeterAgent]
     households: dict[str, HouseholdAgent]
+    feeds: dict[str, MeterFeed]  # each meter's load, pushing its readings in (meter_feed)
     bytes_up: Counter[str] = field(default_factory=Counter)
     bytes_down: Counter[str] = field(default_factory=Counter)
     concentrators: dict[str, Concentrator] = field(default_factory=dict)
@@ -120,11 +121,15 @@ def make_core(
 
 def make_meters(
     world: World, ids: Sequence[str] | None = None, *, ledger: MeterLedgerStore | None = None
-) -> tuple[dict[str, MeterAgent], dict[str, HouseholdAgent]]:
+) -> tuple[dict[str, MeterAgent], dict[str, HouseholdAgent], dict[str, MeterFeed]]:
+    """The meters of ``world`` (or of ``ids``), their households, and their feeds
+    (:class:`~privmeter.parties.meter_feed.MeterFeed`: the load each meter measures;
+    deliver a round through the feed, which pushes the readings in)."""
     sc = world.scenario
     keys = {h.meter_id: h.signing_key.verify_key for h in world.households}
     meters: dict[str, MeterAgent] = {}
     homes: dict[str, HouseholdAgent] = {}
+    feeds: dict[str, MeterFeed] = {}
     want = set(ids) if ids is not None else None
     for i, h in enumerate(world.households):
         if want is not None and h.meter_id not in want:
@@ -153,7 +158,8 @@ def make_meters(
             h.secret_key.public_key,
             world.headend_key.verify_key,
             h.plan,
-            load,
+            load.interval_seconds,
+            first_interval=load.first_interval,
             group=h.group,
             group_keys=group_keys,
             comparison_group=world.comparison_group,
@@ -163,6 +169,7 @@ def make_meters(
             ledger=ledger,
         )
         meters[h.meter_id] = m
+        feeds[h.meter_id] = MeterFeed(m, load)
         homes[h.meter_id] = HouseholdAgent(
             h.meter_id,
             h.secret_key,
@@ -173,7 +180,7 @@ def make_meters(
             period_start=world.first_interval,
             period_intervals=sc.intervals,
         )
-    return meters, homes
+    return meters, homes, feeds
 
 
 def _local_port(m: MeterAgent) -> LocalPort:
@@ -181,22 +188,21 @@ def _local_port(m: MeterAgent) -> LocalPort:
     return lambda: (m.local_readings, m.local_adjustments)
 
 
-def close_sources(meters: Mapping[str, MeterAgent]) -> None:
+def close_sources(feeds: Mapping[str, MeterFeed]) -> None:
     """Close the load sources of meters that read a real meter (see :func:`make_meters`)."""
-    for m in meters.values():
-        if isinstance(m.load.fixed, SourceReadings):
-            m.load.fixed.close()
+    for f in feeds.values():
+        f.close()
 
 
 def make_parties(world: World, store: HeadEndStore | MemoryHeadEndStore | None = None) -> Parties:
     core = make_core(world, store)
-    meters, homes = make_meters(world)
+    meters, homes, feeds = make_meters(world)
     concs: dict[str, Concentrator] = {}
     if world.scenario.topology == "tree":
         for g, ms in sorted(world.groups.items()):
             cid = concentrator_id(g)
             concs[cid] = Concentrator(cid, ms)
-    return Parties(core, meters, homes, concentrators=concs)
+    return Parties(core, meters, homes, feeds, concentrators=concs)
 
 
 def concentrator_id(group: str) -> str:
@@ -254,13 +260,16 @@ class MemoryLink:
                     _, msg = conc.down(env)
                 else:
                     msg = decode(data)
+                feed = p.feeds[mid]
+                if t is not None and feed.needs_wait(t):  # a real meter closes t a few s after
+                    await asyncio.to_thread(feed.wait_for, t)
                 try:
                     if isinstance(msg, SettleRequest):
                         replies = p.households[mid].handle(msg)
                     else:
                         if isinstance(msg, FeedPublished):
                             p.households[mid].handle(msg)
-                        replies = p.meters[mid].handle(msg, now=now)
+                        replies = feed.handle(msg, now=now)
                 except PrivmeterError as exc:  # the meter refuses (e.g. too few survivors)
                     self.refused[exc.code] += 1
                     continue
@@ -286,7 +295,7 @@ class MemoryLink:
                     for b in back:
                         bd = encode(b)
                         p.bytes_down[mid] += len(bd)
-                        p.meters[mid].handle(b if conc is not None else decode(bd), now=now)
+                        feed.handle(b if conc is not None else decode(bd), now=now)
                     queue.extend(p.core.outbox)  # relayed meter-to-meter payloads
                     p.core.outbox.clear()
         return answered
@@ -325,10 +334,10 @@ def run_memory(
             )
         )
     finally:
-        close_sources(p.meters)
+        close_sources(p.feeds)
     wall = time.perf_counter() - t0
     total_cpu = time.process_time() - c0
-    out = check(world, p.core, log, meters=p.meters)
+    out = check(world, p.core, log, feeds=p.feeds)
     out["performance"].update(
         {
             "mode": "memory",
@@ -400,14 +409,14 @@ def check(
     core: HeadEndCore,
     log: DriveLog,
     *,
-    meters: Mapping[str, MeterAgent] | None = None,
+    feeds: Mapping[str, MeterFeed] | None = None,
     truth: Mapping[str, Mapping[int, int]] | None = None,
     adjustments_of: Mapping[str, Mapping[tuple[str, str, int], int]] | None = None,
 ) -> dict[str, Any]:
     """Compare totals and bills with the truth; verify every bill by a third-party audit.
 
-    The truth is each household's load after any directives: from the meter
-    objects (in memory) or from ``truth`` (reported by the fleet processes,
+    The truth is each household's load after any directives: from the meters'
+    feeds (in memory: the load each meter measured) or from ``truth`` (reported by the fleet processes,
     which simulate the physical households).
     """
     sc = world.scenario
@@ -417,8 +426,8 @@ def check(
     def energy(m: str, t: int) -> int | None:
         if truth is not None:
             return truth.get(m, {}).get(t)
-        if meters is not None and m in meters:
-            return meters[m].load.energy_wh(t)
+        if feeds is not None and m in feeds:
+            return feeds[m].load.energy_wh(t)
         return spec[m].load.energy_wh(t)
 
     # aggregation: the private total must equal the true sum over the survivors
@@ -469,8 +478,8 @@ def check(
         adjustments: dict[tuple[str, str, int], int] = {}
         if adjustments_of is not None:
             adjustments = dict(adjustments_of.get(m, {}))
-        elif meters is not None and m in meters:
-            adjustments = dict(meters[m].local_adjustments)
+        elif feeds is not None and m in feeds:
+            adjustments = dict(feeds[m].agent.local_adjustments)
         adjustments = {k: v for k, v in adjustments.items() if lo <= k[2] < hi}
         dr = h.plan.demand_response
         # recompute the DR amounts from the truth (the meter's own numbers are not trusted here)

@@ -38,7 +38,7 @@ from privmeter.grid.synthetic.profiles import default_cache_dir
 from privmeter.grid.tariff.plan_toml import builtin_plan, builtin_plan_names, load_plan
 from privmeter.grid.tariff.plans import Plan
 from privmeter.grid.tariff.pricefeed import PriceFeed, demo_feed_signing_key
-from privmeter.parties.meter import MeterLoad
+from privmeter.parties.meter_feed import MeterLoad
 
 __all__ = [
     "TOPOLOGIES",

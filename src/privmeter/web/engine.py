@@ -77,6 +77,7 @@ from privmeter.parties.headend_store import HeadEndStore, MemoryHeadEndStore
 from privmeter.parties.household import HouseholdAgent
 from privmeter.parties.messages import FeedPublished
 from privmeter.parties.meter import MeterAgent
+from privmeter.parties.meter_feed import MeterFeed, round_of
 from privmeter.protocol.aggregation_messages import KeyAdvert, MaskedInput
 from privmeter.protocol.demand_messages import ComparisonAnswer, Echo
 from privmeter.protocol.records import ReadingRecord, record_from_bytes
@@ -217,6 +218,7 @@ class DemoEngine:
         self._event_context: dict[str, tuple[int | None, bool]] = {}  # group -> (trigger W, forced)
         self._wire: MemoryWire | SocketWire = MemoryWire()
         self.meters: dict[str, MeterAgent] = {}
+        self.feeds: dict[str, MeterFeed] = {}  # each meter's load; rounds go through them
         self.homes: dict[str, HouseholdAgent] = {}
         self.offline: set[str] = set()
         self.paused = False
@@ -390,7 +392,7 @@ class DemoEngine:
                 jitter_ms=self.config.jitter_ms,
                 loss=self.config.loss,
             )
-        self.meters, homes = make_meters(w)
+        self.meters, homes, self.feeds = make_meters(w)
         self.homes = {m: self._household(m) for m in homes}
         now = (self.first - 1) * self.interval_seconds
         for feed in w.feeds.values():
@@ -445,12 +447,15 @@ class DemoEngine:
         }
         ups: dict[str, list[Any]] = {}
         for mid, msgs in self._wire.down(sent, retries=retries).items():
-            meter = self.meters[mid]
+            feed = self.feeds[mid]
             for msg in msgs:
+                t = round_of(msg)
+                if t is not None and feed.needs_wait(t):  # a real meter's source (engine thread)
+                    feed.wait_for(t)
                 try:
                     if isinstance(msg, FeedPublished):
                         self.homes[mid].handle(msg)
-                    replies = meter.handle(msg, now=now)
+                    replies = feed.handle(msg, now=now)
                 except PrivmeterError as exc:
                     if refusals is not None:
                         refusals[mid] = f"{type(exc).__name__}: {exc}"
@@ -480,7 +485,7 @@ class DemoEngine:
         for mid, msgs in self._wire.down(backs, retries=retries).items():
             for b in msgs:
                 with contextlib.suppress(PrivmeterError):
-                    self.meters[mid].handle(b, now=now)
+                    self.feeds[mid].handle(b, now=now)
         return answered
 
     def _saw(self, mid: str, msg: Any) -> None:
@@ -1087,7 +1092,7 @@ class DemoEngine:
     def household_snapshot(self, meter: str) -> HouseholdSnapshot:
         """One household's own view, frozen (engine thread); KeyError for an unknown meter."""
         agent = self._meter(meter)
-        load = agent.load
+        load = self.feeds[meter].load
         now = (self.current + 1) * self.interval_seconds
         t0 = 0
         minute_w: tuple[int, ...] = ()
