@@ -40,6 +40,7 @@ from privmeter.errors import PrivmeterError
 from privmeter.protocol.aggregation import (
     ANNOUNCE_CONTEXT,
     AggregationMeter,
+    EpochCache,
     epoch_digest,
 )
 from privmeter.protocol.aggregation_messages import (
@@ -182,6 +183,7 @@ class LyingHeadEnd:
         self.roster = sorted(keys)
         self.n = n
         self.min_survivors = min_survivors
+        epochs = EpochCache()  # the harness's meters share their epoch tables (speed)
         self.meters = {
             m: AggregationMeter(
                 m,
@@ -193,6 +195,7 @@ class LyingHeadEnd:
                 min_survivors=min_survivors,
                 dim=dim,
                 rng=random.Random(rng.getrandbits(64)),
+                epochs=epochs,
             )
             for m, k in keys.items()
         }

@@ -12,7 +12,7 @@ from typing import Any
 import privmeter
 from privmeter.parties.engine import drive
 from privmeter.parties.meter import MeterAgent
-from privmeter.parties.meter_feed import MeterLoad, round_of
+from privmeter.parties.meter_feed import MeterFeed, MeterLoad, round_of
 from privmeter.sim.clock import SimClock
 from privmeter.sim.runner import MemoryLink, make_parties
 from privmeter.sim.scenario import World
@@ -125,3 +125,54 @@ def test_building_meters_starts_no_thread(tiny_world: World) -> None:
     p = make_parties(tiny_world)
     assert threading.active_count() == before
     assert all(not hasattr(m, "load") for m in p.meters.values())
+
+
+def test_two_parties_in_one_process_do_not_share_epoch_state(tiny_world: World) -> None:
+    """Meters built without a cache each own theirs, and so does the head-end core; the
+    simulator's meters share one only because ``make_meters`` hands them one."""
+    sc = tiny_world.scenario
+    p = make_parties(tiny_world)
+    shared = {id(m.epochs) for m in p.meters.values()}
+    assert len(shared) == 1 and id(p.core.epochs) not in shared  # the sim's explicit choice
+    keys = {h.meter_id: h.signing_key.verify_key for h in tiny_world.households}
+    for h in tiny_world.households:  # the same meters, each built as a deployment builds it
+        a = MeterAgent(
+            h.meter_id,
+            h.signing_key,
+            h.secret_key.public_key,
+            tiny_world.headend_key.verify_key,
+            h.plan,
+            sc.interval_seconds,
+            first_interval=tiny_world.first_interval,
+            group=h.group,
+            group_keys={m: keys[m] for m in tiny_world.groups[h.group]},
+            min_survivors=sc.min_survivors,
+        )
+        p.meters[h.meter_id] = a
+        p.feeds[h.meter_id] = MeterFeed(a, p.feeds[h.meter_id].load)
+    log = asyncio.run(
+        drive(
+            p.core,
+            MemoryLink(p),
+            tiny_world.groups,
+            first_interval=tiny_world.first_interval,
+            count=2,
+            interval_seconds=sc.interval_seconds,
+            clock=SimClock(0),
+            settle=False,
+        )
+    )
+    caches = [m.epochs for m in p.meters.values()] + [p.core.epochs]
+    assert len({id(c) for c in caches}) == len(caches)
+    tables = [next(iter(c._tables.values())) for c in caches]  # one epoch each, built apart
+    assert all(len(c) == 1 for c in caches) and len({id(t) for t in tables}) == len(tables)
+    for m in p.meters.values():
+        assert m.agg is not None and m.agg._epochs is m.epochs
+    for g in p.core.groups.values():
+        assert g.agg is not None and g.agg._epochs is p.core.epochs
+    first = tiny_world.first_interval
+    results = [r for _g, r in log.results if first <= r.interval < first + 2]
+    assert len(results) == 2
+    for r in results:  # and the totals are exact
+        want = sum(p.feeds[m].load.energy_wh(r.interval) or 0 for m in r.survivors)
+        assert r.total == (want,) and not r.dropped

@@ -63,17 +63,14 @@ def test_encode_field_is_the_fields_bytes_in_the_message() -> None:
 def test_epoch_cache_builds_each_bundle_once_and_is_per_cache() -> None:
     import inspect
 
-    from privmeter.protocol.aggregation import (
-        SHARED_EPOCHS,
-        AggregationHeadEnd,
-        AggregationMeter,
-        EpochCache,
-    )
+    from privmeter.protocol import aggregation
+    from privmeter.protocol.aggregation import AggregationHeadEnd, AggregationMeter, EpochCache
 
     bundle = next(m for m in MESSAGES if type(m).__name__ == "KeyBundle")
     mine, other = EpochCache(), EpochCache()
     ep = mine.get(bundle)
     assert mine.get(bundle) is ep and len(mine) == 1
     assert other.get(bundle) is not ep
-    for cls in (AggregationMeter, AggregationHeadEnd):
-        assert inspect.signature(cls).parameters["epochs"].default is SHARED_EPOCHS
+    for cls in (AggregationMeter, AggregationHeadEnd):  # no process-wide default cache
+        assert inspect.signature(cls).parameters["epochs"].default is None
+    assert not any(isinstance(v, EpochCache) for v in vars(aggregation).values())

@@ -42,7 +42,7 @@ from privmeter.parties.headend_store import StoredTotal
 from privmeter.parties.keys import KEYFILE_FORMAT, HouseholdKeys, write_json_atomic
 from privmeter.parties.messages import EpochRequest
 from privmeter.parties.meter import MeterEncryptor
-from privmeter.protocol.aggregation import AggregationMeter
+from privmeter.protocol.aggregation import AggregationMeter, EpochCache
 from privmeter.protocol.aggregation_messages import IntervalStart, KeyBundle
 from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.records import ReadingRecord, Receipt, make_record, record_bytes
@@ -156,6 +156,7 @@ class Fleet:
     def __init__(self, world: World) -> None:
         self.world = world
         self.agg: dict[str, AggregationMeter] = {}
+        self.epochs = EpochCache()  # the load generator's meters share their epoch tables
         self.unacked: dict[str, dict[int, bytes]] = {m: {} for m in world.meters}
         self.digests = {
             k: hashlib.sha256(record_bytes(_record(v))).digest() for k, v in world.records.items()
@@ -184,6 +185,7 @@ class Fleet:
                         epoch=msg.epoch,
                         min_survivors=self.world.min_survivors,
                         rng=random.Random(f"{self.world.seed}/{m}/{msg.epoch}"),
+                        epochs=self.epochs,
                     )
                     replies.append((m, encode(self.agg[m].advertise())))
         return replies

@@ -61,7 +61,7 @@ from privmeter.grid.tariff.pricefeed import PriceFeed
 from privmeter.parties.concentrator import Relayed, unwrap
 from privmeter.parties.headend_store import HeadEndStore, MemoryHeadEndStore, StoredTotal
 from privmeter.parties.messages import EpochRequest, Hello, SettleRequest
-from privmeter.protocol.aggregation import AggregateResult, AggregationHeadEnd
+from privmeter.protocol.aggregation import AggregateResult, AggregationHeadEnd, EpochCache
 from privmeter.protocol.aggregation_messages import (
     HEADEND_ID,
     KeyAdvert,
@@ -152,6 +152,7 @@ class HeadEndCore:
         self.min_key_bits = min_key_bits
         self.interval_seconds = interval_seconds
         self.rng = rng
+        self.epochs = EpochCache()  # this head-end's aggregation epoch tables (its own)
         self.registry: dict[str, VerifyKey] = {}
         self.household_keys: dict[str, PaillierPublicKey] = {}
         self.groups: dict[str, _Group] = {}
@@ -269,6 +270,7 @@ class HeadEndCore:
                 min_survivors=g.cfg.min_survivors,
                 rng=self.rng,
                 degree=degree_for(len(members), self.observed_dropout(group_id, len(members))),
+                epochs=self.epochs,
             )
         if self.demand:
             g.dm = DemandManager(

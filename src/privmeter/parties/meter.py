@@ -59,7 +59,7 @@ from privmeter.errors import LocalProtocolError, UnexpectedMessage
 from privmeter.grid.tariff.plans import Plan
 from privmeter.parties.messages import EpochRequest, FeedPublished, Tick
 from privmeter.parties.meter_state import MeterLedgerStore, attach
-from privmeter.protocol.aggregation import AggregationMeter
+from privmeter.protocol.aggregation import AggregationMeter, EpochCache
 from privmeter.protocol.aggregation_messages import HEADEND_ID, IntervalStart, KeyAdvert, KeyBundle
 from privmeter.protocol.demand import MeterDemandAgent
 from privmeter.protocol.demand_budget import ComparisonBudget
@@ -128,13 +128,16 @@ class MeterAgent:
         rng: nt.RandomSource = nt.SYSTEM_RNG,
         mode: str = "star",
         ledger: MeterLedgerStore | None = None,
+        epochs: EpochCache | None = None,
     ) -> None:
         """``ledger``: where the meter keeps its privacy ledgers (roster record,
         comparison budget) across restarts (:mod:`privmeter.parties.meter_state`);
         None keeps them in memory only.  ``comparison_group``: the group of the
         meter's own one-use comparison keys; None runs no demand management.
         ``first_interval``: the first interval the meter reports (a round reports
-        every interval since, up to :data:`CATCH_UP` back); None: from its first round."""
+        every interval since, up to :data:`CATCH_UP` back); None: from its first round.
+        ``epochs``: where its aggregation epoch tables are kept; None: a cache of its own
+        (a simulator running many meters in one process may hand them one)."""
         if mode not in ("star", "ring"):
             raise ValueError(f"mode must be 'star' or 'ring', got {mode!r}")
         self.mode = mode
@@ -149,6 +152,7 @@ class MeterAgent:
         self.rng = rng
         self.enc = encryptor if encryptor is not None else MeterEncryptor(household_pk)
         self.agg: AggregationMeter | None = None
+        self.epochs = epochs if epochs is not None else EpochCache()
         # the plan's roster rules (differencing defence), one record for all epochs
         self.membership = MembershipPolicy(
             meter_id, plan.privacy, interval_seconds=interval_seconds
@@ -377,6 +381,7 @@ class MeterAgent:
                 min_survivors=self.min_survivors,
                 rng=self.rng,
                 membership=self.membership,
+                epochs=self.epochs,
             )
             return [self.agg.advertise()]
         if isinstance(msg, KeyBundle):

@@ -145,7 +145,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ANNOUNCE_CONTEXT",
     "ENDORSE_CONTEXT",
-    "SHARED_EPOCHS",
     "AggregateResult",
     "AggregationHeadEnd",
     "AggregationMeter",
@@ -341,12 +340,13 @@ class _Epoch:
 class EpochCache:
     """Epoch tables (graph, neighbours, relay indices) by key bundle.
 
-    They are pure functions of the bundle, so parties may share them: the
-    meters and the head-end of an in-memory simulation build each table once.
-    A party takes its cache as the ``epochs`` argument; :data:`SHARED_EPOCHS`,
-    the default, is the one of this process (a deployed meter has one party
-    per process: sharing changes nothing there).  Pass ``EpochCache()`` for a
-    party of its own.  Bounded: cleared when more than 64 bundles are held.
+    Each party owns its cache (a meter agent, a head-end core) and passes it
+    as the ``epochs`` argument to every :class:`AggregationMeter` /
+    :class:`AggregationHeadEnd` it builds; without one, the object builds a
+    cache of its own.  There is no process-wide cache.  The tables are pure
+    functions of the bundle, so a simulator running many meters in one
+    process may hand them one cache (its choice, for speed).  Bounded:
+    cleared when more than 64 bundles are held.
     """
 
     MAX_BUNDLES = 64
@@ -364,9 +364,6 @@ class EpochCache:
 
     def __len__(self) -> int:
         return len(self._tables)
-
-
-SHARED_EPOCHS = EpochCache()
 
 
 # ============================================================================
@@ -391,9 +388,10 @@ class AggregationMeter:
         rng: RandomSource = SYSTEM_RNG,
         verified: set[bytes] | None = None,
         membership: MembershipPolicy | None = None,
-        epochs: EpochCache = SHARED_EPOCHS,
+        epochs: EpochCache | None = None,
     ) -> None:
-        """``epochs``: where the epoch tables of a bundle come from (:class:`EpochCache`).
+        """``epochs``: where the epoch tables of a bundle come from (:class:`EpochCache`,
+        the owning party's); None: a cache of this object's own.
 
         ``verified``: optional set of advert digests already verified, shared
         by the meters of an in-memory simulation (each advert is then checked
@@ -418,7 +416,7 @@ class AggregationMeter:
         self._headend_key = headend_key
         self._rng = rng
         self._verified = verified if verified is not None else set()
-        self._epochs = epochs
+        self._epochs = epochs if epochs is not None else EpochCache()
         self._cache_endorsements = verified is not None  # a shared (simulation) cache only
         self._membership = membership
         self._ak = AgreementKey.generate(rng)
@@ -822,11 +820,12 @@ class AggregationHeadEnd:
         degree: int | None = None,
         rng: RandomSource = SYSTEM_RNG,
         max_bytes: int = DEFAULT_MAX_BYTES,
-        epochs: EpochCache = SHARED_EPOCHS,
+        epochs: EpochCache | None = None,
     ) -> None:
-        """``epochs``: where the epoch tables of a bundle come from (:class:`EpochCache`)."""
+        """``epochs``: where the epoch tables of a bundle come from (:class:`EpochCache`,
+        the owning party's); None: a cache of this object's own."""
         self.group, self.epoch, self.dim = group, epoch, dim
-        self._epochs = epochs
+        self._epochs = epochs if epochs is not None else EpochCache()
         self.first_interval = first_interval
         self.min_survivors = min_survivors
         self._sk = signing_key

@@ -20,7 +20,12 @@ from dataclasses import dataclass, field
 
 from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import PolicyError
-from privmeter.protocol.aggregation import AggregateResult, AggregationHeadEnd, AggregationMeter
+from privmeter.protocol.aggregation import (
+    AggregateResult,
+    AggregationHeadEnd,
+    AggregationMeter,
+    EpochCache,
+)
 from privmeter.protocol.aggregation_messages import KeyBundle
 from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.membership import MembershipPolicy
@@ -107,6 +112,9 @@ def make_group(
     if headend_key is None:
         headend_key = SigningKey.from_seed(rng.getrandbits(256).to_bytes(32, "big"))
     registry: dict[str, VerifyKey] = {m: k.verify_key for m, k in meter_keys.items()}
+    # the simulation's choice: its head-end and meters share one cache of epoch tables
+    # (pure functions of the bundle, built once instead of n + 1 times)
+    epochs = EpochCache()
     he = AggregationHeadEnd(
         headend_key,
         registry,
@@ -117,6 +125,7 @@ def make_group(
         dim=dim,
         degree=degree,
         rng=random.Random(rng.getrandbits(64)),
+        epochs=epochs,
     )
     verified: set[bytes] = set()
     meters = {
@@ -132,6 +141,7 @@ def make_group(
             verified=verified if share_verified else None,
             rng=random.Random(rng.getrandbits(64)),
             membership=(membership or {}).get(m),
+            epochs=epochs,
         )
         for m, k in meter_keys.items()
     }

@@ -41,6 +41,7 @@ from privmeter.parties.messages import FeedPublished, SettleRequest
 from privmeter.parties.meter import MeterAgent
 from privmeter.parties.meter_feed import MeterFeed, MeterLoad, SourceReadings, round_of
 from privmeter.parties.meter_state import MeterLedgerStore
+from privmeter.protocol.aggregation import EpochCache
 from privmeter.protocol.codec import decode, encode
 from privmeter.protocol.records import DR_EXCESS, record_from_bytes
 from privmeter.protocol.settlement import BillProof, audit
@@ -130,6 +131,9 @@ def make_meters(
     meters: dict[str, MeterAgent] = {}
     homes: dict[str, HouseholdAgent] = {}
     feeds: dict[str, MeterFeed] = {}
+    # the simulator's choice: the meters of one process share one cache of epoch tables
+    # (pure functions of the bundle, built once per process instead of once per meter)
+    epochs = EpochCache()
     want = set(ids) if ids is not None else None
     for i, h in enumerate(world.households):
         if want is not None and h.meter_id not in want:
@@ -167,6 +171,7 @@ def make_meters(
             rng=random.Random(hash((sc.seed, i)) & 0xFFFFFFFF),
             mode="ring" if sc.topology == "ring" else "star",
             ledger=ledger,
+            epochs=epochs,
         )
         meters[h.meter_id] = m
         feeds[h.meter_id] = MeterFeed(m, load)
