@@ -370,13 +370,21 @@ def test_meter_rejects_bad_queries_and_directives() -> None:
         a.receive_query(q_other, now=NOW)
     with pytest.raises(StaleMessage):
         a.receive_query(q, now=ev.expires_at + 1)
-    # no directive before an answer
-    g.mgr.events[ev.event_id].results["m02"] = True  # the head-end pretends
-    d = g.mgr.directives(ev.event_id, now=NOW)[0]
+    # no directive before an answer (the head-end signs one anyway; its manager would not)
+    early = Directive(
+        event_id=ev.event_id,
+        meter_id="m02",
+        action="curtail",
+        start_interval=1,
+        duration_minutes=30,
+        issued_at=NOW,
+        signature=bytes(64),
+    )
+    early = dataclasses.replace(
+        early, signature=g.he.sign(DIRECTIVE_CONTEXT, early.signed_payload())
+    )
     with pytest.raises(UnexpectedMessage):
-        a.receive_directive(wire(d), now=NOW)
-    del g.mgr.events[ev.event_id].results["m02"]
-    g.mgr.events[ev.event_id].directed.clear()
+        a.receive_directive(wire(early), now=NOW)
     ans = a.receive_query(q, now=NOW)
     with pytest.raises(ReplayedMessage):
         a.receive_query(q, now=NOW)

@@ -77,6 +77,7 @@ from privmeter.errors import (
     UnexpectedMessage,
 )
 from privmeter.protocol.codec import encode, message
+from privmeter.protocol.states import Machine, Refusal, register
 
 __all__ = [
     "DEFAULT_BITS",
@@ -85,6 +86,7 @@ __all__ = [
     "ComparisonChallenge",
     "ComparisonOffer",
     "MeterComparison",
+    "SessionEvent",
     "SessionState",
     "UtilityComparison",
     "clamp_value",
@@ -212,8 +214,38 @@ class ComparisonChallenge:
 
 
 class SessionState(enum.Enum):
-    OFFERED = "offered"
-    DONE = "done"
+    """A comparison session, either side: waiting for the other side's move, or spent."""
+
+    OFFERED = "offered"  # meter: offer sent; utility: challenge built, answer awaited
+    DONE = "done"  # meter: one bit released, key erased; utility: bit read
+
+
+class SessionEvent(enum.Enum):
+    CHALLENGE = "challenge"  # meter: the utility's challenge arrives
+    ANSWER = "answer"  # utility: the meter's bit arrives
+
+
+_SPENT = Refusal(UnexpectedMessage, "comparison already answered")
+METER_SESSION = register(
+    Machine(
+        "comparison session (meter)",
+        SessionState,
+        SessionEvent,
+        SessionState.OFFERED,
+        {SessionState.OFFERED: {SessionEvent.CHALLENGE: SessionState.DONE}},
+        default=_SPENT,
+    )
+)
+UTILITY_SESSION = register(
+    Machine(
+        "comparison session (utility)",
+        SessionState,
+        SessionEvent,
+        SessionState.OFFERED,
+        {SessionState.OFFERED: {SessionEvent.ANSWER: SessionState.DONE}},
+        default=_SPENT,
+    )
+)
 
 
 # -- meter side ----------------------------------------------------------------------
@@ -255,8 +287,7 @@ class MeterComparison:
 
     def check(self, ch: ComparisonChallenge) -> list[tuple[int, int]]:
         """Public checks only (no secret involved): raises, or returns the pairs."""
-        if self.state is not SessionState.OFFERED:
-            raise UnexpectedMessage("comparison already answered")
+        METER_SESSION.next(self.state, SessionEvent.CHALLENGE)
         if not isinstance(ch, ComparisonChallenge):
             raise MalformedMessage(f"expected ComparisonChallenge, got {type(ch).__name__}")
         if ch.offer_digest != self.digest:
@@ -271,7 +302,7 @@ class MeterComparison:
     def answer(self, ch: ComparisonChallenge) -> bool:
         """The one bit: whether any value of the challenge encrypts zero (then the key is erased)."""
         pairs = self.check(ch)
-        self.state = SessionState.DONE
+        self.state = METER_SESSION.next(self.state, SessionEvent.CHALLENGE)
         return any(self._key.zero_tests(pairs))
 
 
@@ -343,12 +374,11 @@ class UtilityComparison:
 
     def receive(self, zero_found: bool) -> bool:
         """The meter's bit -> ``[x >= T]``."""
-        if self.state is not SessionState.OFFERED:
-            raise UnexpectedMessage("comparison already answered")
+        nxt = UTILITY_SESSION.next(self.state, SessionEvent.ANSWER)
         if not isinstance(zero_found, bool):
             raise MalformedMessage("the meter's answer must be a bool")
         self.result = zero_found if self.sign else not zero_found
-        self.state = SessionState.DONE
+        self.state = nxt
         return self.result
 
 

@@ -23,6 +23,11 @@ Flow (rules of the state machine; every message signed, Ed25519)::
                                           <-  ComparisonAnswer(one bit)     [meter-signed]
     Directive (only to the wrong side)    ->  LoadInstruction(limit_w = plan cap)
 
+States: each role's state is an enum moved only along a table, checked
+before anything changes: :data:`METER_EVENT` (the meter, per event),
+:data:`MANAGER_METER` (the manager, per meter of an event); the tables are
+in ``docs/states.md``.
+
 Meter rules (each violation a specific error, and no state change):
 unknown event or a query/directive outside an accepted event ->
 :class:`~privmeter.errors.UnexpectedMessage`; a second event with the same
@@ -75,6 +80,7 @@ negative); energy Wh per interval; intervals ``floor(unix / interval_seconds)``.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -123,11 +129,73 @@ from privmeter.protocol.demand_messages import (
     Offer,
 )
 from privmeter.protocol.records import canonical
+from privmeter.protocol.states import Machine, Refusal, register
 
-__all__ = ["DemandManager", "MeterDemandAgent"]
+__all__ = [
+    "MANAGER_METER",
+    "METER_EVENT",
+    "DemandManager",
+    "ManagerInput",
+    "ManagerMeterState",
+    "MeterDemandAgent",
+    "MeterEventState",
+    "MeterInput",
+]
 
 
 # -- utility side -------------------------------------------------------------------------
+
+
+class ManagerMeterState(enum.Enum):
+    """One meter of an open event, as the utility sees it."""
+
+    IDLE = "idle"  # no offer from it yet
+    OFFERED = "offered"  # its signed offer kept
+    QUERIED = "queried"  # the challenge on its offer sent
+    ANSWERED = "answered"  # its bit recorded
+    DIRECTED = "directed"  # a directive sent to it
+
+
+class ManagerInput(enum.Enum):
+    ECHO = "echo"  # Echo (kept in every state: the bundle is the group's, not a step)
+    OFFER = "offer"  # Offer
+    QUERY = "query"  # local: a challenge built on the offer and sent
+    ANSWER = "answer"  # ComparisonAnswer
+    DIRECTIVE = "directive"  # local: a directive sent (wrong side of T only)
+
+
+_MS, _MN = ManagerMeterState, ManagerInput
+_LOCAL = Refusal(LocalProtocolError, "the manager's own step out of order")
+MANAGER_METER = register(
+    Machine(
+        "demand event, one meter (manager)",
+        ManagerMeterState,
+        ManagerInput,
+        _MS.IDLE,
+        {
+            _MS.IDLE: {_MN.ECHO: _MS.IDLE, _MN.OFFER: _MS.OFFERED},
+            _MS.OFFERED: {_MN.ECHO: _MS.OFFERED, _MN.QUERY: _MS.QUERIED},
+            _MS.QUERIED: {_MN.ECHO: _MS.QUERIED, _MN.ANSWER: _MS.ANSWERED},
+            _MS.ANSWERED: {_MN.ECHO: _MS.ANSWERED, _MN.DIRECTIVE: _MS.DIRECTED},
+            _MS.DIRECTED: {_MN.ECHO: _MS.DIRECTED},
+        },
+        {
+            **{
+                (st, _MN.OFFER): Refusal(ReplayedMessage, "meter already made an offer")
+                for st in (_MS.OFFERED, _MS.QUERIED, _MS.ANSWERED, _MS.DIRECTED)
+            },
+            **{
+                (st, _MN.ANSWER): Refusal(UnexpectedMessage, "answer to no outstanding query")
+                for st in (_MS.IDLE, _MS.OFFERED)
+            },
+            **{
+                (st, _MN.ANSWER): Refusal(ReplayedMessage, "meter already answered")
+                for st in (_MS.ANSWERED, _MS.DIRECTED)
+            },
+        },
+        default=_LOCAL,
+    )
+)
 
 
 @dataclass(slots=True)
@@ -138,8 +206,16 @@ class _Event:
     results: dict[str, bool]
     echoes: dict[str, Echo]
     threshold: int
-    directed: set[str]
     offers: dict[str, Offer] = field(default_factory=dict)
+    states: dict[str, ManagerMeterState] = field(default_factory=dict)
+
+    def state(self, meter_id: str) -> ManagerMeterState:
+        return self.states.get(meter_id, ManagerMeterState.IDLE)
+
+    @property
+    def directed(self) -> set[str]:
+        """The meters a directive was sent to."""
+        return {m for m, st in self.states.items() if st is ManagerMeterState.DIRECTED}
 
 
 class DemandManager:
@@ -248,7 +324,7 @@ class DemandManager:
         ev = DemandEvent(
             **fields, signature=self.signing_key.sign(EVENT_CONTEXT, unsigned.signed_payload())
         )
-        self.events[eid] = _Event(ev, {}, {}, {}, {}, threshold, set())
+        self.events[eid] = _Event(ev, {}, {}, {}, {}, threshold)
         return ev
 
     def _event(self, event_id: str) -> _Event:
@@ -266,6 +342,7 @@ class DemandManager:
         vk.verify(ECHO_CONTEXT, echo.signed_payload(), echo.signature)
         if echo.digest != e.msg.digest() or echo.group_id != self.group_id:
             raise UnexpectedMessage("echo of another event digest", meter_id=echo.meter_id)
+        MANAGER_METER.next(e.state(echo.meter_id), ManagerInput.ECHO, meter_id=echo.meter_id)
         e.echoes[echo.meter_id] = echo
 
     def echo_bundle(self, event_id: str, *, limit: int | None = None) -> EchoBundle:
@@ -281,10 +358,10 @@ class DemandManager:
         vk = self.roster.get(off.meter_id)
         if vk is None:
             raise UnknownParty("offer from a meter outside the group", meter_id=off.meter_id)
-        if off.meter_id in e.offers:
-            raise ReplayedMessage("meter already made an offer", meter_id=off.meter_id)
+        nxt = MANAGER_METER.next(e.state(off.meter_id), ManagerInput.OFFER, meter_id=off.meter_id)
         vk.verify(OFFER_CONTEXT, off.signed_payload(), off.signature)
         e.offers[off.meter_id] = off
+        e.states[off.meter_id] = nxt
 
     def offered(self, event_id: str) -> set[str]:
         return set(self._event(event_id).offers)
@@ -306,9 +383,10 @@ class DemandManager:
         for m in meters if meters is not None else sorted(self.roster):
             if m not in self.roster:
                 raise LocalProtocolError(f"{m!r} is not in the group")
-            off = e.offers.get(m)
-            if off is None or m in e.sessions:
+            if e.state(m) is not ManagerMeterState.OFFERED:  # no offer, or already challenged
                 continue
+            off = e.offers[m]
+            nxt = MANAGER_METER.next(e.state(m), ManagerInput.QUERY, meter_id=m)
             try:
                 sess = UtilityComparison(
                     off.offer,
@@ -337,6 +415,7 @@ class DemandManager:
             )
             e.queries[m] = qid
             e.sessions[m] = sess
+            e.states[m] = nxt
         return out
 
     def receive_answer(self, ans: ComparisonAnswer, *, now: int) -> bool:
@@ -349,14 +428,14 @@ class DemandManager:
             raise StaleMessage("answer after the event expired", meter_id=ans.meter_id)
         if e.queries.get(ans.meter_id) != ans.query_id:
             raise UnexpectedMessage("answer to no outstanding query", meter_id=ans.meter_id)
-        if ans.meter_id in e.results:
-            raise ReplayedMessage("meter already answered", meter_id=ans.meter_id)
+        nxt = MANAGER_METER.next(e.state(ans.meter_id), ManagerInput.ANSWER, meter_id=ans.meter_id)
         sess = e.sessions[ans.meter_id]
         if ans.challenge_digest != sess.challenge.digest():
             raise UnexpectedMessage("answer to another challenge", meter_id=ans.meter_id)
         vk.verify(ANSWER_CONTEXT, ans.signed_payload(), ans.signature)
         bit = sess.receive(ans.zero_found)
         e.results[ans.meter_id] = bit
+        e.states[ans.meter_id] = nxt
         return bit
 
     def results(self, event_id: str) -> dict[str, bool]:
@@ -372,7 +451,10 @@ class DemandManager:
         """Signed directives to exactly the meters on the wrong side (each once)."""
         e = self._event(event_id)
         out = []
-        for m in sorted(self.targets(event_id) - e.directed):
+        for m in sorted(self.targets(event_id)):
+            if e.state(m) is not ManagerMeterState.ANSWERED:  # directed already
+                continue
+            nxt = MANAGER_METER.next(e.state(m), ManagerInput.DIRECTIVE, meter_id=m)
             payload = canonical(
                 event_id, m, e.msg.action, e.msg.start_interval, e.msg.duration_minutes, now
             )
@@ -387,11 +469,71 @@ class DemandManager:
                     signature=self.signing_key.sign(DIRECTIVE_CONTEXT, payload),
                 )
             )
-            e.directed.add(m)
+            e.states[m] = nxt
         return out
 
 
 # -- meter side ---------------------------------------------------------------------------
+
+
+class MeterEventState(enum.Enum):
+    """One demand event, as the meter sees it."""
+
+    IDLE = "idle"  # not accepted (an unknown event id)
+    OFFERED = "offered"  # accepted: offer and echo sent; the group's echoes awaited
+    CERTIFIED = "certified"  # quorum of echoes of the same digest (or the plan asks none)
+    ANSWERED = "answered"  # one signed bit released, the one-use key erased
+    DIRECTED = "directed"  # a directive applied
+
+
+class MeterInput(enum.Enum):
+    EVENT = "event"  # DemandEvent
+    ECHOES = "echoes"  # EchoBundle
+    CERTIFY = "certify"  # local: the quorum reached (at once when the plan asks no echoes)
+    QUERY = "query"  # ComparisonQuery
+    DIRECTIVE = "directive"  # Directive
+
+
+_ME, _MI = MeterEventState, MeterInput
+_OUTSIDE = Refusal(UnexpectedMessage, "message outside any accepted event")
+METER_EVENT = register(
+    Machine(
+        "demand event (meter)",
+        MeterEventState,
+        MeterInput,
+        _ME.IDLE,
+        {
+            _ME.IDLE: {_MI.EVENT: _ME.OFFERED},
+            _ME.OFFERED: {_MI.ECHOES: _ME.OFFERED, _MI.CERTIFY: _ME.CERTIFIED},
+            _ME.CERTIFIED: {_MI.ECHOES: _ME.CERTIFIED, _MI.QUERY: _ME.ANSWERED},
+            _ME.ANSWERED: {_MI.ECHOES: _ME.ANSWERED, _MI.DIRECTIVE: _ME.DIRECTED},
+            _ME.DIRECTED: {_MI.ECHOES: _ME.DIRECTED},
+        },
+        {
+            **{
+                (st, _MI.EVENT): Refusal(ReplayedMessage, "event id already seen")
+                for st in (_ME.OFFERED, _ME.CERTIFIED, _ME.ANSWERED, _ME.DIRECTED)
+            },
+            **{
+                (st, _MI.CERTIFY): Refusal(LocalProtocolError, "event already certified")
+                for st in (_ME.CERTIFIED, _ME.ANSWERED, _ME.DIRECTED)
+            },
+            (_ME.OFFERED, _MI.QUERY): Refusal(
+                UnexpectedMessage, "event not certified by the group's echoes"
+            ),
+            (_ME.ANSWERED, _MI.QUERY): Refusal(ReplayedMessage, "this event was already answered"),
+            (_ME.DIRECTED, _MI.QUERY): Refusal(ReplayedMessage, "this event was already answered"),
+            (_ME.OFFERED, _MI.DIRECTIVE): Refusal(
+                UnexpectedMessage, "directive for an event this meter did not answer"
+            ),
+            (_ME.CERTIFIED, _MI.DIRECTIVE): Refusal(
+                UnexpectedMessage, "directive for an event this meter did not answer"
+            ),
+            (_ME.DIRECTED, _MI.DIRECTIVE): Refusal(ReplayedMessage, "directive already applied"),
+        },
+        default=_OUTSIDE,
+    )
+)
 
 
 @dataclass(slots=True)
@@ -400,9 +542,8 @@ class _MeterEvent:
     digest: bytes
     session: MeterComparison
     reading_interval: int
-    certified: bool = False
+    state: MeterEventState = MeterEventState.OFFERED
     answered_query: int | None = None
-    directive_seen: bool = False
 
 
 class MeterDemandAgent:
@@ -484,11 +625,15 @@ class MeterDemandAgent:
         if now > ev.expires_at:
             raise StaleMessage("event expired", event_id=ev.event_id)
 
-    def _known(self, event_id: str) -> _MeterEvent:
+    def state(self, event_id: str) -> MeterEventState:
+        """The event's state (:data:`METER_EVENT`; ``idle`` for an unknown id)."""
         me = self.events.get(event_id)
-        if me is None:
-            raise UnexpectedMessage("message outside any accepted event", event_id=event_id)
-        return me
+        return MeterEventState.IDLE if me is None else me.state
+
+    def _step(self, event_id: str, inp: MeterInput) -> tuple[_MeterEvent, MeterEventState]:
+        """The accepted event and its state after ``inp``; the table's refusal otherwise."""
+        nxt = METER_EVENT.next(self.state(event_id), inp, event_id=event_id)
+        return self.events[event_id], nxt
 
     def receive_event(
         self,
@@ -509,8 +654,7 @@ class MeterDemandAgent:
         """
         if not isinstance(ev, DemandEvent):
             raise MalformedMessage(f"expected DemandEvent, got {type(ev).__name__}")
-        if ev.event_id in self.events:
-            raise ReplayedMessage("event id already seen", event_id=ev.event_id)
+        METER_EVENT.next(self.state(ev.event_id), MeterInput.EVENT, event_id=ev.event_id)
         self.headend_key.verify(EVENT_CONTEXT, ev.signed_payload(), ev.signature)
         if ev.group_id != self.group_id:
             raise UnexpectedMessage("event for another group", event_id=ev.event_id)
@@ -541,13 +685,10 @@ class MeterDemandAgent:
         self.budget.check(reading_interval)
         session = MeterComparison(self.key_group, reading_w, bits=ev.bits, radix=ev.radix, rng=rng)
         digest = ev.digest()
-        self.events[ev.event_id] = _MeterEvent(
-            ev,
-            digest,
-            session,
-            reading_interval,
-            certified=not self.budget.same_threshold_for_group,
-        )
+        me = _MeterEvent(ev, digest, session, reading_interval)
+        if not self.budget.same_threshold_for_group:  # no echoes asked: certified at once
+            me.state = METER_EVENT.next(me.state, MeterInput.CERTIFY, event_id=ev.event_id)
+        self.events[ev.event_id] = me
         self._accepted_per_interval = {
             k: v
             for k, v in self._accepted_per_interval.items()
@@ -582,9 +723,9 @@ class MeterDemandAgent:
 
     def receive_echoes(self, bundle: EchoBundle, *, now: int) -> bool:
         """Certify an event once ``quorum`` group members echoed the same digest."""
-        me = self._known(bundle.event_id)
+        me, _ = self._step(bundle.event_id, MeterInput.ECHOES)
         self._fresh(me.msg, now)
-        if me.certified:
+        if me.state is not MeterEventState.OFFERED:
             return True
         good: set[str] = set()
         for echo in bundle.echoes:
@@ -600,7 +741,7 @@ class MeterDemandAgent:
                 )
             good.add(echo.meter_id)
             if len(good) >= self.quorum:
-                me.certified = True
+                me.state = METER_EVENT.next(me.state, MeterInput.CERTIFY, event_id=me.msg.event_id)
                 return True
         return False
 
@@ -617,22 +758,16 @@ class MeterDemandAgent:
         self.headend_key.verify(QUERY_CONTEXT, q.signed_payload(), q.signature)
         if q.meter_id != self.meter_id:
             raise UnexpectedMessage("query for another meter", meter_id=q.meter_id)
-        me = self._known(q.event_id)
-        if me.answered_query is not None:
-            raise ReplayedMessage("this event was already answered", event_id=q.event_id)
+        me, nxt = self._step(q.event_id, MeterInput.QUERY)
         self._fresh(me.msg, now)
         if (
             abs(q.issued_at - now) > CLOCK_SKEW_S + MAX_EVENT_LIFETIME_S
             or q.issued_at + CLOCK_SKEW_S < me.msg.issued_at
         ):
             raise StaleMessage("query outside the event's lifetime", event_id=q.event_id)
-        if not me.certified:
-            raise UnexpectedMessage(
-                "event not certified by the group's echoes", event_id=q.event_id
-            )
         me.session.check(q.challenge)
         self.budget.charge(me.reading_interval)
-        me.answered_query = q.query_id
+        me.state, me.answered_query = nxt, q.query_id
         zero = me.session.answer(q.challenge)
         digest = q.challenge.digest()
         payload = canonical(q.event_id, self.meter_id, q.query_id, digest, int(zero))
@@ -652,13 +787,7 @@ class MeterDemandAgent:
         self.headend_key.verify(DIRECTIVE_CONTEXT, d.signed_payload(), d.signature)
         if d.meter_id != self.meter_id:
             raise UnexpectedMessage("directive for another meter", meter_id=d.meter_id)
-        me = self._known(d.event_id)
-        if me.answered_query is None:
-            raise UnexpectedMessage(
-                "directive for an event this meter did not answer", event_id=d.event_id
-            )
-        if me.directive_seen:
-            raise ReplayedMessage("directive already applied", event_id=d.event_id)
+        me, nxt = self._step(d.event_id, MeterInput.DIRECTIVE)
         ev = me.msg
         if (d.action, d.start_interval, d.duration_minutes) != (
             ev.action,
@@ -668,7 +797,7 @@ class MeterDemandAgent:
             raise UnexpectedMessage("directive differs from its event", event_id=d.event_id)
         if now > ev.expires_at + CLOCK_SKEW_S or d.issued_at + CLOCK_SKEW_S < ev.issued_at:
             raise StaleMessage("directive outside the event's lifetime", event_id=d.event_id)
-        me.directive_seen = True
+        me.state = nxt
         return LoadInstruction(
             event_id=d.event_id,
             action=d.action,
