@@ -26,15 +26,30 @@ periods survive a restart when the agent is given the ones paid before
 (``paid``) and a hook that saves each new proof before it leaves
 (``on_paid``; the deployed household keeps them in its ``state.db``,
 :meth:`~privmeter.parties.meter_state.MeterLedgerStore.put_paid`).
+
+States: each billing period is ``open``, ``disputed`` or ``paid``
+(:class:`PeriodState`), moved only along :data:`HOUSEHOLD_PERIOD` (the
+table is in ``docs/states.md``): a statement takes the period to
+``checking`` (every check of :func:`~privmeter.protocol.settlement.settle`,
+the rebuild of E(bill) included, on a local value: nothing is committed
+while it runs), then ``pay`` or ``dispute`` commits the outcome.  Only
+``paid`` is persisted (the ``paid`` table, unchanged); a restarted household
+finds its disputed periods ``open``, which take statements alike.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterable, Mapping
 
 from privmeter.crypto.paillier import PaillierPrivateKey
 from privmeter.crypto.signing import VerifyKey
-from privmeter.errors import PrivmeterError, UnexpectedMessage
+from privmeter.errors import (
+    AlreadySettled,
+    LocalProtocolError,
+    PrivmeterError,
+    UnexpectedMessage,
+)
 from privmeter.grid.tariff.plans import Plan
 from privmeter.grid.tariff.pricefeed import PriceFeed
 from privmeter.parties.messages import FeedPublished, SettleRequest
@@ -48,11 +63,47 @@ from privmeter.protocol.settlement import (
     settle,
     statement_digest,
 )
+from privmeter.protocol.states import Machine, Refusal, register
 
-__all__ = ["HouseholdAgent", "LocalPort"]
+__all__ = ["HOUSEHOLD_PERIOD", "HouseholdAgent", "LocalPort", "PeriodInput", "PeriodState"]
 
 # the meter's local port: (readings {interval: Wh}, demand-response amounts {(kind, event, interval): Wh})
 LocalPort = Callable[[], tuple[Mapping[int, int], Mapping[tuple[str, str, int], int]]]
+
+
+class PeriodState(enum.Enum):
+    """One billing period, as the household sees it."""
+
+    OPEN = "open"  # no statement of it answered yet (or the household restarted since)
+    CHECKING = "checking"  # a statement received: checked, E(bill) rebuilt, our bill opened
+    DISPUTED = "disputed"  # the last statement disputed: a corrected one may still be paid
+    PAID = "paid"  # one proof given (kept in state.db): never a second one
+
+
+class PeriodInput(enum.Enum):
+    STATEMENT = "statement"  # a statement of the period, other than the one paid
+    RETRANSMISSION = "retransmission"  # the very statement paid, again: the same proof
+    PAY = "pay"  # local: every check passed; the proof saved (on_paid), then sent
+    DISPUTE = "dispute"  # local: a check failed; the dispute sent
+
+
+_P, _PI = PeriodState, PeriodInput
+HOUSEHOLD_PERIOD = register(
+    Machine(
+        "billing period (household)",
+        PeriodState,
+        PeriodInput,
+        _P.OPEN,
+        {
+            _P.OPEN: {_PI.STATEMENT: _P.CHECKING},
+            _P.CHECKING: {_PI.PAY: _P.PAID, _PI.DISPUTE: _P.DISPUTED},
+            _P.DISPUTED: {_PI.STATEMENT: _P.CHECKING},
+            _P.PAID: {_PI.RETRANSMISSION: _P.PAID},
+        },
+        {(_P.PAID, _PI.STATEMENT): Refusal(AlreadySettled, "a second statement of a paid period")},
+        default=Refusal(LocalProtocolError, "the household's own step out of order"),
+    )
+)
 
 
 class HouseholdAgent:
@@ -87,6 +138,14 @@ class HouseholdAgent:
             paid or {}
         )  # billing period -> the one proof given for it
         self.on_paid = on_paid  # saves a new proof (durably) before it is sent; raising stops it
+        self._states: dict[int, PeriodState] = {}  # periods answered since the start
+
+    def state(self, period: int) -> PeriodState:
+        """Billing period ``period``'s state (:data:`HOUSEHOLD_PERIOD`): ``paid`` is a proof
+        in :attr:`paid` (restored after a restart), the rest is this run's."""
+        if period in self.paid:
+            return PeriodState.PAID
+        return self._states.get(period, PeriodState.OPEN)
 
     def receive_feed(self, feed_json: str) -> None:
         """A published feed: verified against the plan's feed key before use."""
@@ -108,51 +167,62 @@ class HouseholdAgent:
         k, period = (
             self.period_of(statement) if statement.start >= self.period_start else (-1, range(0))
         )
-        done = self.paid.get(k)
+        sd = statement_digest(statement)
         if k < 0:  # before the first billing period: not one of ours
             ans: BillProof | Dispute = Dispute(
-                meter_id=statement.meter_id,
-                statement_digest=statement_digest(statement),
-                reason="range",
+                meter_id=statement.meter_id, statement_digest=sd, reason="range"
             )
-        elif done is not None:
-            ans = done
-            if done.statement_digest != statement_digest(statement):
-                ans = Dispute(
-                    meter_id=statement.meter_id,
-                    statement_digest=statement_digest(statement),
-                    reason="settled",
-                )
+            self.answers.append(ans)
+            return ans
+        state = self.state(k)
+        done = self.paid.get(k)
+        again = done is not None and done.statement_digest == sd
+        inp = PeriodInput.RETRANSMISSION if again else PeriodInput.STATEMENT
+        try:
+            checking = HOUSEHOLD_PERIOD.next(state, inp, period=k)
+        except AlreadySettled:
+            ans = Dispute(meter_id=statement.meter_id, statement_digest=sd, reason="settled")
         else:
-            try:
-                records = records_from_log(log)
-            except PrivmeterError:
-                ans = Dispute(
-                    meter_id=statement.meter_id,
-                    statement_digest=statement_digest(statement),
-                    reason="log",
-                )
+            if done is not None and again:
+                ans = done
             else:
-                readings, adjustments = self.local_port()
-                ans = settle(
-                    statement,
-                    headend_key=self.headend_key,
-                    meter_key=self.meter_key,
-                    secret_key=self.secret_key,
-                    meter_id=self.meter_id,
-                    plan=self.plan,
-                    period=period,
-                    readings=readings,
-                    records=records,
-                    feed=self.feed,
-                    adjustments=adjustments,
-                )
+                ans = self._check(statement, log, period)
+                outcome = PeriodInput.PAY if isinstance(ans, BillProof) else PeriodInput.DISPUTE
+                nxt = HOUSEHOLD_PERIOD.next(checking, outcome, period=k)
                 if isinstance(ans, BillProof):
                     if self.on_paid is not None:
                         self.on_paid(k, ans)
                     self.paid[k] = ans
+                self._states[k] = nxt
         self.answers.append(ans)
         return ans
+
+    def _check(
+        self, statement: Statement, log: Iterable[bytes], period: range
+    ) -> BillProof | Dispute:
+        """The ``checking`` state: settle's checks and rebuild, on public data until the last."""
+        try:
+            records = records_from_log(log)
+        except PrivmeterError:
+            return Dispute(
+                meter_id=statement.meter_id,
+                statement_digest=statement_digest(statement),
+                reason="log",
+            )
+        readings, adjustments = self.local_port()
+        return settle(
+            statement,
+            headend_key=self.headend_key,
+            meter_key=self.meter_key,
+            secret_key=self.secret_key,
+            meter_id=self.meter_id,
+            plan=self.plan,
+            period=period,
+            readings=readings,
+            records=records,
+            feed=self.feed,
+            adjustments=adjustments,
+        )
 
     def handle(self, msg: object) -> list[object]:
         """Message-driven form (the household service)."""
