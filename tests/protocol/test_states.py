@@ -22,6 +22,7 @@ from privmeter.protocol.states import MACHINES, Machine, Refusal
 MODULES = [
     "privmeter.protocol.comparison",
     "privmeter.protocol.demand",
+    "privmeter.protocol.ring",
     "privmeter.parties.household",
 ]
 for _m in MODULES:

@@ -24,10 +24,17 @@ Weaknesses, kept and tested rather than hidden:
   its exact reading: ``x_i = S_i - S_{i-1}``;
 * in the Paillier variant the utility can decrypt any hop it relays, i.e.
   every partial sum and hence every reading, unless hops bypass it.
+
+States: every role keeps one state per round, moved only along its table
+(checked before anything changes; ``docs/states.md``): :data:`RING_LEADER`
+(``idle`` -> ``started`` -> ``done``), :data:`RING_MEMBER` (``idle`` ->
+``done``), :data:`PAILLIER_RING_METER` and :data:`RING_COORDINATOR`
+(``idle`` -> ``open`` -> ``done`` or ``stalled``; both coordinators).
 """
 
 from __future__ import annotations
 
+import enum
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,8 +54,15 @@ from privmeter.errors import (
     UnexpectedMessage,
 )
 from privmeter.protocol.codec import message
+from privmeter.protocol.states import Machine, Refusal, register
 
 __all__ = [
+    "PAILLIER_RING_METER",
+    "RING_COORDINATOR",
+    "RING_LEADER",
+    "RING_MEMBER",
+    "CoordinatorInput",
+    "CoordinatorState",
     "PaillierRingCoordinator",
     "PaillierRingMeter",
     "PaillierToken",
@@ -57,6 +71,8 @@ __all__ = [
     "RingStart",
     "RingToken",
     "RingTotal",
+    "RoundInput",
+    "RoundState",
 ]
 
 
@@ -111,6 +127,105 @@ class PaillierToken:
     final: bool
 
 
+class RoundState(enum.Enum):
+    """One round, as a meter of the ring sees it."""
+
+    IDLE = "idle"  # not started (leader) / no token yet (member)
+    STARTED = "started"  # leader only: the mask drawn, the first token sent
+    DONE = "done"  # the token passed on (or, at the leader, the total reported)
+
+
+class RoundInput(enum.Enum):
+    START = "start"  # RingStart
+    TOKEN = "token"  # RingToken / PaillierToken from the predecessor
+
+
+_R, _RI = RoundState, RoundInput
+_STARTED = Refusal(ReplayedMessage, "round already started")
+_HANDLED = Refusal(ReplayedMessage, "round already handled")
+_NOT_LEADER = Refusal(UnexpectedMessage, "only the leader starts a round")
+RING_LEADER = register(
+    Machine(
+        "ring round (leader)",
+        RoundState,
+        RoundInput,
+        _R.IDLE,
+        {_R.IDLE: {_RI.START: _R.STARTED}, _R.STARTED: {_RI.TOKEN: _R.DONE}},
+        {
+            (_R.STARTED, _RI.START): _STARTED,
+            (_R.DONE, _RI.START): _STARTED,
+            (_R.IDLE, _RI.TOKEN): Refusal(UnexpectedMessage, "token for a round we did not start"),
+            (_R.DONE, _RI.TOKEN): _HANDLED,
+        },
+    )
+)
+
+
+class MemberRoundState(enum.Enum):
+    """One round, as a ring member (not the leader) or a Paillier-ring meter sees it."""
+
+    IDLE = "idle"  # no token (no start, at the Paillier leader) yet
+    DONE = "done"  # the running sum passed on
+
+
+_MR = MemberRoundState
+RING_MEMBER = register(
+    Machine(
+        "ring round (member)",
+        MemberRoundState,
+        RoundInput,
+        _MR.IDLE,
+        {_MR.IDLE: {_RI.TOKEN: _MR.DONE}},
+        {(_MR.IDLE, _RI.START): _NOT_LEADER, (_MR.DONE, _RI.START): _NOT_LEADER},
+        default=_HANDLED,
+    )
+)
+# the Paillier ring: the leader starts, the others take a token; either way once a round
+# (who may start is the leader's role, checked before the table)
+PAILLIER_RING_METER = register(
+    Machine(
+        "Paillier ring round (meter)",
+        MemberRoundState,
+        RoundInput,
+        _MR.IDLE,
+        {_MR.IDLE: {_RI.START: _MR.DONE, _RI.TOKEN: _MR.DONE}},
+        {(_MR.DONE, _RI.START): _STARTED},
+        default=_HANDLED,
+    )
+)
+
+
+class CoordinatorState(enum.Enum):
+    """One round, as the head-end sees it (either ring)."""
+
+    IDLE = "idle"  # never started
+    OPEN = "open"  # started, the total awaited
+    DONE = "done"  # the total received
+    STALLED = "stalled"  # the runner's deadline passed first (the round is lost)
+
+
+class CoordinatorInput(enum.Enum):
+    START = "start"  # local: a RingStart sent (a round may be started again)
+    TOTAL = "total"  # RingTotal / the final PaillierToken
+    TIMEOUT = "timeout"  # local: the runner's deadline
+
+
+_C, _CI = CoordinatorState, CoordinatorInput
+RING_COORDINATOR = register(
+    Machine(
+        "ring round (coordinator)",
+        CoordinatorState,
+        CoordinatorInput,
+        _C.IDLE,
+        {
+            **{st: {_CI.START: _C.OPEN, _CI.TIMEOUT: st} for st in (_C.IDLE, _C.DONE, _C.STALLED)},
+            _C.OPEN: {_CI.START: _C.OPEN, _CI.TOTAL: _C.DONE, _CI.TIMEOUT: _C.STALLED},
+        },
+        default=Refusal(UnexpectedMessage, "total for a round not open"),
+    )
+)
+
+
 def _to_signed(v: int) -> int:
     v %= MODULUS
     return v - MODULUS if v >= 1 << 63 else v
@@ -149,10 +264,20 @@ class RingMeter:
         self._to_succ, self._from_pred = agree(self.succ), agree(self.pred)
         self._rng = rng
         self._mask: dict[int, int] = {}
-        self._done: set[int] = set()
+        self.machine: Machine[RoundState, RoundInput] | Machine[MemberRoundState, RoundInput] = (
+            RING_LEADER if self.pos == 0 else RING_MEMBER
+        )
+        self._rounds: dict[int, RoundState | MemberRoundState] = {}
         # what this meter sees (a colluder would share these)
         self.last_sent: int | None = None
         self.last_received: int | None = None
+
+    def state(self, round_: int) -> RoundState | MemberRoundState:
+        """Round ``round_``'s state (:data:`RING_LEADER` / :data:`RING_MEMBER`)."""
+        return self._rounds.get(round_, self.machine.initial)
+
+    def _next(self, round_: int, inp: RoundInput) -> RoundState | MemberRoundState:
+        return self.machine.next(self.state(round_), inp, interval=round_)  # type: ignore[arg-type]
 
     def _send(self, round_: int, value: int) -> RingToken:
         self.last_sent = value % MODULUS
@@ -164,12 +289,10 @@ class RingMeter:
         )
 
     def handle_start(self, start: RingStart, reading: int) -> RingToken:
-        if self.pos != 0:
-            raise UnexpectedMessage("only the leader starts a round")
-        if start.round in self._mask or start.round in self._done:
-            raise ReplayedMessage("round already started", interval=start.round)
+        nxt = self._next(start.round, RoundInput.START)
         r = self._rng.getrandbits(64)
         self._mask[start.round] = r
+        self._rounds[start.round] = nxt
         return self._send(start.round, r + reading)
 
     def handle_token(self, token: RingToken, reading: int) -> RingToken | RingTotal:
@@ -179,8 +302,7 @@ class RingMeter:
             or token.group != self.group
         ):
             raise MalformedMessage("ring token not from our predecessor to us")
-        if token.round in self._done:
-            raise ReplayedMessage("round already handled", interval=token.round)
+        nxt = self._next(token.round, RoundInput.TOKEN)
         try:
             pt = self._from_pred.decrypt(
                 _nonce(token.round, (self.pos - 1) % len(self.ring)),
@@ -191,13 +313,10 @@ class RingMeter:
             raise InvalidCiphertext("ring token does not authenticate") from None
         s = int.from_bytes(pt, "big")
         self.last_received = s
+        self._rounds[token.round] = nxt
         if self.pos == 0:
-            mask = self._mask.pop(token.round, None)
-            if mask is None:
-                raise UnexpectedMessage("token for a round we did not start")
-            self._done.add(token.round)
+            mask = self._mask.pop(token.round)
             return RingTotal(group=self.group, round=token.round, total=_to_signed(s - mask))
-        self._done.add(token.round)
         return self._send(token.round, s + reading)
 
 
@@ -206,24 +325,29 @@ class RingCoordinator:
 
     def __init__(self, group: str, ring: Sequence[str]) -> None:
         self.group, self.ring = group, tuple(ring)
-        self._open: set[int] = set()
+        self._rounds: dict[int, CoordinatorState] = {}
         self.totals: dict[int, int] = {}
 
+    def state(self, round_: int) -> CoordinatorState:
+        """Round ``round_``'s state (:data:`RING_COORDINATOR`)."""
+        return self._rounds.get(round_, CoordinatorState.IDLE)
+
+    def _next(self, round_: int, inp: CoordinatorInput) -> CoordinatorState:
+        return RING_COORDINATOR.next(self.state(round_), inp, interval=round_)
+
     def start(self, round_: int) -> RingStart:
-        self._open.add(round_)
+        self._rounds[round_] = self._next(round_, CoordinatorInput.START)
         return RingStart(group=self.group, round=round_)
 
     def handle_total(self, msg: RingTotal) -> int:
-        if msg.round not in self._open:
-            raise UnexpectedMessage("total for a round not open", interval=msg.round)
-        self._open.discard(msg.round)
+        self._rounds[msg.round] = self._next(msg.round, CoordinatorInput.TOTAL)
         self.totals[msg.round] = msg.total
         return msg.total
 
     def timeout(self, round_: int) -> None:
-        """The runner's deadline passed: the round is lost (a ring cannot route around)."""
-        if round_ in self._open:
-            self._open.discard(round_)
+        """The runner's deadline passed: an open round is lost (a ring cannot route around)."""
+        was, self._rounds[round_] = self.state(round_), self._next(round_, CoordinatorInput.TIMEOUT)
+        if was is CoordinatorState.OPEN:
             raise AggregationError(
                 "ring round stalled: a meter did not pass the token", interval=round_
             )
@@ -245,10 +369,14 @@ class PaillierRingMeter:
         self.pos = self.ring.index(meter_id)
         self.pred = self.ring[self.pos - 1]
         self._pk, self._rng = utility_key, rng
-        self._done: set[int] = set()
+        self._rounds: dict[int, MemberRoundState] = {}
 
-    def _out(self, round_: int, value: int) -> PaillierToken:
-        self._done.add(round_)
+    def state(self, round_: int) -> MemberRoundState:
+        """Round ``round_``'s state (:data:`PAILLIER_RING_METER`)."""
+        return self._rounds.get(round_, MemberRoundState.IDLE)
+
+    def _out(self, round_: int, value: int, nxt: MemberRoundState) -> PaillierToken:
+        self._rounds[round_] = nxt
         return PaillierToken(
             group=self.group,
             round=round_,
@@ -260,17 +388,19 @@ class PaillierRingMeter:
     def handle_start(self, start: RingStart, reading: int) -> PaillierToken:
         if self.pos != 0:
             raise UnexpectedMessage("only the leader starts a round")
-        if start.round in self._done:
-            raise ReplayedMessage("round already started", interval=start.round)
-        return self._out(start.round, self._pk.encrypt(reading, rng=self._rng).value)
+        nxt = PAILLIER_RING_METER.next(
+            self.state(start.round), RoundInput.START, interval=start.round
+        )
+        return self._out(start.round, self._pk.encrypt(reading, rng=self._rng).value, nxt)
 
     def handle_token(self, token: PaillierToken, reading: int) -> PaillierToken:
         if token.sender != self.pred or token.group != self.group or token.final:
             raise MalformedMessage("Paillier token not from our predecessor")
-        if token.round in self._done:
-            raise ReplayedMessage("round already handled", interval=token.round)
+        nxt = PAILLIER_RING_METER.next(
+            self.state(token.round), RoundInput.TOKEN, interval=token.round
+        )
         c = self._pk.ciphertext(token.ciphertext)  # validates range and unit-ness
-        return self._out(token.round, (c + self._pk.encrypt(reading, rng=self._rng)).value)
+        return self._out(token.round, (c + self._pk.encrypt(reading, rng=self._rng)).value, nxt)
 
 
 class PaillierRingCoordinator:
@@ -278,19 +408,28 @@ class PaillierRingCoordinator:
 
     def __init__(self, group: str, ring: Sequence[str], key: PaillierPrivateKey) -> None:
         self.group, self.ring, self._sk = group, tuple(ring), key
-        self._open: set[int] = set()
+        self._rounds: dict[int, CoordinatorState] = {}
+
+    def state(self, round_: int) -> CoordinatorState:
+        """Round ``round_``'s state (:data:`RING_COORDINATOR`)."""
+        return self._rounds.get(round_, CoordinatorState.IDLE)
+
+    def _next(self, round_: int, inp: CoordinatorInput) -> CoordinatorState:
+        return RING_COORDINATOR.next(self.state(round_), inp, interval=round_)
 
     def start(self, round_: int) -> RingStart:
-        self._open.add(round_)
+        self._rounds[round_] = self._next(round_, CoordinatorInput.START)
         return RingStart(group=self.group, round=round_)
 
     def handle_final(self, token: PaillierToken) -> int:
-        if not token.final or token.round not in self._open or token.sender != self.ring[-1]:
-            raise UnexpectedMessage("not the final token of an open round")
-        self._open.discard(token.round)
-        return self._sk.decrypt(self._sk.public_key.ciphertext(token.ciphertext))
+        if not token.final or token.sender != self.ring[-1]:
+            raise UnexpectedMessage("not the final token of an open round", interval=token.round)
+        nxt = self._next(token.round, CoordinatorInput.TOTAL)
+        total = self._sk.decrypt(self._sk.public_key.ciphertext(token.ciphertext))
+        self._rounds[token.round] = nxt
+        return total
 
     def timeout(self, round_: int) -> None:
-        if round_ in self._open:
-            self._open.discard(round_)
+        was, self._rounds[round_] = self.state(round_), self._next(round_, CoordinatorInput.TIMEOUT)
+        if was is CoordinatorState.OPEN:
             raise AggregationError("Paillier ring round stalled", interval=round_)
