@@ -24,6 +24,7 @@ MODULES = [
     "privmeter.protocol.demand",
     "privmeter.protocol.ring",
     "privmeter.parties.household",
+    "privmeter.parties.enrolment",
 ]
 for _m in MODULES:
     importlib.import_module(_m)

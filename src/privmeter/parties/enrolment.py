@@ -35,6 +35,14 @@ trust: :class:`Enrolled` (group, plan text, billing periods, interval,
 minimum survivors, comparison key) and every :class:`RosterUpdate` (the
 group's meters and their keys, versioned: a meter takes only newer ones).
 
+States (the head-end's, per meter id): :class:`EnrolmentState`, moved only
+along :data:`ENROLMENT` (``docs/states.md``) by the operator's ``invite``
+(``--replace``) and ``revoke`` and the household's ``enrol``; the
+:class:`~privmeter.parties.registry.Registry` derives the state from its
+tables (``invites.used``/``expires``, ``members.status`` =
+:class:`MemberStatus`, format unchanged) and checks the table before any
+change.
+
 Security assumption: the ticket reaches the right household (like a
 letter with a PIN).  Guarantee: a request whose MAC, key binding or Paillier
 key proof fails changes nothing (:class:`~privmeter.errors.InvalidSignature`,
@@ -44,6 +52,7 @@ key proof fails changes nothing (:class:`~privmeter.errors.InvalidSignature`,
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import hmac
 import json
@@ -52,14 +61,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from privmeter.crypto.signing import SigningKey, VerifyKey
-from privmeter.errors import ConfigError, InvalidSignature, MalformedMessage
+from privmeter.errors import ConfigError, InvalidSignature, MalformedMessage, UnknownParty
 from privmeter.protocol.codec import check_id, message
+from privmeter.protocol.states import Machine, Refusal, register
 
 __all__ = [
+    "ENROLMENT",
     "ENROL_PREFIX",
     "TICKET_FORMAT",
     "EnrolRequest",
     "Enrolled",
+    "EnrolmentInput",
+    "EnrolmentState",
+    "MemberStatus",
     "RosterUpdate",
     "Ticket",
     "enrol_mac",
@@ -75,6 +89,64 @@ _DOC_CONTEXT = b"privmeter.headend-doc/1"
 _MAC_CONTEXT = b"privmeter.enrol-mac/1"
 _KEY_CONTEXT = b"privmeter.enrol-key/1"
 MAX_DOC = 256 * 1024
+
+
+class MemberStatus(enum.StrEnum):
+    """A member's status as the registry stores it (``members.status``: these strings)."""
+
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+class EnrolmentState(enum.Enum):
+    """One meter id, as the head-end's registry sees it (derived from its tables)."""
+
+    NEW = "new"  # no member, no open ticket (never invited, or its ticket expired)
+    INVITED = "invited"  # an open ticket and no active member (new, or revoked before)
+    ACTIVE = "active"  # an active member, no open ticket
+    REINVITED = "reinvited"  # an active member and an open ticket for new keys (--replace)
+    REVOKED = "revoked"  # a revoked member, no open ticket
+
+
+class EnrolmentInput(enum.Enum):
+    INVITE = "invite"  # the operator: a one-time ticket
+    REPLACE = "invite --replace"  # the operator: a ticket for an enrolled meter's new keys
+    ENROL = "enrol"  # the household's EnrolRequest (ticket, MAC, keys checked after)
+    REVOKE = "revoke"  # the operator: the meter leaves
+
+
+_N, _NI = EnrolmentState, EnrolmentInput
+_NO_TICKET = Refusal(UnknownParty, "no open enrolment ticket for this meter")
+_NOT_ACTIVE = Refusal(ConfigError, "no active meter")
+ENROLMENT = register(
+    Machine(
+        "enrolment (head-end registry)",
+        EnrolmentState,
+        EnrolmentInput,
+        _N.NEW,
+        {
+            _N.NEW: {_NI.INVITE: _N.INVITED, _NI.REPLACE: _N.INVITED},
+            _N.INVITED: {_NI.INVITE: _N.INVITED, _NI.REPLACE: _N.INVITED, _NI.ENROL: _N.ACTIVE},
+            _N.ACTIVE: {_NI.REPLACE: _N.REINVITED, _NI.REVOKE: _N.REVOKED},
+            _N.REINVITED: {
+                _NI.REPLACE: _N.REINVITED,
+                _NI.ENROL: _N.ACTIVE,
+                _NI.REVOKE: _N.REVOKED,
+            },
+            _N.REVOKED: {_NI.INVITE: _N.INVITED, _NI.REPLACE: _N.INVITED},
+        },
+        {
+            **{(st, _NI.ENROL): _NO_TICKET for st in (_N.NEW, _N.ACTIVE, _N.REVOKED)},
+            **{(st, _NI.REVOKE): _NOT_ACTIVE for st in (_N.NEW, _N.INVITED, _N.REVOKED)},
+            **{
+                (st, _NI.INVITE): Refusal(
+                    ConfigError, "meter is enrolled; use --replace for a new meter or new keys"
+                )
+                for st in (_N.ACTIVE, _N.REINVITED)
+            },
+        },
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)

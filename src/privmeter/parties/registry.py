@@ -17,7 +17,11 @@ carries (meters take only newer rosters).
 
 Format: tables ``invites(meter_id, mac_key, grp, expires, used)`` and
 ``members(meter_id, grp, plan_id, meter_key, household_json, status, since)``
-(``privmeter.registry/1`` in ``meta``).
+(``privmeter.registry/1`` in ``meta``).  The lifecycle above is
+:data:`~privmeter.parties.enrolment.ENROLMENT`; a meter id's state
+(:meth:`Registry.state`) is derived from these rows (an open ticket: unused
+and not expired; ``status``: :class:`~privmeter.parties.enrolment.MemberStatus`),
+so the format is unchanged, and every change checks the table first.
 
 Security assumption: the file is the utility's; it holds public keys and
 the MAC keys of open tickets only (a thief of this file could enrol in place
@@ -39,7 +43,16 @@ from typing import Any
 from privmeter.crypto.paillier import PaillierPublicKey
 from privmeter.crypto.signing import VerifyKey
 from privmeter.errors import ConfigError, InvalidSignature, LocalProtocolError, UnknownParty
-from privmeter.parties.enrolment import EnrolRequest, Ticket, enrol_mac, enrol_peer
+from privmeter.parties.enrolment import (
+    ENROLMENT,
+    EnrolmentInput,
+    EnrolmentState,
+    EnrolRequest,
+    MemberStatus,
+    Ticket,
+    enrol_mac,
+    enrol_peer,
+)
 from privmeter.parties.keys import household_key_and_proof, public_household_key
 
 __all__ = ["FORMAT", "Member", "Registry"]
@@ -64,7 +77,7 @@ class Member:
     plan_id: str
     meter_key: VerifyKey
     household_json: str
-    status: str
+    status: MemberStatus
 
     def household_pk(self, min_bits: int) -> PaillierPublicKey:
         return public_household_key(json.loads(self.household_json), min_bits=min_bits)
@@ -99,6 +112,21 @@ class Registry:
     def _bump(self) -> None:
         self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='version'")
 
+    def state(self, meter_id: str, *, now: int | None = None) -> EnrolmentState:
+        """``meter_id``'s enrolment state (:data:`~privmeter.parties.enrolment.ENROLMENT`),
+        from its member row and whether it has an open (unused, unexpired) ticket."""
+        now = int(time.time()) if now is None else now
+        row = self._db.execute(
+            "SELECT expires, used FROM invites WHERE meter_id=?", (meter_id,)
+        ).fetchone()
+        ticket = row is not None and not row[1] and row[0] >= now
+        m = self.member(meter_id)
+        if m is not None and m.status is MemberStatus.ACTIVE:
+            return EnrolmentState.REINVITED if ticket else EnrolmentState.ACTIVE
+        if ticket:
+            return EnrolmentState.INVITED
+        return EnrolmentState.REVOKED if m is not None else EnrolmentState.NEW
+
     # -- operator ---------------------------------------------------------------------------
     def invite(
         self,
@@ -112,11 +140,8 @@ class Registry:
     ) -> Ticket:
         """A fresh one-time ticket for ``meter_id`` (``replace``: for an enrolled meter's new keys)."""
         now = int(time.time()) if now is None else now
-        m = self.member(meter_id)
-        if m is not None and m.status == "active" and not replace:
-            raise ConfigError(
-                f"meter {meter_id!r} is enrolled; use --replace for a new meter or new keys"
-            )
+        inp = EnrolmentInput.REPLACE if replace else EnrolmentInput.INVITE
+        ENROLMENT.next(self.state(meter_id, now=now), inp, meter_id=meter_id)
         ticket = Ticket.new(meter_id, headend_key)
         self._db.execute(
             "INSERT OR REPLACE INTO invites VALUES (?, ?, ?, ?, 0)",
@@ -126,10 +151,13 @@ class Registry:
 
     def revoke(self, meter_id: str) -> None:
         """The meter leaves (or is stolen): refused from its next connection on."""
+        ENROLMENT.next(self.state(meter_id), EnrolmentInput.REVOKE, meter_id=meter_id)
         m = self.member(meter_id)
-        if m is None or m.status != "active":
-            raise ConfigError(f"no active meter {meter_id!r}")
-        self._db.execute("UPDATE members SET status='revoked' WHERE meter_id=?", (meter_id,))
+        if m is None:
+            raise LocalProtocolError("an active meter without a member row")
+        self._db.execute(
+            "UPDATE members SET status=? WHERE meter_id=?", (MemberStatus.REVOKED.value, meter_id)
+        )
         self._retire(m)
         self._db.execute("DELETE FROM invites WHERE meter_id=?", (meter_id,))
         self._bump()
@@ -148,12 +176,13 @@ class Registry:
     ) -> Member:
         """Check and record one enrolment (see the module docstring); returns the member."""
         now = int(time.time()) if now is None else now
+        ENROLMENT.next(
+            self.state(req.meter_id, now=now), EnrolmentInput.ENROL, meter_id=req.meter_id
+        )
         row = self._db.execute(
-            "SELECT mac_key, grp, expires, used FROM invites WHERE meter_id=?", (req.meter_id,)
+            "SELECT mac_key, grp FROM invites WHERE meter_id=?", (req.meter_id,)
         ).fetchone()
-        if row is None or row[3] or row[2] < now:
-            raise UnknownParty("no open enrolment ticket for this meter", meter_id=req.meter_id)
-        mac_key, grp, _, _ = row
+        mac_key, grp = row
         if req.plan_id not in plans:
             raise ConfigError(
                 f"plan {req.plan_id!r} is not offered; offered: {', '.join(sorted(plans))}"
@@ -188,8 +217,16 @@ class Registry:
             if old is not None and old.meter_key != meter_key:
                 self._retire(old)
             self._db.execute(
-                "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?, ?, 'active', ?)",
-                (req.meter_id, group, req.plan_id, meter_key.hex(), req.household_key_json, now),
+                "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    req.meter_id,
+                    group,
+                    req.plan_id,
+                    meter_key.hex(),
+                    req.household_key_json,
+                    MemberStatus.ACTIVE.value,
+                    now,
+                ),
             )
             self._db.execute("UPDATE invites SET used=1 WHERE meter_id=?", (req.meter_id,))
             self._bump()
@@ -271,4 +308,4 @@ class Registry:
 
 
 def _member(row: Any) -> Member:
-    return Member(row[0], row[1], row[2], VerifyKey.from_hex(row[3]), row[4], row[5])
+    return Member(row[0], row[1], row[2], VerifyKey.from_hex(row[3]), row[4], MemberStatus(row[5]))
