@@ -25,6 +25,7 @@ MODULES = [
     "privmeter.protocol.ring",
     "privmeter.parties.household",
     "privmeter.parties.enrolment",
+    "privmeter.parties.concentrator",
 ]
 for _m in MODULES:
     importlib.import_module(_m)

@@ -94,7 +94,7 @@ class ConcentratorService:
         self.cid = cfg.concentrator_id
         self.identity = load_concentrator(cfg.state_dir)
         self.headend_key = VerifyKey.from_hex(cfg.headend_key)
-        self.relay = Concentrator(self.cid, (), max_bytes=cfg.max_message_bytes)
+        self.relay = Concentrator(self.cid, (), max_bytes=cfg.max_message_bytes, link=True)
         self.metrics = ConcentratorMetrics()
         self.roster_version = -1
         self._keys: dict[bytes, str] = {}  # meter key -> meter id (the signed roster)
@@ -138,7 +138,7 @@ class ConcentratorService:
         keys = {k.raw: m for m, k in members.items()}
         dropped = {m for k, m in self._keys.items() if keys.get(k) != m}
         self._keys, self.roster_version = keys, version
-        self.relay.meters = frozenset(members)
+        self.relay.roster(members)
         self.metrics.roster.set(len(members))
         if save:
             write_json_atomic(
@@ -175,6 +175,7 @@ class ConcentratorService:
             return []
         up = self.upstream
         if up is None or up.closed:
+            self.relay.disconnected()
             self._disconnect(meter_id, "the head-end is unreachable")
             raise TransportError("the head-end is unreachable")
         try:
@@ -285,6 +286,7 @@ class ConcentratorService:
                 continue
             delay = 0.2
             self.upstream = conn
+            self.relay.connected()
             self.metrics.upstream.set(1)
             log.info("connected to the head-end at %s:%d as %s", host, port, self.cid)
             try:
@@ -298,6 +300,7 @@ class ConcentratorService:
                 log.warning("head-end connection lost: %s", exc)
             finally:
                 self.upstream = None
+                self.relay.disconnected()
                 self.metrics.upstream.set(0)
                 await conn.close()
             if not stop.is_set():  # each meter says hello again through the next connection
