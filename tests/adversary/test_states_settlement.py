@@ -1,4 +1,5 @@
-"""The household's billing-period state machine (HOUSEHOLD_PERIOD), table-driven.
+"""The billing-period state machines, table-driven: the household's (HOUSEHOLD_PERIOD) and
+the head-end ledger's (LEDGER_PERIOD).
 
 The household is driven into each state a period can be in between statements (``open``,
 ``disputed``, ``paid``) and sent each kind of statement: the refused pairs answer the
@@ -18,9 +19,24 @@ from privmeter.parties.household import (
     PeriodInput,
     PeriodState,
 )
+from privmeter.protocol.billing import (
+    LEDGER_PERIOD,
+    BillingLedger,
+    LedgerInput,
+    LedgerPeriodState,
+)
 from privmeter.protocol.settlement import BillProof, Dispute, statement_digest
 
-from .settlement_harness import LyingHeadEnd, World, flat_plan, readings_for
+from .settlement_harness import (
+    DAY0,
+    HEADEND,
+    METER,
+    LyingHeadEnd,
+    N,
+    World,
+    flat_plan,
+    readings_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +146,57 @@ def test_any_statement_sequence_follows_the_table(world: World, names: list[str]
                 HOUSEHOLD_PERIOD.next(state, inp), outcome
             )
     assert len(proofs) <= 1 and len(home.saved) == len(proofs)
+
+
+# -- the head-end's ledger ------------------------------------------------------------------
+
+
+def _ledger(world: World) -> BillingLedger:
+    """The world's ledger before its statement, holding all its records but the last."""
+    led = BillingLedger(HEADEND, [world.plan], min_key_bits=world.pk.bits)
+    led.register(
+        "m1",
+        METER.verify_key,
+        world.pk,
+        world.plan,
+        wellformed_proof=world.sk.prove_wellformed(),
+        period_start=DAY0,
+        period_intervals=N,
+    )
+    for rec in world.records[:-1]:
+        led.receive(rec, current_interval=rec.interval)
+    return led
+
+
+@pytest.mark.parametrize("state", list(LedgerPeriodState), ids=lambda s: s.value)
+@pytest.mark.parametrize("inp", list(LedgerInput), ids=lambda i: i.value)
+def test_ledger_period_table(world: World, state: LedgerPeriodState, inp: LedgerInput) -> None:
+    led = _ledger(world)
+    if state is LedgerPeriodState.ISSUED:
+        led.statement("m1", 0, now=1_700_000_000)
+    assert led.period_state("m1", 0) is state
+    last = world.records[-1]
+    act = {
+        LedgerInput.RECORD: lambda: led.receive(last, current_interval=last.interval),
+        LedgerInput.STATEMENT: lambda: led.statement("m1", 0, now=1_700_000_001),
+    }[inp]
+
+    def snapshot() -> tuple[object, ...]:
+        return (
+            led.period_state("m1", 0),
+            led.store.records("m1", DAY0, DAY0 + N),
+            led.store.get_statement("m1", 0),
+        )
+
+    before = snapshot()
+    if LEDGER_PERIOD.allowed(state, inp):
+        act()
+        assert led.period_state("m1", 0) is LEDGER_PERIOD.next(state, inp)
+        if state is LedgerPeriodState.ISSUED:  # the same statement again
+            assert snapshot() == before
+        return
+    refusal = LEDGER_PERIOD.refusal(state, inp)
+    with pytest.raises(refusal.error, match="already settled") as ei:
+        act()
+    assert type(ei.value) is refusal.error and ei.value.context["period"] == 0
+    assert snapshot() == before

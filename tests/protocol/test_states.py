@@ -23,6 +23,7 @@ MODULES = [
     "privmeter.protocol.comparison",
     "privmeter.protocol.demand",
     "privmeter.protocol.ring",
+    "privmeter.protocol.billing",
     "privmeter.parties.household",
     "privmeter.parties.enrolment",
     "privmeter.parties.concentrator",

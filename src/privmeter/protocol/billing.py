@@ -44,12 +44,19 @@ meter signature over (meter id, interval, kind, event, key id, ciphertext); no
 record counts twice; the accumulator equals, at every commit, the product the
 auditor recomputes from the log.
 
+States: each household's billing period is ``open`` (taking records) or
+``issued`` (its statement signed and stored: no record is taken any more, the
+same statement is returned again), moved only along :data:`LEDGER_PERIOD`
+(``docs/states.md``); the state is derived from the store (a stored
+statement), whose format is unchanged.
+
 Units: energy Wh (signed), prices milli-minor-units per kWh, bill in
 micro-minor-units (Wh x price); interval = floor(unix_seconds / interval_seconds).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -85,20 +92,54 @@ from privmeter.protocol.records import (
     verify_record,
 )
 from privmeter.protocol.settlement import Statement, log_digest, sign_statement
+from privmeter.protocol.states import Machine, Refusal, register
 from privmeter.store.billing_store import BillingStore, MemoryBillingStore, Registration
 
 __all__ = [
     "DEFAULT_PERIOD_INTERVALS",
     "DEFAULT_WINDOW_AHEAD",
     "DEFAULT_WINDOW_BACK",
+    "LEDGER_PERIOD",
     "MAX_PENDING",
     "BillingLedger",
+    "LedgerInput",
+    "LedgerPeriodState",
 ]
 
 MAX_PENDING = 4 * 96  # real-time records awaiting their price: four days of 15-minute intervals
 DEFAULT_WINDOW_BACK = 96  # accept readings up to a day late (15-minute intervals)
 DEFAULT_WINDOW_AHEAD = 1  # and one interval early (clock skew)
 DEFAULT_PERIOD_INTERVALS = 31 * 96  # one 31-day month of 15-minute intervals
+
+
+class LedgerPeriodState(enum.Enum):
+    """One household's billing period, as the head-end's ledger sees it."""
+
+    OPEN = "open"  # taking records
+    ISSUED = "issued"  # its statement signed and stored: closed to records
+
+
+class LedgerInput(enum.Enum):
+    RECORD = "record"  # a meter-signed ReadingRecord of the period
+    STATEMENT = "statement"  # local: the statement issued (again: the same one)
+
+
+LEDGER_PERIOD = register(
+    Machine(
+        "billing period (head-end ledger)",
+        LedgerPeriodState,
+        LedgerInput,
+        LedgerPeriodState.OPEN,
+        {
+            LedgerPeriodState.OPEN: {
+                LedgerInput.RECORD: LedgerPeriodState.OPEN,
+                LedgerInput.STATEMENT: LedgerPeriodState.ISSUED,
+            },
+            LedgerPeriodState.ISSUED: {LedgerInput.STATEMENT: LedgerPeriodState.ISSUED},
+        },
+        default=Refusal(StaleMessage, "billing period already settled"),
+    )
+)
 
 
 @dataclass(slots=True)
@@ -237,8 +278,9 @@ class BillingLedger:
         if record.interval < m.reg.period_start:
             raise StaleMessage("interval before the first billing period", **ctx)
         period = m.period_of(record.interval)
-        if self.store.get_statement(record.meter_id, period) is not None:
-            raise StaleMessage(f"billing period {period} is already settled", **ctx)
+        LEDGER_PERIOD.next(
+            self.period_state(record.meter_id, period), LedgerInput.RECORD, period=period, **ctx
+        )
         data = record_bytes(record)
         prior = self.store.find_record(*record.slot)
         if prior is not None:
@@ -336,6 +378,11 @@ class BillingLedger:
         """``[start, end)`` intervals of billing period ``period`` of a meter."""
         return self._meter(meter_id).bounds(period)
 
+    def period_state(self, meter_id: str, period: int) -> LedgerPeriodState:
+        """A billing period's state (:data:`LEDGER_PERIOD`): ``issued`` once its statement is stored."""
+        stored = self.store.get_statement(meter_id, period) is not None
+        return LedgerPeriodState.ISSUED if stored else LedgerPeriodState.OPEN
+
     def statement(self, meter_id: str, period: int, *, now: int) -> Statement:
         """Issue (once; later calls return the same) the signed statement of a period.
 
@@ -343,6 +390,8 @@ class BillingLedger:
         record of the period still awaits its real-time price.
         """
         stored = self.store.get_statement(meter_id, period)
+        state = LedgerPeriodState.OPEN if stored is None else LedgerPeriodState.ISSUED
+        LEDGER_PERIOD.next(state, LedgerInput.STATEMENT, meter_id=meter_id, period=period)
         if stored is not None:
             st: Statement = decode(stored, expect=Statement)
             return st
