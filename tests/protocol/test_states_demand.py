@@ -180,6 +180,8 @@ def test_every_world_reaches_its_states() -> None:
         w = World(k)
         assert w.agents[M].state(w.eid) is World.METER[k]
         assert w.mgr.events[w.eid].state(M) is World.MANAGER[k]
+        e = w.mgr.events[w.eid]  # the directed index is exactly the meters in state directed
+        assert e.directed == {m for m, st in e.states.items() if st is ManagerMeterState.DIRECTED}
 
 
 # message -> (the meter's input, how the meter takes it)

@@ -208,14 +208,11 @@ class _Event:
     threshold: int
     offers: dict[str, Offer] = field(default_factory=dict)
     states: dict[str, ManagerMeterState] = field(default_factory=dict)
+    # the meters in state directed (an index kept with ``states``, read by the dashboards)
+    directed: set[str] = field(default_factory=set)
 
     def state(self, meter_id: str) -> ManagerMeterState:
         return self.states.get(meter_id, ManagerMeterState.IDLE)
-
-    @property
-    def directed(self) -> set[str]:
-        """The meters a directive was sent to."""
-        return {m for m, st in self.states.items() if st is ManagerMeterState.DIRECTED}
 
 
 class DemandManager:
@@ -470,6 +467,7 @@ class DemandManager:
                 )
             )
             e.states[m] = nxt
+            e.directed.add(m)
         return out
 
 
