@@ -29,9 +29,10 @@ service of :mod:`privmeter.app.concentrator`) is ``new``, ``connected`` (the
 head-end, no roster yet), ``detached`` (a roster, the head-end unreachable)
 or ``relaying`` (both), moved along :data:`FEEDER_LINK`
 (``docs/states.md``): it relays only while ``relaying``
-(:class:`~privmeter.errors.TransportError` while the head-end is
-unreachable, :class:`~privmeter.errors.UnknownParty` before the first
-roster).  An in-process relay (simulation, tests; ``link=False``) has no
+(:class:`~privmeter.errors.UnknownParty` before the first roster, as for any
+meter off the roster, which is checked first;
+:class:`~privmeter.errors.TransportError` while the head-end is
+unreachable).  An in-process relay (simulation, tests; ``link=False``) has no
 link to lose and is ``relaying`` from the start.
 """
 
@@ -103,12 +104,10 @@ FEEDER_LINK = register(
             },
         },
         {
+            **{(_F.DETACHED, inp): _UNREACHABLE for inp in (_FI.UP, _FI.DOWN)},
             **{
-                (st, inp): _UNREACHABLE
-                for st in (_F.NEW, _F.DETACHED)
-                for inp in (_FI.UP, _FI.DOWN)
+                (st, inp): _NO_ROSTER for st in (_F.NEW, _F.CONNECTED) for inp in (_FI.UP, _FI.DOWN)
             },
-            **{(_F.CONNECTED, inp): _NO_ROSTER for inp in (_FI.UP, _FI.DOWN)},
         },
         default=Refusal(TransportError, "already connected to the head-end"),
     )
@@ -173,8 +172,8 @@ class Concentrator:
 
     def up(self, meter_id: str, msg: Any) -> Relayed:
         """A meter's message, wrapped for the head-end."""
-        self._next(FeederInput.UP, meter_id=meter_id)
         self._check(meter_id)
+        self._next(FeederInput.UP, meter_id=meter_id)
         data = encode(msg)
         if len(data) > self.max_bytes:
             raise MessageTooLarge(
@@ -185,8 +184,8 @@ class Concentrator:
 
     def down(self, env: Relayed) -> tuple[str, Any]:
         """A head-end envelope: which meter, and the message to deliver."""
-        self._next(FeederInput.DOWN, meter_id=env.meter_id)
         self._check(env.meter_id)
+        self._next(FeederInput.DOWN, meter_id=env.meter_id)
         inner = unwrap(env, max_bytes=self.max_bytes)
         self.bytes_down[env.meter_id] += len(env.payload)
         return env.meter_id, inner
