@@ -31,7 +31,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from privmeter.errors import PrivmeterError, UnexpectedMessage
+from privmeter.errors import (
+    InvalidArgument,
+    InvalidArgumentType,
+    PrivmeterError,
+    UnexpectedMessage,
+)
 
 __all__ = ["MACHINES", "Machine", "Refusal", "register"]
 
@@ -69,10 +74,14 @@ class Machine(Generic[S, E]):
                 isinstance(ev, self.events) and isinstance(nx, self.states)
                 for ev, nx in row.items()
             ):
-                raise TypeError(f"{self.role}: table entries must be {self.states.__name__}")
+                raise InvalidArgumentType(
+                    f"{self.role}: table entries must be {self.states.__name__}"
+                )
         for st, ev in self.refusals:
             if ev in self.transitions.get(st, {}):
-                raise ValueError(f"{self.role}: ({st.name}, {ev.name}) both allowed and refused")
+                raise InvalidArgument(
+                    f"{self.role}: ({st.name}, {ev.name}) both allowed and refused"
+                )
 
     def allowed(self, state: S, event: E) -> bool:
         return event in self.transitions.get(state, {})
