@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from privmeter.crypto.paillier_proofs import prove_wellformed
 from privmeter.parties.household import (
     HOUSEHOLD_PERIOD,
     HouseholdAgent,
@@ -159,7 +160,7 @@ def _ledger(world: World) -> BillingLedger:
         METER.verify_key,
         world.pk,
         world.plan,
-        wellformed_proof=world.sk.prove_wellformed(),
+        wellformed_proof=prove_wellformed(world.sk),
         period_start=DAY0,
         period_intervals=N,
     )
