@@ -21,6 +21,8 @@ from typing import Protocol
 import gmpy2
 from gmpy2 import mpz
 
+from privmeter.errors import InvalidArgument
+
 __all__ = [
     "SYSTEM_RNG",
     "CombTable",
@@ -83,7 +85,7 @@ def legendre(a: int, p: int) -> int:
 def random_below(bound: int, rng: RandomSource = SYSTEM_RNG) -> int:
     """Uniform integer in ``[0, bound)`` by rejection sampling."""
     if bound <= 0:
-        raise ValueError(f"bound must be positive, got {bound!r}")
+        raise InvalidArgument(f"bound must be positive, got {bound!r}")
     k = bound.bit_length()
     while True:
         r = rng.getrandbits(k)
@@ -102,7 +104,7 @@ def random_unit(mod: int, rng: RandomSource = SYSTEM_RNG) -> int:
 def random_prime(bits: int, rng: RandomSource = SYSTEM_RNG) -> int:
     """A random prime of exactly ``bits`` bits with the top two bits set."""
     if bits < 16:
-        raise ValueError(f"prime size must be at least 16 bits, got {bits!r}")
+        raise InvalidArgument(f"prime size must be at least 16 bits, got {bits!r}")
     top = (1 << (bits - 1)) | (1 << (bits - 2))
     while True:
         cand = mpz(rng.getrandbits(bits) | top | 1)
@@ -131,7 +133,7 @@ class FixedBaseTable:
 
     def __init__(self, base: int, modulus: int, max_bits: int, window: int = 6) -> None:
         if max_bits <= 0 or window <= 0:
-            raise ValueError("max_bits and window must be positive")
+            raise InvalidArgument("max_bits and window must be positive")
         self.base = int(base)
         self.modulus = int(modulus)
         self.max_bits = max_bits
@@ -152,7 +154,7 @@ class FixedBaseTable:
 
     def pow(self, exp: int) -> mpz:
         if exp < 0 or exp.bit_length() > self.max_bits:
-            raise ValueError(
+            raise InvalidArgument(
                 f"exponent must be in [0, 2**{self.max_bits}), got {exp.bit_length()} bits"
             )
         m = mpz(self.modulus)
@@ -191,9 +193,9 @@ class CombTable:
         self, base: int, modulus: int, max_bits: int, rows: int = 12, tables: int = 4
     ) -> None:
         if max_bits <= 0 or rows <= 0 or tables <= 0:
-            raise ValueError("max_bits, rows and tables must be positive")
+            raise InvalidArgument("max_bits, rows and tables must be positive")
         if rows > 20:
-            raise ValueError(f"rows={rows!r} would need 2**{rows} residues per table")
+            raise InvalidArgument(f"rows={rows!r} would need 2**{rows} residues per table")
         self.base = int(base)
         self.modulus = int(modulus)
         self.max_bits = max_bits
@@ -241,7 +243,7 @@ class CombTable:
     def pow(self, exp: int) -> mpz:
         """``base ** exp mod modulus`` for ``0 <= exp < 2**max_bits``."""
         if exp < 0 or exp.bit_length() > self.max_bits:
-            raise ValueError(
+            raise InvalidArgument(
                 f"exponent must be in [0, 2**{self.max_bits}), got {exp.bit_length()} bits"
             )
         digits = self.digits(int(exp))
@@ -274,11 +276,11 @@ def bucket_multi_exp(
     exponentiation.
     """
     if len(bases) != len(exps):
-        raise ValueError("bases and exponents differ in length")
+        raise InvalidArgument("bases and exponents differ in length")
     if not bases:
         return 1
     if any(e < 0 for e in exps):
-        raise ValueError("exponents must be non-negative")
+        raise InvalidArgument("exponents must be non-negative")
     m = mpz(modulus)
     maxbits = max(int(e).bit_length() for e in exps)
     if maxbits == 0:

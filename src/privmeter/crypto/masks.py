@@ -30,6 +30,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from privmeter.errors import InvalidArgument
+
 __all__ = [
     "DOMAIN_PAIR",
     "DOMAIN_RECOVERY",
@@ -66,7 +68,7 @@ def _label(domain: int, interval: int, index: int, counter: int) -> bytes:
 def expand_bytes(seed: bytes, nbytes: int, *, domain: int, interval: int, index: int = 0) -> bytes:
     """``nbytes`` pseudorandom bytes from ``seed`` for (domain, interval, index)."""
     if len(seed) != SEED_BYTES:
-        raise ValueError(f"mask seed must be {SEED_BYTES} bytes, got {len(seed)}")
+        raise InvalidArgument(f"mask seed must be {SEED_BYTES} bytes, got {len(seed)}")
     if nbytes <= _BLOCK:
         return hashlib.blake2b(
             _label(domain, interval, index, 0), key=seed, person=_PERSON, digest_size=nbytes
@@ -88,7 +90,7 @@ def expand_many(
     BLAKE2b call each.
     """
     if len(seed) != SEED_BYTES:
-        raise ValueError(f"mask seed must be {SEED_BYTES} bytes, got {len(seed)}")
+        raise InvalidArgument(f"mask seed must be {SEED_BYTES} bytes, got {len(seed)}")
     b2 = hashlib.blake2b
     parts = []
     for index, nbytes in items:
@@ -108,7 +110,7 @@ def expand_each(seeds: Sequence[bytes], nbytes: int, *, domain: int, interval: i
     in ``seeds``, concatenated: a meter's pairwise masks, one call per interval
     (the label is packed once and short outputs take one BLAKE2b call each)."""
     if seeds and set(map(len, seeds)) != {SEED_BYTES}:
-        raise ValueError(f"mask seeds must be {SEED_BYTES} bytes")
+        raise InvalidArgument(f"mask seeds must be {SEED_BYTES} bytes")
     if nbytes <= _BLOCK:
         label = _label(domain, interval, 0, 0)
         b2 = hashlib.blake2b
@@ -158,7 +160,7 @@ def from_signed(values: Sequence[int]) -> np.ndarray:
     out = np.empty(len(values), dtype=MASK_DTYPE)
     for i, v in enumerate(values):
         if not -(1 << 63) <= v < (1 << 63):
-            raise ValueError(f"reading {v!r} outside the signed 64-bit range")
+            raise InvalidArgument(f"reading {v!r} outside the signed 64-bit range")
         out[i] = v % MODULUS
     return out
 
@@ -170,5 +172,5 @@ def to_signed(arr: np.ndarray) -> tuple[int, ...]:
 
 def xor_bytes(a: bytes, b: bytes) -> bytes:
     if len(a) != len(b):
-        raise ValueError("xor of unequal lengths")
+        raise InvalidArgument("xor of unequal lengths")
     return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(len(a), "little")

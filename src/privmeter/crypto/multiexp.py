@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from privmeter.crypto import _numtheory as nt
+from privmeter.errors import InvalidArgument, InvalidArgumentType
 
 __all__ = [
     "DEFAULT_EXPECTED_TERMS",
@@ -55,7 +56,7 @@ def default_window(exp_bits: int, expected_terms: int = DEFAULT_EXPECTED_TERMS) 
     a month of readings this gives ``c = 8``.
     """
     if exp_bits <= 0:
-        raise ValueError(f"exp_bits must be positive, got {exp_bits!r}")
+        raise InvalidArgument(f"exp_bits must be positive, got {exp_bits!r}")
     best_c, best_cost = 1, -1
     for c in range(1, min(exp_bits, MAX_WINDOW) + 1):
         cost = -(-exp_bits // c) * (expected_terms + (1 << (c + 1)))
@@ -66,7 +67,7 @@ def default_window(exp_bits: int, expected_terms: int = DEFAULT_EXPECTED_TERMS) 
 
 def _check_int(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be int, got {type(value).__name__}")
+        raise InvalidArgumentType(f"{name} must be int, got {type(value).__name__}")
     return value
 
 
@@ -99,14 +100,14 @@ class StreamingMultiExp:
         _check_int("modulus", modulus)
         _check_int("exp_bits", exp_bits)
         if modulus < 2:
-            raise ValueError(f"modulus must be at least 2, got {modulus!r}")
+            raise InvalidArgument(f"modulus must be at least 2, got {modulus!r}")
         if exp_bits <= 0:
-            raise ValueError(f"exp_bits must be positive, got {exp_bits!r}")
+            raise InvalidArgument(f"exp_bits must be positive, got {exp_bits!r}")
         if window is None:
             window = default_window(exp_bits)
         _check_int("window", window)
         if not 1 <= window <= MAX_WINDOW:
-            raise ValueError(f"window must be in [1, {MAX_WINDOW}], got {window!r}")
+            raise InvalidArgument(f"window must be in [1, {MAX_WINDOW}], got {window!r}")
         self.modulus = int(modulus)
         self.exp_bits = exp_bits
         self.window = window
@@ -123,9 +124,9 @@ class StreamingMultiExp:
     def add(self, base: int, exp: int) -> None:
         """Multiply ``base ** exp`` into the accumulator (<= ceil(exp_bits/window) mults)."""
         if not isinstance(exp, int) or isinstance(exp, bool):
-            raise TypeError(f"exponent must be int, got {type(exp).__name__}")
+            raise InvalidArgumentType(f"exponent must be int, got {type(exp).__name__}")
         if not 0 <= exp < self._limit:
-            raise ValueError(
+            raise InvalidArgument(
                 f"exponent must be in [0, 2**{self.exp_bits}), got {exp!r}"
                 + ("; add the inverse base with -exp instead" if exp < 0 else "")
             )
@@ -155,13 +156,15 @@ class StreamingMultiExp:
     def merge(self, other: StreamingMultiExp) -> None:
         """Fold ``other``'s terms into this accumulator (same modulus, exp_bits, window)."""
         if not isinstance(other, StreamingMultiExp):
-            raise TypeError(f"can only merge a StreamingMultiExp, got {type(other).__name__}")
+            raise InvalidArgumentType(
+                f"can only merge a StreamingMultiExp, got {type(other).__name__}"
+            )
         if (other.modulus, other.exp_bits, other.window) != (
             self.modulus,
             self.exp_bits,
             self.window,
         ):
-            raise ValueError(
+            raise InvalidArgument(
                 "cannot merge accumulators with different parameters: "
                 f"{(other.modulus.bit_length(), other.exp_bits, other.window)!r} vs "
                 f"{(self.modulus.bit_length(), self.exp_bits, self.window)!r} (bits, exp_bits, window)"
@@ -216,12 +219,12 @@ class StreamingMultiExp:
         """Rebuild an accumulator from :meth:`state` (validates length and ranges)."""
         acc = cls(modulus, exp_bits, window)
         if len(state) != len(acc._buckets):
-            raise ValueError(f"state must hold {len(acc._buckets)} buckets, got {len(state)}")
+            raise InvalidArgument(f"state must hold {len(acc._buckets)} buckets, got {len(state)}")
         buckets: list[nt.mpz | None] = []
         for v in state:
             _check_int("bucket value", v)
             if not 0 <= v < acc.modulus:
-                raise ValueError("bucket value outside [0, modulus)")
+                raise InvalidArgument("bucket value outside [0, modulus)")
             buckets.append(None if v == 1 else nt.mpz(v))
         acc._buckets = buckets
         return acc
@@ -247,7 +250,7 @@ class GroupedProduct:
     def __init__(self, modulus: int) -> None:
         _check_int("modulus", modulus)
         if modulus < 2:
-            raise ValueError(f"modulus must be at least 2, got {modulus!r}")
+            raise InvalidArgument(f"modulus must be at least 2, got {modulus!r}")
         self.modulus = int(modulus)
         self.terms = 0
         self._m = nt.mpz(modulus)
@@ -267,9 +270,11 @@ class GroupedProduct:
     def merge(self, other: GroupedProduct) -> None:
         """Fold ``other``'s buckets into this one (same modulus)."""
         if not isinstance(other, GroupedProduct):
-            raise TypeError(f"can only merge a GroupedProduct, got {type(other).__name__}")
+            raise InvalidArgumentType(
+                f"can only merge a GroupedProduct, got {type(other).__name__}"
+            )
         if other.modulus != self.modulus:
-            raise ValueError("cannot merge products under different moduli")
+            raise InvalidArgument("cannot merge products under different moduli")
         m = self._m
         for e, b in other._buckets.items():
             cur = self._buckets.get(e)
@@ -297,7 +302,7 @@ class GroupedProduct:
             _check_int("exponent", e)
             _check_int("bucket value", v)
             if not 0 <= v < acc.modulus:
-                raise ValueError("bucket value outside [0, modulus)")
+                raise InvalidArgument("bucket value outside [0, modulus)")
             acc._buckets[e] = nt.mpz(v)
         return acc
 

@@ -79,11 +79,14 @@ from privmeter.crypto.hazmat import paillier as _hz
 from privmeter.crypto.hazmat.paillier import DJN_COMB_ROWS, DJN_COMB_TABLES
 from privmeter.errors import (
     BaseNotDerived,
+    InvalidArgument,
+    InvalidArgumentType,
     InvalidCiphertext,
     InvalidKey,
     KeyMismatch,
     MalformedMessage,
     PlaintextOverflow,
+    RandomnessPoolEmpty,
     UnsupportedVersion,
 )
 
@@ -206,7 +209,7 @@ class PaillierPublicKey(JsonKey):
     def encode(self, m: int) -> int:
         """Map a signed integer to Z_n; raises PlaintextOverflow outside ±max_int."""
         if not isinstance(m, int) or isinstance(m, bool):
-            raise TypeError(f"plaintext must be int, got {type(m).__name__}")
+            raise InvalidArgumentType(f"plaintext must be int, got {type(m).__name__}")
         if -self.max_int <= m <= self.max_int:
             return m % self.n
         raise PlaintextOverflow(f"plaintext outside ±n/3 ({m.bit_length()} bits)")
@@ -262,7 +265,7 @@ class PaillierPublicKey(JsonKey):
         """Encrypt a signed integer; randomness from ``pool`` if given, else DJN.
 
         Raises PlaintextOverflow outside ``[-max_int, max_int]``, KeyMismatch
-        for a pool of another key, LookupError for an empty pool.
+        for a pool of another key, RandomnessPoolEmpty (a LookupError) for an empty pool.
         """
         mm = self.encode(m)
         if pool is not None:
@@ -276,7 +279,7 @@ class PaillierPublicKey(JsonKey):
     def encrypt_with_r(self, m: int, r: int) -> EncryptedNumber:
         """Deterministic encryption with an explicit r in Z*_n (tests, proofs)."""
         if not 0 < r < self.n or nt.gcd(r, self.n) != 1:
-            raise ValueError("r must be a unit of Z_n")
+            raise InvalidArgument("r must be a unit of Z_n")
         rn = _hz.rn_from_r(r, self.n, self.nsquare)
         return EncryptedNumber(self, _hz.raw_encrypt(self._mn, self._mn2, self.encode(m), rn))
 
@@ -584,7 +587,7 @@ class RandomnessPool:
     ``fill`` does the expensive exponentiations ahead of time (e.g. while a
     meter is idle); ``take`` hands each one out exactly once, so online
     encryption costs one multiplication.  Never reuse a randomiser: ``take``
-    removes it, and an empty pool raises ``LookupError`` rather than reuse.
+    removes it, and an empty pool raises ``RandomnessPoolEmpty`` (a ``LookupError``) rather than reuse.
     """
 
     __slots__ = ("_items", "public_key")
@@ -603,7 +606,7 @@ class RandomnessPool:
 
     def take(self) -> int:
         if not self._items:
-            raise LookupError("randomness pool is empty; fill() it offline first")
+            raise RandomnessPoolEmpty("randomness pool is empty; fill() it offline first")
         return self._items.pop()
 
     def __len__(self) -> int:

@@ -31,6 +31,7 @@ from functools import lru_cache
 import numpy as np
 
 from privmeter.crypto._numtheory import SYSTEM_RNG, RandomSource, mpz
+from privmeter.errors import InvalidArgument
 
 __all__ = [
     "PRIME",
@@ -55,10 +56,10 @@ SHARE_BYTES = 16  # one field element on the wire (big-endian)
 
 def _check_xs(xs: Sequence[int]) -> None:
     if len(set(xs)) != len(xs):
-        raise ValueError("share x-coordinates must be distinct")
+        raise InvalidArgument("share x-coordinates must be distinct")
     for x in xs:
         if not isinstance(x, int) or not 0 < x < PRIME:
-            raise ValueError(f"share x-coordinate must be in [1, PRIME), got {x!r}")
+            raise InvalidArgument(f"share x-coordinate must be in [1, PRIME), got {x!r}")
 
 
 def share(
@@ -84,9 +85,9 @@ def share_bytes(
     """
     for secret in secrets:
         if not isinstance(secret, int) or not 0 <= secret < PRIME:
-            raise ValueError("secret must be an integer in [0, PRIME)")
+            raise InvalidArgument("secret must be an integer in [0, PRIME)")
     if not 1 <= threshold <= len(xs):
-        raise ValueError(f"threshold must be in [1, {len(xs)}], got {threshold!r}")
+        raise InvalidArgument(f"threshold must be in [1, {len(xs)}], got {threshold!r}")
     _check_xs(xs)
     # a slot holds an unreduced f(x) (< threshold * PRIME**2), then the
     # reduced shares of every secret side by side
@@ -253,13 +254,13 @@ def reconstruct(points: Sequence[tuple[int, int]], threshold: int) -> int:
     Raises ``ValueError`` when fewer than ``threshold`` points are given.
     """
     if len(points) < threshold:
-        raise ValueError(f"need {threshold} shares, got {len(points)}")
+        raise InvalidArgument(f"need {threshold} shares, got {len(points)}")
     pts = points[:threshold]
     lam = lagrange_at_zero(tuple(x for x, _ in pts))
     acc = 0
     for li, (_, y) in zip(lam, pts, strict=True):
         if not 0 <= y < PRIME:
-            raise ValueError("share outside the field")
+            raise InvalidArgument("share outside the field")
         acc += li * y
     return acc % PRIME
 
@@ -342,15 +343,15 @@ def interpolate_subsets(
     ``ValueError`` otherwise, before computing anything)."""
     for ip, present, ys in jobs:
         if len(present) != len(ys):
-            raise ValueError("positions and shares differ in length")
+            raise InvalidArgument("positions and shares differ in length")
         if len(ys) < threshold:
-            raise ValueError(f"need {threshold} shares, got {len(ys)}")
+            raise InvalidArgument(f"need {threshold} shares, got {len(ys)}")
         if ys and (min(ys) < 0 or max(ys) >= PRIME):
-            raise ValueError("share outside the field")
+            raise InvalidArgument("share outside the field")
         if len(set(present)) != len(present) or (
             present and (min(present) < 0 or max(present) >= len(ip.xs))
         ):
-            raise ValueError("share positions must be distinct positions of the x-set")
+            raise InvalidArgument("share positions must be distinct positions of the x-set")
     return [ip.at_zero(present, ys) for ip, present, ys in jobs]
 
 
@@ -361,8 +362,8 @@ def share_to_bytes(value: int) -> bytes:
 def share_from_bytes(data: bytes) -> int:
     """Decode one 16-byte share; raises ``ValueError`` if not a field element."""
     if len(data) != SHARE_BYTES:
-        raise ValueError(f"share must be {SHARE_BYTES} bytes")
+        raise InvalidArgument(f"share must be {SHARE_BYTES} bytes")
     v = int.from_bytes(data, "big")
     if v >= PRIME:
-        raise ValueError("share outside the field")
+        raise InvalidArgument("share outside the field")
     return v

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from privmeter.errors import InvalidKey, InvalidSignature
+from privmeter.errors import InvalidArgument, InvalidKey, InvalidSignature
 
 __all__ = ["SIGNATURE_BYTES", "SigningKey", "VerifyKey", "domain_message"]
 
@@ -33,7 +33,7 @@ PUBLIC_KEY_BYTES = 32
 def domain_message(context: bytes, payload: bytes) -> bytes:
     """Domain-separated message: ``len(context) || context || payload``."""
     if len(context) > 255:
-        raise ValueError("signature context longer than 255 bytes")
+        raise InvalidArgument("signature context longer than 255 bytes")
     return bytes([len(context)]) + context + payload
 
 
