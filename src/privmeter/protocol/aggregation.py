@@ -105,6 +105,7 @@ from privmeter.crypto.signing import SigningKey, VerifyKey
 from privmeter.errors import (
     EquivocationRefused,
     GroupTooSmall,
+    InvalidArgument,
     InvalidCiphertext,
     InvalidSignature,
     IsolationRefused,
@@ -405,7 +406,7 @@ class AggregationMeter:
         so does contributing a reading to a second group for the same
         interval.  Revealing shares is not serving (it adds no reading)."""
         if min_survivors < 2:
-            raise ValueError("min_survivors must be at least 2")
+            raise InvalidArgument("min_survivors must be at least 2")
         self.meter_id = meter_id
         self.group = group
         self.epoch = epoch
@@ -776,7 +777,7 @@ class AggregationMeter:
     ) -> tuple[int, ...]:
         values = [reading] if isinstance(reading, int) else list(reading)
         if len(values) != self.dim:
-            raise ValueError(f"reading must have {self.dim} values")
+            raise InvalidArgument(f"reading must have {self.dim} values")
         y = masks.from_signed(values).tolist()
         me = self._me
         live = [v for v in self._tables().nbrs[me] if v in enrolled]

@@ -70,6 +70,8 @@ from dataclasses import dataclass
 from privmeter.crypto import numtheory as nt
 from privmeter.crypto.elgamal import Group, OneUseKey, get_group
 from privmeter.errors import (
+    InvalidArgument,
+    InvalidArgumentType,
     InvalidCiphertext,
     InvalidKey,
     MalformedMessage,
@@ -113,7 +115,7 @@ _LOG2 = {2: 1, 4: 2, 8: 3, 16: 4}
 def num_digits(bits: int, radix: int) -> int:
     """Digits of base ``radix`` needed for ``bits``-bit values."""
     if radix not in _LOG2:
-        raise ValueError(f"radix must be one of {RADICES}, got {radix!r}")
+        raise InvalidArgument(f"radix must be one of {RADICES}, got {radix!r}")
     return -(-bits // _LOG2[radix])
 
 
@@ -121,7 +123,7 @@ def offset_value(x: int, bits: int) -> int:
     """Map a signed ``bits``-bit value to ``[0, 2**bits)``; PlaintextOverflow outside."""
     half = 1 << (bits - 1)
     if not isinstance(x, int) or isinstance(x, bool):
-        raise TypeError(f"value must be int, got {type(x).__name__}")
+        raise InvalidArgumentType(f"value must be int, got {type(x).__name__}")
     if not -half <= x < half:
         raise PlaintextOverflow(f"{x!r} outside the signed {bits}-bit range")
     return x + half
@@ -151,16 +153,16 @@ def digits_of(v: int, radix: int, count: int) -> list[int]:
 
 def _check_shape(bits: int, radix: int) -> int:
     if not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"bits must be in [{MIN_BITS}, {MAX_BITS}], got {bits!r}")
+        raise InvalidArgument(f"bits must be in [{MIN_BITS}, {MAX_BITS}], got {bits!r}")
     if radix not in RADICES:
-        raise ValueError(f"radix must be one of {RADICES}, got {radix!r}")
+        raise InvalidArgument(f"radix must be one of {RADICES}, got {radix!r}")
     return num_digits(bits, radix)
 
 
 def _ints(values: tuple[int, ...], what: str) -> None:
     for v in values:
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ValueError(f"{what} must be positive ints")
+            raise InvalidArgument(f"{what} must be positive ints")
 
 
 # -- messages --------------------------------------------------------------------
@@ -185,9 +187,9 @@ class ComparisonOffer:
     def __post_init__(self) -> None:
         d = _check_shape(self.bits, self.radix)
         if not self.group or len(self.group) > 32:
-            raise ValueError("group must be a short name")
+            raise InvalidArgument("group must be a short name")
         if len(self.values) != 2 * self.radix * d:
-            raise ValueError(f"expected {2 * self.radix * d} values, got {len(self.values)}")
+            raise InvalidArgument(f"expected {2 * self.radix * d} values, got {len(self.values)}")
         _ints((self.public, *self.values), "offer values")
 
     def digest(self) -> bytes:
@@ -204,9 +206,11 @@ class ComparisonChallenge:
 
     def __post_init__(self) -> None:
         if len(self.offer_digest) != 32:
-            raise ValueError("offer_digest must be 32 bytes")
+            raise InvalidArgument("offer_digest must be 32 bytes")
         if not 2 <= len(self.values) <= 2 * MAX_BITS or len(self.values) % 2:
-            raise ValueError(f"2-{2 * MAX_BITS} values (pairs) expected, got {len(self.values)}")
+            raise InvalidArgument(
+                f"2-{2 * MAX_BITS} values (pairs) expected, got {len(self.values)}"
+            )
         _ints(self.values, "challenge values")
 
     def digest(self) -> bytes:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from privmeter.errors import BudgetExceeded, LocalProtocolError
+from privmeter.errors import BudgetExceeded, InvalidArgument, LocalProtocolError
 from privmeter.protocol.comparison import DEFAULT_BITS, clamp_value
 from privmeter.protocol.demand_messages import SIDES
 
@@ -55,9 +55,9 @@ class ComparisonBudget:
 
     def __post_init__(self) -> None:
         if self.comparisons_per_interval < 0 or self.comparisons_per_day < 0:
-            raise ValueError("budgets must be non-negative")
+            raise InvalidArgument("budgets must be non-negative")
         if self.interval_seconds <= 0 or DAY_S % self.interval_seconds:
-            raise ValueError("interval_seconds must divide a day")
+            raise InvalidArgument("interval_seconds must divide a day")
 
     @classmethod
     def from_plan(cls, plan: Any) -> ComparisonBudget:
@@ -132,7 +132,7 @@ class ComparisonBudget:
         except (KeyError, TypeError):
             ok = False
         if not ok:
-            raise ValueError("not a privmeter.comparisons/1 ledger")
+            raise InvalidArgument("not a privmeter.comparisons/1 ledger")
         self._per_interval = {k: v for k, v in st["per_interval"]}
         self._per_day = {k: v for k, v in st["per_day"]}
 

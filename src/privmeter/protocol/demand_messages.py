@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from privmeter.errors import InvalidArgument
 from privmeter.protocol.codec import check_id, message
 from privmeter.protocol.comparison import (
     MAX_BITS,
@@ -58,7 +59,7 @@ CLOCK_SKEW_S = 30  # tolerated clock difference between head-end and meter
 
 def _check_sig(sig: bytes) -> None:
     if len(sig) != 64:
-        raise ValueError("signature must be 64 bytes")
+        raise InvalidArgument("signature must be 64 bytes")
 
 
 # -- messages ---------------------------------------------------------------------
@@ -85,15 +86,17 @@ class DemandEvent:
         check_id(self.event_id, "event_id")
         check_id(self.group_id, "group_id")
         if not MIN_BITS <= self.bits <= MAX_BITS or self.radix not in RADICES:
-            raise ValueError(f"bits must be in [{MIN_BITS}, {MAX_BITS}] and radix one of {RADICES}")
+            raise InvalidArgument(
+                f"bits must be in [{MIN_BITS}, {MAX_BITS}] and radix one of {RADICES}"
+            )
         if self.action not in ACTIONS:
-            raise ValueError(f"action must be one of {ACTIONS}, got {self.action!r:.40}")
+            raise InvalidArgument(f"action must be one of {ACTIONS}, got {self.action!r:.40}")
         if self.side not in SIDES:
-            raise ValueError(f"side must be one of {SIDES}, got {self.side!r:.40}")
+            raise InvalidArgument(f"side must be one of {SIDES}, got {self.side!r:.40}")
         if not 0 <= self.start_interval < 2**48 or not 1 <= self.duration_minutes <= 1440:
-            raise ValueError("start_interval or duration_minutes out of range")
+            raise InvalidArgument("start_interval or duration_minutes out of range")
         if not 0 <= self.issued_at < self.expires_at <= self.issued_at + MAX_EVENT_LIFETIME_S:
-            raise ValueError(f"event lifetime must be in (0, {MAX_EVENT_LIFETIME_S}] s")
+            raise InvalidArgument(f"event lifetime must be in (0, {MAX_EVENT_LIFETIME_S}] s")
         _check_sig(self.signature)
 
     def signed_payload(self) -> bytes:
@@ -131,7 +134,7 @@ class Echo:
         check_id(self.group_id, "group_id")
         check_id(self.meter_id, "meter_id")
         if len(self.digest) != 32:
-            raise ValueError("digest must be 32 bytes")
+            raise InvalidArgument("digest must be 32 bytes")
         _check_sig(self.signature)
 
     def signed_payload(self) -> bytes:
@@ -149,7 +152,7 @@ class EchoBundle:
     def __post_init__(self) -> None:
         check_id(self.event_id, "event_id")
         if len(self.echoes) > 100_000:
-            raise ValueError("too many echoes")
+            raise InvalidArgument("too many echoes")
 
 
 @message("dr.offer")
@@ -171,7 +174,7 @@ class Offer:
         check_id(self.event_id, "event_id")
         check_id(self.meter_id, "meter_id")
         if not 0 <= self.reading_interval < 2**48:
-            raise ValueError("reading_interval out of range")
+            raise InvalidArgument("reading_interval out of range")
         _check_sig(self.signature)
 
     def signed_payload(self) -> bytes:
@@ -194,7 +197,7 @@ class ComparisonQuery:
         check_id(self.event_id, "event_id")
         check_id(self.meter_id, "meter_id")
         if not 0 <= self.query_id < 2**63 or self.issued_at < 0:
-            raise ValueError("query_id or issued_at out of range")
+            raise InvalidArgument("query_id or issued_at out of range")
         _check_sig(self.signature)
 
     def signed_payload(self) -> bytes:
@@ -219,9 +222,9 @@ class ComparisonAnswer:
         check_id(self.event_id, "event_id")
         check_id(self.meter_id, "meter_id")
         if not 0 <= self.query_id < 2**63:
-            raise ValueError("query_id out of range")
+            raise InvalidArgument("query_id out of range")
         if len(self.challenge_digest) != 32 or not isinstance(self.zero_found, bool):
-            raise ValueError("challenge_digest must be 32 bytes and zero_found a bool")
+            raise InvalidArgument("challenge_digest must be 32 bytes and zero_found a bool")
         _check_sig(self.signature)
 
     def signed_payload(self) -> bytes:
@@ -247,11 +250,11 @@ class Directive:
         check_id(self.event_id, "event_id")
         check_id(self.meter_id, "meter_id")
         if self.action not in ACTIONS:
-            raise ValueError(f"action must be one of {ACTIONS}")
+            raise InvalidArgument(f"action must be one of {ACTIONS}")
         if not 0 <= self.start_interval < 2**48 or not 1 <= self.duration_minutes <= 1440:
-            raise ValueError("start_interval or duration_minutes out of range")
+            raise InvalidArgument("start_interval or duration_minutes out of range")
         if self.issued_at < 0:
-            raise ValueError("issued_at must be non-negative")
+            raise InvalidArgument("issued_at must be non-negative")
         _check_sig(self.signature)
 
     def signed_payload(self) -> bytes:

@@ -48,6 +48,7 @@ from privmeter.crypto.numtheory import SYSTEM_RNG, RandomSource
 from privmeter.crypto.paillier import PaillierPrivateKey, PaillierPublicKey
 from privmeter.errors import (
     AggregationError,
+    InvalidArgument,
     InvalidCiphertext,
     MalformedMessage,
     ReplayedMessage,
@@ -84,7 +85,7 @@ class RingStart:
 
     def __post_init__(self) -> None:
         if not 0 <= self.round < 1 << 62:
-            raise ValueError("round out of range")
+            raise InvalidArgument("round out of range")
 
 
 @message("ring.token")
@@ -100,7 +101,7 @@ class RingToken:
 
     def __post_init__(self) -> None:
         if not 0 <= self.round < 1 << 62 or len(self.ciphertext) != 8 + 16:
-            raise ValueError("ring token: bad round or ciphertext size")
+            raise InvalidArgument("ring token: bad round or ciphertext size")
 
 
 @message("ring.total")
@@ -112,7 +113,7 @@ class RingTotal:
 
     def __post_init__(self) -> None:
         if not 0 <= self.round < 1 << 62 or not -(1 << 63) <= self.total < 1 << 63:
-            raise ValueError("ring total out of range")
+            raise InvalidArgument("ring total out of range")
 
 
 @message("ring.ptoken")

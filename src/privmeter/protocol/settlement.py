@@ -83,6 +83,7 @@ from privmeter.errors import (
     BillMismatch,
     BillOutOfBounds,
     DuplicateReading,
+    InvalidArgument,
     InvalidProof,
     InvalidSignature,
     KeyMismatch,
@@ -176,17 +177,17 @@ class Statement:
 
     def __post_init__(self) -> None:
         if not 0 <= self.start < self.end:
-            raise ValueError(f"interval range [{self.start}, {self.end}) is empty or negative")
+            raise InvalidArgument(f"interval range [{self.start}, {self.end}) is empty or negative")
         if self.record_count < 0:
-            raise ValueError("record_count must be non-negative")
+            raise InvalidArgument("record_count must be non-negative")
         if len(self.key_id) != 16 or len(self.tariff_digest) != 32 or len(self.log_digest) != 32:
-            raise ValueError("key_id must be 16 bytes; tariff and log digests 32 bytes")
+            raise InvalidArgument("key_id must be 16 bytes; tariff and log digests 32 bytes")
         if len(self.feed_digest) not in (0, 32):
-            raise ValueError("feed_digest must be empty or 32 bytes")
+            raise InvalidArgument("feed_digest must be empty or 32 bytes")
         if not 0 < len(self.bill_ciphertext) <= 1024:
-            raise ValueError("bill_ciphertext must be 1-1024 bytes")
+            raise InvalidArgument("bill_ciphertext must be 1-1024 bytes")
         if len(self.signature) != SIGNATURE_BYTES:
-            raise ValueError(f"signature must be {SIGNATURE_BYTES} bytes")
+            raise InvalidArgument(f"signature must be {SIGNATURE_BYTES} bytes")
 
     def signed_payload(self) -> bytes:
         return canonical(
@@ -217,9 +218,9 @@ class BillProof:
 
     def __post_init__(self) -> None:
         if len(self.statement_digest) != 32:
-            raise ValueError("statement_digest must be 32 bytes")
+            raise InvalidArgument("statement_digest must be 32 bytes")
         if self.r <= 0 or self.r.bit_length() > 8192:
-            raise ValueError("r must be a positive integer of at most 8192 bits")
+            raise InvalidArgument("r must be a positive integer of at most 8192 bits")
 
 
 @message("bill.dispute")
@@ -233,9 +234,9 @@ class Dispute:
 
     def __post_init__(self) -> None:
         if len(self.statement_digest) != 32:
-            raise ValueError("statement_digest must be 32 bytes")
+            raise InvalidArgument("statement_digest must be 32 bytes")
         if self.reason not in DISPUTE_REASONS:
-            raise ValueError(f"unknown dispute reason {self.reason!r:.40}")
+            raise InvalidArgument(f"unknown dispute reason {self.reason!r:.40}")
 
     def error(self) -> PrivmeterError:
         """The specific error this dispute stands for (to raise or log locally)."""
@@ -285,7 +286,9 @@ def log_digest(
     h = hashlib.sha256(LOG_DIGEST_DOMAIN + canonical(meter_id, start, end))
     for rec in recs:
         if rec.meter_id != meter_id or not start <= rec.interval < end:
-            raise ValueError(f"record of {rec.meter_id!r}/{rec.interval} outside the statement")
+            raise InvalidArgument(
+                f"record of {rec.meter_id!r}/{rec.interval} outside the statement"
+            )
         h.update(canonical(record_bytes(rec)))
     return h.digest()
 
