@@ -46,24 +46,6 @@ ALLOWED = {
     ),
 }
 
-# Modules (paths relative to src/privmeter, a trailing / for a package) whose raises are not
-# converted yet (issue #16 converts them package by package); this set only shrinks.
-PENDING: frozenset[str] = frozenset(
-    {
-        "parties/",
-        "protocol/aggregation.py",
-        "protocol/comparison.py",
-        "protocol/demand_budget.py",
-        "protocol/demand_messages.py",
-        "protocol/ring.py",
-        "protocol/settlement.py",
-    }
-)
-
-
-def _pending(rel: str) -> bool:
-    return any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in PENDING)
-
 
 def _abstract(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     """A body of (a docstring and) one ``raise``: with NotImplementedError, an abstract method."""
@@ -114,8 +96,6 @@ def violations() -> list[str]:
     out = []
     for path in sorted(SRC.rglob("*.py")):
         rel = path.relative_to(SRC).as_posix()
-        if _pending(rel):
-            continue
         for line, name, fn, abstract in builtin_raises(path):
             if name == "NotImplementedError" and abstract:
                 continue  # an abstract method's body: a subclass overrides it
@@ -135,22 +115,13 @@ def test_no_builtin_exception_is_raised_in_src() -> None:
 
 
 def test_allow_list_entries_are_still_needed() -> None:
-    """Every ALLOWED entry and PENDING module still has a builtin raise (the lists only shrink)."""
+    """Every ALLOWED entry still names a builtin raise (the list only shrinks)."""
     used = set()
     for path in sorted(SRC.rglob("*.py")):
         rel = path.relative_to(SRC).as_posix()
         for _, name, fn, _ in builtin_raises(path):
             used.add((rel, name, fn))
     assert set(ALLOWED) <= used, sorted(set(ALLOWED) - used)
-    for p in PENDING:
-        files = [SRC / p] if not p.endswith("/") else sorted((SRC / p).rglob("*.py"))
-        assert any(
-            (path.relative_to(SRC).as_posix(), name, fn) not in ALLOWED
-            and (name, fn) not in PROTOCOL
-            and not (name == "NotImplementedError" and abstract)
-            for path in files
-            for _, name, fn, abstract in builtin_raises(path)
-        ), f"{p} has no builtin raise left: drop it from PENDING"
 
 
 def test_builtin_compatible_classes() -> None:

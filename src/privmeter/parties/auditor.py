@@ -220,7 +220,7 @@ def load_log(path: str | os.PathLike[str]) -> list[tuple[int, bytes, bytes]]:
         try:
             d = json.loads(line)
             if not isinstance(d, dict) or set(d) != {"seq", "record", "chain"}:
-                raise ValueError("expected {seq, record, chain}")
+                raise MalformedMessage("expected {seq, record, chain}")
             out.append((_int(d, "seq", "log"), _hex(d, "record", "log"), _hex(d, "chain", "log")))
         except (ValueError, MalformedMessage) as exc:
             raise MalformedMessage(f"log line {n}: {exc}") from None

@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from privmeter.errors import MessageTooLarge, TransportError, UnknownParty
+from privmeter.errors import InvalidArgument, MessageTooLarge, TransportError, UnknownParty
 from privmeter.parties.messages import Relayed
 
 # A relay decodes every message the meters and the head-end exchange: one registry holds them all.
@@ -138,7 +138,7 @@ class Concentrator:
         link: bool = False,
     ) -> None:
         if not 0 < max_bytes <= DEFAULT_MAX_BYTES:
-            raise ValueError(f"max_bytes must be within 1..{DEFAULT_MAX_BYTES}")
+            raise InvalidArgument(f"max_bytes must be within 1..{DEFAULT_MAX_BYTES}")
         self.concentrator_id = concentrator_id
         self.meters = frozenset(meters)
         self.max_bytes = max_bytes
@@ -205,7 +205,7 @@ def hierarchical_totals(
         seen = {node}
         while p is not None:
             if p in seen:
-                raise ValueError(f"the tree has a cycle through {p!r}")
+                raise InvalidArgument(f"the tree has a cycle through {p!r}")
             seen.add(p)
             acc = out.setdefault(p, {})
             for t, v in feeder_totals[node].items():

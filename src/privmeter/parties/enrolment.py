@@ -61,7 +61,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from privmeter.crypto.signing import SigningKey, VerifyKey
-from privmeter.errors import ConfigError, InvalidSignature, MalformedMessage, UnknownParty
+from privmeter.errors import (
+    ConfigError,
+    InvalidArgument,
+    InvalidSignature,
+    MalformedMessage,
+    UnknownParty,
+)
 from privmeter.protocol.codec import check_id, message
 from privmeter.protocol.states import Machine, Refusal, register
 
@@ -254,7 +260,7 @@ class EnrolRequest:
         check_id(self.meter_id, "meter_id")
         check_id(self.plan_id, "plan_id")
         if not 0 < len(self.household_key_json) <= 64 * 1024 or len(self.mac) != 32:
-            raise ValueError("household key size or mac length out of range")
+            raise InvalidArgument("household key size or mac length out of range")
 
 
 @message("sys.enrolled")
@@ -267,7 +273,7 @@ class Enrolled:
 
     def __post_init__(self) -> None:
         if not 0 < len(self.doc) <= MAX_DOC or len(self.signature) != 64:
-            raise ValueError("document size or signature length out of range")
+            raise InvalidArgument("document size or signature length out of range")
 
 
 @message("sys.roster")
@@ -280,4 +286,4 @@ class RosterUpdate:
 
     def __post_init__(self) -> None:
         if not 0 < len(self.doc) <= MAX_DOC or len(self.signature) != 64:
-            raise ValueError("document size or signature length out of range")
+            raise InvalidArgument("document size or signature length out of range")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from privmeter.errors import InvalidArgument
 from privmeter.protocol.codec import DEFAULT_MAX_BYTES, check_id, message
 from privmeter.protocol.settlement import MAX_LOG_RECORDS
 
@@ -40,7 +41,7 @@ class Hello:
         check_id(self.meter_id, "meter_id")
         check_id(self.group, "group")
         if not -1 <= self.last_interval < 2**48:
-            raise ValueError("last_interval out of range")
+            raise InvalidArgument("last_interval out of range")
 
 
 @message("sys.epoch")
@@ -55,7 +56,7 @@ class EpochRequest:
     def __post_init__(self) -> None:
         check_id(self.group, "group")
         if not 0 <= self.epoch < 2**62 or not 0 <= self.first_interval < 2**48:
-            raise ValueError("epoch or first_interval out of range")
+            raise InvalidArgument("epoch or first_interval out of range")
 
 
 @message("sys.tick")
@@ -68,7 +69,7 @@ class Tick:
 
     def __post_init__(self) -> None:
         if not 0 <= self.now < 2**48 or not 0 <= self.interval < 2**48:
-            raise ValueError("now or interval out of range")
+            raise InvalidArgument("now or interval out of range")
 
 
 @message("sys.feed")
@@ -80,7 +81,7 @@ class FeedPublished:
 
     def __post_init__(self) -> None:
         if not 0 < len(self.feed_json) <= MAX_FEED_JSON:
-            raise ValueError("feed JSON empty or too large")
+            raise InvalidArgument("feed JSON empty or too large")
 
 
 @message("sys.settle")
@@ -100,9 +101,9 @@ class SettleRequest:
 
     def __post_init__(self) -> None:
         if not 0 <= self.period < 2**32 or not 0 < len(self.statement) <= 8192:
-            raise ValueError("period or statement size out of range")
+            raise InvalidArgument("period or statement size out of range")
         if len(self.log) > MAX_LOG_RECORDS:
-            raise ValueError(f"log of more than {MAX_LOG_RECORDS} records")
+            raise InvalidArgument(f"log of more than {MAX_LOG_RECORDS} records")
 
 
 @message("sys.bye")
@@ -114,7 +115,7 @@ class Bye:
 
     def __post_init__(self) -> None:
         if len(self.reason) > 200:
-            raise ValueError("reason too long")
+            raise InvalidArgument("reason too long")
 
 
 @message("sys.relay")
@@ -127,6 +128,6 @@ class Relayed:
 
     def __post_init__(self) -> None:
         if not self.meter_id or len(self.meter_id) > 64:
-            raise ValueError("meter_id must be 1-64 characters")
+            raise InvalidArgument("meter_id must be 1-64 characters")
         if not 0 < len(self.payload) <= DEFAULT_MAX_BYTES:
-            raise ValueError("relayed payload empty or too large")
+            raise InvalidArgument("relayed payload empty or too large")

@@ -55,7 +55,7 @@ from privmeter.crypto.elgamal import Group
 from privmeter.crypto.keyagreement import AgreementKey, sign_advert, verify_advert
 from privmeter.crypto.paillier import EncryptedNumber, PaillierPublicKey
 from privmeter.crypto.signing import SigningKey, VerifyKey
-from privmeter.errors import LocalProtocolError, UnexpectedMessage
+from privmeter.errors import InvalidArgument, LocalProtocolError, UnexpectedMessage
 from privmeter.grid.tariff.plans import Plan
 from privmeter.parties.messages import EpochRequest, FeedPublished, Tick
 from privmeter.parties.meter_state import MeterLedgerStore, attach
@@ -139,7 +139,7 @@ class MeterAgent:
         ``epochs``: where its aggregation epoch tables are kept; None: a cache of its own
         (a simulator running many meters in one process may hand them one)."""
         if mode not in ("star", "ring"):
-            raise ValueError(f"mode must be 'star' or 'ring', got {mode!r}")
+            raise InvalidArgument(f"mode must be 'star' or 'ring', got {mode!r}")
         self.mode = mode
         self.meter_id = meter_id
         self.signing_key = signing_key
