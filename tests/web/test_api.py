@@ -16,7 +16,8 @@ with (
 
 from privmeter.protocol.settlement import expected_bill
 from privmeter.web.app import create_app
-from privmeter.web.engine import CHEAT_INFLATION, DemoEngine
+from privmeter.web.engine import DemoEngine
+from privmeter.web.faults import CHEAT_INFLATION
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ def _truth(e: DemoEngine, meters: list[str], t: int) -> int:
 
 
 def _check_totals(e: DemoEngine) -> list[dict[str, object]]:
-    rows = list(e.totals["feeder-001"])
+    rows = list(e.log.totals["feeder-001"])
     for r in rows:
         if r["total_w"] is None:
             continue

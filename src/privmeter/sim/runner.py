@@ -91,7 +91,10 @@ def make_core(
     store: HeadEndStore | MemoryHeadEndStore | None = None,
     *,
     rng: random.Random | None = None,
+    period_intervals: int | None = None,
 ) -> HeadEndCore:
+    """The head-end core of ``world``: its feeders defined, every meter registered with a
+    billing period of ``period_intervals`` (default: the whole simulated period)."""
     sc = world.scenario
     core = HeadEndCore(
         world.headend_key,
@@ -112,7 +115,7 @@ def make_core(
             h.plan,
             wellformed_proof=prove_wellformed(h.secret_key),
             period_start=world.first_interval,
-            period_intervals=sc.intervals,
+            period_intervals=sc.intervals if period_intervals is None else period_intervals,
         )
     if sc.topology == "tree":
         for g, ms in sorted(world.groups.items()):
@@ -121,11 +124,17 @@ def make_core(
 
 
 def make_meters(
-    world: World, ids: Sequence[str] | None = None, *, ledger: MeterLedgerStore | None = None
+    world: World,
+    ids: Sequence[str] | None = None,
+    *,
+    ledger: MeterLedgerStore | None = None,
+    period_intervals: int | None = None,
 ) -> tuple[dict[str, MeterAgent], dict[str, HouseholdAgent], dict[str, MeterFeed]]:
     """The meters of ``world`` (or of ``ids``), their households, and their feeds
     (:class:`~privmeter.parties.meter_feed.MeterFeed`: the load each meter measures;
-    deliver a round through the feed, which pushes the readings in)."""
+    deliver a round through the feed, which pushes the readings in).  Each household reads
+    its meter's local port and is billed over ``period_intervals`` (default: the whole
+    simulated period)."""
     sc = world.scenario
     keys = {h.meter_id: h.signing_key.verify_key for h in world.households}
     meters: dict[str, MeterAgent] = {}
@@ -183,7 +192,7 @@ def make_meters(
             _local_port(m),
             meter_key=h.signing_key.verify_key,
             period_start=world.first_interval,
-            period_intervals=sc.intervals,
+            period_intervals=sc.intervals if period_intervals is None else period_intervals,
         )
     return meters, homes, feeds
 

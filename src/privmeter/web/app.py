@@ -182,23 +182,23 @@ def create_app(engine: DemoState, *, allowed_hosts: list[str] | None = None) -> 
 
     @app.post("/api/control/event")
     async def event(body: GroupBody) -> Any:
-        return await on_control(lambda: engine.force_event(body.group))
+        return await on_control(lambda: engine.faults.force_event(body.group))
 
     @app.post("/api/control/offline")
     async def offline(body: OfflineBody) -> Any:
-        return await on_control(lambda: engine.set_offline(body.meter, body.offline))
+        return await on_control(lambda: engine.faults.set_offline(body.meter, body.offline))
 
     @app.post("/api/control/cheat")
     async def cheat(body: MeterBody) -> Any:
-        return await on_control(lambda: engine.cheat_bill(body.meter))
+        return await on_control(lambda: engine.faults.cheat_bill(body.meter))
 
     @app.post("/api/control/underreport")
     async def underreport(body: MeterBody) -> Any:
-        return await on_control(lambda: engine.underreport(body.meter))
+        return await on_control(lambda: engine.faults.underreport(body.meter))
 
     @app.post("/api/control/probe")
     async def probe(body: MeterBody) -> Any:
-        return await on_control(lambda: engine.probe(body.meter))
+        return await on_control(lambda: engine.faults.probe(body.meter))
 
     # -- live updates ------------------------------------------------------------------------
     @app.get("/api/stream")

@@ -4,8 +4,9 @@ What it is for: :class:`DemoEngine` builds a complete local deployment from a
 :class:`~privmeter.sim.scenario.Scenario` -- the utility's
 :class:`~privmeter.parties.headend.HeadEndCore` on SQLite, one
 :class:`~privmeter.parties.meter.MeterAgent` and one
-:class:`~privmeter.parties.household.HouseholdAgent` per household, wired by
-:func:`privmeter.sim.runner.make_meters` -- and runs it interval by interval
+:class:`~privmeter.parties.household.HouseholdAgent` per household, built by
+:func:`privmeter.sim.runner.make_core` and :func:`~privmeter.sim.runner.make_meters`
+as every runner builds them (billed over the demo's short period) -- and runs it interval by interval
 in a background thread; each interval is one step of the interval engine that
 ``simulate`` and the deployed head-end drive too
 (:class:`privmeter.parties.engine.IntervalEngine`: aggregation + billing,
@@ -18,17 +19,13 @@ or, with ``transport="memory"``, in process through the wire codec.  Each
 delivery is phased (head-end -> parties, parties -> head-end, receipts), each
 phase sent concurrently on all connections.
 
-Controls (each maps to a real action of a real party, see :class:`Controls`):
-pause / resume / speed; force a demand-management event on a feeder (the
-operator tightens Cmax for one interval); take a meter offline (it stops
-answering; the masked aggregation recovers it or refuses below the minimum
-group size); make the utility cheat on a bill (a re-signed statement whose
-E(bill) is inflated homomorphically: the household disputes, the auditor
-fails); probe a meter beyond its budget (a binary search by repeated
-comparison events: the meter refuses with
-:class:`~privmeter.errors.BudgetExceeded`); make a household under-report
-(a :class:`~privmeter.protocol.settlement.BillProof` with a smaller bill:
-:class:`~privmeter.errors.InvalidProof`).
+Controls: pause / resume / speed / one step are the scheduler's, here; the
+operator's fault injection (force an event, take a meter offline, make the
+utility cheat on a bill or probe a meter, make a household under-report) is
+:class:`~privmeter.web.faults.Faults` (``engine.faults``), acting in the
+engine's hooks.  What happens goes to the alert feed
+(:class:`~privmeter.web.alerts.Alerts`); what the head-end saw, to a
+:class:`~privmeter.web.snapshot_operator.HeadEndLog`.
 
 Threading: the engine thread owns every party and the SQLite store (the
 socket wire's asyncio loop runs in a thread of its own and only moves bytes); other
@@ -39,29 +36,28 @@ used from one thread).
 Security: none of its own; every check is in the parties.  Guarantee: the
 views (:mod:`privmeter.web.views`) never see the engine: the operator views get
 an :class:`~privmeter.web.snapshot.OperatorSnapshot` (:meth:`DemoEngine.operator_snapshot`),
-built only from what the head-end core holds (ciphertexts, masked inputs,
-totals, comparison bits, statements); a household's true load reaches only the
-household and privacy views, through a :class:`~privmeter.web.snapshot.HouseholdSnapshot`.
+built by :mod:`privmeter.web.snapshot_operator` only from what the head-end core
+holds and the head-end log (ciphertexts, masked inputs, totals, comparison
+bits, statements); a household's true load reaches only the household and
+privacy views, through a :class:`~privmeter.web.snapshot.HouseholdSnapshot`
+(:mod:`privmeter.web.snapshot_household`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import queue
-import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from privmeter.crypto.paillier import MIN_KEY_BITS
-from privmeter.crypto.paillier_proofs import prove_wellformed
 from privmeter.errors import (
     AuditFailure,
     BudgetExceeded,
@@ -78,30 +74,20 @@ from privmeter.parties.household import HouseholdAgent
 from privmeter.parties.messages import FeedPublished
 from privmeter.parties.meter import MeterAgent
 from privmeter.parties.meter_feed import MeterFeed, round_of
-from privmeter.protocol.aggregation_messages import KeyAdvert, MaskedInput
-from privmeter.protocol.demand_messages import ComparisonAnswer, Echo
-from privmeter.protocol.records import ReadingRecord, record_from_bytes
-from privmeter.protocol.settlement import (
-    BillProof,
-    Dispute,
-    Statement,
-    audit,
-    sign_statement,
-    statement_digest,
-)
-from privmeter.sim.runner import group_configs, make_meters
+from privmeter.protocol.aggregation_messages import KeyAdvert
+from privmeter.protocol.records import record_from_bytes
+from privmeter.protocol.settlement import BillProof, Dispute, Statement, audit, statement_digest
+from privmeter.sim.runner import make_core, make_meters
 from privmeter.sim.scenario import Scenario, World, build
-from privmeter.web.snapshot import HouseholdSnapshot, MeterHoldings, OperatorSnapshot, freeze
+from privmeter.web.alerts import Alerts
+from privmeter.web.faults import Faults
+from privmeter.web.snapshot import HouseholdSnapshot, OperatorSnapshot
+from privmeter.web.snapshot_household import household_snapshot, load_occupancy
+from privmeter.web.snapshot_operator import HeadEndLog, RunState, operator_snapshot
 from privmeter.web.views import overview
 from privmeter.web.wire import MemoryWire, SocketWire
 
-__all__ = ["CHEAT_INFLATION", "UNDERREPORT_FRACTION", "DemoConfig", "DemoEngine"]
-
-CHEAT_INFLATION = 5_000_000  # micro-minor-units the cheating utility adds to E(bill) (5 p)
-UNDERREPORT_FRACTION = 0.5  # the dishonest household claims half its bill
-MAX_POINTS = 2000  # totals kept per feeder for the charts
-MAX_ALERTS = 300
-SEEN_PER_METER = 16  # ciphertexts / masked inputs kept per meter for the utility view
+__all__ = ["DemoConfig", "DemoEngine"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,13 +154,6 @@ class DemoConfig:
         )
 
 
-@dataclass(slots=True)
-class _Pending:
-    force: set[str] = field(default_factory=set)  # groups
-    cheat: set[str] = field(default_factory=set)  # meters whose next statement is forged
-    underreport: set[str] = field(default_factory=set)  # households that will under-report
-
-
 class _DemoLink:
     """The interval engine's :class:`~privmeter.parties.engine.Link` over the demo's wire."""
 
@@ -220,30 +199,25 @@ class DemoEngine:
         self.meters: dict[str, MeterAgent] = {}
         self.feeds: dict[str, MeterFeed] = {}  # each meter's load; rounds go through them
         self.homes: dict[str, HouseholdAgent] = {}
-        self.offline: set[str] = set()
         self.paused = False
         self.speed = config.speed
         self.current = self.first - 1  # the last interval stepped
         self.finished = False
-        self.totals: dict[str, deque[dict[str, Any]]] = {
-            g: deque(maxlen=MAX_POINTS) for g in self.groups
-        }
-        self.events: list[dict[str, Any]] = []
-        self.bills: dict[tuple[str, int], dict[str, Any]] = {}
-        self.alerts: deque[dict[str, Any]] = deque(maxlen=MAX_ALERTS)
-        self.seen_records: dict[str, deque[dict[str, Any]]] = {
-            m: deque(maxlen=SEEN_PER_METER) for m in self.meter_ids
-        }
-        self.seen_masked: dict[str, deque[dict[str, Any]]] = {
-            m: deque(maxlen=SEEN_PER_METER) for m in self.meter_ids
-        }
-        self.probes: list[dict[str, Any]] = []
+        self.alerts = Alerts(self._sim_time)
+        self.log = HeadEndLog(self.groups)  # what the head-end saw, for the operator views
+        self.household_bills: dict[tuple[str, int], int] = {}  # as the households computed them
+        self.faults = Faults(
+            groups=self.groups,
+            meter_ids=self.meter_ids,
+            alerts=self.alerts,
+            core=self._running_core,
+            deliver=self._deliver,
+            current=lambda: self.current,
+            interval_seconds=self.interval_seconds,
+        )
         self.next_period: dict[str, int] = {m: 0 for m in self.meter_ids}
-        self.statements: dict[tuple[str, int], Statement] = {}
         self.step_seconds: deque[float] = deque(maxlen=50)
-        self._pending = _Pending()
         self._occupancy: dict[str, Any] | None = None
-        self._seq = 0
         self._commands: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -260,6 +234,10 @@ class DemoEngine:
 
     def wire_stats(self) -> dict[str, int]:
         return self._wire.stats()
+
+    def _sim_time(self) -> int:
+        """Unix seconds of simulated time at the end of the interval running next."""
+        return (self.current + 1) * self.interval_seconds
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -316,7 +294,7 @@ class DemoEngine:
                         self._step()
                     except Exception as exc:  # a bug must not freeze the dashboard silently
                         self.paused = True
-                        self._alert(
+                        self.alerts.add(
                             "caught",
                             "engine-error",
                             f"engine paused after {type(exc).__name__}: {exc}",
@@ -361,28 +339,8 @@ class DemoEngine:
         store = (
             HeadEndStore(self.store_path) if self.store_path is not None else MemoryHeadEndStore()
         )
-        core = HeadEndCore(
-            w.headend_key,
-            w.plans,
-            store=store,
-            demand=w.comparison_group is not None,
-            interval_seconds=sc.interval_seconds,
-            min_key_bits=min(sc.key_bits, MIN_KEY_BITS),
-            rng=random.Random(sc.seed ^ 0x5EED),
-        )
-        for cfg in group_configs(w):
-            core.define_group(cfg)
-        b = self.config.bill_intervals
-        for h in w.households:
-            core.register(
-                h.meter_id,
-                h.signing_key.verify_key,
-                h.secret_key.public_key,
-                h.plan,
-                wellformed_proof=prove_wellformed(h.secret_key),
-                period_start=self.first,
-                period_intervals=b,
-            )
+        # the parties as every runner builds them, billed over the demo's short period
+        core = make_core(w, store, period_intervals=self.config.bill_intervals)
         self.core = core
         self._engine = IntervalEngine(core, _DemoLink(self))
         if self.config.transport == "tcp":
@@ -392,8 +350,9 @@ class DemoEngine:
                 jitter_ms=self.config.jitter_ms,
                 loss=self.config.loss,
             )
-        self.meters, homes, self.feeds = make_meters(w)
-        self.homes = {m: self._household(m) for m in homes}
+        self.meters, self.homes, self.feeds = make_meters(
+            w, period_intervals=self.config.bill_intervals
+        )
         now = (self.first - 1) * self.interval_seconds
         for feed in w.feeds.values():
             core.publish_feed(feed)
@@ -412,7 +371,7 @@ class DemoEngine:
                 retries=3,
             )
             self._deliver(core.make_bundle(g), now=now, interval=self.first - 1, retries=3)
-        self._alert(
+        self.alerts.add(
             "info",
             "start",
             f"deployment up: {len(self.meter_ids)} meters on {len(self.groups)} "
@@ -443,7 +402,7 @@ class DemoEngine:
         sent = {
             m: list(ms)
             for m, ms in outgoing.items()
-            if ms and not (skip_offline and m in self.offline)
+            if ms and not (skip_offline and m in self.faults.offline)
         }
         ups: dict[str, list[Any]] = {}
         for mid, msgs in self._wire.down(sent, retries=retries).items():
@@ -467,11 +426,11 @@ class DemoEngine:
         with core.store.batch():
             for mid, msgs in self._wire.up(ups, retries=retries).items():
                 for up in msgs:
-                    self._saw(mid, up)
+                    self.log.saw(mid, up)
                     try:
                         back = core.handle(mid, up, now=now, interval=interval)
                     except PrivmeterError as exc:
-                        self._alert(
+                        self.alerts.add(
                             "warn",
                             "rejected",
                             f"head-end rejected {type(up).__name__} from "
@@ -488,24 +447,8 @@ class DemoEngine:
                     self.feeds[mid].handle(b, now=now)
         return answered
 
-    def _saw(self, mid: str, msg: Any) -> None:
-        """Keep what the utility receives from a meter, for the utility view."""
-        if isinstance(msg, ReadingRecord):
-            self.seen_records[mid].append(
-                {
-                    "interval": msg.interval,
-                    "kind": msg.kind,
-                    "ciphertext": msg.ciphertext.hex(),
-                    "bytes": len(msg.ciphertext),
-                }
-            )
-        elif isinstance(msg, MaskedInput):
-            self.seen_masked[mid].append(
-                {"interval": msg.interval, "masked": [str(v) for v in msg.masked]}
-            )
-
     def _refused(self, mid: str, msg: Any, exc: PrivmeterError, now: int) -> None:
-        self._alert(
+        self.alerts.add(
             "caught" if isinstance(exc, BudgetExceeded) else "warn",
             "meter-refused",
             f"meter {mid} refused {type(msg).__name__}: {type(exc).__name__}: {exc}",
@@ -520,7 +463,7 @@ class DemoEngine:
         drain = max((core.lag(g) for g in self.groups), default=1)
         if t > self.last + drain:  # the drain interval(s) finalise the last real one
             self.finished = True
-            self._alert(
+            self.alerts.add(
                 "info",
                 "end",
                 "end of the simulated period: the dashboard keeps its final state; the controls are off",
@@ -544,23 +487,15 @@ class DemoEngine:
         for this interval) and the dashboard's bookkeeping; the engine runs the event."""
         core = self._running_core()
         grp = core.groups[g]
-        dm = grp.dm
-        forced = g in self._pending.force and dm is not None
-        saved = (dm.cmin_w, dm.cmax_w) if dm is not None else (0, 0)
-        if forced and dm is not None:
-            dm.cmax_w = dm.cmin_w  # the operator tightens Cmax for this interval
-        try:
+        with self.faults.tightened(g, grp.dm) as forced:
             oc = core.close_interval(g, now=now)
-        finally:
-            if dm is not None:
-                dm.cmin_w, dm.cmax_w = saved
         res = oc.result
         if res is None:
             return oc
         total = res.total[0] if res.total is not None else None
         total_w = None if total is None else total * 3600 // self.interval_seconds
         self._event_context[g] = (total_w, forced)
-        self.totals[g].append(
+        self.log.totals[g].append(
             {
                 "interval": res.interval,
                 "time": res.interval * self.interval_seconds,
@@ -573,7 +508,7 @@ class DemoEngine:
             }
         )
         if res.dropped and total is not None:
-            self._alert(
+            self.alerts.add(
                 "ok",
                 "recovered",
                 f"{g}: total of interval {res.interval} recovered without "
@@ -581,7 +516,7 @@ class DemoEngine:
                 group=g,
             )
         if total is None:
-            self._alert(
+            self.alerts.add(
                 "caught",
                 "refused-total",
                 f"{g}: interval {res.interval} NOT unmasked "
@@ -598,8 +533,8 @@ class DemoEngine:
                     why = "an event is already running"
                 else:
                     why = "the total is below Cmin"
-                self._alert("warn", "event-refused", f"{g}: no event opened ({why})", group=g)
-            self._pending.force.discard(g)
+                self.alerts.add("warn", "event-refused", f"{g}: no event opened ({why})", group=g)
+            self.faults.force_done(g)
         return oc
 
     def _event_row(self, g: str, ev: Any) -> None:
@@ -630,8 +565,8 @@ class DemoEngine:
             "answered": sorted(e.results),
             "targets": sorted(e.directed),
         }
-        self.events.append(row)
-        self._alert(
+        self.log.events.append(row)
+        self.alerts.add(
             "event",
             "event",
             f"{g}: demand event ({ev.action}, {ev.side} T) — {len(e.results)} "
@@ -645,7 +580,7 @@ class DemoEngine:
         b = self.config.bill_intervals
         due: list[tuple[str, int]] = []
         for m in self.meter_ids:
-            if m in self.offline:
+            if m in self.faults.offline:
                 continue
             p = self.next_period[m]
             start = self.first + p * b
@@ -667,23 +602,17 @@ class DemoEngine:
         )  # the household's own line, retransmitted if the link loses it
         answers: dict[str, list[Any]] = {}
         for m, p, _st in issued:
-            row = self.bills[(m, p)]
+            row = self.log.bills[(m, p)]
             req = got.get(f"hh:{m}")
             if not req:
                 row.update(status="undelivered", audit="the statement did not reach the household")
                 continue
             ans = self.homes[m].handle(req[0])[0]
             if isinstance(ans, BillProof):
-                row["household_bill"] = ans.bill
-                if m in self._pending.underreport:
-                    self._pending.underreport.discard(m)
+                self.household_bills[(m, p)] = ans.bill
+                ans, under = self.faults.answer(m, ans)
+                if under:
                     row["underreport"] = True
-                    ans = BillProof(
-                        meter_id=ans.meter_id,
-                        statement_digest=ans.statement_digest,
-                        bill=int(ans.bill * UNDERREPORT_FRACTION),
-                        r=ans.r,
-                    )
             answers[f"hh:{m}"] = [ans]
         arrived = self._wire.up(answers, retries=3)
         for m, p, st in issued:
@@ -691,7 +620,7 @@ class DemoEngine:
                 continue
             up = arrived.get(f"hh:{m}")
             if not up:
-                self.bills[(m, p)].update(
+                self.log.bills[(m, p)].update(
                     status="undelivered", audit="the household's answer did not reach the head-end"
                 )
                 continue
@@ -703,14 +632,9 @@ class DemoEngine:
         try:
             st = core.statement(m, p, now=now)
         except PrivmeterError as exc:
-            self._alert("warn", "statement", f"no statement for {m} period {p}: {exc}", meter=m)
+            self.alerts.add("warn", "statement", f"no statement for {m} period {p}: {exc}", meter=m)
             return None
-        cheat = m in self._pending.cheat
-        if cheat:
-            self._pending.cheat.discard(m)
-            st = self._forge(st)
-            core._statements[(m, p)] = st
-        self.statements[(m, p)] = st
+        st, cheat = self.faults.statement(core, p, st)
         row: dict[str, Any] = {
             "meter_id": m,
             "period": p,
@@ -726,21 +650,20 @@ class DemoEngine:
             "status": "issued",
             "bill": None,
             "audit": None,
-            "household_bill": None,
         }
-        self.bills[(m, p)] = row
+        self.log.bills[(m, p)] = row
         return st
 
     def _settled(self, m: str, p: int, st: Statement, up: Any, now: int) -> None:
         """The head-end checks the household's answer; the auditor re-checks a paid or disputed bill."""
         core = self._running_core()
-        row = self.bills[(m, p)]
+        row = self.log.bills[(m, p)]
         cheat = bool(row["cheat"])
         try:
             core.handle(f"hh:{m}", up, now=now, interval=self.current)
         except InvalidProof as exc:
             row.update(status="invalid-proof", audit=f"InvalidProof: {exc}")
-            self._alert(
+            self.alerts.add(
                 "caught",
                 "underreport",
                 f"household {m} under-reported period {p} "
@@ -754,9 +677,8 @@ class DemoEngine:
         if isinstance(up, Dispute):
             row["status"] = "dispute:" + up.reason
             row["audit"] = self._audit(m, st, None)
-            lvl = "caught" if cheat else "warn"
-            self._alert(
-                lvl,
+            self.alerts.add(
+                "caught" if cheat else "warn",
                 "dispute",
                 f"household {m} disputed the statement of period {p} "
                 f"(reason: {up.reason}); auditor: {row['audit']}",
@@ -764,35 +686,6 @@ class DemoEngine:
             )
             return
         row.update(status="paid", bill=up.bill, audit=self._audit(m, st, up))
-
-    def _household(self, m: str) -> HouseholdAgent:
-        """The household agent, reading its meter's local port (rebuilt here for the demo's billing period)."""
-        meter = self.meters[m]
-
-        def port() -> tuple[Mapping[int, int], Mapping[tuple[str, str, int], int]]:
-            return meter.local_readings, meter.local_adjustments
-
-        return HouseholdAgent(
-            m,
-            self.specs[m].secret_key,
-            self.specs[m].plan,
-            self.world.headend_key.verify_key,
-            port,
-            meter_key=self.specs[m].signing_key.verify_key,
-            period_start=self.first,
-            period_intervals=self.config.bill_intervals,
-        )
-
-    def _forge(self, st: Statement) -> Statement:
-        """The cheating utility: E(bill) + CHEAT_INFLATION, re-signed (a valid head-end signature)."""
-        core = self._running_core()
-        pk = core.household_keys[st.meter_id]
-        inflated = pk.ciphertext_from_bytes(st.bill_ciphertext) + CHEAT_INFLATION
-        fields = {
-            f.name: getattr(st, f.name) for f in dataclasses.fields(st) if f.name != "signature"
-        }
-        fields["bill_ciphertext"] = inflated.to_bytes()
-        return sign_statement(core.signing_key, **fields)
 
     def _audit(self, m: str, st: Statement, proof: BillProof | None) -> str:
         """A third-party audit from public data only (signed log, tariff, statement, proof)."""
@@ -822,136 +715,15 @@ class DemoEngine:
     # -- controls (called through :meth:`call`) ----------------------------------------------------
     def set_paused(self, paused: bool) -> dict[str, Any]:
         self.paused = paused
-        self._alert("info", "control", "paused" if paused else "resumed")
+        self.alerts.add("info", "control", "paused" if paused else "resumed")
         return {"paused": self.paused}
 
     def set_speed(self, speed: float) -> dict[str, Any]:
         if not 1 <= speed <= 100_000:
             raise ConfigError("speed must be within [1, 100000] simulated seconds per second")
         self.speed = float(speed)
-        self._alert("info", "control", f"speed x{self.speed:g}")
+        self.alerts.add("info", "control", f"speed x{self.speed:g}")
         return {"speed": self.speed}
-
-    def force_event(self, group: str) -> dict[str, Any]:
-        if group not in self.groups:
-            raise NotFound(group)
-        self._pending.force.add(group)
-        self._alert(
-            "info",
-            "control",
-            f"operator: demand event requested on {group} (Cmax tightened for the next interval)",
-            group=group,
-        )
-        return {"group": group, "pending": True}
-
-    def set_offline(self, meter: str, offline: bool) -> dict[str, Any]:
-        self._meter(meter)
-        (self.offline.add if offline else self.offline.discard)(meter)
-        self._alert(
-            "info",
-            "control",
-            f"meter {meter} {'taken offline' if offline else 'back online'}",
-            meter=meter,
-        )
-        return {"meter": meter, "offline": offline}
-
-    def cheat_bill(self, meter: str) -> dict[str, Any]:
-        self._meter(meter)
-        self._pending.cheat.add(meter)
-        self._alert(
-            "info", "control", f"utility will inflate {meter}'s next statement", meter=meter
-        )
-        return {"meter": meter, "pending": True}
-
-    def underreport(self, meter: str) -> dict[str, Any]:
-        self._meter(meter)
-        self._pending.underreport.add(meter)
-        self._alert(
-            "info", "control", f"household {meter} will under-report its next bill", meter=meter
-        )
-        return {"meter": meter, "pending": True}
-
-    def probe(self, meter: str, *, attempts: int = 4) -> dict[str, Any]:
-        """The curious utility binary-searches one meter's power with repeated comparison events."""
-        core = self._running_core()
-        self._meter(meter)
-        g = self.group_of[meter]
-        dm = core.groups[g].dm
-        if dm is None:
-            raise ConfigError("this deployment runs no demand management")
-        now = (self.current + 1) * self.interval_seconds
-        lo, hi = 0, 16_384
-        steps: list[dict[str, Any]] = []
-        for k in range(attempts):
-            thr = (lo + hi) // 2
-            ev = dm.open_event(
-                thr,
-                side="above",
-                action="curtail",
-                start_interval=self.current + 1,
-                now=now,
-                rng=core.rng,
-            )
-            refusals: dict[str, str] = {}
-            echoed = self._deliver(
-                {m: [ev] for m in self.groups[g]},
-                now=now,
-                interval=self.current,
-                expect=Echo,
-                refusals=refusals,
-            )
-            if meter not in echoed:
-                steps.append(
-                    {
-                        "attempt": k + 1,
-                        "threshold_w": thr,
-                        "answered": False,
-                        "refused": refusals.get(meter, "no answer"),
-                    }
-                )
-                break
-            q = dm.queries(ev.event_id, now=now, meters=[meter], rng=core.rng)
-            got = self._deliver(
-                {meter: [dm.echo_bundle(ev.event_id), *q]},
-                now=now,
-                interval=self.current,
-                expect=ComparisonAnswer,
-                refusals=refusals,
-            )
-            if meter not in got:
-                steps.append(
-                    {
-                        "attempt": k + 1,
-                        "threshold_w": thr,
-                        "answered": False,
-                        "refused": refusals.get(meter, "no answer"),
-                    }
-                )
-                break
-            bit = dm.results(ev.event_id)[meter]
-            steps.append({"attempt": k + 1, "threshold_w": thr, "answered": True, "bit": bit})
-            lo, hi = (thr, hi) if bit else (lo, thr)
-        learned = sum(1 for s in steps if s["answered"])
-        refused: str | None = next((s["refused"] for s in steps if not s["answered"]), None)
-        row = {
-            "meter": meter,
-            "group": g,
-            "time": now,
-            "interval": self.current,
-            "steps": steps,
-            "bits_learned": learned,
-            "refused": refused,
-        }
-        self.probes.append(row)
-        self._alert(
-            "caught" if refused else "warn",
-            "probe",
-            f"utility probed {meter}: {learned} bit(s) learned, then "
-            f"{'refused by the meter: ' + refused if refused else 'no refusal'}",
-            meter=meter,
-            error=refused,
-        )
-        return row
 
     def step_once(self) -> dict[str, Any]:
         """Advance one interval now (also while paused)."""
@@ -962,21 +734,7 @@ class DemoEngine:
     def occupancy(self, meter: str) -> Any:
         """Ground-truth occupancy per minute (0 away, 1 asleep, 2 active) from the cached profiles."""
         if self._occupancy is None:
-            sc = self.world.scenario
-            try:
-                from privmeter.grid.synthetic.profiles import generate_households
-
-                homes = generate_households(
-                    sc.households,
-                    days=sc.days,
-                    seed=sc.seed,
-                    start=sc.start,
-                    prosumer_share=sc.prosumer_share,
-                    cache_dir=sc.cache_dir,
-                )
-                self._occupancy = {f"m{i:05d}": h.occupancy for i, h in enumerate(homes)}
-            except Exception:
-                self._occupancy = {}
+            self._occupancy = load_occupancy(self.world.scenario)
         return self._occupancy.get(meter)
 
     def _running_core(self) -> HeadEndCore:
@@ -992,23 +750,23 @@ class DemoEngine:
         return m
 
     # -- snapshots -----------------------------------------------------------------------------------
-    def _alert(self, level: str, kind: str, text: str, **extra: Any) -> None:
-        self._seq += 1
-        sim = (self.current + 1) * self.interval_seconds
-        self.alerts.append(
-            {"seq": self._seq, "level": level, "kind": kind, "text": text, "time": sim, **extra}
+    def operator_snapshot(self, meters: Sequence[str] = ()) -> OperatorSnapshot:
+        """What the head-end holds now, frozen (engine thread); with the
+        :class:`~privmeter.web.snapshot.MeterHoldings` of each of ``meters`` that exists
+        (the utility view of one household).  Built from head-end data only
+        (:mod:`privmeter.web.snapshot_operator`)."""
+        return operator_snapshot(
+            self.core,
+            self.log,
+            self._run_state(),
+            probes=self.faults.probes,
+            alerts=self.alerts,
+            meters=meters,
         )
 
-    def operator_snapshot(self, meters: Sequence[str] = ()) -> OperatorSnapshot:
-        """What the head-end holds now, frozen (engine thread); with :class:`MeterHoldings`
-        of each of ``meters`` that exists (the utility view of one household)."""
-        core = self.core
+    def _run_state(self) -> RunState:
         sc = self.world.scenario
-        limits: dict[str, tuple[int, int] | None] = {}
-        for g in self.groups:
-            cfg = core.groups[g].cfg if core is not None else None
-            limits[g] = (cfg.cmin_w, cfg.cmax_w) if cfg is not None else None
-        return OperatorSnapshot(
+        return RunState(
             status="finished" if self.finished else "paused" if self.paused else "running",
             paused=self.paused,
             speed=self.speed,
@@ -1022,128 +780,26 @@ class DemoEngine:
             plan=sc.plan,
             bill_intervals=self.config.bill_intervals,
             transport=self.transport,
-            network=freeze(self.wire_stats()),
+            network=self.wire_stats(),
             step_ms=round(1000 * sum(self.step_seconds) / len(self.step_seconds), 1)
             if self.step_seconds
             else None,
-            meter_ids=tuple(self.meter_ids),
-            groups=freeze(self.groups),
-            group_of=freeze(self.group_of),
-            group_limits=freeze(limits),
-            offline=frozenset(self.offline),
-            totals=freeze(self.totals),
-            events=freeze(self.events),
-            probes=freeze(self.probes),
-            bills=freeze(
-                {
-                    k: {f: v for f, v in b.items() if f != "household_bill"}
-                    for k, b in self.bills.items()
-                }
-            ),
-            alerts=freeze(self.alerts),
-            alert_count=self._seq,
-            holdings=freeze(
-                {m: self._holdings(m) for m in meters if m in self.meters and core is not None}
-            ),
-        )
-
-    def _holdings(self, meter: str) -> MeterHoldings:
-        core = self.core
-        if core is None:
-            raise NotFound(meter)
-        reg = core.store.get_meter(meter)
-        pk = core.household_keys.get(meter)
-        dm = core.groups[self.group_of[meter]].dm
-        bits = []
-        if dm is not None:
-            for eid, ev in dm.events.items():
-                if meter in ev.results:
-                    bits.append(
-                        {
-                            "event_id": eid,
-                            "threshold_w": ev.threshold,
-                            "side": ev.msg.side,
-                            "bit_x_ge_T": ev.results[meter],
-                            "directive": meter in ev.directed,
-                        }
-                    )
-        period = max(0, (self.current - self.first) // self.config.bill_intervals)
-        acc = core.store.get_account(meter, period)
-        return MeterHoldings(
-            meter=meter,
-            registration=None
-            if reg is None
-            else freeze(
-                {
-                    "meter_verify_key": reg.verify_key.hex(),
-                    "plan": reg.plan_id,
-                    "household_key_id": None if pk is None else pk.key_id.hex(),
-                    "period_intervals": reg.period_intervals,
-                }
-            ),
-            reading_ciphertexts=freeze(self.seen_records[meter]),
-            masked_inputs=freeze(self.seen_masked[meter]),
-            comparison_bits=freeze(bits),
-            account=None
-            if acc is None
-            else freeze({"period": period, "records": acc[0], "cells": acc[1]}),
+            offline=frozenset(self.faults.offline),
         )
 
     def household_snapshot(self, meter: str) -> HouseholdSnapshot:
-        """One household's own view, frozen (engine thread); KeyError for an unknown meter."""
+        """One household's own view, frozen (engine thread); NotFound (a KeyError) for an unknown meter."""
         agent = self._meter(meter)
-        load = self.feeds[meter].load
-        now = (self.current + 1) * self.interval_seconds
-        t0 = 0
-        minute_w: tuple[int, ...] = ()
-        if load.minute_w is not None:
-            end = (now - load.start_unix) // 60
-            start = max(0, end - 24 * 60)
-            t0, minute_w = (
-                load.start_unix + start * 60,
-                tuple(int(v) for v in load.minute_w[start:end]),
-            )
-        occ = self.occupancy(meter)
-        occupancy = None
-        if occ is not None and minute_w:
-            i0 = (t0 - load.start_unix) // 60
-            occupancy = tuple(int(v) for v in occ[i0 : i0 + len(minute_w)])
-        g = self.group_of[meter]
-        own = [b for (m, _p), b in sorted(self.bills.items()) if m == meter]
-        recs = list(self.seen_records[meter])
-        bits = sum(1 for ev in self.events if meter in ev["answered"]) + sum(
-            s["answered"] for p in self.probes if p["meter"] == meter for s in p["steps"]
-        )
-        return HouseholdSnapshot(
-            meter=meter,
-            group=g,
-            offline=meter in self.offline,
+        return household_snapshot(
+            agent,
+            self.feeds[meter].load,
+            self.log,
+            household_bills=self.household_bills,
+            probes=self.faults.probes,
+            offline=meter in self.faults.offline,
+            occupancy=self.occupancy(meter),
+            current=self.current,
             interval_seconds=self.interval_seconds,
-            sim_time=now,
-            load_start=t0,
-            minute_w=minute_w,
-            occupancy=occupancy,
-            readings=tuple(sorted(agent.local_readings.items())[-96:]),
-            bills=freeze(own),
-            plan=agent.plan,
-            used_today=agent.demand.budget.used_today(now) if agent.demand is not None else 0,
-            directives=freeze(
-                [
-                    {
-                        "event_id": d.event_id,
-                        "action": d.action,
-                        "start_time": d.start_interval * self.interval_seconds,
-                        "minutes": d.duration_minutes,
-                        "limit_w": d.limit_w,
-                    }
-                    for d in agent.directives
-                ]
-            ),
-            masked_seen=freeze(list(self.seen_masked[meter])[-4:][::-1]),
-            ciphertexts_seen=tuple(r["ciphertext"] for r in recs[-4:][::-1]),
-            feeder_members=len(self.groups[g]),
-            feeder_totals=freeze([r for r in self.totals[g] if r["time"] >= t0]),
-            comparison_bits=bits,
         )
 
     def _publish(self) -> None:
