@@ -11,6 +11,7 @@ the head-end records it as paid.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,7 @@ def test_household_on_its_own_line_proves_its_bill(
         line = he.stdout.readline()  # "head-end listening on HOST:PORT, key HEX"
         port = line.split()[3].rstrip(",").rsplit(":", 1)[1]
         key = line.split()[-1]
+        ready_r, ready_w = os.pipe()
         hh = subprocess.Popen(
             [
                 *py,
@@ -99,13 +101,17 @@ def test_household_on_its_own_line_proves_its_bill(
                 port,
                 "--headend-key",
                 key,
+                "--ready-fd",
+                str(ready_w),
             ],
             stdout=subprocess.PIPE,
             text=True,
+            pass_fds=(ready_w,),
         )
         procs.append(hh)
-        assert hh.stdout is not None
-        assert "connected" in hh.stdout.readline()  # on its line before the meters start the run
+        os.close(ready_w)  # the household holds the only write end: end of file if it dies
+        with os.fdopen(ready_r) as ready:  # on its line before the meters start the run
+            assert ready.readline() == f"ready {home.meter_id}\n"
         fleet = subprocess.Popen(
             [*py, "meter", "--scenario", str(scen), "--port", port, "--headend-key", key],
             stdout=subprocess.DEVNULL,

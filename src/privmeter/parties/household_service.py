@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from privmeter.crypto.signing import SigningKey, VerifyKey
@@ -38,9 +39,19 @@ log = logging.getLogger(__name__)
 
 
 async def serve(
-    agent: HouseholdAgent, identity: SigningKey, *, host: str, port: int, headend_key: VerifyKey
+    agent: HouseholdAgent,
+    identity: SigningKey,
+    *,
+    host: str,
+    port: int,
+    headend_key: VerifyKey,
+    ready: Callable[[], None] | None = None,
 ) -> list[Any]:
-    """Connect, answer settle requests until ``sys.bye``; returns the answers given."""
+    """Connect, answer settle requests until ``sys.bye``; returns the answers given.
+
+    ``ready`` is called once the authenticated connection to the head-end is up (a parent
+    process waiting for this household before it starts the run uses it as its handshake).
+    """
     done = asyncio.Event()
 
     def handle(_peer: str, msg: Any) -> list[Any]:
@@ -52,9 +63,10 @@ async def serve(
         return agent.handle(msg)
 
     conn = await connect(host, port, identity, headend_key, handler=handle)
-    # a parent process (sim.parties) reads this line on stdout: it is the handshake, not a log
-    print(f"household {agent.meter_id} connected to {host}:{port}", flush=True)
+    log.info("household %s connected to %s:%d", agent.meter_id, host, port)
     try:
+        if ready is not None:
+            ready()
         await done.wait()
     finally:
         await conn.close()

@@ -12,7 +12,11 @@ serves the scenario's meters (see :func:`privmeter.sim.network.headend_main`);
 ``... meter --scenario FILE --fleet k/K --headend-key HEX`` runs every K-th
 meter (and its household) from k (seeded outages: a meter that the scenario
 puts offline ignores that interval's round); ``... household --scenario FILE
---meter ID --readings CSV`` runs one household agent on its own line;
+--meter ID --readings CSV`` runs one household agent on its own line (with
+``--ready-fd FD``, it writes ``ready <meter id>`` and a newline to the file
+descriptor FD, inherited from the parent, once its connection to the head-end
+is up, then closes FD: the parent's handshake; end of file without that line
+means the household failed before connecting);
 ``... concentrator --scenario FILE --group G`` relays a feeder's meters.
 
 Security: simulation keys from the seed.  Never use these for real households.
@@ -22,15 +26,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from privmeter.argtypes import listen_port, non_negative, port, positive, verify_key_hex
+from privmeter.argtypes import at_least, listen_port, non_negative, port, positive, verify_key_hex
 from privmeter.crypto.signing import VerifyKey
 from privmeter.errors import ConfigError, PrivmeterError
 from privmeter.files import read_json_file
@@ -222,6 +228,28 @@ def _household_args(p: argparse.ArgumentParser) -> None:
         required=True,
         help="the head-end's Ed25519 public key (hex)",
     )
+    p.add_argument(
+        "--ready-fd",
+        type=at_least(0),
+        default=None,
+        help="once connected, write 'ready <meter id>' and a newline to this inherited file "
+        "descriptor and close it (a parent's handshake)",
+    )
+
+
+def _ready_fd(fd: int, meter_id: str) -> Callable[[], None]:
+    """The handshake of ``--ready-fd``: one line on ``fd``, then ``fd`` closed."""
+
+    def ready() -> None:
+        try:
+            os.write(fd, f"ready {meter_id}\n".encode())
+        except OSError as exc:
+            raise ConfigError(f"--ready-fd {fd}: cannot write the ready line: {exc}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    return ready
 
 
 def _household(args: argparse.Namespace) -> int:
@@ -266,6 +294,7 @@ def _household(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             headend_key=VerifyKey.from_hex(args.headend_key),
+            ready=None if args.ready_fd is None else _ready_fd(args.ready_fd, args.meter),
         )
     )
     for a in answers:
