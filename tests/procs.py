@@ -1,23 +1,28 @@
 """Helpers for the end-to-end tests that run privmeter's services as separate processes.
 
-Used by tests/app/test_pilot.py, test_pilot_dr.py, test_concentrator.py and
-tests/cluster/test_deployed.py: a free loopback port, the CLI in this process, a service
-as a child process (SIGTERM, then kill), polling with a deadline, read-only SQLite
-queries, and the services' HTTP endpoints (/healthz, /metrics).
+Used by tests/app/test_pilot.py, test_pilot_dr.py, test_concentrator.py,
+test_enrol_live.py and tests/cluster/test_deployed.py: a free loopback port, the CLI in
+this process, the head-end's config rewritten for a test (:func:`headend_config`), a
+service as a child process (SIGTERM, then kill), polling with a deadline, read-only
+SQLite queries, and the services' HTTP endpoints (/healthz, /metrics).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +34,7 @@ __all__ = [
     "csv_household",
     "free_port",
     "get",
+    "headend_config",
     "metric",
     "query",
     "run_cli",
@@ -50,6 +56,51 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     out = capsys.readouterr()
     assert code == 0, out.err
     return out.out
+
+
+def headend_config(directory: Path, **tables: Mapping[str, Any]) -> Path:
+    """Rewrite ``directory/headend.toml``, as ``privmeter init headend`` wrote it, for a test on
+    this machine; returns its path.
+
+    The head-end listens on 127.0.0.1 and accepts 2048-bit household keys; then each keyword
+    is a table of the config merged into it, key by key (``billing={"plans": ["pilot-3s"]}``),
+    a table the file lacks (``cluster``, ``store``) added.  The file is written back as plain
+    TOML (the starter's comments dropped).
+    """
+    path = directory / "headend.toml"
+    cfg: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    local = {"listen": {"host": "127.0.0.1"}, "keys": {"min_household_key_bits": 2048}}
+    for table, values in [*local.items(), *tables.items()]:
+        cfg.setdefault(table, {}).update(values)
+    path.write_text(_toml(cfg), encoding="utf-8")
+    return path
+
+
+def _toml(cfg: Mapping[str, Any]) -> str:
+    """TOML text of a config: top-level keys, then one ``[table]`` per table (one level deep)."""
+
+    def key(k: str) -> str:
+        return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise TypeError(f"no TOML for {v!r} in a test config")
+
+    lines = [f"{key(k)} = {value(v)}" for k, v in cfg.items() if not isinstance(v, Mapping)]
+    for table, values in cfg.items():
+        if isinstance(values, Mapping):
+            lines += ["", f"[{key(table)}]", *(f"{key(k)} = {value(v)}" for k, v in values.items())]
+    text = "\n".join(lines) + "\n"
+    if tomllib.loads(text) != cfg:  # the test's config is exactly what the head-end reads
+        raise ValueError(f"config does not round-trip through TOML: {cfg!r}")
+    return text
 
 
 def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:

@@ -31,6 +31,7 @@ import pytest
 from tests.procs import csv_household as _csv_household
 from tests.procs import free_port as _free_port
 from tests.procs import get as _get
+from tests.procs import headend_config
 from tests.procs import metric as _metric
 from tests.procs import query as _query
 from tests.procs import run_cli as _run
@@ -73,20 +74,14 @@ def test_feeder_behind_a_concentrator(tmp_path, capsys):
     he_key = _key_of(_run(["init", "headend", "--dir", str(he_dir)], capsys))
     dc_key = _key_of(_run(["init", "concentrator", "--dir", str(dc_dir)], capsys))
     today = time.strftime("%Y-%m-%d", time.gmtime())
-    cfg = (he_dir / "headend.toml").read_text()
-    cfg = (
-        cfg.replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
-        .replace("port = 7700", f"port = {port}")
-        .replace('plans = ["economy7"]', f'plans = ["{PLAN}"]')
-        .replace("# period_intervals = 20", f"period_intervals = {PERIOD}")
-        .replace("round_timeout_s = 30", "round_timeout_s = 1.5")
-        .replace("min_survivors = 5", "min_survivors = 3")
-        .replace("min_household_key_bits = 3072", "min_household_key_bits = 2048")
-        .replace("[concentrators]", f'[concentrators]\nfeeder-1 = "{dc_key}"')
-        .replace("http_port = 9100", "http_port = 0")
+    headend_config(
+        he_dir,
+        listen={"port": port},
+        billing={"plans": [PLAN], "period_intervals": PERIOD, "start": today},
+        aggregation={"round_timeout_s": 1.5, "min_survivors": 3},
+        concentrators={"feeder-1": dc_key},
+        operations={"http_port": 0},
     )
-    cfg = cfg.replace(cfg.split("start = ")[1].split("\n")[0], f'"{today}"')
-    (he_dir / "headend.toml").write_text(cfg)
     dcfg = (dc_dir / "concentrator.toml").read_text()
     dcfg = (
         dcfg.replace('host = "0.0.0.0"', 'host = "127.0.0.1"')

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from tests.procs import headend_config
 
 from privmeter.app import headend as headend_app
 from privmeter.app.config import HeadendConfig, HouseholdConfig, load_config
@@ -38,13 +39,11 @@ def _configs(tmp: Path, port: int) -> tuple[HeadendConfig, HouseholdConfig]:
         main(["init", "household", "--dir", str(hh), "--meter-id", "m-1", "--key-bits", "2048"])
         == 0
     )
-    t = (he / "headend.toml").read_text()
-    (he / "headend.toml").write_text(
-        t.replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
-        .replace("port = 7700", f"port = {port}")
-        .replace('plans = ["economy7"]', f'plans = ["{PLAN}"]')
-        .replace("http_port = 9100", "http_port = 0")
-        .replace("min_household_key_bits = 3072", "min_household_key_bits = 2048")
+    headend_config(
+        he,
+        listen={"port": port},
+        billing={"plans": [PLAN]},
+        operations={"http_port": 0},
     )
     t = (hh / "household.toml").read_text()
     (hh / "household.toml").write_text(

@@ -36,6 +36,7 @@ from pathlib import Path
 import pytest
 from tests.procs import free_port as _free_port
 from tests.procs import get as _get
+from tests.procs import headend_config
 from tests.procs import metric as _metric
 from tests.procs import query as _query
 from tests.procs import run_cli as _run
@@ -132,18 +133,13 @@ def test_pilot_six_households_real_time(tmp_path, capsys, test_data):
     port, he_http, hh_http = _free_port(), _free_port(), _free_port()
     _run(["init", "headend", "--dir", str(he_dir)], capsys)
     today = time.strftime("%Y-%m-%d", time.gmtime())
-    cfg = (he_dir / "headend.toml").read_text()
-    cfg = (
-        cfg.replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
-        .replace("port = 7700", f"port = {port}")
-        .replace('plans = ["economy7"]', f'plans = ["{PLAN}"]')
-        .replace("# period_intervals = 20", f"period_intervals = {PERIOD}")
-        .replace("round_timeout_s = 30", "round_timeout_s = 1.5")
-        .replace("min_household_key_bits = 3072", "min_household_key_bits = 2048")
-        .replace("http_port = 9100", f"http_port = {he_http}")
+    headend_config(
+        he_dir,
+        listen={"port": port},
+        billing={"plans": [PLAN], "period_intervals": PERIOD, "start": today},
+        aggregation={"round_timeout_s": 1.5},
+        operations={"http_port": he_http},
     )
-    cfg = cfg.replace(cfg.split("start = ")[1].split("\n")[0], f'"{today}"')
-    (he_dir / "headend.toml").write_text(cfg)
     assert oct(he_dir.stat().st_mode & 0o777) == "0o700"
     assert oct((he_dir / "headend.key.json").stat().st_mode & 0o777) == "0o600"
     he_log = he_dir / "headend.log"

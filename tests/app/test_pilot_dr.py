@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 from tests.procs import free_port as _free_port
 from tests.procs import get as _get
+from tests.procs import headend_config
 from tests.procs import metric as _metric
 from tests.procs import query as _query
 from tests.procs import run_cli as _run
@@ -60,20 +61,14 @@ def test_demand_management_in_a_deployment(tmp_path, capsys):
     port, he_http = _free_port(), _free_port()
     hh_http = [_free_port() for _ in WH]
     _run(["init", "headend", "--dir", str(he_dir)], capsys)
-    cfg = (he_dir / "headend.toml").read_text()
-    cfg = (
-        cfg.replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
-        .replace("port = 7700", f"port = {port}")
-        .replace('plans = ["economy7"]', f'plans = ["{PLAN}"]')
-        .replace("round_timeout_s = 30", "round_timeout_s = 1.5")
-        .replace("min_survivors = 5", "min_survivors = 3")
-        .replace("min_household_key_bits = 3072", "min_household_key_bits = 2048")
-        .replace("enabled = false", "enabled = true")
-        .replace("cmin_w_per_household = 50", "cmin_w_per_household = 0")
-        .replace("cmax_w_per_household = 1200", "cmax_w_per_household = 1000")
-        .replace("http_port = 9100", f"http_port = {he_http}")
+    headend_config(
+        he_dir,
+        listen={"port": port},
+        billing={"plans": [PLAN]},
+        aggregation={"round_timeout_s": 1.5, "min_survivors": 3},
+        demand={"enabled": True, "cmin_w_per_household": 0, "cmax_w_per_household": 1000},
+        operations={"http_port": he_http},
     )
-    (he_dir / "headend.toml").write_text(cfg)
     he_log = he_dir / "headend.log"
     procs = {"he": _spawn(["headend", "--config", str(he_dir / "headend.toml")], he_log)}
     homes: list[Path] = []

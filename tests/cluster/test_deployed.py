@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from tests.procs import csv_household as _csv_household
 from tests.procs import free_port as _free_port
+from tests.procs import headend_config
 from tests.procs import run_cli as _run
 from tests.procs import spawn as _spawn
 from tests.procs import stop as _stop
@@ -71,22 +72,15 @@ def test_deployed_headend_on_a_cluster(pg: LocalPostgres, tmp_path: Path, capsys
     port = _free_port()
     _run(["init", "headend", "--dir", str(he_dir)], capsys)
     today = time.strftime("%Y-%m-%d", time.gmtime())
-    cfg = (he_dir / "headend.toml").read_text()
-    cfg = (
-        cfg.replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
-        .replace("port = 7700", f"port = {port}")
-        .replace('plans = ["economy7"]', f'plans = ["{PLAN}"]')
-        .replace("# period_intervals = 20", f"period_intervals = {PERIOD}")
-        .replace("min_survivors = 5", "min_survivors = 3")
-        .replace("round_timeout_s = 30", "round_timeout_s = 1.5")
-        .replace("min_household_key_bits = 3072", "min_household_key_bits = 2048")
-        .replace("http_port = 9100", "http_port = 0")
-        .replace('log_format = "json"', 'log_format = "text"')
+    he_cfg = headend_config(
+        he_dir,
+        listen={"port": port},
+        billing={"plans": [PLAN], "period_intervals": PERIOD, "start": today},
+        aggregation={"min_survivors": 3, "round_timeout_s": 1.5},
+        operations={"http_port": 0, "log_format": "text"},
+        cluster={"address": "local", "shards": SHARDS},
+        store={"postgres": dsn},
     )
-    cfg = cfg.replace(cfg.split("start = ")[1].split("\n")[0], f'"{today}"')
-    cfg += f'\n[cluster]\naddress = "local"\nshards = {SHARDS}\n\n[store]\npostgres = "{dsn}"\n'
-    he_cfg = he_dir / "headend.toml"
-    he_cfg.write_text(cfg)
     he_log = he_dir / "headend.log"
     procs = {"he": _spawn(["headend", "--config", str(he_cfg)], he_log)}
     now = int(time.time())
