@@ -50,7 +50,7 @@ from privmeter.crypto.signing import VerifyKey
 from privmeter.errors import PrivmeterError, ReplayedMessage, UnexpectedMessage
 from privmeter.grid.tariff.plan_toml import parse_plan
 from privmeter.parties.headend import GroupConfig, HeadEndCore
-from privmeter.parties.headend_store import HeadEndStore, StoredTotal
+from privmeter.parties.headend_store import HeadEndStorage, HeadEndStore, StoredTotal
 from privmeter.parties.keys import household_key_and_proof, load_keyfile, signing_key_from
 from privmeter.protocol.aggregation import AggregateResult
 from privmeter.protocol.codec import decode, encode
@@ -121,7 +121,7 @@ class _StoredKeys(dict[str, PaillierPublicKey]):
     """Household keys read from the store on first use: a restarted shard serving many meters
     does not parse (and re-check) every key before it can serve again."""
 
-    def __init__(self, store: Any, min_bits: int) -> None:
+    def __init__(self, store: HeadEndStorage, min_bits: int) -> None:
         super().__init__()
         self._store, self._min_bits = store, min_bits
 
@@ -148,14 +148,15 @@ class ShardCore:
     def __init__(self, spec_json: str) -> None:
         spec = ShardSpec.from_json(spec_json)
         self.spec = spec
-        self.store: Any  # HeadEndStore | PostgresHeadEndStore; HeadEndCore's annotation knows no PostgreSQL store
+        self.store: HeadEndStorage
+        # the PostgreSQL store's extras (batched prefetch, log positions, cheap settled list)
+        self._pg: PostgresHeadEndStore | None = None
         if spec.dsn.startswith("sqlite:"):  # the embedded store: the single-process baseline
             self.store = HeadEndStore(spec.dsn.removeprefix("sqlite:"))
             regs = []
         else:
-            self.store = PostgresHeadEndStore(spec.dsn, schema=spec.schema)
-            regs = self.store.meters()
-        self._prefetch = getattr(self.store, "prefetch", None)
+            self.store = self._pg = PostgresHeadEndStore(spec.dsn, schema=spec.schema)
+            regs = self._pg.meters()
         plans = [parse_plan(t, source=f"<plan {i}>") for i, t in enumerate(spec.plans)]
         self.core = HeadEndCore(
             signing_key_from(load_keyfile(spec.headend_key)),
@@ -243,7 +244,7 @@ class ShardCore:
             "node": _ray_node(),
             "resumed": self.resumed,
             "started": self.started,
-            "store_pid": getattr(self.store, "backend_pid", 0),
+            "store_pid": self._pg.backend_pid if self._pg is not None else 0,
             "cpu_s": time.process_time() - self._cpu0,
             "records": self.core.calls["records"],
         }
@@ -264,8 +265,8 @@ class ShardCore:
             except PrivmeterError as exc:
                 decoded.append(exc)
         with self.store.batch():
-            if self._prefetch is not None:
-                self._prefetch([m.slot for m in decoded if isinstance(m, ReadingRecord)])
+            if self._pg is not None:
+                self._pg.prefetch([m.slot for m in decoded if isinstance(m, ReadingRecord)])
             for (peer, _), msg in zip(items, decoded, strict=True):
                 if isinstance(msg, PrivmeterError):
                     out.append((type(msg).__name__, str(msg)))
@@ -287,10 +288,9 @@ class ShardCore:
     def _receipt_again(self, msg: Any) -> list[bytes]:
         """A resent record that is already logged (its receipt was lost with a shard that died
         after COMMIT): the same receipt again, from the log.  Nothing is counted twice."""
-        pos = getattr(self.store, "log_position", None)
-        if not isinstance(msg, ReadingRecord) or pos is None:
+        if not isinstance(msg, ReadingRecord) or self._pg is None:
             return []
-        at = pos(*msg.slot)
+        at = self._pg.log_position(*msg.slot)
         return [encode(sign_receipt(self.core.signing_key, msg, *at))] if at else []
 
     # -- aggregation, per group ---------------------------------------------------------------
@@ -419,17 +419,16 @@ class ShardCore:
         ]
 
     def records(self, meter_id: str, start: int, end: int) -> list[bytes]:
-        rows: list[bytes] = self.store.records(meter_id, start, end)
-        return rows
+        return self.store.records(meter_id, start, end)
 
     def settlements(self) -> list[tuple[str, int, str, bytes, int | None]]:
-        rows: list[tuple[str, int, str, bytes, int | None]] = self.store.settlements()
-        return rows
+        return self.store.settlements()
 
     def settled(self) -> list[tuple[str, int]]:
         """(meter, period) of every answered statement, without the answers."""
-        cheap = getattr(self.store, "settled", None)
-        return cheap() if cheap is not None else [(m, p) for m, p, *_ in self.store.settlements()]
+        if self._pg is not None:
+            return self._pg.settled()
+        return [(m, p) for m, p, *_ in self.store.settlements()]
 
     def check_group(self, group: str) -> None:
         if group not in self.core.groups:

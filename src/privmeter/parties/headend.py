@@ -17,8 +17,9 @@ and in memory (the simulator's in-memory runner, ``sim/runner.py``):
   a :class:`~privmeter.protocol.demand.DemandManager` opens an event, and
   the head-end runs echoes, comparisons and directives; at most one event
   at a time per group and no more events per day than the plan's budget;
-* persistence through :class:`~privmeter.parties.headend_store.HeadEndStore`
-  (SQLite WAL): log, accumulators, statements, totals, events, settlements.
+* persistence through a :class:`~privmeter.parties.headend_store.HeadEndStorage`
+  (:class:`~privmeter.parties.headend_store.HeadEndStore`, SQLite WAL; a cluster
+  shard's PostgreSQL store): log, accumulators, statements, totals, events, settlements.
 
 Message dispatch (:meth:`HeadEndCore.handle`): every message names the
 meter it comes from, which must equal the authenticated peer
@@ -59,7 +60,7 @@ from privmeter.errors import (
 from privmeter.grid.tariff.plans import Plan
 from privmeter.grid.tariff.pricefeed import PriceFeed
 from privmeter.parties.concentrator import Relayed, unwrap
-from privmeter.parties.headend_store import HeadEndStore, MemoryHeadEndStore, StoredTotal
+from privmeter.parties.headend_store import HeadEndStorage, MemoryHeadEndStore, StoredTotal
 from privmeter.parties.messages import EpochRequest, Hello, SettleRequest
 from privmeter.protocol.aggregation import AggregateResult, AggregationHeadEnd, EpochCache
 from privmeter.protocol.aggregation_messages import (
@@ -135,7 +136,7 @@ class HeadEndCore:
         signing_key: SigningKey,
         plans: Mapping[str, Plan] | Iterable[Plan],
         *,
-        store: HeadEndStore | MemoryHeadEndStore | None = None,
+        store: HeadEndStorage | None = None,
         demand: bool = False,
         interval_seconds: int = 900,
         min_key_bits: int = MIN_KEY_BITS,
@@ -143,7 +144,7 @@ class HeadEndCore:
         rng: RandomSource = SYSTEM_RNG,
     ) -> None:
         self.signing_key = signing_key
-        self.store = store if store is not None else MemoryHeadEndStore()
+        self.store: HeadEndStorage = store if store is not None else MemoryHeadEndStore()
         kw: dict[str, Any] = {"min_key_bits": min_key_bits}
         if window_back is not None:
             kw["window_back"] = window_back

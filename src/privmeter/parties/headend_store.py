@@ -23,7 +23,12 @@ moment loses nothing that was acknowledged.  ``synchronous=FULL`` (inherited)
 makes a commit durable across power loss too.
 
 :class:`MemoryHeadEndStore` is the same interface in dictionaries (tests and
-the fast in-memory simulation).
+the fast in-memory simulation).  :class:`HeadEndStorage` is that interface as
+a typing Protocol -- what a :class:`~privmeter.parties.headend.HeadEndCore`
+and a cluster shard (:class:`~privmeter.cluster.shard.ShardCore`) call on
+their store; these two and the PostgreSQL store of a shard
+(:class:`~privmeter.cluster.pgstore.PostgresHeadEndStore`) satisfy it, which
+mypy checks where each is handed to a core.
 
 Security assumption: the file is the head-end's own (an attacker who can
 write it can also rewrite the head-end).  Guarantee: the log is append-only
@@ -40,14 +45,15 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from privmeter.errors import StoreError
-from privmeter.store.billing_store import MemoryBillingStore
+from privmeter.store.billing_store import BillingStore, MemoryBillingStore
 from privmeter.store.sqlite import SqliteBillingStore
 
 __all__ = [
     "HEADEND_SCHEMA_VERSION",
+    "HeadEndStorage",
     "HeadEndStore",
     "MemoryHeadEndStore",
     "StoredTotal",
@@ -84,6 +90,32 @@ class StoredTotal:
     def from_row(cls, r: tuple[Any, ...]) -> StoredTotal:
         """From a ``he_totals`` row ``(grp, interval, total, survivors, dropped, error)``."""
         return cls(r[0], int(r[1]), None if r[2] is None else int(r[2]), int(r[3]), int(r[4]), r[5])
+
+
+class HeadEndStorage(BillingStore, Protocol):
+    """A head-end's store: the billing store (registrations, the signed-reading log, the
+    encrypted accumulators, statements, feeds) plus the head-end's tables (see the module
+    docstring); ``batch`` groups what runs inside it into one commit."""
+
+    def put_total(self, t: StoredTotal) -> None: ...
+
+    def totals(self, group: str | None = None) -> list[StoredTotal]: ...
+
+    def put_event(self, event_id: str, group: str, interval: int, info: dict[str, Any]) -> None: ...
+
+    def events(self) -> list[dict[str, Any]]: ...
+
+    def put_settlement(
+        self, meter_id: str, period: int, kind: str, answer: bytes, bill: int | None
+    ) -> None: ...
+
+    def settlements(self) -> list[tuple[str, int, str, bytes, int | None]]: ...
+
+    def meta_get(self, key: str) -> str | None: ...
+
+    def meta_set(self, key: str, value: str) -> None: ...
+
+    def batch(self) -> contextlib.AbstractContextManager[None]: ...
 
 
 class _Common:

@@ -35,7 +35,7 @@ from privmeter.net.emulation import LinkProfile, NetworkEmulator
 from privmeter.net.handshake import TrustStore
 from privmeter.parties.engine import drive
 from privmeter.parties.headend_service import NetLink, start_server
-from privmeter.parties.headend_store import HeadEndStore, MemoryHeadEndStore
+from privmeter.parties.headend_store import HeadEndStorage, HeadEndStore
 from privmeter.parties.messages import Bye
 from privmeter.sim.clock import SimClock
 from privmeter.sim.identities import concentrator_key, household_identity
@@ -88,9 +88,7 @@ async def _wait_connected(
         await asyncio.sleep(0.05)
 
 
-def resume_point(
-    store: HeadEndStore | MemoryHeadEndStore, groups: Any, first: int, count: int
-) -> int:
+def resume_point(store: HeadEndStorage, groups: Any, first: int, count: int) -> int:
     """Where a restarted head-end carries on in ``[first, first + count]``: just
     after the last interval with a stored total in any group.  Never before
     it: aggregating an interval twice would give two totals of one interval
