@@ -77,7 +77,7 @@ def test_feeder_behind_a_concentrator(tmp_path, capsys):
     headend_config(
         he_dir,
         listen={"port": port},
-        billing={"plans": [PLAN], "period_intervals": PERIOD, "start": today},
+        billing={"plans": [str(PLAN)], "period_intervals": PERIOD, "start": today},
         aggregation={"round_timeout_s": 1.5, "min_survivors": 3},
         concentrators={"feeder-1": dc_key},
         operations={"http_port": 0},

@@ -42,7 +42,7 @@ def _configs(tmp: Path, port: int) -> tuple[HeadendConfig, HouseholdConfig]:
     headend_config(
         he,
         listen={"port": port},
-        billing={"plans": [PLAN]},
+        billing={"plans": [str(PLAN)]},
         operations={"http_port": 0},
     )
     t = (hh / "household.toml").read_text()

@@ -136,7 +136,7 @@ def test_pilot_six_households_real_time(tmp_path, capsys, test_data):
     headend_config(
         he_dir,
         listen={"port": port},
-        billing={"plans": [PLAN], "period_intervals": PERIOD, "start": today},
+        billing={"plans": [str(PLAN)], "period_intervals": PERIOD, "start": today},
         aggregation={"round_timeout_s": 1.5},
         operations={"http_port": he_http},
     )

@@ -64,7 +64,7 @@ def test_demand_management_in_a_deployment(tmp_path, capsys):
     headend_config(
         he_dir,
         listen={"port": port},
-        billing={"plans": [PLAN]},
+        billing={"plans": [str(PLAN)]},
         aggregation={"round_timeout_s": 1.5, "min_survivors": 3},
         demand={"enabled": True, "cmin_w_per_household": 0, "cmax_w_per_household": 1000},
         operations={"http_port": he_http},

@@ -75,7 +75,7 @@ def test_deployed_headend_on_a_cluster(pg: LocalPostgres, tmp_path: Path, capsys
     he_cfg = headend_config(
         he_dir,
         listen={"port": port},
-        billing={"plans": [PLAN], "period_intervals": PERIOD, "start": today},
+        billing={"plans": [str(PLAN)], "period_intervals": PERIOD, "start": today},
         aggregation={"min_survivors": 3, "round_timeout_s": 1.5},
         operations={"http_port": 0, "log_format": "text"},
         cluster={"address": "local", "shards": SHARDS},
