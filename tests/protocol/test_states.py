@@ -27,6 +27,8 @@ MODULES = [
     "privmeter.parties.household",
     "privmeter.parties.enrolment",
     "privmeter.parties.concentrator",
+    "privmeter.protocol.aggregation",
+    "privmeter.parties.meter",
 ]
 for _m in MODULES:
     importlib.import_module(_m)

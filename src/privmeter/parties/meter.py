@@ -11,7 +11,9 @@ household's physical load, are the service's (:mod:`privmeter.parties.meter_feed
 A round whose interval has no reading pushed is answered without one (the
 meter is dropped from that total, nothing is billed), as for a reading the
 source reported missing; a reading pushed after its round is kept but never
-reported, as before.
+reported, as before.  The aggregation role (idle, advertised, running)
+follows one table per mode, :data:`METER_AGENT_STAR` and :data:`METER_AGENT_RING`
+(:attr:`MeterAgent.state`; docs/states.md).
 
 * ``sys.epoch`` -> a fresh :class:`~privmeter.protocol.aggregation.AggregationMeter`
   and its signed ``agg.advert``; ``agg.bundle`` -> epoch secrets;
@@ -45,6 +47,7 @@ it arrives.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping
@@ -82,8 +85,17 @@ from privmeter.protocol.records import (
     record_bytes,
 )
 from privmeter.protocol.ring import RingMeter, RingStart, RingToken
+from privmeter.protocol.states import Machine, Refusal, register
 
-__all__ = ["CATCH_UP", "MeterAgent", "MeterEncryptor"]
+__all__ = [
+    "CATCH_UP",
+    "METER_AGENT_RING",
+    "METER_AGENT_STAR",
+    "MeterAgent",
+    "MeterAgentState",
+    "MeterAgentStep",
+    "MeterEncryptor",
+]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +117,84 @@ class MeterEncryptor:
 
     def encrypt(self, m: int, rng: nt.RandomSource = nt.SYSTEM_RNG) -> EncryptedNumber:
         return self.pk.encrypt(m, rng=rng)
+
+
+class MeterAgentState(enum.Enum):
+    """The meter agent's aggregation role (star: masked aggregation, ring: the paper's ring)."""
+
+    IDLE = "idle"  # no epoch asked for yet
+    ADVERTISED = "advertised"  # key advert sent for the current epoch, its bundle not taken
+    RUNNING = "running"  # the epoch's bundle taken: rounds answered
+
+
+class MeterAgentStep(enum.Enum):
+    EPOCH = "epoch"  # sys.epoch (EpochRequest): a new epoch, from any state
+    BUNDLE = "bundle"  # KeyBundle
+    ROUND = "round"  # star: agg.start.v2 (IntervalStart); ring: RingStart / RingToken
+
+
+_AS, _AT = MeterAgentState, MeterAgentStep
+# star: a round before the bundle is taken to the aggregation meter, whose own table
+# (protocol.aggregation.AGG_METER) refuses it once the round's billing records are made
+METER_AGENT_STAR = register(
+    Machine(
+        "meter agent (star)",
+        MeterAgentState,
+        MeterAgentStep,
+        _AS.IDLE,
+        {
+            _AS.IDLE: {_AT.EPOCH: _AS.ADVERTISED},
+            _AS.ADVERTISED: {
+                _AT.EPOCH: _AS.ADVERTISED,
+                _AT.BUNDLE: _AS.RUNNING,
+                _AT.ROUND: _AS.ADVERTISED,
+            },
+            _AS.RUNNING: {_AT.EPOCH: _AS.ADVERTISED, _AT.ROUND: _AS.RUNNING},
+        },
+        {
+            (_AS.IDLE, _AT.BUNDLE): Refusal(UnexpectedMessage, "bundle before any epoch"),
+            (_AS.IDLE, _AT.ROUND): Refusal(UnexpectedMessage, "interval start before any epoch"),
+            (_AS.RUNNING, _AT.BUNDLE): Refusal(UnexpectedMessage, "the epoch's bundle was taken"),
+        },
+    )
+)
+# ring: a second bundle of the epoch rebuilds the ring (as before)
+METER_AGENT_RING = register(
+    Machine(
+        "meter agent (ring)",
+        MeterAgentState,
+        MeterAgentStep,
+        _AS.IDLE,
+        {
+            _AS.IDLE: {_AT.EPOCH: _AS.ADVERTISED},
+            _AS.ADVERTISED: {_AT.EPOCH: _AS.ADVERTISED, _AT.BUNDLE: _AS.RUNNING},
+            _AS.RUNNING: {
+                _AT.EPOCH: _AS.ADVERTISED,
+                _AT.BUNDLE: _AS.RUNNING,
+                _AT.ROUND: _AS.RUNNING,
+            },
+        },
+        {
+            (_AS.IDLE, _AT.BUNDLE): Refusal(UnexpectedMessage, "ring bundle before any epoch"),
+            (_AS.IDLE, _AT.ROUND): Refusal(
+                UnexpectedMessage, "ring message before the ring was set up"
+            ),
+            (_AS.ADVERTISED, _AT.ROUND): Refusal(
+                UnexpectedMessage, "ring message before the ring was set up"
+            ),
+        },
+    )
+)
+# message type -> the role's step, per mode (any other type is not a role step)
+_STEPS: dict[str, dict[type, MeterAgentStep]] = {
+    "star": {EpochRequest: _AT.EPOCH, KeyBundle: _AT.BUNDLE, IntervalStart: _AT.ROUND},
+    "ring": {
+        EpochRequest: _AT.EPOCH,
+        KeyBundle: _AT.BUNDLE,
+        RingStart: _AT.ROUND,
+        RingToken: _AT.ROUND,
+    },
+}
 
 
 class MeterAgent:
@@ -151,6 +241,7 @@ class MeterAgent:
         self.min_survivors = min_survivors
         self.rng = rng
         self.enc = encryptor if encryptor is not None else MeterEncryptor(household_pk)
+        self.state = MeterAgentState.IDLE  # the aggregation role (METER_AGENT_STAR / _RING)
         self.agg: AggregationMeter | None = None
         self.epochs = epochs if epochs is not None else EpochCache()
         # the plan's roster rules (differencing defence), one record for all epochs
@@ -330,15 +421,9 @@ class MeterAgent:
         """
         if now is not None:
             self.now = now
-        if isinstance(msg, IntervalStart):
-            t = msg.announcement.interval
-            if self.agg is None:
-                raise UnexpectedMessage("interval start before any epoch")
-            fresh = self.records_upto(t)
-            old = self.resend(exclude={r.slot for r in fresh})
-            wh = self._energy_wh(t)
-            masked = self.agg.handle_start(msg, wh)
-            return [*old, *fresh, masked]
+        step = _STEPS[self.mode].get(type(msg))
+        if step is not None:
+            return self._role_step(step, msg)
         if isinstance(msg, Receipt):
             msg.verify(self.headend_key)
             rec = self.unacked.get((msg.meter_id, msg.interval, msg.kind, msg.event_id))
@@ -346,9 +431,62 @@ class MeterAgent:
                 if hashlib.sha256(record_bytes(rec)).digest() == msg.record_digest:
                     del self.unacked[rec.slot]
             return []
-        if isinstance(msg, RingStart | RingToken):
-            return self._ring_round(msg)
-        if isinstance(msg, EpochRequest) and self.mode == "ring":
+        if isinstance(
+            msg, Tick
+        ):  # the head-end's "anything unacknowledged?" poll; its time is not ours
+            return self.resend()
+        if isinstance(msg, FeedPublished):
+            self.feeds.append(msg.feed_json)
+            return []
+        if isinstance(msg, DemandEvent | EchoBundle | ComparisonQuery | Directive):
+            return self._demand(msg)
+        raise UnexpectedMessage(f"a meter does not take {type(msg).__name__} messages")
+
+    # -- the aggregation role (its table: METER_AGENT_STAR / METER_AGENT_RING) ---------------
+    def _role_step(self, step: MeterAgentStep, msg: Any) -> list[Any]:
+        """One step of the aggregation role: checked against the mode's table first
+        (refused with the state unchanged), committed after the step succeeded."""
+        machine = METER_AGENT_STAR if self.mode == "star" else METER_AGENT_RING
+        nxt = machine.next(self.state, step, meter_id=self.meter_id)
+        if self.mode == "ring":
+            out = self._ring_step(step, msg)
+        else:
+            out = self._star_step(step, msg)
+        self.state = nxt
+        return out
+
+    def _star_step(self, step: MeterAgentStep, msg: Any) -> list[Any]:
+        if step is MeterAgentStep.EPOCH:
+            if msg.group != self.group:
+                raise UnexpectedMessage("epoch for another group")
+            self.agg = AggregationMeter(
+                self.meter_id,
+                self.signing_key,
+                self.group_keys,
+                self.headend_key,
+                group=msg.group,
+                epoch=msg.epoch,
+                min_survivors=self.min_survivors,
+                rng=self.rng,
+                membership=self.membership,
+                epochs=self.epochs,
+            )
+            return [self.agg.advertise()]
+        if self.agg is None:
+            raise LocalProtocolError(f"meter agent in state {self.state.value!r} has no epoch")
+        if step is MeterAgentStep.BUNDLE:
+            self.agg.handle_bundle(msg)
+            return []
+        # a round: its billing records first, then the masked reading (which an epoch
+        # still waiting for its bundle refuses: the records stay unacknowledged, resent)
+        t = msg.announcement.interval
+        fresh = self.records_upto(t)
+        old = self.resend(exclude={r.slot for r in fresh})
+        masked = self.agg.handle_start(msg, self._energy_wh(t))
+        return [*old, *fresh, masked]
+
+    def _ring_step(self, step: MeterAgentStep, msg: Any) -> list[Any]:
+        if step is MeterAgentStep.EPOCH:
             if msg.group != self.group:
                 raise UnexpectedMessage("epoch for another group")
             ak = AgreementKey.generate(self.rng)
@@ -366,45 +504,15 @@ class MeterAgent:
             self._ring_key = (ak, adv)
             self.ring = None
             return [adv]
-        if isinstance(msg, KeyBundle) and self.mode == "ring":
+        if step is MeterAgentStep.BUNDLE:
             return self._ring_bundle(msg)
-        if isinstance(msg, EpochRequest):
-            if msg.group != self.group:
-                raise UnexpectedMessage("epoch for another group")
-            self.agg = AggregationMeter(
-                self.meter_id,
-                self.signing_key,
-                self.group_keys,
-                self.headend_key,
-                group=msg.group,
-                epoch=msg.epoch,
-                min_survivors=self.min_survivors,
-                rng=self.rng,
-                membership=self.membership,
-                epochs=self.epochs,
-            )
-            return [self.agg.advertise()]
-        if isinstance(msg, KeyBundle):
-            if self.agg is None:
-                raise UnexpectedMessage("bundle before any epoch")
-            self.agg.handle_bundle(msg)
-            return []
-        if isinstance(
-            msg, Tick
-        ):  # the head-end's "anything unacknowledged?" poll; its time is not ours
-            return self.resend()
-        if isinstance(msg, FeedPublished):
-            self.feeds.append(msg.feed_json)
-            return []
-        if isinstance(msg, DemandEvent | EchoBundle | ComparisonQuery | Directive):
-            return self._demand(msg)
-        raise UnexpectedMessage(f"a meter does not take {type(msg).__name__} messages")
+        return self._ring_round(msg)
 
     # -- the founding paper's ring ----------------------------------------------------------
     def _ring_bundle(self, bundle: KeyBundle) -> list[Any]:
         """Check every advert in the bundle (meter keys, head-end key) and join the ring."""
-        if self._ring_key is None:
-            raise UnexpectedMessage("ring bundle before any epoch")
+        if self._ring_key is None:  # the table refused a bundle before any epoch
+            raise LocalProtocolError(f"ring agent in state {self.state.value!r} has no key")
         ak, mine = self._ring_key
         if (bundle.group, bundle.epoch) != (mine.group, mine.epoch) or mine not in bundle.adverts:
             raise UnexpectedMessage("ring bundle for another epoch, or without our advert")
@@ -430,8 +538,8 @@ class MeterAgent:
         return []
 
     def _ring_round(self, msg: RingStart | RingToken) -> list[Any]:
-        if self.ring is None:
-            raise UnexpectedMessage("ring message before the ring was set up")
+        if self.ring is None:  # the table refused a round before the ring was set up
+            raise LocalProtocolError(f"ring agent in state {self.state.value!r} has no ring")
         t = msg.round
         fresh = self.records_upto(t)
         old = self.resend(exclude={r.slot for r in fresh})

@@ -68,6 +68,12 @@ Rules that make the attacks fail:
    interval, signature / MAC, roster) before any state changes; on error the
    party raises and its state is as before.
 
+Role states (docs/states.md): each side of one (group, epoch) moves along its
+table, :data:`AGG_METER` (advertised / running) and :data:`AGG_HEADEND`
+(collecting / running), checked before anything changes; which interval may
+be answered or fed (once each, in order; only the open one) is checked on the
+interval numbers after the table.
+
 The bound (docs/threat-model.md, proof sketch in docs/aggregation.md):
 whatever bundle degree and announcements the head-end sends, from what the
 meters reveal it can compute readings only as sums over connected sets of
@@ -139,17 +145,23 @@ from privmeter.protocol.aggregation_messages import (
     threshold_for,
 )
 from privmeter.protocol.codec import DEFAULT_MAX_BYTES, decode, encode, encode_field, tail_encoder
+from privmeter.protocol.states import Machine, Refusal, register
 
 if TYPE_CHECKING:
     from privmeter.protocol.membership import MembershipPolicy
 
 __all__ = [
+    "AGG_HEADEND",
+    "AGG_METER",
     "ANNOUNCE_CONTEXT",
     "ENDORSE_CONTEXT",
     "AggregateResult",
     "AggregationHeadEnd",
     "AggregationMeter",
     "EpochCache",
+    "HeadEndState",
+    "HeadEndStep",
+    "MeterMessage",
     "MeterState",
     "endorsement_payload",
     "epoch_digest",
@@ -163,8 +175,77 @@ _S = shamir.SHARE_BYTES
 
 
 class MeterState(Enum):
+    """A meter's side of one (group, epoch)."""
+
     ADVERTISED = "advertised"  # key sent, waiting for the bundle
     RUNNING = "running"  # epoch set up, answering intervals
+
+
+class MeterMessage(Enum):
+    BUNDLE = "bundle"  # KeyBundle
+    START = "start"  # IntervalStart (which interval may be answered: once each, in order)
+
+
+AGG_METER = register(
+    Machine(
+        "aggregation meter",
+        MeterState,
+        MeterMessage,
+        MeterState.ADVERTISED,
+        {
+            MeterState.ADVERTISED: {MeterMessage.BUNDLE: MeterState.RUNNING},
+            MeterState.RUNNING: {MeterMessage.START: MeterState.RUNNING},
+        },
+    )
+)
+
+
+class HeadEndState(Enum):
+    """The head-end's side of one (group, epoch)."""
+
+    COLLECTING = "collecting"  # taking the meters' key adverts
+    RUNNING = "running"  # bundle made: intervals opened, inputs taken, intervals closed
+
+
+class HeadEndStep(Enum):
+    ADVERT = "advert"  # KeyAdvert
+    BUNDLE = "bundle"  # local: make_bundle (again when running: the same bundle)
+    OPEN = "open"  # local: open_interval
+    INPUT = "input"  # MaskedInput (for the open interval only: checked in handle_input)
+    CLOSE = "close"  # local: close_interval
+
+
+_NOT_SET_UP = Refusal(
+    UnexpectedMessage, "epoch not set up: collect adverts and make_bundle() first"
+)
+AGG_HEADEND = register(
+    Machine(
+        "aggregation head-end",
+        HeadEndState,
+        HeadEndStep,
+        HeadEndState.COLLECTING,
+        {
+            HeadEndState.COLLECTING: {
+                HeadEndStep.ADVERT: HeadEndState.COLLECTING,
+                HeadEndStep.BUNDLE: HeadEndState.RUNNING,
+            },
+            HeadEndState.RUNNING: {
+                HeadEndStep.BUNDLE: HeadEndState.RUNNING,
+                HeadEndStep.OPEN: HeadEndState.RUNNING,
+                HeadEndStep.INPUT: HeadEndState.RUNNING,
+                HeadEndStep.CLOSE: HeadEndState.RUNNING,
+            },
+        },
+        {
+            (HeadEndState.RUNNING, HeadEndStep.ADVERT): Refusal(
+                UnexpectedMessage, "key advert after the epoch was set up"
+            ),
+            (HeadEndState.COLLECTING, HeadEndStep.OPEN): _NOT_SET_UP,
+            (HeadEndState.COLLECTING, HeadEndStep.INPUT): _NOT_SET_UP,
+            (HeadEndState.COLLECTING, HeadEndStep.CLOSE): _NOT_SET_UP,
+        },
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,8 +528,7 @@ class AggregationMeter:
 
     def handle_bundle(self, bundle: KeyBundle | bytes) -> None:
         """Verify every advert and derive the epoch's secrets (raises, state unchanged)."""
-        if self.state is not MeterState.ADVERTISED:
-            raise UnexpectedMessage(f"bundle in state {self.state.value!r}")
+        nxt = AGG_METER.next(self.state, MeterMessage.BUNDLE, meter_id=self.meter_id)
         if isinstance(bundle, bytes):
             bundle = decode(bundle, expect=KeyBundle)
         if not isinstance(bundle, KeyBundle):
@@ -516,15 +596,16 @@ class AggregationMeter:
             self._membership.admit(self.group, frozenset(ids), from_interval=bundle.first_interval)
         # commit
         self._ep, self._me, self._seeds, self._aead, self._mac_key = ep, me, seeds, aeads, mac
-        self.state = MeterState.RUNNING
+        self.state = nxt
 
     # -- per interval ------------------------------------------------------------------
     def handle_start(
         self, start: IntervalStart | bytes, reading: Sequence[int] | int | None
     ) -> MaskedInput:
         """Answer one interval: masked ``reading`` (None: nothing to report) and shares."""
-        if self.state is not MeterState.RUNNING or self._ep is None:
-            raise UnexpectedMessage(f"interval start in state {self.state.value!r}")
+        AGG_METER.next(self.state, MeterMessage.START, meter_id=self.meter_id)
+        if self._ep is None:
+            raise LocalProtocolError("a running aggregation meter has no epoch")
         if isinstance(start, bytes):
             start = decode(start, expect=IntervalStart)
         if not isinstance(start, IntervalStart):
@@ -843,6 +924,7 @@ class AggregationHeadEnd:
             nonce=nonce,
             signature=sign_advert(signing_key, group, epoch, HEADEND_ID, self._ak.public, nonce),
         )
+        self.state = HeadEndState.COLLECTING
         self._adverts: dict[str, KeyAdvert] = {}
         self._ep: _Epoch | None = None
         self._macs: list[bytes] = []
@@ -858,8 +940,7 @@ class AggregationHeadEnd:
 
     # -- setup -------------------------------------------------------------------
     def handle_advert(self, advert: KeyAdvert | bytes) -> None:
-        if self._ep is not None:
-            raise UnexpectedMessage("key advert after the epoch was set up")
+        AGG_HEADEND.next(self.state, HeadEndStep.ADVERT)
         if isinstance(advert, bytes):
             advert = decode(advert, max_bytes=self._max_bytes, expect=KeyAdvert)
         if not isinstance(advert, KeyAdvert):
@@ -883,6 +964,7 @@ class AggregationHeadEnd:
         self._adverts[advert.party_id] = advert
 
     def make_bundle(self) -> KeyBundle:
+        nxt = AGG_HEADEND.next(self.state, HeadEndStep.BUNDLE)
         n = len(self._adverts)
         if n < max(2, self.min_survivors):
             raise GroupTooSmall(f"{n} meters advertised, below the minimum {self.min_survivors}")
@@ -906,6 +988,7 @@ class AggregationHeadEnd:
         self._ep = ep
         self._interp = None
         self._interpolators()  # per-meter Lagrange tables: epoch set-up, not per interval
+        self.state = nxt
         return bundle
 
     @property
@@ -972,6 +1055,7 @@ class AggregationHeadEnd:
     def _open(
         self,
     ) -> tuple[Announcement, bytes, Certificate | None, dict[str, bytes], dict[str, bytes]]:
+        AGG_HEADEND.next(self.state, HeadEndStep.OPEN)
         ep = self._require_epoch()
         t = self.first_interval if self.current < 0 else self.current + 1
         prev_inputs = self._inputs.get(t - 1, {})
@@ -1037,6 +1121,7 @@ class AggregationHeadEnd:
 
     def handle_input(self, msg: MaskedInput | bytes) -> None:
         """Validate and store one meter's answer (raises, state unchanged)."""
+        AGG_HEADEND.next(self.state, HeadEndStep.INPUT)
         ep = self._require_epoch()
         wire: bytes | None = None
         if isinstance(msg, bytes):
@@ -1100,6 +1185,7 @@ class AggregationHeadEnd:
     def close_interval(self) -> AggregateResult | None:
         """End the open interval; return the now-final result of the one
         :attr:`lag` intervals before it (the one before it in a complete graph)."""
+        AGG_HEADEND.next(self.state, HeadEndStep.CLOSE)
         ep = self._require_epoch()
         t = self.current
         if t < 0:
@@ -1226,6 +1312,6 @@ class AggregationHeadEnd:
         return self._interp
 
     def _require_epoch(self) -> _Epoch:
-        if self._ep is None:
-            raise UnexpectedMessage("epoch not set up: collect adverts and make_bundle() first")
+        if self._ep is None:  # the state table refused every step needing it before
+            raise LocalProtocolError("a running aggregation head-end has no epoch")
         return self._ep
