@@ -149,16 +149,17 @@ class Registry:
         )
         return ticket
 
-    def revoke(self, meter_id: str) -> None:
+    def revoke(self, meter_id: str, *, now: int | None = None) -> None:
         """The meter leaves (or is stolen): refused from its next connection on."""
-        ENROLMENT.next(self.state(meter_id), EnrolmentInput.REVOKE, meter_id=meter_id)
+        now = int(time.time()) if now is None else now
+        ENROLMENT.next(self.state(meter_id, now=now), EnrolmentInput.REVOKE, meter_id=meter_id)
         m = self.member(meter_id)
         if m is None:
             raise LocalProtocolError("an active meter without a member row")
         self._db.execute(
             "UPDATE members SET status=? WHERE meter_id=?", (MemberStatus.REVOKED.value, meter_id)
         )
-        self._retire(m)
+        self._retire(m, now)
         self._db.execute("DELETE FROM invites WHERE meter_id=?", (meter_id,))
         self._bump()
 
@@ -215,7 +216,7 @@ class Registry:
         with self._db:
             self._db.execute("BEGIN")
             if old is not None and old.meter_key != meter_key:
-                self._retire(old)
+                self._retire(old, now)
             self._db.execute(
                 "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -235,11 +236,11 @@ class Registry:
             raise LocalProtocolError("the member vanished during the update")
         return m
 
-    def _retire(self, m: Member) -> None:
+    def _retire(self, m: Member, now: int) -> None:
         """An old key of a replaced or revoked meter: refused at the handshake from now on."""
         self._db.execute(
             "INSERT OR IGNORE INTO retired VALUES (?, ?, ?)",
-            (m.meter_key.hex(), m.meter_id, int(time.time())),
+            (m.meter_key.hex(), m.meter_id, now),
         )
 
     def _assign_group(self, group_size: int) -> str:
