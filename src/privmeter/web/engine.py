@@ -81,9 +81,9 @@ from privmeter.sim.runner import make_core, make_meters
 from privmeter.sim.scenario import Scenario, World, build
 from privmeter.web.alerts import Alerts
 from privmeter.web.faults import Faults
-from privmeter.web.snapshot import HouseholdSnapshot, OperatorSnapshot
+from privmeter.web.snapshot import HouseholdSnapshot, OperatorSnapshot, RunState
 from privmeter.web.snapshot_household import household_snapshot, load_occupancy
-from privmeter.web.snapshot_operator import HeadEndLog, RunState, operator_snapshot
+from privmeter.web.snapshot_operator import HeadEndLog, operator_snapshot
 from privmeter.web.views import overview
 from privmeter.web.wire import MemoryWire, SocketWire
 

@@ -70,8 +70,8 @@ class MeterHoldings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class OperatorSnapshot:
-    """The demo at one moment, as the utility's head-end holds it (no household data)."""
+class RunState:
+    """The demo run's public state at one moment (the clock, the controls, the set-up)."""
 
     status: str  # running, paused or finished
     paused: bool
@@ -88,11 +88,18 @@ class OperatorSnapshot:
     transport: str
     network: Mapping[str, int]
     step_ms: float | None
+    offline: frozenset[str]  # meters that do not answer (the head-end sees who is missing)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperatorSnapshot(RunState):
+    """The demo at one moment, as the utility's head-end holds it (no household data): the
+    run's public state and what the head-end received."""
+
     meter_ids: Sequence[str]
     groups: Mapping[str, Sequence[str]]
     group_of: Mapping[str, str]
     group_limits: Mapping[str, tuple[int, int] | None]  # (Cmin W, Cmax W) per feeder, once running
-    offline: frozenset[str]  # meters that did not answer (the head-end sees who is missing)
     totals: Mapping[str, Sequence[Mapping[str, Any]]]  # feeder totals, oldest first
     events: Sequence[Mapping[str, Any]]
     probes: Sequence[Mapping[str, Any]]

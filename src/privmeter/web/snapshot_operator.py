@@ -20,16 +20,16 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import fields
 from typing import Any
 
 from privmeter.parties.headend import HeadEndCore
 from privmeter.protocol.aggregation_messages import MaskedInput
 from privmeter.protocol.records import ReadingRecord
 from privmeter.web.alerts import Alerts
-from privmeter.web.snapshot import MeterHoldings, OperatorSnapshot, freeze
+from privmeter.web.snapshot import MeterHoldings, OperatorSnapshot, RunState, freeze
 
-__all__ = ["MAX_POINTS", "SEEN_PER_METER", "HeadEndLog", "RunState", "operator_snapshot"]
+__all__ = ["MAX_POINTS", "SEEN_PER_METER", "HeadEndLog", "operator_snapshot"]
 
 MAX_POINTS = 2000  # totals kept per feeder for the charts
 SEEN_PER_METER = 16  # ciphertexts / masked inputs kept per meter for the utility view
@@ -71,28 +71,6 @@ class HeadEndLog:
             )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunState:
-    """The demo run's public state at one moment (the clock, the controls, the set-up)."""
-
-    status: str  # running, paused or finished
-    paused: bool
-    speed: float
-    current: int  # the last interval stepped
-    first: int
-    last: int
-    interval_seconds: int
-    days: int
-    key_bits: int
-    dgk_bits: int
-    plan: str
-    bill_intervals: int
-    transport: str
-    network: Mapping[str, int]
-    step_ms: float | None
-    offline: frozenset[str]  # meters that do not answer (the head-end sees who is missing)
-
-
 def operator_snapshot(
     core: HeadEndCore | None,
     log: HeadEndLog,
@@ -109,27 +87,14 @@ def operator_snapshot(
     for g in log.groups:
         cfg = core.groups[g].cfg if core is not None else None
         limits[g] = (cfg.cmin_w, cfg.cmax_w) if cfg is not None else None
+    state = {f.name: getattr(run, f.name) for f in fields(RunState)}
+    state["network"] = freeze(run.network)
     return OperatorSnapshot(
-        status=run.status,
-        paused=run.paused,
-        speed=run.speed,
-        current=run.current,
-        first=run.first,
-        last=run.last,
-        interval_seconds=run.interval_seconds,
-        days=run.days,
-        key_bits=run.key_bits,
-        dgk_bits=run.dgk_bits,
-        plan=run.plan,
-        bill_intervals=run.bill_intervals,
-        transport=run.transport,
-        network=freeze(run.network),
-        step_ms=run.step_ms,
+        **state,
         meter_ids=tuple(sorted(log.group_of)),
         groups=freeze(log.groups),
         group_of=freeze(log.group_of),
         group_limits=freeze(limits),
-        offline=run.offline,
         totals=freeze(log.totals),
         events=freeze(log.events),
         probes=freeze(probes),
