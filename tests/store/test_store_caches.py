@@ -119,3 +119,27 @@ def test_tiny_or_no_cache_gives_the_same_receipts_and_statements(
         disk.receive(late, current_interval=DAY0 + 5)
     assert disk.statement("m1", 1, now=2) == mem.statement("m1", 1, now=2)
     disk.store.close()
+
+
+def test_account_cache_evicts_the_least_recently_used_and_mirrors_changes() -> None:
+    from privmeter.store.billing_store import AccountCache
+
+    cache = AccountCache(2)
+    cache.put("a", 1, 1, {"x": 5})
+    cache.put("b", 1, 1, {"x": 6})
+    assert cache.get("a", 1) == (1, {"x": 5})  # a is now the most recently used
+    cache.put("c", 1, 1, {"x": 7})  # evicts b
+    assert cache.get("b", 1) is None
+    assert cache.meters() == {"a", "c"}
+    got = cache.get("a", 1)
+    assert got is not None
+    got[1]["x"] = 99  # a copy: the cache is not edited
+    cache.apply("a", 1, 2, {"y": 8}, ["x"])
+    assert cache.get("a", 1) == (2, {"y": 8})
+    cache.apply("z", 1, 1, {"y": 1}, [])  # not cached: stays uncached
+    assert cache.get("z", 1) is None
+    cache.clear()
+    assert cache.meters() == set()
+    off = AccountCache(0)
+    off.put("a", 1, 1, {})
+    assert off.get("a", 1) is None

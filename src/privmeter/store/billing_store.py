@@ -35,6 +35,7 @@ from privmeter.errors import StoreError
 
 __all__ = [
     "GENESIS",
+    "AccountCache",
     "BillingStore",
     "MemoryBillingStore",
     "Registration",
@@ -209,3 +210,61 @@ class MemoryBillingStore:
 
     def close(self) -> None:
         pass
+
+
+class AccountCache:
+    """The accounts a durable store read or wrote last, least recently used evicted.
+
+    ``limit`` accounts at most (0: caches nothing).  Each entry is
+    (record count, cells); :meth:`get` hands out a copy of the cells, so a caller
+    never edits the cache.  A store mirrors each committed change with
+    :meth:`apply` and calls :meth:`clear` after any rollback (then re-reads on demand).
+    """
+
+    __slots__ = ("_rows", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._rows: dict[tuple[str, int], tuple[int, dict[str, int]]] = {}
+
+    def get(self, meter_id: str, period: int) -> tuple[int, dict[str, int]] | None:
+        """The cached account (now the most recently used), or None."""
+        hit = self._rows.pop((meter_id, period), None)
+        if hit is None:
+            return None
+        self._rows[(meter_id, period)] = hit
+        return hit[0], dict(hit[1])
+
+    def put(self, meter_id: str, period: int, count: int, cells: Mapping[str, int]) -> None:
+        """Remember an account as read from or written to the store."""
+        if self.limit <= 0:
+            return
+        self._rows.pop((meter_id, period), None)
+        self._rows[(meter_id, period)] = (count, dict(cells))
+        while len(self._rows) > self.limit:
+            del self._rows[next(iter(self._rows))]
+
+    def apply(
+        self,
+        meter_id: str,
+        period: int,
+        count: int,
+        changed: Mapping[str, int],
+        removed: Iterable[str],
+    ) -> None:
+        """Mirror a committed account change, if the account is cached (else it is read on next use)."""
+        hit = self._rows.get((meter_id, period))
+        if hit is None:
+            return
+        cells = dict(hit[1])
+        for name in removed:
+            cells.pop(name, None)
+        cells.update(changed)
+        self.put(meter_id, period, count, cells)
+
+    def meters(self) -> set[str]:
+        """The meters with at least one cached account."""
+        return {m for (m, _p) in self._rows}
+
+    def clear(self) -> None:
+        self._rows.clear()

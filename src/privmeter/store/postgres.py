@@ -54,7 +54,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from privmeter.errors import StoreError
-from privmeter.store.billing_store import GENESIS, Registration, chain_step
+from privmeter.store.billing_store import GENESIS, AccountCache, Registration, chain_step
 
 __all__ = ["SCHEMA_VERSION", "PostgresBillingStore", "connect"]
 
@@ -129,8 +129,7 @@ class PostgresBillingStore:
             raise StoreError(f"schema name must match {_SCHEMA_NAME.pattern}, got {schema!r}")
         self._error: type[Exception] = psycopg.Error
         self.schema = schema
-        self.cache_accounts = cache_accounts
-        self._accounts: dict[tuple[str, int], tuple[int, dict[str, int]]] = {}
+        self._accounts = AccountCache(cache_accounts)
         self._head_cache: tuple[int, bytes] | None = None
         self._settled: set[tuple[str, int]] | None = None
         # group commit state (see batch())
@@ -236,7 +235,7 @@ class PostgresBillingStore:
         if self._pend_head is not None:
             self._head_cache = self._pend_head
         for (m, p), (count, cells, _dirty, _gone) in self._pend_acc.items():
-            self._remember(m, p, count, cells)
+            self._accounts.put(m, p, count, cells)
         self._reset_batch()
 
     def _reset_batch(self) -> None:
@@ -297,7 +296,7 @@ class PostgresBillingStore:
             self._known[s] = None
         for m, i, k, e, rec in rows:
             self._known[(m, int(i), k, e)] = bytes(rec)
-        cached = {m for (m, _p) in self._accounts}
+        cached = self._accounts.meters()
         meters = sorted({s[0] for s in want} - cached - self._pre_meters)
         if meters:
             accs = self._q(
@@ -383,10 +382,9 @@ class PostgresBillingStore:
         if meter_id in self._pre_meters:  # prefetched in this batch: complete for this meter
             pre = self._pre_acc.get((meter_id, period))
             return None if pre is None else (pre[0], dict(pre[1]))
-        hit = self._accounts.pop((meter_id, period), None)
+        hit = self._accounts.get(meter_id, period)
         if hit is not None:
-            self._accounts[(meter_id, period)] = hit  # most recently used last
-            return hit[0], dict(hit[1])
+            return hit
         rows = self._q(
             "SELECT count FROM accounts WHERE meter_id = %s AND period = %s", (meter_id, period)
         )
@@ -399,16 +397,8 @@ class PostgresBillingStore:
                 (meter_id, period),
             )
         }
-        self._remember(meter_id, period, int(rows[0][0]), cells)
+        self._accounts.put(meter_id, period, int(rows[0][0]), cells)
         return int(rows[0][0]), dict(cells)
-
-    def _remember(self, meter_id: str, period: int, count: int, cells: dict[str, int]) -> None:
-        if self.cache_accounts <= 0:
-            return
-        self._accounts.pop((meter_id, period), None)
-        self._accounts[(meter_id, period)] = (count, dict(cells))
-        while len(self._accounts) > self.cache_accounts:
-            del self._accounts[next(iter(self._accounts))]
 
     def _stage(
         self,
@@ -458,23 +448,6 @@ class PostgresBillingStore:
                 [(meter_id, period, n, _b(v)) for n, v in changed.items()],
             )
 
-    def _cached_apply(
-        self,
-        meter_id: str,
-        period: int,
-        count: int,
-        changed: Mapping[str, int],
-        removed: tuple[str, ...],
-    ) -> None:
-        hit = self._accounts.get((meter_id, period))
-        if hit is None:
-            return
-        cells = dict(hit[1])
-        for n in removed:
-            cells.pop(n, None)
-        cells.update(changed)
-        self._remember(meter_id, period, count, cells)
-
     def commit_record(
         self,
         *,
@@ -507,7 +480,7 @@ class PostgresBillingStore:
             )
             self._write_account(meter_id, period, count, changed, gone)
         self._head_cache = (seq + 1, chain)
-        self._cached_apply(meter_id, period, count, changed, gone)
+        self._accounts.apply(meter_id, period, count, changed, gone)
         return seq + 1, chain
 
     def commit_account(
@@ -524,7 +497,7 @@ class PostgresBillingStore:
             return
         with self._tx():
             self._write_account(meter_id, period, count, changed, gone)
-        self._cached_apply(meter_id, period, count, changed, gone)
+        self._accounts.apply(meter_id, period, count, changed, gone)
 
     def open_accounts(self) -> list[tuple[str, int]]:
         rows = self._q(

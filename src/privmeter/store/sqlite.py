@@ -38,7 +38,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from privmeter.errors import StoreError
-from privmeter.store.billing_store import GENESIS, Registration, chain_step
+from privmeter.store.billing_store import GENESIS, AccountCache, Registration, chain_step
 
 __all__ = ["SCHEMA_VERSION", "SqliteBillingStore", "read_log"]
 
@@ -108,8 +108,7 @@ class SqliteBillingStore:
     ) -> None:
         self.path = os.fspath(path)
         self._caching = not readonly  # a reader sees another process's writes: it caches nothing
-        self.cache_accounts = cache_accounts if self._caching else 0
-        self._accounts: dict[tuple[str, int], tuple[int, dict[str, int]]] = {}
+        self._accounts = AccountCache(cache_accounts if self._caching else 0)
         self._head_cache: tuple[int, bytes] | None = None
         self._settled: set[tuple[str, int]] | None = None  # None: not loaded (or dropped)
         try:
@@ -183,10 +182,9 @@ class SqliteBillingStore:
         return None if row is None else bytes(row[0])
 
     def get_account(self, meter_id: str, period: int) -> tuple[int, dict[str, int]] | None:
-        hit = self._accounts.pop((meter_id, period), None)
+        hit = self._accounts.get(meter_id, period)
         if hit is not None:
-            self._accounts[(meter_id, period)] = hit  # most recently used last
-            return hit[0], dict(hit[1])
+            return hit
         row = self._db.execute(
             "SELECT count FROM accounts WHERE meter_id = ? AND period = ?", (meter_id, period)
         ).fetchone()
@@ -199,33 +197,8 @@ class SqliteBillingStore:
                 (meter_id, period),
             )
         }
-        self._remember(meter_id, period, int(row[0]), cells)
+        self._accounts.put(meter_id, period, int(row[0]), cells)
         return int(row[0]), dict(cells)
-
-    def _remember(self, meter_id: str, period: int, count: int, cells: dict[str, int]) -> None:
-        if self.cache_accounts <= 0:
-            return
-        self._accounts[(meter_id, period)] = (count, cells)
-        while len(self._accounts) > self.cache_accounts:
-            del self._accounts[next(iter(self._accounts))]
-
-    def _cached_apply(
-        self,
-        meter_id: str,
-        period: int,
-        count: int,
-        changed: Mapping[str, int],
-        removed: Iterable[str],
-    ) -> None:
-        """Mirror a committed :meth:`_apply` in the account cache (if the account is cached)."""
-        hit = self._accounts.get((meter_id, period))
-        if hit is None:
-            return  # read (and cached) on next use
-        cells = dict(hit[1])
-        for name in removed:
-            cells.pop(name, None)
-        cells.update(changed)
-        self._remember(meter_id, period, count, cells)
 
     def _drop_caches(self) -> None:
         """After any rollback: forget everything cached (re-read from the file on demand)."""
@@ -285,7 +258,7 @@ class SqliteBillingStore:
             self._apply(meter_id, period, count, changed, gone)
         if self._caching:
             self._head_cache = (seq + 1, chain)  # only after the record's transaction succeeded
-        self._cached_apply(meter_id, period, count, changed, gone)
+        self._accounts.apply(meter_id, period, count, changed, gone)
         return seq + 1, chain
 
     def commit_account(
@@ -299,7 +272,7 @@ class SqliteBillingStore:
         gone = tuple(removed)
         with self._tx():
             self._apply(meter_id, period, count, changed, gone)
-        self._cached_apply(meter_id, period, count, changed, gone)
+        self._accounts.apply(meter_id, period, count, changed, gone)
 
     def open_accounts(self) -> list[tuple[str, int]]:
         rows = self._db.execute(
