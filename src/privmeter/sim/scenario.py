@@ -34,7 +34,11 @@ from privmeter.crypto import elgamal
 from privmeter.crypto.paillier import MIN_KEY_BITS, PaillierPrivateKey, generate_keypair
 from privmeter.crypto.signing import SigningKey
 from privmeter.errors import BaseNotDerived, ConfigError, PlanError
-from privmeter.grid.synthetic.profiles import default_cache_dir
+from privmeter.grid.synthetic.profiles import (
+    HouseholdProfile,
+    default_cache_dir,
+    generate_households,
+)
 from privmeter.grid.tariff.plan_toml import builtin_plan, builtin_plan_names, load_plan
 from privmeter.grid.tariff.plans import Plan
 from privmeter.grid.tariff.pricefeed import PriceFeed, demo_feed_signing_key
@@ -54,6 +58,7 @@ __all__ = [
     "parse_source_args",
     "scenario_from_json",
     "scenario_json",
+    "synthetic_homes",
 ]
 
 TOPOLOGIES = ("star", "ring", "tree")
@@ -307,6 +312,22 @@ def _load_plan(name: str) -> Plan:
 # -- building -------------------------------------------------------------------------------
 
 
+def synthetic_homes(
+    sc: Scenario, *, progress: Callable[[int], None] | None = None
+) -> list[HouseholdProfile]:
+    """The scenario's simulated households, the i-th behind meter ``m{i:05d}`` (profiles cached
+    in ``sc.cache_dir``; the same seed gives the same households)."""
+    return generate_households(
+        sc.households,
+        days=sc.days,
+        seed=sc.seed,
+        start=sc.start,
+        prosumer_share=sc.prosumer_share,
+        cache_dir=sc.cache_dir,
+        progress=progress,
+    )
+
+
 def build(sc: Scenario, *, progress: Callable[[str, int, int], None] | None = None) -> World:
     """Keys, loads, plans, groups and feeds for a scenario (profiles and keys cached)."""
     import time
@@ -327,16 +348,8 @@ def build(sc: Scenario, *, progress: Callable[[str, int, int], None] | None = No
                 f"run with --interval {plan.interval_seconds // 60}m"
             )
         plans[plan.plan_id] = plan
-        from privmeter.grid.synthetic.profiles import generate_households
-
-        homes = generate_households(
-            sc.households,
-            days=sc.days,
-            seed=sc.seed,
-            start=sc.start,
-            prosumer_share=sc.prosumer_share,
-            cache_dir=sc.cache_dir,
-            progress=(lambda k: progress("profiles", k, sc.households)) if progress else None,
+        homes = synthetic_homes(
+            sc, progress=(lambda k: progress("profiles", k, sc.households)) if progress else None
         )
         first = homes[0].start_unix // sc.interval_seconds
         for i, h in enumerate(homes):

@@ -20,7 +20,7 @@ from typing import Any
 
 from privmeter.parties.meter import MeterAgent
 from privmeter.parties.meter_feed import MeterLoad
-from privmeter.sim.scenario import Scenario
+from privmeter.sim.scenario import Scenario, synthetic_homes
 from privmeter.web.snapshot import HouseholdSnapshot, freeze
 from privmeter.web.snapshot_operator import HeadEndLog
 
@@ -110,16 +110,7 @@ def load_occupancy(sc: Scenario) -> dict[str, Any]:
     """Ground-truth occupancy per minute (0 away, 1 asleep, 2 active) of every household of the
     scenario, from the cached profiles (meter id -> array); empty if they cannot be rebuilt."""
     try:
-        from privmeter.grid.synthetic.profiles import generate_households
-
-        homes = generate_households(
-            sc.households,
-            days=sc.days,
-            seed=sc.seed,
-            start=sc.start,
-            prosumer_share=sc.prosumer_share,
-            cache_dir=sc.cache_dir,
-        )
+        homes = synthetic_homes(sc)
         return {f"m{i:05d}": h.occupancy for i, h in enumerate(homes)}
     except Exception:
         return {}
