@@ -58,22 +58,38 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return out.out
 
 
-def headend_config(directory: Path, **tables: Mapping[str, Any]) -> Path:
-    """Rewrite ``directory/headend.toml``, as ``privmeter init headend`` wrote it, for a test on
-    this machine; returns its path.
+# what every config of a test on this machine changes in its starter (``privmeter init ROLE``)
+_LOCAL: dict[str, dict[str, Any]] = {
+    "headend": {"listen": {"host": "127.0.0.1"}, "keys": {"min_household_key_bits": 2048}},
+    "household": {"headend": {"host": "127.0.0.1"}},
+    "concentrator": {"listen": {"host": "127.0.0.1"}, "headend": {"host": "127.0.0.1"}},
+}
 
-    The head-end listens on 127.0.0.1 and accepts 2048-bit household keys; then each keyword
-    is a table of the config merged into it, key by key (``billing={"plans": ["pilot-3s"]}``),
-    a table the file lacks (``cluster``, ``store``) added.  The file is written back as plain
-    TOML (the starter's comments dropped).
+
+def write_config(directory: Path, role: str, **values: Any) -> Path:
+    """Rewrite ``directory/ROLE.toml``, as ``privmeter init ROLE`` wrote it, for a test on this
+    machine; returns its path.
+
+    Servers listen on 127.0.0.1 and clients dial the head-end there (a head-end also accepts
+    2048-bit household keys); then each keyword is merged in: a mapping is a table of the config,
+    merged key by key (``headend={"port": port}``), a table the file lacks (``cluster``,
+    ``concentrator``) added; anything else is a top-level key (``plan="pilot-3s"``).  The file
+    is written back as plain TOML (the starter's comments dropped).
     """
-    path = directory / "headend.toml"
+    path = directory / f"{role}.toml"
     cfg: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
-    local = {"listen": {"host": "127.0.0.1"}, "keys": {"min_household_key_bits": 2048}}
-    for table, values in [*local.items(), *tables.items()]:
-        cfg.setdefault(table, {}).update(values)
+    for key, value in [*_LOCAL[role].items(), *values.items()]:
+        if isinstance(value, Mapping):
+            cfg.setdefault(key, {}).update(value)
+        else:
+            cfg[key] = value
     path.write_text(_toml(cfg), encoding="utf-8")
     return path
+
+
+def headend_config(directory: Path, **tables: Mapping[str, Any]) -> Path:
+    """:func:`write_config` of ``directory/headend.toml`` (``billing={"plans": ["pilot-3s"]}``)."""
+    return write_config(directory, "headend", **tables)
 
 
 def _toml(cfg: Mapping[str, Any]) -> str:
@@ -172,24 +188,27 @@ def csv_household(
     plan: str,
     port: int,
     capsys: pytest.CaptureFixture[str],
-) -> str:
+    **values: Any,
+) -> Path:
     """``privmeter init household`` into D (2048-bit key), READINGS (interval -> Wh) as its
-    CSV source, and the starter config rewritten for a local test: the CSV source, PLAN, the
-    head-end on 127.0.0.1:PORT, no fixed HTTP port, 1 s clock skew.  Returns the config text
-    (not yet written: a caller may change more)."""
+    CSV source, and its config written for a local test (:func:`write_config`): the CSV source,
+    PLAN, the head-end on 127.0.0.1:PORT, no fixed HTTP port, 1 s clock skew, then VALUES.
+    Returns the config's path."""
     run_cli(["init", "household", "--dir", str(d), "--meter-id", mid, "--key-bits", "2048"], capsys)
     write_csv_readings(
         d / "readings.csv",
         [IntervalReading(interval=t, energy_wh=wh) for t, wh in readings.items()],
         interval_s,
     )
-    return (
-        (d / "household.toml")
-        .read_text()
-        .replace('source = "p1:/dev/ttyUSB0"', f'source = "csv:{d / "readings.csv"}"')
-        .replace('plan = "economy7"', f'plan = "{plan}"')
-        .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
-        .replace("port = 7700", f"port = {port}")
-        .replace("http_port = 9101", "http_port = 0")
-        .replace("clock_skew_s = 30", "clock_skew_s = 1")
+    return write_config(
+        d,
+        "household",
+        **{
+            "source": f"csv:{d / 'readings.csv'}",
+            "plan": plan,
+            "clock_skew_s": 1,
+            "headend": {"port": port},
+            "operations": {"http_port": 0},
+            **values,
+        },
     )

@@ -31,7 +31,7 @@ import pytest
 from tests.procs import csv_household as _csv_household
 from tests.procs import free_port as _free_port
 from tests.procs import get as _get
-from tests.procs import headend_config
+from tests.procs import headend_config, write_config
 from tests.procs import metric as _metric
 from tests.procs import query as _query
 from tests.procs import run_cli as _run
@@ -82,16 +82,13 @@ def test_feeder_behind_a_concentrator(tmp_path, capsys):
         concentrators={"feeder-1": dc_key},
         operations={"http_port": 0},
     )
-    dcfg = (dc_dir / "concentrator.toml").read_text()
-    dcfg = (
-        dcfg.replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
-        .replace("port = 7800", f"port = {dc_port}")
-        .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
-        .replace("port = 7700", f"port = {port}")
-        .replace('key = ""', f'key = "{he_key}"')
-        .replace("http_port = 9102", f"http_port = {dc_http}")
+    write_config(
+        dc_dir,
+        "concentrator",
+        listen={"port": dc_port},
+        headend={"port": port, "key": he_key},
+        operations={"http_port": dc_http},
     )
-    (dc_dir / "concentrator.toml").write_text(dcfg)
     he_log, dc_log = he_dir / "headend.log", dc_dir / "concentrator.log"
     procs = {"he": _spawn(["headend", "--config", str(he_dir / "headend.toml")], he_log)}
     now = int(time.time())
@@ -104,14 +101,8 @@ def test_feeder_behind_a_concentrator(tmp_path, capsys):
             d = tmp_path / mid
             rng = random.Random(i)
             truth[mid] = {t: rng.randint(0, 400) for t in range(now // IV - 5, now // IV + 60)}
-            text = _csv_household(d, mid, truth[mid], IV, "pilot-3s-4", port, capsys)
-            if i in BEHIND:
-                text = (
-                    text.replace("# [concentrator]", "[concentrator]")
-                    .replace('# host = "dc.example.org"', 'host = "127.0.0.1"')
-                    .replace("# port = 7800", f"port = {dc_port}")
-                )
-            (d / "household.toml").write_text(text)
+            via = {"concentrator": {"host": "127.0.0.1", "port": dc_port}} if i in BEHIND else {}
+            _csv_household(d, mid, truth[mid], IV, "pilot-3s-4", port, capsys, **via)
             ticket = _run(
                 ["headend", "invite", "--config", str(he_dir / "headend.toml"), "--meter", mid],
                 capsys,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from tests.procs import write_config
 
 from privmeter.app.concentrator import ConcentratorService
 from privmeter.app.config import ConcentratorConfig, load_config, starter
@@ -156,17 +157,13 @@ def test_bad_concentrator_config_is_one_line_on_stderr(
 def _service(tmp: Path, he_key: SigningKey, dead_port: int) -> ConcentratorService:
     d = tmp / "dc"
     assert main(["init", "concentrator", "--dir", str(d)]) == 0
-    text = (
-        (d / "concentrator.toml")
-        .read_text()
-        .replace('key = ""', f'key = "{he_key.verify_key.hex()}"')
-        .replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
-        .replace("port = 7800", "port = 0")
-        .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
-        .replace("port = 7700", f"port = {dead_port}")
-        .replace("http_port = 9102", "http_port = 0")
+    write_config(
+        d,
+        "concentrator",
+        listen={"port": 0},
+        headend={"port": dead_port, "key": he_key.verify_key.hex()},
+        operations={"http_port": 0},
     )
-    (d / "concentrator.toml").write_text(text)
     return ConcentratorService(
         cast(ConcentratorConfig, load_config(d / "concentrator.toml", "concentrator"))
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-from tests.procs import headend_config
+from tests.procs import headend_config, write_config
 
 from privmeter.app import headend as headend_app
 from privmeter.app.config import HeadendConfig, HouseholdConfig, load_config
@@ -45,12 +45,7 @@ def _configs(tmp: Path, port: int) -> tuple[HeadendConfig, HouseholdConfig]:
         billing={"plans": [str(PLAN)]},
         operations={"http_port": 0},
     )
-    t = (hh / "household.toml").read_text()
-    (hh / "household.toml").write_text(
-        t.replace('plan = "economy7"', 'plan = "pilot-3s"')
-        .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
-        .replace("port = 7700", f"port = {port}")
-    )
+    write_config(hh, "household", plan="pilot-3s", headend={"port": port})
     return (
         cast(HeadendConfig, load_config(he / "headend.toml", "headend")),
         cast(HouseholdConfig, load_config(hh / "household.toml", "household")),

@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 from tests.procs import free_port as _free_port
 from tests.procs import get as _get
-from tests.procs import headend_config
+from tests.procs import headend_config, write_config
 from tests.procs import metric as _metric
 from tests.procs import query as _query
 from tests.procs import run_cli as _run
@@ -173,16 +173,15 @@ def test_pilot_six_households_real_time(tmp_path, capsys, test_data):
                         IV,
                     )
                     source = f"csv:{d / 'readings.csv'}"
-                text = (d / "household.toml").read_text()
-                text = (
-                    text.replace('source = "p1:/dev/ttyUSB0"', f'source = "{source}"')
-                    .replace('plan = "economy7"', 'plan = "pilot-3s"')
-                    .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
-                    .replace("port = 7700", f"port = {port}")
-                    .replace("http_port = 9101", f"http_port = {hh_http if i == 1 else 0}")
-                    .replace("clock_skew_s = 30", "clock_skew_s = 1")
+                write_config(
+                    d,
+                    "household",
+                    source=source,
+                    plan="pilot-3s",
+                    clock_skew_s=1,
+                    headend={"port": port},
+                    operations={"http_port": hh_http if i == 1 else 0},
                 )
-                (d / "household.toml").write_text(text)
                 ticket = _run(
                     ["headend", "invite", "--config", str(he_dir / "headend.toml"), "--meter", mid],
                     capsys,

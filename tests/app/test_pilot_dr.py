@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 from tests.procs import free_port as _free_port
 from tests.procs import get as _get
-from tests.procs import headend_config
+from tests.procs import headend_config, write_config
 from tests.procs import metric as _metric
 from tests.procs import query as _query
 from tests.procs import run_cli as _run
@@ -82,16 +82,15 @@ def test_demand_management_in_a_deployment(tmp_path, capsys):
                 ["init", "household", "--dir", str(d), "--meter-id", mid, "--key-bits", "2048"],
                 capsys,
             )
-            text = (d / "household.toml").read_text()
-            text = (
-                text.replace('source = "p1:/dev/ttyUSB0"', f'source = "csv:{d / "readings.csv"}"')
-                .replace('plan = "economy7"', 'plan = "pilot-dr-3s"')
-                .replace('host = "utility.example.org"', 'host = "127.0.0.1"')
-                .replace("port = 7700", f"port = {port}")
-                .replace("http_port = 9101", f"http_port = {hh_http[i]}")
-                .replace("clock_skew_s = 30", "clock_skew_s = 1")
+            write_config(
+                d,
+                "household",
+                source=f"csv:{d / 'readings.csv'}",
+                plan="pilot-dr-3s",
+                clock_skew_s=1,
+                headend={"port": port},
+                operations={"http_port": hh_http[i]},
             )
-            (d / "household.toml").write_text(text)
             ticket = _run(
                 ["headend", "invite", "--config", str(he_dir / "headend.toml"), "--meter", mid],
                 capsys,

@@ -103,8 +103,7 @@ def test_deployed_headend_on_a_cluster(pg: LocalPostgres, tmp_path: Path, capsys
             d = tmp_path / mid
             rng = random.Random(i)
             truth[mid] = {t: rng.randint(0, 400) for t in range(now // IV - 5, now // IV + 100)}
-            text = _csv_household(d, mid, truth[mid], IV, "cluster-3s", port, capsys)
-            (d / "household.toml").write_text(text)
+            _csv_household(d, mid, truth[mid], IV, "cluster-3s", port, capsys)
             homes.append(d)
         _wait(
             lambda: b"listening" in he_log.read_bytes() or procs["he"].poll() is not None,
